@@ -1,0 +1,173 @@
+"""`CoreMLConfig`: everything the export pipeline needs to know about one architecture
+family, in the spirit of exporters' class of the same name.
+
+A config answers, for a model config + task + options:
+- which packages to build (`parts`: one, or encoder and decoder),
+- each package's inputs and outputs (names, shapes, dtypes, descriptions, post-processing),
+- how to wrap the transformers model so its forward takes exactly those inputs,
+- example inputs for tracing, op patches for the torch frontend, validation tolerances.
+Subclasses override the small hooks; the pipeline in `converters/export.py` does the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import UserInputError
+from ..options import ConversionOptions
+from ..tasks import TASKS
+
+SEQ = "seq"  # marks the flexible sequence axis in a shape
+MASK_VALUE = -1e4  # additive mask value: large enough to zero a softmax term, safe in float16
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple  # ints, with SEQ where the sequence length goes
+    dtype: str  # "int32", "float16", "float32"
+    description: str
+    image: dict | None = None  # for image inputs: scale, bias, color layout
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    description: str
+    postprocess: str | None = None  # "softmax" or "argmax", applied inside the package
+
+
+@dataclass
+class Tolerances:
+    """Validation thresholds (used by converters/validation): max absolute difference per
+    precision, and the minimum PSNR in dB a package must reach against PyTorch."""
+
+    atol: dict = field(default_factory=lambda: {"float32": 1e-3, "float16": 5e-2})
+    min_psnr: dict = field(default_factory=lambda: {"float32": 60.0, "float16": 30.0})
+
+
+class CoreMLConfig:
+    modality = "text"
+    # The tasks this family can serve; those transformers has no model class for are dropped.
+    supported_tasks: tuple[str, ...] = ()
+    tolerances = Tolerances()
+
+    def __init__(self, hf_config, task: str, options: ConversionOptions | None = None, preprocessor: dict | None = None):
+        self.hf_config = hf_config
+        self.task = task
+        self.options = options or ConversionOptions()
+        self.preprocessor = preprocessor or {}
+
+    # --- what is available -------------------------------------------------------------
+
+    @classmethod
+    def available_tasks(cls, hf_config) -> list[str]:
+        """Supported tasks that transformers can actually build for this model type."""
+        return [t for t in cls.supported_tasks if task_has_model_class(t, hf_config)]
+
+    # --- packages ----------------------------------------------------------------------
+
+    def parts(self) -> list[str]:
+        """Names of the packages to build; "model" unless the task needs several."""
+        return ["model"]
+
+    def inputs(self, part: str = "model") -> list[InputSpec]:
+        raise NotImplementedError
+
+    def outputs(self, part: str = "model") -> list[OutputSpec]:
+        raise NotImplementedError
+
+    def wrap(self, model: torch.nn.Module, part: str = "model") -> torch.nn.Module:
+        """A module whose forward takes the inputs in order and returns the outputs in order."""
+        raise NotImplementedError
+
+    def class_labels(self) -> list[str] | None:
+        """Labels for classifier packages (Core ML's classLabel output), else None."""
+        return None
+
+    def op_patches(self) -> dict:
+        """Extra torch-op converters needed while converting this family ({} by default;
+        the pipeline always adds the ones every model on this toolchain needs)."""
+        return {}
+
+    def max_sequence_length(self) -> int | None:
+        for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+            value = getattr(self.hf_config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def check_options(self) -> None:
+        """Refuse options this model cannot honour, before any work is done."""
+        limit = self.max_sequence_length()
+        wanted = self.options.sequence_length.maximum
+        if self.modality == "text" and limit and wanted > limit:
+            raise UserInputError(
+                f"Sequence length {wanted} is beyond this model's maximum of {limit} tokens "
+                f"({self.hf_config.model_type}). Choose {limit} or less."
+            )
+
+    def model_kwargs(self) -> dict:
+        """Config overrides when loading the model for this task."""
+        # A span-extraction head always has two outputs (start, end), whatever labels the
+        # checkpoint's config lists for another task.
+        return {"num_labels": 2} if self.task == "question-answering" else {}
+
+    def model_class_name(self) -> str:
+        return TASKS[self.task].auto_class
+
+    # --- example inputs ------------------------------------------------------------------
+
+    def example_inputs(self, part: str = "model", sequence_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Deterministic inputs shaped like the package's, used for tracing."""
+        length = sequence_length or self.options.sequence_length.maximum
+        generator = torch.Generator().manual_seed(0)
+        tensors = {}
+        for spec in self.inputs(part):
+            shape = [length if d == SEQ else d for d in spec.shape]
+            tensors[spec.name] = self.example_tensor(spec, shape, generator)
+        return tensors
+
+    def example_tensor(self, spec: InputSpec, shape: list[int], generator: torch.Generator) -> torch.Tensor:
+        if spec.dtype == "int32":
+            if "mask" in spec.name.lower():
+                return torch.ones(shape, dtype=torch.int32)
+            if "type" in spec.name:
+                return torch.zeros(shape, dtype=torch.int32)
+            high = max(getattr(self.hf_config, "vocab_size", 100) or 100, 4)
+            return torch.randint(3, high, shape, generator=generator, dtype=torch.int32)
+        return torch.rand(shape, generator=generator)
+
+
+def task_has_model_class(task: str, hf_config) -> bool:
+    """Whether transformers has a model class for (task, model type)."""
+    import transformers
+
+    auto = getattr(transformers, TASKS[task].auto_class)
+    return type(hf_config) in auto._model_mapping
+
+
+def additive_mask(attention_mask: torch.Tensor, causal: bool, query_length: int | None = None) -> torch.Tensor:
+    """A ready-made 4-D additive mask [batch, 1, query, key] from a 0/1 padding mask.
+
+    transformers 5 builds its own masks with ops coremltools cannot convert (`new_ones`,
+    bool `__and__`); a 4-D float mask is used as-is, so the package computes it here from
+    plain arithmetic instead.
+    """
+    key_length = attention_mask.shape[-1]
+    padding = (1.0 - attention_mask.to(torch.float32))[:, None, None, :] * MASK_VALUE
+    if not causal:
+        return padding
+    query_length = query_length or key_length
+    causal_part = torch.triu(torch.full((query_length, key_length), MASK_VALUE), diagonal=1 + key_length - query_length)
+    return padding + causal_part[None, None]
+
+
+def first_output(outputs, key: str):
+    """A field of a transformers ModelOutput, by name."""
+    value = outputs[key] if isinstance(outputs, dict) else getattr(outputs, key)
+    if value is None:
+        raise RuntimeError(f"the model returned no '{key}'")
+    return value

@@ -1,0 +1,126 @@
+"""Configs for image models: ViT, ConvNeXT, MobileViT, SegFormer, YOLOS.
+
+Packages take an RGB image. Core ML applies the image processor's rescale and normalise
+as the input's scale and bias; when the per-channel std differs (one scale cannot express
+it) the package takes pixels scaled to 0..1 and normalises itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import CoreMLConfig, InputSpec, OutputSpec, first_output
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class VisionWrapper(torch.nn.Module):
+    def __init__(self, model, outputs: list[OutputSpec], mean, std, image_size):
+        super().__init__()
+        self.model = model
+        self.outputs = outputs
+        self.image_size = image_size
+        # Set only when the normalisation could not go into the image input's scale/bias.
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean).reshape(1, 3, 1, 1))
+        self.register_buffer("std", None if std is None else torch.tensor(std).reshape(1, 3, 1, 1))
+
+    def forward(self, pixel_values):
+        if self.mean is not None:
+            pixel_values = (pixel_values - self.mean) / self.std
+        result = self.model(pixel_values=pixel_values)
+        values = []
+        for spec in self.outputs:
+            if spec.name == "classLabels":  # per-pixel labels at the input's resolution
+                logits = torch.nn.functional.interpolate(
+                    first_output(result, "logits"), size=self.image_size, mode="bilinear", align_corners=False
+                )
+                values.append(torch.argmax(logits, dim=1).to(torch.int32))
+                continue
+            value = first_output(result, {"probabilities": "logits", "scores": "logits"}.get(spec.name, spec.name))
+            if spec.postprocess == "softmax":
+                value = torch.softmax(value, dim=-1)
+            values.append(value)
+        return tuple(values)
+
+
+class VisionConfig(CoreMLConfig):
+    modality = "vision"
+    supported_tasks = ("feature-extraction", "image-classification", "semantic-segmentation", "object-detection")
+    has_pooler = True
+
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) the image processor resizes to."""
+        pre = self.preprocessor
+        for key in ("crop_size", "size"):
+            size = pre.get(key) if pre.get(f"do_{'center_crop' if key == 'crop_size' else 'resize'}", True) else None
+            if isinstance(size, dict):
+                if "height" in size and "width" in size:
+                    return int(size["height"]), int(size["width"])
+                if "shortest_edge" in size:
+                    return int(size["shortest_edge"]), int(size["shortest_edge"])
+            if isinstance(size, int):
+                return size, size
+        size = getattr(self.hf_config, "image_size", 224)
+        if isinstance(size, (list, tuple)):
+            return int(size[0]), int(size[1])
+        return int(size), int(size)
+
+    def normalization(self) -> tuple[float, list[float], list[float] | None, list[float] | None]:
+        """(scale, bias, mean, std): scale/bias for Core ML, mean/std left for the wrapper."""
+        pre = self.preprocessor
+        rescale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
+        if not pre.get("do_normalize", True):
+            return rescale, [0.0, 0.0, 0.0], None, None
+        mean = list(pre.get("image_mean", IMAGENET_MEAN))
+        std = list(pre.get("image_std", IMAGENET_STD))
+        if max(std) - min(std) < 1e-6:
+            return rescale / std[0], [-m / std[0] for m in mean], None, None
+        return rescale, [0.0, 0.0, 0.0], mean, std
+
+    def inputs(self, part: str = "model") -> list[InputSpec]:
+        height, width = self.image_size()
+        scale, bias, _, _ = self.normalization()
+        return [
+            InputSpec(
+                "image",
+                (1, 3, height, width),
+                "float32",
+                f"RGB image, {width}x{height}",
+                image={"scale": scale, "bias": bias, "color_layout": "RGB"},
+            )
+        ]
+
+    def outputs(self, part: str = "model") -> list[OutputSpec]:
+        if self.task == "feature-extraction":
+            specs = [OutputSpec("last_hidden_state", "Features at the last layer")]
+            if self.has_pooler:
+                specs.append(OutputSpec("pooler_output", "Pooled image features"))
+            return specs
+        if self.task == "image-classification":
+            return [OutputSpec("probabilities", "Probability of each class (after softmax)", "softmax")]
+        if self.task == "semantic-segmentation":
+            return [OutputSpec("classLabels", "Class index of each pixel, at the input's resolution", "argmax")]
+        return [
+            OutputSpec("logits", "Class scores of each detection (before softmax; the last class is 'no object')"),
+            OutputSpec("pred_boxes", "Boxes as (center x, center y, width, height), relative to the image size"),
+        ]
+
+    def class_labels(self) -> list[str] | None:
+        if self.task != "image-classification":
+            return None
+        id2label = getattr(self.hf_config, "id2label", None) or {}
+        return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(id2label))]
+
+    def wrap(self, model, part: str = "model"):
+        _, _, mean, std = self.normalization()
+        return VisionWrapper(model, self.outputs(part), mean, std, self.image_size())
+
+
+
+class SegformerConfig(VisionConfig):
+    has_pooler = False
+
+
+class YolosConfig(VisionConfig):
+    supported_tasks = ("object-detection",)

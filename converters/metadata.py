@@ -1,0 +1,46 @@
+"""Metadata written into every package: the keys swift-transformers and exporters-era
+tools read (see shared/DESIGN.md), plus versions and the options used."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+
+PREFIX = "co.huggingface.exporters."
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def toolchain_versions() -> dict[str, str]:
+    from . import __version__
+
+    return {
+        "converter": __version__,
+        "coremltools": package_version("coremltools"),
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
+    }
+
+
+def package_metadata(*, name: str, task: str, architecture: str, precision: str, options: dict, part: str) -> dict[str, str]:
+    versions = toolchain_versions()
+    metadata = {
+        PREFIX + "name": name,
+        PREFIX + "task": task,
+        PREFIX + "architecture": architecture,
+        PREFIX + "framework": "pytorch",
+        PREFIX + "precision": precision,
+        "transformers_version": versions["transformers"],
+        "coreml_converter_version": versions["converter"],
+        "coremltools_version": versions["coremltools"],
+        "torch_version": versions["torch"],
+        "coreml_converter_options": json.dumps(options, sort_keys=True),
+    }
+    if part != "model":
+        metadata["coreml_converter_part"] = part
+    return metadata

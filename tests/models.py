@@ -1,0 +1,116 @@
+"""Tiny models for tests: every supported architecture, built from a transformers config
+with random weights and saved like a Hub repo (config.json, model.safetensors, tokenizer
+or image-processor files). Nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import transformers as tf
+
+VOCAB_SIZE = 128
+_WORDS = (
+    "the a an of to in is was for on that with as by at from it this be are or his her "
+    "which not have one had they you were their has been she he we there all would when "
+    "apple core model swift phone convert text image hello world token layer neural engine "
+    "quick brown fox jumps over lazy dog paris capital france what where who how why"
+).split()
+
+_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=VOCAB_SIZE)
+_DECODER = dict(_TEXT, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_ENCODER = dict(_TEXT, max_position_embeddings=512, pad_token_id=0)
+_LABELS = {"id2label": {0: "negative", 1: "neutral", 2: "positive"}, "label2id": {"negative": 0, "neutral": 1, "positive": 2}}
+
+# model_type -> (config factory, model class saved as the checkpoint, modality)
+MODELS = {
+    "gpt2": (lambda: tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB_SIZE, n_positions=512, pad_token_id=0, bos_token_id=1, eos_token_id=2), tf.GPT2LMHeadModel, "text"),
+    "gpt_neox": (lambda: tf.GPTNeoXConfig(**{k: v for k, v in _DECODER.items() if k != "num_key_value_heads"}), tf.GPTNeoXForCausalLM, "text"),
+    "gpt_bigcode": (lambda: tf.GPTBigCodeConfig(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB_SIZE, n_positions=512, pad_token_id=0), tf.GPTBigCodeForCausalLM, "text"),
+    "llama": (lambda: tf.LlamaConfig(**_DECODER), tf.LlamaForCausalLM, "text"),
+    "mistral": (lambda: tf.MistralConfig(**_DECODER, sliding_window=None), tf.MistralForCausalLM, "text"),
+    "qwen2": (lambda: tf.Qwen2Config(**_DECODER), tf.Qwen2ForCausalLM, "text"),
+    "qwen3": (lambda: tf.Qwen3Config(**_DECODER, head_dim=8), tf.Qwen3ForCausalLM, "text"),
+    "gemma": (lambda: tf.GemmaConfig(**_DECODER, head_dim=8), tf.GemmaForCausalLM, "text"),
+    "gemma2": (lambda: tf.Gemma2Config(**_DECODER, head_dim=8, sliding_window=512), tf.Gemma2ForCausalLM, "text"),
+    "phi3": (lambda: tf.Phi3Config(**_DECODER), tf.Phi3ForCausalLM, "text"),
+    "falcon": (lambda: tf.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, vocab_size=VOCAB_SIZE, max_position_embeddings=512, pad_token_id=0), tf.FalconForCausalLM, "text"),
+    "bert": (lambda: tf.BertConfig(**_ENCODER, **_LABELS), tf.BertForMaskedLM, "text"),
+    "distilbert": (lambda: tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, vocab_size=VOCAB_SIZE, max_position_embeddings=512, **_LABELS), tf.DistilBertForMaskedLM, "text"),
+    "roberta": (lambda: tf.RobertaConfig(**_ENCODER, **_LABELS), tf.RobertaForMaskedLM, "text"),
+    "xlm-roberta": (lambda: tf.XLMRobertaConfig(**_ENCODER, **_LABELS), tf.XLMRobertaForMaskedLM, "text"),
+    "deberta-v2": (lambda: tf.DebertaV2Config(**_ENCODER, **_LABELS), tf.DebertaV2ForMaskedLM, "text"),
+    "modernbert": (lambda: tf.ModernBertConfig(**_ENCODER, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **_LABELS), tf.ModernBertForMaskedLM, "text"),
+    "mobilebert": (lambda: tf.MobileBertConfig(**_ENCODER, embedding_size=16, intra_bottleneck_size=32, true_hidden_size=32, num_feedforward_networks=1, **_LABELS), tf.MobileBertForMaskedLM, "text"),
+    "t5": (lambda: tf.T5Config(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4, vocab_size=VOCAB_SIZE, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0), tf.T5ForConditionalGeneration, "text"),
+    "bart": (lambda: tf.BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=VOCAB_SIZE, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2), tf.BartForConditionalGeneration, "text"),
+    "vit": (lambda: tf.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8, **_LABELS), tf.ViTForImageClassification, "vision"),
+    "convnext": (lambda: tf.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], image_size=32, **_LABELS), tf.ConvNextForImageClassification, "vision"),
+    "mobilevit": (lambda: tf.MobileViTConfig(image_size=32, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 32], num_attention_heads=2, **_LABELS), tf.MobileViTForImageClassification, "vision"),
+    "segformer": (lambda: tf.SegformerConfig(hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 2, 2, 4], depths=[1, 1, 1, 1], decoder_hidden_size=32, image_size=32, **_LABELS), tf.SegformerForSemanticSegmentation, "vision"),
+    "yolos": (lambda: tf.YolosConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=[32, 32], patch_size=8, num_detection_tokens=4, **_LABELS), tf.YolosForObjectDetection, "vision"),
+}
+
+
+def build_tokenizer(folder: Path, model_type: str) -> None:
+    """A word-level tokenizer over a small vocabulary, saved as tokenizer.json + config."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<mask>", "[CLS]", "[SEP]"]
+    vocab = {token: i for i, token in enumerate(specials + _WORDS)}
+    assert len(vocab) <= VOCAB_SIZE
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    if model_type not in MODELS or MODELS[model_type][1].__name__.endswith(("ForMaskedLM",)):
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 5), ("[SEP]", 6)]
+        )
+    fast = tf.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_max_length=512,
+    )
+    fast.save_pretrained(folder)
+
+
+def build_image_processor(folder: Path, size: int = 32, same_std: bool = False) -> None:
+    std = [0.5, 0.5, 0.5] if same_std else [0.229, 0.224, 0.225]
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViTImageProcessor",
+                "do_resize": True,
+                "size": {"height": size, "width": size},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.485, 0.456, 0.406],
+                "image_std": std,
+            }
+        )
+    )
+
+
+def build_model(model_type: str, folder: Path, seed: int = 0, **config_overrides) -> Path:
+    """Write a tiny random `model_type` checkpoint into `folder` and return it."""
+    factory, model_class, modality = MODELS[model_type]
+    config = factory()
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
+    config.architectures = [model_class.__name__]
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)  # safetensors by default
+    if modality == "text":
+        build_tokenizer(folder, model_type)
+    else:
+        build_image_processor(folder, size=32, same_std=model_type == "vit")
+    return folder
