@@ -122,5 +122,23 @@ class SegformerConfig(VisionConfig):
     has_pooler = False
 
 
+def _bicubic_to_same_size(context, node):
+    """YOLOS resizes its position embeddings bicubically to the image's patch grid; at the
+    configured image size that is a resize to the same size, i.e. the identity (Core ML
+    has no bicubic resize). Any other size is refused rather than approximated."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    inputs = _get_inputs(context, node)
+    x, size = inputs[0], inputs[1]
+    target = None if size is None or size.val is None else tuple(int(v) for v in size.val)
+    if target != tuple(x.shape[2:]):
+        raise NotImplementedError(f"bicubic resize from {tuple(x.shape[2:])} to {target} has no Core ML equivalent")
+    context.add(mb.identity(x=x, name=node.name))
+
+
 class YolosConfig(VisionConfig):
     supported_tasks = ("object-detection",)
+
+    def op_patches(self) -> dict:
+        return {"upsample_bicubic2d": _bicubic_to_same_size, "upsample_bicubic2d.vec": _bicubic_to_same_size}
