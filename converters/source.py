@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -139,14 +140,14 @@ def hub_api(token: str | None = None):
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token or False)
 
 
-def inspect_hub_model(ref: HubReference, token: str | None = None):
-    """Model info from the Hub, with every access problem turned into a UserInputError."""
+@contextmanager
+def hub_errors(ref: HubReference, token: str | None):
+    """Turn every Hub access problem into a UserInputError that says what to do."""
     from huggingface_hub import errors as hub_errors
 
-    api = hub_api(token)
     where = f"The model '{ref.repo_id}'"
     try:
-        return api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
+        yield
     except hub_errors.GatedRepoError:
         raise UserInputError(
             f"{where} is gated: accept its conditions on its Hub page with your account, "
@@ -169,6 +170,12 @@ def inspect_hub_model(ref: HubReference, token: str | None = None):
         ) from None
 
 
+def inspect_hub_model(ref: HubReference, token: str | None = None):
+    """Model info (with file sizes) from the Hub."""
+    with hub_errors(ref, token):
+        return hub_api(token).model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
+
+
 def download(ref: HubReference, token: str | None = None, cache_dir: Path | None = None) -> ModelSource:
     """Check the repo, then download only what conversion needs."""
     from huggingface_hub import snapshot_download
@@ -176,16 +183,17 @@ def download(ref: HubReference, token: str | None = None, cache_dir: Path | None
     info = inspect_hub_model(ref, token)
     where = f"The model '{ref.repo_id}'"
     check_files([s.rfilename for s in info.siblings or []], where)
-    path = Path(
-        snapshot_download(
-            ref.repo_id,
-            revision=info.sha or ref.revision,
-            allow_patterns=ALLOW_PATTERNS,
-            token=token or False,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-            cache_dir=cache_dir,
+    with hub_errors(ref, token):
+        path = Path(
+            snapshot_download(
+                ref.repo_id,
+                revision=info.sha or ref.revision,
+                allow_patterns=ALLOW_PATTERNS,
+                token=token or False,
+                endpoint=os.environ.get("HF_ENDPOINT") or None,
+                cache_dir=cache_dir,
+            )
         )
-    )
     config = _read_config(path)
     check_config(config, where)
     return ModelSource(path=path, config=config, hub_id=ref.repo_id, revision=info.sha or ref.revision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Tests never reach huggingface.co: anything that tries fails fast instead of hanging.
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
+# Downloads land in a throwaway cache, never the user's; uploads use plain LFS (the local
+# Hub does not speak Xet).
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-")
+os.environ["HF_HUB_DISABLE_XET"] = "1"
 warnings.filterwarnings("ignore")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
 
@@ -33,3 +38,31 @@ def tiny_model(tmp_path_factory):
         return built[model_type]
 
     return get
+
+
+OWNER, OWNER_TOKEN = "alice", "hf_alice_write_token"
+OTHER, OTHER_TOKEN = "bob", "hf_bob_write_token"
+
+
+@pytest.fixture(scope="session")
+def local_hub(tiny_model, tmp_path_factory):
+    """A running local Hub with alice's tiny models: public, private, gated, and repos we must refuse."""
+    from tests.hub_server import LocalHub
+
+    hub = LocalHub()
+    hub.start()
+    hub.add_user(OWNER, OWNER_TOKEN)
+    hub.add_user(OTHER, OTHER_TOKEN)
+    bert = tiny_model("bert")
+    hub.add_repo_from_folder(f"{OWNER}/tiny-bert", bert, owner_token=OWNER_TOKEN)
+    hub.add_repo_from_folder(f"{OWNER}/secret-bert", bert, private=True, owner_token=OWNER_TOKEN)
+    hub.add_repo_from_folder(f"{OWNER}/gated-bert", bert, gated=True, owner_token=OWNER_TOKEN)
+    config = (bert / "config.json").read_text()
+    hub.add_repo(f"{OWNER}/pickle-bert", {"config.json": config, "pytorch_model.bin": b"\x80\x04pickle"})
+    hub.add_repo(
+        f"{OWNER}/remote-code",
+        {"config.json": '{"model_type": "mine", "auto_map": {"AutoModel": "modeling_mine.Mine"}}', "model.safetensors": b"\0" * 8,
+         "modeling_mine.py": "import os"},
+    )
+    yield hub
+    hub.stop()
