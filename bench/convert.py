@@ -1,0 +1,119 @@
+"""Benchmark: the project's conversion pipeline against a plain coremltools script.
+
+Both convert the same randomly initialised Llama-architecture checkpoint (about 270 M
+parameters by default) to a float16 ML Program, each in its own fresh process, and report
+wall time and peak RSS. Printed as ratios (pipeline / plain): the target is <= 1.0 for both.
+
+    python bench/convert.py [--hidden 1024 --layers 16 --vocab 32000] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The plain script: what a person would write with coremltools alone on this toolchain.
+# It needs the same two fixes the pipeline applies (alias op, ready-made 4-D mask);
+# without them nothing converts, so they are the minimum, not an advantage.
+PLAIN_SCRIPT = r"""
+import sys, resource, time, json, warnings, logging
+warnings.filterwarnings("ignore"); logging.disable(logging.WARNING)
+import numpy as np, torch, coremltools as ct
+from transformers import AutoModelForCausalLM
+from coremltools.converters.mil.frontend.torch import ops
+from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+_TORCH_OPS_REGISTRY.name_to_func_mapping["alias"] = ops.noop
+folder, out, seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+class Wrapper(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__(); self.m = m
+    def forward(self, input_ids, attention_mask):
+        q = input_ids.shape[1]
+        mask = (1.0 - attention_mask.float())[:, None, None, :] * -1e4 + torch.triu(torch.full((q, q), -1e4), 1)
+        return self.m(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+ids = torch.zeros((1, seq), dtype=torch.int32); am = torch.ones((1, seq), dtype=torch.int32)
+with torch.no_grad():
+    program = torch.export.export(Wrapper(model), (ids, am)).run_decompositions({})
+mlmodel = ct.convert(program, inputs=[ct.TensorType(name="inputIds", shape=(1, seq), dtype=np.int32),
+                                      ct.TensorType(name="attentionMask", shape=(1, seq), dtype=np.int32)],
+                     outputs=[ct.TensorType(name="logits")], compute_precision=ct.precision.FLOAT16,
+                     minimum_deployment_target=ct.target.iOS17, skip_model_load=True)
+mlmodel.save(out)
+print(json.dumps({"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+PIPELINE_SCRIPT = r"""
+import sys, resource, time, json, warnings, logging
+warnings.filterwarnings("ignore"); logging.disable(logging.WARNING)
+sys.path.insert(0, sys.argv[4])
+from converters.export import convert
+from converters.options import ConversionOptions
+convert(sys.argv[1], "text-generation", sys.argv[2], ConversionOptions.from_strings(sequence_length=sys.argv[3]))
+print(json.dumps({"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def build_checkpoint(folder: Path, hidden: int, layers: int, vocab: int) -> int:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=int(hidden * 2.75),
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        vocab_size=vocab,
+        max_position_embeddings=2048,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
+
+
+def run(script: str, args: list[str]) -> dict:
+    """Wall time of a whole fresh process (imports included, alike for both) and its peak RSS."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark process failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--sequence-length", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best time and lowest peak count")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        parameters = build_checkpoint(tmp / "model", args.hidden, args.layers, args.vocab)
+        print(f"Llama-architecture checkpoint: {parameters / 1e6:.0f} M parameters, sequence length {args.sequence_length}")
+        results: dict[str, list[dict]] = {"plain": [], "pipeline": []}
+        for i in range(args.repeat):  # alternate so machine noise hits both alike
+            results["plain"].append(run(PLAIN_SCRIPT, [str(tmp / "model"), str(tmp / f"plain{i}.mlpackage"), str(args.sequence_length)]))
+            results["pipeline"].append(run(PIPELINE_SCRIPT, [str(tmp / "model"), str(tmp / f"out{i}"), str(args.sequence_length), str(ROOT)]))
+        best = {k: {"seconds": min(r["seconds"] for r in v), "peak_rss_kb": min(r["peak_rss_kb"] for r in v)} for k, v in results.items()}
+        for name, value in best.items():
+            print(f"{name:9s} {value['seconds']:7.1f} s   peak RSS {value['peak_rss_kb'] / 1e6:5.2f} GB")
+        print(f"ratio time (pipeline / plain): {best['pipeline']['seconds'] / best['plain']['seconds']:.2f}")
+        print(f"ratio peak RSS (pipeline / plain): {best['pipeline']['peak_rss_kb'] / best['plain']['peak_rss_kb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Unit tests of the engine's small parts: parsing, aliases, patches, docs in sync."""
+
+from __future__ import annotations
+
+import pytest
+
+from converters.errors import UserInputError
+from converters.options import ConversionOptions, SequenceLength
+from converters.source import parse_hub_reference
+from converters.tasks import ALIASES, normalize_task, task_from_architectures
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    "text,repo_id,revision",
+    [
+        ("openai-community/gpt2", "openai-community/gpt2", None),
+        ("  owner/model.v2  ", "owner/model.v2", None),
+        ("owner/model@dev", "owner/model", "dev"),
+        ("https://huggingface.co/owner/model", "owner/model", None),
+        ("https://huggingface.co/owner/model/tree/refs%2Fpr%2F3", "owner/model", "refs/pr/3"),
+        ("https://huggingface.co/owner/model/blob/main/config.json", "owner/model", "main"),
+        ("huggingface.co/owner/model", "owner/model", None),
+        ("http://127.0.0.1:8000/owner/model", "owner/model", None),
+    ],
+)
+def test_hub_references(text, repo_id, revision):
+    ref = parse_hub_reference(text)
+    assert (ref.repo_id, ref.revision) == (repo_id, revision)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "No model given"),
+        ("gpt2", "not a valid Hub model ID"),
+        ("owner/na me", "not a valid Hub model ID"),
+        ("owner/../etc", "not a valid Hub model ID"),
+        ("https://huggingface.co/datasets/owner/data", "is a dataset, not a model"),
+        ("https://huggingface.co/owner", "does not name a model"),
+        ("ftp://huggingface.co/owner/model", "not a web address"),
+    ],
+)
+def test_bad_hub_references(text, message):
+    with pytest.raises(UserInputError, match=message):
+        parse_hub_reference(text)
+
+
+def test_sequence_length_forms():
+    assert SequenceLength.parse("128").kind == "fixed"
+    enumerated = SequenceLength.parse("256, 64,128,64")
+    assert (enumerated.kind, enumerated.sizes, str(enumerated)) == ("enumerated", (64, 128, 256), "64,128,256")
+    ranged = SequenceLength.parse("1..512")
+    assert (ranged.kind, ranged.minimum, ranged.maximum, str(ranged)) == ("range", 1, 512, "1-512")
+    with pytest.raises(UserInputError, match="at most 128 enumerated shapes"):
+        SequenceLength.parse(",".join(str(i) for i in range(1, 200)))
+
+
+def test_options_accept_loose_spellings_and_round_trip():
+    options = ConversionOptions.from_strings(precision="FP32", minimum_deployment_target="ios18", naming="Exporters", sequence_length="64,128")
+    assert (options.precision, options.minimum_deployment_target, options.naming) == ("float32", "iOS18", "exporters")
+    assert ConversionOptions.from_dict(options.to_dict()) == options
+
+
+def test_task_aliases_and_auto_detection():
+    for alias, task in ALIASES.items():
+        assert normalize_task(alias) == task
+    assert normalize_task("Text_Generation") == "text-generation"
+    assert task_from_architectures(["LlamaForCausalLM"]) == "text-generation"
+    assert task_from_architectures(["GPT2LMHeadModel"]) == "text-generation"
+    assert task_from_architectures(["T5ForConditionalGeneration"]) == "text2text-generation"
+    assert task_from_architectures(["SegformerForSemanticSegmentation"]) == "semantic-segmentation"
+    assert task_from_architectures(["BertModel"]) is None
+
+
+def test_op_patches_are_removed_after_the_conversion():
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    from converters.patches import op_patches
+
+    mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
+    before = dict(mapping)
+    marker = lambda context, node: None  # noqa: E731
+    with op_patches({"my_custom_op": marker, "gelu": marker}):
+        assert mapping["alias"] is not None and mapping["my_custom_op"] is marker and mapping["gelu"] is marker
+    assert mapping == before
+    with pytest.raises(RuntimeError):
+        with op_patches({"my_custom_op": marker}):
+            raise RuntimeError("conversion failed")
+    assert mapping == before
+
+
+def test_readme_lists_the_registry():
+    from converters.supported import markdown_table
+
+    assert markdown_table() in (ROOT / "README.md").read_text(), "regenerate with: python -m converters.supported"
