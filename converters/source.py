@@ -144,6 +144,7 @@ def hub_api(token: str | None = None):
 def hub_errors(ref: HubReference, token: str | None):
     """Turn every Hub access problem into a UserInputError that says what to do."""
     from huggingface_hub import errors as hub_errors
+    from huggingface_hub.utils import httpx  # the HTTP library the client uses (httpx2 in 2.x)
 
     where = f"The model '{ref.repo_id}'"
     try:
@@ -163,7 +164,7 @@ def hub_errors(ref: HubReference, token: str | None):
         if status == 401:
             raise UserInputError("The Hub rejected the token: sign in again or give a valid token.") from None
         raise UserInputError(f"The Hub answered an error for {ref.repo_id} ({status}): {error}") from None
-    except (OSError, ConnectionError) as error:
+    except (OSError, httpx.TransportError) as error:
         raise UserInputError(
             f"Cannot reach the Hub ({os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}): {error}. "
             "Check the network and try again."

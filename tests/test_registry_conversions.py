@@ -53,11 +53,11 @@ def expected_packages(model_type: str, task: str) -> list[dict]:
     """{inputs: {name: (shape, dtype)}, outputs: {name: (shape, dtype)}} per package, from the contract."""
     text_in = {"input_ids": ([1, SEQ], "int32"), "attention_mask": ([1, SEQ], "int32")}
     image_in = {"image": ([1, 3, 32, 32], "image")}
-    hidden = _hidden(model_type)
     if task == "text-generation":
         return [{"inputs": {"inputIds": ([1, SEQ], "int32"), "attentionMask": ([1, SEQ], "int32")},
                  "outputs": {"logits": ([1, SEQ, VOCAB_SIZE], "float16")}}]
     if task == "text2text-generation":
+        hidden = _hidden(model_type)
         return [
             {"inputs": text_in, "outputs": {"last_hidden_state": ([1, SEQ, hidden], "float16")}},
             {"inputs": {"decoder_input_ids": ([1, SEQ], "int32"), "decoder_attention_mask": ([1, SEQ], "int32"),
