@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--minimum-target", default="iOS17", help=f"minimum deployment target: {', '.join(DEPLOYMENT_TARGETS)}")
     parser.add_argument("--naming", default="swift-transformers", help=f"input names and file layout: {', '.join(NAMINGS)}")
     parser.add_argument("--token", default=None, help="Hugging Face token for private or gated models (default: $HF_TOKEN)")
+    parser.add_argument("--no-validate", action="store_true", help="skip validation against PyTorch (the report says so)")
     parser.add_argument("--verbose", action="store_true", help="show the libraries' own logs and warnings")
     return parser
 
@@ -60,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         from .export import convert
 
-        result = convert(args.source, args.task, args.output, options, token=args.token or os.environ.get("HF_TOKEN"))
+        result = convert(
+            args.source, args.task, args.output, options,
+            token=args.token or os.environ.get("HF_TOKEN"), validate=not args.no_validate,
+        )
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -72,10 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2))
-    for package in report["packages"]:
+    return print_outcome(report)
+
+
+def print_outcome(report: dict) -> int:
+    """What a person reads at the end of a run; the exit code (1 if validation failed)."""
+    for package in report.get("packages", []):
         print(f"wrote {package['path']}")
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
+    validation = report["validation"]
+    if validation.get("skipped"):
+        print(f"validation: skipped — {validation['message']}")
+        return 0
+    print(f"validation ({validation['kind']}): {'passed' if validation['passed'] else 'FAILED'} — {validation['message']}")
+    for part, analysis in validation.get("compute_units", {}).items():
+        units = ", ".join(f"{unit}: {value}" for unit, value in analysis["units"].items())
+        print(f"compute units ({part}): {units}")
+    if not validation["passed"]:
+        print("error: validation failed: the package does not compute what the PyTorch model computes.", file=sys.stderr)
+        return 1
     return 0
 
 

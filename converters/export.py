@@ -174,8 +174,10 @@ def convert(
     options: ConversionOptions | None = None,
     token: str | None = None,
     progress: Progress | None = None,
+    validate: bool = True,
 ) -> ConversionResult:
-    """Convert `source` (folder, Hub ID or URL) for `task` into package(s) under `output_dir`."""
+    """Convert `source` (folder, Hub ID or URL) for `task` into package(s) under `output_dir`,
+    then (unless `validate` is False) check them against the PyTorch model."""
     import coremltools as ct
 
     progress = progress or _no_progress
@@ -259,10 +261,22 @@ def convert(
             }
         )
 
+    if validate:
+        from .validation.validate import validate as validate_packages
+
+        progress("validate", 0.9, "Validating against PyTorch")
+        mark = time.perf_counter()
+        validation = validate_packages(cfg, model, dict(zip(parts, packages)), model_source.path)
+        timings["validate"] = time.perf_counter() - mark
+    else:
+        from .validation.validate import skipped
+
+        validation = skipped()
+        report_warnings.append("Validation was skipped: nothing checks that these packages compute what the model computes.")
     del model
     gc.collect()
     timings["total"] = time.perf_counter() - started
-    progress("convert", 0.95, "Converted")
+    progress("validate" if validate else "convert", 1.0, validation["message"])
     report = {
         "source": {"id": model_source.hub_id, "revision": model_source.revision, "path": str(model_source.path)},
         "requested_task": task,
@@ -277,6 +291,7 @@ def convert(
         "versions": toolchain_versions(),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "warnings": report_warnings,
+        "validation": validation,
     }
     return ConversionResult(report=report, packages=packages)
 

@@ -112,6 +112,12 @@ def test_sequence_length_beyond_model_maximum(tiny_model, tmp_path, capsys):
     assert "Sequence length 1024 is beyond this model's maximum of 512 tokens" in err
 
 
+def test_enumerated_lengths_need_ios18_for_several_token_inputs(tiny_model, tmp_path, capsys):
+    code, err = run_cli([tiny_model("gpt2"), "--sequence-length", "8,16", "--minimum-target", "iOS17", "--output", tmp_path / "out"], capsys)
+    assert code == 2
+    assert "needs minimum deployment target iOS18 or macOS15" in err
+
+
 def test_missing_folder(tmp_path, capsys):
     code, err = run_cli([tmp_path / "nowhere" / "model", "--output", tmp_path / "out"], capsys)
     assert code == 2

@@ -126,3 +126,17 @@ def test_conversion_spec(model_type, task, tiny_model, tmp_path):
 
     if task == "text-classification" or task == "image-classification":
         assert report["packages"][0]["outputs"][0]["name"] == "classLabel"
+
+    validation = report["validation"]
+    assert validation["passed"] is True, validation["message"]
+    rows = validation["checks"]
+    parts = {p["part"] for p in report["packages"]}
+    for mode in ("fp32", "fp16"):
+        assert {r["package"] for r in rows if r["mode"] == mode} == parts, f"no {mode} checks for every package"
+    assert all(isinstance(r["value"], float) and r["passed"] for r in rows)
+    if task in ("text-classification", "image-classification"):
+        assert any(r["metric"] == "label_agreement" for r in rows)
+    if task in ("text-generation", "fill-mask", "token-classification", "text2text-generation"):
+        assert any(r["metric"] == "top1_agreement" for r in rows)
+    if task == "feature-extraction":
+        assert any(r["metric"] == "cosine_similarity" for r in rows)

@@ -39,13 +39,19 @@ class OutputSpec:
     postprocess: str | None = None  # "softmax" or "argmax", applied inside the package
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tolerances:
-    """Validation thresholds (used by converters/validation): max absolute difference per
-    precision, and the minimum PSNR in dB a package must reach against PyTorch."""
+    """Validation thresholds (converters/validation), per effective precision: "float32"
+    (an fp32 package run exactly) or "float16" (fp16 weights or fp16 device emulation).
+
+    atol is relative to the output's scale: |diff| <= atol * max(1, max|reference|).
+    """
 
     atol: dict = field(default_factory=lambda: {"float32": 1e-3, "float16": 5e-2})
     min_psnr: dict = field(default_factory=lambda: {"float32": 60.0, "float16": 30.0})
+    min_top1: dict = field(default_factory=lambda: {"float32": 1.0, "float16": 0.95})
+    min_cosine: dict = field(default_factory=lambda: {"float32": 0.9999, "float16": 0.995})
+    min_label_agreement: dict = field(default_factory=lambda: {"float32": 0.99, "float16": 0.95})
 
 
 class CoreMLConfig:
@@ -101,8 +107,16 @@ class CoreMLConfig:
 
     def check_options(self) -> None:
         """Refuse options this model cannot honour, before any work is done."""
+        sequence = self.options.sequence_length
+        flexible_inputs = max(sum(SEQ in spec.shape for spec in self.inputs(part)) for part in self.parts())
+        if sequence.kind == "enumerated" and flexible_inputs > 1 and self.options.minimum_deployment_target not in ("iOS18", "macOS15"):
+            raise UserInputError(
+                f"A list of sequence lengths ({sequence}) needs minimum deployment target iOS18 or macOS15 for this model, "
+                "because several of its inputs have the sequence length (Core ML allows only one enumerated input before iOS 18). "
+                "Choose iOS18/macOS15, one fixed length, or a range."
+            )
         limit = self.max_sequence_length()
-        wanted = self.options.sequence_length.maximum
+        wanted = sequence.maximum
         if self.modality == "text" and limit and wanted > limit:
             raise UserInputError(
                 f"Sequence length {wanted} is beyond this model's maximum of {limit} tokens "

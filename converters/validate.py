@@ -1,0 +1,80 @@
+"""Validate an existing package against its source model, as the converter does after
+converting:
+
+    python -m converters.validate PACKAGE --source SOURCE --task TASK [--report FILE]
+
+The options it was converted with are read from its metadata (or, for packages made by
+other tools, from its input shapes). Exit codes: 0 passed, 1 failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserInputError
+
+
+def options_from_package(info: dict):
+    from .options import ConversionOptions
+
+    metadata = info["metadata"]
+    if "coreml_converter_options" in metadata:
+        return ConversionOptions.from_dict(json.loads(metadata["coreml_converter_options"]))
+    precision = metadata.get("co.huggingface.exporters.precision", "float16")
+    lengths = [i["shape"][-1] for i in info["inputs"] if i["type"] == "tensor" and i["dtype"] == "int32" and i["shape"]]
+    return ConversionOptions.from_strings(precision=precision, sequence_length=max(lengths) if lengths else None)
+
+
+def validate_package(package: Path, source: str, task: str, token: str | None = None) -> dict:
+    from .configs import config_class_for
+    from .export import load_hf_config, load_model, load_preprocessor, resolve_task
+    from .package_info import describe_package
+    from .source import open_source
+    from .validation.validate import validate
+
+    if not (package / "Manifest.json").exists():
+        raise UserInputError(f"{package} is not a Core ML package (.mlpackage folder with a Manifest.json).")
+    info = describe_package(package)
+    model_source = open_source(source, token=token)
+    hf_config = load_hf_config(model_source.path)
+    config_cls = config_class_for(hf_config.model_type)
+    resolved = resolve_task(task, config_cls, hf_config)
+    cfg = config_cls(hf_config, resolved, options_from_package(info), load_preprocessor(model_source.path))
+    part = info["metadata"].get("coreml_converter_part", cfg.parts()[0])
+    if part not in cfg.parts():
+        raise UserInputError(f"{package} is the {part} of a model, but task '{resolved}' has parts {', '.join(cfg.parts())}.")
+    warnings: list[str] = []
+    model = load_model(model_source.path, cfg, warnings)
+    validation = validate(cfg, model, {part: package}, model_source.path)
+    return {"package": str(package), "source": model_source.display, "task": resolved, "warnings": warnings, "validation": validation}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .__main__ import _quiet_libraries
+
+    parser = argparse.ArgumentParser(prog="python -m converters.validate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("package", type=Path, help="the .mlpackage to check")
+    parser.add_argument("--source", required=True, help="the model it came from: folder, Hub ID or URL")
+    parser.add_argument("--task", default="auto", help="the task it was converted for (default: the model's own)")
+    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument("--token", default=None, help="Hugging Face token (default: $HF_TOKEN)")
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        report = validate_package(args.package, args.source, args.task, token=args.token or os.environ.get("HF_TOKEN"))
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2))
+    validation = report["validation"]
+    print(f"validation ({validation['kind']}): {'passed' if validation['passed'] else 'FAILED'} — {validation['message']}")
+    return 0 if validation["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Comparing a package's outputs with PyTorch's: the numbers every check row reports.
+
+Each check is a row: which output, which mode, which metric, its value, the threshold
+and whether it passed. Thresholds come from the architecture's config (`Tolerances`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Check:
+    package: str
+    inputs: str
+    output: str
+    mode: str
+    metric: str
+    value: float
+    threshold: float
+    passed: bool
+    higher_is_better: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["value"] = _json_number(self.value)
+        data["threshold"] = _json_number(self.threshold)
+        return data
+
+
+def _json_number(value: float):
+    value = float(value)
+    if np.isnan(value):
+        return "nan"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return round(value, 6) if abs(value) >= 1e-4 else float(f"{value:.3e}")
+
+
+def max_abs_diff(reference: np.ndarray, actual: np.ndarray) -> float:
+    diff = np.abs(reference.astype(np.float64) - actual.astype(np.float64))
+    return float(np.nan_to_num(diff, nan=np.inf).max()) if diff.size else 0.0
+
+
+def psnr_db(reference: np.ndarray, actual: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of `actual` against `reference`, in dB (as Apple's ml-ane-transformers)."""
+    reference = reference.astype(np.float64)
+    noise = np.mean((reference - actual.astype(np.float64)) ** 2)
+    if not np.isfinite(noise):
+        return -np.inf
+    peak = np.max(np.abs(reference)) if reference.size else 0.0
+    if noise == 0:
+        return np.inf
+    if peak == 0:
+        return -np.inf
+    return float(20 * np.log10(peak) - 10 * np.log10(noise))
+
+
+def cosine_similarity(reference: np.ndarray, actual: np.ndarray) -> float:
+    a = reference.astype(np.float64).ravel()
+    b = actual.astype(np.float64).ravel()
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("nan")
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norm) if norm else float(np.array_equal(a, b))
+
+
+def top1_agreement(reference: np.ndarray, actual: np.ndarray, atol: float, positions: int | None = None) -> float:
+    """Share of positions whose top-1 index agrees. A disagreement counts only where the
+    reference's margin between the two candidates exceeds `atol` (a near-tie may flip
+    within the tolerance without being an error)."""
+    ref = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
+    act = actual.reshape(-1, actual.shape[-1]).astype(np.float64)
+    if positions is not None:
+        ref, act = ref[:positions], act[:positions]
+    if not np.all(np.isfinite(act)):
+        return 0.0
+    ref_top = ref.argmax(-1)
+    act_top = act.argmax(-1)
+    rows = np.arange(len(ref))
+    margin = ref[rows, ref_top] - ref[rows, act_top]
+    agree = (ref_top == act_top) | (margin <= atol)
+    return float(agree.mean()) if len(agree) else 1.0
+
+
+def label_agreement(reference: np.ndarray, actual: np.ndarray) -> float:
+    """Share of equal labels (per-pixel class maps)."""
+    return float(np.mean(reference == actual)) if reference.size else 1.0
+
+
+def finite_share(actual: np.ndarray) -> float:
+    return float(np.mean(np.isfinite(actual.astype(np.float64)))) if actual.size else 1.0

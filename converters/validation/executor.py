@@ -1,0 +1,333 @@
+"""Reference executor: run a saved Core ML ML Program (.mlpackage) on Linux, op by op.
+
+Core ML predicts only on macOS, so a Linux worker cannot check a converted package with
+``MLModel.predict``. This module rebuilds the package's MIL program with coremltools'
+own milproto loader and runs the ops of its main function in order with torch kernels
+(``ops.py``), to compare against the source PyTorch model.
+
+Numeric modes:
+
+* ``"fp32"``: every floating tensor is float32, fp16 constants are widened and casts
+  to fp16 are no-ops; this checks the graph's semantics.
+* ``"fp16"``: device emulation. Each op computes in float32 and, where the program
+  declares an fp16 result, rounds it to float16 (so overflow gives inf/NaN, as on the
+  GPU and Neural Engine). Program casts are honoured; ops the program declares fp32
+  (fp32 programs, or fp32 islands of mixed-precision ones) stay fp32, as Core ML runs
+  those in fp32 on the CPU/GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import coremltools as ct
+import numpy as np
+import torch
+from coremltools.converters.mil.frontend.milproto.load import load as _load_milproto
+from coremltools.converters.mil.mil import types
+from coremltools.optimize.coreml._quantization_passes import WeightDecompressor
+
+from .ops import KERNELS, VALUE_PRESERVING, Args
+
+MODES = ("fp32", "fp16")
+
+# Torch dtype each MIL dtype is held in while running; floats are always float32
+# (exact for fp16 values, and torch's fast CPU path).
+_TORCH_DTYPES = {
+    types.fp16: torch.float32,
+    types.fp32: torch.float32,
+    types.fp64: torch.float32,
+    types.bool: torch.bool,
+    types.int8: torch.int8,
+    types.uint8: torch.uint8,
+    types.int16: torch.int16,
+    types.uint16: torch.int32,
+    types.int32: torch.int32,
+    types.uint32: torch.int64,
+    types.int64: torch.int64,
+}
+
+# Constants up to this many elements also get a Python value, for kernel parameters.
+_SMALL_CONST = 4096
+
+
+class UnsupportedOpError(Exception):
+    """The program uses op types (or op variants) the reference executor cannot run."""
+
+    def __init__(self, op_types, detail: str = ""):
+        self.op_types = sorted(set(op_types))
+        msg = "reference executor cannot run op type(s): " + ", ".join(self.op_types)
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """What the executor keeps of a MIL var (not the var: that would pin the program)."""
+
+    name: str
+    dtype: torch.dtype
+    is_fp16: bool  # declared fp16: rounded in fp16 mode
+    shape: tuple  # declared shape, may hold symbols
+    static: tuple | None  # the shape if fully known, else None
+
+    @classmethod
+    def of(cls, var) -> _Tensor:
+        shape = tuple(var.shape)
+        static = shape if all(isinstance(d, (int, np.integer)) for d in shape) else None
+        return cls(var.name, _torch_dtype(var.dtype), var.dtype == types.fp16, shape, static)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return torch.empty((), dtype=self.dtype).numpy().dtype
+
+
+@dataclass(frozen=True)
+class _Step:
+    op_type: str
+    op_name: str
+    kernel: Callable[[Args], Any]
+    names: dict  # input name -> var name or tuple of var names
+    consts: dict  # input name -> Python value, for small constant inputs
+    outputs: tuple[_Tensor, ...]
+    rounds: bool  # False for ops that only move fp16 values around
+    release: tuple[str, ...] = ()  # vars nobody reads after this step
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    if dtype not in _TORCH_DTYPES:
+        raise NotImplementedError(f"dtype {types.builtin_to_string(dtype)}")
+    return _TORCH_DTYPES[dtype]
+
+
+def _py(val):
+    if isinstance(val, np.ndarray):
+        return val.tolist()
+    if isinstance(val, np.generic):
+        return val.item()
+    return val
+
+
+def _read_vars(step: _Step):
+    for n in step.names.values():
+        yield from n if isinstance(n, tuple) else (n,)
+
+
+def _is_const(var) -> bool:
+    # Consts, and ops coremltools already folded while loading (their .val is known).
+    return var.val is not None
+
+
+class ReferenceExecutor:
+    """Runs a saved .mlpackage with torch on Linux.
+
+    >>> ex = ReferenceExecutor("model.mlpackage")
+    >>> out = ex.predict({"input_ids": ids}, mode="fp16")
+    """
+
+    def __init__(self, package_path: str | os.PathLike):
+        package_path = os.fspath(package_path)
+        spec = ct.utils.load_spec(package_path)
+        if spec.WhichOneof("Type") != "mlProgram":
+            raise ValueError(f"{package_path} is not an ML Program (type {spec.WhichOneof('Type')})")
+        prog = _load_milproto(
+            model_spec=spec,
+            specification_version=spec.specificationVersion,
+            file_weights_dir=os.path.join(package_path, "Data", "com.apple.CoreML", "weights"),
+        )
+        # constexpr_* ops (palettised, quantised, sparse weights) become plain consts.
+        WeightDecompressor(op_selector=lambda op: True).apply(prog)
+        func = prog.functions[spec.description.defaultFunctionName or "main"]
+        self.op_summary = _op_summary(func)
+        # A classifier ends with `classify` (a label and a {label: probability} dict, not
+        # tensors): it is applied after the tensor program, to the probabilities it links.
+        self._classifier = _Classifier.of(func)
+
+        missing = _unsupported_op_types(func)
+        if missing:
+            raise UnsupportedOpError(missing)
+        inputs = [_Tensor.of(v) for v in func.inputs.values() if not types.is_state(v.sym_type)]
+        states = [_Tensor.of(v) for v in func.inputs.values() if types.is_state(v.sym_type)]
+        self._inputs = {t.name: t for t in inputs}
+        self._states = {t.name: t for t in states}
+        classified = self._classifier.output_names if self._classifier else ()
+        self._outputs = [_Tensor.of(v) for v in func.outputs if v.name not in classified]
+        self.input_names = [t.name for t in inputs]
+        self.state_names = [t.name for t in states]
+        self.output_names = [t.name for t in self._outputs] + list(classified)
+        self._keep = {t.name for t in self._outputs} | ({self._classifier.probabilities} if self._classifier else set())
+        self._steps = self._plan(func)
+        self._consts = self._load_consts(func)
+
+    # ------------------------------------------------------------------ building
+
+    def _plan(self, func) -> list[_Step]:
+        steps = []
+        for op in func.operations:
+            if all(_is_const(v) for v in op.outputs) or op.op_type == "classify":
+                continue
+            names, consts = {}, {}
+            for name, inp in op.inputs.items():
+                is_tuple = isinstance(inp, (list, tuple))
+                vars_ = inp if is_tuple else (inp,)
+                names[name] = tuple(v.name for v in vars_) if is_tuple else inp.name
+                if all(_is_const(v) and np.size(v.val) <= _SMALL_CONST for v in vars_):
+                    vals = [_py(v.val) for v in vars_]
+                    consts[name] = vals if is_tuple else vals[0]
+            try:
+                outputs = tuple(_Tensor.of(v) for v in op.outputs)
+            except NotImplementedError as e:
+                raise UnsupportedOpError([op.op_type], f"op {op.name!r}: {e}") from e
+            rounds = op.op_type not in VALUE_PRESERVING
+            steps.append(_Step(op.op_type, op.name, KERNELS[op.op_type], names, consts, outputs, rounds))
+        return self._with_releases(steps)
+
+    def _with_releases(self, steps: list[_Step]) -> list[_Step]:
+        """Drop each intermediate var after its last reader, to bound memory."""
+        last_use = {var: i for i, step in enumerate(steps) for var in _read_vars(step)}
+        releases = [[] for _ in steps]
+        for var, i in last_use.items():
+            if var not in self._keep:
+                releases[i].append(var)
+        return [replace(step, release=tuple(r)) for step, r in zip(steps, releases)]
+
+    def _load_consts(self, func) -> dict[str, torch.Tensor]:
+        used = {var for step in self._steps for var in _read_vars(step)} | self._keep
+        consts = {}
+        for op in func.operations:
+            for var in op.outputs:
+                if var.name in used and _is_const(var) and var.dtype != types.str:
+                    arr = np.asarray(var.val).astype(_Tensor.of(var).np_dtype, copy=True)
+                    consts[var.name] = torch.from_numpy(arr)
+        return consts
+
+    # ------------------------------------------------------------------ running
+
+    def make_state(self) -> dict[str, np.ndarray]:
+        """Zero-filled state arrays (float states as float32, which holds fp16 values exactly)."""
+        return {name: np.zeros(t.shape, dtype=t.np_dtype) for name, t in self._states.items()}
+
+    def predict(
+        self,
+        inputs: dict[str, np.ndarray],
+        mode: str = "fp32",
+        state: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the program. ``state`` arrays (see ``make_state``) are updated in place;
+        a stateful program run without ``state`` starts from zeros and the state is dropped."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        fp16 = mode == "fp16"
+        unknown, missing = set(inputs) - set(self._inputs), set(self._inputs) - set(inputs)
+        if unknown or missing:
+            raise ValueError(f"inputs: missing {sorted(missing)}, unexpected {sorted(unknown)}")
+        state = self.make_state() if state is None else state
+        if set(state) != set(self._states):
+            raise ValueError(f"state must have exactly the keys {self.state_names}")
+
+        with torch.inference_mode():
+            env = dict(self._consts)
+            env.update({name: _feed(t, inputs[name], fp16) for name, t in self._inputs.items()})
+            states = {name: _feed(t, state[name], fp16) for name, t in self._states.items()}
+            initial = dict(states)
+            for step in self._steps:
+                _run(step, env, states, fp16)
+            for name, tensor in states.items():
+                if tensor is not initial[name]:
+                    np.copyto(state[name], tensor.numpy(), casting="unsafe")
+            outputs = {t.name: _fetch(t, env[t.name], fp16) for t in self._outputs}
+            if self._classifier:
+                outputs.update(self._classifier.apply(env[self._classifier.probabilities]))
+            return outputs
+
+
+@dataclass(frozen=True)
+class _Classifier:
+    probabilities: str  # the var holding the class probabilities
+    classes: tuple
+    label_output: str
+    dict_output: str
+
+    @property
+    def output_names(self) -> tuple[str, str]:
+        return self.label_output, self.dict_output
+
+    @classmethod
+    def of(cls, func) -> _Classifier | None:
+        ops = [op for op in func.operations if op.op_type == "classify"]
+        if not ops:
+            return None
+        op = ops[0]
+        classes = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in op.inputs["classes"].val)
+        return cls(op.inputs["probabilities"].name, classes, op.outputs[0].name, op.outputs[1].name)
+
+    def apply(self, probabilities: torch.Tensor) -> dict:
+        values = probabilities.reshape(-1).tolist()
+        best = max(range(len(values)), key=values.__getitem__)
+        return {self.label_output: self.classes[best], self.dict_output: dict(zip(self.classes, values))}
+
+
+def _op_summary(func) -> list[tuple[str, list[tuple[str, tuple]]]]:
+    """(op type, [(output dtype, shape)]) for every computing op, nested blocks included,
+    for the compute-unit analysis (which must not keep the program alive either)."""
+    summary = []
+
+    def visit(block):
+        for op in block.operations:
+            if op.op_type != "const":
+                outs = [(types.builtin_to_string(v.dtype) if v.dtype is not None else "?", tuple(v.shape) if hasattr(v, "shape") and v.sym_type is not None and types.is_tensor(v.sym_type) else ()) for v in op.outputs]
+                summary.append((op.op_type, outs))
+            for inner in op.blocks:
+                visit(inner)
+
+    visit(func)
+    return summary
+
+
+def _unsupported_op_types(block) -> set[str]:
+    missing = set()
+    for op in block.operations:
+        if not all(_is_const(v) for v in op.outputs) and op.op_type not in KERNELS and op.op_type != "classify":
+            missing.add(op.op_type)
+        for inner in op.blocks:  # control flow: report its ops too
+            missing |= _unsupported_op_types(inner)
+    return missing
+
+
+def _feed(t: _Tensor, value, fp16: bool) -> torch.Tensor:
+    arr = np.asarray(value)
+    if arr.ndim != len(t.shape) or (t.static is not None and arr.shape != t.static):
+        raise ValueError(f"{t.name}: expected shape {t.shape}, got {arr.shape}")
+    tensor = torch.from_numpy(np.array(arr, dtype=t.np_dtype))
+    return tensor.half().float() if fp16 and t.is_fp16 else tensor
+
+
+def _fetch(t: _Tensor, tensor: torch.Tensor, fp16: bool) -> np.ndarray:
+    arr = tensor.numpy().copy()
+    return arr.astype(np.float16) if fp16 and t.is_fp16 else arr
+
+
+def _run(step: _Step, env: dict, states: dict, fp16: bool) -> None:
+    try:
+        result = step.kernel(Args(step.names, step.consts, env, states, len(step.outputs)))
+    except NotImplementedError as e:
+        raise UnsupportedOpError([step.op_type], f"op {step.op_name!r}: {e}") from e
+    except Exception as e:
+        raise RuntimeError(f"op {step.op_name!r} ({step.op_type}) failed: {e}") from e
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    for out, y in zip(step.outputs, results):
+        if y.dtype != out.dtype:
+            y = y.to(out.dtype)
+        if fp16 and out.is_fp16 and step.rounds:
+            y = y.half().float()
+        if out.static is not None and tuple(y.shape) != out.static:
+            if out.static != () or y.numel() != 1:
+                raise RuntimeError(
+                    f"op {step.op_name!r} ({step.op_type}) produced shape {tuple(y.shape)}, "
+                    f"program declares {out.static}"
+                )
+            y = y.reshape(())
+        env[out.name] = y
+    for name in step.release:
+        env.pop(name, None)

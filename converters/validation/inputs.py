@@ -1,0 +1,150 @@
+"""Deterministic validation inputs: real text through the model's tokenizer when it has
+one, and a synthetic image (gradients and a checkerboard) of the right size otherwise.
+
+Each input set holds what the package receives (numpy, by package input name) and what
+the PyTorch wrapper receives (torch tensors, positionally): for images these differ by
+the scale and bias that Core ML applies to an image input before the program runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..configs import CoreMLConfig
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Core ML runs models on the phone: CPU, GPU and the Neural Engine.",
+]
+CONTEXT = "Paris is the capital of France."
+CHOICES = ["It is a city.", "It is a fish.", "It is a song.", "It is a colour."]
+
+
+@dataclass
+class InputSet:
+    name: str  # e.g. "text, 128 tokens"
+    package: dict[str, np.ndarray]  # what the Core ML package receives
+    torch_args: tuple  # what the PyTorch wrapper receives, in order
+    valid_positions: int | None = None  # tokens before padding (text), for token-level checks
+
+
+def load_tokenizer(path: Path):
+    """The model's own tokenizer, if the folder has one (never remote code)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except Exception:  # noqa: BLE001 - no tokenizer files: synthetic ids are used instead
+        return None
+
+
+def sequence_lengths(cfg: CoreMLConfig) -> list[int]:
+    """Lengths to validate at: each enumerated size (up to four), both ends of a range."""
+    sequence = cfg.options.sequence_length
+    if sequence.kind == "range":
+        return sorted({max(2, sequence.minimum), sequence.maximum})
+    sizes = list(sequence.sizes)
+    if len(sizes) > 4:
+        sizes = [sizes[0], sizes[len(sizes) // 3], sizes[2 * len(sizes) // 3], sizes[-1]]
+    return sizes
+
+
+def _ids(tokenizer, cfg: CoreMLConfig, length: int, text: str, pair: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if tokenizer is None:
+        vocab = max(getattr(cfg.hf_config, "vocab_size", 100) or 100, 8)
+        rng = np.random.default_rng(length)
+        valid = max(1, (3 * length) // 4)
+        ids = np.zeros(length, dtype=np.int32)
+        ids[:valid] = rng.integers(3, vocab, valid)
+        mask = np.zeros(length, dtype=np.int32)
+        mask[:valid] = 1
+        return ids, mask
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = tokenizer(text, pair, truncation=True, max_length=length, add_special_tokens=True)
+    ids = list(encoded["input_ids"])[:length]
+    out_ids = np.full(length, pad_id, dtype=np.int32)
+    out_mask = np.zeros(length, dtype=np.int32)
+    out_ids[: len(ids)] = ids
+    out_mask[: len(ids)] = 1
+    return out_ids, out_mask
+
+
+def text_inputs(cfg: CoreMLConfig, tokenizer, part: str, length: int) -> InputSet:
+    names = [spec.name for spec in cfg.inputs(part)]
+    if cfg.task == "multiple-choice":
+        pairs = [_ids(tokenizer, cfg, length, CONTEXT, choice) for choice in CHOICES[: _choices(cfg)]]
+        ids = np.stack([p[0] for p in pairs])[None]
+        mask = np.stack([p[1] for p in pairs])[None]
+        arrays = [ids, mask]
+        if len(names) == 3:
+            arrays.append(_token_types(mask))
+        valid = None
+    else:
+        ids, mask = _ids(tokenizer, cfg, length, TEXTS[0])
+        arrays = [ids[None], mask[None]]
+        valid = int(mask.sum())
+    package = dict(zip(names, arrays))
+    return InputSet(f"text, {length} tokens", package, tuple(torch.from_numpy(a) for a in arrays), valid)
+
+
+def _choices(cfg: CoreMLConfig) -> int:
+    return cfg.inputs()[0].shape[1]
+
+
+def _token_types(mask: np.ndarray) -> np.ndarray:
+    # Context then choice: mark the second half of the real tokens as segment 1 (approximate
+    # but deterministic; the same array goes to both sides).
+    types = np.zeros_like(mask)
+    for index in np.ndindex(mask.shape[:-1]):
+        valid = int(mask[index].sum())
+        types[index][valid // 2 : valid] = 1
+    return types
+
+
+def decoder_inputs(cfg: CoreMLConfig, tokenizer, length: int, encoder) -> InputSet:
+    """Decoder inputs, with the encoder side computed by the PyTorch `encoder` wrapper so
+    the decoder package is checked on its own."""
+    start = getattr(cfg.hf_config, "decoder_start_token_id", None) or 0
+    target, target_mask = _ids(tokenizer, cfg, length, TEXTS[1])
+    target = np.concatenate([[start], target[:-1]]).astype(np.int32)[None]
+    target_mask = np.concatenate([[1], target_mask[:-1]]).astype(np.int32)[None]
+    source, source_mask = _ids(tokenizer, cfg, cfg.options.sequence_length.maximum, TEXTS[0])
+    source, source_mask = torch.from_numpy(source[None]), torch.from_numpy(source_mask[None])
+    with torch.no_grad():
+        hidden = encoder(source, source_mask)[0].float()
+    arrays = [target, target_mask, hidden.numpy(), source_mask.numpy()]
+    names = [spec.name for spec in cfg.inputs("decoder")]
+    torch_args = (torch.from_numpy(target), torch.from_numpy(target_mask), hidden, source_mask)
+    return InputSet(f"text, {length} target tokens", dict(zip(names, arrays)), torch_args, int(target_mask.sum()))
+
+
+def synthetic_image(height: int, width: int) -> np.ndarray:
+    """A deterministic RGB image with smooth gradients and sharp edges, 0..255, [1,3,H,W]."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    red = 255.0 * x / max(width - 1, 1)
+    green = 255.0 * y / max(height - 1, 1)
+    blue = np.where(((x // max(width // 8, 1)) + (y // max(height // 8, 1))) % 2 == 0, 230.0, 25.0)
+    return np.stack([red, green, blue])[None].astype(np.float32)
+
+
+def image_inputs(cfg: CoreMLConfig) -> InputSet:
+    spec = cfg.inputs()[0]
+    _, _, height, width = spec.shape
+    image = synthetic_image(height, width)
+    scale, bias = spec.image["scale"], np.asarray(spec.image["bias"], dtype=np.float32).reshape(1, 3, 1, 1)
+    preprocessed = image * scale + bias  # what Core ML hands the program's first op
+    return InputSet(f"synthetic image {width}x{height}", {spec.name: image}, (torch.from_numpy(preprocessed),))
+
+
+def input_sets(cfg: CoreMLConfig, part: str, tokenizer, encoder=None) -> list[InputSet]:
+    """The inputs to validate `part` with; `encoder` (the PyTorch encoder wrapper) is needed
+    for a text2text decoder."""
+    if cfg.modality == "vision":
+        return [image_inputs(cfg)]
+    if part == "decoder":
+        return [decoder_inputs(cfg, tokenizer, length, encoder) for length in sequence_lengths(cfg)]
+    return [text_inputs(cfg, tokenizer, part, length) for length in sequence_lengths(cfg)]

@@ -1,0 +1,176 @@
+"""Validation catches what it must: altered weights, a swapped op, an fp16 overflow and an
+op the executor lacks all fail with their numbers; honest packages pass in both modes."""
+
+from __future__ import annotations
+
+import json
+import platform
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.__main__ import main as convert_main
+from converters.export import convert
+from converters.options import ConversionOptions
+from converters.validate import main as validate_main
+from converters.validation import executor as executor_module
+from tests.models import build_model
+
+OPTIONS = ConversionOptions.from_strings(sequence_length=12)
+WEIGHTS = Path("Data/com.apple.CoreML/weights/weight.bin")
+_FP16 = 1  # MIL blob dtype code for float16 in weight.bin
+
+
+@pytest.fixture(scope="module")
+def llama_package(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("llama")
+    result = convert(str(tiny_model("llama")), "text-generation", out, OPTIONS)
+    assert result.report["validation"]["passed"], result.report["validation"]["message"]
+    return result.packages[0]
+
+
+def _copy(package: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / package.name
+    shutil.copytree(package, target)
+    return target
+
+
+def _blobs(data: bytes):
+    """(dtype, size, offset) of each weight blob: weight.bin is a 64-byte header, then
+    per blob a 64-byte metadata record (sentinel 0xDEADBEEF, dtype, size, offset)."""
+    for start in range(64, len(data) - 24, 64):
+        sentinel, dtype, size, offset = struct.unpack_from("<IIQQ", data, start)
+        if sentinel == 0xDEADBEEF:
+            yield dtype, size, offset
+
+
+def _validate(package: Path, source: Path, task: str, tmp_path: Path) -> dict:
+    report = tmp_path / "validation.json"
+    code = validate_main([str(package), "--source", str(source), "--task", task, "--report", str(report)])
+    data = json.loads(report.read_text())
+    assert code == (0 if data["validation"]["passed"] else 1)
+    return data["validation"]
+
+
+def test_honest_package_passes_with_numbers(llama_package, tiny_model, tmp_path):
+    validation = _validate(llama_package, tiny_model("llama"), "text-generation", tmp_path)
+    assert validation["passed"] is True
+    rows = validation["checks"]
+    assert {r["mode"] for r in rows} == {"fp32", "fp16"}
+    assert {r["metric"] for r in rows} >= {"max_abs_diff", "psnr_db", "top1_agreement", "finite_share"}
+    assert all(isinstance(r["value"], float) for r in rows)
+    assert "reference executor" in validation["kind"]
+
+
+def test_altered_weights_fail(llama_package, tiny_model, tmp_path):
+    package = _copy(llama_package, tmp_path)
+    weights = package / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    dtype, size, offset = max((b for b in _blobs(data) if b[0] == _FP16), key=lambda b: b[1])
+    values = np.frombuffer(bytes(data[offset:offset + size]), dtype=np.float16).copy()
+    values[::3] *= -4  # a third of the largest weight tensor altered
+    data[offset:offset + size] = values.tobytes()
+    weights.write_bytes(bytes(data))
+    validation = _validate(package, tiny_model("llama"), "text-generation", tmp_path)
+    assert validation["passed"] is False
+    failed = [r for r in validation["checks"] if not r["passed"]]
+    assert {r["mode"] for r in failed} == {"fp32", "fp16"}
+    assert any(r["metric"] == "psnr_db" for r in failed)
+    assert "checks failed" in validation["message"]
+
+
+def test_swapped_op_fails(llama_package, tiny_model, tmp_path):
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(llama_package))
+    block = spec.mlProgram.functions["main"].block_specializations["CoreML7"]
+    swapped = 0
+    for operation in block.operations:
+        if operation.type == "add" and swapped < 2:  # residual connections become differences
+            operation.type = "sub"
+            swapped += 1
+    assert swapped == 2
+    package = tmp_path / "swapped.mlpackage"
+    ct.models.MLModel(spec, weights_dir=str(llama_package / "Data/com.apple.CoreML/weights"), skip_model_load=True).save(str(package))
+    validation = _validate(package, tiny_model("llama"), "text-generation", tmp_path)
+    assert validation["passed"] is False
+    assert any(r["metric"] == "max_abs_diff" and not r["passed"] for r in validation["checks"])
+
+
+def test_fp16_overflow_is_caught_by_device_emulation(tmp_path, capsys):
+    """Activations above float16's 65504 overflow on the GPU/Neural Engine, not in fp32."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = build_model("llama", tmp_path / "loud-llama")
+    weights = load_file(folder / "model.safetensors")
+    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"] * 20000  # |x| ~ 400: x*x > 65504
+    save_file({k: v.contiguous() for k, v in weights.items()}, folder / "model.safetensors", metadata={"format": "pt"})
+    report_path = tmp_path / "report.json"
+    code = convert_main([str(folder), "--sequence-length", "12", "--output", str(tmp_path / "out"), "--report", str(report_path)])
+    assert code == 1
+    assert "validation failed" in capsys.readouterr().err
+    checks = json.loads(report_path.read_text())["validation"]["checks"]
+    assert all(r["passed"] for r in checks if r["mode"] == "fp32")
+    failed = [r for r in checks if not r["passed"]]
+    assert failed and {r["mode"] for r in failed} == {"fp16"}
+    assert torch.isfinite(torch.tensor(1.0))  # (torch imported for safetensors' torch API)
+
+
+def test_an_op_the_executor_lacks_fails_by_name(llama_package, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.delitem(executor_module.KERNELS, "softmax")
+    validation = _validate(llama_package, tiny_model("llama"), "text-generation", tmp_path)
+    assert validation["passed"] is False
+    assert "softmax" in validation["message"]
+    assert validation["checks"][0]["metric"] == "executor_supports_all_ops"
+
+
+def test_no_validate_is_said_plainly(tiny_model, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    code = convert_main([str(tiny_model("bert")), "--no-validate", "--sequence-length", "8", "--output", str(tmp_path / "o"), "--report", str(report)])
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert data["validation"] == {"passed": None, "skipped": True, "message": "validation was skipped (--no-validate)", "checks": []}
+    assert any("Validation was skipped" in w for w in data["warnings"])
+    assert "validation: skipped" in capsys.readouterr().out
+
+
+def test_compute_units_from_the_program(tiny_model, tmp_path):
+    ranged = convert(str(tiny_model("bert")), "feature-extraction", tmp_path / "r", ConversionOptions.from_strings(sequence_length="4-16"))
+    analysis = ranged.report["validation"]["compute_units"]["model"]
+    assert analysis["units"] == {"cpu": "yes", "gpu": "no", "neural_engine": "no"}
+    assert any("range shapes" in reason for reason in analysis["reasons"])
+    assert any("range shapes on the CPU only" in w for w in ranged.report["warnings"])
+    assert ranged.report["validation"]["passed"], ranged.report["validation"]["message"]
+    assert {r["inputs"] for r in ranged.report["validation"]["checks"]} == {"text, 4 tokens", "text, 16 tokens"}
+
+    fp32 = convert(str(tiny_model("vit")), "image-classification", tmp_path / "f", ConversionOptions.from_strings(precision="float32"))
+    units = fp32.report["validation"]["compute_units"]["model"]
+    assert units["units"]["neural_engine"] == "no"
+    assert any("float32" in reason for reason in units["reasons"])
+
+
+def test_enumerated_lengths_are_each_validated(tiny_model, tmp_path):
+    result = convert(str(tiny_model("gpt2")), "text-generation", tmp_path,
+                     ConversionOptions.from_strings(sequence_length="8,16", minimum_deployment_target="iOS18"))
+    validation = result.report["validation"]
+    assert validation["passed"], validation["message"]
+    assert {r["inputs"] for r in validation["checks"]} == {"text, 8 tokens", "text, 16 tokens"}
+    assert validation["compute_units"]["model"]["units"]["gpu"] == "yes"
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predict and MLComputePlan exist only on macOS")
+def test_real_compute_units_on_macos(llama_package, tiny_model, tmp_path):
+    validation = _validate(llama_package, tiny_model("llama"), "text-generation", tmp_path)
+    assert validation["passed"], validation["message"]
+    modes = {r["mode"] for r in validation["checks"]}
+    assert modes >= {"fp32", "fp16", "coreml-CPU_ONLY", "coreml-CPU_AND_GPU", "coreml-CPU_AND_NE", "coreml-ALL"}
+    assert "Core ML on this Mac" in validation["kind"]
+    plan = validation["placement"]["model"]["CPU_ONLY"]
+    if plan.get("available"):
+        assert plan["ops"] > 0 and set(plan["by_device"]) <= {"cpu", "gpu", "neural_engine", "other"}
