@@ -216,7 +216,7 @@ def convert(
         mark = time.perf_counter()
         module = cfg.wrap(model, part).eval()
         example = cfg.example_inputs(part)
-        with op_patches(cfg.op_patches()):
+        with op_patches(cfg.op_patches(), float16=options.precision == "float16"):
             program, exporter = _torch_program(module, example, cfg, part, options, report_warnings)
             timings[f"export_{part}"] = time.perf_counter() - mark
             mark = time.perf_counter()

@@ -15,7 +15,8 @@ _WORDS = (
     "the a an of to in is was for on that with as by at from it this be are or his her "
     "which not have one had they you were their has been she he we there all would when "
     "apple core model swift phone convert text image hello world token layer neural engine "
-    "quick brown fox jumps over lazy dog paris capital france what where who how why"
+    "quick brown fox jumps over lazy dog paris capital france what where who how why "
+    "near river bank runs models phone cpu gpu city fish song colour . , : ?"
 ).split()
 
 _TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=VOCAB_SIZE)
@@ -55,12 +56,13 @@ MODELS = {
 
 def build_tokenizer(folder: Path, model_type: str) -> None:
     """A word-level tokenizer over a small vocabulary, saved as tokenizer.json + config."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
     specials = ["<pad>", "<s>", "</s>", "<unk>", "<mask>", "[CLS]", "[SEP]"]
     vocab = {token: i for i, token in enumerate(specials + _WORDS)}
     assert len(vocab) <= VOCAB_SIZE
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     if model_type not in MODELS or MODELS[model_type][1].__name__.endswith(("ForMaskedLM",)):
         tokenizer.post_processor = processors.TemplateProcessing(
@@ -98,6 +100,19 @@ def build_image_processor(folder: Path, size: int = 32, same_std: bool = False) 
     )
 
 
+def _like_trained_batch_norms(model: torch.nn.Module) -> None:
+    """transformers initialises some BatchNorm scales near 0 (std 0.02), which makes a deep
+    random model's features vanish and any comparison vacuous; trained networks have
+    scales near 1 and non-trivial running statistics."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+                module.weight.copy_(1.0 + 0.1 * torch.randn(module.weight.shape, generator=generator))
+                module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+
+
 def build_model(model_type: str, folder: Path, seed: int = 0, **config_overrides) -> Path:
     """Write a tiny random `model_type` checkpoint into `folder` and return it."""
     factory, model_class, modality = MODELS[model_type]
@@ -107,6 +122,7 @@ def build_model(model_type: str, folder: Path, seed: int = 0, **config_overrides
     config.architectures = [model_class.__name__]
     torch.manual_seed(seed)
     model = model_class(config).eval()
+    _like_trained_batch_norms(model)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)  # safetensors by default
     if modality == "text":

@@ -133,7 +133,11 @@ def test_conversion_spec(model_type, task, tiny_model, tmp_path):
     parts = {p["part"] for p in report["packages"]}
     for mode in ("fp32", "fp16"):
         assert {r["package"] for r in rows if r["mode"] == mode} == parts, f"no {mode} checks for every package"
-    assert all(isinstance(r["value"], float) and r["passed"] for r in rows)
+    assert all(r["passed"] for r in rows)
+    # Numbers, or "inf" for a PSNR of identical outputs (e.g. argmax labels).
+    assert all(isinstance(r["value"], float) or (r["value"] == "inf" and r["metric"] == "psnr_db") for r in rows)
+    # A comparison with a constant reference proves nothing: the test models must be live.
+    assert validation["notes"] == []
     if task in ("text-classification", "image-classification"):
         assert any(r["metric"] == "label_agreement" for r in rows)
     if task in ("text-generation", "fill-mask", "token-classification", "text2text-generation"):

@@ -121,6 +121,35 @@ def test_fp16_overflow_is_caught_by_device_emulation(tmp_path, capsys):
     assert torch.isfinite(torch.tensor(1.0))  # (torch imported for safetensors' torch API)
 
 
+def test_fully_masked_rows_stay_finite_in_float16(tmp_path):
+    """finfo(float32).min is -inf in float16: a fully masked softmax row would be NaN on
+    device. The float16 masked_fill patch keeps it finite, and fp16 emulation shows it."""
+    import coremltools as ct
+    import torch
+
+    from converters.patches import op_patches
+    from converters.validation import ReferenceExecutor
+
+    class Masked(torch.nn.Module):
+        def forward(self, scores, keep):
+            return torch.softmax(scores.masked_fill(keep == 0, torch.finfo(torch.float32).min), dim=-1)
+
+    scores, keep = torch.randn(1, 4, 4), torch.tensor([[[1, 1, 0, 0]] * 3 + [[0, 0, 0, 0]]], dtype=torch.int32)
+    program = torch.export.export(Masked(), (scores, keep)).run_decompositions({})
+    inputs = {"scores": scores.numpy(), "keep": keep.numpy()}
+    results = {}
+    for patched in (False, True):
+        with op_patches(float16=patched):
+            model = ct.convert(program, inputs=[ct.TensorType(name="scores", shape=(1, 4, 4)), ct.TensorType(name="keep", shape=(1, 4, 4), dtype=np.int32)],
+                               minimum_deployment_target=ct.target.iOS17, skip_model_load=True)
+        path = tmp_path / f"masked-{patched}.mlpackage"
+        model.save(str(path))
+        results[patched] = next(iter(ReferenceExecutor(path).predict(inputs, mode="fp16").values()))
+    assert np.isnan(results[False][0, 3]).all()  # the hazard is real
+    assert np.isfinite(results[True]).all()
+    np.testing.assert_allclose(results[True][0], Masked()(scores, keep)[0].numpy(), atol=2e-3)
+
+
 def test_an_op_the_executor_lacks_fails_by_name(llama_package, tiny_model, tmp_path, monkeypatch):
     monkeypatch.delitem(executor_module.KERNELS, "softmax")
     validation = _validate(llama_package, tiny_model("llama"), "text-generation", tmp_path)

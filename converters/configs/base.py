@@ -21,6 +21,7 @@ from ..tasks import TASKS
 
 SEQ = "seq"  # marks the flexible sequence axis in a shape
 MASK_VALUE = -1e4  # additive mask value: large enough to zero a softmax term, safe in float16
+CLASSIFIER_TASKS = ("text-classification", "image-classification")  # packages with a classLabel
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,10 @@ class CoreMLConfig:
 
     def class_labels(self) -> list[str] | None:
         """Labels for classifier packages (Core ML's classLabel output), else None."""
-        return None
+        if self.task not in CLASSIFIER_TASKS:
+            return None
+        id2label = getattr(self.hf_config, "id2label", None) or {}
+        return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(id2label))]
 
     def op_patches(self) -> dict:
         """Extra torch-op converters needed while converting this family ({} by default;
@@ -108,19 +112,19 @@ class CoreMLConfig:
     def check_options(self) -> None:
         """Refuse options this model cannot honour, before any work is done."""
         sequence = self.options.sequence_length
-        flexible_inputs = max(sum(SEQ in spec.shape for spec in self.inputs(part)) for part in self.parts())
-        if sequence.kind == "enumerated" and flexible_inputs > 1 and self.options.minimum_deployment_target not in ("iOS18", "macOS15"):
-            raise UserInputError(
-                f"A list of sequence lengths ({sequence}) needs minimum deployment target iOS18 or macOS15 for this model, "
-                "because several of its inputs have the sequence length (Core ML allows only one enumerated input before iOS 18). "
-                "Choose iOS18/macOS15, one fixed length, or a range."
-            )
         limit = self.max_sequence_length()
         wanted = sequence.maximum
         if self.modality == "text" and limit and wanted > limit:
             raise UserInputError(
                 f"Sequence length {wanted} is beyond this model's maximum of {limit} tokens "
                 f"({self.hf_config.model_type}). Choose {limit} or less."
+            )
+        flexible_inputs = max(sum(SEQ in spec.shape for spec in self.inputs(part)) for part in self.parts())
+        if sequence.kind == "enumerated" and flexible_inputs > 1 and self.options.minimum_deployment_target not in ("iOS18", "macOS15"):
+            raise UserInputError(
+                f"A list of sequence lengths ({sequence}) needs minimum deployment target iOS18 or macOS15 for this model, "
+                "because several of its inputs have the sequence length (Core ML allows only one enumerated input before iOS 18). "
+                "Choose iOS18/macOS15, one fixed length, or a range."
             )
 
     def model_kwargs(self) -> dict:

@@ -112,12 +112,6 @@ class TextConfig(CoreMLConfig):
             return specs
         return list(_TASK_OUTPUTS[self.task])
 
-    def class_labels(self) -> list[str] | None:
-        if self.task != "text-classification":
-            return None
-        id2label = getattr(self.hf_config, "id2label", None) or {}
-        return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(id2label))]
-
     def wrap(self, model, part: str = "model"):
         return TextModelWrapper(
             model,

@@ -106,12 +106,6 @@ class VisionConfig(CoreMLConfig):
             OutputSpec("pred_boxes", "Boxes as (center x, center y, width, height), relative to the image size"),
         ]
 
-    def class_labels(self) -> list[str] | None:
-        if self.task != "image-classification":
-            return None
-        id2label = getattr(self.hf_config, "id2label", None) or {}
-        return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(id2label))]
-
     def wrap(self, model, part: str = "model"):
         _, _, mean, std = self.normalization()
         return VisionWrapper(model, self.outputs(part), mean, std, self.image_size())

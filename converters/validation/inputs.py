@@ -21,7 +21,7 @@ TEXTS = [
     "Core ML runs models on the phone: CPU, GPU and the Neural Engine.",
 ]
 CONTEXT = "Paris is the capital of France."
-CHOICES = ["It is a city.", "It is a fish.", "It is a song.", "It is a colour."]
+CHOICES = ["It is a city near the river.", "A fish.", "The quick brown fox jumps over the lazy dog.", "What is a song?"]
 
 
 @dataclass
