@@ -3,6 +3,7 @@
 Both convert the same randomly initialised Llama-architecture checkpoint (about 270 M
 parameters by default) to a float16 ML Program, each in its own fresh process, and report
 wall time and peak RSS. Printed as ratios (pipeline / plain): the target is <= 1.0 for both.
+Validation is off here (bench/validate.py measures it).
 
     python bench/convert.py [--hidden 1024 --layers 16 --vocab 32000] [--repeat 1]
 """
@@ -18,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.checkpoints import build_llama  # noqa: E402
 
 # The plain script: what a person would write with coremltools alone on this toolchain.
 # It needs the same two fixes the pipeline applies (alias op, ready-made 4-D mask);
@@ -56,28 +60,9 @@ warnings.filterwarnings("ignore"); logging.disable(logging.WARNING)
 sys.path.insert(0, sys.argv[4])
 from converters.export import convert
 from converters.options import ConversionOptions
-convert(sys.argv[1], "text-generation", sys.argv[2], ConversionOptions.from_strings(sequence_length=sys.argv[3]))
+convert(sys.argv[1], "text-generation", sys.argv[2], ConversionOptions.from_strings(sequence_length=sys.argv[3]), validate=False)
 print(json.dumps({"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
-
-
-def build_checkpoint(folder: Path, hidden: int, layers: int, vocab: int) -> int:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=int(hidden * 2.75),
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64),
-        num_key_value_heads=max(1, hidden // 64),
-        vocab_size=vocab,
-        max_position_embeddings=2048,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
-    return sum(p.numel() for p in model.parameters())
 
 
 def run(script: str, args: list[str]) -> dict:
@@ -102,7 +87,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        parameters = build_checkpoint(tmp / "model", args.hidden, args.layers, args.vocab)
+        parameters = build_llama(tmp / "model", args.hidden, args.layers, args.vocab)
         print(f"Llama-architecture checkpoint: {parameters / 1e6:.0f} M parameters, sequence length {args.sequence_length}")
         results: dict[str, list[dict]] = {"plain": [], "pipeline": []}
         for i in range(args.repeat):  # alternate so machine noise hits both alike

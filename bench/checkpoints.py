@@ -1,0 +1,26 @@
+"""Randomly initialised checkpoints for benchmarks (nothing can be downloaded here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_llama(folder: Path, hidden: int = 1024, layers: int = 16, vocab: int = 32000) -> int:
+    """A Llama-architecture checkpoint saved as safetensors; returns its parameter count.
+    The defaults give about 270 M parameters, the size DESIGN.md's reference figures use."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=int(hidden * 2.75),
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        vocab_size=vocab,
+        max_position_embeddings=2048,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
