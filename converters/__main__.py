@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--minimum-target", default="iOS17", help=f"minimum deployment target: {', '.join(DEPLOYMENT_TARGETS)}")
     parser.add_argument("--naming", default="swift-transformers", help=f"input names and file layout: {', '.join(NAMINGS)}")
+    parser.add_argument(
+        "--kv-cache", default="none",
+        help="text-generation: 'stateful' keeps keys/values in Core ML states (keyCache/valueCache; iOS18+, "
+        "--sequence-length is then the context size), 'none' (default) recomputes the whole sequence",
+    )
     parser.add_argument("--token", default=None, help="Hugging Face token for private or gated models (default: $HF_TOKEN)")
     parser.add_argument("--no-validate", action="store_true", help="skip validation against PyTorch (the report says so)")
     parser.add_argument("--verbose", action="store_true", help="show the libraries' own logs and warnings")
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             sequence_length=args.sequence_length,
             minimum_deployment_target=args.minimum_target,
             naming=args.naming,
+            kv_cache=args.kv_cache,
         )
         from .export import convert
 

@@ -117,13 +117,23 @@ def _coreml_inputs(cfg: CoreMLConfig, part: str, options: ConversionOptions):
             )
             continue
         dtype = {"int32": np.int32, "float16": np.float16, "float32": np.float32}[spec.dtype]
-        inputs.append(ct.TensorType(name=spec.name, shape=_coreml_shape(spec, sequence), dtype=dtype))
+        inputs.append(ct.TensorType(name=spec.name, shape=_coreml_shape(spec, sequence, cfg.ranged_axes()), dtype=dtype))
     return inputs
 
 
-def _coreml_shape(spec: InputSpec, sequence):
+def _coreml_states(cfg: CoreMLConfig, part: str):
     import coremltools as ct
 
+    # Core ML keeps states in float16 only.
+    states = [ct.StateType(wrapped_type=ct.TensorType(shape=s.shape, dtype=np.float16), name=s.name) for s in cfg.states(part)]
+    return states or None
+
+
+def _coreml_shape(spec: InputSpec, sequence, ranged: dict[str, tuple[int, int]]):
+    import coremltools as ct
+
+    if any(d in ranged for d in spec.shape):
+        return ct.Shape(tuple(ct.RangeDim(*ranged[d], default=ranged[d][0]) if d in ranged else d for d in spec.shape))
     if SEQ not in spec.shape:
         return spec.shape
     if sequence.kind == "fixed":
@@ -139,32 +149,28 @@ def _torch_program(module, example: dict, cfg: CoreMLConfig, part: str, options:
     """torch.export first; torch.jit.trace if export fails. Returns (program, exporter name)."""
 
     args = tuple(example.values())
-    dynamic = None
+    dims = {}
     if options.sequence_length.kind != "fixed":
         # torch.export cannot specialise a dimension to 0/1, so the traced range starts at 2;
         # the Core ML shape (set from the options) still admits the full range.
-        seq = torch.export.Dim("seq", min=max(2, options.sequence_length.minimum), max=options.sequence_length.maximum)
-        dynamic = {"args": tuple({i: seq for i, d in enumerate(spec.shape) if d == SEQ} or None for spec in cfg.inputs(part))}
+        dims[SEQ] = torch.export.Dim("seq", min=max(2, options.sequence_length.minimum), max=options.sequence_length.maximum)
+    for name, (low, high) in cfg.ranged_axes().items():
+        # A slice covering a whole cache buffer traces differently; the graph is the same for
+        # it, so the traced range stops one short and Core ML's range admits the full size.
+        dims[name] = torch.export.Dim(name, min=low, max=high - 1)
+    dynamic = None
+    if dims:
+        # Per positional input, in the order of the wrapper's forward arguments.
+        dynamic = tuple({i: dims[d] for i, d in enumerate(spec.shape) if d in dims} or None for spec in cfg.inputs(part))
     try:
         with torch.no_grad():
-            program = torch.export.export(ArgsModule(module), args, dynamic_shapes=dynamic, strict=False)
+            program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
             return program.run_decompositions({}), "torch.export"
     except Exception as error:  # noqa: BLE001 - any export failure falls back to tracing
         warnings_out.append(f"torch.export failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); used torch.jit.trace instead.")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.trace(module, args, strict=False), "torch.jit.trace"
-
-
-class ArgsModule(torch.nn.Module):
-    """Exposes a wrapper's forward as forward(*args) so dynamic shapes are given per position."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, *args):
-        return self.inner(*args)
 
 
 def convert(
@@ -227,6 +233,7 @@ def convert(
                     # A classifier's outputs are named by its ClassifierConfig (renamed below).
                     outputs=None if cfg.class_labels() else [ct.TensorType(name=o.name) for o in cfg.outputs(part)],
                     classifier_config=_classifier(cfg),
+                    states=_coreml_states(cfg, part),
                     convert_to="mlprogram",
                     compute_precision=ct.precision.FLOAT16 if options.precision == "float16" else ct.precision.FLOAT32,
                     minimum_deployment_target=getattr(ct.target, options.minimum_deployment_target),

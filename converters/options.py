@@ -10,6 +10,7 @@ from .errors import UserInputError
 
 PRECISIONS = ("float16", "float32")
 NAMINGS = ("swift-transformers", "exporters")
+KV_CACHES = ("none", "stateful")  # stateful: keyCache/valueCache Core ML states (iOS 18+)
 # Core ML ML Programs need iOS 15 / macOS 12 at least; iOS 18 / macOS 15 adds states and
 # the fused attention op.
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
@@ -78,8 +79,10 @@ class ConversionOptions:
     sequence_length: SequenceLength = field(default_factory=SequenceLength)
     minimum_deployment_target: str = "iOS17"
     naming: str = "swift-transformers"
+    kv_cache: str = "none"
 
     def __post_init__(self):
+        _check_choice("KV cache", self.kv_cache, KV_CACHES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("naming", self.naming, NAMINGS)
         _check_choice("minimum deployment target", self.minimum_deployment_target, DEPLOYMENT_TARGETS)
@@ -101,9 +104,12 @@ class ConversionOptions:
         sequence_length: str | int | None = None,
         minimum_deployment_target: str | None = None,
         naming: str | None = None,
+        kv_cache: str | None = None,
     ) -> "ConversionOptions":
         """Build options from loosely written text: 'fp16', 'ios18', '64,128' ..."""
         kwargs = {"sequence_length": SequenceLength.parse(sequence_length)}
+        if kv_cache:
+            kwargs["kv_cache"] = kv_cache.lower()
         if precision:
             kwargs["precision"] = {"fp16": "float16", "fp32": "float32"}.get(precision.lower(), precision.lower())
         if minimum_deployment_target:
@@ -119,6 +125,7 @@ class ConversionOptions:
             sequence_length=data.get("sequence_length"),
             minimum_deployment_target=data.get("minimum_deployment_target"),
             naming=data.get("naming"),
+            kv_cache=data.get("kv_cache"),
         )
 
 

@@ -19,7 +19,8 @@ from ..errors import UserInputError
 from ..options import ConversionOptions
 from ..tasks import TASKS
 
-SEQ = "seq"  # marks the flexible sequence axis in a shape
+SEQ = "seq"  # marks the sequence-length axis in a shape (fixed, enumerated or a range, per options)
+QUERY, END = "query", "end"  # stateful decoders: new tokens, and tokens so far (always ranged)
 MASK_VALUE = -1e4  # additive mask value: large enough to zero a softmax term, safe in float16
 CLASSIFIER_TASKS = ("text-classification", "image-classification")  # packages with a classLabel
 
@@ -31,6 +32,13 @@ class InputSpec:
     dtype: str  # "int32", "float16", "float32"
     description: str
     image: dict | None = None  # for image inputs: scale, bias, color layout
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    name: str
+    shape: tuple[int, ...]
+    description: str
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class Tolerances:
 
 class CoreMLConfig:
     modality = "text"
+    supports_kv_cache = False  # True for decoders that can export a stateful KV cache
     # The tasks this family can serve; those transformers has no model class for are dropped.
     supported_tasks: tuple[str, ...] = ()
     tolerances = Tolerances()
@@ -90,6 +99,23 @@ class CoreMLConfig:
         """A module whose forward takes the inputs in order and returns the outputs in order."""
         raise NotImplementedError
 
+    def states(self, part: str = "model") -> list[StateSpec]:
+        """Core ML states the package keeps between predictions (none by default)."""
+        return []
+
+    def ranged_axes(self) -> dict[str, tuple[int, int]]:
+        """Axes other than SEQ that are always a range: symbol -> (min, max)."""
+        return {}
+
+    def example_sizes(self) -> dict[str, int]:
+        """Sizes of the ranged axes used for tracing (distinct, so none is specialised)."""
+        return {}
+
+    def reference_module(self, model: torch.nn.Module, part: str = "model") -> torch.nn.Module:
+        """What validation compares the package with; the wrapper itself unless the package
+        computes the same thing another way (e.g. incrementally, with a cache)."""
+        return self.wrap(model, part)
+
     def class_labels(self) -> list[str] | None:
         """Labels for classifier packages (Core ML's classLabel output), else None."""
         if self.task not in CLASSIFIER_TASKS:
@@ -111,6 +137,11 @@ class CoreMLConfig:
 
     def check_options(self) -> None:
         """Refuse options this model cannot honour, before any work is done."""
+        if self.options.kv_cache != "none" and not self.supports_kv_cache:
+            raise UserInputError(
+                f"A stateful KV cache is for decoder (text-generation) models; {self.hf_config.model_type} has none. "
+                "Drop --kv-cache stateful."
+            )
         sequence = self.options.sequence_length
         limit = self.max_sequence_length()
         wanted = sequence.maximum
@@ -143,8 +174,9 @@ class CoreMLConfig:
         length = sequence_length or self.options.sequence_length.maximum
         generator = torch.Generator().manual_seed(0)
         tensors = {}
+        sizes = {SEQ: length, **self.example_sizes()}
         for spec in self.inputs(part):
-            shape = [length if d == SEQ else d for d in spec.shape]
+            shape = [sizes.get(d, d) for d in spec.shape]
             tensors[spec.name] = self.example_tensor(spec, shape, generator)
         return tensors
 

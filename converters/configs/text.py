@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+from transformers.cache_utils import Cache
 
-from .base import SEQ, CoreMLConfig, InputSpec, OutputSpec, additive_mask, first_output
+from ..errors import UserInputError
+from .base import END, QUERY, SEQ, CoreMLConfig, InputSpec, OutputSpec, StateSpec, additive_mask, first_output
 
 NUM_CHOICES = 4  # multiple-choice packages score this many candidate texts at once
 
@@ -84,6 +86,47 @@ class TextModelWrapper(torch.nn.Module):
             handle.remove()
 
 
+class SliceUpdateCache(Cache):
+    """A KV cache that writes each step's keys/values into two preallocated buffers in
+    place; exported, the buffers become Core ML states and the writes state updates.
+
+    Holds positions [0, end); this call's tokens go to [end - query, end)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, past: int, end: int):
+        super().__init__(layers=[])
+        self.keys, self.values, self.past, self.end = keys, values, past, end
+
+    def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
+        self.keys[layer_idx, :, :, self.past : self.end, :] = key_states
+        self.values[layer_idx, :, :, self.past : self.end, :] = value_states
+        return self.keys[layer_idx, :, :, : self.end, :], self.values[layer_idx, :, :, : self.end, :]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.past
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+
+class StatefulCausalLM(torch.nn.Module):
+    """swift-transformers' stateful layout: inputIds [1, query] and an additive causalMask
+    [1, 1, query, end] in, logits out; keyCache/valueCache (layers, 1, kv_heads, context,
+    head_dim) are states, so prefill and one-token extends both work."""
+
+    def __init__(self, model, cache_shape: tuple[int, ...]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("keyCache", torch.zeros(cache_shape))
+        self.register_buffer("valueCache", torch.zeros(cache_shape))
+
+    def forward(self, input_ids, causal_mask):
+        query, end = input_ids.shape[-1], causal_mask.shape[-1]
+        cache = SliceUpdateCache(self.keyCache, self.valueCache, end - query, end)
+        positions = torch.arange(query).unsqueeze(0) + (end - query)
+        result = self.model(input_ids=input_ids, attention_mask=causal_mask, past_key_values=cache, position_ids=positions, use_cache=True)
+        return (result.logits,)
+
+
 class TextConfig(CoreMLConfig):
     modality = "text"
     causal = False
@@ -135,6 +178,7 @@ class EncoderConfig(TextConfig):
 
 class DecoderConfig(TextConfig):
     causal = True
+    supports_kv_cache = True
     supported_tasks = (
         "text-generation",
         "feature-extraction",
@@ -149,16 +193,87 @@ class DecoderConfig(TextConfig):
             return "inputIds", "attentionMask"
         return "input_ids", "attention_mask"
 
+    # --- stateful KV cache (swift-transformers' fast path) -------------------------------
+
+    @property
+    def stateful(self) -> bool:
+        return self.options.kv_cache == "stateful"
+
+    def context_length(self) -> int:
+        return self.options.sequence_length.maximum
+
+    def inputs(self, part: str = "model") -> list[InputSpec]:
+        if not self.stateful:
+            return super().inputs(part)
+        return [
+            InputSpec("inputIds", (1, QUERY), "int32", "The new tokens: the whole prompt first, then one token at a time"),
+            InputSpec("causalMask", (1, 1, QUERY, END), "float16", "Additive mask over all tokens so far: 0 to attend, -inf (or -1e4) to mask"),
+        ]
+
+    def states(self, part: str = "model") -> list[StateSpec]:
+        if not self.stateful:
+            return []
+        config = self.hf_config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or (1 if getattr(config, "multi_query", False) else heads)
+        shape = (config.num_hidden_layers, 1, kv_heads, self.context_length(), head_dim)
+        return [
+            StateSpec("keyCache", shape, "Attention keys of every token so far, per layer"),
+            StateSpec("valueCache", shape, "Attention values of every token so far, per layer"),
+        ]
+
+    def ranged_axes(self) -> dict[str, tuple[int, int]]:
+        if not self.stateful:
+            return {}
+        return {QUERY: (1, self.context_length()), END: (1, self.context_length())}
+
+    def example_sizes(self) -> dict[str, int]:
+        if not self.stateful:
+            return {}
+        # A prefill of 4 tokens after 2 cached ones: no axis equals another or a bound.
+        return {QUERY: 4, END: 6}
+
+    def example_tensor(self, spec, shape, generator):
+        if spec.name == "causalMask":
+            return torch.zeros(shape)
+        return super().example_tensor(spec, shape, generator)
+
+    def wrap(self, model, part: str = "model"):
+        if not self.stateful:
+            return super().wrap(model, part)
+        return StatefulCausalLM(model, self.states(part)[0].shape)
+
+    def reference_module(self, model, part: str = "model"):
+        """A stateful package is checked against the plain model run on the whole sequence."""
+        if not self.stateful:
+            return super().reference_module(model, part)
+        return TextModelWrapper(model, self.outputs(part), causal=True, native_mask=False, flatten_choices=False)
+
     def check_options(self) -> None:
         super().check_options()
+        if self.stateful:
+            self._check_stateful()
         window = getattr(self.hf_config, "sliding_window", None)
         wanted = self.options.sequence_length.maximum
         if isinstance(window, int) and 0 < window < wanted:
-            from ..errors import UserInputError
-
             raise UserInputError(
                 f"Sequence length {wanted} is longer than this model's sliding attention window ({window}); "
                 f"packages longer than the window are not supported yet. Choose {window} or less."
+            )
+
+    def _check_stateful(self) -> None:
+        options = self.options
+        if self.task != "text-generation":
+            raise UserInputError(f"A stateful KV cache is for text-generation only, not {self.task}. Drop --kv-cache stateful.")
+        if options.minimum_deployment_target not in ("iOS18", "macOS15"):
+            raise UserInputError("A stateful KV cache needs Core ML states: choose minimum deployment target iOS18 or macOS15.")
+        if options.naming != "swift-transformers":
+            raise UserInputError("A stateful KV cache uses swift-transformers' names (inputIds, causalMask, keyCache, valueCache); choose that naming.")
+        if options.sequence_length.kind != "fixed" or options.sequence_length.maximum < 8:
+            raise UserInputError(
+                "With a stateful KV cache the sequence length is the context size (the most tokens a conversation can hold): "
+                "give one number, 8 or more (for example 2048)."
             )
 
 

@@ -38,12 +38,15 @@ def load(package_path: str, compute_unit: str):
     return ct.models.MLModel(str(package_path), compute_units=getattr(ct.ComputeUnit, compute_unit))
 
 
-def predict(model, inputs: dict[str, np.ndarray], stateful: bool) -> dict[str, np.ndarray]:
-    """One prediction; a stateful model gets a fresh state (macOS 15+)."""
-    feed = {name: _feed_value(model, name, value) for name, value in inputs.items()}
-    if stateful:
-        return model.predict(feed, state=model.make_state())
-    return model.predict(feed)
+def predict(model, feeds: list[dict[str, np.ndarray]], stateful: bool) -> list[dict[str, np.ndarray]]:
+    """Predictions for successive feeds; a stateful model carries one fresh state through
+    them all (macOS 15+)."""
+    state = model.make_state() if stateful else None
+    results = []
+    for inputs in feeds:
+        feed = {name: _feed_value(model, name, value) for name, value in inputs.items()}
+        results.append(model.predict(feed, state=state) if stateful else model.predict(feed))
+    return results
 
 
 def _feed_value(model, name: str, value: np.ndarray):

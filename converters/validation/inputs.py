@@ -30,6 +30,7 @@ class InputSet:
     package: dict[str, np.ndarray]  # what the Core ML package receives
     torch_args: tuple  # what the PyTorch wrapper receives, in order
     valid_positions: int | None = None  # tokens before padding (text), for token-level checks
+    steps: list[dict[str, np.ndarray]] | None = None  # stateful: successive feeds sharing one state
 
 
 def load_tokenizer(path: Path):
@@ -140,9 +141,27 @@ def image_inputs(cfg: CoreMLConfig) -> InputSet:
     return InputSet(f"synthetic image {width}x{height}", {spec.name: image}, (torch.from_numpy(preprocessed),))
 
 
+def stateful_inputs(cfg: CoreMLConfig, tokenizer) -> InputSet:
+    """A prompt prefilled at once, then three tokens one at a time, on one state: the
+    package's logits for all of them against the plain model run on the whole sequence."""
+    context = cfg.options.sequence_length.maximum
+    ids, mask = _ids(tokenizer, cfg, context, TEXTS[0] + " " + TEXTS[1])
+    total = min(int(mask.sum()), context)
+    ids = ids[:total][None].astype(np.int32)
+    prompt = max(1, total - 3)
+    mask_value = np.float32(-1e4)
+    steps = [{"inputIds": ids[:, :prompt], "causalMask": np.triu(np.full((prompt, prompt), mask_value), 1)[None, None]}]
+    for position in range(prompt, total):
+        steps.append({"inputIds": ids[:, position : position + 1], "causalMask": np.zeros((1, 1, 1, position + 1), np.float32)})
+    torch_args = (torch.from_numpy(ids), torch.ones_like(torch.from_numpy(ids)))
+    return InputSet(f"text, {prompt}-token prompt + {total - prompt} cached steps", steps[0], torch_args, total, steps)
+
+
 def input_sets(cfg: CoreMLConfig, part: str, tokenizer, encoder=None) -> list[InputSet]:
     """The inputs to validate `part` with; `encoder` (the PyTorch encoder wrapper) is needed
     for a text2text decoder."""
+    if cfg.states(part):
+        return [stateful_inputs(cfg, tokenizer)]
     if cfg.modality == "vision":
         return [image_inputs(cfg)]
     if part == "decoder":

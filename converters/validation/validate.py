@@ -51,7 +51,7 @@ def validate(
             checks.append(Check(part, "-", "-", "fp32", "executor_supports_all_ops", 0.0, 1.0, False, True))
             continue
         units[part] = analyse(describe_package(path), executor.op_summary)
-        module = cfg.wrap(model, part).eval()
+        module = cfg.reference_module(model, part).eval()
         encoder = cfg.wrap(model, "encoder").eval() if part == "decoder" else None
         coreml_models = {cu: coreml_runtime.load(path, cu) for cu in compute_units} if on_device else {}
         for inputs in input_sets(cfg, part, tokenizer, encoder):
@@ -62,11 +62,13 @@ def validate(
                 for name, value in reference.items()
                 if value.dtype.kind == "f" and value.size > 1 and np.ptp(value) == 0
             ]
+            feeds = inputs.steps or [inputs.package]
             for mode in modes:
-                actual = executor.predict(inputs.package, mode=mode)
+                state = executor.make_state()
+                actual = _joined([executor.predict(feed, mode=mode, state=state) for feed in feeds])
                 checks += _compare(cfg, part, inputs, reference, actual, mode, _precision_key(cfg, mode))
             for cu, coreml_model in coreml_models.items():
-                actual = coreml_runtime.predict(coreml_model, inputs.package, stateful=bool(executor.state_names))
+                actual = _joined(coreml_runtime.predict(coreml_model, feeds, stateful=bool(executor.state_names)))
                 checks += _compare(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"))
         for cu, coreml_model in coreml_models.items():
             placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
@@ -148,6 +150,13 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
         if name in ("last_hidden_state", "pooler_output"):
             row(name, "cosine_similarity", cosine_similarity(ref, got), tol.min_cosine[precision], True)
     return rows
+
+
+def _joined(step_outputs: list[dict]) -> dict:
+    """Outputs of successive stateful steps, joined along the sequence axis; one step as is."""
+    if len(step_outputs) == 1:
+        return step_outputs[0]
+    return {name: np.concatenate([np.asarray(o[name]) for o in step_outputs], axis=1) for name in step_outputs[0]}
 
 
 def _probabilities_vector(actual: dict, labels: list[str]) -> np.ndarray:

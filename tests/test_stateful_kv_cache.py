@@ -1,0 +1,79 @@
+"""Stateful KV cache for swift-transformers: keyCache/valueCache Core ML states, ranged
+inputIds and causalMask, validated by prefill + cached steps against the uncached model."""
+
+from __future__ import annotations
+
+import pytest
+
+from converters.configs import ARCHITECTURES, config_class_for
+from converters.configs.text import DecoderConfig
+from converters.export import convert
+from converters.options import ConversionOptions
+from converters.package_info import describe_package
+from tests.models import MODELS
+
+CONTEXT = 32
+OPTIONS = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", kv_cache="stateful")
+DECODERS = [m for m, cls in ARCHITECTURES.items() if issubclass(cls, DecoderConfig)]
+
+
+def test_every_decoder_family_is_covered():
+    assert len(DECODERS) == 11
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", DECODERS)
+def test_stateful_package_matches_the_contract_and_validates(model_type, tiny_model, tmp_path):
+    result = convert(str(tiny_model(model_type)), "text-generation", tmp_path, OPTIONS)
+    info = describe_package(result.packages[0])
+    inputs = {i["name"]: i for i in info["inputs"]}
+    assert list(inputs) == ["inputIds", "causalMask"]
+    assert inputs["inputIds"]["dtype"] == "int32" and inputs["inputIds"]["flexibility"] == "range"
+    assert inputs["inputIds"]["ranges"] == [[1, 1], [1, CONTEXT]]
+    assert inputs["causalMask"]["dtype"] == "float16"
+    assert inputs["causalMask"]["ranges"] == [[1, 1], [1, 1], [1, CONTEXT], [1, CONTEXT]]  # query < end possible
+    assert [o["name"] for o in info["outputs"]] == ["logits"]
+
+    config = MODELS[model_type][0]()
+    cfg = config_class_for(model_type)(config, "text-generation", OPTIONS)
+    layers, batch, kv_heads, context, head_dim = cfg.states()[0].shape
+    assert (layers, batch, context) == (config.num_hidden_layers, 1, CONTEXT)
+    states = {s["name"]: s for s in info["states"]}
+    assert set(states) == {"keyCache", "valueCache"}
+    for state in states.values():
+        assert state["shape"] == [layers, 1, kv_heads, CONTEXT, head_dim] and state["dtype"] == "float16"
+    assert info["specification_version"] >= 9  # iOS 18
+
+    validation = result.report["validation"]
+    assert validation["passed"], validation["message"]
+    assert all("cached steps" in row["inputs"] for row in validation["checks"])
+    assert {row["mode"] for row in validation["checks"]} == {"fp32", "fp16"}
+    assert any(row["metric"] == "top1_agreement" and row["value"] == 1.0 for row in validation["checks"])
+    assert validation["compute_units"]["model"]["units"]["gpu"] == "no"  # ranged shapes: CPU only
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--minimum-target", "iOS17"], "needs Core ML states: choose minimum deployment target iOS18 or macOS15"),
+        (["--task", "feature-extraction"], "A stateful KV cache is for text-generation only"),
+        (["--naming", "exporters"], "uses swift-transformers' names"),
+        (["--sequence-length", "16,32"], "the sequence length is the context size"),
+        (["--kv-cache", "paged"], "Unknown KV cache 'paged'. Choose one of: none, stateful"),
+    ],
+)
+def test_stateful_option_errors(args, message, tiny_model, tmp_path, capsys):
+    from converters.__main__ import main
+
+    flags = {"--minimum-target": "iOS18", "--kv-cache": "stateful", "--sequence-length": "32", **dict(zip(args[::2], args[1::2]))}
+    code = main([str(tiny_model("llama")), "--output", str(tmp_path / "out"), *[x for pair in flags.items() for x in pair]])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_stateful_refused_for_an_encoder(tiny_model, tmp_path, capsys):
+    from converters.__main__ import main
+
+    code = main([str(tiny_model("bert")), "--kv-cache", "stateful", "--minimum-target", "iOS18", "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "A stateful KV cache is for decoder (text-generation) models; bert has none" in capsys.readouterr().err
