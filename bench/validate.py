@@ -11,6 +11,7 @@ Printed as ratios (executor / PyTorch); the target is under 3x.
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 import tempfile
@@ -19,7 +20,9 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The repo root replaces this script's folder on the path: bench/queue.py must not shadow
+# the standard library's queue module.
+sys.path[0] = str(ROOT)
 
 from bench.checkpoints import build_llama  # noqa: E402
 
@@ -43,6 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' progress bars
 
     import torch
 
