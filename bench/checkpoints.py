@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The size of the benchmark model (defaults: about 270 M parameters) and its input."""
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--sequence-length", type=int, default=128)
 
 
 def build_llama(folder: Path, hidden: int = 1024, layers: int = 16, vocab: int = 32000) -> int:

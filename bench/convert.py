@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The repo root replaces this script's folder on the path: bench/queue.py must not shadow
+# the standard library's queue module.
+sys.path[0] = str(ROOT)
 
-from bench.checkpoints import build_llama  # noqa: E402
+from bench.checkpoints import add_model_arguments, build_llama  # noqa: E402
 
 # The plain script: what a person would write with coremltools alone on this toolchain.
 # It needs the same two fixes the pipeline applies (alias op, ready-made 4-D mask);
@@ -78,10 +80,7 @@ def run(script: str, args: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=16)
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--sequence-length", type=int, default=128)
+    add_model_arguments(parser)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best time and lowest peak count")
     args = parser.parse_args()
 

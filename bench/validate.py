@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # the standard library's queue module.
 sys.path[0] = str(ROOT)
 
-from bench.checkpoints import build_llama  # noqa: E402
+from bench.checkpoints import add_model_arguments, build_llama  # noqa: E402
 
 
 def best_of(repeat: int, fn) -> float:
@@ -38,10 +38,7 @@ def best_of(repeat: int, fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=16)
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--sequence-length", type=int, default=128)
+    add_model_arguments(parser)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each (after one warm-up); best counts")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
