@@ -48,7 +48,8 @@ def main() -> None:
     import torch
 
     from converters.configs import config_class_for
-    from converters.export import convert, load_hf_config, load_model
+    from converters.export import convert
+    from converters.loading import load_hf_config, load_model
     from converters.options import ConversionOptions
     from converters.validation import ReferenceExecutor
     from converters.validation.inputs import input_sets

@@ -8,7 +8,6 @@ coremltools supports best for current torch; torch.jit.trace is the fallback.
 from __future__ import annotations
 
 import gc
-import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,13 +19,14 @@ import torch
 
 from .configs import CoreMLConfig, config_class_for
 from .configs.base import SEQ, InputSpec
-from .errors import ConversionError, UserInputError
+from .errors import ConversionError
+from .loading import load_hf_config, load_model, load_preprocessor, resolve_task
 from .metadata import package_metadata, toolchain_versions
 from .options import ConversionOptions
 from .package_info import describe_package, directory_size
 from .patches import op_patches
 from .source import ModelSource, open_source
-from .tasks import TASKS, normalize_task, task_from_architectures
+from .tasks import TASKS
 
 Progress = Callable[[str, float, str], None]
 
@@ -39,64 +39,6 @@ class ConversionResult:
 
 def _no_progress(stage: str, fraction: float, message: str) -> None:
     pass
-
-
-def resolve_task(requested: str, config_cls: type[CoreMLConfig], hf_config) -> str:
-    """The task to convert for: the requested one, or for 'auto' the checkpoint's own."""
-    available = config_cls.available_tasks(hf_config)
-    model_type = hf_config.model_type
-    if requested.strip().lower() == "auto":
-        trained_for = task_from_architectures(getattr(hf_config, "architectures", None))
-        if trained_for in available:
-            return trained_for
-        return available[0]
-    task = normalize_task(requested)
-    if task not in available:
-        raise UserInputError(
-            f"The task '{task}' is not available for {model_type} models. "
-            f"Available for {model_type}: {', '.join(available)}."
-        )
-    return task
-
-
-def load_hf_config(path: Path):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(path), trust_remote_code=False)
-    except ValueError as error:
-        raise UserInputError(f"transformers cannot read this model's config.json: {error}") from None
-
-
-def load_preprocessor(path: Path) -> dict:
-    for name in ("preprocessor_config.json", "image_processor_config.json"):
-        file = Path(path) / name
-        if file.exists():
-            return json.loads(file.read_text())
-    return {}
-
-
-def load_model(path: Path, cfg: CoreMLConfig, warnings_out: list[str]):
-    """The transformers model for the task, from safetensors only, never remote code."""
-    import transformers
-
-    auto = getattr(transformers, cfg.model_class_name())
-    model, info = auto.from_pretrained(
-        str(path),
-        use_safetensors=True,
-        trust_remote_code=False,
-        dtype=torch.float32,
-        output_loading_info=True,
-        **cfg.model_kwargs(),
-    )
-    missing = [k for k in info.get("missing_keys", []) if k]
-    if missing:
-        warnings_out.append(
-            f"{len(missing)} weights were not in the checkpoint and were initialised randomly "
-            f"(for example {sorted(missing)[0]}): this checkpoint was not trained for '{cfg.task}', "
-            "so that part of the output is meaningless until the model is fine-tuned."
-        )
-    return model.eval()
 
 
 def _coreml_inputs(cfg: CoreMLConfig, part: str, options: ConversionOptions):

@@ -31,7 +31,7 @@ def options_from_package(info: dict):
 
 def validate_package(package: Path, source: str, task: str, token: str | None = None) -> dict:
     from .configs import config_class_for
-    from .export import load_hf_config, load_model, load_preprocessor, resolve_task
+    from .loading import load_hf_config, load_model, load_preprocessor, resolve_task
     from .package_info import describe_package
     from .source import open_source
     from .validation.validate import validate
