@@ -30,6 +30,10 @@ from .tasks import TASKS
 
 Progress = Callable[[str, float, str], None]
 
+# What torch.export raises when it cannot capture a model (its own errors derive from
+# RuntimeError); anything else — a job timeout, an interrupt — must not be mistaken for one.
+EXPORT_FAILURES = (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, AttributeError, KeyError, IndexError)
+
 
 @dataclass
 class ConversionResult:
@@ -108,7 +112,7 @@ def _torch_program(module, example: dict, cfg: CoreMLConfig, part: str, options:
         with torch.no_grad():
             program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
             return program.run_decompositions({}), "torch.export"
-    except Exception as error:  # noqa: BLE001 - any export failure falls back to tracing
+    except EXPORT_FAILURES as error:
         warnings_out.append(f"torch.export failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); used torch.jit.trace instead.")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

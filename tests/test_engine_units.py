@@ -94,3 +94,35 @@ def test_readme_lists_the_registry():
     from converters.supported import markdown_table
 
     assert markdown_table() in (ROOT / "README.md").read_text(), "regenerate with: python -m converters.supported"
+
+
+def test_a_timeout_during_export_is_not_taken_for_an_export_failure(monkeypatch, tiny_model, tmp_path):
+    """rq stops a job by raising its timeout exception wherever the job is; the export
+    fallback must let it through instead of quietly tracing on."""
+    import torch
+
+    from converters.export import convert
+
+    class JobTimeout(Exception):
+        pass
+
+    def timed_out(*args, **kwargs):
+        raise JobTimeout("job exceeded its timeout")
+
+    monkeypatch.setattr(torch.export, "export", timed_out)
+    with pytest.raises(JobTimeout):
+        convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
+
+
+def test_export_failures_fall_back_to_tracing(monkeypatch, tiny_model, tmp_path):
+    import torch
+
+    from converters.export import convert
+
+    def unsupported(*args, **kwargs):
+        raise torch._dynamo.exc.Unsupported("data-dependent control flow")
+
+    monkeypatch.setattr(torch.export, "export", unsupported)
+    result = convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
+    assert result.report["packages"][0]["exporter"] == "torch.jit.trace"
+    assert any("used torch.jit.trace instead" in w for w in result.report["warnings"])
