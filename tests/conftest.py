@@ -66,3 +66,12 @@ def local_hub(tiny_model, tmp_path_factory):
     )
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_repos(local_hub, tiny_model, tmp_path_factory):
+    """The local Hub with the job-service test repos and tokens (tests/e2e/repos.py)."""
+    from tests.e2e import repos
+
+    repos.seed(local_hub, tiny_model, tmp_path_factory.mktemp("worker-repos"))
+    return local_hub

@@ -1,0 +1,1 @@
+"""Helpers for end-to-end tests of the job service: real redis-server and worker processes."""

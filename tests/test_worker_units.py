@@ -1,0 +1,283 @@
+"""The job service's parts, without Redis or worker processes: the job spec, the token
+store, the model card, progress, size limits, crash-detection timing, and the push's
+all-or-nothing rule (against the local Hub)."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+
+import pytest
+from cryptography.fernet import Fernet
+
+from converters.errors import UserInputError
+from converters.options import ConversionOptions
+from tests.conftest import OWNER, OWNER_TOKEN
+from worker import card, hub, progress, tokens
+from worker.resolve import check_size
+from worker.spec import PULL_REQUEST, JobSpec
+
+# ---------------------------------------------------------------------- spec
+
+
+def build(model="alice/tiny-bert", **kwargs) -> JobSpec:
+    kwargs.setdefault("token", "hf_secret_value")
+    return JobSpec.build(model, **kwargs)
+
+
+def test_spec_reads_urls_aliases_and_loose_values():
+    spec = build("https://huggingface.co/alice/tiny-bert/tree/v1.0", task="masked-lm", push="PR",
+                 options={"precision": "fp32", "sequence_length": 64, "minimum_deployment_target": "ios18"})
+    assert (spec.repo_id, spec.revision, spec.task) == ("alice/tiny-bert", "v1.0", "fill-mask")
+    assert spec.options == ConversionOptions.from_strings("float32", "64", "iOS18")
+    assert spec.push.kind == PULL_REQUEST and spec.push_repo_id == "alice/tiny-bert"
+    assert build(private=True, user="bob").push_repo_id == "bob/tiny-bert-coreml"
+    assert build(push="pull-request", private=True).push.private is False  # a PR has no visibility of its own
+    assert build(runner="macos").queue_name == "macos" and build().queue_name == "default"
+
+
+def test_spec_json_round_trip_never_carries_the_token():
+    spec = build(user=OWNER, push_repo="alice/out", private=True, push_even_if_invalid=True,
+                 options={"sequence_length": "1-512", "naming": "exporters"})
+    data = spec.to_json()
+    assert "hf_secret_value" not in json.dumps(data) and "hf_secret_value" not in repr(spec)
+    again = JobSpec.from_json(json.loads(json.dumps(data)))
+    assert again == spec and again.token is None
+    assert JobSpec.from_json(data, token="t").token == "t"
+
+
+def test_every_engine_option_is_accepted_and_kept():
+    from dataclasses import fields
+
+    spec = build(user=OWNER, options={f.name: None for f in fields(ConversionOptions)})
+    assert spec.options == ConversionOptions()  # empty values mean the defaults
+    assert set(spec.to_json()["options"]) == {f.name for f in fields(ConversionOptions)}
+
+
+def test_job_id_is_deterministic_and_rq_safe():
+    spec = build(user=OWNER, task="fill-mask")
+    assert spec.job_id() == build(user=OWNER, task="fill-mask", token="another-token").job_id()
+    assert spec.job_id() == build(user=OWNER, task="fill-mask", runner="macos").job_id()
+    different = [
+        build(user="bob", task="fill-mask"),
+        build(user=OWNER, task="fill-mask", revision="v2"),
+        build(user=OWNER, task="fill-mask", options={"sequence_length": "64"}),
+        build(user=OWNER, task="fill-mask", push="pull-request"),
+        build(user=OWNER, task="fill-mask", push_repo="alice/elsewhere"),
+        build("alice/other", user=OWNER, task="fill-mask"),
+    ]
+    assert len({spec.job_id(), *(s.job_id() for s in different)}) == 1 + len(different)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", spec.job_id())
+    with pytest.raises(ValueError):
+        build().job_id()  # the user must be known first
+
+
+def test_spec_refuses_bad_user_names():
+    with pytest.raises(UserInputError, match="not a valid Hub user name"):
+        build(user="no spaces allowed")
+
+
+# ---------------------------------------------------------------------- tokens
+
+
+class FakeRedis:
+    """Just the four commands the token store uses."""
+
+    def __init__(self):
+        self.data, self.ttl = {}, {}
+
+    def set(self, key, value, ex=None):
+        self.data[key], self.ttl[key] = value, ex
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def delete(self, key):
+        self.data.pop(key, None)
+
+    def exists(self, key):
+        return int(key in self.data)
+
+
+def test_token_is_stored_encrypted_with_a_ttl_and_deleted(monkeypatch, tmp_path):
+    monkeypatch.setenv("COREML_CONVERTER_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv(tokens.KEY_ENV, Fernet.generate_key().decode())
+    redis = FakeRedis()
+    tokens.store(redis, "cv-1", OWNER_TOKEN)
+    (stored,) = redis.data.values()
+    assert OWNER_TOKEN.encode() not in stored and redis.ttl["coreml:token:cv-1"] > 0
+    assert tokens.load(redis, "cv-1") == OWNER_TOKEN
+    monkeypatch.setenv(tokens.KEY_ENV, Fernet.generate_key().decode())  # a worker with another key
+    with pytest.raises(tokens.SecretKeyMismatch, match="same COREML_CONVERTER_SECRET_KEY"):
+        tokens.load(redis, "cv-1")
+    tokens.delete(redis, "cv-1")
+    assert tokens.load(redis, "cv-1") is None and not tokens.exists(redis, "cv-1")
+
+
+def test_server_key_file_is_created_once_with_owner_only_permissions(monkeypatch, tmp_path):
+    monkeypatch.setenv("COREML_CONVERTER_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv(tokens.KEY_ENV, raising=False)
+    key = tokens.server_key()
+    assert tokens.server_key() == key
+    assert stat.S_IMODE((tmp_path / "secret.key").stat().st_mode) == 0o600
+    Fernet(key)  # a valid key
+
+
+# ---------------------------------------------------------------------- card
+
+REPORT = {
+    "task": "fill-mask",
+    "options": {"precision": "float16", "sequence_length": "8", "minimum_deployment_target": "iOS17",
+                "naming": "swift-transformers"},
+    "packages": [{"path": "m.mlpackage", "inputs": [{"name": "input_ids", "shape": [1, 8]}],
+                  "outputs": [{"name": "token_scores"}]}],
+    "versions": {"coremltools": "9.0"},
+}
+
+
+def card_for(validation: dict) -> str:
+    return card.model_card(source_repo="alice/m", revision="0123456789abcdef", source_url="http://hub/alice/m",
+                           report={**REPORT, "validation": validation}, package_paths=["m.mlpackage"])
+
+
+def test_card_of_a_validated_package():
+    text = card_for({"passed": True, "kind": "reference executor", "message": "all 1 checks passed", "checks": [
+        {"package": "model", "output": "token_scores", "mode": "fp16", "metric": "psnr_db", "value": 75.83249,
+         "threshold": 30.0, "passed": True}]})
+    front, body = text.split("\n---\n", 1)
+    assert "base_model: alice/m" in front and "pipeline_tag: fill-mask" in front and "unvalidated" not in front
+    assert body.lstrip().startswith("# Core ML conversion of alice/m")
+    assert "| model | `token_scores` | fp16 | psnr_db | 75.83 | 30 | pass |" in body
+    assert "`input_ids` [1, 8]" in body and "```swift" in body
+
+
+@pytest.mark.parametrize("validation, first_line", [
+    ({"passed": False, "checks": [{"metric": "max_abs_diff", "value": "inf", "threshold": 0.05, "passed": False}]},
+     "> **Warning: this Core ML package FAILED validation**"),
+    ({"passed": None, "skipped": True, "message": "not validated"}, "> **Warning: this Core ML package was NOT validated**"),
+])
+def test_card_of_a_package_pushed_anyway_says_so_first(validation, first_line):
+    front, body = card_for(validation).split("\n---\n", 1)
+    assert "- unvalidated" in front and body.lstrip().startswith(first_line)
+
+
+def test_pipeline_tags_and_titles():
+    assert card.pipeline_tag("semantic-segmentation") == "image-segmentation"
+    assert card.pipeline_tag("feature-extraction", "vision") == "image-feature-extraction"
+    assert card.conversion_title("fill-mask", REPORT["options"]) == (
+        "Add Core ML conversion (fill-mask, float16, sequence length 8, iOS17, swift-transformers naming)")
+    stateful = {**REPORT["options"], "kv_cache": "stateful"}
+    assert card.conversion_title("text-generation", {**stateful, "kv_cache": "none"}) != card.conversion_title(
+        "text-generation", stateful)
+
+
+# ---------------------------------------------------------------------- progress
+
+
+class FakeJob:
+    def __init__(self):
+        self.meta, self.saved = {}, 0
+
+    def save_meta(self):
+        self.saved += 1
+
+
+def test_progress_writes_stage_percent_log_tail_and_redacts():
+    job = FakeJob()
+    reporter = progress.JobProgress(job, progress.Redactor("hf_secret_value"))
+    reporter.stage("convert", "Converting")
+    reporter.update(0.5, "halfway with hf_secret_value in a message")
+    assert job.meta["stage"] == "convert" and 15 < job.meta["percent"] < 70
+    assert "stage_started_at" in job.meta and job.saved >= 1
+    for i in range(80):
+        reporter.log(f"line {i}")
+    assert len(job.meta["log"]) == progress.LOG_LINES and job.meta["log"][-1].endswith("line 79")
+    assert "hf_secret_value" not in json.dumps(job.meta)
+    reporter.stage("done", "Done")
+    assert job.meta["percent"] == 100
+
+
+# ---------------------------------------------------------------------- limits and timing
+
+
+def test_size_limits(monkeypatch):
+    monkeypatch.setenv("COREML_CONVERTER_MAX_PARAMS", "1000000")
+    monkeypatch.setenv("COREML_CONVERTER_MAX_BYTES", "3000000")
+    check_size("a/small", 900_000, 1_800_000)
+    with pytest.raises(UserInputError, match=r"1\.5 M parameters.*up to 1\.0 M parameters.*COREML_CONVERTER_MAX_PARAMS"):
+        check_size("a/params", 1_500_000, 1_000)
+    with pytest.raises(UserInputError, match=r"4\.0 MB of weights.*up to 3\.0 MB"):
+        check_size("a/bytes", 900_000, 4_000_000)
+    with pytest.raises(UserInputError, match=r"1\.2 M parameters"):
+        check_size("a/no-count", None, 2_400_000)  # no parameter count: 2 bytes each at most
+    monkeypatch.delenv("COREML_CONVERTER_MAX_PARAMS")
+    from worker import capabilities
+
+    total, _ = capabilities.memory_bytes()
+    assert capabilities.parameter_limit() == total // capabilities.BYTES_PER_PARAMETER
+
+
+def test_a_dead_workers_job_is_detected_within_two_minutes_with_the_defaults(monkeypatch):
+    from worker import api
+    from worker.runner import ConverterWorker, build_parser
+
+    monkeypatch.delenv("COREML_CONVERTER_HEARTBEAT_GRACE", raising=False)
+    worker = object.__new__(ConverterWorker)  # only the TTL arithmetic is exercised
+    worker.job_monitoring_interval = build_parser().parse_args([]).job_monitoring_interval
+
+    class Job:
+        timeout = 3600
+
+    # The registry entry expires this long after the last heartbeat; the app cleans up every few seconds.
+    worst_case = worker.get_heartbeat_ttl(Job()) + worker.job_monitoring_interval + api.CLEANUP_INTERVAL
+    assert worst_case < 120
+
+
+# ---------------------------------------------------------------------- push: all or nothing
+
+
+def test_a_failed_commit_deletes_the_repo_it_created(local_hub, monkeypatch, tmp_path):
+    from huggingface_hub import HfApi, errors
+
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    package = tmp_path / "out" / "m.mlpackage"
+    package.mkdir(parents=True)
+    (package / "Manifest.json").write_text("{}")
+    files = hub.upload_plan(tmp_path / "out", [package], None)
+    assert list(files) == ["m.mlpackage/Manifest.json"]
+
+    def refuse(self, *args, **kwargs):
+        from huggingface_hub.utils import httpx  # the HTTP client huggingface_hub itself uses
+
+        response = httpx.Response(403, request=httpx.Request("POST", local_hub.url))
+        raise errors.HfHubHTTPError("403 Forbidden", response=response)
+
+    monkeypatch.setattr(HfApi, "create_commit", refuse)
+    with pytest.raises(UserInputError, match="may not write to alice/half-written.*Nothing was pushed"):
+        hub.push_new_repo(token=OWNER_TOKEN, repo_id="alice/half-written", private=False, files=files,
+                          readme="# card", commit_message="Add", replace_folders=["m.mlpackage"])
+    assert "alice/half-written" not in local_hub.repo_ids()
+
+    # A repo that existed before is left as it was.
+    local_hub.add_repo("alice/existing-target", {"README.md": "mine"})
+    with pytest.raises(UserInputError):
+        hub.push_new_repo(token=OWNER_TOKEN, repo_id="alice/existing-target", private=False, files=files,
+                          readme="# card", commit_message="Add", replace_folders=["m.mlpackage"])
+    assert local_hub.files("alice/existing-target") == {"README.md": b"mine"}
+
+
+def test_a_new_push_replaces_the_previous_package_folder(local_hub, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    local_hub.add_repo("alice/replace-target", {"m.mlpackage/stale.bin": b"old", "m.mlpackage/Manifest.json": "{}",
+                                                "notes.txt": "kept"})
+    package = tmp_path / "out" / "m.mlpackage"
+    package.mkdir(parents=True)
+    (package / "Manifest.json").write_text('{"new": true}')
+    result = hub.push_new_repo(token=OWNER_TOKEN, repo_id="alice/replace-target", private=False,
+                               files=hub.upload_plan(tmp_path / "out", [package], None), readme="# card",
+                               commit_message="Add", replace_folders=["m.mlpackage"])
+    assert not result.created_repo
+    files = local_hub.files("alice/replace-target")
+    assert set(files) == {"m.mlpackage/Manifest.json", "notes.txt", "README.md"}
+    assert files["m.mlpackage/Manifest.json"] == b'{"new": true}'

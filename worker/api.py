@@ -1,0 +1,307 @@
+"""What the app calls: submit a JobSpec, read a job's status for display, cancel it, list a
+user's recent jobs and the connected workers. Light imports only (no torch): this runs
+in the web process.
+
+The app also runs the crash recovery here: `status()` (and `maintenance()`, for a timer)
+runs rq's StartedJobRegistry cleanup on every queue, so a job whose worker died is
+reported failed without waiting for another worker on that queue.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime, timezone
+
+from redis import Redis
+from rq.command import send_stop_job_command
+from rq.exceptions import DuplicateJobError, InvalidJobOperation
+from rq import Callback
+from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
+
+from converters.errors import UserInputError
+
+from . import capabilities, queues, settings, tokens, workdirs
+from .lifecycle import CANCELLED
+from .progress import now_iso
+from .spec import JobSpec
+
+WAITING = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+ACTIVE = WAITING | {JobStatus.STARTED}
+STATES = {
+    JobStatus.FINISHED: "finished",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "cancelled",
+    JobStatus.CANCELED: "cancelled",
+    JobStatus.STARTED: "running",
+}
+RECENT_PER_USER = 100
+CLEANUP_INTERVAL = 5.0  # seconds between registry cleanups from this process
+
+_connection: Redis | None = None
+_cleanup_lock = threading.Lock()
+_last_cleanup = 0.0
+
+
+# ------------------------------------------------------------------ connection
+
+
+def connect(url: str | None = None) -> Redis:
+    """Use the Redis at `url` (default: REDIS_URL) for every call below."""
+    global _connection
+    _connection = queues.connect(url)
+    return _connection
+
+
+def connection() -> Redis:
+    return _connection or connect()
+
+
+# ------------------------------------------------------------------ submit
+
+
+def submit(spec: JobSpec) -> str:
+    """Queue `spec` (or find the identical job already queued or running); returns the job id.
+
+    Raises UserInputError for what can be known before queueing (a token the Hub rejects).
+    """
+    redis = connection()
+    if not spec.user:
+        spec = spec.with_user(whoami(spec.token))
+    job_id = spec.job_id()
+    existing = queues.fetch_job(job_id, redis)
+    if existing is not None:
+        if existing.get_status() in ACTIVE:
+            return job_id
+        existing.delete()  # the same request ended before: run it again
+    tokens.store(redis, job_id, spec.token)
+    meta = {
+        "stage": "queued",
+        "percent": 0,
+        "message": "Waiting for a worker",
+        "log": [],
+        "submitted_at": now_iso(),
+        "user": spec.user,
+        "model": spec.repo_id,
+        "task": spec.task,
+        "push_target": spec.push_repo_id,
+        "push_kind": spec.push.kind,
+    }
+    try:
+        queues.queue(spec.queue_name, redis).enqueue(
+            "worker.job.run",
+            kwargs={"spec": spec.to_json()},
+            job_id=job_id,
+            unique=True,
+            description=spec.describe(),
+            meta=meta,
+            job_timeout=settings.job_timeout(),
+            ttl=settings.queue_ttl(),
+            result_ttl=settings.result_ttl(),
+            failure_ttl=settings.result_ttl(),
+            on_failure=Callback("worker.lifecycle.on_failure"),
+            on_stopped=Callback("worker.lifecycle.on_stopped"),
+        )
+    except DuplicateJobError:
+        return job_id  # an identical request won the race
+    index = _user_key(spec.user)
+    redis.zadd(index, {job_id: time.time()})
+    redis.zremrangebyrank(index, 0, -RECENT_PER_USER - 1)
+    redis.expire(index, settings.result_ttl())
+    return job_id
+
+
+def whoami(token: str | None) -> str:
+    """The Hub user name behind `token`."""
+    from huggingface_hub import HfApi, errors
+
+    try:
+        return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).whoami(token=token or False)["name"]
+    except errors.HfHubHTTPError as error:
+        if getattr(error.response, "status_code", None) == 401:
+            raise UserInputError("The Hub rejected the token: sign in again or give a valid token.") from None
+        raise UserInputError(f"The Hub could not check the token (HTTP {error.response.status_code}). Try again.") from None
+    except (OSError, ConnectionError):
+        raise UserInputError("Cannot reach the Hub to check the token. Check the network and try again.") from None
+
+
+# ------------------------------------------------------------------ status
+
+
+def status(job_id: str) -> dict:
+    """Everything the app shows about a job:
+
+    state (queued, running, finished, failed, cancelled, unknown), queue, queue_position
+    (1 = next), stage, percent, message, log (last lines), model, task, user, push_target,
+    submitted_at / started_at / ended_at (ISO), elapsed_seconds, report, validation, links
+    (repo, commit, pull_request), pushed, error, error_kind (user_input, validation,
+    internal, cancelled), user_error, cancelled, note (e.g. no worker for this queue).
+    """
+    redis = connection()
+    cleanup_abandoned()
+    job = queues.fetch_job(job_id, redis)
+    if job is None:
+        return {"job_id": job_id, "state": "unknown", "cancelled": False,
+                "error": "This job is unknown: it never existed, or it ended too long ago to be kept."}
+    rq_status = job.get_status(refresh=False)
+    meta = job.meta or {}
+    state = STATES.get(rq_status, "queued")
+    if state not in ("queued", "running"):
+        tokens.delete(redis, job_id)  # whatever ended the job, its token must not outlive it
+    error = meta.get("error")
+    if rq_status == JobStatus.FAILED and not error:
+        error = "The job failed on our side. Nothing was pushed."
+    result = {
+        "job_id": job_id,
+        "state": state,
+        "queue": job.origin,
+        "queue_position": _position(job) if state == "queued" else None,
+        "stage": "cancelled" if state == "cancelled" else meta.get("stage", "queued"),
+        "percent": 100 if state == "finished" else meta.get("percent", 0),
+        "message": "Cancelled" if state == "cancelled" else meta.get("message", ""),
+        "log": meta.get("log", []),
+        "user": meta.get("user"),
+        "model": meta.get("model"),
+        "task": meta.get("task"),
+        "push_target": meta.get("push_target"),
+        "submitted_at": meta.get("submitted_at"),
+        "started_at": meta.get("started_at"),
+        "ended_at": meta.get("ended_at") or (_iso(job.ended_at) if state not in ("queued", "running") else None),
+        "elapsed_seconds": _elapsed(meta, state),
+        "report": meta.get("report"),
+        "validation": meta.get("validation"),
+        "links": meta.get("links", {}),
+        "pushed": bool(meta.get("pushed")),
+        "error": None if state == "cancelled" else error,
+        "error_kind": CANCELLED if state == "cancelled" else meta.get("error_kind"),
+        "user_error": bool(meta.get("user_error")),
+        "cancelled": state == "cancelled",
+        "note": _waiting_note(job.origin, redis) if state == "queued" else None,
+    }
+    return result
+
+
+def recent_jobs(user: str, limit: int = 10) -> list[dict]:
+    """The user's latest jobs, newest first (status without the log)."""
+    redis = connection()
+    found = []
+    for raw in redis.zrevrange(_user_key(user), 0, RECENT_PER_USER):
+        job_id = raw.decode()
+        info = status(job_id)
+        if info["state"] == "unknown":
+            redis.zrem(_user_key(user), job_id)
+            continue
+        info.pop("log", None)
+        found.append(info)
+        if len(found) >= limit:
+            break
+    return found
+
+
+def workers() -> list[dict]:
+    """Connected workers and what they can do (OS, Core ML runtime, memory, queues)."""
+    return capabilities.announced(connection())
+
+
+# ------------------------------------------------------------------ cancel
+
+
+def cancel(job_id: str) -> dict:
+    """Cancel a queued or running job; returns its status. Ended jobs are left as they are."""
+    redis = connection()
+    job = queues.fetch_job(job_id, redis)
+    if job is None:
+        return status(job_id)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        current = job.get_status()
+        if current in WAITING:
+            try:
+                job.cancel()
+            except InvalidJobOperation:
+                pass
+            time.sleep(0.2)  # a worker may have popped it just before: then stop it below
+            if job.get_status() in WAITING | {JobStatus.CANCELED}:
+                break
+        elif current == JobStatus.STARTED:
+            try:
+                send_stop_job_command(redis, job_id, serializer=queues.SERIALIZER)
+                break
+            except InvalidJobOperation:  # dequeued, not yet marked with its worker
+                time.sleep(0.1)
+        else:
+            return status(job_id)
+    tokens.delete(redis, job_id)
+    if job.get_status() == JobStatus.CANCELED:
+        meta = job.get_meta(refresh=True)
+        meta.update(cancelled=True, message="Cancelled", ended_at=now_iso())
+        job.save_meta()
+    return status(job_id)
+
+
+# ------------------------------------------------------------------ recovery
+
+
+def cleanup_abandoned(force: bool = False) -> None:
+    """Fail (via rq's registry cleanup and our failure callback) jobs whose worker died."""
+    global _last_cleanup
+    if not force and time.monotonic() - _last_cleanup < CLEANUP_INTERVAL:
+        return
+    if not _cleanup_lock.acquire(blocking=False):
+        return
+    try:
+        _last_cleanup = time.monotonic()
+        redis = connection()
+        for name in settings.QUEUES:
+            # A timer, not SIGALRM, bounds the callbacks: the app calls this from any thread.
+            StartedJobRegistry(name, connection=redis, serializer=queues.SERIALIZER,
+                               death_penalty_class=TimerDeathPenalty).cleanup()
+    finally:
+        _cleanup_lock.release()
+
+
+def maintenance() -> None:
+    """For a periodic timer in the app: recover abandoned jobs; sweep local temp folders."""
+    cleanup_abandoned(force=True)
+    workdirs.sweep(connection())
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _user_key(user: str) -> str:
+    return f"{settings.KEY_PREFIX}:jobs:{user}"
+
+
+def _position(job) -> int | None:
+    position = job.get_position()
+    return position + 1 if position is not None else None  # 1 = next
+
+
+def _waiting_note(queue_name: str, redis: Redis) -> str | None:
+    live = capabilities.announced(redis)
+    if not any(queue_name in w.get("queues", "").split(",") for w in live):
+        if queue_name == settings.MACOS_QUEUE:
+            return "No macOS runner is connected: the job waits until one connects."
+        return "No worker is running: the job waits until one starts."
+    return None
+
+
+def _elapsed(meta: dict, state: str) -> float | None:
+    start = meta.get("started_at") or meta.get("submitted_at")
+    if not start:
+        return None
+    end = meta.get("ended_at") if state not in ("queued", "running") else None
+    end_time = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
+    return round((end_time - datetime.fromisoformat(start)).total_seconds(), 1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat(timespec="seconds")

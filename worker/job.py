@@ -1,0 +1,217 @@
+"""The job function rq runs: resolve -> download -> convert -> validate -> package -> push
+-> cleanup, reporting each stage in the job's meta.
+
+A job ends in one of three ways, told apart in meta["error_kind"]:
+- done: pushed; the return value (and meta) hold the report and the links;
+- the user's input cannot be served (`user_input`) or the package failed validation
+  (`validation`): failed, with a message saying what to do, nothing pushed;
+- our failure (`internal`): failed, with a short message; the trace goes to the worker log.
+The token is read from its encrypted key, redacted from everything stored or logged,
+and deleted, with the job's temp folder, however the job ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import traceback
+from pathlib import Path
+
+from converters.errors import UserInputError
+from converters.source import HubReference, download
+
+from . import card, hub, tokens, workdirs
+from .conversion import convert_and_validate
+from .lifecycle import INTERNAL, USER_INPUT, VALIDATION, timeout_message
+from .progress import JobProgress, LogTailHandler, Redactor, now_iso
+from .resolve import resolve
+from .spec import PULL_REQUEST, JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """How a job ends when it cannot push: the message is safe to show (no token)."""
+
+
+class ValidationFailed(Exception):
+    """The package does not match PyTorch (or was not validated) and the user did not ask to push anyway."""
+
+
+def run(spec: dict) -> dict:
+    """rq entry point. `spec` is JobSpec.to_json(); the token is fetched by job id."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    connection = job.connection
+    progress = JobProgress(job, Redactor())
+    progress.set(started_at=now_iso(), worker=job.worker_name or "", error=None, error_kind=None)
+    handler = LogTailHandler(progress)
+    logging.getLogger().addHandler(handler)
+    watchdog = _watchdog(progress, job.timeout)
+    try:
+        token = tokens.load(connection, job.id)
+        progress.redact = Redactor(token)
+        if token is None:
+            raise UserInputError("This job's token has expired (jobs keep it for a limited time). Submit it again.")
+        workdir = workdirs.create(job.id)
+        result = convert_and_push(JobSpec.from_json(spec, token=token), progress, workdir)
+        progress.stage("done", "Done")
+        progress.set(ended_at=now_iso())
+        return result
+    except UserInputError as error:
+        _fail(progress, str(error), USER_INPUT)
+    except ValidationFailed as error:
+        _fail(progress, str(error), VALIDATION)
+    except Exception as error:  # noqa: BLE001 - every failure must end as a clear message
+        from rq.timeouts import JobTimeoutException
+
+        if isinstance(error, JobTimeoutException):
+            message = timeout_message(job.timeout)
+        else:
+            log.error("job %s failed:\n%s", job.id, progress.redact(traceback.format_exc()))
+            message = f"The conversion failed on our side ({type(error).__name__}: {error}). Nothing was pushed."
+        _fail(progress, message, INTERNAL)
+    finally:
+        if watchdog:
+            watchdog.cancel()
+        logging.getLogger().removeHandler(handler)
+        tokens.delete(connection, job.id)
+        workdirs.remove(job.id)
+
+
+def _watchdog(progress: JobProgress, timeout: int | None) -> threading.Timer | None:
+    """rq's timeout is an exception raised once, wherever the job is; code that catches
+    every exception (a fallback path in a library) can swallow it. A few seconds later this
+    ends the process for sure; the worker then reports the job (worker/lifecycle.py)."""
+    if not timeout or timeout < 0:
+        return None
+
+    def expire():
+        progress.log("error: time limit reached", save=False)
+        progress.set(error=timeout_message(timeout), error_kind=INTERNAL, user_error=False, ended_at=now_iso())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    grace = min(5, max(1, timeout // 10))  # seconds after rq's own timeout
+    timer = threading.Timer(timeout + grace, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _fail(progress: JobProgress, message: str, kind: str):
+    message = progress.redact(message)
+    if not progress.job.meta.get("error"):
+        progress.log(f"error: {message}", save=False)
+        progress.set(error=message, error_kind=kind, user_error=kind == USER_INPUT, ended_at=now_iso())
+    # `from None`: the chained original could carry text we have not redacted.
+    raise JobFailed(progress.job.meta["error"]) from None
+
+
+def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dict:
+    token = spec.token
+
+    progress.stage("resolve", f"Checking {spec.repo_id} on the Hub")
+    resolved = resolve(spec, token, workdir / "resolve")
+    size = f"{resolved.parameters:,} parameters" if resolved.parameters else f"{resolved.weight_bytes:,} bytes"
+    progress.log(f"{resolved.model_type} model, task {resolved.task}, {size}, revision {resolved.revision[:12]}")
+    progress.set(task=resolved.task, revision=resolved.revision, model_type=resolved.model_type)
+
+    progress.stage("download", f"Downloading {resolved.weight_bytes / 1e6:.1f} MB of weights")
+    source = download(HubReference(resolved.repo_id, resolved.revision), token=token, cache_dir=workdir / "hub")
+
+    progress.stage("convert", "Converting to Core ML")
+    output_dir = workdir / "out"
+    result = convert_and_validate(source, resolved.task, output_dir, spec.options, _engine_progress(progress))
+    report = public_report(result.report, output_dir)
+    for warning in report.get("warnings", []):
+        progress.log(f"warning: {warning}", save=False)
+    validation = report["validation"]
+    progress.stage("validate", _validation_summary(validation))
+    progress.set(report=report, validation=validation)
+    if validation.get("passed") is not True and not spec.push_even_if_invalid:
+        raise ValidationFailed(
+            f"{_validation_summary(validation)} Nothing was pushed. If you want the package anyway, "
+            "submit again and ask to push even if validation fails (the model card will say so)."
+        )
+
+    progress.stage("package", "Preparing the files and the model card")
+    roots = hub.package_roots(output_dir, result.packages)
+    source_url = f"{hub.endpoint()}/{resolved.repo_id}"
+    body = card.card_body(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
+                          report=report, package_paths=roots)
+    title = card.conversion_title(report["task"], report["options"])
+
+    if spec.push.kind == PULL_REQUEST:
+        progress.stage("push", f"Opening a pull request on {resolved.repo_id}")
+        pushed = hub.push_pull_request(
+            token=token, repo_id=resolved.repo_id, user=spec.user, title=title, description=body,
+            files=hub.upload_plan(output_dir, result.packages, None), replace_folders=roots,
+        )
+    else:
+        target = spec.push_repo_id
+        progress.stage("push", f"Pushing to {target}")
+        readme = card.model_card(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
+                                 report=report, package_paths=roots, modality=_modality(report))
+        pushed = hub.push_new_repo(
+            token=token, repo_id=target, private=spec.push.private, readme=readme,
+            files=hub.upload_plan(output_dir, result.packages, source.path),
+            commit_message=f"{title} of {resolved.repo_id}@{resolved.revision[:12]}", replace_folders=roots,
+        )
+    progress.set(links=pushed.links(), pushed=True)
+    progress.log(f"pushed: {pushed.pull_request_url or pushed.commit_url}")
+
+    progress.stage("cleanup", "Removing temporary files")
+    return {"report": report, "validation": validation, "links": pushed.links(), "pushed": True,
+            "reused_pull_request": pushed.reused_pull_request}
+
+
+def public_report(report: dict, output_dir: Path) -> dict:
+    """The engine's report without this machine's paths (packages named as in the repo)."""
+    report = dict(report)
+    report["source"] = {k: v for k, v in (report.get("source") or {}).items() if k != "path"}
+    packages = []
+    for package in report.get("packages", []):
+        package = dict(package)
+        package["path"] = os.path.relpath(package["path"], output_dir)
+        packages.append(package)
+    report["packages"] = packages
+    return report
+
+
+def _engine_progress(progress: JobProgress):
+    """The engine reports (stage, fraction, message); fold it into our convert/validate stages."""
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        if stage == "validate":
+            if progress.job.meta.get("stage") != "validate":
+                progress.stage("validate", message or "Validating", fraction)
+            else:
+                progress.update(fraction, message)
+        elif progress.job.meta.get("stage") == "convert":
+            progress.update(fraction, message)
+
+    return report
+
+
+def _validation_summary(validation: dict) -> str:
+    passed = validation.get("passed")
+    message = validation.get("message") or ""
+    if passed is True:
+        return f"Validation passed: {message or str(len(validation.get('checks', []))) + ' checks'}."
+    if passed is False:
+        failed = [c for c in validation.get("checks", []) if not c.get("passed")]
+        detail = "; ".join(
+            f"{c.get('package')}/{c.get('output')} {c.get('mode')}: {c.get('metric')} {c.get('value')} "
+            f"(threshold {c.get('threshold')})"
+            for c in failed[:3]
+        )
+        return f"Validation failed: the package does not compute what the PyTorch model computes ({detail}). {message}".strip()
+    return f"The package was not validated. {message}".strip()
+
+
+def _modality(report: dict) -> str:
+    inputs = [i["name"] for p in report.get("packages", []) for i in p.get("inputs", [])]
+    return "vision" if "image" in inputs else "text"

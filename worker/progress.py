@@ -1,0 +1,118 @@
+"""What a running job tells the app: stage, percent, message, a log tail and timestamps,
+written to the rq job's meta (the app polls it). Every text passes through `redact`, so
+the user's token cannot reach Redis even if a library puts it in a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from datetime import datetime, timezone
+
+# Stages in order, with the percent each one starts at.
+STAGES = {
+    "queued": 0,
+    "resolve": 1,
+    "download": 5,
+    "convert": 15,
+    "validate": 70,
+    "package": 85,
+    "push": 88,
+    "cleanup": 98,
+    "done": 100,
+}
+LOG_LINES = 50
+_SAVE_INTERVAL = 0.5  # seconds between meta writes for progress within one stage
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Redactor:
+    """Replaces secrets (the user's token) in any text we store or log."""
+
+    def __init__(self, *secrets: str | None):
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def __call__(self, text) -> str:
+        text = str(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "[token]")
+        return text
+
+
+class JobProgress:
+    """Writes progress into `job.meta`; `job` is an rq Job (or anything with meta/save_meta)."""
+
+    def __init__(self, job, redact: Redactor):
+        self.job = job
+        self.redact = redact
+        self.log_tail: deque[str] = deque(job.meta.get("log") or [], maxlen=LOG_LINES)
+        self._last_save = 0.0
+
+    def stage(self, stage: str, message: str, fraction: float = 0.0) -> None:
+        """Enter `stage` (fraction 0..1 of the way to the next stage)."""
+        meta = self.job.meta
+        if meta.get("stage") != stage:
+            meta.setdefault("stage_started_at", {})[stage] = now_iso()
+        meta["stage"] = stage
+        meta["percent"] = _percent(stage, fraction)
+        self.log(message, save=False)
+        meta["message"] = self.redact(message)
+        self.save(force=True)
+
+    def update(self, fraction: float, message: str | None = None) -> None:
+        """Progress within the current stage; saved at most twice a second."""
+        meta = self.job.meta
+        meta["percent"] = max(meta.get("percent", 0), _percent(meta.get("stage", "queued"), fraction))
+        if message and message != meta.get("message"):
+            meta["message"] = self.redact(message)
+            self.log(message, save=False)
+        self.save()
+
+    def log(self, line: str, save: bool = True) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+        for part in self.redact(line).splitlines() or [""]:
+            self.log_tail.append(f"{stamp} {part}")
+        self.job.meta["log"] = list(self.log_tail)
+        if save:
+            self.save()
+
+    def set(self, **values) -> None:
+        """Store values (already free of secrets) in meta and save now."""
+        self.job.meta.update(values)
+        self.save(force=True)
+
+    def save(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_save >= _SAVE_INTERVAL:
+            self.job.meta["updated_at"] = now_iso()
+            self.job.save_meta()
+            self._last_save = time.monotonic()
+
+
+def _percent(stage: str, fraction: float) -> int:
+    names = list(STAGES)
+    start = STAGES.get(stage, 0)
+    index = names.index(stage) if stage in STAGES else 0
+    end = STAGES[names[index + 1]] if index + 1 < len(names) else 100
+    fraction = min(max(fraction, 0.0), 1.0)
+    return int(start + (end - start) * fraction)
+
+
+class LogTailHandler(logging.Handler):
+    """Sends library log records (warnings and up, ours from info) to the job's log tail."""
+
+    def __init__(self, progress: JobProgress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name.split(".")[0] in ("worker", "converters")
+        if record.levelno < logging.WARNING and not ours:
+            return
+        try:
+            self.progress.log(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001 - logging must never break the job
+            pass

@@ -1,0 +1,80 @@
+"""Settings of the job service, read from the environment when asked (not at import),
+so the app, the workers and the tests can each set their own.
+
+Every variable is optional; the defaults suit one machine running `make run`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Queue names: every worker takes the general queue; only macOS runners take `macos`
+# (jobs that must run on real Core ML compute units).
+GENERAL_QUEUE = "default"
+MACOS_QUEUE = "macos"
+QUEUES = (GENERAL_QUEUE, MACOS_QUEUE)
+
+# Prefix of our own Redis keys (rq's keys start with "rq:").
+KEY_PREFIX = "coreml"
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(float(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+
+
+def redis_url() -> str | None:
+    return os.environ.get("REDIS_URL") or None
+
+
+def state_dir() -> Path:
+    """The project's state folder: embedded Redis data, the secret key, job temp folders."""
+    path = Path(os.environ.get("COREML_CONVERTER_STATE_DIR") or ROOT / "state")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def jobs_dir() -> Path:
+    path = state_dir() / "jobs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def job_timeout() -> int:
+    """Seconds a conversion may run before rq stops it (finite: a stuck job must end)."""
+    return _int("COREML_CONVERTER_JOB_TIMEOUT", 3600)
+
+
+def queue_ttl() -> int:
+    """Seconds a job may wait in its queue (a macOS job waits for a runner to connect)."""
+    return _int("COREML_CONVERTER_QUEUE_TTL", 24 * 3600)
+
+
+def result_ttl() -> int:
+    """Seconds finished and failed jobs stay listed."""
+    return _int("COREML_CONVERTER_RESULT_TTL", 7 * 24 * 3600)
+
+
+def token_ttl() -> int:
+    """Seconds an encrypted token may outlive its job at most (it is deleted when the job ends)."""
+    return queue_ttl() + job_timeout() + 300
+
+
+def max_params() -> int | None:
+    """Largest model (parameters) this worker converts; None means the memory decides."""
+    value = _int("COREML_CONVERTER_MAX_PARAMS", 0)
+    return value or None
+
+
+def max_bytes() -> int | None:
+    """Largest model (bytes of safetensors weights) this worker converts; None: no limit."""
+    value = _int("COREML_CONVERTER_MAX_BYTES", 0)
+    return value or None
