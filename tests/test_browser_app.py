@@ -1,0 +1,338 @@
+"""The web UI in a real browser: Debian's chromium, driven by Playwright, against app.py
+running as `make run` runs it, with a real redis-server, a real worker process and the
+local Hub (tests/e2e fixtures). Each test ends with a screenshot of what the person sees,
+saved under the test's tmp dir and copied to tests/screenshots/.
+
+Covered: sign in with a token (and a rejected one), search suggestions, a model's tasks
+with its own preselected, submit, the stages advancing, the validation table, the link
+to the pushed repo (fetched back from the Hub), the package as a zip, "My jobs", an
+unsupported model's message, a failed job's reason and pre-filled report link, cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.conftest import OWNER, OWNER_TOKEN
+from tests.e2e import repos
+from tests.e2e.harness import free_port, wait_until, worker_env
+from tests.e2e.service import JobService
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+REPORT_URL = "https://github.com/example/coreml-converter/issues/new"
+TIMEOUT_MS = 20_000
+JOB_TIMEOUT_S = 120
+ENDED = ("finished", "failed", "cancelled")
+
+
+# ---------------------------------------------------------------------- the running service
+
+
+@pytest.fixture(scope="module")
+def service(worker_repos, tmp_path_factory):
+    service = JobService(tmp_path_factory.mktemp("browser-jobs"), worker_repos).start()
+    service.add_worker("browser-worker")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def app_url(service, tmp_path_factory):
+    """app.py in a subprocess on a free port, using the test Redis and the local Hub."""
+    tmp = tmp_path_factory.mktemp("browser-app")
+    port = free_port()
+    env = worker_env(service.settings)
+    env.update(
+        REDIS_URL=service.redis.url,
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_TEMP_DIR=str(tmp / "gradio"),
+        COREML_CONVERTER_POLL_SECONDS="0.3",
+        COREML_CONVERTER_REPORT_URL=REPORT_URL,
+    )
+    env.pop("SYSTEM", None)
+    log_path = tmp / "app.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+
+    def up():
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
+        try:
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, 90, interval=0.2, what="app.py")
+        service.workers[0].wait_ready()
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        app_log = log_path.read_text(errors="replace")
+        assert OWNER_TOKEN not in app_log and repos.OWNER_READ_TOKEN not in app_log, "a token reached the app's log"
+
+
+@pytest.fixture(scope="module")
+def browser_context(app_url, tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser_context, app_url):
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.wait_for_selector("#token input")
+    yield page
+    page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def screenshot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SCREENSHOTS / path.name)
+    return path
+
+
+# ---------------------------------------------------------------------- page actions
+
+
+def sign_in(page, token: str = OWNER_TOKEN) -> None:
+    page.fill("#token input", token)
+    page.click("#sign-in")
+
+
+def choose_model(page, model: str) -> None:
+    field = page.locator("#model input")
+    field.fill(model)
+    field.press("Enter")
+    page.wait_for_selector("#model-summary [data-model-ok]")
+
+
+def set_options(page, sequence_length: str = "8") -> None:
+    """Open the options and type a sequence length (again if the accordion, still mounting
+    its contents, reset the field: a person is never that quick)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.click("#options")
+    field = page.locator("#sequence-length textarea, #sequence-length input").first
+    field.wait_for(state="visible")
+    note = f"exactly {sequence_length} tokens"
+    for _attempt in range(5):
+        field.fill(sequence_length)
+        field.press("Tab")
+        try:
+            page.wait_for_function(
+                "note => document.querySelector('#sequence-note')?.innerText.includes(note)", arg=note, timeout=3000)
+        except PlaywrightTimeout:
+            continue
+        page.wait_for_timeout(300)
+        if field.input_value() == sequence_length and note in page.inner_text("#sequence-note"):
+            return
+    raise AssertionError(f"the sequence length field did not keep {sequence_length!r}")
+
+
+def submit(page) -> None:
+    page.click("#convert")
+    page.wait_for_selector("#job-status [data-state]")
+
+
+def job_state(page) -> tuple[str, str]:
+    element = page.query_selector("#job-status [data-state]")
+    if element is None:
+        return "", ""
+    return element.get_attribute("data-state"), element.get_attribute("data-stage")
+
+
+def watch_job(page, until=ENDED, timeout: float = JOB_TIMEOUT_S) -> list[tuple[str, str]]:
+    """The (state, stage) pairs the job view showed, in order, until the state is in `until`."""
+    seen: list[tuple[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = job_state(page)
+        if current[0] and (not seen or seen[-1] != current):
+            seen.append(current)
+        if current[0] in until:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"the job view never reached {until}; it showed {seen}")
+
+
+def page_text(page) -> str:
+    """The page as rendered plus everything it keeps in browser storage."""
+    storage = page.evaluate("() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])")
+    return page.content() + storage
+
+
+# ---------------------------------------------------------------------- tests
+
+
+def test_convert_a_tiny_model_and_get_the_pushed_package(page, service, tmp_path):
+    hub = service.hub
+    target = f"{OWNER}/browser-bert-coreml"
+
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    assert "Signed in as alice" in page.inner_text("#user")
+    assert not page.locator("#token").is_visible(), "the token field stays on the page after signing in"
+
+    # Suggestions come from the (local) Hub while typing.
+    field = page.locator("#model input")
+    field.click()
+    field.press_sequentially("job-b", delay=40)
+    page.wait_for_selector(f"ul[role=listbox] >> text={repos.TINY}")
+    choose_model(page, repos.TINY)
+    summary = page.inner_text("#model-summary")
+    assert "bert" in summary and "parameters" in summary and "fill-mask" in summary
+    tasks = page.locator("#task label").all_inner_texts()
+    assert any(t.startswith("fill-mask") and "the model's own task" in t for t in tasks), tasks
+    assert page.locator("#task input[value=fill-mask]").is_checked()
+
+    set_options(page, "8")
+    page.fill("#push-repo textarea, #push-repo input", target)
+    submit(page)
+    seen = watch_job(page)
+    print("job view showed:", seen)
+    stages = [stage for _, stage in seen]
+    assert seen[-1] == ("finished", "done"), seen
+    order = ["queued", "resolve", "download", "convert", "validate", "package", "push", "cleanup", "done"]
+    assert stages == sorted(stages, key=order.index), f"stages went backwards: {stages}"
+    assert len(set(stages)) >= 3, f"the view did not show the stages advancing: {stages}"
+
+    results = page.locator("#job-results")
+    results.locator("[data-role=validation-table]").wait_for()
+    rows = results.locator("[data-role=validation-table] tbody tr")
+    assert rows.count() >= 4
+    assert results.locator("[data-role=validation-table] tr[data-passed=no]").count() == 0
+    table = results.locator("[data-role=validation-table]").inner_text()
+    assert "max abs difference" in table and "PSNR" in table and "pass" in table
+    assert "Neural Engine" in results.locator("[data-role=compute-units]").inner_text()
+
+    # The repo link works: the Hub serves the pushed files under it.
+    repo_link = results.locator("[data-role=links] a", has_text="Open the repo").get_attribute("href")
+    assert repo_link == f"{hub.url}/{target}"
+    with urllib.request.urlopen(f"{repo_link}/resolve/main/README.md", timeout=10) as response:
+        assert response.status == 200 and b"Core ML" in response.read()
+    with urllib.request.urlopen(f"{hub.url}/api/models/{target}", timeout=10) as response:
+        files = [s["rfilename"] for s in json.load(response)["siblings"]]
+    assert "job-bert.mlpackage/Manifest.json" in files
+
+    # The package as a zip, fetched back from the Hub by the app.
+    page.click("#download")
+    file_link = page.wait_for_selector("#download-file a[href*='.zip']")
+    with page.expect_download() as download:
+        file_link.click()
+    archive = tmp_path / download.value.suggested_filename
+    download.value.save_as(archive)
+    names = zipfile.ZipFile(archive).namelist()
+    assert "job-bert.mlpackage/Manifest.json" in names and any(n.endswith("weight.bin") for n in names), names
+
+    # "My jobs" lists it, finished, with its repo.
+    page.wait_for_function("() => document.querySelector('#jobs-table')?.innerText.includes('browser-bert-coreml')")
+    assert "Done" in page.inner_text("#jobs-table")
+    assert OWNER_TOKEN not in page_text(page)
+    screenshot(page, tmp_path, "1-converted-and-pushed")
+
+
+def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
+    sign_in(page, "hf_not_a_real_token")
+    page.wait_for_selector("#user [data-level=error]")
+    assert "rejected the token" in page.inner_text("#user")
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+
+    choose_model(page, repos.XLNET)
+    card = page.locator("#model-summary [data-model-ok=no]")
+    assert "cannot be converted" in card.inner_text()
+    assert "'xlnet' is not supported" in card.inner_text()
+    request = card.locator("[data-role=request] a").get_attribute("href")
+    assert request.startswith(REPORT_URL + "?") and "xlnet" in parse_qs(urlparse(request).query)["title"][0]
+    assert not page.locator("#task").is_visible()
+    assert page.locator("#convert").is_disabled()
+    screenshot(page, tmp_path, "2-unsupported-model")
+
+
+def test_a_failed_validation_shows_the_reason_and_a_report_link(page, service, tmp_path):
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    before = service.hub_state()
+    choose_model(page, repos.FRAGILE)
+    set_options(page, "8")
+    submit(page)
+    assert watch_job(page)[-1][0] == "failed"
+
+    error = page.locator("#job-results [data-role=error]")
+    error.wait_for()
+    assert error.get_attribute("data-kind") == "validation"
+    assert "does not compute what the PyTorch model computes" in error.inner_text()
+    assert "Nothing was pushed" in error.inner_text()
+    assert page.locator("#job-results [data-role=validation-table] tr[data-passed=no]").count() >= 1
+    href = page.locator("#job-results [data-role=report] a").get_attribute("href")
+    assert href.startswith(REPORT_URL + "?")
+    query = parse_qs(urlparse(href).query)
+    assert repos.FRAGILE in query["title"][0] and "Failed checks" in query["body"][0]
+    assert OWNER_TOKEN not in href and OWNER_TOKEN not in page_text(page)
+    assert page.locator("#job-status li.cm-failed").count() == 1
+    assert not page.locator("#download").is_visible()
+    assert service.hub_state() == before, "a package that failed validation was pushed"
+    screenshot(page, tmp_path, "3-validation-failed")
+
+
+def test_cancel_a_running_job(page, service, tmp_path):
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    before = service.hub_state()
+    choose_model(page, repos.SLOW)
+    set_options(page, "8")
+    submit(page)
+    watch_job(page, until=("running",) + ENDED)
+    assert job_state(page)[0] == "running", "the job ended before it could be cancelled"
+    page.click("#cancel")
+    assert watch_job(page, timeout=30)[-1][0] == "cancelled"
+    assert "Cancelled" in page.inner_text("#job-results")
+    assert not page.locator("#cancel").is_visible()
+    # The worker is free again and nothing was pushed.
+    wait_until(lambda: not service.running_job_ids(), 30, what="the cancelled job to leave the worker")
+    assert service.hub_state() == before
+    screenshot(page, tmp_path, "4-cancelled")

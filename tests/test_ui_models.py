@@ -1,0 +1,103 @@
+"""What the form shows about a model (ui/models.py), read from the local Hub through
+huggingface_hub and HF_ENDPOINT: search suggestions, architecture, size, tasks with the
+model's own preselected, and the reason when it cannot be converted."""
+
+from __future__ import annotations
+
+import pytest
+
+from converters.options import ConversionOptions
+from tests.conftest import OTHER_TOKEN, OWNER, OWNER_TOKEN
+from tests.e2e import repos
+from ui import models
+
+
+@pytest.fixture
+def hub(worker_repos, monkeypatch):
+    for key, value in worker_repos.client_env().items():
+        monkeypatch.setenv(key, value)
+    return worker_repos
+
+
+def test_search_suggests_matching_models_from_the_configured_hub(hub):
+    found = models.search_models("tiny-b")
+    assert f"{OWNER}/tiny-bert" in found and all("tiny-b" in f for f in found)
+    assert f"{OWNER}/secret-bert" not in models.search_models("secret")
+    assert f"{OWNER}/secret-bert" in models.search_models("secret", OWNER_TOKEN)
+    assert models.search_models(f"{hub.url}/{OWNER}/tiny-bert") == [f"{OWNER}/tiny-bert"]
+    assert models.search_models("t") == []
+
+
+def test_search_is_quiet_when_the_hub_is_down(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert models.search_models("anything") == []
+
+
+def test_a_supported_model_shows_architecture_size_and_tasks(hub):
+    summary = models.inspect_model(f"{hub.url}/{OWNER}/tiny-bert")
+    assert summary.error is None and summary.convertible
+    assert summary.repo_id == f"{OWNER}/tiny-bert" and summary.model_type == "bert"
+    assert summary.architectures == ["BertForMaskedLM"] and summary.pipeline_tag == "fill-mask"
+    assert summary.parameters and summary.weight_bytes > 0
+    assert "fill-mask" in summary.tasks and "feature-extraction" in summary.tasks
+    assert summary.default_task == "fill-mask" and summary.modality == "text"
+
+
+@pytest.mark.parametrize("model, token, expected", [
+    (f"{OWNER}/nope", None, "was not found on the Hub"),
+    (f"{OWNER}/secret-bert", None, "was not found on the Hub"),
+    (f"{OWNER}/gated-bert", OTHER_TOKEN, "is gated"),
+    (f"{OWNER}/pickle-bert", None, "pickle"),
+    (f"{OWNER}/remote-code", None, "custom code"),
+    (repos.XLNET, None, "The architecture 'xlnet' is not supported yet"),
+    (repos.NO_CONFIG, None, "has no config.json"),
+    (repos.BAD_CONFIG, None, "not valid JSON"),
+    ("not a model id", None, "not a valid Hub model ID"),
+])
+def test_why_a_model_cannot_be_converted(hub, model, token, expected):
+    summary = models.inspect_model(model, token)
+    assert not summary.convertible
+    assert expected in summary.error
+
+
+def test_a_private_model_is_read_with_the_token(hub):
+    summary = models.inspect_model(f"{OWNER}/secret-bert", OWNER_TOKEN)
+    assert summary.convertible and summary.private
+
+
+def test_an_unsupported_model_still_says_what_it_is(hub):
+    summary = models.inspect_model(repos.XLNET)
+    assert summary.model_type == "xlnet" and summary.architectures == ["XLNetLMHeadModel"]
+
+
+@pytest.mark.parametrize("tasks, tag, architectures, expected", [
+    (["feature-extraction", "fill-mask"], "fill-mask", [], "fill-mask"),
+    (["feature-extraction", "fill-mask"], None, ["BertForMaskedLM"], "fill-mask"),
+    (["feature-extraction", "fill-mask"], "sentence-similarity", ["BertForMaskedLM"], "feature-extraction"),
+    (["text-generation", "feature-extraction"], "text-to-image", ["GPT2LMHeadModel"], "text-generation"),
+    (["feature-extraction", "semantic-segmentation"], "image-segmentation", [], "semantic-segmentation"),
+    (["feature-extraction", "fill-mask"], None, [], "feature-extraction"),
+])
+def test_the_models_own_task_is_preselected(tasks, tag, architectures, expected):
+    assert models.default_task(tasks, tag, architectures) == expected
+
+
+def test_options_the_engine_would_refuse_are_reported_before_submitting(hub):
+    summary = models.inspect_model(f"{OWNER}/tiny-bert")
+    assert models.check_options(summary, "fill-mask", ConversionOptions.from_strings(sequence_length="16")) is None
+    too_long = models.check_options(summary, "fill-mask", ConversionOptions.from_strings(sequence_length="4096"))
+    assert "beyond this model's maximum of 512" in too_long
+    enumerated = ConversionOptions.from_strings(sequence_length="8,16")
+    assert "iOS18" in models.check_options(summary, "fill-mask", enumerated)
+    ok = ConversionOptions.from_strings(sequence_length="8,16", minimum_deployment_target="iOS18")
+    assert models.check_options(summary, "fill-mask", ok) is None
+
+
+def test_tolerances_come_from_the_architecture(hub):
+    from converters.configs import config_class_for
+
+    summary = models.inspect_model(f"{OWNER}/tiny-bert")
+    expected = config_class_for("bert").tolerances
+    assert models.tolerances(summary, "float16")["atol"] == expected.atol["float16"]
+    assert models.tolerances(summary, "float32")["min_psnr"] == expected.min_psnr["float32"]
+    assert models.tolerances(None, "float16") is None

@@ -1,0 +1,210 @@
+"""The UI's HTML (ui/render.py): the live job view, the validation table with numbers and
+pass/fail, where the model can run, links, failures with a pre-filled report link, and
+"My jobs" rows. Everything user-supplied is escaped; no token can appear."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from ui import render
+from ui.models import ModelSummary
+
+CHECKS = [
+    {"package": "model", "inputs": "text, 8 tokens", "output": "token_scores", "mode": "fp32", "metric": "finite_share",
+     "value": 1.0, "threshold": 1.0, "passed": True, "higher_is_better": True},
+    {"package": "model", "inputs": "text, 8 tokens", "output": "token_scores", "mode": "fp32", "metric": "max_abs_diff",
+     "value": 1.219e-06, "threshold": 0.05, "passed": True, "higher_is_better": False},
+    {"package": "model", "inputs": "text, 8 tokens", "output": "token_scores", "mode": "fp16", "metric": "psnr_db",
+     "value": 12.5, "threshold": 30.0, "passed": False, "higher_is_better": True},
+]
+VALIDATION = {
+    "passed": False,
+    "kind": "reference executor (Core ML not available here)",
+    "message": "1 of 3 checks failed",
+    "notes": [],
+    "checks": CHECKS,
+    "compute_units": {"model": {"basis": "static analysis of the program (Core ML placement rules)",
+                                "units": {"cpu": "yes", "gpu": "no", "neural_engine": "no"},
+                                "reasons": ["inputs input_ids have range shapes: Core ML runs range-shaped models on the CPU only"]}},
+    "placement": {},
+}
+
+
+def status(**overrides) -> dict:
+    base = {
+        "job_id": "cv-123", "state": "running", "queue": "default", "queue_position": None, "stage": "convert",
+        "percent": 40, "message": "Converting to Core ML", "log": ["12:00:00 Checking", "12:00:01 Converting"],
+        "user": "alice", "model": "alice/tiny-bert", "task": "fill-mask", "push_target": "alice/tiny-bert-coreml",
+        "submitted_at": "2026-11-24T12:00:00+00:00", "elapsed_seconds": 75.0, "report": None, "validation": None,
+        "links": {}, "pushed": False, "error": None, "error_kind": None, "user_error": False, "cancelled": False,
+        "note": None,
+    }
+    base.update(overrides)
+    return base
+
+
+def test_the_running_job_view_shows_stage_progress_message_and_elapsed_time():
+    html = render.job_status(status())
+    assert 'data-state="running"' in html and 'data-stage="convert"' in html
+    assert '<li class="cm-done" data-step="download">' in html
+    assert '<li class="cm-current" data-step="convert">' in html
+    assert '<li class="" data-step="validate">' in html
+    assert 'aria-valuenow="40"' in html and "width: 40%" in html
+    assert "Converting to Core ML" in html and "Elapsed: 1 min 15 s" in html
+
+
+def test_a_queued_job_shows_its_position_and_why_it_waits():
+    html = render.job_status(status(state="queued", stage="queued", percent=0, queue_position=1,
+                                    note="No worker is running: the job waits until one starts."))
+    assert "Position in the queue: 1 (next)" in html
+    assert "No worker is running" in html
+    assert 'data-step="queued"' in html
+
+
+def test_failed_and_cancelled_jobs_mark_the_step_they_stopped_at():
+    failed = render.job_status(status(state="failed", stage="validate", percent=70))
+    assert '<li class="cm-failed" data-step="validate">' in failed and "cm-bar-failed" in failed
+    cancelled = render.job_status(status(state="cancelled", stage="cancelled", percent=15))
+    assert '<li class="cm-stopped" data-step="convert">' in cancelled
+    assert '<li class="cm-done" data-step="download">' in cancelled and "cm-bar-stopped" in cancelled
+    finished = render.job_status(status(state="finished", stage="done", percent=100))
+    assert "cm-current" not in finished and "cm-bar-done" in finished
+
+
+def test_the_validation_table_has_numbers_thresholds_and_pass_fail():
+    html = render.validation_section(VALIDATION)
+    assert html.count("<tr data-passed=") == 3
+    assert '<tr data-passed="no">' in html
+    assert "max abs difference" in html and "1.22e-06" in html and "≤ 0.05" in html
+    assert "PSNR (dB)" in html and "12.5" in html and "≥ 30" in html
+    assert "finite values" in html and "100.0%" in html
+    assert "fp16 (GPU / Neural Engine emulation)" in html
+    assert "✗ fail" in html and "✓ pass" in html
+    assert "failed" in html and "reference executor" in html
+
+
+def test_where_the_model_can_run_lists_units_and_reasons():
+    html = render.compute_units_section(VALIDATION)
+    assert "<td data-unit='cpu'>✓ yes</td>" in html
+    assert "<td data-unit='neural_engine'>✗ no</td>" in html
+    assert "range shapes" in html
+
+
+def test_a_finished_job_links_the_repo_and_commit():
+    html = render.results(status(state="finished", stage="done", percent=100, pushed=True, validation=dict(VALIDATION, passed=True),
+                                 links={"repo": "http://hub/alice/tiny-bert-coreml",
+                                        "commit": "http://hub/alice/tiny-bert-coreml/commit/abc123"}))
+    assert 'href="http://hub/alice/tiny-bert-coreml"' in html and "Open the repo alice/tiny-bert-coreml" in html
+    assert "See the commit" in html and 'data-role="validation-table"' in html
+    pr = render.results(status(state="finished", stage="done", pushed=True,
+                               links={"repo": "http://hub/a/b", "pull_request": "http://hub/a/b/discussions/3"}))
+    assert "Open the pull request" in pr and "pushed to a pull request" in pr
+
+
+def test_a_failure_says_why_in_plain_words_with_a_report_link():
+    failed = status(state="failed", stage="validate", error="Validation failed: the package computes inf.",
+                    error_kind="validation", validation=VALIDATION)
+    html = render.results(failed, "https://example.org/new?title=x")
+    assert "does not compute what the PyTorch model computes" in html
+    assert "Validation failed: the package computes inf." in html and "(during: Validate)" in html
+    assert 'href="https://example.org/new?title=x"' in html
+    user = render.results(status(state="failed", stage="resolve", error="Too large.", error_kind="user_input"), None)
+    assert "cannot be converted as given" in user and 'data-role="report"' not in user
+
+
+def test_a_cancelled_job_says_nothing_was_pushed():
+    assert "Cancelled. Nothing was pushed." in render.results(status(state="cancelled", stage="cancelled"))
+
+
+def test_report_links_are_prefilled_for_github_and_for_hub_discussions(monkeypatch):
+    failed = status(state="failed", stage="validate", error="Validation failed.", error_kind="validation",
+                    validation=VALIDATION, report={"options": {"precision": "float16"}, "versions": {"coremltools": "9.0"}})
+    url = render.report_url(failed, "https://github.com/o/r/issues/new")
+    query = parse_qs(urlparse(url).query)
+    assert query["title"] == ["Conversion failed: alice/tiny-bert (fill-mask)"]
+    body = query["body"][0]
+    assert "cv-123" in body and "precision=float16" in body and "coremltools 9.0" in body
+    assert "Validation failed." in body and "psnr_db = 12.5 (threshold 30)" in body
+
+    hub = render.report_url(failed, "https://huggingface.co/spaces/me/converter/discussions/new")
+    assert "description=" in hub and "body=" not in hub
+
+    monkeypatch.delenv("COREML_CONVERTER_REPORT_URL", raising=False)
+    monkeypatch.setenv("SPACE_ID", "me/converter")
+    assert render.report_base_url("a/b") == "https://huggingface.co/spaces/me/converter/discussions/new"
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.local")
+    assert render.report_base_url("a/b") == "http://hub.local/a/b/discussions/new"
+    monkeypatch.setenv("COREML_CONVERTER_REPORT_URL", "https://tracker/new")
+    assert render.report_base_url("a/b") == "https://tracker/new"
+
+
+def test_user_text_is_escaped():
+    evil = "<script>alert(1)</script>"
+    html = render.job_status(status(model=evil, message=evil)) + render.results(
+        status(state="failed", error=evil, error_kind="internal")) + render.log_html(status(log=[evil]))
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    summary = render.model_summary(ModelSummary(text=evil, error=evil))
+    assert "<script>" not in summary
+
+
+def test_model_summary_shows_architecture_size_and_tasks_or_why_not():
+    ok = ModelSummary(text="alice/tiny-bert", repo_id="alice/tiny-bert", model_type="bert",
+                      architectures=["BertForMaskedLM"], pipeline_tag="fill-mask", parameters=38944,
+                      weight_bytes=160304, tasks=["feature-extraction", "fill-mask"], default_task="fill-mask")
+    html = render.model_summary(ok)
+    assert 'data-model-ok="yes"' in html and "bert (BertForMaskedLM)" in html
+    assert "38.9 k parameters" in html and "160.3 kB" in html and "feature-extraction, fill-mask" in html
+    bad = ModelSummary(text="alice/x", repo_id="alice/x", model_type="xlnet", architectures=["XLNetLMHeadModel"],
+                       error="The architecture 'xlnet' is not supported yet.")
+    html = render.model_summary(bad)
+    assert 'data-model-ok="no"' in html and "cannot be converted" in html and "xlnet" in html
+    assert 'data-role="request"' not in html  # no tracker configured: no request link
+
+    html = render.model_summary(bad, "https://github.com/o/r/issues/new")
+    href = html.split('data-role="request"><a href="')[1].split('"')[0].replace("&amp;", "&")
+    query = parse_qs(urlparse(href).query)
+    assert query["title"] == ["Support the xlnet architecture"] and "alice/x" in query["body"][0]
+    pickle = ModelSummary(text="alice/p", repo_id="alice/p", model_type="bert", error="weights only in pickle files")
+    assert 'data-role="request"' not in render.model_summary(pickle, "https://github.com/o/r/issues/new")
+
+
+@pytest.mark.parametrize("value, metric, text", [
+    (1.219e-06, "max_abs_diff", "1.22e-06"), (90.836601, "psnr_db", "90.84"), (0.95, "top1_agreement", "95.0%"),
+    (float("inf"), "max_abs_diff", "inf"), (0.0, "max_abs_diff", "0"), (None, None, ""), (True, None, "yes"),
+])
+def test_numbers(value, metric, text):
+    assert render.number(value, metric) == text
+
+
+def test_durations_sizes_and_counts():
+    assert render.duration(5) == "5 s" and render.duration(125) == "2 min 05 s" and render.duration(3725) == "1 h 02 min"
+    assert render.count(3_390_336) == "3.4 M" and render.size(13_600_000) == "13.6 MB" and render.count(None) == "unknown"
+
+
+def test_my_jobs_rows():
+    rows = render.job_rows([
+        status(state="finished", stage="done", links={"repo": "http://hub/alice/tiny-bert-coreml"}),
+        status(state="finished", stage="done", links={"repo": "http://hub/a/b", "pull_request": "http://hub/a/b/discussions/2"}),
+        status(state="failed", error="The model [x] is too large.\nTry a smaller one."),
+        status(state="running", stage="validate", percent=72),
+    ])
+    assert rows[0] == ["2026-11-24 12:00 UTC", "alice/tiny-bert", "fill-mask", "Done",
+                       "[alice/tiny-bert-coreml](http://hub/alice/tiny-bert-coreml)"]
+    assert rows[1][4] == "[pull request](http://hub/a/b/discussions/2)"
+    assert rows[2][3] == "Failed" and rows[2][4] == "The model (x) is too large. Try a smaller one."
+    assert rows[3][4] == "Validate: 72%"
+
+
+def test_workers_note():
+    assert "No worker is connected" in render.workers_note([])
+    note = render.workers_note([{"os": "Linux", "queues": "default"}, {"os": "Darwin", "queues": "macos,default"}])
+    assert "1 Linux worker" in note and "1 Mac runner" in note
+    assert "no Mac runner" in render.workers_note([{"os": "Linux", "queues": "default"}])
+
+
+def test_signed_in():
+    assert 'data-signed-in="yes"' in render.signed_in("alice") and "alice" in render.signed_in("alice")
+    assert 'data-signed-in="no"' in render.signed_in(None)

@@ -1,0 +1,558 @@
+"""HTML for the page: the model summary, the live job view, the validation table, where
+the model can run, links, failures with a pre-filled report link, and "My jobs" rows.
+
+Input is what worker.api.status() returns (and ui.models.ModelSummary); every value is
+escaped, since model IDs and messages come from users and the Hub. No token is ever
+part of a status, so none can end up here.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from html import escape
+from urllib.parse import quote, urlencode
+
+from worker.progress import STAGES
+
+# The stages a job walks through, as the person reads them.
+STAGE_LABELS = {
+    "queued": "Queued",
+    "resolve": "Check",
+    "download": "Download",
+    "convert": "Convert",
+    "validate": "Validate",
+    "package": "Package",
+    "push": "Push",
+    "cleanup": "Clean up",
+    "done": "Done",
+}
+STEPS = [s for s in STAGES if s != "queued"]
+
+STATE_LABELS = {
+    "queued": "Waiting",
+    "running": "Running",
+    "finished": "Done",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+    "unknown": "Unknown",
+}
+
+METRICS = {
+    "finite_share": "finite values",
+    "max_abs_diff": "max abs difference",
+    "psnr_db": "PSNR (dB)",
+    "top1_agreement": "top-1 agreement",
+    "cosine_similarity": "cosine similarity",
+    "label_agreement": "label agreement",
+    "executor_supports_all_ops": "all ops runnable",
+}
+SHARE_METRICS = {"finite_share", "top1_agreement", "label_agreement"}
+MODES = {
+    "fp32": "fp32, exact",
+    "fp16": "fp16 (GPU / Neural Engine emulation)",
+    "coreml-CPU_ONLY": "Core ML, CPU only",
+    "coreml-CPU_AND_GPU": "Core ML, CPU and GPU",
+    "coreml-CPU_AND_NE": "Core ML, CPU and Neural Engine",
+    "coreml-ALL": "Core ML, all units",
+}
+UNITS = (("cpu", "CPU"), ("gpu", "GPU"), ("neural_engine", "Neural Engine"))
+UNIT_WORDS = {"yes": "✓ yes", "partial": "◐ partly", "no": "✗ no"}
+
+CSS = """
+.cm-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px 14px; }
+.cm-error { border-left: 4px solid #d9534f; background: rgba(217, 83, 79, 0.08); padding: 10px 14px; border-radius: 6px; }
+.cm-warning { border-left: 4px solid #e0a800; background: rgba(224, 168, 0, 0.10); padding: 8px 12px; border-radius: 6px; }
+.cm-ok { border-left: 4px solid #2e9e5b; background: rgba(46, 158, 91, 0.10); padding: 10px 14px; border-radius: 6px; }
+.cm-info { color: var(--body-text-color-subdued); font-size: 0.92em; }
+.cm-muted { color: var(--body-text-color-subdued); }
+.cm-steps { display: flex; flex-wrap: wrap; gap: 6px; margin: 8px 0; padding: 0; list-style: none; }
+.cm-steps li { padding: 3px 10px; border-radius: 999px; border: 1px solid var(--border-color-primary);
+  font-size: 0.9em; color: var(--body-text-color-subdued); }
+.cm-steps li.cm-done { background: rgba(46, 158, 91, 0.15); color: var(--body-text-color); border-color: #2e9e5b; }
+.cm-steps li.cm-current { background: var(--color-accent); color: white; border-color: var(--color-accent); font-weight: 600; }
+.cm-steps li.cm-failed { background: #d9534f; color: white; border-color: #d9534f; font-weight: 600; }
+.cm-bar { height: 10px; border-radius: 5px; background: var(--border-color-primary); overflow: hidden; }
+.cm-bar > div { height: 100%; background: var(--color-accent); transition: width 0.4s; }
+.cm-bar.cm-bar-failed > div { background: #d9534f; }
+.cm-bar.cm-bar-done > div { background: #2e9e5b; }
+.cm-bar.cm-bar-stopped > div { background: #e0a800; }
+.cm-steps li.cm-stopped { background: #e0a800; color: black; border-color: #e0a800; font-weight: 600; }
+.cm-table { border-collapse: collapse; width: 100%; font-size: 0.9em; margin: 6px 0 12px; }
+.cm-table th, .cm-table td { border-bottom: 1px solid var(--border-color-primary); padding: 4px 8px; text-align: left; }
+.cm-table td.cm-num { font-variant-numeric: tabular-nums; text-align: right; white-space: nowrap; }
+.cm-pass { color: #2e9e5b; font-weight: 600; }
+.cm-fail { color: #d9534f; font-weight: 600; }
+.cm-badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: 0.85em;
+  border: 1px solid var(--border-color-primary); margin-left: 6px; }
+.cm-links a { margin-right: 14px; }
+.cm-log-title { font-weight: 600; margin: 8px 0 4px; }
+.cm-log { max-height: 14em; overflow-y: auto; display: flex; flex-direction: column-reverse;
+  border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; }
+.cm-log pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.85em; }
+"""
+
+
+# ---------------------------------------------------------------------- small pieces
+
+
+def count(n: int | None) -> str:
+    if not n:
+        return "unknown"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def size(n: int | None) -> str:
+    if not n:
+        return "unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def hub_url(path: str = "") -> str:
+    base = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    return f"{base}/{path}" if path else base
+
+
+def link(url: str, text: str) -> str:
+    return f'<a href="{escape(url, quote=True)}" target="_blank" rel="noopener">{escape(text)}</a>'
+
+
+def message(text: str, level: str = "info") -> str:
+    """A one-paragraph note: level error | warning | ok | info."""
+    if not text:
+        return ""
+    css = {"error": "cm-error", "warning": "cm-warning", "ok": "cm-ok"}.get(level, "cm-info")
+    return f'<div class="{css}" data-level="{escape(level)}">{escape(text)}</div>'
+
+
+# ---------------------------------------------------------------------- sign-in and model
+
+
+def signed_in(user: str | None, how: str = "") -> str:
+    if not user:
+        return ('<div class="cm-muted" data-signed-in="no">Not signed in. Sign in to convert: '
+                "the package is pushed to your Hugging Face account.</div>")
+    how = f" ({escape(how)})" if how else ""
+    return f'<div data-signed-in="yes">Signed in as <strong>{escape(user)}</strong>{how}</div>'
+
+
+def model_summary(summary, request_base: str | None = None) -> str:
+    """The card under the model field: architecture, size, tasks; or why it cannot be converted
+    (with a link asking for the architecture when `request_base`, a tracker URL, is given)."""
+    if summary is None:
+        return ""
+    if summary.error:
+        known = ""
+        if summary.model_type:
+            known = f"<div class='cm-muted'>Architecture: {escape(summary.model_type)}" + (
+                f" ({escape(summary.architectures[0])})" if summary.architectures else "") + "</div>"
+        ask = ""
+        if request_base and summary.unsupported_architecture:
+            ask = (f'<div class="cm-links" data-role="request">'
+                   f"{link(architecture_request_url(summary, request_base), 'Ask for this architecture (opens a pre-filled request)')}</div>")
+        return (f'<div class="cm-error" data-model-ok="no"><strong>This model cannot be converted.</strong> '
+                f"{escape(summary.error)}{known}{ask}</div>")
+    badges = ""
+    if summary.private:
+        badges += '<span class="cm-badge">private</span>'
+    if summary.gated:
+        badges += '<span class="cm-badge">gated</span>'
+    arch = escape(summary.model_type or "?")
+    if summary.architectures:
+        arch += f" ({escape(', '.join(summary.architectures))})"
+    size_text = f"{count(summary.parameters)} parameters" if summary.parameters else "parameter count unknown"
+    size_text += f", {size(summary.weight_bytes)} of safetensors weights"
+    pipeline = escape(summary.pipeline_tag) if summary.pipeline_tag else "none"
+    revision = f"@{escape(summary.revision)}" if summary.revision else ""
+    return (
+        f'<div class="cm-card" data-model-ok="yes">'
+        f"<div><strong>{link(hub_url(summary.repo_id), summary.repo_id)}</strong>{revision}{badges}</div>"
+        f"<div>Architecture: {arch}</div>"
+        f"<div>Size: {escape(size_text)}</div>"
+        f"<div>Hub task tag: {pipeline}</div>"
+        f"<div>Can be converted for {len(summary.tasks)} task{'s' if len(summary.tasks) != 1 else ''}: "
+        f"{escape(', '.join(summary.tasks))}</div>"
+        "</div>"
+    )
+
+
+def tolerance(thresholds: dict | None, precision: str) -> str:
+    if not thresholds:
+        return '<div class="cm-info">Thresholds appear once a model is chosen.</div>'
+    return (
+        f'<div class="cm-info">For {escape(precision)} this architecture must reach: '
+        f"max abs difference ≤ {thresholds['atol']:g} × the output's scale, "
+        f"PSNR ≥ {thresholds['min_psnr']:g} dB, top-1 agreement ≥ {thresholds['min_top1']:.0%}, "
+        f"cosine similarity ≥ {thresholds['min_cosine']:g}, label agreement ≥ {thresholds['min_label_agreement']:.0%} "
+        "(each where it applies).</div>"
+    )
+
+
+def workers_note(workers: list[dict]) -> str:
+    """How many workers and Mac runners are connected (shown next to the validation choice)."""
+    macs = [w for w in workers if w.get("os") == "Darwin" or "macos" in w.get("queues", "").split(",")]
+    others = len(workers) - len(macs)
+    if not workers:
+        return ('<div class="cm-warning">No worker is connected right now: a job waits until one starts.</div>')
+    mac_text = (f"{len(macs)} Mac runner{'s' if len(macs) != 1 else ''}" if macs
+                else "no Mac runner (a Mac job waits until one connects)")
+    return f'<div class="cm-info">Connected: {others} Linux worker{"s" if others != 1 else ""}, {mac_text}.</div>'
+
+
+# ---------------------------------------------------------------------- the live job view
+
+
+def job_status(status: dict | None) -> str:
+    if not status:
+        return ""
+    state = status.get("state", "unknown")
+    stage = status.get("stage") or "queued"
+    if state == "unknown":
+        return f'<div data-state="unknown" data-stage="unknown">{message(status.get("error") or "Unknown job.", "error")}</div>'
+    percent = int(status.get("percent") or 0)
+    title = escape(status.get("model") or "")
+    if status.get("task"):
+        title += f" <span class='cm-muted'>({escape(status['task'])})</span>"
+    badge = f'<span class="cm-badge" data-role="state">{escape(STATE_LABELS.get(state, state))}</span>'
+
+    # Where the job is (or where it failed or was stopped). A cancelled job's stage is
+    # "cancelled": the step it reached is read from its percent.
+    failed = state == "failed"
+    stopped = state == "cancelled"
+    if stage in STEPS:
+        current_index = STEPS.index(stage)
+    elif stopped and percent > 0:
+        current_index = max(i for i, name in enumerate(STEPS) if STAGES[name] <= percent)
+    else:
+        current_index = -1
+    steps = []
+    for index, name in enumerate(STEPS):
+        if state == "finished" or index < current_index:
+            css = "cm-done"
+        elif index == current_index:
+            css = ("cm-failed" if failed else "cm-stopped" if stopped
+                   else "cm-done" if name == "done" else "cm-current")
+        else:
+            css = ""
+        steps.append(f'<li class="{css}" data-step="{name}">{STAGE_LABELS[name]}</li>')
+    if state == "queued":
+        steps.insert(0, '<li class="cm-current" data-step="queued">Queued</li>')
+
+    bar_css = ("cm-bar-failed" if failed else "cm-bar-stopped" if stopped
+               else "cm-bar-done" if state == "finished" else "")
+    lines = []
+    if state == "queued":
+        position = status.get("queue_position")
+        if position:
+            lines.append(f"Position in the queue: {position}" + (" (next)" if position == 1 else ""))
+        if status.get("note"):
+            lines.append(status["note"])
+    if status.get("elapsed_seconds") is not None:
+        lines.append(f"Elapsed: {duration(status['elapsed_seconds'])}")
+    lines.append(f"Job {status.get('job_id', '')}")
+    text = status.get("message") or ""
+    return (
+        f'<div class="cm-job" data-state="{escape(state)}" data-stage="{escape(stage)}" data-percent="{percent}">'
+        f"<div><strong>{title}</strong>{badge}</div>"
+        f'<ul class="cm-steps">{"".join(steps)}</ul>'
+        f'<div class="cm-bar {bar_css}" role="progressbar" aria-valuenow="{percent}" aria-valuemin="0" '
+        f'aria-valuemax="100"><div style="width: {percent}%"></div></div>'
+        f'<div data-role="message"><strong>{percent}%</strong> {escape(text)}</div>'
+        f'<div class="cm-muted">{" · ".join(escape(line) for line in lines)}</div>'
+        "</div>"
+    )
+
+
+def log_text(status: dict | None) -> str:
+    return "\n".join((status or {}).get("log") or [])
+
+
+def log_html(status: dict | None) -> str:
+    """The job's log tail, newest line at the bottom and in view (the box scrolls from the end)."""
+    text = log_text(status)
+    if not text:
+        return ""
+    return (f'<div class="cm-log-title">Log</div><div class="cm-log" data-role="log">'
+            f"<pre>{escape(text)}</pre></div>")
+
+
+def is_active(status: dict | None) -> bool:
+    return bool(status) and status.get("state") in ("queued", "running")
+
+
+# ---------------------------------------------------------------------- results
+
+
+def results(status: dict | None, report_url: str | None = None) -> str:
+    """Everything shown once a job has ended (or its validation is known)."""
+    if not status or status.get("state") in (None, "unknown"):
+        return ""
+    state = status["state"]
+    parts = []
+    if state == "finished":
+        parts.append(_success(status))
+    elif state == "failed":
+        parts.append(_failure(status, report_url))
+    elif state == "cancelled":
+        parts.append(message("Cancelled. Nothing was pushed." if not status.get("pushed") else "Cancelled.", "warning"))
+    validation = status.get("validation") or (status.get("report") or {}).get("validation")
+    if validation and state in ("finished", "failed", "cancelled"):
+        parts.append(validation_section(validation))
+        parts.append(compute_units_section(validation))
+    report = status.get("report") or {}
+    if report.get("warnings") and state in ("finished", "failed"):
+        items = "".join(f"<li>{escape(str(w))}</li>" for w in report["warnings"])
+        parts.append(f'<div class="cm-warning"><strong>Warnings</strong><ul>{items}</ul></div>')
+    return f'<div class="cm-results" data-state="{escape(state)}">{"".join(parts)}</div>'
+
+
+def _success(status: dict) -> str:
+    links = status.get("links") or {}
+    items = []
+    if links.get("pull_request"):
+        items.append(link(links["pull_request"], "Open the pull request"))
+    if links.get("repo"):
+        items.append(link(links["repo"], f"Open the repo {status.get('push_target') or ''}".strip()))
+    if links.get("commit"):
+        items.append(link(links["commit"], "See the commit"))
+    where = "a pull request" if links.get("pull_request") else status.get("push_target") or "the Hub"
+    return (
+        f'<div class="cm-ok" data-role="done"><strong>Done.</strong> The package passed validation and was pushed to '
+        f'{escape(where)}.<div class="cm-links" data-role="links">{"".join(items)}</div></div>'
+    )
+
+
+def _failure(status: dict, report_url: str | None) -> str:
+    error = status.get("error") or "The job failed."
+    kind = status.get("error_kind")
+    lead = {
+        "user_input": "This request cannot be converted as given.",
+        "validation": "The converted package does not compute what the PyTorch model computes.",
+        "internal": "Something went wrong on our side.",
+    }.get(kind, "The job failed.")
+    stage = status.get("stage")
+    where = f" (during: {STAGE_LABELS.get(stage, stage)})" if stage and stage not in ("queued", "done") else ""
+    report = ""
+    if report_url:
+        report = f'<div class="cm-links" data-role="report">{link(report_url, report_link_label(report_url))}</div>'
+    return (
+        f'<div class="cm-error" data-role="error" data-kind="{escape(kind or "")}">'
+        f"<strong>{escape(lead)}</strong>{escape(where)}<div data-role='error-message'>{escape(error)}</div>"
+        f"{report}</div>"
+    )
+
+
+def validation_section(validation: dict) -> str:
+    passed = validation.get("passed")
+    verdict = {True: '<span class="cm-pass">passed</span>', False: '<span class="cm-fail">failed</span>'}.get(
+        passed, '<span class="cm-muted">not run</span>')
+    kind = escape(validation.get("kind") or "")
+    header = (f"<h4>Validation: {verdict}</h4><div class='cm-muted'>{escape(validation.get('message') or '')}"
+              + (f" · {kind}" if kind else "") + "</div>")
+    checks = validation.get("checks") or []
+    if not checks:
+        return f'<div class="cm-validation">{header}</div>'
+    rows = []
+    for check in checks:
+        higher = check.get("higher_is_better")
+        if higher is None:
+            higher = check.get("metric") in SHARE_METRICS or check.get("metric") in ("psnr_db", "cosine_similarity")
+        ok = bool(check.get("passed"))
+        rows.append(
+            f'<tr data-passed="{"yes" if ok else "no"}">'
+            f"<td>{escape(str(check.get('package', '')))}</td>"
+            f"<td>{escape(str(check.get('inputs', '')))}</td>"
+            f"<td>{escape(str(check.get('output', '')))}</td>"
+            f"<td>{escape(MODES.get(check.get('mode'), str(check.get('mode', ''))))}</td>"
+            f"<td>{escape(METRICS.get(check.get('metric'), str(check.get('metric', ''))))}</td>"
+            f"<td class='cm-num'>{escape(number(check.get('value'), check.get('metric')))}</td>"
+            f"<td class='cm-num'>{'≥' if higher else '≤'} {escape(number(check.get('threshold'), check.get('metric')))}</td>"
+            f"<td>{'<span class=cm-pass>✓ pass</span>' if ok else '<span class=cm-fail>✗ fail</span>'}</td>"
+            "</tr>"
+        )
+    table = (
+        '<table class="cm-table" data-role="validation-table"><thead><tr>'
+        "<th>Package</th><th>Inputs</th><th>Output</th><th>Mode</th><th>Check</th>"
+        "<th>Value</th><th>Threshold</th><th>Result</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    notes = "".join(f"<li>{escape(str(n))}</li>" for n in validation.get("notes") or [])
+    notes = f"<ul class='cm-muted'>{notes}</ul>" if notes else ""
+    return f'<div class="cm-validation">{header}{table}{notes}</div>'
+
+
+def compute_units_section(validation: dict) -> str:
+    units = validation.get("compute_units") or {}
+    if not units:
+        return ""
+    rows = []
+    for part, info in units.items():
+        cells = "".join(
+            f"<td data-unit='{key}'>{escape(UNIT_WORDS.get((info.get('units') or {}).get(key), '?'))}</td>"
+            for key, _ in UNITS)
+        reasons = "<br>".join(escape(str(r)) for r in info.get("reasons") or []) or "no restriction found"
+        rows.append(f"<tr><td>{escape(part)}</td>{cells}<td>{reasons}</td></tr>")
+    placement = validation.get("placement") or {}
+    basis = next((info.get("basis") for info in units.values() if info.get("basis")), "")
+    measured = " Measured on a Mac with MLComputePlan as well." if placement else ""
+    return (
+        '<div class="cm-units"><h4>Where the model can run</h4>'
+        f"<div class='cm-muted'>{escape(basis)}.{escape(measured)}</div>"
+        '<table class="cm-table" data-role="compute-units"><thead><tr><th>Package</th>'
+        + "".join(f"<th>{label}</th>" for _, label in UNITS)
+        + f"<th>Why</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def number(value, metric: str | None = None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if metric in SHARE_METRICS:
+        return f"{value:.1%}"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.2e}"
+    return f"{value:.4g}"
+
+
+# ---------------------------------------------------------------------- failure reports
+
+
+def report_base_url(model: str | None = None) -> str:
+    """Where "Report this problem" goes: COREML_CONVERTER_REPORT_URL (a 'new issue' or 'new
+    discussion' URL), else this Space's discussions, else a discussion on the model's page."""
+    tracker = tracker_url()
+    if tracker:
+        return tracker
+    return hub_url(f"{model}/discussions/new") if model else ""
+
+
+def tracker_url() -> str | None:
+    """The service's own tracker (configured, or this Space's discussions), if there is one."""
+    configured = os.environ.get("COREML_CONVERTER_REPORT_URL", "").strip()
+    if configured:
+        return configured
+    space = os.environ.get("SPACE_ID", "").strip()
+    return f"https://huggingface.co/spaces/{space}/discussions/new" if space else None
+
+
+def architecture_request_url(summary, base: str) -> str:
+    architectures = ", ".join(summary.architectures) or "?"
+    body = (f"Please add the `{summary.model_type}` architecture ({architectures}).\n\n"
+            f"Example model: `{summary.repo_id}`"
+            + (f" (Hub task tag: {summary.pipeline_tag})" if summary.pipeline_tag else "") + ".")
+    return _prefilled(base, f"Support the {summary.model_type} architecture", body)
+
+
+def _prefilled(base: str, title: str, body: str) -> str:
+    field = "body" if ("github" in base or "/issues/new" in base) else "description"
+    separator = "&" if "?" in base else "?"
+    return base + separator + urlencode({"title": title, field: body[:3000]}, quote_via=quote)
+
+
+def report_link_label(url: str) -> str:
+    if os.environ.get("COREML_CONVERTER_REPORT_URL") or os.environ.get("SPACE_ID"):
+        return "Report this problem (opens a pre-filled report)"
+    return "Ask the model's authors (opens a pre-filled discussion on the model's page)"
+
+
+def report_url(status: dict, base: str | None = None) -> str | None:
+    """A link that opens a pre-filled issue or discussion about this failed job (never a token)."""
+    base = base if base is not None else report_base_url(status.get("model"))
+    if not base:
+        return None
+    report = status.get("report") or {}
+    options = report.get("options") or {}
+    validation = status.get("validation") or report.get("validation") or {}
+    failed = [c for c in validation.get("checks") or [] if not c.get("passed")][:5]
+    lines = [
+        f"Converting `{status.get('model')}` ({status.get('task') or 'task not resolved'}) to Core ML failed.",
+        "",
+        f"- job: `{status.get('job_id')}`",
+        f"- failed during: {STAGE_LABELS.get(status.get('stage'), status.get('stage'))}",
+        f"- kind: {status.get('error_kind') or 'unknown'}",
+    ]
+    if options:
+        lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    if report.get("versions"):
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+    lines += ["", "Message:", "", "> " + (status.get("error") or "").replace("\n", "\n> ")]
+    if failed:
+        lines += ["", "Failed checks:", ""]
+        lines += [f"- {c.get('package')}/{c.get('output')} {c.get('mode')}: {c.get('metric')} = "
+                  f"{number(c.get('value'), c.get('metric'))} (threshold {number(c.get('threshold'), c.get('metric'))})"
+                  for c in failed]
+    title = f"Conversion failed: {status.get('model')} ({status.get('task') or '?'})"
+    return _prefilled(base, title, "\n".join(lines))
+
+
+# ---------------------------------------------------------------------- my jobs
+
+
+JOB_HEADERS = ["Submitted", "Model", "Task", "State", "Result"]
+
+
+def job_rows(jobs: list[dict]) -> list[list[str]]:
+    rows = []
+    for job in jobs:
+        links = job.get("links") or {}
+        if links.get("pull_request"):
+            result = f"[pull request]({links['pull_request']})"
+        elif links.get("repo") and job.get("state") == "finished":
+            result = f"[{job.get('push_target') or 'repo'}]({links['repo']})"
+        elif job.get("state") == "failed":
+            result = _one_line(job.get("error") or "failed")
+        elif job.get("state") in ("queued", "running"):
+            result = f"{STAGE_LABELS.get(job.get('stage'), job.get('stage'))}: {job.get('percent', 0)}%"
+        else:
+            result = ""
+        rows.append([
+            when(job.get("submitted_at")),
+            str(job.get("model") or ""),
+            str(job.get("task") or ""),
+            STATE_LABELS.get(job.get("state"), str(job.get("state"))),
+            result,
+        ])
+    return rows
+
+
+def when(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    text = " ".join(str(text).split())
+    text = text.replace("[", "(").replace("]", ")")  # the cell is markdown
+    return text if len(text) <= limit else text[: limit - 1] + "…"
