@@ -5,7 +5,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?=
+# Both cores: the conversions dominate and parallelise well. Override: make test PYTEST_ARGS=.
+PYTEST_ARGS ?= -n 2
 # apt-get needs root: use sudo when not already root (CI and containers run as root).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
