@@ -110,6 +110,8 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     gr.Markdown(f"**Validation tolerance**  \n<span class='cm-info'>{form.HELP['tolerance']}</span>")
+                    tolerance = gr.Radio(form.TOLERANCE_CHOICES, value="default", show_label=False,
+                                         elem_id="tolerance-choice")
                     tolerance_html = gr.HTML(render.tolerance(None, "float16"), elem_id="tolerance")
                     push_anyway = gr.Checkbox(False, label="Push even if validation fails",
                                               info=form.HELP["push_anyway"], elem_id="push-anyway")
@@ -230,24 +232,26 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
                     gr.update(placeholder=form.default_push_repo(user, summary.name if summary.repo_id else None)))
 
         # ---- options: say at once what the engine would refuse
-        def check(summary, task, precision_value, sequence_text, target_value, naming_value, kv_cache_value):
+        def check(summary, task, precision_value, sequence_text, target_value, naming_value, kv_cache_value,
+                  tolerance_value):
             modality = summary.modality if summary is not None else "text"
             level, note = form.sequence_note(sequence_text, modality)
             problem = None
             if level != "error" and summary is not None:
                 try:
                     options = form.FormValues("", task, precision_value, sequence_text, "any", target_value,
-                                              naming_value, kv_cache=kv_cache_value).options()
+                                              naming_value, kv_cache=kv_cache_value,
+                                              tolerance=tolerance_value).options()
                     problem = models.check_options(summary, task, options)
                 except UserInputError as error:
                     problem = str(error)
-            thresholds = models.tolerances(summary, precision_value)
+            thresholds = models.tolerances(summary, precision_value, tolerance_value)
             return (render.message(note, level), render.message(problem, "error") if problem else "",
                     render.tolerance(thresholds, precision_value))
 
-        option_inputs = [summary_state, task_radio, precision, sequence, target, naming, kv_cache]
+        option_inputs = [summary_state, task_radio, precision, sequence, target, naming, kv_cache, tolerance]
         option_outputs = [sequence_html, options_html, tolerance_html]
-        for component in (task_radio, precision, target, naming, kv_cache):
+        for component in (task_radio, precision, target, naming, kv_cache, tolerance):
             component.change(check, option_inputs, option_outputs, concurrency_limit=None, **QUIET)
         sequence.change(check, option_inputs, option_outputs, concurrency_limit=None, trigger_mode="always_last",
                         show_progress="hidden", **QUIET)
@@ -298,12 +302,13 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
             return not status.get("user") or status.get("user") == user
 
         def submit(model_text, task, precision_value, sequence_text, runner_value, target_value, naming_value,
-                   push_value, push_repo_value, private_value, push_anyway_value, kv_cache_value, view, session,
+                   push_value, push_repo_value, private_value, push_anyway_value, kv_cache_value, tolerance_value,
+                   view, session,
                    profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
             user, token = identity(session, profile, oauth)
             values = form.FormValues(model_text or "", task, precision_value, sequence_text, runner_value,
                                      target_value, naming_value, push_value, push_repo_value, private_value,
-                                     push_anyway_value, kv_cache_value)
+                                     push_anyway_value, kv_cache_value, tolerance_value)
             try:
                 if not token:
                     raise UserInputError("Sign in first: the package is pushed to your Hugging Face account.")
@@ -321,7 +326,7 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
         convert_button.click(
             submit,
             [model_box, task_radio, precision, sequence, runner, target, naming, push, push_repo, private,
-             push_anyway, kv_cache, view_state, session],
+             push_anyway, kv_cache, tolerance, view_state, session],
             [submit_html, job_state] + view_outputs, concurrency_limit=None, **QUIET)
 
         def poll(job_id, view, session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):

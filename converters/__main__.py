@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sequence-length is then the context size), 'none' (default) recomputes the whole sequence",
     )
     parser.add_argument("--token", default=None, help="Hugging Face token for private or gated models (default: $HF_TOKEN)")
+    parser.add_argument(
+        "--tolerance", default="default",
+        help="validation thresholds: strict (x0.25), default (the architecture's) or loose (x4) on the max difference",
+    )
     parser.add_argument("--no-validate", action="store_true", help="skip validation against PyTorch (the report says so)")
     parser.add_argument("--verbose", action="store_true", help="show the libraries' own logs and warnings")
     return parser
@@ -64,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             minimum_deployment_target=args.minimum_target,
             naming=args.naming,
             kv_cache=args.kv_cache,
+            tolerance=args.tolerance,
         )
         from .export import convert
 

@@ -11,6 +11,9 @@ from .errors import UserInputError
 PRECISIONS = ("float16", "float32")
 NAMINGS = ("swift-transformers", "exporters")
 KV_CACHES = ("none", "stateful")  # stateful: keyCache/valueCache Core ML states (iOS 18+)
+# How far a package may differ from PyTorch: a factor on the architecture's max-difference
+# thresholds (and the matching change of the PSNR floor).
+TOLERANCES = {"strict": 0.25, "default": 1.0, "loose": 4.0}
 # Core ML ML Programs need iOS 15 / macOS 12 at least; iOS 18 / macOS 15 adds states and
 # the fused attention op.
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
@@ -80,8 +83,10 @@ class ConversionOptions:
     minimum_deployment_target: str = "iOS17"
     naming: str = "swift-transformers"
     kv_cache: str = "none"
+    tolerance: str = "default"
 
     def __post_init__(self):
+        _check_choice("tolerance", self.tolerance, tuple(TOLERANCES))
         _check_choice("KV cache", self.kv_cache, KV_CACHES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("naming", self.naming, NAMINGS)
@@ -105,11 +110,14 @@ class ConversionOptions:
         minimum_deployment_target: str | None = None,
         naming: str | None = None,
         kv_cache: str | None = None,
+        tolerance: str | None = None,
     ) -> "ConversionOptions":
         """Build options from loosely written text: 'fp16', 'ios18', '64,128' ..."""
         kwargs = {"sequence_length": SequenceLength.parse(sequence_length)}
         if kv_cache:
             kwargs["kv_cache"] = kv_cache.lower()
+        if tolerance:
+            kwargs["tolerance"] = tolerance.lower()
         if precision:
             kwargs["precision"] = {"fp16": "float16", "fp32": "float32"}.get(precision.lower(), precision.lower())
         if minimum_deployment_target:
@@ -126,6 +134,7 @@ class ConversionOptions:
             minimum_deployment_target=data.get("minimum_deployment_target"),
             naming=data.get("naming"),
             kv_cache=data.get("kv_cache"),
+            tolerance=data.get("tolerance"),
         )
 
 

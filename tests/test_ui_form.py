@@ -85,12 +85,13 @@ def test_task_choices_mark_the_models_own_task():
 
 
 def test_choices_cover_what_the_engine_accepts():
-    from converters.options import DEPLOYMENT_TARGETS, KV_CACHES, NAMINGS, PRECISIONS
+    from converters.options import DEPLOYMENT_TARGETS, KV_CACHES, NAMINGS, PRECISIONS, TOLERANCES
     from worker.spec import PUSH_KINDS, RUNNERS
 
     assert [v for _, v in form.PRECISION_CHOICES] == list(PRECISIONS)
     assert [v for _, v in form.NAMING_CHOICES] == list(NAMINGS)
     assert [v for _, v in form.KV_CACHE_CHOICES] == list(KV_CACHES)
+    assert [v for _, v in form.TOLERANCE_CHOICES] == list(TOLERANCES)
     assert [v for _, v in form.RUNNER_CHOICES] == list(RUNNERS)
     assert [v for _, v in form.PUSH_CHOICES] == list(PUSH_KINDS)
     assert form.DEFAULT_TARGET in DEPLOYMENT_TARGETS

@@ -203,3 +203,32 @@ def test_real_compute_units_on_macos(llama_package, tiny_model, tmp_path):
     plan = validation["placement"]["model"]["CPU_ONLY"]
     if plan.get("available"):
         assert plan["ops"] > 0 and set(plan["by_device"]) <= {"cpu", "gpu", "neural_engine", "other"}
+
+
+def test_tolerance_option_scales_the_thresholds(llama_package, tiny_model, tmp_path):
+    from converters.configs import config_class_for
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_model("llama"))
+    strict = config_class_for("llama")(config, "text-generation", ConversionOptions.from_strings(tolerance="strict"))
+    loose = config_class_for("llama")(config, "text-generation", ConversionOptions.from_strings(tolerance="loose"))
+    base = strict.tolerances
+    assert strict.validation_tolerances().atol["float16"] == pytest.approx(base.atol["float16"] / 4)
+    assert loose.validation_tolerances().atol["float16"] == pytest.approx(base.atol["float16"] * 4)
+    assert loose.validation_tolerances().min_psnr["float16"] == pytest.approx(base.min_psnr["float16"] - 12.04, abs=0.01)
+    assert loose.validation_tolerances().min_top1 == base.min_top1
+
+    # The thresholds in the report follow the option, row by row.
+    thresholds = {}
+    for tolerance in ("default", "strict"):
+        options = ConversionOptions.from_strings(sequence_length=12, tolerance=tolerance)
+        report = convert(str(tiny_model("llama")), "text-generation", tmp_path / tolerance, options).report
+        assert report["options"]["tolerance"] == tolerance
+        thresholds[tolerance] = [r["threshold"] for r in report["validation"]["checks"] if r["metric"] == "max_abs_diff"]
+    assert thresholds["strict"] == pytest.approx([t / 4 for t in thresholds["default"]], rel=1e-3)
+
+
+def test_unknown_tolerance_is_refused(tiny_model, tmp_path, capsys):
+    code = convert_main([str(tiny_model("bert")), "--tolerance", "lenient", "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert "Unknown tolerance 'lenient'. Choose one of: strict, default, loose" in capsys.readouterr().err

@@ -37,7 +37,7 @@ HELP = {
     "sequence_length": "Tokens per input: one number (128), a list (64,128,256) or a range (1-512). A range runs on the CPU only.",
     "runner": "Every package is checked against PyTorch. A Mac runner also runs it on real Core ML hardware.",
     "target": "The oldest iOS/macOS the package must run on. iOS18/macOS15 add stateful KV caches and fused attention.",
-    "tolerance": "How close the package must stay to PyTorch. These thresholds come from the architecture.",
+    "tolerance": "How close the package must stay to PyTorch, relative to the architecture's thresholds.",
     "push_anyway": "Off by default: a package that fails validation is not pushed.",
     "naming": "Input/output names and file layout. Keep swift-transformers unless your app expects the old exporters layout.",
     "kv_cache": "Text generation: stateful is swift-transformers' fastest path (iOS18+); the sequence length is the context size.",
@@ -94,6 +94,7 @@ class FormValues:
     private: bool = False
     push_even_if_invalid: bool = False
     kv_cache: str = "none"
+    tolerance: str = "default"
 
     def options(self) -> ConversionOptions:
         return ConversionOptions.from_strings(
@@ -102,6 +103,7 @@ class FormValues:
             minimum_deployment_target=self.minimum_target,
             naming=self.naming,
             kv_cache=self.kv_cache,
+            tolerance=self.tolerance,
         )
 
     def to_spec(self, token: str | None, user: str | None) -> JobSpec:
@@ -126,6 +128,12 @@ class FormValues:
         )
 
 
+TOLERANCE_CHOICES = [
+    ("Strict (¼ of the difference)", "strict"),
+    ("The architecture's (recommended)", "default"),
+    ("Loose (4× the difference)", "loose"),
+]
+
 KV_CACHE_CHOICES = [
     ("None: each call reads the whole sequence (iOS 17+)", "none"),
     ("Stateful: keyCache/valueCache states, fastest generation (iOS 18+)", "stateful"),
@@ -142,6 +150,7 @@ __all__ = [
     "FormValues",
     "HELP",
     "KV_CACHE_CHOICES",
+    "TOLERANCE_CHOICES",
     "NAMINGS",
     "NAMING_CHOICES",
     "PRECISIONS",

@@ -204,14 +204,16 @@ def check_options(summary: ModelSummary, task: str | None, options: ConversionOp
     return None
 
 
-def tolerances(summary: ModelSummary | None, precision: str) -> dict | None:
-    """The validation thresholds this architecture uses for `precision` (its config's Tolerances)."""
+def tolerances(summary: ModelSummary | None, precision: str, tolerance: str = "default") -> dict | None:
+    """The validation thresholds this architecture uses for `precision`, scaled by the
+    tolerance option (its config's Tolerances)."""
     if summary is None or not summary.model_type or summary.error:
         return None
     from converters.configs import config_class_for
+    from converters.options import TOLERANCES
 
     try:
-        t = config_class_for(summary.model_type).tolerances
+        t = config_class_for(summary.model_type).tolerances.scaled(TOLERANCES.get(tolerance, 1.0))
     except UserInputError:
         return None
     key = "float32" if precision == "float32" else "float16"

@@ -11,7 +11,8 @@ Subclasses override the small hooks; the pipeline in `converters/export.py` does
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -61,6 +62,18 @@ class Tolerances:
     min_top1: dict = field(default_factory=lambda: {"float32": 1.0, "float16": 0.95})
     min_cosine: dict = field(default_factory=lambda: {"float32": 0.9999, "float16": 0.995})
     min_label_agreement: dict = field(default_factory=lambda: {"float32": 0.99, "float16": 0.95})
+
+    def scaled(self, factor: float) -> "Tolerances":
+        """Thresholds `factor` times as permissive in max difference, with the PSNR floor moved
+        by the same ratio in dB; agreement and similarity floors stay (they are not scales)."""
+        if factor == 1.0:
+            return self
+        shift = 20 * math.log10(factor)
+        return replace(
+            self,
+            atol={k: v * factor for k, v in self.atol.items()},
+            min_psnr={k: v - shift for k, v in self.min_psnr.items()},
+        )
 
 
 class CoreMLConfig:
@@ -134,6 +147,12 @@ class CoreMLConfig:
             if isinstance(value, int) and value > 0:
                 return value
         return None
+
+    def validation_tolerances(self) -> Tolerances:
+        """This architecture's thresholds, scaled by the user's tolerance option."""
+        from ..options import TOLERANCES
+
+        return self.tolerances.scaled(TOLERANCES[self.options.tolerance])
 
     def check_options(self) -> None:
         """Refuse options this model cannot honour, before any work is done."""

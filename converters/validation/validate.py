@@ -113,7 +113,7 @@ def _reference_outputs(cfg: CoreMLConfig, part: str, values: tuple) -> dict[str,
 
 
 def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precision: str) -> list[Check]:
-    tol = cfg.tolerances
+    tol = cfg.validation_tolerances()
     rows: list[Check] = []
 
     def row(output, metric, value, threshold, higher_is_better):
