@@ -348,10 +348,10 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
             user, _ = identity(session, profile, oauth)
             if not job_id:
                 return [gr.skip()] * len(view_outputs)
-            status = api.status(job_id)
-            if not owned(status, user):
+            try:
+                return show(api.cancel(job_id, user=user), view, user)
+            except UserInputError:  # not this user's job: nothing to show or change
                 return [gr.skip()] * len(view_outputs)
-            return show(api.cancel(job_id), view, user)
 
         cancel_button.click(cancel, [job_state, view_state, session], view_outputs, concurrency_limit=None,
                             **QUIET)

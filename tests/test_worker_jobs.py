@@ -338,7 +338,10 @@ def test_cancel_a_queued_job_and_identical_requests_share_it(service):
     assert "No macOS runner is connected" in status["note"]
     assert service.token_key_exists(job_id)
 
-    status = api.cancel(job_id)
+    with pytest.raises(UserInputError, match="belongs to someone else"):
+        api.cancel(job_id, user="mallory")
+    assert api.status(job_id)["state"] == "queued"
+    status = api.cancel(job_id, user=OWNER)
     assert status["state"] == "cancelled" and status["cancelled"] and status["error"] is None
     assert not service.token_key_exists(job_id)
     assert api.status(job_id)["state"] == "cancelled"

@@ -281,3 +281,14 @@ def test_a_new_push_replaces_the_previous_package_folder(local_hub, monkeypatch,
     files = local_hub.files("alice/replace-target")
     assert set(files) == {"m.mlpackage/Manifest.json", "notes.txt", "README.md"}
     assert files["m.mlpackage/Manifest.json"] == b'{"new": true}'
+
+
+def test_conversion_title_names_options_that_differ_from_their_defaults():
+    from converters.options import ConversionOptions
+    from worker.card import conversion_title
+
+    plain = conversion_title("fill-mask", ConversionOptions.from_strings(sequence_length=8).to_dict())
+    assert plain == "Add Core ML conversion (fill-mask, float16, sequence length 8, iOS17, swift-transformers naming)"
+    tuned = ConversionOptions.from_strings(sequence_length=64, minimum_deployment_target="iOS18", kv_cache="stateful", tolerance="loose")
+    title = conversion_title("text-generation", tuned.to_dict())
+    assert title.endswith("swift-transformers naming, kv cache stateful, tolerance loose)")

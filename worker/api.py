@@ -209,12 +209,16 @@ def workers() -> list[dict]:
 # ------------------------------------------------------------------ cancel
 
 
-def cancel(job_id: str) -> dict:
-    """Cancel a queued or running job; returns its status. Ended jobs are left as they are."""
+def cancel(job_id: str, user: str | None = None) -> dict:
+    """Cancel a queued or running job; returns its status. Ended jobs are left as they are.
+    With `user`, only that user's own jobs can be cancelled (UserInputError otherwise)."""
     redis = connection()
     job = queues.fetch_job(job_id, redis)
     if job is None:
         return status(job_id)
+    owner = job.get_meta(refresh=True).get("user")
+    if user is not None and owner and owner != user:
+        raise UserInputError("This job belongs to someone else: only the person who started it can cancel it.")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         current = job.get_status()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCardData
 
+from converters.options import ConversionOptions
+
 # Our task names -> the Hub's pipeline tags (most are the same).
 PIPELINE_TAGS = {
     "semantic-segmentation": "image-segmentation",
@@ -26,9 +28,10 @@ def conversion_title(task: str, options: dict) -> str:
     """Names one conversion: the commit message, and the title by which we find our open
     pull request for the same conversion again."""
     main = ("precision", "sequence_length", "minimum_deployment_target", "naming")
-    # Options added later (kv_cache, ...) name the conversion too when they are not off.
+    # The other options (kv_cache, tolerance, ...) name the conversion when not at their default.
+    defaults = ConversionOptions().to_dict()
     extras = "".join(f", {k.replace('_', ' ')} {v}" for k, v in options.items()
-                     if k not in main and v not in (None, "", "none", False))
+                     if k not in main and v not in (None, "") and v != defaults.get(k))
     return (
         f"Add Core ML conversion ({task}, {options['precision']}, sequence length {options['sequence_length']}, "
         f"{options['minimum_deployment_target']}, {options['naming']} naming{extras})"
