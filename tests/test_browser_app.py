@@ -102,7 +102,11 @@ def app_url(service, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser_context(app_url, tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+        # `make test` installs it; in CI a missing browser must fail, never pass by skipping.
+        missing = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium, or run make test)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")
