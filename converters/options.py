@@ -92,11 +92,6 @@ class ConversionOptions:
         _check_choice("naming", self.naming, NAMINGS)
         _check_choice("minimum deployment target", self.minimum_deployment_target, DEPLOYMENT_TARGETS)
 
-    @property
-    def precision_label(self) -> str:
-        """Short form used in file names and metadata (exporters wrote float16/float32)."""
-        return self.precision
-
     def to_dict(self) -> dict:
         data = asdict(self)
         data["sequence_length"] = str(self.sequence_length)

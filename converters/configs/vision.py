@@ -37,7 +37,7 @@ class VisionWrapper(torch.nn.Module):
                 )
                 values.append(torch.argmax(logits, dim=1).to(torch.int32))
                 continue
-            value = first_output(result, {"probabilities": "logits", "scores": "logits"}.get(spec.name, spec.name))
+            value = first_output(result, "logits" if spec.name == "probabilities" else spec.name)
             if spec.postprocess == "softmax":
                 value = torch.softmax(value, dim=-1)
             values.append(value)
