@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="text-generation: 'stateful' keeps keys/values in Core ML states (keyCache/valueCache; iOS18+, "
         "--sequence-length is then the context size), 'none' (default) recomputes the whole sequence",
     )
+    parser.add_argument(
+        "--hub-name", default=None, metavar="OWNER/NAME",
+        help="the Hub repo the package names for its tokenizer (metadata co.huggingface.exporters.name; "
+        "swift-transformers downloads tokenizer.json, tokenizer_config.json and config.json from it): "
+        "the repo you will push to, if the source is gated or private (default: the source's Hub ID, "
+        "or the folder name for a local folder)",
+    )
     parser.add_argument("--token", default=None, help="Hugging Face token for private or gated models (default: $HF_TOKEN)")
     parser.add_argument(
         "--tolerance", default="default",
@@ -70,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             kv_cache=args.kv_cache,
             tolerance=args.tolerance,
         )
+        hub_name = hub_name_option(args.hub_name)
         from .export import convert
 
         result = convert(
             args.source, args.task, args.output, options,
-            token=args.token or os.environ.get("HF_TOKEN"), validate=not args.no_validate,
+            token=args.token or os.environ.get("HF_TOKEN"), validate=not args.no_validate, hub_name=hub_name,
         )
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -90,10 +98,31 @@ def main(argv: list[str] | None = None) -> int:
     return print_outcome(report)
 
 
+def hub_name_option(value: str | None) -> str | None:
+    """--hub-name: a Hub repo ID (owner/name or its URL). swift-transformers reads the
+    tokenizer at the repo's main branch only, so a revision is refused."""
+    if value is None:
+        return None
+    from .source import parse_hub_reference
+
+    try:
+        reference = parse_hub_reference(value)
+    except UserInputError as error:
+        raise UserInputError(f"--hub-name: {error}") from None
+    if reference.revision:
+        raise UserInputError(
+            f"--hub-name '{value}' names a revision: swift-transformers always reads the tokenizer from "
+            "the repo's main branch. Give the repo ID alone (owner/name)."
+        )
+    return reference.repo_id
+
+
 def print_outcome(report: dict) -> int:
     """What a person reads at the end of a run; the exit code (1 if validation failed)."""
     for package in report.get("packages", []):
         print(f"wrote {package['path']}")
+    if report.get("tokenizer_repo"):
+        print(f"tokenizer repo named in the package (co.huggingface.exporters.name): {report['tokenizer_repo']}")
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     validation = report["validation"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ import torch
 from .configs import CoreMLConfig, config_class_for
 from .configs.base import SEQ, InputSpec
 from .errors import ConversionError
+from .float16_safe import float16_safe
 from .loading import load_hf_config, load_model, load_preprocessor, resolve_task
 from .metadata import package_metadata, toolchain_versions
 from .options import ConversionOptions
@@ -127,9 +129,11 @@ def convert(
     token: str | None = None,
     progress: Progress | None = None,
     validate: bool = True,
+    hub_name: str | None = None,
 ) -> ConversionResult:
     """Convert `source` (folder, Hub ID or URL) for `task` into package(s) under `output_dir`,
-    then (unless `validate` is False) check them against the PyTorch model."""
+    then (unless `validate` is False) check them against the PyTorch model. `hub_name` is the
+    repo the packages name for their tokenizer (default: the source's Hub ID or folder name)."""
     import coremltools as ct
 
     progress = progress or _no_progress
@@ -142,6 +146,7 @@ def convert(
     progress("resolve", 0.0, "Reading the model")
     model_source = source if isinstance(source, ModelSource) else open_source(source, token=token)
     timings["resolve"] = time.perf_counter() - started
+    hub_name = hub_name or model_source.hub_id or model_source.name
 
     hf_config = load_hf_config(model_source.path)
     config_cls = config_class_for(hf_config.model_type)
@@ -168,7 +173,8 @@ def convert(
         mark = time.perf_counter()
         module = cfg.wrap(model, part).eval()
         example = cfg.example_inputs(part)
-        with op_patches(cfg.op_patches(), float16=options.precision == "float16"):
+        float16 = options.precision == "float16"
+        with op_patches(cfg.op_patches(), float16=float16), (float16_safe(module) if float16 else nullcontext(0)) as safe_norms:
             program, exporter = _torch_program(module, example, cfg, part, options, report_warnings)
             timings[f"export_{part}"] = time.perf_counter() - mark
             mark = time.perf_counter()
@@ -193,7 +199,7 @@ def convert(
         timings[f"convert_{part}"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        _describe(mlmodel, cfg, part, model_source, options)
+        _describe(mlmodel, cfg, part, model_source, options, hub_name)
         path = output_dir / package_filename(model_source.name, resolved_task, options, part, len(parts))
         path.parent.mkdir(parents=True, exist_ok=True)
         mlmodel.save(str(path))
@@ -207,6 +213,7 @@ def convert(
                 "part": part,
                 "path": str(path),
                 "exporter": exporter,
+                "float16_safe_norms": safe_norms,
                 "size_bytes": directory_size(path),
                 "inputs": info["inputs"],
                 "outputs": info["outputs"],
@@ -234,6 +241,7 @@ def convert(
         "source": {"id": model_source.hub_id, "revision": model_source.revision, "path": str(model_source.path)},
         "requested_task": task,
         "task": resolved_task,
+        "tokenizer_repo": hub_name,
         "architecture": {
             "model_type": hf_config.model_type,
             "class": model_class_label(cfg, hf_config),
@@ -276,7 +284,7 @@ def _rename_classifier_probabilities(mlmodel):
     return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
 
 
-def _describe(mlmodel, cfg: CoreMLConfig, part: str, source: ModelSource, options: ConversionOptions) -> None:
+def _describe(mlmodel, cfg: CoreMLConfig, part: str, source: ModelSource, options: ConversionOptions, hub_name: str) -> None:
     """Descriptions and metadata a person (and Xcode) sees in the package."""
     for spec in cfg.inputs(part):
         mlmodel.input_description[spec.name] = spec.description
@@ -297,7 +305,7 @@ def _describe(mlmodel, cfg: CoreMLConfig, part: str, source: ModelSource, option
         mlmodel.license = str(license_name)
     mlmodel.user_defined_metadata.update(
         package_metadata(
-            name=source.hub_id or source.name,
+            name=hub_name,
             task=cfg.task,
             architecture=model_class_label(cfg, cfg.hf_config),
             precision=options.precision,

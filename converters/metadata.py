@@ -28,6 +28,10 @@ def toolchain_versions() -> dict[str, str]:
 
 
 def package_metadata(*, name: str, task: str, architecture: str, precision: str, options: dict, part: str) -> dict[str, str]:
+    """`name` (co.huggingface.exporters.name) is the Hub repo swift-transformers' LanguageModel
+    downloads tokenizer.json, tokenizer_config.json and config.json from (main branch; a token
+    only from the environment): the repo the package is pushed to when that repo carries those
+    files, else the source repo; a folder name for a local conversion."""
     versions = toolchain_versions()
     metadata = {
         PREFIX + "name": name,

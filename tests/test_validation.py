@@ -101,15 +101,36 @@ def test_swapped_op_fails(llama_package, tiny_model, tmp_path):
     assert any(r["metric"] == "max_abs_diff" and not r["passed"] for r in validation["checks"])
 
 
-def test_fp16_overflow_is_caught_by_device_emulation(tmp_path, capsys):
-    """Activations above float16's 65504 overflow on the GPU/Neural Engine, not in fp32."""
-    import torch
+def _loud_llama(tmp_path, embedding_scale: float, final_norm_scale: float = 1.0):
     from safetensors.torch import load_file, save_file
 
     folder = build_model("llama", tmp_path / "loud-llama")
     weights = load_file(folder / "model.safetensors")
-    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"] * 20000  # |x| ~ 400: x*x > 65504
+    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"] * embedding_scale
+    weights["model.norm.weight"] = weights["model.norm.weight"] * final_norm_scale
+    if final_norm_scale != 1.0 and "lm_head.weight" in weights:  # untied head: ~0.02 -> ~20
+        weights["lm_head.weight"] = weights["lm_head.weight"] * 1000
     save_file({k: v.contiguous() for k, v in weights.items()}, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_massive_activations_are_held_by_the_float16_safe_norm(tmp_path):
+    """|x| ~ 400 in the residual stream (real LLMs reach 1e4): RMSNorm's x*x overflows
+    float16, but the package normalises x / max|x| and stays right in fp16 emulation."""
+    report_path = tmp_path / "report.json"
+    folder = _loud_llama(tmp_path, embedding_scale=20000)
+    code = convert_main([str(folder), "--sequence-length", "12", "--output", str(tmp_path / "out"), "--report", str(report_path)])
+    report = json.loads(report_path.read_text())
+    assert code == 0, report["validation"]["message"]
+    fp16 = [r for r in report["validation"]["checks"] if r["mode"] == "fp16" and r["metric"] == "psnr_db"]
+    assert fp16 and all(r["passed"] for r in fp16)
+    assert report["packages"][0]["float16_safe_norms"] == 2 * 2 + 1  # two per layer, and the final norm
+
+
+def test_fp16_overflow_is_caught_by_device_emulation(tmp_path, capsys):
+    """Values that are themselves above float16's 65504 (logits ~1e5 here) overflow on the
+    GPU/Neural Engine whatever the formulation, and not in fp32: validation must fail."""
+    folder = _loud_llama(tmp_path, embedding_scale=20000, final_norm_scale=1000)
     report_path = tmp_path / "report.json"
     code = convert_main([str(folder), "--sequence-length", "12", "--output", str(tmp_path / "out"), "--report", str(report_path)])
     assert code == 1
@@ -118,7 +139,7 @@ def test_fp16_overflow_is_caught_by_device_emulation(tmp_path, capsys):
     assert all(r["passed"] for r in checks if r["mode"] == "fp32")
     failed = [r for r in checks if not r["passed"]]
     assert failed and {r["mode"] for r in failed} == {"fp16"}
-    assert torch.isfinite(torch.tensor(1.0))  # (torch imported for safetensors' torch API)
+    assert any(r["metric"] == "finite_share" for r in failed)
 
 
 def test_fully_masked_rows_stay_finite_in_float16(tmp_path):
@@ -188,7 +209,7 @@ def test_enumerated_lengths_are_each_validated(tiny_model, tmp_path):
                      ConversionOptions.from_strings(sequence_length="8,16", minimum_deployment_target="iOS18"))
     validation = result.report["validation"]
     assert validation["passed"], validation["message"]
-    assert {r["inputs"] for r in validation["checks"]} == {"text, 8 tokens", "text, 16 tokens"}
+    assert {r["inputs"] for r in validation["checks"] if r["metric"] != "continuation_match"} == {"text, 8 tokens", "text, 16 tokens"}
     assert validation["compute_units"]["model"]["units"]["gpu"] == "yes"
 
 
