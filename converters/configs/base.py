@@ -21,7 +21,8 @@ from ..options import ConversionOptions
 from ..tasks import TASKS
 
 SEQ = "seq"  # marks the sequence-length axis in a shape (fixed, enumerated or a range, per options)
-QUERY, END = "query", "end"  # stateful decoders: new tokens, and tokens so far (always ranged)
+QUERY, END = "query", "end"  # stateful decoders: new tokens, and cache slots in use (always ranged)
+ROWS = "rows"  # stateful decoders: the causal mask's rows (1 from swift-transformers, query from others)
 MASK_VALUE = -1e4  # additive mask value: large enough to zero a softmax term, safe in float16
 CLASSIFIER_TASKS = ("text-classification", "image-classification")  # packages with a classLabel
 

@@ -6,7 +6,7 @@ import torch
 from transformers.cache_utils import Cache
 
 from ..errors import UserInputError
-from .base import END, QUERY, SEQ, CoreMLConfig, InputSpec, OutputSpec, StateSpec, additive_mask, first_output
+from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, CoreMLConfig, InputSpec, OutputSpec, StateSpec, additive_mask, first_output
 
 NUM_CHOICES = 4  # multiple-choice packages score this many candidate texts at once
 
@@ -110,8 +110,19 @@ class SliceUpdateCache(Cache):
 
 class StatefulCausalLM(torch.nn.Module):
     """swift-transformers' stateful layout: inputIds [1, query] and an additive causalMask
-    [1, 1, query, end] in, logits out; keyCache/valueCache (layers, 1, kv_heads, context,
-    head_dim) are states, so prefill and one-token extends both work."""
+    [1, 1, rows, end] in, logits [1, query, vocab] out; keyCache/valueCache (layers, 1,
+    kv_heads, context, head_dim) are states, so prefill and one-token extends both work.
+
+    Callers disagree on the mask: swift-transformers sends zeros [1, 1, 1, T + 1] (one slot
+    more than the T tokens so far, one row, no causality), Apple's recipe a -inf upper
+    triangle [1, 1, n, n] at prefill and zeros [1, 1, 1, T] per step. So nothing here hangs
+    on one convention:
+    - this call's tokens go to the cache slots [end - query, end), end = the mask's length;
+    - slots before them that were never written (still the zeros of a fresh state — the
+      slot swift-transformers' longer mask leaves empty) are masked, and token positions
+      count written slots only, so both conventions give the same positions and logits;
+    - causality inside the call is applied here; the caller's last mask row (padding, if
+      any) is added on top."""
 
     def __init__(self, model, cache_shape: tuple[int, ...]):
         super().__init__()
@@ -121,9 +132,21 @@ class StatefulCausalLM(torch.nn.Module):
 
     def forward(self, input_ids, causal_mask):
         query, end = input_ids.shape[-1], causal_mask.shape[-1]
-        cache = SliceUpdateCache(self.keyCache, self.valueCache, end - query, end)
-        positions = torch.arange(query).unsqueeze(0) + (end - query)
-        result = self.model(input_ids=input_ids, attention_mask=causal_mask, past_key_values=cache, position_ids=positions, use_cache=True)
+        past = end - query
+        slots = torch.arange(end)
+        # A written key is never exactly zero (a projection of a real token); fresh state is.
+        # (0/1 floats, not bools: coremltools converts no bool `&` or `|`.)
+        written = (self.keyCache[0, :, :, :end, :].abs().amax(dim=(0, 1, 3)) > 0).float()
+        unwritten_before = (slots < past).float() * (1.0 - written)
+        positions = torch.arange(query) + past - unwritten_before.sum().long()
+        query_slots = torch.arange(query) + past
+        future = (slots[None, :] > query_slots[:, None]).float()
+        masked = (future + unwritten_before[None, :]).clamp(max=1.0)
+        mask = (masked * MASK_VALUE)[None, None] + causal_mask[:, :, -1:, :].float()
+        cache = SliceUpdateCache(self.keyCache, self.valueCache, past, end)
+        result = self.model(
+            input_ids=input_ids, attention_mask=mask, past_key_values=cache, position_ids=positions[None], use_cache=True
+        )
         return (result.logits,)
 
 
@@ -207,7 +230,13 @@ class DecoderConfig(TextConfig):
             return super().inputs(part)
         return [
             InputSpec("inputIds", (1, QUERY), "int32", "The new tokens: the whole prompt first, then one token at a time"),
-            InputSpec("causalMask", (1, 1, QUERY, END), "float16", "Additive mask over all tokens so far: 0 to attend, -inf (or -1e4) to mask"),
+            InputSpec(
+                "causalMask",
+                (1, 1, ROWS, END),
+                "float16",
+                "Additive mask whose length sets the cache slots in use: zeros [1, 1, 1, T + 1] for T tokens so far "
+                "(swift-transformers), or [1, 1, n, n] / [1, 1, 1, T] (explicit); causality is applied inside",
+            ),
         ]
 
     def states(self, part: str = "model") -> list[StateSpec]:
@@ -226,13 +255,13 @@ class DecoderConfig(TextConfig):
     def ranged_axes(self) -> dict[str, tuple[int, int]]:
         if not self.stateful:
             return {}
-        return {QUERY: (1, self.context_length()), END: (1, self.context_length())}
+        return {QUERY: (1, self.context_length()), ROWS: (1, self.context_length()), END: (1, self.context_length())}
 
     def example_sizes(self) -> dict[str, int]:
         if not self.stateful:
             return {}
-        # A prefill of 4 tokens after 2 cached ones: no axis equals another or a bound.
-        return {QUERY: 4, END: 6}
+        # A prefill of 4 tokens after 2 cached ones, a 3-row mask: no axis equals another or a bound.
+        return {QUERY: 4, ROWS: 3, END: 6}
 
     def example_tensor(self, spec, shape, generator):
         if spec.name == "causalMask":

@@ -141,27 +141,46 @@ def image_inputs(cfg: CoreMLConfig) -> InputSet:
     return InputSet(f"synthetic image {width}x{height}", {spec.name: image}, (torch.from_numpy(preprocessed),))
 
 
-def stateful_inputs(cfg: CoreMLConfig, tokenizer) -> InputSet:
-    """A prompt prefilled at once, then three tokens one at a time, on one state: the
-    package's logits for all of them against the plain model run on the whole sequence."""
+EXTENDS = 8  # one-token calls after the prefill in each stateful input set
+
+
+def stateful_inputs(cfg: CoreMLConfig, tokenizer) -> list[InputSet]:
+    """A prompt prefilled at once, then 8 tokens one at a time on the same state, sent the
+    two ways callers send them; the package's logits for every token are compared with the
+    plain model run on the whole sequence.
+
+    - swift-transformers (`LanguageModelWithStatefulKVCache`): causalMask = zeros
+      [1, 1, 1, T + 1], T = tokens so far including the new ones;
+    - explicit (Apple's recipe): a -1e4 upper triangle [1, 1, n, n] at the prefill, then
+      zeros [1, 1, 1, T]."""
     context = cfg.options.sequence_length.maximum
     ids, mask = _ids(tokenizer, cfg, context, TEXTS[0] + " " + TEXTS[1])
-    total = min(int(mask.sum()), context)
+    # swift-transformers' mask is one longer than the tokens: at most context - 1 of them.
+    total = min(int(mask.sum()), context - 1)
     ids = ids[:total][None].astype(np.int32)
-    prompt = max(1, total - 3)
-    mask_value = np.float32(-1e4)
-    steps = [{"inputIds": ids[:, :prompt], "causalMask": np.triu(np.full((prompt, prompt), mask_value), 1)[None, None]}]
-    for position in range(prompt, total):
-        steps.append({"inputIds": ids[:, position : position + 1], "causalMask": np.zeros((1, 1, 1, position + 1), np.float32)})
+    prompt = max(1, total - EXTENDS)
     torch_args = (torch.from_numpy(ids), torch.ones_like(torch.from_numpy(ids)))
-    return InputSet(f"text, {prompt}-token prompt + {total - prompt} cached steps", steps[0], torch_args, total, steps)
+
+    def zeros(length: int) -> np.ndarray:
+        return np.zeros((1, 1, 1, length), np.float32)
+
+    swift = [{"inputIds": ids[:, :prompt], "causalMask": zeros(prompt + 1)}]
+    swift += [{"inputIds": ids[:, t : t + 1], "causalMask": zeros(t + 2)} for t in range(prompt, total)]
+    triangle = np.triu(np.full((prompt, prompt), np.float32(-1e4)), 1)[None, None]
+    explicit = [{"inputIds": ids[:, :prompt], "causalMask": triangle}]
+    explicit += [{"inputIds": ids[:, t : t + 1], "causalMask": zeros(t + 1)} for t in range(prompt, total)]
+    steps = f"{prompt}-token prompt + {total - prompt} cached steps"
+    return [
+        InputSet(f"text, {steps} (swift-transformers masks)", swift[0], torch_args, total, swift),
+        InputSet(f"text, {steps} (explicit masks)", explicit[0], torch_args, total, explicit),
+    ]
 
 
 def input_sets(cfg: CoreMLConfig, part: str, tokenizer, encoder=None) -> list[InputSet]:
     """The inputs to validate `part` with; `encoder` (the PyTorch encoder wrapper) is needed
     for a text2text decoder."""
     if cfg.states(part):
-        return [stateful_inputs(cfg, tokenizer)]
+        return stateful_inputs(cfg, tokenizer)
     if cfg.modality == "vision":
         return [image_inputs(cfg)]
     if part == "decoder":
