@@ -4,6 +4,8 @@ For each package and each deterministic input set, the PyTorch wrapper (the mode
 the package's pre/post-processing, fp32) gives the reference; the package runs in the
 reference executor in two modes (exact fp32, and fp16 device emulation) and, on macOS,
 on real Core ML compute units. Every comparison is a row with its number and threshold.
+For text generation, each package also greedily continues a real prompt, driven as
+swift-transformers drives it, token by token against PyTorch (continuation.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from ..configs import CoreMLConfig
 from ..package_info import describe_package
-from . import coreml_runtime
+from . import continuation, coreml_runtime
 from .compare import Check, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
 from .compute_units import analyse
 from .executor import ReferenceExecutor, UnsupportedOpError
@@ -43,6 +45,10 @@ def validate(
     notes: list[str] = []
     placement: dict = {}
     units: dict = {}
+    # Text generation: PyTorch's greedy continuation of a real prompt, which each package
+    # must reproduce when driven as swift-transformers drives it (continuation.py).
+    greedy = continuation.reference(cfg, model, tokenizer) if any(continuation.applies(cfg, p) for p in packages) else None
+    runs: list[dict] = []
     for part, path in packages.items():
         try:
             executor = ReferenceExecutor(path)
@@ -50,7 +56,8 @@ def validate(
             errors.append(f"{part}: the reference executor cannot run op(s) {error}: validation cannot vouch for this package")
             checks.append(Check(part, "-", "-", "fp32", "executor_supports_all_ops", 0.0, 1.0, False, True))
             continue
-        units[part] = analyse(describe_package(path), executor.op_summary)
+        info = describe_package(path)
+        units[part] = analyse(info, executor.op_summary)
         module = cfg.reference_module(model, part).eval()
         encoder = cfg.wrap(model, "encoder").eval() if part == "decoder" else None
         coreml_models = {cu: coreml_runtime.load(path, cu) for cu in compute_units} if on_device else {}
@@ -70,6 +77,8 @@ def validate(
             for cu, coreml_model in coreml_models.items():
                 actual = _joined(coreml_runtime.predict(coreml_model, feeds, stateful=bool(executor.state_names)))
                 checks += _compare(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"))
+        if greedy is not None and continuation.applies(cfg, part):
+            checks += _continuation(cfg, greedy, executor, info, part, modes, runs, notes)
         for cu, coreml_model in coreml_models.items():
             placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
 
@@ -85,7 +94,7 @@ def validate(
         )
     else:
         message = f"all {len(checks)} checks passed"
-    return {
+    result = {
         "passed": passed,
         "kind": "Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)",
         "runtime": device_note,
@@ -95,8 +104,11 @@ def validate(
         "checks": [c.to_dict() for c in checks],
         "compute_units": units,
         "placement": placement,
-        "seconds": round(time.perf_counter() - started, 3),
     }
+    if greedy is not None:
+        result["continuation"] = continuation.section(greedy, runs)
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
 
 
 def skipped(reason: str = "validation was skipped (--no-validate)") -> dict:
@@ -149,6 +161,23 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
             row(name, "top1_agreement", top1_agreement(ref[0], got[0], tol.atol[precision] * scale, positions), tol.min_top1[precision], True)
         if name in ("last_hidden_state", "pooler_output"):
             row(name, "cosine_similarity", cosine_similarity(ref, got), tol.min_cosine[precision], True)
+    return rows
+
+
+def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: list[dict], notes: list[str]) -> list[Check]:
+    """Drive `part` as swift-transformers does in each mode; its runs go to `runs`, its notes
+    to `notes`, and its check rows are returned."""
+    tol = cfg.validation_tolerances()
+    rows = []
+    for mode in modes:
+        run = continuation.run_package(greedy, executor, info, part, mode, tol.atol[_precision_key(cfg, mode)])
+        if run is None:
+            continue
+        runs.append(run)
+        row = continuation.check_row(greedy, run)
+        rows += [row] if row else []
+        if run.get("note") or run.get("error"):
+            notes.append(f"{part} ({mode}) continuation: {run.get('error') or run['note']}")
     return rows
 
 
