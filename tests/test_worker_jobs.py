@@ -88,7 +88,8 @@ def test_hub_id_to_pushed_validated_package_in_a_new_repo(service, new_repo_job,
     folder, spec, metadata = download_and_load(service.hub, target, OWNER_TOKEN, tmp_path)
     assert [i.name for i in spec.description.input] == ["input_ids", "attention_mask"]
     assert [o.name for o in spec.description.output] == ["token_scores"]
-    assert metadata["co.huggingface.exporters.name"] == repos.TINY
+    # The new repo carries the tokenizer files, so the package names it (an app may not read a gated source).
+    assert metadata["co.huggingface.exporters.name"] == target == status["report"]["tokenizer_repo"]
     assert metadata["co.huggingface.exporters.task"] == "fill-mask"
 
 
@@ -100,6 +101,7 @@ def test_model_card(service, new_repo_job):
     assert "| sequence length | `8` |" in body and "| precision | `float16` |" in body
     assert "Validation passed" in body and "| model | `token_scores` | fp16 | psnr_db |" in body
     assert "```swift" in body and "MLModel(contentsOf:" in body
+    assert f"names **`{OWNER}/job-bert-coreml`** — this repo, not the source `alice/job-bert`" in body
 
 
 def _blobs(value: bytes):
@@ -197,6 +199,7 @@ def test_pull_request_flavour_and_reuse_of_our_open_pull_request(service, tmp_pa
     _, package, metadata = download_and_load(service.hub, repos.PR_SOURCE, OTHER_TOKEN, tmp_path, revision=ref)
     assert [o.name for o in package.description.output][0] == "last_hidden_state"
     assert metadata["co.huggingface.exporters.task"] == "feature-extraction"
+    assert metadata["co.huggingface.exporters.name"] == repos.PR_SOURCE == second["report"]["tokenizer_repo"]
 
 
 # ---------------------------------------------------------------------- validation

@@ -1,5 +1,6 @@
-"""HTML for the page: the model summary, the live job view, the validation table, where
-the model can run, links, failures with a pre-filled report link, and "My jobs" rows.
+"""HTML for the page: the model summary, the live job view, the validation table and the
+continuation check, where the model can run, links, failures with a pre-filled report link,
+and "My jobs" rows.
 
 Input is what worker.api.status() returns (and ui.models.ModelSummary); every value is
 escaped, since model IDs and messages come from users and the Hub. No token is ever
@@ -46,8 +47,9 @@ METRICS = {
     "cosine_similarity": "cosine similarity",
     "label_agreement": "label agreement",
     "executor_supports_all_ops": "all ops runnable",
+    "continuation_match": "greedy continuation matching",
 }
-SHARE_METRICS = {"finite_share", "top1_agreement", "label_agreement"}
+SHARE_METRICS = {"finite_share", "top1_agreement", "label_agreement", "continuation_match"}
 MODES = {
     "fp32": "fp32, exact",
     "fp16": "fp16 (GPU / Neural Engine emulation)",
@@ -89,6 +91,9 @@ CSS = """
 .cm-log-title { font-weight: 600; margin: 8px 0 4px; }
 .cm-log { max-height: 14em; overflow-y: auto; display: flex; flex-direction: column-reverse;
   border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; }
+.cm-continuation ul { margin: 4px 0 12px; padding-left: 1.2em; }
+.cm-continuation li { margin: 2px 0; }
+.cm-text { white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.9em; }
 .cm-log pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.85em; }
 """
 
@@ -317,6 +322,7 @@ def results(status: dict | None, report_url: str | None = None) -> str:
     validation = status.get("validation") or (status.get("report") or {}).get("validation")
     if validation and state in ("finished", "failed", "cancelled"):
         parts.append(validation_section(validation))
+        parts.append(continuation_section(validation))
         parts.append(compute_units_section(validation))
     report = status.get("report") or {}
     if report.get("warnings") and state in ("finished", "failed"):
@@ -398,6 +404,56 @@ def validation_section(validation: dict) -> str:
     notes = "".join(f"<li>{escape(str(n))}</li>" for n in validation.get("notes") or [])
     notes = f"<ul class='cm-muted'>{notes}</ul>" if notes else ""
     return f'<div class="cm-validation">{header}{table}{notes}</div>'
+
+
+def continuation_section(validation: dict) -> str:
+    """The greedy continuation of one prompt by each package next to PyTorch's
+    (validation["continuation"]; absent for older reports, other tasks, skipped validation)."""
+    continuation = validation.get("continuation")
+    if not isinstance(continuation, dict) or not continuation.get("runs"):
+        return ""
+    passed = continuation.get("passed")
+    verdict = {True: '<span class="cm-pass">passed</span>', False: '<span class="cm-fail">failed</span>'}.get(
+        passed, '<span class="cm-muted">not checked</span>')
+    new_tokens = continuation.get("new_tokens")
+    pytorch = (continuation.get("pytorch") or {}).get("text", "")
+    about = (f"Prompt {_quoted(continuation.get('prompt', ''))}, continued greedily"
+             + (f" for {escape(str(new_tokens))} tokens" if new_tokens else "") + " by each package and by PyTorch.")
+    items = []
+    for run in continuation["runs"]:
+        ok = run.get("passed")
+        matching, compared = run.get("matching_tokens"), run.get("tokens_compared", new_tokens)
+        count_text = f" ({escape(str(matching))}/{escape(str(compared))} tokens)" if matching is not None and compared else ""
+        mark = {True: '<span class="cm-pass">✓ matching</span>', False: '<span class="cm-fail">✗ not matching</span>'}.get(
+            ok, '<span class="cm-muted">not checked</span>')
+        text = _quoted(run["text"]) if run.get("text") is not None else '<span class="cm-muted">(no text)</span>'
+        why = " · ".join(escape(str(run[k])) for k in ("error", "note") if run.get(k))
+        details = [f"driven as {escape(str(run['driven_as']))}"] if run.get("driven_as") else []
+        details += [why] if why else []
+        details_html = f' <span class="cm-muted">· {" · ".join(details)}</span>' if details else ""
+        state = {True: "yes", False: "no"}.get(ok, "unchecked")
+        items.append(
+            f'<li data-passed="{state}"><strong>{escape(continuation_label(run))}</strong>: '
+            f"{text} / <strong>PyTorch</strong>: {_quoted(pytorch)} {mark}{count_text}{details_html}</li>"
+        )
+    overall = {True: "yes", False: "no"}.get(passed, "unchecked")
+    return (
+        f'<div class="cm-continuation" data-role="continuation" data-passed="{overall}">'
+        f"<h4>Continuation check: {verdict}</h4><div class='cm-muted'>{about}</div>"
+        f"<ul>{''.join(items)}</ul></div>"
+    )
+
+
+def continuation_label(run: dict) -> str:
+    """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)'; the package too when it is not the only one."""
+    mode = str(run.get("mode") or "").removeprefix("coreml-")
+    package = run.get("package")
+    where = f"{package}, " if package and package != "model" else ""
+    return f"Core ML ({where}{mode})" if mode or where else "Core ML"
+
+
+def _quoted(text) -> str:
+    return f'«<span class="cm-text">{escape(str(text if text is not None else ""))}</span>»'
 
 
 def compute_units_section(validation: dict) -> str:

@@ -1,5 +1,8 @@
 """The model card pushed with a conversion: Hub metadata (base_model, tags, pipeline tag),
-the options used, the validation table with its numbers, and a short Swift snippet.
+the options used, the validation table with its numbers, the continuation check, which repo
+the package names for its tokenizer, and a Swift snippet (for text generation: the
+swift-transformers 1.3 API, read in its source: Sources/Models/LanguageModel.swift,
+Sources/Models/LanguageModelTypes.swift, Sources/Generation/Generation.swift).
 
 When the package is pushed although validation failed (the user asked for it), the
 card's first lines say so; the same text is the description of a pull request.
@@ -16,6 +19,12 @@ PIPELINE_TAGS = {
     "semantic-segmentation": "image-segmentation",
 }
 VISION_FEATURES = "image-feature-extraction"
+
+SWIFT_TRANSFORMERS_URL = "https://github.com/huggingface/swift-transformers"
+SWIFT_TRANSFORMERS_FROM = "1.3.0"
+# The tokenizer files swift-transformers' LanguageModel downloads from the named repo.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
+MARKDOWN_SPECIAL = set("\\`*_[]#|~!")
 
 
 def pipeline_tag(task: str, modality: str | None = None) -> str:
@@ -54,7 +63,9 @@ def warning_lines(validation: dict) -> list[str]:
     ]
 
 
-def card_body(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str]) -> str:
+def card_body(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str],
+              tokenizer_files: list[str] | None = None) -> str:
+    """`tokenizer_files`: which of TOKENIZER_FILES the named tokenizer repo has (None: not known)."""
     validation = report.get("validation") or {}
     lines = warning_lines(validation)
     task = report["task"]
@@ -80,6 +91,12 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
     if versions:
         lines.append("| tools | " + ", ".join(f"{k} {v}" for k, v in versions.items()) + " |")
     lines += ["", "## Validation", ""] + validation_section(validation)
+    continuation = continuation_section(validation)
+    if continuation:
+        lines += ["", "## Continuation check", ""] + continuation
+    tokenizer = tokenizer_section(source_repo, report, tokenizer_files)
+    if tokenizer:
+        lines += ["", "## Tokenizer", ""] + tokenizer
     lines += ["", "## Use it in Swift", ""] + swift_snippet(task, report, package_paths)
     return "\n".join(lines) + "\n"
 
@@ -101,20 +118,99 @@ def validation_section(validation: dict) -> list[str]:
     return lines
 
 
+def continuation_section(validation: dict) -> list[str]:
+    """Greedy text from the package next to PyTorch's, for the same prompt (absent: nothing)."""
+    continuation = validation.get("continuation")
+    if not isinstance(continuation, dict) or not continuation.get("runs"):
+        return []
+    pytorch = (continuation.get("pytorch") or {}).get("text", "")
+    new_tokens = continuation.get("new_tokens")
+    verdict = {True: "passed", False: "FAILED"}.get(continuation.get("passed"), "not run (nothing could be compared)")
+    lines = [
+        f"Continuation check {verdict}: the prompt {_quote(continuation.get('prompt', ''))} continued greedily"
+        + (f" for {new_tokens} tokens" if new_tokens else "") + " by each package and by the PyTorch model.",
+        "",
+    ]
+    for run in continuation["runs"]:
+        label = continuation_label(run)
+        matching, compared = run.get("matching_tokens"), run.get("tokens_compared", new_tokens)
+        result = {True: "matches", False: "differs"}.get(run.get("passed"), "not checked")
+        if matching is not None and compared:
+            result += f" ({matching}/{compared} tokens)"
+        text = _quote(run["text"]) if run.get("text") is not None else "(no text)"
+        details = [f"driven as {run['driven_as']}"] if run.get("driven_as") else []
+        details += [_plain(run[k]) for k in ("error", "note") if run.get(k)]
+        more = "".join(f" — {d}" for d in details)
+        lines.append(f"- {label}: {text} / PyTorch: {_quote(pytorch)} — {result}{more}")
+    return lines
+
+
+def continuation_label(run: dict) -> str:
+    """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', with the package when there are several."""
+    mode = str(run.get("mode") or "")
+    mode = mode.removeprefix("coreml-")
+    package = run.get("package")
+    where = f"{package}, " if package and package != "model" else ""
+    return f"Core ML ({where}{mode})" if mode or where else "Core ML"
+
+
+def _plain(text) -> str:
+    """Our own text (an error, a note) on one markdown line, escaped like model text."""
+    return _quote(text)[1:-1]
+
+
+def _quote(text) -> str:
+    """Model text as literal text on one markdown line: «text», a newline shown as ⏎, HTML
+    and markdown characters escaped (the text is whatever the model generated)."""
+    text = str(text if text is not None else "").replace("\r\n", "\n").replace("\n", "⏎")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "«" + "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in text) + "»"
+
+
+def tokenizer_section(source_repo: str, report: dict, tokenizer_files: list[str] | None = None) -> list[str]:
+    """Which repo the package names for its tokenizer (metadata `co.huggingface.exporters.name`,
+    what swift-transformers' LanguageModel downloads tokenizer.json, tokenizer_config.json and
+    config.json from), and why that one."""
+    repo = report.get("tokenizer_repo")
+    inputs = {i.get("name") for p in report.get("packages") or [] for i in p.get("inputs") or []}
+    if not repo or not inputs & {"inputIds", "input_ids"}:  # no tokenizer for an image model
+        return []
+    key = "`co.huggingface.exporters.name`"
+    if repo == source_repo:
+        lines = [
+            f"The package's metadata {key} names **`{repo}`**, the source repo, which this package is added to "
+            "and which holds the tokenizer: swift-transformers' `LanguageModel` downloads `tokenizer.json`, "
+            f"`tokenizer_config.json` and `config.json` from that repo's `main` branch.",
+            "",
+            f"If `{repo}` is gated or private, that download has no token of your app's, so it fails: ship the "
+            "tokenizer files with your app and pass the tokenizer in (see below).",
+        ]
+    else:
+        lines = [
+            f"The package's metadata {key} names **`{repo}`** — this repo, not the source `{source_repo}` — "
+            "because this repo carries copies of the source's tokenizer and config files, so swift-transformers' "
+            "`LanguageModel` can download `tokenizer.json`, `tokenizer_config.json` and `config.json` from it "
+            "even when the source is gated or private.",
+            "",
+            "If this repo is private, that download fails without a token: ship the tokenizer files with your app "
+            "and pass the tokenizer in (see below).",
+        ]
+    if tokenizer_files is not None:
+        missing = [name for name in TOKENIZER_FILES[:2] if name not in tokenizer_files]
+        if missing:
+            lines += [
+                "",
+                f"**Note:** `{repo}` has no {' or '.join(f'`{m}`' for m in missing)}: swift-transformers needs "
+                "`tokenizer.json` (and `tokenizer_config.json`, unless it knows the model type). Save the tokenizer "
+                "with transformers (`AutoTokenizer.from_pretrained(...).save_pretrained(...)`) and add those files.",
+            ]
+    return lines
+
+
 def swift_snippet(task: str, report: dict, package_paths: list[str]) -> list[str]:
     name = package_paths[0].split("/")[-1].removesuffix(".mlpackage") if package_paths else "Model"
     if task == "text-generation":
-        return [
-            "With [swift-transformers](https://github.com/huggingface/swift-transformers):",
-            "",
-            "```swift",
-            "import CoreML",
-            "import Models  // swift-transformers",
-            "",
-            f'let compiled = try await MLModel.compileModel(at: Bundle.main.url(forResource: "{name}", withExtension: "mlpackage")!)',
-            "let model = try LanguageModel.loadCompiled(url: compiled, computeUnits: .cpuAndGPU)",
-            "```",
-        ]
+        return swift_transformers_snippet(name, report)
     inputs = (report.get("packages") or [{}])[0].get("inputs", [])
     features = ", ".join(f'"{i["name"]}": {i["name"]}' for i in inputs) or '"input": input'
     return [
@@ -128,8 +224,109 @@ def swift_snippet(task: str, report: dict, package_paths: list[str]) -> list[str
     ]
 
 
+def swift_transformers_snippet(name: str, report: dict) -> list[str]:
+    """swift-transformers 1.3: product `Transformers` (modules Models, Generation, Tokenizers);
+    `LanguageModel.loadCompiled(url:computeUnits:tokenizer:)` (throws, not async; picks the
+    stateful KV-cache variant when the package has keyCache/valueCache states);
+    `generate(config:prompt:callback:)` (async throws -> String: the prompt and the new text,
+    decoded; the callback gets the same text so far after each token). Both need iOS 18 / macOS 15."""
+    options = report.get("options") or {}
+    caveats = swift_transformers_caveats(options)
+    tokens = _context_tokens(options)
+    budget = f"prompt + new tokens must fit in {tokens} tokens" if tokens else "prompt + new tokens must fit the package"
+    lines = [
+        f"With [swift-transformers]({SWIFT_TRANSFORMERS_URL}) {SWIFT_TRANSFORMERS_FROM} or later. Add the package "
+        "(Xcode: File ▸ Add Package Dependencies…, product **Transformers**; or in `Package.swift`):",
+        "",
+        "```swift",
+        "dependencies: [",
+        f'    .package(url: "{SWIFT_TRANSFORMERS_URL}", from: "{SWIFT_TRANSFORMERS_FROM}"),',
+        "],",
+        "// in your target:",
+        '// dependencies: [.product(name: "Transformers", package: "swift-transformers")]',
+        "```",
+        "",
+        f"Add `{name}.mlpackage` to your app target (Xcode compiles it to `{name}.mlmodelc`), then:",
+        "",
+        "```swift",
+        "import CoreML",
+        "import Generation  // swift-transformers: GenerationConfig",
+        "import Models      // swift-transformers: LanguageModel",
+        "",
+        "@available(iOS 18.0, macOS 15.0, *)",
+        "func complete(_ prompt: String) async throws -> String {",
+        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!',
+        "    // Downloads the tokenizer from the repo the package names (see Tokenizer above).",
+        "    let model = try LanguageModel.loadCompiled(url: url, computeUnits: .cpuAndGPU)",
+        f"    let config = GenerationConfig(maxNewTokens: 32)  // greedy; {budget}",
+        "    return try await model.generate(config: config, prompt: prompt) { textSoFar in",
+        "        print(textSoFar)  // the prompt and the tokens generated so far, decoded",
+        "    }",
+        "}",
+        "```",
+        "",
+        "With the tokenizer files shipped in your app instead (no download; needed when the named repo is "
+        "gated or private):",
+        "",
+        "```swift",
+        "import CoreML",
+        "import Models",
+        "import Tokenizers  // swift-transformers: AutoTokenizer",
+        "",
+        "@available(iOS 18.0, macOS 15.0, *)",
+        "func loadModel(tokenizerFolder: URL) async throws -> LanguageModel {",
+        "    // tokenizerFolder holds tokenizer.json and tokenizer_config.json",
+        "    let tokenizer = try await AutoTokenizer.from(modelFolder: tokenizerFolder)",
+        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!',
+        "    return try LanguageModel.loadCompiled(url: url, computeUnits: .cpuAndGPU, tokenizer: tokenizer)",
+        "}",
+        "```",
+    ]
+    if caveats:
+        lines += [""] + [f"**Note:** {c}" for c in caveats]
+    return lines
+
+
+def _context_tokens(options: dict) -> int | None:
+    """How many tokens swift-transformers can run the package with (LanguageModel.contextRange):
+    a list of lengths -> the first (smallest), a range -> its upper bound, stateful -> the
+    context size, a fixed length -> that length (swift-transformers pads to 128 whatever it is:
+    swift_transformers_caveats says so when it is not 128)."""
+    text = str(options.get("sequence_length") or "")
+    try:
+        if options.get("kv_cache") == "stateful":
+            return int(text.split("-")[-1].split(",")[-1])
+        if "-" in text:
+            return int(text.split("-")[1])
+        if "," in text:
+            return int(text.split(",")[0])
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def swift_transformers_caveats(options: dict) -> list[str]:
+    """What in these options swift-transformers 1.3 cannot run (read in its LanguageModel.swift)."""
+    caveats = []
+    if options.get("naming") == "exporters":
+        caveats.append("this package uses the exporters names (`input_ids`, `attention_mask`); swift-transformers' "
+                       "`LanguageModel` reads `inputIds` and stops on a package without it: convert with the "
+                       "swift-transformers naming to use it there.")
+    if options.get("kv_cache") == "stateful":
+        return caveats
+    text = str(options.get("sequence_length") or "")
+    if text.isdigit() and text != "128":
+        caveats.append(f"swift-transformers pads every call to 128 tokens when `inputIds` has one fixed length, "
+                       f"but this package takes exactly {text}: `LanguageModel` will fail on it. Convert with "
+                       "sequence length 128, or a stateful KV cache.")
+    elif "," in text:
+        caveats.append(f"with a list of lengths ({text}) swift-transformers always runs the first one, "
+                       f"{text.split(',')[0]} tokens.")
+    return caveats
+
+
 def model_card(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str],
-               modality: str | None = None) -> str:
+               modality: str | None = None, tokenizer_files: list[str] | None = None) -> str:
     """README.md for a new repo: YAML metadata, then the body."""
     tags = ["coreml", "core-ml-converter"]
     if (report.get("validation") or {}).get("passed") is not True:
@@ -140,7 +337,7 @@ def model_card(*, source_repo: str, revision: str, source_url: str, report: dict
         pipeline_tag=pipeline_tag(report["task"], modality),
     )
     body = card_body(source_repo=source_repo, revision=revision, source_url=source_url, report=report,
-                     package_paths=package_paths)
+                     package_paths=package_paths, tokenizer_files=tokenizer_files)
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
 

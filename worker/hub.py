@@ -28,6 +28,8 @@ SUPPORT_FILES = (
     "generation_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",  # swift-transformers reads both (Sources/Hub/Hub.swift, loadConfig)
+    "chat_template.json",
     "special_tokens_map.json",
     "added_tokens.json",
     "vocab.txt",

@@ -124,7 +124,8 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
 
     progress.stage("convert", "Converting to Core ML")
     output_dir = workdir / "out"
-    result = convert_and_validate(source, resolved.task, output_dir, spec.options, _engine_progress(progress))
+    result = convert_and_validate(source, resolved.task, output_dir, spec.options, _engine_progress(progress),
+                                  hub_name=tokenizer_repo(spec, resolved.repo_id))
     report = public_report(result.report, output_dir)
     for warning in report.get("warnings", []):
         progress.log(f"warning: {warning}", save=False)
@@ -140,8 +141,10 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
     progress.stage("package", "Preparing the files and the model card")
     roots = hub.package_roots(output_dir, result.packages)
     source_url = f"{hub.endpoint()}/{resolved.repo_id}"
+    # The named tokenizer repo has these: the source's own, or the copies a new repo gets.
+    tokenizer_files = [name for name in card.TOKENIZER_FILES if (source.path / name).is_file()]
     body = card.card_body(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
-                          report=report, package_paths=roots)
+                          report=report, package_paths=roots, tokenizer_files=tokenizer_files)
     title = card.conversion_title(report["task"], report["options"])
 
     if spec.push.kind == PULL_REQUEST:
@@ -154,7 +157,8 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
         target = spec.push_repo_id
         progress.stage("push", f"Pushing to {target}")
         readme = card.model_card(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
-                                 report=report, package_paths=roots, modality=_modality(report))
+                                 report=report, package_paths=roots, modality=_modality(report),
+                                 tokenizer_files=tokenizer_files)
         pushed = hub.push_new_repo(
             token=token, repo_id=target, private=spec.push.private, readme=readme,
             files=hub.upload_plan(output_dir, result.packages, source.path),
@@ -166,6 +170,14 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
     progress.stage("cleanup", "Removing temporary files")
     return {"report": report, "validation": validation, "links": pushed.links(), "pushed": True,
             "reused_pull_request": pushed.reused_pull_request}
+
+
+def tokenizer_repo(spec: JobSpec, source_repo: str) -> str:
+    """The repo the package names for its tokenizer (swift-transformers downloads
+    tokenizer.json, tokenizer_config.json and config.json from it): a new repo gets copies of
+    those files (hub.SUPPORT_FILES), and an app can read it even when the source is gated; a
+    pull request adds the package to the source repo, so that repo it is."""
+    return source_repo if spec.push.kind == PULL_REQUEST else spec.push_repo_id
 
 
 def public_report(report: dict, output_dir: Path) -> dict:

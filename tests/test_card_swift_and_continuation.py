@@ -1,0 +1,116 @@
+"""The model card's Swift snippet follows swift-transformers 1.3 as read in its source
+(Package.swift product `Transformers`; modules Models/Generation/Tokenizers;
+LanguageModel.loadCompiled(url:computeUnits:tokenizer:); generate(config:prompt:callback:)),
+says what swift-transformers cannot run, and the card shows the continuation check."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker import card
+
+OPTIONS = {"precision": "float16", "sequence_length": "128", "minimum_deployment_target": "iOS17",
+           "naming": "swift-transformers", "kv_cache": "none", "tolerance": "default"}
+CONTINUATION = {
+    "prompt": "The capital of France is", "new_tokens": 8,
+    "pytorch": {"text": " Paris. It is *the* <b>capital</b>", "token_ids": [1, 2]},
+    "runs": [
+        {"package": "model", "mode": "fp32", "driven_as": "swift-transformers, non-stateful",
+         "text": " Paris. It is *the* <b>capital</b>", "token_ids": [1, 2], "matching_tokens": 8, "passed": True},
+        {"package": "model", "mode": "fp16", "driven_as": "swift-transformers, non-stateful",
+         "text": " Lyon\nand", "token_ids": [3], "matching_tokens": 2, "passed": False},
+    ],
+    "passed": False,
+}
+
+
+def report(options=None, validation=None) -> dict:
+    return {
+        "task": "text-generation", "tokenizer_repo": "bob/llama-coreml", "options": {**OPTIONS, **(options or {})},
+        "packages": [{"path": "llama.mlpackage", "inputs": [{"name": "inputIds"}], "outputs": [{"name": "logits"}]}],
+        "validation": validation or {"passed": True, "kind": "reference executor", "message": "ok", "checks": []},
+    }
+
+
+def body(rep: dict) -> str:
+    return card.card_body(source_repo="meta/llama", revision="0123456789abcdef", source_url="http://hub/meta/llama",
+                          report=rep, package_paths=["llama.mlpackage"])
+
+
+def test_swift_snippet_is_the_swift_transformers_1_3_api():
+    text = body(report()).split("## Use it in Swift", 1)[1]
+    assert '.package(url: "https://github.com/huggingface/swift-transformers", from: "1.3.0")' in text
+    assert '.product(name: "Transformers", package: "swift-transformers")' in text
+    assert "import Models" in text and "import Generation" in text and "import Tokenizers" in text
+    assert "import Transformers" not in text  # a product, not a module
+    assert "@available(iOS 18.0, macOS 15.0, *)" in text
+    assert 'Bundle.main.url(forResource: "llama", withExtension: "mlmodelc")!' in text
+    assert "try LanguageModel.loadCompiled(url: url, computeUnits: .cpuAndGPU)" in text
+    assert "GenerationConfig(maxNewTokens: 32)" in text and "must fit in 128 tokens" in text
+    assert "return try await model.generate(config: config, prompt: prompt) { textSoFar in" in text
+    assert "try await AutoTokenizer.from(modelFolder: tokenizerFolder)" in text
+    assert "LanguageModel.loadCompiled(url: url, computeUnits: .cpuAndGPU, tokenizer: tokenizer)" in text
+    assert "withExtension: \"mlpackage\"" not in text  # Xcode ships the compiled .mlmodelc, not the package
+    assert "**Note:**" not in text
+    assert text.count("```") % 2 == 0
+
+
+@pytest.mark.parametrize("options, note", [
+    ({"sequence_length": "64"}, "pads every call to 128 tokens"),
+    ({"sequence_length": "64,128"}, "always runs the first one, 64 tokens"),
+    ({"naming": "exporters"}, "reads `inputIds`"),
+])
+def test_swift_snippet_says_what_swift_transformers_cannot_run(options, note):
+    assert note in body(report(options)).split("## Use it in Swift", 1)[1]
+
+
+def test_a_stateful_package_has_no_length_note_and_its_context_as_budget():
+    text = body(report({"kv_cache": "stateful", "sequence_length": "512", "minimum_deployment_target": "iOS18"}))
+    swift = text.split("## Use it in Swift", 1)[1]
+    assert "must fit in 512 tokens" in swift and "**Note:**" not in swift
+
+
+def test_other_tasks_keep_the_plain_core_ml_snippet():
+    rep = {**report(), "task": "fill-mask"}
+    swift = body(rep).split("## Use it in Swift", 1)[1]
+    assert "MLModel(contentsOf: url)" in swift and "swift-transformers" not in swift
+
+
+def test_continuation_check_in_the_card():
+    validation = {"passed": True, "kind": "reference executor", "message": "ok", "checks": [],
+                  "continuation": CONTINUATION}
+    section = body(report(validation=validation)).split("## Continuation check", 1)[1].split("\n## ", 1)[0]
+    assert "Continuation check FAILED: the prompt «The capital of France is» continued greedily for 8 tokens" in section
+    fp32, fp16 = [line for line in section.splitlines() if line.startswith("- ")]
+    assert fp32.startswith("- Core ML (fp32): « Paris. It is \\*the\\* &lt;b&gt;capital&lt;/b&gt;» / PyTorch: «")
+    assert "matches (8/8 tokens)" in fp32 and "driven as swift-transformers, non-stateful" in fp32
+    assert fp16.startswith("- Core ML (fp16): « Lyon⏎and» / PyTorch:") and "differs (2/8 tokens)" in fp16
+
+
+@pytest.mark.parametrize("validation", [
+    {"passed": True, "kind": "reference executor", "message": "ok", "checks": []},  # older report
+    {"passed": None, "skipped": True, "message": "validation was skipped (--no-validate)", "checks": []},
+    {"passed": True, "checks": [], "continuation": {"prompt": "x", "runs": []}},
+])
+def test_no_continuation_section_without_runs(validation):
+    assert "## Continuation check" not in body(report(validation=validation))
+
+
+def test_continuation_label_names_real_core_ml_units_and_other_packages():
+    assert card.continuation_label({"mode": "coreml-CPU_AND_GPU"}) == "Core ML (CPU_AND_GPU)"
+    assert card.continuation_label({"package": "decoder", "mode": "fp16"}) == "Core ML (decoder, fp16)"
+
+
+def test_a_run_that_failed_or_was_not_checked_says_why_in_the_card():
+    runs = [
+        {"package": "model", "mode": "fp16", "text": None, "token_ids": [], "matching_tokens": 0,
+         "tokens_compared": 8, "passed": False, "error": "KeyError: 'inputIds'"},
+        {"package": "model", "mode": "fp32", "text": "", "matching_tokens": 0, "tokens_compared": 0, "passed": None,
+         "note": "the 9-token prompt does not fit the package: continuation not checked"},
+    ]
+    validation = {"passed": True, "checks": [], "continuation": {**CONTINUATION, "runs": runs, "passed": None}}
+    section = body(report(validation=validation)).split("## Continuation check", 1)[1].split("\n## ", 1)[0]
+    failed, unchecked = [line for line in section.splitlines() if line.startswith("- ")]
+    assert "(no text)" in failed and "differs (0/8 tokens)" in failed and "KeyError: 'inputIds'" in failed
+    assert "— not checked — the 9-token prompt does not fit the package" in unchecked
+    assert "Continuation check not run (nothing could be compared)" in section
