@@ -64,10 +64,12 @@ def test_swift_snippet_says_what_swift_transformers_cannot_run(options, note):
     assert note in body(report(options)).split("## Use it in Swift", 1)[1]
 
 
-def test_a_stateful_package_has_no_length_note_and_its_context_as_budget():
+def test_a_stateful_package_says_what_to_send_and_its_context_as_budget():
     text = body(report({"kv_cache": "stateful", "sequence_length": "512", "minimum_deployment_target": "iOS18"}))
     swift = text.split("## Use it in Swift", 1)[1]
-    assert "must fit in 512 tokens" in swift and "**Note:**" not in swift
+    # swift-transformers' mask is one slot longer than the tokens so far: 511 of them fit.
+    assert "must fit in 511 tokens" in swift and "pads every call" not in swift
+    assert "`causalMask` zeros [1, 1, 1, T + 1]" in swift and "[1, 1, n, n]" in swift
 
 
 def test_other_tasks_keep_the_plain_core_ml_snippet():

@@ -295,7 +295,8 @@ def _context_tokens(options: dict) -> int | None:
     text = str(options.get("sequence_length") or "")
     try:
         if options.get("kv_cache") == "stateful":
-            return int(text.split("-")[-1].split(",")[-1])
+            # swift-transformers' causalMask is one slot longer than the tokens so far.
+            return int(text.split("-")[-1].split(",")[-1]) - 1
         if "-" in text:
             return int(text.split("-")[1])
         if "," in text:
@@ -313,6 +314,10 @@ def swift_transformers_caveats(options: dict) -> list[str]:
                        "`LanguageModel` reads `inputIds` and stops on a package without it: convert with the "
                        "swift-transformers naming to use it there.")
     if options.get("kv_cache") == "stateful":
+        caveats.append("the package keeps its KV cache in Core ML states; `LanguageModel` starts each `generate` from a "
+                       "fresh state. Driving it yourself: a fresh `makeState()` per generation, `inputIds` = the new "
+                       "tokens, `causalMask` zeros [1, 1, 1, T + 1] for T tokens so far (as swift-transformers sends), "
+                       "or a -inf upper triangle [1, 1, n, n] at the prompt and zeros [1, 1, 1, T] per token: both are exact.")
         return caveats
     text = str(options.get("sequence_length") or "")
     if text.isdigit() and text != "128":
