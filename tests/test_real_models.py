@@ -1,0 +1,133 @@
+"""Real pretrained weights (tests/real_models.py): the engine must convert and validate them.
+
+Tiny random checkpoints cannot show what trained weights do — a trained LLM's residual stream
+carries "massive activations" (SmolLM2-135M: ~25,000 on the first token from layer 12 on),
+whose squares overflow float16 in a naive RMSNorm. One conversion per configuration, shared
+by the module's tests.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from converters.export import convert
+from converters.options import ConversionOptions
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "The capital of France is"
+STATEFUL = ConversionOptions.from_strings(kv_cache="stateful", minimum_deployment_target="iOS18", sequence_length=128)
+
+
+def _convert(source, task, output_dir, options):
+    started = time.perf_counter()
+    result = convert(str(source), task, output_dir, options)
+    result.report.setdefault("test_seconds", round(time.perf_counter() - started, 1))
+    return result
+
+
+def _failures(validation: dict) -> str:
+    rows = [row for row in validation["checks"] if not row["passed"]]
+    lines = [f"{r['mode']} {r['output']} ({r['inputs']}): {r['metric']} = {r['value']} vs {r['threshold']}" for r in rows]
+    return validation["message"] + ("\n" + "\n".join(lines) if lines else "")
+
+
+@pytest.fixture(scope="module")
+def llm_default(real_llm, tmp_path_factory):
+    return _convert(real_llm, "text-generation", tmp_path_factory.mktemp("smollm2-default"), ConversionOptions())
+
+
+@pytest.fixture(scope="module")
+def llm_stateful(real_llm, tmp_path_factory):
+    return _convert(real_llm, "text-generation", tmp_path_factory.mktemp("smollm2-stateful"), STATEFUL)
+
+
+@pytest.fixture(scope="module")
+def encoder_default(real_encoder, tmp_path_factory):
+    return _convert(real_encoder, "feature-extraction", tmp_path_factory.mktemp("minilm-default"), ConversionOptions())
+
+
+def test_real_llm_loads_and_pytorch_says_paris(real_llm):
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = json.loads((real_llm / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
+    assert config["num_hidden_layers"] == 30 and config["hidden_size"] == 576 and config["vocab_size"] == 49152
+    assert "quantization_config" not in config
+    tokenizer = AutoTokenizer.from_pretrained(real_llm)
+    model = AutoModelForCausalLM.from_pretrained(real_llm, dtype=torch.float32).eval()
+    assert model.dtype == torch.float32
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    inputs = tokenizer(PROMPT, return_tensors="pt")
+    assert tokenizer.decode(inputs.input_ids[0]) == PROMPT
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    continuation = tokenizer.decode(output[0, inputs.input_ids.shape[1]:])
+    assert "Paris" in continuation, continuation
+
+
+def test_real_encoder_loads_and_embeds_meaningfully(real_encoder):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_encoder)
+    model = AutoModel.from_pretrained(real_encoder).eval()
+    assert model.config.model_type == "bert" and model.config.num_hidden_layers == 6
+    sentences = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch.attention_mask.unsqueeze(-1).float()
+    embeddings = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)  # the model's mean pooling
+    similar, unrelated = (embeddings[0] @ embeddings[1]).item(), (embeddings[0] @ embeddings[2]).item()
+    assert similar > 0.5 and similar > unrelated + 0.3, (similar, unrelated)
+
+
+def _assert_continues_like_pytorch(validation: dict, driven_as: str) -> None:
+    """fp32 and fp16-emulated greedy continuations, driven as swift-transformers drives the
+    package, equal PyTorch's for all 8 tokens (no near-tie allowance used)."""
+    continuation = validation["continuation"]
+    assert continuation["prompt"] == PROMPT and "Paris" in continuation["pytorch"]["text"]
+    runs = {run["mode"]: run for run in continuation["runs"]}
+    assert set(runs) == {"fp32", "fp16"}
+    for run in runs.values():
+        assert driven_as in run["driven_as"]
+        assert run["token_ids"] == continuation["pytorch"]["token_ids"] and len(run["token_ids"]) == 8, run
+        assert run["matching_tokens"] == run["tokens_compared"] == 8 and "note" not in run
+
+
+def test_real_llm_default_float16_package_validates(llm_default):
+    report = llm_default.report
+    assert report["options"]["precision"] == "float16" and report["options"]["sequence_length"] == "128"
+    assert report["validation"]["passed"] is True, _failures(report["validation"])
+    # Every RMSNorm (two per layer and the final one) took its float16-safe form.
+    assert report["packages"][0]["float16_safe_norms"] == 61
+    fp16 = {row["metric"]: row["value"] for row in report["validation"]["checks"] if row["mode"] == "fp16" and row["inputs"].startswith("text")}
+    assert fp16["top1_agreement"] == 1.0 and fp16["psnr_db"] > 40, fp16
+    _assert_continues_like_pytorch(report["validation"], "right-padded to 128 with attentionMask")
+
+
+def test_real_llm_stateful_package_validates(llm_stateful):
+    report = llm_stateful.report
+    assert report["options"]["kv_cache"] == "stateful" and report["options"]["minimum_deployment_target"] == "iOS18"
+    assert report["validation"]["passed"] is True, _failures(report["validation"])
+    # A prompt and 8 extends with swift-transformers' masks and with explicit ones, both modes.
+    top1 = [row for row in report["validation"]["checks"] if row["metric"] == "top1_agreement"]
+    assert {(row["mode"], row["inputs"].rsplit("(", 1)[1]) for row in top1} == {
+        (mode, masks) for mode in ("fp32", "fp16") for masks in ("swift-transformers masks)", "explicit masks)")
+    }
+    assert all(row["value"] == 1.0 for row in top1)
+    _assert_continues_like_pytorch(report["validation"], "stateful: prefill then one token per call, causalMask zeros [1,1,1,T+1]")
+
+
+def test_real_encoder_float16_package_validates(encoder_default):
+    report = encoder_default.report
+    assert report["options"]["precision"] == "float16"
+    assert report["validation"]["passed"] is True, _failures(report["validation"])
+    fp16 = [row for row in report["validation"]["checks"] if row["mode"] == "fp16" and row["metric"] == "cosine_similarity"]
+    assert fp16 and all(row["passed"] for row in fp16)
