@@ -78,7 +78,7 @@ def validate(
                 actual = _joined(coreml_runtime.predict(coreml_model, feeds, stateful=bool(executor.state_names)))
                 checks += _compare(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"))
         if greedy is not None and continuation.applies(cfg, part):
-            checks += _continuation(cfg, greedy, executor, info, part, modes, runs, notes)
+            checks += _continuation(cfg, greedy, executor, info, part, modes, runs)
         for cu, coreml_model in coreml_models.items():
             placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
 
@@ -164,9 +164,9 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
     return rows
 
 
-def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: list[dict], notes: list[str]) -> list[Check]:
-    """Drive `part` as swift-transformers does in each mode; its runs go to `runs`, its notes
-    to `notes`, and its check rows are returned."""
+def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: list[dict]) -> list[Check]:
+    """Drive `part` as swift-transformers does in each mode; its runs go to `runs`, and its
+    check rows are returned."""
     tol = cfg.validation_tolerances()
     rows = []
     for mode in modes:
@@ -176,8 +176,7 @@ def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: lis
         runs.append(run)
         row = continuation.check_row(greedy, run)
         rows += [row] if row else []
-        if run.get("note") or run.get("error"):
-            notes.append(f"{part} ({mode}) continuation: {run.get('error') or run['note']}")
+        # A driving error or a near-tie stays with its run in the continuation section.
     return rows
 
 
