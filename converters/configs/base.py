@@ -19,6 +19,7 @@ import torch
 from ..errors import UserInputError
 from ..options import ConversionOptions
 from ..tasks import TASKS
+from .attributes import ModelAttributes
 
 SEQ = "seq"  # marks the sequence-length axis in a shape (fixed, enumerated or a range, per options)
 QUERY, END = "query", "end"  # stateful decoders: new tokens, and cache slots in use (always ranged)
@@ -86,6 +87,7 @@ class CoreMLConfig:
 
     def __init__(self, hf_config, task: str, options: ConversionOptions | None = None, preprocessor: dict | None = None):
         self.hf_config = hf_config
+        self.attributes = ModelAttributes(hf_config)
         self.task = task
         self.options = options or ConversionOptions()
         self.preprocessor = preprocessor or {}
@@ -143,11 +145,8 @@ class CoreMLConfig:
         return {}
 
     def max_sequence_length(self) -> int | None:
-        for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
-            value = getattr(self.hf_config, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        value = self.attributes.max_positions
+        return value if isinstance(value, int) and value > 0 else None
 
     def validation_tolerances(self) -> Tolerances:
         """This architecture's thresholds, scaled by the user's tolerance option."""
@@ -206,7 +205,7 @@ class CoreMLConfig:
                 return torch.ones(shape, dtype=torch.int32)
             if "type" in spec.name:
                 return torch.zeros(shape, dtype=torch.int32)
-            high = max(getattr(self.hf_config, "vocab_size", 100) or 100, 4)
+            high = max(self.attributes.vocab_size or 100, 4)
             return torch.randint(3, high, shape, generator=generator, dtype=torch.int32)
         return torch.rand(shape, generator=generator)
 

@@ -47,14 +47,8 @@ class Seq2SeqConfig(CoreMLConfig):
         # feature-extraction is the encoder's hidden states; the seq2seq class holds both halves.
         return "AutoModelForSeq2SeqLM"
 
-    def max_sequence_length(self) -> int | None:
-        # T5 uses relative positions and has no hard limit.
-        if self.hf_config.model_type == "t5":
-            return None
-        return super().max_sequence_length()
-
     def hidden_size(self) -> int:
-        return getattr(self.hf_config, "d_model", None) or self.hf_config.hidden_size
+        return self.attributes.hidden_size
 
     def inputs(self, part: str = "encoder") -> list[InputSpec]:
         ids = InputSpec("input_ids", (1, SEQ), "int32", "Indices of input tokens in the vocabulary")
@@ -87,7 +81,7 @@ class Seq2SeqConfig(CoreMLConfig):
 
     def example_tensor(self, spec, shape, generator):
         if spec.name == "decoder_input_ids":
-            start = getattr(self.hf_config, "decoder_start_token_id", None) or 0
+            start = self.attributes.decoder_start_token_id or 0
             ids = super().example_tensor(spec, shape, generator)
             ids[..., 0] = start
             return ids

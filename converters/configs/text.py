@@ -163,7 +163,7 @@ class TextConfig(CoreMLConfig):
             InputSpec(ids, shape, "int32", "Indices of input tokens in the vocabulary"),
             InputSpec(mask, shape, "int32", "1 for tokens to attend to, 0 for padding"),
         ]
-        if self.task == "multiple-choice" and (getattr(self.hf_config, "type_vocab_size", 0) or 0) > 1:
+        if self.task == "multiple-choice" and (self.attributes.type_vocab_size or 0) > 1:
             specs.append(InputSpec("token_type_ids", shape, "int32", "0 for the first text (context), 1 for the second (choice)"))
         return specs
 
@@ -242,11 +242,8 @@ class DecoderConfig(TextConfig):
     def states(self, part: str = "model") -> list[StateSpec]:
         if not self.stateful:
             return []
-        config = self.hf_config
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        kv_heads = getattr(config, "num_key_value_heads", None) or (1 if getattr(config, "multi_query", False) else heads)
-        shape = (config.num_hidden_layers, 1, kv_heads, self.context_length(), head_dim)
+        a = self.attributes
+        shape = (a.num_layers, 1, a.num_kv_heads, self.context_length(), a.head_dim)
         return [
             StateSpec("keyCache", shape, "Attention keys of every token so far, per layer"),
             StateSpec("valueCache", shape, "Attention values of every token so far, per layer"),
@@ -283,7 +280,7 @@ class DecoderConfig(TextConfig):
         super().check_options()
         if self.stateful:
             self._check_stateful()
-        window = getattr(self.hf_config, "sliding_window", None)
+        window = self.attributes.sliding_window
         wanted = self.options.sequence_length.maximum
         if isinstance(window, int) and 0 < window < wanted:
             raise UserInputError(

@@ -61,7 +61,7 @@ class VisionConfig(CoreMLConfig):
                     return int(size["shortest_edge"]), int(size["shortest_edge"])
             if isinstance(size, int):
                 return size, size
-        size = getattr(self.hf_config, "image_size", 224)
+        size = self.attributes.image_size or 224
         if isinstance(size, (list, tuple)):
             return int(size[0]), int(size[1])
         return int(size), int(size)

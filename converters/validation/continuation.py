@@ -87,7 +87,7 @@ def prompt_ids(cfg, tokenizer) -> list[int]:
     if tokenizer is not None:
         # swift-transformers' `tokenizer.encode(text:)` adds special tokens (e.g. BOS) too.
         return [int(i) for i in tokenizer(PROMPT, add_special_tokens=True)["input_ids"]]
-    vocab = max(getattr(cfg.hf_config, "vocab_size", 100) or 100, 8)
+    vocab = max(cfg.attributes.vocab_size or 100, 8)
     return [int(i) for i in np.random.default_rng(0).integers(3, vocab, 5)]
 
 
@@ -96,7 +96,7 @@ def eos_ids(cfg, tokenizer) -> set[int]:
     model config's."""
     if tokenizer is not None and tokenizer.eos_token_id is not None:
         return {int(tokenizer.eos_token_id)}
-    value = getattr(cfg.hf_config, "eos_token_id", None)
+    value = cfg.attributes.eos_token_id
     if value is None:
         return set()
     return {int(v) for v in (value if isinstance(value, (list, tuple)) else [value])}

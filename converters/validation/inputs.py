@@ -56,7 +56,7 @@ def sequence_lengths(cfg: CoreMLConfig) -> list[int]:
 
 def _ids(tokenizer, cfg: CoreMLConfig, length: int, text: str, pair: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     if tokenizer is None:
-        vocab = max(getattr(cfg.hf_config, "vocab_size", 100) or 100, 8)
+        vocab = max(cfg.attributes.vocab_size or 100, 8)
         rng = np.random.default_rng(length)
         valid = max(1, (3 * length) // 4)
         ids = np.zeros(length, dtype=np.int32)
@@ -109,7 +109,7 @@ def _token_types(mask: np.ndarray) -> np.ndarray:
 def decoder_inputs(cfg: CoreMLConfig, tokenizer, length: int, encoder) -> InputSet:
     """Decoder inputs, with the encoder side computed by the PyTorch `encoder` wrapper so
     the decoder package is checked on its own."""
-    start = getattr(cfg.hf_config, "decoder_start_token_id", None) or 0
+    start = cfg.attributes.decoder_start_token_id or 0
     target, target_mask = _ids(tokenizer, cfg, length, TEXTS[1])
     target = np.concatenate([[start], target[:-1]]).astype(np.int32)[None]
     target_mask = np.concatenate([[1], target_mask[:-1]]).astype(np.int32)[None]
