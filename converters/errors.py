@@ -1,14 +1,58 @@
-"""The two kinds of failure the engine reports.
+"""The failures the engine reports, each with the exit code the CLI gives it and whether
+trying again unchanged can help (in the manner of huggingface_hub's errors.py: one class
+per kind of failure, carrying what a caller needs to act on it).
 
-`UserInputError` means the request cannot be served as given (exit code 2): its message
-says what was wrong and what to do. Anything else that goes wrong is our failure
-(`ConversionError`, exit code 1).
+- `UserInputError` (exit 2): the request cannot be served as given; the message says what
+  was wrong and what to do instead. Subclasses carry the detail a caller may want:
+  - `UnsupportedArchitecture`: the model's `model_type` has no config here.
+- `HubUnavailable` (exit 1, transient): the Hub answered 5xx/429, timed out, or could not
+  be reached. Not the user's fault and not a reason to change the request: the same request
+  may succeed later, so the worker retries it once and the message says to try again.
+- `ConversionError` (exit 1): the engine failed on input it accepted (our failure).
+
+Every class derives from `ConverterError`, so `except ConverterError` catches the failures
+we name, and `error.exit_code` / `error.transient` say how to report them.
 """
 
+from __future__ import annotations
 
-class UserInputError(Exception):
+
+class ConverterError(Exception):
+    """Base of the failures the engine names (any other exception is a bug: exit 1)."""
+
+    exit_code: int = 1
+    transient: bool = False  # True: the same request may succeed if tried again later
+
+
+class UserInputError(ConverterError):
     """The user's input is wrong or unsupported; the message says what to do instead."""
 
+    exit_code = 2
 
-class ConversionError(Exception):
+
+class UnsupportedArchitecture(UserInputError):
+    """No config class serves this `model_type` (config.json's architecture family)."""
+
+    def __init__(self, model_type: str, message: str | None = None):
+        self.model_type = model_type
+        super().__init__(message or f"The architecture '{model_type}' is not supported yet.")
+
+
+class HubUnavailable(ConverterError):
+    """The Hub could not serve a request that was fine: it answered a server error (5xx)
+    or 429, timed out, or could not be reached at all. Transient: try again later.
+
+    `status` is the HTTP status when the Hub answered (None for a timeout or no connection);
+    `endpoint` the Hub it was (HF_ENDPOINT or https://huggingface.co).
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, endpoint: str | None = None, status: int | None = None):
+        self.endpoint = endpoint
+        self.status = status
+        super().__init__(message)
+
+
+class ConversionError(ConverterError):
     """The engine failed on input it accepted."""

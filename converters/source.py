@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .errors import UserInputError
+from .errors import HubUnavailable, UserInputError
 
 # What we download: weights in safetensors, configs, tokenizer and image-processor files.
 ALLOW_PATTERNS = [
@@ -79,6 +80,7 @@ class ModelSource:
     config: dict
     hub_id: str | None = None
     revision: str | None = None
+    pipeline_tag: str | None = None  # the Hub's (a folder's is in its README: preflight.card_pipeline_tag)
 
     @property
     def name(self) -> str:
@@ -140,11 +142,70 @@ def hub_api(token: str | None = None):
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token or False)
 
 
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def hub_timeout() -> float:
+    """Seconds to wait for a Hub API answer: huggingface_hub's HF_HUB_ETAG_TIMEOUT (default 10),
+    read at call time. HfApi's own calls (model_info) wait forever unless given a timeout."""
+    from huggingface_hub import constants
+
+    try:
+        return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or constants.HF_HUB_ETAG_TIMEOUT)
+    except ValueError:
+        return float(constants.DEFAULT_ETAG_TIMEOUT)
+
+
+def hub_unavailable(error: BaseException, context: str = "") -> HubUnavailable | None:
+    """The `HubUnavailable` that `error` amounts to, or None when the Hub answered about the
+    request itself (4xx) or the failure is not the Hub's. Transient: an answer 5xx or 429, a
+    timeout, or no connection, anywhere in the exception's chain (huggingface_hub wraps a
+    failed lookup in LocalEntryNotFoundError, with the cause chained). `context` names what
+    was being done ("for owner/name", "while pushing to owner/name")."""
+    from huggingface_hub import errors as hf
+    from huggingface_hub.utils import httpx  # the HTTP library the client uses (httpx2 in 2.x)
+
+    endpoint = hub_endpoint()
+    later = "This is not a problem with your request: try again in a few minutes."
+    where = f" {context}" if context else ""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, hf.HfHubHTTPError):
+            status = getattr(current.response, "status_code", None)
+            if status is not None and (status >= 500 or status == 429):
+                answer = "is limiting requests (HTTP 429)" if status == 429 else f"answered HTTP {status}"
+                return HubUnavailable(f"The Hub is unavailable: it {answer}{where} ({endpoint}). {later}",
+                                      endpoint=endpoint, status=status)
+            return None  # an answer about this request (not found, forbidden, ...)
+        if isinstance(current, (httpx.TimeoutException, TimeoutError)):
+            return HubUnavailable(
+                f"The Hub is unavailable: it did not answer in time{where} ({endpoint}). {later}",
+                endpoint=endpoint,
+            )
+        if isinstance(current, (httpx.TransportError, ConnectionError, socket.gaierror)):
+            # An unreachable *configured* endpoint is transient for the person asking: nothing in
+            # their request can fix it, the same request works once the network or Hub is back.
+            return HubUnavailable(
+                f"Cannot reach the Hub ({endpoint}): {current}. The Hub is unavailable from here: "
+                "check the network (and HF_ENDPOINT, if you set it) and try again.",
+                endpoint=endpoint,
+            )
+        current = current.__cause__ or current.__context__
+    if isinstance(error, hf.LocalEntryNotFoundError):  # the library's verdict: connection or Hub downtime
+        return HubUnavailable(f"The Hub is unavailable: it could not serve the files{where} ({endpoint}). {later}",
+                              endpoint=endpoint)
+    return None
+
+
 @contextmanager
 def hub_errors(ref: HubReference, token: str | None):
-    """Turn every Hub access problem into a UserInputError that says what to do."""
+    """Turn every Hub access problem into a message that says what to do: a UserInputError
+    when the Hub refused this request (missing, private, gated, bad token), HubUnavailable
+    when the Hub could not serve it (5xx, 429, timeout, unreachable)."""
     from huggingface_hub import errors as hub_errors
-    from huggingface_hub.utils import httpx  # the HTTP library the client uses (httpx2 in 2.x)
 
     where = f"The model '{ref.repo_id}'"
     try:
@@ -159,22 +220,23 @@ def hub_errors(ref: HubReference, token: str | None):
     except hub_errors.RepositoryNotFoundError:
         hint = "check the spelling" if token else "check the spelling, or sign in / give a token if it is private"
         raise UserInputError(f"{where} was not found on the Hub: {hint}.") from None
-    except hub_errors.HfHubHTTPError as error:
-        status = getattr(error.response, "status_code", None)
-        if status == 401:
-            raise UserInputError("The Hub rejected the token: sign in again or give a valid token.") from None
-        raise UserInputError(f"The Hub answered an error for {ref.repo_id} ({status}): {error}") from None
-    except (OSError, httpx.TransportError) as error:
-        raise UserInputError(
-            f"Cannot reach the Hub ({os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}): {error}. "
-            "Check the network and try again."
-        ) from None
+    except Exception as error:
+        unavailable = hub_unavailable(error, f"for {ref.repo_id}")
+        if unavailable is not None:
+            raise unavailable from None
+        if isinstance(error, hub_errors.HfHubHTTPError):
+            status = getattr(error.response, "status_code", None)
+            if status == 401:
+                raise UserInputError("The Hub rejected the token: sign in again or give a valid token.") from None
+            raise UserInputError(f"The Hub answered an error for {ref.repo_id} ({status}): {error}") from None
+        raise
 
 
 def inspect_hub_model(ref: HubReference, token: str | None = None):
     """Model info (with file sizes) from the Hub."""
     with hub_errors(ref, token):
-        return hub_api(token).model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
+        return hub_api(token).model_info(ref.repo_id, revision=ref.revision, files_metadata=True,
+                                         timeout=hub_timeout())
 
 
 def download(ref: HubReference, token: str | None = None, cache_dir: Path | None = None) -> ModelSource:
@@ -197,7 +259,8 @@ def download(ref: HubReference, token: str | None = None, cache_dir: Path | None
         )
     config = _read_config(path)
     check_config(config, where)
-    return ModelSource(path=path, config=config, hub_id=ref.repo_id, revision=info.sha or ref.revision)
+    return ModelSource(path=path, config=config, hub_id=ref.repo_id, revision=info.sha or ref.revision,
+                       pipeline_tag=info.pipeline_tag)
 
 
 def open_source(source: str, token: str | None = None, cache_dir: Path | None = None) -> ModelSource:

@@ -132,10 +132,24 @@ def test_malformed_hub_ids(source, tmp_path, capsys):
 
 
 def test_unreachable_hub(tmp_path, capsys, monkeypatch):
+    """Not the request's fault and transient (issue 9): exit 1, "unavailable, try again"."""
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     code, err = run_cli(["someone/some-model", "--output", tmp_path / "out"], capsys)
-    assert code == 2
+    assert code == 1
     assert "Cannot reach the Hub (http://127.0.0.1:9)" in err
+    assert "The Hub is unavailable from here" in err and "try again" in err and "Traceback" not in err
+
+
+def test_unsupported_architecture_is_a_user_error_carrying_the_model_type():
+    from converters.configs import config_class_for
+    from converters.errors import HubUnavailable, UnsupportedArchitecture, UserInputError
+
+    with pytest.raises(UnsupportedArchitecture) as error:
+        config_class_for("albert")
+    assert error.value.model_type == "albert"
+    assert isinstance(error.value, UserInputError) and error.value.exit_code == 2 and not error.value.transient
+    assert "architecture 'albert' is not supported" in str(error.value)
+    assert not issubclass(HubUnavailable, UserInputError) and HubUnavailable.transient
 
 
 def test_exit_codes_from_a_real_process(tiny_model, tmp_path):

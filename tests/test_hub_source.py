@@ -1,5 +1,6 @@
-"""Models from a Hub (the local one, over real HTTP): what is downloaded, and every access
-problem as a clear message with exit code 2."""
+"""Models from a Hub (the local one, over real HTTP): what is downloaded, every access
+problem as a clear message with exit code 2, and a Hub outage (503, timeout) as "the Hub is
+unavailable, try again" with exit code 1."""
 
 from __future__ import annotations
 
@@ -93,3 +94,77 @@ def test_remote_code_repo(hub_env, tmp_path, capsys):
     code, err = run_cli([f"{OWNER}/remote-code", "--output", tmp_path / "out"], capsys)
     assert code == 2 and "needs custom code" in err
     assert not any("modeling_mine.py" in path for _, path, _ in hub_env.request_log)
+
+
+# ---------------------------------------------------------------------- Hub outages
+
+
+@pytest.fixture
+def outage(hub_env):
+    """The local Hub, with whatever fault a test injects cleared afterwards."""
+    yield hub_env
+    hub_env.clear_faults()
+
+
+def test_hub_answering_503_is_unavailable_not_the_users_fault(outage, tmp_path, capsys):
+    outage.inject_fault(f"{OWNER}/tiny-bert", status=503)
+    code, err = run_cli([f"{OWNER}/tiny-bert", "--output", tmp_path / "out"], capsys)
+    assert code == 1, err
+    assert "The Hub is unavailable: it answered HTTP 503" in err and "try again" in err
+    assert "not found" not in err and "Traceback" not in err
+    assert ("GET", f"/api/models/{OWNER}/tiny-bert", 503) in outage.request_log
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_timing_out_is_unavailable(outage, tmp_path, capsys, monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")  # read at call time by converters.source
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)  # huggingface_hub read it at import
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
+    outage.inject_fault(f"{OWNER}/tiny-bert", status=None, delay=30)  # answers, but far too late
+    start = time.monotonic()
+    code, err = run_cli([f"{OWNER}/tiny-bert", "--output", tmp_path / "out"], capsys)
+    assert time.monotonic() - start < 10
+    assert code == 1, err
+    assert "The Hub is unavailable: it did not answer in time" in err and "try again" in err
+    assert "Traceback" not in err
+
+
+def test_a_503_while_downloading_files_is_unavailable_too(outage, tmp_path):
+    """huggingface_hub reports a failed file lookup as LocalEntryNotFoundError, the 503 chained."""
+    from huggingface_hub import hf_hub_download
+
+    from converters.errors import HubUnavailable, UserInputError
+    from converters.source import HubReference, hub_errors
+
+    outage.inject_fault(f"{OWNER}/tiny-bert", status=503)
+    with pytest.raises(HubUnavailable) as error:
+        with hub_errors(HubReference(f"{OWNER}/tiny-bert"), None):
+            hf_hub_download(f"{OWNER}/tiny-bert", "config.json", cache_dir=tmp_path, token=False,
+                            endpoint=outage.url)
+    assert error.value.status == 503 and error.value.transient and error.value.exit_code == 1
+    assert not isinstance(error.value, UserInputError)
+    assert "The Hub is unavailable" in str(error.value)
+
+
+def test_faults_are_per_repo_and_can_be_limited(outage, tmp_path):
+    outage.inject_fault(f"{OWNER}/tiny-bert", status=503, times=1)
+    from converters.errors import HubUnavailable
+    from converters.source import inspect_hub_model
+
+    ref = parse_hub_reference(f"{OWNER}/tiny-bert")
+    assert inspect_hub_model(parse_hub_reference(f"{OWNER}/secret-bert"), OWNER_TOKEN).sha  # another repo: served
+    with pytest.raises(HubUnavailable):
+        inspect_hub_model(ref)
+    assert inspect_hub_model(ref).sha  # the fault was for one request
+
+    import httpx  # a LocalHub in another process takes faults over HTTP
+
+    httpx.post(f"{outage.url}/_admin/faults", json={"repo_id": f"{OWNER}/tiny-bert", "status": 502}).raise_for_status()
+    with pytest.raises(HubUnavailable, match="HTTP 502"):
+        inspect_hub_model(ref)
+    httpx.request("DELETE", f"{outage.url}/_admin/faults", json={}).raise_for_status()
+    assert inspect_hub_model(ref).sha

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def service(worker_repos, tmp_path_factory):
-    service = JobService(tmp_path_factory.mktemp("jobs"), worker_repos).start()
+    # A short wait before the one retry when the Hub is unavailable (default 20 s).
+    service = JobService(tmp_path_factory.mktemp("jobs"), worker_repos, COREML_CONVERTER_HUB_RETRY_DELAY="2").start()
     service.add_worker("jobs-worker").wait_ready()
     yield service
     service.stop()
@@ -326,6 +327,54 @@ def test_token_revoked_before_the_push(service):
     assert "The Hub rejected your token while pushing to alice/revoked-target" in status["error"]
     assert service.hub_state() == before and "alice/revoked-target" not in service.hub.repo_ids()
     assert_job_ended_cleanly(service, job_id)
+
+
+# ---------------------------------------------------------------------- Hub outage
+
+
+def _model_info_answers(hub, repo_id: str) -> list[int]:
+    return [status for method, path, status in hub.request_log if method == "GET" and path == f"/api/models/{repo_id}"]
+
+
+def test_hub_outage_is_retried_once_then_fails_saying_the_hub_is_unavailable(service):
+    repo_id = f"{OWNER}/outage-bert"
+    before, client = service.hub_state(), service.redis.client()
+    service.hub.inject_fault(repo_id, status=503)
+    try:
+        job_id = api.submit(make_spec(repo_id, task="fill-mask"))
+        retrying = wait_until(lambda: (s := api.status(job_id))["retrying"] and s, 60, interval=0.02,
+                              what="the job to say it is retrying")
+        assert retrying["state"] == "running" and retrying["retries"] == 1
+        assert "The Hub is unavailable (HTTP 503): retrying the check in 2 s" in retrying["message"]
+        status = service.wait(job_id)
+    finally:
+        service.hub.clear_faults(repo_id)
+    assert status["state"] == "failed", status
+    assert status["error_kind"] == "hub_unavailable" and status["user_error"] is False
+    assert status["error"].startswith("The Hub is unavailable: it answered HTTP 503 for alice/outage-bert")
+    assert "try again" in status["error"] and "Nothing was pushed" in status["error"]
+    assert "(It was tried 2 times.)" in status["error"] and status["retries"] == 1 and not status["retrying"]
+    assert "cannot be converted as given" not in status["error"] and "not found" not in status["error"]
+    assert _model_info_answers(service.hub, repo_id) == [503, 503]  # tried once, retried once, no more
+    assert service.hub_state() == before, "something was pushed"
+    assert_job_ended_cleanly(service, job_id)
+    assert leaks(client, OWNER_TOKEN.encode()) == []
+
+
+def test_a_brief_hub_outage_is_retried_and_the_job_pushes_once(service):
+    target = f"{OWNER}/after-outage"
+    service.hub.inject_fault(repos.TINY, status=503, times=1)  # the first request fails, then the Hub is back
+    try:
+        job_id = api.submit(make_spec(task="fill-mask", push_repo=target))
+        status = service.wait(job_id)
+    finally:
+        service.hub.clear_faults(repos.TINY)
+    assert status["state"] == "finished", status
+    assert status["retries"] == 1 and any("retrying the check" in line for line in status["log"])
+    pushes = [c for c in service.hub.commits(target) if c["title"].startswith("Add Core ML conversion")]
+    assert len(pushes) == 1, service.hub.commits(target)  # pushed once
+    assert_job_ended_cleanly(service, job_id)
+    assert leaks(service.redis.client(), OWNER_TOKEN.encode()) == []
 
 
 # ---------------------------------------------------------------------- duplicates and cancel

@@ -23,20 +23,21 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 from converters.errors import UserInputError
+from converters.source import hub_unavailable
 
 from . import capabilities, queues, settings, tokens, workdirs
-from .lifecycle import CANCELLED
 from .progress import now_iso
 from .spec import JobSpec
+from .states import ErrorKind, JobState
 
 WAITING = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 ACTIVE = WAITING | {JobStatus.STARTED}
-STATES = {
-    JobStatus.FINISHED: "finished",
-    JobStatus.FAILED: "failed",
-    JobStatus.STOPPED: "cancelled",
-    JobStatus.CANCELED: "cancelled",
-    JobStatus.STARTED: "running",
+STATES = {  # rq's status -> ours; any other (created, queued, deferred, scheduled) is QUEUED
+    JobStatus.FINISHED: JobState.FINISHED,
+    JobStatus.FAILED: JobState.FAILED,
+    JobStatus.STOPPED: JobState.CANCELLED,
+    JobStatus.CANCELED: JobState.CANCELLED,
+    JobStatus.STARTED: JobState.RUNNING,
 }
 RECENT_PER_USER = 100
 CLEANUP_INTERVAL = 5.0  # seconds between registry cleanups from this process
@@ -120,12 +121,13 @@ def whoami(token: str | None) -> str:
 
     try:
         return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).whoami(token=token or False)["name"]
-    except errors.HfHubHTTPError as error:
-        if getattr(error.response, "status_code", None) == 401:
+    except Exception as error:
+        unavailable = hub_unavailable(error, "while checking the token")
+        if unavailable is not None:
+            raise unavailable from None
+        if isinstance(error, errors.HfHubHTTPError) and getattr(error.response, "status_code", None) in (401, 403):
             raise UserInputError("The Hub rejected the token: sign in again or give a valid token.") from None
-        raise UserInputError(f"The Hub could not check the token (HTTP {error.response.status_code}). Try again.") from None
-    except (OSError, ConnectionError):
-        raise UserInputError("Cannot reach the Hub to check the token. Check the network and try again.") from None
+        raise
 
 
 # ------------------------------------------------------------------ status
@@ -134,22 +136,24 @@ def whoami(token: str | None) -> str:
 def status(job_id: str) -> dict:
     """Everything the app shows about a job:
 
-    state (queued, running, finished, failed, cancelled, unknown), queue, queue_position
-    (1 = next), stage, percent, message, log (last lines), model, task, user, push_target,
-    submitted_at / started_at / ended_at (ISO), elapsed_seconds, report, validation, links
-    (repo, commit, pull_request), pushed, error, error_kind (user_input, validation,
-    internal, cancelled), user_error, cancelled, note (e.g. no worker for this queue).
+    state (a JobState: queued, running, finished, failed, cancelled, unknown), queue,
+    queue_position (1 = next), stage, percent, message, log (last lines), model, task, user,
+    push_target, submitted_at / started_at / ended_at (ISO), elapsed_seconds, report,
+    validation, links (repo, commit, pull_request), pushed, error, error_kind (an ErrorKind:
+    user_input, validation, hub_unavailable, internal, cancelled), user_error, cancelled,
+    retrying (waiting to retry an unavailable Hub; the message says so), retries (how many
+    times it did), note (e.g. no worker for this queue).
     """
     redis = connection()
     cleanup_abandoned()
     job = queues.fetch_job(job_id, redis)
     if job is None:
-        return {"job_id": job_id, "state": "unknown", "cancelled": False,
+        return {"job_id": job_id, "state": JobState.UNKNOWN, "cancelled": False,
                 "error": "This job is unknown: it never existed, or it ended too long ago to be kept."}
     rq_status = job.get_status(refresh=False)
     meta = job.meta or {}
-    state = STATES.get(rq_status, "queued")
-    if state not in ("queued", "running"):
+    state = STATES.get(rq_status, JobState.QUEUED)
+    if not state.active:
         tokens.delete(redis, job_id)  # whatever ended the job, its token must not outlive it
     error = meta.get("error")
     if rq_status == JobStatus.FAILED and not error:
@@ -158,10 +162,10 @@ def status(job_id: str) -> dict:
         "job_id": job_id,
         "state": state,
         "queue": job.origin,
-        "queue_position": _position(job) if state == "queued" else None,
-        "stage": "cancelled" if state == "cancelled" else meta.get("stage", "queued"),
-        "percent": 100 if state == "finished" else meta.get("percent", 0),
-        "message": "Cancelled" if state == "cancelled" else meta.get("message", ""),
+        "queue_position": _position(job) if state == JobState.QUEUED else None,
+        "stage": "cancelled" if state == JobState.CANCELLED else meta.get("stage", "queued"),
+        "percent": 100 if state == JobState.FINISHED else meta.get("percent", 0),
+        "message": "Cancelled" if state == JobState.CANCELLED else meta.get("message", ""),
         "log": meta.get("log", []),
         "user": meta.get("user"),
         "model": meta.get("model"),
@@ -169,17 +173,19 @@ def status(job_id: str) -> dict:
         "push_target": meta.get("push_target"),
         "submitted_at": meta.get("submitted_at"),
         "started_at": meta.get("started_at"),
-        "ended_at": meta.get("ended_at") or (_iso(job.ended_at) if state not in ("queued", "running") else None),
+        "ended_at": meta.get("ended_at") or (_iso(job.ended_at) if not state.active else None),
         "elapsed_seconds": _elapsed(meta, state),
         "report": meta.get("report"),
         "validation": meta.get("validation"),
         "links": meta.get("links", {}),
         "pushed": bool(meta.get("pushed")),
-        "error": None if state == "cancelled" else error,
-        "error_kind": CANCELLED if state == "cancelled" else meta.get("error_kind"),
+        "error": None if state == JobState.CANCELLED else error,
+        "error_kind": ErrorKind.CANCELLED if state == JobState.CANCELLED else _error_kind(meta.get("error_kind")),
         "user_error": bool(meta.get("user_error")),
-        "cancelled": state == "cancelled",
-        "note": _waiting_note(job.origin, redis) if state == "queued" else None,
+        "cancelled": state == JobState.CANCELLED,
+        "retrying": state == JobState.RUNNING and bool(meta.get("retrying")),
+        "retries": meta.get("retries", 0),
+        "note": _waiting_note(job.origin, redis) if state == JobState.QUEUED else None,
     }
     return result
 
@@ -191,7 +197,7 @@ def recent_jobs(user: str, limit: int = 10) -> list[dict]:
     for raw in redis.zrevrange(_user_key(user), 0, RECENT_PER_USER):
         job_id = raw.decode()
         info = status(job_id)
-        if info["state"] == "unknown":
+        if info["state"] == JobState.UNKNOWN:
             redis.zrem(_user_key(user), job_id)
             continue
         info.pop("log", None)
@@ -294,11 +300,19 @@ def _waiting_note(queue_name: str, redis: Redis) -> str | None:
     return None
 
 
-def _elapsed(meta: dict, state: str) -> float | None:
+def _error_kind(value: str | None) -> ErrorKind | str | None:
+    """meta's error_kind as an ErrorKind (a value from a newer worker stays as it is)."""
+    try:
+        return ErrorKind(value) if value else None
+    except ValueError:
+        return value
+
+
+def _elapsed(meta: dict, state: JobState) -> float | None:
     start = meta.get("started_at") or meta.get("submitted_at")
     if not start:
         return None
-    end = meta.get("ended_at") if state not in ("queued", "running") else None
+    end = meta.get("ended_at") if not state.active else None
     end_time = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
     return round((end_time - datetime.fromisoformat(start)).total_seconds(), 1)
 

@@ -7,7 +7,8 @@ Two flavours:
 - pull request to the source repo: the package(s) only, the card as the PR description.
   An open PR of ours for the same conversion (same title) gets the new commit instead
   of a duplicate PR.
-Every Hub refusal becomes a UserInputError that says what to do.
+Every Hub refusal becomes a UserInputError that says what to do; a Hub that cannot serve
+the push (5xx, 429, timeout, unreachable) becomes HubUnavailable (not retried: see job.HubRetry).
 """
 
 from __future__ import annotations
@@ -161,6 +162,8 @@ def push_errors(repo_id: str, action: str):
     """Turn Hub refusals while pushing into messages that say what to do."""
     from huggingface_hub import errors
 
+    from converters.source import hub_unavailable
+
     try:
         yield
     except errors.HfHubHTTPError as error:
@@ -180,4 +183,12 @@ def push_errors(repo_id: str, action: str):
             raise UserInputError(
                 f"{repo_id} was not found when pushing: check the target repo name. Nothing was pushed."
             ) from None
+        unavailable = hub_unavailable(error, f"while pushing to {repo_id}")
+        if unavailable is not None:
+            raise unavailable from None
+        raise
+    except Exception as error:
+        unavailable = hub_unavailable(error, f"while pushing to {repo_id}")
+        if unavailable is not None:
+            raise unavailable from None
         raise

@@ -1,10 +1,12 @@
 """The job function rq runs: resolve -> download -> convert -> validate -> package -> push
 -> cleanup, reporting each stage in the job's meta.
 
-A job ends in one of three ways, told apart in meta["error_kind"]:
+A job ends done or failed; a failure's kind (meta["error_kind"], an ErrorKind) is:
 - done: pushed; the return value (and meta) hold the report and the links;
 - the user's input cannot be served (`user_input`) or the package failed validation
   (`validation`): failed, with a message saying what to do, nothing pushed;
+- the Hub is unavailable (`hub_unavailable`: 5xx, 429, timeout, unreachable): transient, so
+  the job retries once (see HubRetry), then fails saying the Hub is unavailable, try again;
 - our failure (`internal`): failed, with a short message; the trace goes to the worker log.
 The token is read from its encrypted key, redacted from everything stored or logged,
 and deleted, with the job's temp folder, however the job ends.
@@ -16,18 +18,20 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback
 from pathlib import Path
 
-from converters.errors import UserInputError
+from converters.errors import HubUnavailable, UserInputError
 from converters.source import HubReference, download
 
-from . import card, hub, tokens, workdirs
+from . import card, hub, settings, tokens, workdirs
 from .conversion import convert_and_validate
-from .lifecycle import INTERNAL, USER_INPUT, VALIDATION, timeout_message
+from .lifecycle import timeout_message
 from .progress import JobProgress, LogTailHandler, Redactor, now_iso
 from .resolve import resolve
 from .spec import PULL_REQUEST, JobSpec
+from .states import ErrorKind
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +66,16 @@ def run(spec: dict) -> dict:
         progress.set(ended_at=now_iso())
         return result
     except UserInputError as error:
-        _fail(progress, str(error), USER_INPUT)
+        _fail(progress, str(error), ErrorKind.USER_INPUT)
     except ValidationFailed as error:
-        _fail(progress, str(error), VALIDATION)
+        _fail(progress, str(error), ErrorKind.VALIDATION)
+    except HubUnavailable as error:
+        pushing = progress.job.meta.get("stage") == "push"  # push_errors says what a failed push left
+        retried = progress.job.meta.get("retries", 0)
+        message = str(error) + ("" if pushing else " Nothing was pushed.")
+        if retried:
+            message += f" (It was tried {retried + 1} times.)"
+        _fail(progress, message, ErrorKind.HUB_UNAVAILABLE)
     except Exception as error:  # noqa: BLE001 - every failure must end as a clear message
         from rq.timeouts import JobTimeoutException
 
@@ -73,7 +84,7 @@ def run(spec: dict) -> dict:
         else:
             log.error("job %s failed:\n%s", job.id, progress.redact(traceback.format_exc()))
             message = f"The conversion failed on our side ({type(error).__name__}: {error}). Nothing was pushed."
-        _fail(progress, message, INTERNAL)
+        _fail(progress, message, ErrorKind.INTERNAL)
     finally:
         if watchdog:
             watchdog.cancel()
@@ -91,7 +102,8 @@ def _watchdog(progress: JobProgress, timeout: int | None) -> threading.Timer | N
 
     def expire():
         progress.log("error: time limit reached", save=False)
-        progress.set(error=timeout_message(timeout), error_kind=INTERNAL, user_error=False, ended_at=now_iso())
+        progress.set(error=timeout_message(timeout), error_kind=ErrorKind.INTERNAL, user_error=False,
+                     ended_at=now_iso())
         os.kill(os.getpid(), signal.SIGKILL)
 
     grace = min(5, max(1, timeout // 10))  # seconds after rq's own timeout
@@ -101,26 +113,66 @@ def _watchdog(progress: JobProgress, timeout: int | None) -> threading.Timer | N
     return timer
 
 
-def _fail(progress: JobProgress, message: str, kind: str):
+def _fail(progress: JobProgress, message: str, kind: ErrorKind):
     message = progress.redact(message)
     if not progress.job.meta.get("error"):
         progress.log(f"error: {message}", save=False)
-        progress.set(error=message, error_kind=kind, user_error=kind == USER_INPUT, ended_at=now_iso())
+        progress.set(error=message, error_kind=kind, user_error=kind.user_error, retrying=False, ended_at=now_iso())
     # `from None`: the chained original could carry text we have not redacted.
     raise JobFailed(progress.job.meta["error"]) from None
 
 
+class HubRetry:
+    """Runs a read-only Hub stage, retrying it when the Hub is unavailable (5xx, 429, timeout,
+    unreachable), at most `retries` times per job in all, after `delay` seconds.
+
+    Why inside the job and not rq's Retry on enqueue: rq retries on any exception (a user
+    error or a failed validation would run twice) and re-queues the whole job behind others,
+    re-doing a conversion that may have taken minutes; and the job's `finally` deletes the
+    token, so a re-queued attempt would need it kept in Redis past a failure. Here the token
+    never leaves this process's memory, the job stays `running` with a message saying it is
+    retrying, and only resolve and download are retried: they only read. The push is not
+    retried: a commit that timed out may have landed, and a second one would push twice.
+    """
+
+    def __init__(self, progress: JobProgress, retries: int = 1, delay: float | None = None):
+        self.progress = progress
+        self.left = retries
+        self.delay = settings.hub_retry_delay() if delay is None else delay
+
+    def __call__(self, what: str, stage_call, *args, **kwargs):
+        while True:
+            try:
+                return stage_call(*args, **kwargs)
+            except HubUnavailable as error:
+                if self.left <= 0:
+                    raise
+                self.left -= 1
+                retries = self.progress.job.meta.get("retries", 0) + 1
+                reason = f"HTTP {error.status}" if error.status else "no answer"
+                note = (f"The Hub is unavailable ({reason}): retrying {what} in {self.delay:g} s "
+                        f"(retry {retries} of {retries + self.left}).")
+                self.progress.log(f"warning: {error}", save=False)
+                self.progress.log(note, save=False)
+                self.progress.job.meta["message"] = self.progress.redact(note)
+                self.progress.set(retrying=True, retries=retries)
+                time.sleep(self.delay)
+                self.progress.set(retrying=False)
+
+
 def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dict:
     token = spec.token
+    retry = HubRetry(progress)
 
     progress.stage("resolve", f"Checking {spec.repo_id} on the Hub")
-    resolved = resolve(spec, token, workdir / "resolve")
+    resolved = retry("the check", resolve, spec, token, workdir / "resolve")
     size = f"{resolved.parameters:,} parameters" if resolved.parameters else f"{resolved.weight_bytes:,} bytes"
     progress.log(f"{resolved.model_type} model, task {resolved.task}, {size}, revision {resolved.revision[:12]}")
     progress.set(task=resolved.task, revision=resolved.revision, model_type=resolved.model_type)
 
     progress.stage("download", f"Downloading {resolved.weight_bytes / 1e6:.1f} MB of weights")
-    source = download(HubReference(resolved.repo_id, resolved.revision), token=token, cache_dir=workdir / "hub")
+    source = retry("the download", download, HubReference(resolved.repo_id, resolved.revision), token=token,
+                   cache_dir=workdir / "hub")
 
     progress.stage("convert", "Converting to Core ML")
     output_dir = workdir / "out"
@@ -209,19 +261,15 @@ def _engine_progress(progress: JobProgress):
 
 
 def _validation_summary(validation: dict) -> str:
-    passed = validation.get("passed")
-    message = validation.get("message") or ""
-    if passed is True:
-        return f"Validation passed: {message or str(len(validation.get('checks', []))) + ' checks'}."
-    if passed is False:
-        failed = [c for c in validation.get("checks", []) if not c.get("passed")]
-        detail = "; ".join(
-            f"{c.get('package')}/{c.get('output')} {c.get('mode')}: {c.get('metric')} {c.get('value')} "
-            f"(threshold {c.get('threshold')})"
-            for c in failed[:3]
-        )
-        return f"Validation failed: the package does not compute what the PyTorch model computes ({detail}). {message}".strip()
-    return f"The package was not validated. {message}".strip()
+    from converters.report import ValidationReport
+
+    report = ValidationReport.from_json(validation)
+    if report.passed is True:
+        return f"Validation {report.summary()}."
+    if report.passed is False:
+        detail = "; ".join(report.failures()[:3])
+        return f"Validation failed: the package does not compute what the PyTorch model computes ({detail})."
+    return f"The package was not validated. {report.message}".strip()
 
 
 def _modality(report: dict) -> str:

@@ -15,13 +15,9 @@ from redis import Redis
 
 from . import tokens, workdirs
 from .progress import now_iso
+from .states import ErrorKind
 
 log = logging.getLogger(__name__)
-
-USER_INPUT = "user_input"  # the request cannot be served as given; the message says what to do
-VALIDATION = "validation"  # converted, but the package does not compute what PyTorch does
-INTERNAL = "internal"  # our failure
-CANCELLED = "cancelled"
 
 ABANDONED_MESSAGE = (
     "The worker running this job stopped unexpectedly (it may have run out of memory or been restarted). "
@@ -38,15 +34,15 @@ def timeout_message(seconds: int | None) -> str:
     return f"The conversion took longer than this service allows ({limit}) and was stopped. Nothing was pushed."
 
 
-def end(job, connection: Redis, *, error: str | None, kind: str | None) -> None:
+def end(job, connection: Redis, *, error: str | None, kind: ErrorKind | None) -> None:
     """Forget the job's secrets and files; record `error` unless the job recorded one."""
     try:
         tokens.delete(connection, job.id)
         workdirs.remove(job.id)
         meta = job.get_meta(refresh=True)
         if error and not meta.get("error"):
-            meta.update(error=error, error_kind=kind, user_error=kind == USER_INPUT)
-        if kind == CANCELLED:
+            meta.update(error=error, error_kind=kind, user_error=kind == ErrorKind.USER_INPUT)
+        if kind == ErrorKind.CANCELLED:
             meta.update(cancelled=True, message="Cancelled")
         meta.setdefault("ended_at", now_iso())
         job.save_meta()
@@ -59,17 +55,17 @@ def on_failure(job, connection: Redis, exc_type, exc_value, traceback) -> None:
     from rq.timeouts import JobTimeoutException
 
     if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
-        end(job, connection, error=ABANDONED_MESSAGE, kind=INTERNAL)
+        end(job, connection, error=ABANDONED_MESSAGE, kind=ErrorKind.INTERNAL)
     elif isinstance(exc_value, JobTimeoutException):
-        end(job, connection, error=timeout_message(job.timeout), kind=INTERNAL)
+        end(job, connection, error=timeout_message(job.timeout), kind=ErrorKind.INTERNAL)
     else:
-        end(job, connection, error="The conversion failed on our side. Nothing was pushed.", kind=INTERNAL)
+        end(job, connection, error="The conversion failed on our side. Nothing was pushed.", kind=ErrorKind.INTERNAL)
 
 
 def on_stopped(job, connection: Redis) -> None:
-    end(job, connection, error=None, kind=CANCELLED)
+    end(job, connection, error=None, kind=ErrorKind.CANCELLED)
 
 
 def on_horse_killed(job, retpid, ret_val, rusage) -> None:
     """Worker handler: the job's process died without reporting (no rq callback runs then)."""
-    end(job, job.connection, error=HORSE_KILLED_MESSAGE, kind=INTERNAL)
+    end(job, job.connection, error=HORSE_KILLED_MESSAGE, kind=ErrorKind.INTERNAL)

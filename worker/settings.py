@@ -78,3 +78,12 @@ def max_bytes() -> int | None:
     """Largest model (bytes of safetensors weights) this worker converts; None: no limit."""
     value = _int("COREML_CONVERTER_MAX_BYTES", 0)
     return value or None
+
+
+def hub_retry_delay() -> float:
+    """Seconds a job waits before its one retry when the Hub is unavailable (5xx, timeout)."""
+    value = os.environ.get("COREML_CONVERTER_HUB_RETRY_DELAY", "").strip()
+    try:
+        return max(0.0, float(value)) if value else 20.0
+    except ValueError:
+        raise ValueError(f"COREML_CONVERTER_HUB_RETRY_DELAY must be a number, not {value!r}") from None

@@ -7,7 +7,7 @@ task it serves is converted in the test suite.
 
 from __future__ import annotations
 
-from ..errors import UserInputError
+from ..errors import UnsupportedArchitecture
 from .base import CoreMLConfig, InputSpec, OutputSpec, Tolerances
 from .seq2seq import Seq2SeqConfig
 from .text import BertConfig, DebertaV2Config, DecoderConfig, DistilBertConfig, MobileBertConfig, ModernBertConfig
@@ -50,7 +50,8 @@ def config_class_for(model_type: str) -> type[CoreMLConfig]:
     try:
         return ARCHITECTURES[model_type]
     except KeyError:
-        raise UserInputError(
+        raise UnsupportedArchitecture(
+            model_type,
             f"The architecture '{model_type}' is not supported yet. Supported: {', '.join(sorted(ARCHITECTURES))}. "
             "Ask for it in an issue, or add it (README: 'Adding an architecture')."
         ) from None

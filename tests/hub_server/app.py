@@ -10,9 +10,11 @@ maps to its exceptions (huggingface_hub/utils/_http.py: hf_raise_for_status).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -23,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .access import Caller, identify
+from .faults import Fault, Faults
 from .store import HubError, Store
 
 
@@ -128,18 +131,55 @@ def paginate(ctx: Ctx, items: list, page_size: int) -> Response:
 class HubApp:
     """ASGI app: read the request, handle it under the lock, log it, answer."""
 
-    def __init__(self, store: Store, settings: Settings, lock: threading.RLock, log: list):
+    def __init__(self, store: Store, settings: Settings, lock: threading.RLock, log: list,
+                 faults: Faults | None = None):
         from . import routes_commits, routes_discussions, routes_repos  # noqa: F401  (they register routes)
 
         self.store, self.settings, self.lock, self.log = store, settings, lock, log
+        self.faults = faults if faults is not None else Faults()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
         body = await request.body()
-        response = self.handle(request, scope, body)
+        if scope["path"] == "/_admin/faults":
+            response = self.admin_faults(request.method.upper(), body)
+        else:
+            response = await self.injected_fault(request, scope) or self.handle(request, scope, body)
         await response(scope, receive, send)
+
+    async def injected_fault(self, request: Request, scope: dict) -> Response | None:
+        """Wait and/or answer an error if a fault is set for the repo this request names
+        (faults.py). Awaited outside the store lock: other requests go on meanwhile."""
+        hit = self.faults.take(scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0])
+        if hit is None:
+            return None
+        repo_id, fault = hit
+        deadline = time.monotonic() + fault.delay
+        while time.monotonic() < deadline and not fault.cleared:
+            await asyncio.sleep(0.02)
+        if fault.status is None:
+            return None  # a slow answer, then the real one
+        response = error_response(HubError(fault.status, f"LocalHub: injected fault for {repo_id}"))
+        self.log.append((request.method.upper(), _loggable(request.url.path), response.status_code))
+        return response
+
+    def admin_faults(self, method: str, body: bytes) -> Response:
+        """POST {"repo_id", "status": 503, "delay": 0, "times": null} sets a fault; DELETE
+        {"repo_id"} (or no body: all) clears it. For a LocalHub in another process."""
+        try:
+            data = json.loads(body or b"{}")
+            if method == "POST":
+                self.faults.add(data["repo_id"], Fault(status=data.get("status", 503), delay=float(data.get("delay", 0)),
+                                                       times=data.get("times")))
+            elif method == "DELETE":
+                self.faults.clear(data.get("repo_id"))
+            else:
+                return error_response(HubError(405, "POST or DELETE /_admin/faults"))
+        except (ValueError, KeyError, TypeError) as error:
+            return error_response(HubError(400, f"Bad fault: {error!r}"))
+        return json_response({"ok": True})
 
     def handle(self, request: Request, scope: dict, body: bytes) -> Response:
         method = request.method.upper()

@@ -19,6 +19,7 @@ import uvicorn
 
 from . import metadata
 from .app import HubApp, Settings
+from .faults import Fault, Faults
 from .store import DEFAULT_BRANCH, HubError, PutFile, Repo, Store, Token, User
 
 
@@ -49,6 +50,7 @@ class LocalHub:
         )
         self.store = Store(Path(storage_dir) if storage_dir else None)
         self.request_log: list[tuple[str, str, int]] = []  # (method, path, status), no tokens
+        self.faults = Faults()  # injected outages (faults.py)
         self._lock = threading.RLock()  # the server thread and the test thread share the store
         self._host, self._port = host, port
         self._server: uvicorn.Server | None = None
@@ -68,7 +70,7 @@ class LocalHub:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         self._port = sock.getsockname()[1]
-        app = HubApp(self.store, self.settings, self._lock, self.request_log)
+        app = HubApp(self.store, self.settings, self._lock, self.request_log, self.faults)
         # A long keep-alive avoids the client reusing a connection the server is closing.
         config = uvicorn.Config(app, lifespan="off", log_config=None, log_level="warning", access_log=False,
                                 timeout_keep_alive=120)
@@ -100,6 +102,19 @@ class LocalHub:
     def client_env(self) -> dict[str, str]:
         """Environment for a process that should use this Hub through huggingface_hub."""
         return {"HF_ENDPOINT": self.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+    # --------------------------------------------------------------- faults
+
+    def inject_fault(self, repo_id: str, *, status: int | None = 503, delay: float = 0.0,
+                     times: int | None = None) -> None:
+        """Make requests naming `repo_id` fail as in a Hub outage: answer `status` (503),
+        after `delay` seconds (longer than the client's timeout: a timeout; `status=None`
+        then serves normally, late). `times`: only the next N requests (None: until cleared)."""
+        self.faults.add(repo_id, Fault(status=status, delay=delay, times=times))
+
+    def clear_faults(self, repo_id: str | None = None) -> None:
+        """Remove the fault for `repo_id` (None: all); requests waiting on it answer at once."""
+        self.faults.clear(repo_id)
 
     # ------------------------------------------------------------- accounts
 
