@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 
 import gradio as gr
 
-from converters.errors import UserInputError
+from converters.errors import ConverterError, UserInputError
+from converters.options import OPTIONS
 from ui import form, models, package_zip, render
 from worker import api
 from worker.progress import Redactor
@@ -53,346 +55,516 @@ def safe_text(error: BaseException, token: str | None) -> str:
 
 
 # ---------------------------------------------------------------------- the page
+# build_demo lays the page out section by section (each section function returns its
+# components by name), then wires the events. Handlers take their inputs as one dict keyed
+# by component (inputs given as a set) and return a dict keyed by component: a component
+# left out of the returned dict is left as it is, and no handler depends on positions.
+
+
+@dataclass
+class SignIn:
+    user_html: gr.HTML  # who is signed in
+    token_box: gr.Textbox | None = None  # self-hosted only: a Space signs in with Hugging Face
+    sign_in_button: gr.Button | None = None
+    sign_out_button: gr.Button | None = None
+
+
+@dataclass
+class ModelChoice:
+    model_box: gr.Dropdown
+    summary_html: gr.HTML  # what the model is and whether it converts
+    task_radio: gr.Radio
+
+
+@dataclass
+class OptionsForm:
+    fields: dict[str, gr.components.Component]  # one per engine option, by its name in the option table
+    sequence_html: gr.HTML  # what the sequence length means for an app
+    tolerance_html: gr.HTML  # the thresholds the tolerance gives this architecture
+    runner: gr.Radio
+    workers_html: gr.HTML  # the workers connected (next to the runner choice)
+    push_anyway: gr.Checkbox
+
+
+@dataclass
+class Destination:
+    push: gr.Radio
+    push_repo: gr.Textbox
+    private: gr.Checkbox
+    problem_html: gr.HTML  # the engine's refusal of these options for this model
+    convert_button: gr.Button
+    submit_html: gr.HTML  # why a job was not queued
+
+
+@dataclass
+class JobView:
+    group: gr.Group
+    status_html: gr.HTML
+    log_box: gr.HTML
+    cancel_button: gr.Button
+
+
+@dataclass
+class Results:
+    results_html: gr.HTML
+    download_button: gr.Button
+    download_file: gr.File
+
+
+@dataclass
+class MyJobs:
+    refresh_button: gr.Button
+    jobs_table: gr.Dataframe
+
+
+@dataclass
+class Page:
+    """The page's components by section, and the session's state."""
+
+    session: gr.State  # {"user", "token"}: server-side only, never sent to the browser
+    summary: gr.State  # ui.models.ModelSummary of the chosen model
+    job: gr.State  # the job shown in the job view
+    view: gr.State  # what the job view shows now (to skip unchanged updates)
+    job_ids: gr.State  # job ids of the "My jobs" rows
+    timer: gr.Timer  # polls the job shown while it runs
+    sign_in: SignIn
+    model: ModelChoice
+    options: OptionsForm
+    destination: Destination
+    job_view: JobView
+    results: Results
+    my_jobs: MyJobs
+
+    @property
+    def view_outputs(self) -> list:
+        """What showing a job may update (see show())."""
+        return [self.job_view.group, self.job_view.status_html, self.job_view.log_box, self.job_view.cancel_button,
+                self.results.results_html, self.results.download_button, self.results.download_file, self.timer,
+                self.view, self.my_jobs.jobs_table, self.job_ids]
 
 
 def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
     with gr.Blocks(title="Core ML Converter", delete_cache=(1800, 3600)) as demo:
-        session = gr.State({})  # {"user", "token"}: server-side only, never sent to the browser
-        summary_state = gr.State(None)  # ui.models.ModelSummary of the chosen model
-        job_state = gr.State(None)  # the job shown in the job view
-        view_state = gr.State({})  # what the job view shows now (to skip unchanged updates)
-        job_ids_state = gr.State([])  # job ids of the "My jobs" rows
+        states = {name: gr.State(value) for name, value in
+                  (("session", {}), ("summary", None), ("job", None), ("view", {}), ("job_ids", []))}
         timer = gr.Timer(POLL_SECONDS, active=False)
-
         gr.Markdown(INTRO)
-
-        # ---- sign-in
-        with gr.Row(elem_id="signin"):
-            if on_spaces:
-                gr.LoginButton(value="Sign in with Hugging Face", size="md", scale=0, min_width=320)
-                token_box = sign_in_button = sign_out_button = None
-            else:
-                token_box = gr.Textbox(
-                    label="Hugging Face token", type="password", placeholder="hf_…", scale=4, elem_id="token",
-                    info="A token with write access (Hub settings → Access Tokens). It stays on this server.")
-                sign_in_button = gr.Button("Sign in", scale=0, min_width=140, elem_id="sign-in")
-            user_html = gr.HTML(render.signed_in(None), elem_id="user")
-            if not on_spaces:
-                sign_out_button = gr.Button("Sign out", scale=0, min_width=120, size="sm", visible=False,
-                                            elem_id="sign-out")
-
-        # ---- 1. the model
-        gr.Markdown("### 1. Choose a model")
-        model_box = gr.Dropdown(
-            label="Model", info=form.HELP["model"], choices=[], value=None, allow_custom_value=True,
-            filterable=True, elem_id="model")
-        model_html = gr.HTML(elem_id="model-summary")
-        task_radio = gr.Radio(label="Task", info=form.HELP["task"], choices=[], value=None, visible=False,
-                              elem_id="task")
-
-        # ---- 2. options
-        with gr.Accordion("2. Options: the defaults suit most apps", open=False, elem_id="options"):
-            with gr.Row():
-                precision = gr.Radio(form.PRECISION_CHOICES, value="float16", label="Precision",
-                                     info=form.HELP["precision"], elem_id="precision")
-                with gr.Column():
-                    sequence = gr.Textbox(form.DEFAULT_SEQUENCE_LENGTH, label="Sequence length",
-                                          info=form.HELP["sequence_length"], elem_id="sequence-length")
-                    sequence_html = gr.HTML(render.message(form.sequence_note(form.DEFAULT_SEQUENCE_LENGTH)[1]),
-                                            elem_id="sequence-note")
-            with gr.Row():
-                with gr.Column():
-                    runner = gr.Radio(form.RUNNER_CHOICES, value="any", label="Compute units to validate on",
-                                      info=form.HELP["runner"], elem_id="runner")
-                    workers_html = gr.HTML(elem_id="workers")
-                target = gr.Dropdown(list(form.DEPLOYMENT_TARGETS), value=form.DEFAULT_TARGET,
-                                     label="Minimum deployment target", info=form.HELP["target"], elem_id="target")
-            with gr.Row():
-                with gr.Column():
-                    gr.Markdown(f"**Validation tolerance**  \n<span class='cm-info'>{form.HELP['tolerance']}</span>")
-                    tolerance = gr.Radio(form.TOLERANCE_CHOICES, value="default", show_label=False,
-                                         elem_id="tolerance-choice")
-                    tolerance_html = gr.HTML(render.tolerance(None, "float16"), elem_id="tolerance")
-                    push_anyway = gr.Checkbox(False, label="Push even if validation fails",
-                                              info=form.HELP["push_anyway"], elem_id="push-anyway")
-                with gr.Column():
-                    naming = gr.Radio(form.NAMING_CHOICES, value="swift-transformers", label="Naming",
-                                      info=form.HELP["naming"], elem_id="naming")
-                    kv_cache = gr.Radio(form.KV_CACHE_CHOICES, value="none", label="KV cache",
-                                        info=form.HELP["kv_cache"], elem_id="kv-cache")
-
-        # ---- 3. where the result goes
-        gr.Markdown("### 3. Where the result goes")
-        with gr.Row():
-            push = gr.Radio(form.PUSH_CHOICES, value=form.NEW_REPO, label="Push to", info=form.HELP["push"],
-                            elem_id="push")
-            push_repo = gr.Textbox(label="Repo name", placeholder=form.default_push_repo(None, None),
-                                   info=form.HELP["push_repo"], elem_id="push-repo")
-            private = gr.Checkbox(False, label="Private repo", info=form.HELP["private"], elem_id="private")
-        options_html = gr.HTML(elem_id="option-check")
-        convert_button = gr.Button("Convert", variant="primary", interactive=False, elem_id="convert")
-        submit_html = gr.HTML(elem_id="submit-message")
-
-        # ---- the job view
+        sign_in = sign_in_section(on_spaces)
+        model = model_section()
+        options = options_section()
+        destination = destination_section()
         with gr.Group(visible=False, elem_id="job") as job_group:
-            status_html = gr.HTML(elem_id="job-status")
-            log_box = gr.HTML(elem_id="job-log")
-            cancel_button = gr.Button("Cancel this job", variant="stop", visible=False, elem_id="cancel")
-            results_html = gr.HTML(elem_id="job-results")
-            with gr.Row():
-                download_button = gr.Button("Download the package (.zip)", visible=False, elem_id="download")
-                download_file = gr.File(label="Package", visible=False, interactive=False, elem_id="download-file")
+            job_view = job_view_section(job_group)
+            results = results_section()
+        my_jobs = my_jobs_section()
+        page = Page(**states, timer=timer, sign_in=sign_in, model=model, options=options, destination=destination,
+                    job_view=job_view, results=results, my_jobs=my_jobs)
 
-        # ---- my jobs
-        with gr.Accordion("My jobs", open=True, elem_id="my-jobs"):
-            with gr.Row():
-                gr.Markdown("Your recent conversions. Click a row to show it above.")
-                refresh_button = gr.Button("Refresh", scale=0, size="sm", elem_id="refresh-jobs")
-            jobs_table = gr.Dataframe(headers=render.JOB_HEADERS, value=[], interactive=False, wrap=True,
-                                      datatype=["str", "str", "str", "str", "markdown"], elem_id="jobs-table")
-
-        # ================================================================== handlers
-
-        def jobs_for(user):
-            if not user:
-                return [], []
-            try:
-                jobs = api.recent_jobs(user, RECENT_JOBS)
-            except Exception:  # noqa: BLE001 - the list is secondary; the page must keep working
-                log.exception("listing jobs failed")
-                return [], []
-            return render.job_rows(jobs), [j["job_id"] for j in jobs]
-
-        def workers_text():
-            try:
-                return render.workers_note(api.workers())
-            except Exception:  # noqa: BLE001
-                log.exception("listing workers failed")
-                return render.message("Cannot reach the job queue right now.", "warning")
-
-        def on_load(session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            user, _ = identity(session, profile, oauth)
-            rows, ids = jobs_for(user)
-            how = "Hugging Face" if profile is not None else ""
-            return render.signed_in(user, how), workers_text(), rows, ids
-
-        demo.load(on_load, [session], [user_html, workers_html, jobs_table, job_ids_state], concurrency_limit=None,
-                  **QUIET)
-
-        # ---- sign-in with a token (self-hosted)
-        if token_box is not None:
-            def sign_in(token, session):
-                token = (token or "").strip()
-                if not token:
-                    return (session, gr.update(), render.message("Paste a Hugging Face token first.", "error"),
-                            gr.update(), gr.update(), gr.skip(), gr.skip())
-                try:
-                    user = api.whoami(token)
-                except UserInputError as error:
-                    return (session, "", render.message(safe_text(error, token), "error"), gr.update(visible=True),
-                            gr.update(visible=False), gr.skip(), gr.skip())
-                session = {"user": user, "token": token}
-                rows, ids = jobs_for(user)
-                return (session, gr.update(value="", visible=False), render.signed_in(user), gr.update(visible=False),
-                        gr.update(visible=True), rows, ids)
-
-            sign_in_outputs = [session, token_box, user_html, sign_in_button, sign_out_button, jobs_table,
-                               job_ids_state]
-            sign_in_button.click(sign_in, [token_box, session], sign_in_outputs, **QUIET)
-            token_box.submit(sign_in, [token_box, session], sign_in_outputs, **QUIET)
-
-            def sign_out():
-                return ({}, gr.update(value="", visible=True), render.signed_in(None), gr.update(visible=True),
-                        gr.update(visible=False), [], [])
-
-            sign_out_button.click(sign_out, None, [session, token_box, user_html, sign_in_button, sign_out_button,
-                                                   jobs_table, job_ids_state], **QUIET)
-
-        # ---- the model: suggestions while typing, then its summary
-        def suggest(data: gr.KeyUpData, session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            _, token = identity(session, profile, oauth)
-            found = models.search_models(data.input_value, token)
-            return gr.update(choices=found) if found else gr.skip()
-
-        model_box.key_up(suggest, [session], [model_box], trigger_mode="always_last", **POLLING)
-
-        def inspect(text, session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            user, token = identity(session, profile, oauth)
-            text = (text or "").strip()
-            if not text:
-                return (None, "", gr.update(choices=[], value=None, visible=False), gr.update(interactive=False),
-                        render.tolerance(None, "float16"), gr.update(placeholder=form.default_push_repo(user, None)))
-            summary = models.inspect_model(text, token)
-            if summary.error:
-                summary.error = Redactor(token)(summary.error)
-            task_update = gr.update(choices=form.task_choices(summary.tasks, summary.default_task),
-                                    value=summary.default_task, visible=summary.convertible)
-            return (summary, render.model_summary(summary, render.tracker_url()), task_update,
-                    gr.update(interactive=summary.convertible), gr.skip(),
-                    gr.update(placeholder=form.default_push_repo(user, summary.name if summary.repo_id else None)))
-
-        # ---- options: say at once what the engine would refuse
-        def check(summary, task, precision_value, sequence_text, target_value, naming_value, kv_cache_value,
-                  tolerance_value):
-            modality = summary.modality if summary is not None else "text"
-            level, note = form.sequence_note(sequence_text, modality)
-            problem = None
-            if level != "error" and summary is not None:
-                try:
-                    options = form.FormValues("", task, precision_value, sequence_text, "any", target_value,
-                                              naming_value, kv_cache=kv_cache_value,
-                                              tolerance=tolerance_value).options()
-                    problem = models.check_options(summary, task, options)
-                except UserInputError as error:
-                    problem = str(error)
-            thresholds = models.tolerances(summary, precision_value, tolerance_value)
-            return (render.message(note, level), render.message(problem, "error") if problem else "",
-                    render.tolerance(thresholds, precision_value))
-
-        option_inputs = [summary_state, task_radio, precision, sequence, target, naming, kv_cache, tolerance]
-        option_outputs = [sequence_html, options_html, tolerance_html]
-        for component in (task_radio, precision, target, naming, kv_cache, tolerance):
-            component.change(check, option_inputs, option_outputs, concurrency_limit=None, **QUIET)
-        sequence.change(check, option_inputs, option_outputs, concurrency_limit=None, trigger_mode="always_last",
-                        show_progress="hidden", **QUIET)
-        # The model's summary first, then the option checks against it.
-        model_box.change(
-            inspect, [model_box, session],
-            [summary_state, model_html, task_radio, convert_button, tolerance_html, push_repo],
-            concurrency_limit=None, trigger_mode="always_last", **QUIET,
-        ).then(check, option_inputs, option_outputs, concurrency_limit=None, **QUIET)
-
-        def push_changed(kind):
-            new_repo = kind != form.PULL_REQUEST
-            return gr.update(visible=new_repo), gr.update(visible=new_repo)
-
-        push.change(push_changed, [push], [push_repo, private], **QUIET)
-
-        # ---- the job view
-        view_outputs = [job_group, status_html, log_box, cancel_button, results_html, download_button,
-                        download_file, timer, view_state, jobs_table, job_ids_state]
-
-        def show(status, view, user, fresh=False):
-            """Outputs for view_outputs from a status; unchanged parts are skipped."""
-            view = dict(view or {})
-            active = render.is_active(status)
-            state = status.get("state")
-            log_text = render.log_html(status)
-            ended_now = not active and (fresh or view.get("state") != state)
-            results = render.results(status, render.report_url(status) if state == "failed" else None)
-            outputs = [
-                gr.update(visible=True),
-                render.job_status(status),
-                log_text if fresh or log_text != view.get("log") else gr.skip(),
-                gr.update(visible=active),
-                results if fresh or results != view.get("results") else gr.skip(),
-                gr.update(visible=package_zip.can_download(status)),
-                gr.update(value=None, visible=False) if fresh else gr.skip(),
-                gr.Timer(active=active),
-            ]
-            view.update(state=state, log=log_text, results=results)
-            if ended_now or fresh:
-                rows, ids = jobs_for(user)
-                outputs += [view, rows, ids]
-            else:
-                outputs += [view, gr.skip(), gr.skip()]
-            return outputs
-
-        def owned(status, user) -> bool:
-            return not status.get("user") or status.get("user") == user
-
-        def submit(model_text, task, precision_value, sequence_text, runner_value, target_value, naming_value,
-                   push_value, push_repo_value, private_value, push_anyway_value, kv_cache_value, tolerance_value,
-                   view, session,
-                   profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            user, token = identity(session, profile, oauth)
-            values = form.FormValues(model_text or "", task, precision_value, sequence_text, runner_value,
-                                     target_value, naming_value, push_value, push_repo_value, private_value,
-                                     push_anyway_value, kv_cache_value, tolerance_value)
-            try:
-                if not token:
-                    raise UserInputError("Sign in first: the package is pushed to your Hugging Face account.")
-                job_id = api.submit(values.to_spec(token, user))
-                status = api.status(job_id)
-            except UserInputError as error:
-                return [render.message(safe_text(error, token), "error"), gr.skip()] + [gr.skip()] * len(view_outputs)
-            except Exception as error:  # noqa: BLE001 - say it plainly; the details go to the log
-                log.error("submitting failed: %s", safe_text(error, token))
-                return ([render.message("The job could not be queued (the job service did not answer). "
-                                        "Try again in a moment.", "error"), gr.skip()]
-                        + [gr.skip()] * len(view_outputs))
-            return ["", job_id] + show(status, view, user, fresh=True)
-
-        convert_button.click(
-            submit,
-            [model_box, task_radio, precision, sequence, runner, target, naming, push, push_repo, private,
-             push_anyway, kv_cache, tolerance, view_state, session],
-            [submit_html, job_state] + view_outputs, concurrency_limit=None, **QUIET)
-
-        def poll(job_id, view, session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            user, _ = identity(session, profile, oauth)
-            if not job_id:
-                return [gr.skip()] * 7 + [gr.Timer(active=False)] + [gr.skip()] * 3
-            try:
-                status = api.status(job_id)
-            except Exception:  # noqa: BLE001 - Redis hiccup: keep polling, say nothing new
-                log.exception("status of %s failed", job_id)
-                return [gr.skip()] * len(view_outputs)
-            if not owned(status, user):
-                return [gr.skip()] * 7 + [gr.Timer(active=False)] + [gr.skip()] * 3
-            return show(status, view, user)
-
-        timer.tick(poll, [job_state, view_state, session], view_outputs, **POLLING)
-
-        def cancel(job_id, view, session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            user, _ = identity(session, profile, oauth)
-            if not job_id:
-                return [gr.skip()] * len(view_outputs)
-            try:
-                return show(api.cancel(job_id, user=user), view, user)
-            except UserInputError:  # not this user's job: nothing to show or change
-                return [gr.skip()] * len(view_outputs)
-
-        cancel_button.click(cancel, [job_state, view_state, session], view_outputs, concurrency_limit=None,
-                            **QUIET)
-
-        def download(job_id, session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            user, token = identity(session, profile, oauth)
-            status = api.status(job_id) if job_id else None
-            if not status or not owned(status, user):
-                return gr.update(visible=False), render.message("There is no package to download.", "error")
-            try:
-                path = package_zip.build_zip(status, token)
-            except UserInputError as error:
-                return gr.update(visible=False), render.message(safe_text(error, token), "error")
-            return gr.update(value=str(path), visible=True), ""
-
-        download_button.click(download, [job_state, session], [download_file, submit_html], concurrency_limit=4,
-                              **QUIET)
-
-        # ---- my jobs
-        def refresh(session, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-            user, _ = identity(session, profile, oauth)
-            rows, ids = jobs_for(user)
-            return rows, ids, workers_text()
-
-        refresh_button.click(refresh, [session], [jobs_table, job_ids_state, workers_html], concurrency_limit=None,
-                             **QUIET)
-
-        def open_job(ids, view, session, event: gr.SelectData, profile: gr.OAuthProfile | None,
-                     oauth: gr.OAuthToken | None):
-            user, _ = identity(session, profile, oauth)
-            row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-            if row is None or row >= len(ids):
-                return [gr.skip()] * (1 + len(view_outputs))
-            status = api.status(ids[row])
-            if not owned(status, user):
-                return [gr.skip()] * (1 + len(view_outputs))
-            return [ids[row]] + show(status, view, user, fresh=True)
-
-        jobs_table.select(open_job, [job_ids_state, view_state, session], [job_state] + view_outputs,
-                          concurrency_limit=None, **QUIET)
+        wire_page_load(demo, page)
+        wire_sign_in(page)
+        check = wire_options(page)
+        wire_model_choice(page, check)
+        wire_job(page)
+        wire_results(page)
+        wire_my_jobs(page)
     return demo
+
+
+# ---- sections: the components, in page order
+
+
+def sign_in_section(on_spaces: bool) -> SignIn:
+    with gr.Row(elem_id="signin"):
+        if on_spaces:
+            gr.LoginButton(value="Sign in with Hugging Face", size="md", scale=0, min_width=320)
+            return SignIn(gr.HTML(render.signed_in(None), elem_id="user"))
+        token_box = gr.Textbox(
+            label="Hugging Face token", type="password", placeholder="hf_…", scale=4, elem_id="token",
+            info="A token with write access (Hub settings → Access Tokens). It stays on this server.")
+        sign_in_button = gr.Button("Sign in", scale=0, min_width=140, elem_id="sign-in")
+        user_html = gr.HTML(render.signed_in(None), elem_id="user")
+        sign_out_button = gr.Button("Sign out", scale=0, min_width=120, size="sm", visible=False, elem_id="sign-out")
+    return SignIn(user_html, token_box, sign_in_button, sign_out_button)
+
+
+def model_section() -> ModelChoice:
+    gr.Markdown("### 1. Choose a model")
+    model_box = gr.Dropdown(
+        label="Model", info=form.HELP["model"], choices=[], value=None, allow_custom_value=True,
+        filterable=True, elem_id="model")
+    summary_html = gr.HTML(elem_id="model-summary")
+    task_radio = gr.Radio(label="Task", info=form.HELP["task"], choices=[], value=None, visible=False, elem_id="task")
+    return ModelChoice(model_box, summary_html, task_radio)
+
+
+# Notes shown under an option's field: their elem_id and first content.
+OPTION_NOTES = {
+    "sequence_length": ("sequence-note", lambda: render.message(form.sequence_note(OPTIONS["sequence_length"].default)[1])),
+    "tolerance": ("tolerance-thresholds", lambda: render.tolerance(None, OPTIONS["precision"].default)),
+}
+
+
+def option_component(name: str) -> gr.components.Component:
+    """The field of one engine option, from its row in the option table (label, help, choices,
+    default): a text box for free text, radio buttons for a few choices, a dropdown for many."""
+    spec = form.option_field(name)
+    elem_id = name.replace("_", "-")
+    if "choices" not in spec:
+        return gr.Textbox(**spec, elem_id=elem_id)
+    kind = gr.Dropdown if len(spec["choices"]) > 4 else gr.Radio
+    return kind(**spec, elem_id=elem_id)
+
+
+def options_section() -> OptionsForm:
+    """Every option of the option table, two to a row in the table's order, then where to validate."""
+    fields, notes = {}, {}
+    names = list(OPTIONS)
+    with gr.Accordion("2. Options: the defaults suit most apps", open=False, elem_id="options"):
+        for pair in (names[i:i + 2] for i in range(0, len(names), 2)):
+            with gr.Row():
+                for name in pair:
+                    with gr.Column():
+                        fields[name] = option_component(name)
+                        if name in OPTION_NOTES:
+                            elem_id, content = OPTION_NOTES[name]
+                            notes[name] = gr.HTML(content(), elem_id=elem_id)
+        with gr.Row():
+            with gr.Column():
+                runner = gr.Radio(form.RUNNER_CHOICES, value="any", label="Compute units to validate on",
+                                  info=form.HELP["runner"], elem_id="runner")
+                workers_html = gr.HTML(elem_id="workers")
+            push_anyway = gr.Checkbox(False, label="Push even if validation fails", info=form.HELP["push_anyway"],
+                                      elem_id="push-anyway")
+    return OptionsForm(fields, notes["sequence_length"], notes["tolerance"], runner, workers_html, push_anyway)
+
+
+def destination_section() -> Destination:
+    gr.Markdown("### 3. Where the result goes")
+    with gr.Row():
+        push = gr.Radio(form.PUSH_CHOICES, value=form.NEW_REPO, label="Push to", info=form.HELP["push"],
+                        elem_id="push")
+        push_repo = gr.Textbox(label="Repo name", placeholder=form.default_push_repo(None, None),
+                               info=form.HELP["push_repo"], elem_id="push-repo")
+        private = gr.Checkbox(False, label="Private repo", info=form.HELP["private"], elem_id="private")
+    problem_html = gr.HTML(elem_id="option-check")
+    convert_button = gr.Button("Convert", variant="primary", interactive=False, elem_id="convert")
+    submit_html = gr.HTML(elem_id="submit-message")
+    return Destination(push, push_repo, private, problem_html, convert_button, submit_html)
+
+
+def job_view_section(group: gr.Group) -> JobView:
+    status_html = gr.HTML(elem_id="job-status")
+    log_box = gr.HTML(elem_id="job-log")
+    cancel_button = gr.Button("Cancel this job", variant="stop", visible=False, elem_id="cancel")
+    return JobView(group, status_html, log_box, cancel_button)
+
+
+def results_section() -> Results:
+    results_html = gr.HTML(elem_id="job-results")
+    with gr.Row():
+        download_button = gr.Button("Download the package (.zip)", visible=False, elem_id="download")
+        download_file = gr.File(label="Package", visible=False, interactive=False, elem_id="download-file")
+    return Results(results_html, download_button, download_file)
+
+
+def my_jobs_section() -> MyJobs:
+    with gr.Accordion("My jobs", open=True, elem_id="my-jobs"):
+        with gr.Row():
+            gr.Markdown("Your recent conversions. Click a row to show it above.")
+            refresh_button = gr.Button("Refresh", scale=0, size="sm", elem_id="refresh-jobs")
+        jobs_table = gr.Dataframe(headers=render.JOB_HEADERS, value=[], interactive=False, wrap=True,
+                                  datatype=["str", "str", "str", "str", "markdown"], elem_id="jobs-table")
+    return MyJobs(refresh_button, jobs_table)
+
+
+# ---- shared by the handlers
+
+
+def jobs_for(user: str | None) -> tuple[list, list]:
+    """The "My jobs" rows and their job ids."""
+    if not user:
+        return [], []
+    try:
+        jobs = api.recent_jobs(user, RECENT_JOBS)
+    except Exception:  # noqa: BLE001 - the list is secondary; the page must keep working
+        log.exception("listing jobs failed")
+        return [], []
+    return render.job_rows(jobs), [j["job_id"] for j in jobs]
+
+
+def workers_text() -> str:
+    try:
+        return render.workers_note(api.workers())
+    except Exception:  # noqa: BLE001
+        log.exception("listing workers failed")
+        return render.message("Cannot reach the job queue right now.", "warning")
+
+
+def owned(status: dict, user: str | None) -> bool:
+    return not status.get("user") or status.get("user") == user
+
+
+def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: bool = False) -> dict:
+    """The job view's updates for a job's status, by component (some of page.view_outputs):
+    parts that did not change are left out."""
+    view = dict(view or {})
+    active = render.is_active(status)
+    state = status.get("state")
+    log_text = render.log_html(status)
+    results = render.results(status, render.report_url(status) if state == "failed" else None)
+    job_view, shown = page.job_view, page.results
+    updates = {
+        job_view.group: gr.update(visible=True),
+        job_view.status_html: render.job_status(status),
+        job_view.cancel_button: gr.update(visible=active),
+        shown.download_button: gr.update(visible=package_zip.can_download(status)),
+        page.timer: gr.Timer(active=active),
+    }
+    if fresh or log_text != view.get("log"):
+        updates[job_view.log_box] = log_text
+    if fresh or results != view.get("results"):
+        updates[shown.results_html] = results
+    if fresh:
+        updates[shown.download_file] = gr.update(value=None, visible=False)
+    ended_now = not active and (fresh or view.get("state") != state)
+    view.update(state=state, log=log_text, results=results)
+    updates[page.view] = view
+    if ended_now or fresh:
+        updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
+    return updates
+
+
+# ---- events, by section
+
+
+def wire_page_load(demo: gr.Blocks, page: Page) -> None:
+    def on_load(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
+        user, _ = identity(data[page.session], profile, oauth)
+        rows, ids = jobs_for(user)
+        return {page.sign_in.user_html: render.signed_in(user, "Hugging Face" if profile is not None else ""),
+                page.options.workers_html: workers_text(), page.my_jobs.jobs_table: rows, page.job_ids: ids}
+
+    demo.load(on_load, {page.session},
+              [page.sign_in.user_html, page.options.workers_html, page.my_jobs.jobs_table, page.job_ids],
+              concurrency_limit=None, **QUIET)
+
+
+def wire_sign_in(page: Page) -> None:
+    """Self-hosted: signing in and out with a token (a Space signs in with Hugging Face)."""
+    box = page.sign_in
+    if box.token_box is None:
+        return
+    outputs = [page.session, box.token_box, box.user_html, box.sign_in_button, box.sign_out_button,
+               page.my_jobs.jobs_table, page.job_ids]
+
+    def sign_in(data: dict) -> dict:
+        token = (data[box.token_box] or "").strip()
+        if not token:
+            return {box.user_html: render.message("Paste a Hugging Face token first.", "error")}
+        try:
+            user = api.whoami(token)
+        except ConverterError as error:  # a refused token, or the Hub unavailable
+            return {box.token_box: "", box.user_html: render.message(safe_text(error, token), "error"),
+                    box.sign_in_button: gr.update(visible=True), box.sign_out_button: gr.update(visible=False)}
+        rows, ids = jobs_for(user)
+        return {page.session: {"user": user, "token": token}, box.token_box: gr.update(value="", visible=False),
+                box.user_html: render.signed_in(user), box.sign_in_button: gr.update(visible=False),
+                box.sign_out_button: gr.update(visible=True), page.my_jobs.jobs_table: rows, page.job_ids: ids}
+
+    box.sign_in_button.click(sign_in, {box.token_box}, outputs, **QUIET)
+    box.token_box.submit(sign_in, {box.token_box}, outputs, **QUIET)
+
+    def sign_out() -> dict:
+        return {page.session: {}, box.token_box: gr.update(value="", visible=True), box.user_html: render.signed_in(None),
+                box.sign_in_button: gr.update(visible=True), box.sign_out_button: gr.update(visible=False),
+                page.my_jobs.jobs_table: [], page.job_ids: []}
+
+    box.sign_out_button.click(sign_out, None, outputs, **QUIET)
+
+
+def wire_options(page: Page) -> dict:
+    """Say at once what the engine would refuse, what the sequence length means and which
+    thresholds the tolerance gives. Returns the check as an event (fn, inputs, outputs),
+    which also runs once a model is read."""
+    fields, notes = page.options.fields, page.options
+    inputs = {page.summary, page.model.task_radio, *fields.values()}
+    outputs = [notes.sequence_html, page.destination.problem_html, notes.tolerance_html]
+
+    def check(data: dict) -> dict:
+        summary, task = data[page.summary], data[page.model.task_radio]
+        entered = {name: data[field] for name, field in fields.items()}
+        level, note = form.sequence_note(entered["sequence_length"], summary.modality if summary is not None else "text")
+        problem = None
+        if level != "error" and summary is not None:
+            try:
+                problem = models.check_options(summary, task, form.FormValues("", task, entered).options())
+            except UserInputError as error:
+                problem = str(error)
+        thresholds = models.tolerances(summary, entered["precision"], entered["tolerance"])
+        return {notes.sequence_html: render.message(note, level),
+                page.destination.problem_html: render.message(problem, "error") if problem else "",
+                notes.tolerance_html: render.tolerance(thresholds, entered["precision"])}
+
+    page.model.task_radio.change(check, inputs, outputs, concurrency_limit=None, **QUIET)
+    for field in fields.values():
+        typed = {"trigger_mode": "always_last", "show_progress": "hidden"} if isinstance(field, gr.Textbox) else {}
+        field.change(check, inputs, outputs, concurrency_limit=None, **typed, **QUIET)
+
+    def push_changed(data: dict) -> dict:
+        new_repo = data[page.destination.push] != form.PULL_REQUEST
+        return {page.destination.push_repo: gr.update(visible=new_repo), page.destination.private: gr.update(visible=new_repo)}
+
+    page.destination.push.change(push_changed, {page.destination.push},
+                                 [page.destination.push_repo, page.destination.private], **QUIET)
+    return {"fn": check, "inputs": inputs, "outputs": outputs}
+
+
+def wire_model_choice(page: Page, check: dict) -> None:
+    """Suggestions while typing, then the model's summary and tasks, then the option check."""
+    chosen = page.model
+
+    def suggest(data: dict, event: gr.KeyUpData, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+        _, token = identity(data[page.session], profile, oauth)
+        found = models.search_models(event.input_value, token)
+        return {chosen.model_box: gr.update(choices=found)} if found else gr.skip()
+
+    chosen.model_box.key_up(suggest, {page.session}, [chosen.model_box], trigger_mode="always_last", **POLLING)
+
+    def inspect(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
+        user, token = identity(data[page.session], profile, oauth)
+        text = (data[chosen.model_box] or "").strip()
+        if not text:
+            return {page.summary: None, chosen.summary_html: "",
+                    chosen.task_radio: gr.update(choices=[], value=None, visible=False),
+                    page.destination.convert_button: gr.update(interactive=False),
+                    page.options.tolerance_html: render.tolerance(None, "float16"),
+                    page.destination.push_repo: gr.update(placeholder=form.default_push_repo(user, None))}
+        summary = models.inspect_model(text, token)
+        if summary.error:
+            summary.error = Redactor(token)(summary.error)
+        return {page.summary: summary, chosen.summary_html: render.model_summary(summary, render.tracker_url()),
+                chosen.task_radio: gr.update(choices=form.task_choices(summary.tasks, summary.default_task),
+                                             value=summary.default_task, visible=summary.convertible),
+                page.destination.convert_button: gr.update(interactive=summary.convertible),
+                page.destination.push_repo: gr.update(
+                    placeholder=form.default_push_repo(user, summary.name if summary.repo_id else None))}
+
+    # The model's summary first, then the option checks against it.
+    chosen.model_box.change(
+        inspect, {chosen.model_box, page.session},
+        [page.summary, chosen.summary_html, chosen.task_radio, page.destination.convert_button,
+         page.options.tolerance_html, page.destination.push_repo],
+        concurrency_limit=None, trigger_mode="always_last", **QUIET,
+    ).then(**check, concurrency_limit=None, **QUIET)
+
+
+def wire_job(page: Page) -> None:
+    """Convert (queue a job and show it), then poll it while it runs, or cancel it."""
+    chosen, options, where = page.model, page.options, page.destination
+
+    def submit(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
+        user, token = identity(data[page.session], profile, oauth)
+        values = form.FormValues(
+            model=data[chosen.model_box] or "", task=data[chosen.task_radio],
+            option_values={name: data[field] for name, field in options.fields.items()},
+            runner=data[options.runner], push=data[where.push], push_repo=data[where.push_repo],
+            private=data[where.private], push_even_if_invalid=data[options.push_anyway])
+        try:
+            if not token:
+                raise UserInputError("Sign in first: the package is pushed to your Hugging Face account.")
+            job_id = api.submit(values.to_spec(token, user))
+            status = api.status(job_id)
+        except ConverterError as error:  # a request to fix, or the Hub unavailable (try again)
+            return {where.submit_html: render.message(safe_text(error, token), "error")}
+        except Exception as error:  # noqa: BLE001 - say it plainly; the details go to the log
+            log.error("submitting failed: %s", safe_text(error, token))
+            return {where.submit_html: render.message(
+                "The job could not be queued (the job service did not answer). Try again in a moment.", "error")}
+        return {where.submit_html: "", page.job: job_id, **show(page, status, data[page.view], user, fresh=True)}
+
+    where.convert_button.click(
+        submit,
+        {chosen.model_box, chosen.task_radio, *options.fields.values(), options.runner, options.push_anyway,
+         where.push, where.push_repo, where.private, page.view, page.session},
+        [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, **QUIET)
+
+    def stop_polling() -> dict:  # made when called: a Timer made while building would join the page
+        return {page.timer: gr.Timer(active=False)}
+
+    def poll(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+        user, _ = identity(data[page.session], profile, oauth)
+        if not data[page.job]:
+            return stop_polling()
+        try:
+            status = api.status(data[page.job])
+        except Exception:  # noqa: BLE001 - Redis hiccup: keep polling, say nothing new
+            log.exception("status of %s failed", data[page.job])
+            return gr.skip()
+        if not owned(status, user):
+            return stop_polling()
+        return show(page, status, data[page.view], user)
+
+    page.timer.tick(poll, {page.job, page.view, page.session}, page.view_outputs, **POLLING)
+
+    def cancel(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+        user, _ = identity(data[page.session], profile, oauth)
+        if not data[page.job]:
+            return gr.skip()
+        try:
+            return show(page, api.cancel(data[page.job], user=user), data[page.view], user)
+        except UserInputError:  # not this user's job: nothing to show or change
+            return gr.skip()
+
+    page.job_view.cancel_button.click(cancel, {page.job, page.view, page.session}, page.view_outputs,
+                                      concurrency_limit=None, **QUIET)
+
+
+def wire_results(page: Page) -> None:
+    """Download the finished package as a zip."""
+    shown, message = page.results, page.destination.submit_html
+
+    def download(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
+        user, token = identity(data[page.session], profile, oauth)
+        job_id = data[page.job]
+        status = api.status(job_id) if job_id else None
+        if not status or not owned(status, user):
+            return {shown.download_file: gr.update(visible=False),
+                    message: render.message("There is no package to download.", "error")}
+        try:
+            path = package_zip.build_zip(status, token)
+        except UserInputError as error:
+            return {shown.download_file: gr.update(visible=False), message: render.message(safe_text(error, token), "error")}
+        return {shown.download_file: gr.update(value=str(path), visible=True), message: ""}
+
+    shown.download_button.click(download, {page.job, page.session}, [shown.download_file, message],
+                                concurrency_limit=4, **QUIET)
+
+
+def wire_my_jobs(page: Page) -> None:
+    """Refresh the list; click a row to show that job above."""
+    jobs = page.my_jobs
+
+    def refresh(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
+        user, _ = identity(data[page.session], profile, oauth)
+        rows, ids = jobs_for(user)
+        return {jobs.jobs_table: rows, page.job_ids: ids, page.options.workers_html: workers_text()}
+
+    jobs.refresh_button.click(refresh, {page.session}, [jobs.jobs_table, page.job_ids, page.options.workers_html],
+                              concurrency_limit=None, **QUIET)
+
+    def open_job(data: dict, event: gr.SelectData, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+        user, _ = identity(data[page.session], profile, oauth)
+        ids = data[page.job_ids]
+        row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
+        if row is None or row >= len(ids):
+            return gr.skip()
+        status = api.status(ids[row])
+        if not owned(status, user):
+            return gr.skip()
+        return {page.job: ids[row], **show(page, status, data[page.view], user, fresh=True)}
+
+    jobs.jobs_table.select(open_job, {page.job_ids, page.view, page.session}, [page.job, *page.view_outputs],
+                           concurrency_limit=None, **QUIET)
 
 
 # ---------------------------------------------------------------------- running it

@@ -1,6 +1,7 @@
 """Command line: python -m converters SOURCE --task TASK --output DIR [--report FILE.json]
 
-Exit codes: 0 done, 2 the input is wrong (the message says what to do), 1 our failure.
+Exit codes: 0 done, 2 the input is wrong (the message says what to do), 1 our failure or the
+Hub is unavailable (transient: the same command may work later).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from .errors import UserInputError
-from .options import DEPLOYMENT_TARGETS, NAMINGS, ConversionOptions
+from .errors import HubUnavailable, UserInputError
+from .options import OPTIONS, ConversionOptions, Option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,19 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", default="auto", help="task to convert for, or 'auto' (default) to use the model's own")
     parser.add_argument("--output", required=True, type=Path, help="folder to write the package(s) into")
     parser.add_argument("--report", type=Path, help="write the JSON report to this file")
-    parser.add_argument("--precision", default="float16", help="float16 (default) or float32 compute precision")
-    parser.add_argument(
-        "--sequence-length",
-        default="128",
-        help="tokens: one number (128, default), a list (64,128,256) or a range (1-512; CPU only on device)",
-    )
-    parser.add_argument("--minimum-target", default="iOS17", help=f"minimum deployment target: {', '.join(DEPLOYMENT_TARGETS)}")
-    parser.add_argument("--naming", default="swift-transformers", help=f"input names and file layout: {', '.join(NAMINGS)}")
-    parser.add_argument(
-        "--kv-cache", default="none",
-        help="text-generation: 'stateful' keeps keys/values in Core ML states (keyCache/valueCache; iOS18+, "
-        "--sequence-length is then the context size), 'none' (default) recomputes the whole sequence",
-    )
+    for option in OPTIONS.values():  # the option table: one flag (and its aliases) per option
+        parser.add_argument(*option.cli_flags, dest=option.name, default=None, help=_flag_help(option),
+                            metavar=option.cli_flags[0].lstrip("-").replace("-", "_").upper())
     parser.add_argument(
         "--hub-name", default=None, metavar="OWNER/NAME",
         help="the Hub repo the package names for its tokenizer (metadata co.huggingface.exporters.name; "
@@ -48,13 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
         "or the folder name for a local folder)",
     )
     parser.add_argument("--token", default=None, help="Hugging Face token for private or gated models (default: $HF_TOKEN)")
-    parser.add_argument(
-        "--tolerance", default="default",
-        help="validation thresholds: strict (x0.25), default (the architecture's) or loose (x4) on the max difference",
-    )
     parser.add_argument("--no-validate", action="store_true", help="skip validation against PyTorch (the report says so)")
     parser.add_argument("--verbose", action="store_true", help="show the libraries' own logs and warnings")
     return parser
+
+
+def _flag_help(option: Option) -> str:
+    """An option's --help line from its row: the help, the choices, what each needs, the default."""
+    text = option.help
+    if option.choices:
+        text += f" One of: {', '.join(option.values)}."
+        for choice in option.choices:
+            if choice.needs:
+                text += f" {choice.value} needs {' or '.join(choice.needs)}."
+    return text.replace("%", "%%") + f" Default: {option.default}."
 
 
 def _quiet_libraries() -> None:
@@ -69,14 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         _quiet_libraries()
     try:
-        options = ConversionOptions.from_strings(
-            precision=args.precision,
-            sequence_length=args.sequence_length,
-            minimum_deployment_target=args.minimum_target,
-            naming=args.naming,
-            kv_cache=args.kv_cache,
-            tolerance=args.tolerance,
-        )
+        options = ConversionOptions.from_dict(vars(args))  # the option table's flags; unset: defaults
         hub_name = hub_name_option(args.hub_name)
         from .export import convert
 
@@ -86,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code  # 2: change the request
+    except HubUnavailable as error:  # transient and not ours: no trace, just what happened and to retry
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code  # 1: the same request may work later
     except Exception as error:  # noqa: BLE001 - report our own failures with a trace
         traceback.print_exc()
         print(f"error: the conversion failed: {error}", file=sys.stderr)
@@ -117,23 +111,42 @@ def hub_name_option(value: str | None) -> str | None:
     return reference.repo_id
 
 
-def print_outcome(report: dict) -> int:
-    """What a person reads at the end of a run; the exit code (1 if validation failed)."""
-    for package in report.get("packages", []):
-        print(f"wrote {package['path']}")
-    if report.get("tokenizer_repo"):
-        print(f"tokenizer repo named in the package (co.huggingface.exporters.name): {report['tokenizer_repo']}")
-    for warning in report["warnings"]:
+def print_outcome(report) -> int:
+    """What a person reads at the end of a run (`report`: result.report, or a ConversionReport);
+    the exit code (1 if validation failed)."""
+    from .report import ConversionReport
+
+    if not isinstance(report, ConversionReport):
+        report = ConversionReport.from_json(report)
+    for package in report.packages:
+        print(f"wrote {package.path}")
+    if report.tokenizer_repo:
+        print(f"tokenizer repo named in the package (co.huggingface.exporters.name): {report.tokenizer_repo}")
+    for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    validation = report["validation"]
-    if validation.get("skipped"):
-        print(f"validation: skipped — {validation['message']}")
+    return print_validation(report.validation)
+
+
+FAILURES_SHOWN = 10  # the report file lists them all
+
+
+def print_validation(validation) -> int:
+    """validation: its summary, the failed checks, where it can run; the exit code (1 unless
+    it passed or was skipped)."""
+    if validation.skipped:
+        print(f"validation: {validation.summary()}")
         return 0
-    print(f"validation ({validation['kind']}): {'passed' if validation['passed'] else 'FAILED'} — {validation['message']}")
-    for part, analysis in validation.get("compute_units", {}).items():
+    kind = f" ({validation.kind})" if validation.kind else ""
+    print(f"validation{kind}: {validation.summary()}")
+    failures = validation.failures()
+    for line in failures[:FAILURES_SHOWN]:
+        print(f"  failed: {line}")
+    if len(failures) > FAILURES_SHOWN:
+        print(f"  ... and {len(failures) - FAILURES_SHOWN} more failed checks (--report writes them all)")
+    for part, analysis in validation.compute_units.items():
         units = ", ".join(f"{unit}: {value}" for unit, value in analysis["units"].items())
         print(f"compute units ({part}): {units}")
-    if not validation["passed"]:
+    if not validation.passed:
         print("error: validation failed: the package does not compute what the PyTorch model computes.", file=sys.stderr)
         return 1
     return 0

@@ -1,22 +1,21 @@
-"""Conversion options: what a user may choose, their defaults, and parsing from text
-(CLI flags and the web form) with messages that say what is accepted."""
+"""Conversion options: what a user may choose. `ConversionOptions` is the option table:
+each field is one row (`option(...)`: label, one-line help, default, choices or a parser
+for free text, CLI flags, and the deployment target a choice needs). The CLI flags
+(converters/__main__.py), JobSpec's options (worker/spec.py) and the form's option
+fields (ui/form.py, app.py) are all built from it: a new option is one field here plus
+the code that uses it."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
 
 from .errors import UserInputError
 
-PRECISIONS = ("float16", "float32")
-NAMINGS = ("swift-transformers", "exporters")
-KV_CACHES = ("none", "stateful")  # stateful: keyCache/valueCache Core ML states (iOS 18+)
 # How far a package may differ from PyTorch: a factor on the architecture's max-difference
-# thresholds (and the matching change of the PSNR floor).
+# thresholds (and the matching change of the PSNR floor). Keys: the tolerance option's choices.
 TOLERANCES = {"strict": 0.25, "default": 1.0, "loose": 4.0}
-# Core ML ML Programs need iOS 15 / macOS 12 at least; iOS 18 / macOS 15 adds states and
-# the fused attention op.
-DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
 DEFAULT_SEQUENCE_LENGTH = 128
 
 
@@ -76,70 +75,178 @@ class SequenceLength:
         return cls(sizes, is_range)
 
 
+# ---------------------------------------------------------------------- the option table
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One accepted value of an option."""
+
+    value: str
+    label: str = ""  # what the form shows; the value itself when empty
+    aliases: tuple[str, ...] = ()  # other spellings read from text ("fp16"); case never matters
+    needs: tuple[str, ...] = ()  # the oldest deployment target it runs on, one per platform
+
+    @property
+    def text(self) -> str:
+        return self.label or self.value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One row of the option table."""
+
+    name: str  # the ConversionOptions field; the key in JobSpec, reports and the form
+    label: str  # the form's label
+    help: str  # one line: the form's info text and the CLI flag's help
+    default: str  # as text, read like any value given
+    choices: tuple[Choice, ...] = ()  # the accepted values; none: free text read by `parse`
+    parse: Callable[[str], Any] | None = None
+    flags: tuple[str, ...] = ()  # CLI flags; none: --<name-with-dashes>
+    term: str = ""  # the option in messages ("Unknown precision 'fp8'"); none: the label
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(choice.value for choice in self.choices)
+
+    @property
+    def cli_flags(self) -> tuple[str, ...]:
+        return self.flags or (f"--{self.name.replace('_', '-')}",)
+
+    @property
+    def noun(self) -> str:
+        if self.term:
+            return self.term
+        acronym = len(self.label) > 1 and self.label[1].isupper()  # "KV cache" stays as it is
+        return self.label if acronym else self.label[:1].lower() + self.label[1:]
+
+    def read(self, text: Any) -> Any:
+        """The value loosely written `text` stands for; None or blank: the default."""
+        if text is None or not str(text).strip():
+            text = self.default
+        if self.parse is not None:
+            return self.parse(text)
+        given = str(text).strip()
+        for choice in self.choices:
+            if given.lower() in (choice.value.lower(), *(alias.lower() for alias in choice.aliases)):
+                return choice.value
+        raise UserInputError(f"Unknown {self.noun} '{given}'. Choose one of: {', '.join(self.values)}.")
+
+    def check(self, value: Any) -> None:
+        """Refuse a value that is not exactly one of the choices (values built in code)."""
+        if self.choices and value not in self.values:
+            raise UserInputError(f"Unknown {self.noun} '{value}'. Choose one of: {', '.join(self.values)}.")
+
+    def needed_targets(self, value: Any) -> tuple[str, ...]:
+        """The deployment targets `value` needs (one per platform), or () if any will do."""
+        return next((choice.needs for choice in self.choices if choice.value == value), ())
+
+
+_ROW = "option"  # the metadata key of a ConversionOptions field's row
+
+
+def option(*, label: str, help: str, default: str, choices=(), parse=None, flags=(), term: str = "") -> Any:
+    """A ConversionOptions field holding its row of the option table."""
+    row = Option("", label, help, default, tuple(choices), parse, tuple(flags), term)
+    return field(default=row.read(default), metadata={_ROW: row})
+
+
+def meets(target: str, needs: tuple[str, ...]) -> bool:
+    """Whether deployment target `target` is at least what `needs` asks on its platform:
+    meets("iOS18", ("iOS18", "macOS15")) is True, meets("iOS17", ...) and meets("macOS14", ...) are not."""
+    if not needs:
+        return True
+    platform = target.rstrip("0123456789")
+    for need in needs:
+        if need.rstrip("0123456789") == platform:
+            return int(target[len(platform):]) >= int(need[len(platform):])
+    return False
+
+
+_STATES = ("iOS18", "macOS15")  # Core ML states (stateful models) arrive with iOS 18 / macOS 15
+
+
 @dataclass(frozen=True)
 class ConversionOptions:
-    precision: str = "float16"
-    sequence_length: SequenceLength = field(default_factory=SequenceLength)
-    minimum_deployment_target: str = "iOS17"
-    naming: str = "swift-transformers"
-    kv_cache: str = "none"
-    tolerance: str = "default"
+    """What a user may choose: the option table, one field (one row) per option."""
+
+    precision: str = option(
+        label="Precision", default="float16",
+        help="float16 is what iPhones and Macs run fastest; float32 keeps every digit but stays off the Neural Engine.",
+        choices=[
+            Choice("float16", "float16: half the size, runs on the Neural Engine (recommended)", aliases=("fp16",)),
+            Choice("float32", "float32: exact, CPU and GPU only", aliases=("fp32",)),
+        ],
+    )
+    sequence_length: SequenceLength = option(
+        label="Sequence length", default=str(DEFAULT_SEQUENCE_LENGTH), parse=SequenceLength.parse,
+        help="Tokens per input: one number (128), a list (64,128,256) or a range (1-512). A range runs on the CPU only.",
+    )
+    # ML Programs need iOS 15 / macOS 12 at least; iOS 18 / macOS 15 add states and the fused attention op.
+    minimum_deployment_target: str = option(
+        label="Minimum deployment target", default="iOS17", flags=("--minimum-target", "--minimum-deployment-target"),
+        help="The oldest iOS/macOS the package must run on. iOS18/macOS15 add stateful KV caches and fused attention.",
+        choices=[Choice(target) for target in (
+            "iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")],
+    )
+    naming: str = option(
+        label="Naming", default="swift-transformers",
+        help="Input/output names and file layout. Keep swift-transformers unless your app expects the old exporters layout.",
+        choices=[
+            Choice("swift-transformers", "swift-transformers (inputIds, attentionMask, logits: what Swift apps load)"),
+            Choice("exporters", "exporters (input_ids, attention_mask; coreml/<task>/ folders)"),
+        ],
+    )
+    # stateful: keyCache/valueCache Core ML states (checked with the model in configs/text.py)
+    kv_cache: str = option(
+        label="KV cache", default="none",
+        help="Text generation: stateful is swift-transformers' fastest path (iOS18+); the sequence length is the context size.",
+        choices=[
+            Choice("none", "None: each call reads the whole sequence (iOS 17+)"),
+            Choice("stateful", "Stateful: keyCache/valueCache states, fastest generation (iOS 18+)", needs=_STATES),
+        ],
+    )
+    tolerance: str = option(
+        label="Validation tolerance", term="tolerance", default="default",
+        help="How close the package must stay to PyTorch, relative to the architecture's thresholds.",
+        choices=[
+            Choice("strict", "Strict (¼ of the difference)"),
+            Choice("default", "The architecture's (recommended)"),
+            Choice("loose", "Loose (4× the difference)"),
+        ],
+    )
 
     def __post_init__(self):
-        _check_choice("tolerance", self.tolerance, tuple(TOLERANCES))
-        _check_choice("KV cache", self.kv_cache, KV_CACHES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("naming", self.naming, NAMINGS)
-        _check_choice("minimum deployment target", self.minimum_deployment_target, DEPLOYMENT_TARGETS)
+        for name, row in OPTIONS.items():
+            row.check(getattr(self, name))
 
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["sequence_length"] = str(self.sequence_length)
-        return data
+    def to_dict(self) -> dict[str, str]:
+        """Every option as text: what JobSpec, reports and package metadata store."""
+        return {name: str(getattr(self, name)) for name in OPTIONS}
 
     @classmethod
-    def from_strings(
-        cls,
-        precision: str | None = None,
-        sequence_length: str | int | None = None,
-        minimum_deployment_target: str | None = None,
-        naming: str | None = None,
-        kv_cache: str | None = None,
-        tolerance: str | None = None,
-    ) -> "ConversionOptions":
-        """Build options from loosely written text: 'fp16', 'ios18', '64,128' ..."""
-        kwargs = {"sequence_length": SequenceLength.parse(sequence_length)}
-        if kv_cache:
-            kwargs["kv_cache"] = kv_cache.lower()
-        if tolerance:
-            kwargs["tolerance"] = tolerance.lower()
-        if precision:
-            kwargs["precision"] = {"fp16": "float16", "fp32": "float32"}.get(precision.lower(), precision.lower())
-        if minimum_deployment_target:
-            kwargs["minimum_deployment_target"] = _canonical_target(minimum_deployment_target)
-        if naming:
-            kwargs["naming"] = naming.lower()
-        return cls(**kwargs)
+    def from_strings(cls, **text: Any) -> "ConversionOptions":
+        """Options from loosely written text by option name ('fp16', 'ios18', '64,128' ...);
+        a missing, None or blank value means the default."""
+        unknown = sorted(set(text) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**{name: row.read(text.get(name)) for name, row in OPTIONS.items()})
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ConversionOptions":
-        return cls.from_strings(
-            precision=data.get("precision"),
-            sequence_length=data.get("sequence_length"),
-            minimum_deployment_target=data.get("minimum_deployment_target"),
-            naming=data.get("naming"),
-            kv_cache=data.get("kv_cache"),
-            tolerance=data.get("tolerance"),
-        )
+    def from_dict(cls, data: dict, *, strict: bool = False) -> "ConversionOptions":
+        """Options from stored JSON or a request. Other keys are ignored (what older versions
+        wrote), or refused with a message when `strict` (what a client sends)."""
+        unknown = sorted(set(data) - set(OPTIONS))
+        if strict and unknown:
+            raise UserInputError(f"Unknown option(s): {', '.join(unknown)}. Known options: {', '.join(OPTIONS)}.")
+        return cls.from_strings(**{name: data.get(name) for name in OPTIONS})
 
 
-def _canonical_target(text: str) -> str:
-    for target in DEPLOYMENT_TARGETS:
-        if target.lower() == text.strip().lower():
-            return target
-    return text
+# The table by option name, in the fields' order.
+OPTIONS: dict[str, Option] = {f.name: replace(f.metadata[_ROW], name=f.name) for f in fields(ConversionOptions)}
 
-
-def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserInputError(f"Unknown {what} '{value}'. Choose one of: {', '.join(choices)}.")
+PRECISIONS = OPTIONS["precision"].values
+NAMINGS = OPTIONS["naming"].values
+KV_CACHES = OPTIONS["kv_cache"].values
+DEPLOYMENT_TARGETS = OPTIONS["minimum_deployment_target"].values

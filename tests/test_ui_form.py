@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from converters.errors import UserInputError
+from converters.options import OPTIONS
 from ui import form
 from worker.spec import NEW_REPO, PULL_REQUEST
 
@@ -15,7 +16,8 @@ TOKEN = "hf_alice_write_token"
 def values(**overrides) -> form.FormValues:
     base = dict(model="alice/tiny-bert", task="fill-mask")
     base.update(overrides)
-    return form.FormValues(**base)
+    option_values = {name: base.pop(name) for name in list(base) if name in OPTIONS}
+    return form.FormValues(**base, option_values=option_values)
 
 
 def test_defaults_make_the_default_job():
@@ -31,7 +33,7 @@ def test_defaults_make_the_default_job():
 
 def test_every_option_reaches_the_spec():
     spec = values(model="https://huggingface.co/alice/tiny-bert/tree/v1", precision="float32", sequence_length=" 64, 128 ",
-                  runner="macos", minimum_target="iOS18", naming="exporters", push_repo=" alice/custom ", private=True,
+                  runner="macos", minimum_deployment_target="iOS18", naming="exporters", push_repo=" alice/custom ", private=True,
                   push_even_if_invalid=True).to_spec(TOKEN, "alice")
     assert spec.repo_id == "alice/tiny-bert" and spec.revision == "v1"
     assert spec.options.precision == "float32" and spec.options.sequence_length.sizes == (64, 128)
@@ -88,13 +90,13 @@ def test_choices_cover_what_the_engine_accepts():
     from converters.options import DEPLOYMENT_TARGETS, KV_CACHES, NAMINGS, PRECISIONS, TOLERANCES
     from worker.spec import PUSH_KINDS, RUNNERS
 
-    assert [v for _, v in form.PRECISION_CHOICES] == list(PRECISIONS)
-    assert [v for _, v in form.NAMING_CHOICES] == list(NAMINGS)
-    assert [v for _, v in form.KV_CACHE_CHOICES] == list(KV_CACHES)
-    assert [v for _, v in form.TOLERANCE_CHOICES] == list(TOLERANCES)
+    assert [v for _, v in form.option_field("precision")["choices"]] == list(PRECISIONS)
+    assert [v for _, v in form.option_field("naming")["choices"]] == list(NAMINGS)
+    assert [v for _, v in form.option_field("kv_cache")["choices"]] == list(KV_CACHES)
+    assert [v for _, v in form.option_field("tolerance")["choices"]] == list(TOLERANCES)
     assert [v for _, v in form.RUNNER_CHOICES] == list(RUNNERS)
     assert [v for _, v in form.PUSH_CHOICES] == list(PUSH_KINDS)
-    assert form.DEFAULT_TARGET in DEPLOYMENT_TARGETS
+    assert form.option_field("minimum_deployment_target")["value"] in DEPLOYMENT_TARGETS
     assert all(len(text) < 160 for text in form.HELP.values()), "help must stay one line"
 
 

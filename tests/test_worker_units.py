@@ -30,7 +30,7 @@ def test_spec_reads_urls_aliases_and_loose_values():
     spec = build("https://huggingface.co/alice/tiny-bert/tree/v1.0", task="masked-lm", push="PR",
                  options={"precision": "fp32", "sequence_length": 64, "minimum_deployment_target": "ios18"})
     assert (spec.repo_id, spec.revision, spec.task) == ("alice/tiny-bert", "v1.0", "fill-mask")
-    assert spec.options == ConversionOptions.from_strings("float32", "64", "iOS18")
+    assert spec.options == ConversionOptions.from_strings(precision="float32", sequence_length="64", minimum_deployment_target="iOS18")
     assert spec.push.kind == PULL_REQUEST and spec.push_repo_id == "alice/tiny-bert"
     assert build(private=True, user="bob").push_repo_id == "bob/tiny-bert-coreml"
     assert build(push="pull-request", private=True).push.private is False  # a PR has no visibility of its own

@@ -1,26 +1,17 @@
 """The conversion form: its choices, defaults and one-line help, and turning what was
-entered into a checked JobSpec (worker.spec), whose messages say what to fix."""
+entered into a checked JobSpec (worker.spec), whose messages say what to fix. The engine's
+options (precision, sequence length, ...) come from the option table (converters/options.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from converters.errors import UserInputError
-from converters.options import DEPLOYMENT_TARGETS, NAMINGS, PRECISIONS, ConversionOptions, SequenceLength
+from converters.options import OPTIONS, ConversionOptions, SequenceLength
 from converters.tasks import TASKS
 from worker.spec import NEW_REPO, PULL_REQUEST, JobSpec
 
-DEFAULT_SEQUENCE_LENGTH = "128"
-DEFAULT_TARGET = "iOS17"
-
-PRECISION_CHOICES = [
-    ("float16: half the size, runs on the Neural Engine (recommended)", "float16"),
-    ("float32: exact, CPU and GPU only", "float32"),
-]
-NAMING_CHOICES = [
-    ("swift-transformers (inputIds, attentionMask, logits: what Swift apps load)", "swift-transformers"),
-    ("exporters (input_ids, attention_mask; coreml/<task>/ folders)", "exporters"),
-]
 RUNNER_CHOICES = [
     ("Any worker: reference executor, exact fp32 and fp16 device emulation", "any"),
     ("A Mac runner: also real Core ML on CPU, GPU and Neural Engine", "macos"),
@@ -30,21 +21,28 @@ PUSH_CHOICES = [
     ("A pull request to the model's repo", PULL_REQUEST),
 ]
 
+# One line of help per field: the engine options' from the option table, then the form's own.
 HELP = {
+    **{name: option.help for name, option in OPTIONS.items()},
     "model": "A Hub model ID (owner/name) or its URL. Type a few letters for suggestions.",
     "task": "What the package computes. The model's own task is preselected.",
-    "precision": "float16 is what iPhones and Macs run fastest; float32 keeps every digit but stays off the Neural Engine.",
-    "sequence_length": "Tokens per input: one number (128), a list (64,128,256) or a range (1-512). A range runs on the CPU only.",
     "runner": "Every package is checked against PyTorch. A Mac runner also runs it on real Core ML hardware.",
-    "target": "The oldest iOS/macOS the package must run on. iOS18/macOS15 add stateful KV caches and fused attention.",
-    "tolerance": "How close the package must stay to PyTorch, relative to the architecture's thresholds.",
     "push_anyway": "Off by default: a package that fails validation is not pushed.",
-    "naming": "Input/output names and file layout. Keep swift-transformers unless your app expects the old exporters layout.",
-    "kv_cache": "Text generation: stateful is swift-transformers' fastest path (iOS18+); the sequence length is the context size.",
     "push": "Where the converted package goes.",
     "push_repo": "Leave empty for <you>/<model>-coreml.",
     "private": "Only you (and your organisation) can see a private repo.",
 }
+
+
+def option_field(name: str) -> dict[str, Any]:
+    """The form field of engine option `name`, from its row in the option table: label,
+    info (its help), value (its default) and, unless it is free text, choices as
+    (label, value) pairs."""
+    option = OPTIONS[name]
+    spec: dict[str, Any] = {"label": option.label, "info": option.help, "value": option.default}
+    if option.choices:
+        spec["choices"] = [(choice.text, choice.value) for choice in option.choices]
+    return spec
 
 
 def task_choices(tasks: list[str], default: str | None) -> list[tuple[str, str]]:
@@ -80,31 +78,20 @@ def sequence_note(text: str, modality: str | None = "text") -> tuple[str, str]:
 
 @dataclass
 class FormValues:
-    """What the form holds when Convert is clicked."""
+    """What the form holds when Convert is clicked. `option_values`: the engine options as
+    entered, by their names in the option table (missing or blank: the default)."""
 
     model: str
     task: str | None
-    precision: str = "float16"
-    sequence_length: str = DEFAULT_SEQUENCE_LENGTH
+    option_values: dict[str, Any] = field(default_factory=dict)
     runner: str = "any"
-    minimum_target: str = DEFAULT_TARGET
-    naming: str = "swift-transformers"
     push: str = NEW_REPO
     push_repo: str = ""
     private: bool = False
     push_even_if_invalid: bool = False
-    kv_cache: str = "none"
-    tolerance: str = "default"
 
     def options(self) -> ConversionOptions:
-        return ConversionOptions.from_strings(
-            precision=self.precision,
-            sequence_length=(self.sequence_length or "").strip() or DEFAULT_SEQUENCE_LENGTH,
-            minimum_deployment_target=self.minimum_target,
-            naming=self.naming,
-            kv_cache=self.kv_cache,
-            tolerance=self.tolerance,
-        )
+        return ConversionOptions.from_strings(**self.option_values)
 
     def to_spec(self, token: str | None, user: str | None) -> JobSpec:
         """A checked JobSpec; raises UserInputError with what to fix."""
@@ -128,36 +115,18 @@ class FormValues:
         )
 
 
-TOLERANCE_CHOICES = [
-    ("Strict (¼ of the difference)", "strict"),
-    ("The architecture's (recommended)", "default"),
-    ("Loose (4× the difference)", "loose"),
-]
-
-KV_CACHE_CHOICES = [
-    ("None: each call reads the whole sequence (iOS 17+)", "none"),
-    ("Stateful: keyCache/valueCache states, fastest generation (iOS 18+)", "stateful"),
-]
-
-
 def default_push_repo(user: str | None, model_name: str | None) -> str:
     """The placeholder of the target-repo field: where a new repo goes by default."""
     return f"{user or '<you>'}/{model_name or '<model>'}-coreml"
 
 
 __all__ = [
-    "DEPLOYMENT_TARGETS",
     "FormValues",
     "HELP",
-    "KV_CACHE_CHOICES",
-    "TOLERANCE_CHOICES",
-    "NAMINGS",
-    "NAMING_CHOICES",
-    "PRECISIONS",
-    "PRECISION_CHOICES",
     "PUSH_CHOICES",
     "RUNNER_CHOICES",
     "default_push_repo",
+    "option_field",
     "sequence_note",
     "task_choices",
 ]
