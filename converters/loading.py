@@ -10,25 +10,17 @@ import torch
 
 from .configs import CoreMLConfig
 from .errors import UserInputError
-from .tasks import normalize_task, task_from_architectures
 
 
-def resolve_task(requested: str, config_cls: type[CoreMLConfig], hf_config) -> str:
-    """The task to convert for: the requested one, or for 'auto' the checkpoint's own."""
-    available = config_cls.available_tasks(hf_config)
-    model_type = hf_config.model_type
-    if requested.strip().lower() == "auto":
-        trained_for = task_from_architectures(getattr(hf_config, "architectures", None))
-        if trained_for in available:
-            return trained_for
-        return available[0]
-    task = normalize_task(requested)
-    if task not in available:
-        raise UserInputError(
-            f"The task '{task}' is not available for {model_type} models. "
-            f"Available for {model_type}: {', '.join(available)}."
-        )
-    return task
+def resolve_task(requested: str, config_cls: type[CoreMLConfig], hf_config, source=None) -> str:
+    """The task to convert for: the requested one, or for 'auto' the model's own, by the rule
+    the form and the worker use too (preflight.model_tasks). `source` (a ModelSource) gives
+    the pipeline tag that rule reads: the Hub's for a Hub repo, the model card's for a folder.
+    `config_cls` is the architecture's config class (model_tasks finds the same one)."""
+    from .preflight import model_tasks, source_pipeline_tag
+
+    pipeline_tag = source_pipeline_tag(source) if source is not None else None
+    return model_tasks(hf_config, pipeline_tag).choose(requested)
 
 
 def load_hf_config(path: Path):

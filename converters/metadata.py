@@ -1,5 +1,7 @@
 """Metadata written into every package: the keys swift-transformers and exporters-era
-tools read (see shared/DESIGN.md), plus versions and the options used."""
+tools read (swift-transformers' Sources/Models/LanguageModel.swift reads
+co.huggingface.exporters.name; README, "Command line", --hub-name), plus versions and the
+options used."""
 
 from __future__ import annotations
 

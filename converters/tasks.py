@@ -1,5 +1,6 @@
-"""The task registry: which tasks exist, their exporters-era aliases, and how to pick one
-from a model's config when the user asks for `auto`."""
+"""The task registry: which tasks exist, their exporters-era aliases, and the task a
+checkpoint's architecture was trained for (preflight.automatic_task picks the one `auto`
+means from it and the pipeline tag)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ ALIASES = {
     "sequence-classification": "text-classification",
 }
 
-# Hub pipeline tags and transformers architecture suffixes that name our tasks.
+# transformers architecture suffixes that name our tasks (Hub pipeline tags: preflight.PIPELINE_TASKS).
 _ARCHITECTURE_SUFFIXES = [
     ("ForCausalLM", "text-generation"),
     ("LMHeadModel", "text-generation"),

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserInputError
+from .report import ValidationReport
 
 
 def options_from_package(info: dict):
@@ -42,7 +43,7 @@ def validate_package(package: Path, source: str, task: str, token: str | None = 
     model_source = open_source(source, token=token)
     hf_config = load_hf_config(model_source.path)
     config_cls = config_class_for(hf_config.model_type)
-    resolved = resolve_task(task, config_cls, hf_config)
+    resolved = resolve_task(task, config_cls, hf_config, source=model_source)
     cfg = config_cls(hf_config, resolved, options_from_package(info), load_preprocessor(model_source.path))
     part = info["metadata"].get("coreml_converter_part", cfg.parts()[0])
     if part not in cfg.parts():
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.report:
         args.report.write_text(json.dumps(report, indent=2))
-    validation = report["validation"]
-    print(f"validation ({validation['kind']}): {'passed' if validation['passed'] else 'FAILED'} — {validation['message']}")
-    return 0 if validation["passed"] else 1
+    from .__main__ import print_validation
+
+    return print_validation(ValidationReport.from_json(report["validation"]))
 
 
 if __name__ == "__main__":

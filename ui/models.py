@@ -3,8 +3,9 @@ summary (architecture, size, the tasks we can convert it for, or why it cannot b
 
 Everything goes through huggingface_hub on the server, so a self-hosted Hub
 (`HF_ENDPOINT`) works, and a private or gated model is read with the user's token.
-The checks are the engine's own (converters.source, converters.configs), so the form
-says "no" for the same reasons a job would.
+The checks are the engine's own preflight (converters/preflight.py), the one the worker's
+resolve stage runs, so the form says "no" for the same reasons a job would, and preselects
+the task `auto` converts for.
 """
 
 from __future__ import annotations
@@ -16,34 +17,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converters.errors import UserInputError
+from converters.errors import HubUnavailable, UserInputError
 from converters.options import ConversionOptions
-from converters.source import HubReference, check_config, check_files, hub_api, hub_errors, parse_hub_reference
+from converters.preflight import HubModel, automatic_task, preflight
+from converters.source import parse_hub_reference
 
 log = logging.getLogger(__name__)
 
 SEARCH_LIMIT = 12
 SEARCH_TIMEOUT = 5  # seconds
-
-# Hub pipeline tags -> the task we convert for (when the architecture serves it).
-PIPELINE_TASKS = {
-    "text-generation": "text-generation",
-    "fill-mask": "fill-mask",
-    "feature-extraction": "feature-extraction",
-    "sentence-similarity": "feature-extraction",
-    "image-feature-extraction": "feature-extraction",
-    "text-classification": "text-classification",
-    "zero-shot-classification": "text-classification",
-    "token-classification": "token-classification",
-    "question-answering": "question-answering",
-    "multiple-choice": "multiple-choice",
-    "text2text-generation": "text2text-generation",
-    "translation": "text2text-generation",
-    "summarization": "text2text-generation",
-    "image-classification": "image-classification",
-    "image-segmentation": "semantic-segmentation",
-    "object-detection": "object-detection",
-}
 
 
 @dataclass
@@ -126,8 +108,12 @@ def inspect_model(text: str, token: str | None = None) -> ModelSummary:
     try:
         ref = parse_hub_reference(text)
         summary.repo_id, summary.revision = ref.repo_id, ref.revision
-        _read(summary, ref, token)
-    except UserInputError as error:
+        found = HubModel(ref)
+        try:
+            preflight(ref, token, found=found)
+        finally:
+            _describe(summary, found)
+    except (UserInputError, HubUnavailable) as error:
         summary.error = str(error)
     except Exception as error:  # noqa: BLE001 - an unexpected Hub answer must not break the page
         log.warning("inspecting %r failed: %r", text, error)
@@ -135,68 +121,34 @@ def inspect_model(text: str, token: str | None = None) -> ModelSummary:
     return summary
 
 
-def _read(summary: ModelSummary, ref: HubReference, token: str | None) -> None:
-    from converters.configs import config_class_for
-    from converters.source import inspect_hub_model
-
-    where = f"The model '{ref.repo_id}'"
-    info = inspect_hub_model(ref, token)
-    summary.sha = info.sha
-    summary.private = bool(info.private)
-    summary.gated = bool(info.gated)
-    summary.pipeline_tag = info.pipeline_tag
-    siblings = info.siblings or []
-    summary.weight_bytes = sum(s.size or 0 for s in siblings if s.rfilename.endswith(".safetensors"))
-    summary.parameters = info.safetensors.total if info.safetensors else None
-    files = [s.rfilename for s in siblings]
-    with hub_errors(ref, token):
-        # Gated repos show their metadata to anyone; their files need the user's access.
-        hub_api(token).auth_check(ref.repo_id, token=token or False)
-    check_files(files, where)
-
-    with tempfile.TemporaryDirectory(prefix="coreml-ui-") as folder:
-        config_path = _download(ref.repo_id, "config.json", info.sha or ref.revision, token, Path(folder))
-        try:
-            summary.config = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserInputError(f"{where} has a config.json that is not valid JSON ({error}).") from None
-        summary.model_type = summary.config.get("model_type")
-        summary.architectures = list(summary.config.get("architectures") or [])
-        check_config(summary.config, where)
-        config_cls = config_class_for(summary.model_type)
-        summary.modality = config_cls.modality
-        if "preprocessor_config.json" in files:
-            path = _download(ref.repo_id, "preprocessor_config.json", info.sha or ref.revision, token, Path(folder))
-            try:
-                summary.preprocessor = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                summary.preprocessor = {}
-        hf_config = _load_hf_config(Path(folder))
-    summary.tasks = config_cls.available_tasks(hf_config)
-    if not summary.tasks:
-        raise UserInputError(f"{where} is a {summary.model_type} model, but transformers offers no task we can convert for it.")
-    summary.default_task = default_task(summary.tasks, summary.pipeline_tag, summary.architectures)
+def _describe(summary: ModelSummary, model: HubModel) -> None:
+    """What the preflight found, as far as it got."""
+    summary.sha = model.sha
+    summary.private, summary.gated = model.private, model.gated
+    summary.pipeline_tag = model.pipeline_tag
+    summary.parameters, summary.weight_bytes = model.parameters, model.weight_bytes
+    summary.config, summary.preprocessor = model.config, model.preprocessor
+    summary.model_type = model.model_type
+    summary.architectures = model.architectures
+    summary.modality = model.modality
+    if model.tasks is not None:
+        summary.tasks = list(model.tasks.available)
+        summary.default_task = model.tasks.automatic
 
 
 def default_task(tasks: list[str], pipeline_tag: str | None, architectures: list[str]) -> str:
-    """The model's own task: its Hub pipeline tag, else what its architecture was trained for."""
-    from converters.tasks import task_from_architectures
-
-    for candidate in (PIPELINE_TASKS.get(pipeline_tag or ""), task_from_architectures(architectures)):
-        if candidate in tasks:
-            return candidate
-    return tasks[0]
+    """The model's own task (what `auto` converts for): converters.preflight.automatic_task."""
+    return automatic_task(tasks, architectures, pipeline_tag)
 
 
 def check_options(summary: ModelSummary, task: str | None, options: ConversionOptions) -> str | None:
     """The engine's own refusal of these options for this model (e.g. too long a sequence), or None."""
     if not summary.convertible or not task or task not in summary.tasks:
         return None
-    from converters.configs import config_class_for
+    from converters import preflight as engine_preflight
 
     try:
-        config_cls = config_class_for(summary.model_type)
-        config_cls(_hf_config(summary.config), task, options, summary.preprocessor).check_options()
+        engine_preflight.check_options(_hf_config(summary.config), task, options, summary.preprocessor)
     except UserInputError as error:
         return str(error)
     except Exception as error:  # noqa: BLE001 - the worker checks again; do not block the form
@@ -242,17 +194,8 @@ def _hf_config(config: dict):
 
 
 def _load_hf_config(folder: Path):
-    """transformers' config object, as the engine reads it (converters.export.load_hf_config,
-    without importing coremltools into the web process); never remote code."""
-    from transformers import AutoConfig
+    """transformers' config object, as the engine reads it (converters.loading.load_hf_config:
+    no coremltools in the web process, never remote code)."""
+    from converters.loading import load_hf_config
 
-    try:
-        return AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
-    except ValueError as error:
-        raise UserInputError(f"transformers cannot read this model's config.json: {error}") from None
-
-
-def _download(repo_id: str, filename: str, revision: str | None, token: str | None, folder: Path) -> Path:
-    with hub_errors(HubReference(repo_id, revision), token):
-        return Path(hub_api(token).hf_hub_download(repo_id, filename, revision=revision, local_dir=folder,
-                                                   token=token or False))
+    return load_hf_config(folder)

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from html import escape
 from urllib.parse import quote, urlencode
 
+from converters.report import ContinuationRun, ValidationReport
+from converters.report import number as report_number
 from worker.progress import STAGES
 
 # The stages a job walks through, as the person reads them.
@@ -49,7 +51,6 @@ METRICS = {
     "executor_supports_all_ops": "all ops runnable",
     "continuation_match": "greedy continuation matching",
 }
-SHARE_METRICS = {"finite_share", "top1_agreement", "label_agreement", "continuation_match"}
 MODES = {
     "fp32": "fp32, exact",
     "fp16": "fp16 (GPU / Neural Engine emulation)",
@@ -312,14 +313,14 @@ def results(status: dict | None, report_url: str | None = None) -> str:
     if not status or status.get("state") in (None, "unknown"):
         return ""
     state = status["state"]
+    validation = _validation(status)
     parts = []
     if state == "finished":
-        parts.append(_success(status))
+        parts.append(_success(status, validation))
     elif state == "failed":
         parts.append(_failure(status, report_url))
     elif state == "cancelled":
         parts.append(message("Cancelled. Nothing was pushed." if not status.get("pushed") else "Cancelled.", "warning"))
-    validation = status.get("validation") or (status.get("report") or {}).get("validation")
     if validation and state in ("finished", "failed", "cancelled"):
         parts.append(validation_section(validation))
         parts.append(continuation_section(validation))
@@ -331,7 +332,14 @@ def results(status: dict | None, report_url: str | None = None) -> str:
     return f'<div class="cm-results" data-state="{escape(state)}">{"".join(parts)}</div>'
 
 
-def _success(status: dict) -> str:
+def _validation(status: dict) -> dict | None:
+    """The job's validation section (its own entry, else its report's)."""
+    return status.get("validation") or (status.get("report") or {}).get("validation")
+
+
+def _success(status: dict, validation: dict | None = None) -> str:
+    """Pushed: where, and whether the package passed validation or was pushed anyway (the
+    person asked to push even if validation fails)."""
     links = status.get("links") or {}
     items = []
     if links.get("pull_request"):
@@ -340,11 +348,25 @@ def _success(status: dict) -> str:
         items.append(link(links["repo"], f"Open the repo {status.get('push_target') or ''}".strip()))
     if links.get("commit"):
         items.append(link(links["commit"], "See the commit"))
-    where = "a pull request" if links.get("pull_request") else status.get("push_target") or "the Hub"
-    return (
-        f'<div class="cm-ok" data-role="done"><strong>Done.</strong> The package passed validation and was pushed to '
-        f'{escape(where)}.<div class="cm-links" data-role="links">{"".join(items)}</div></div>'
-    )
+    where = escape("a pull request" if links.get("pull_request") else status.get("push_target") or "the Hub")
+    links_html = f'<div class="cm-links" data-role="links">{"".join(items)}</div>'
+    if not validation:
+        return f'<div class="cm-ok" data-role="done"><strong>Done.</strong> The package was pushed to {where}.{links_html}</div>'
+    report = ValidationReport.from_json(validation)
+    if report.passed is True:
+        return (f'<div class="cm-ok" data-role="done" data-validation="passed"><strong>Done.</strong> '
+                f"The package passed validation and was pushed to {where}.{links_html}</div>")
+    if report.passed is False:
+        head = "Pushed anyway: the package FAILED validation."
+        text = (f"It does not compute what the PyTorch model computes, and was pushed to {where} anyway because "
+                "you asked to push even if validation fails; its model card (or pull request) says so. "
+                "Check its outputs before use.")
+    else:
+        head = "Pushed without validation."
+        text = f"Nothing checked that the package computes what the PyTorch model computes; it was pushed to {where} anyway."
+    state = "failed" if report.passed is False else "not-run"
+    return (f'<div class="cm-warning" data-role="done" data-validation="{state}"><strong>{escape(head)}</strong> {text}'
+            f'<div data-role="validation-summary">Validation {escape(report.summary())}</div>{links_html}</div>')
 
 
 def _failure(status: dict, report_url: str | None) -> str:
@@ -354,6 +376,7 @@ def _failure(status: dict, report_url: str | None) -> str:
         "user_input": "This request cannot be converted as given.",
         "validation": "The converted package does not compute what the PyTorch model computes.",
         "internal": "Something went wrong on our side.",
+        "hub_unavailable": "The Hugging Face Hub is unavailable right now: try again in a few minutes.",
     }.get(kind, "The job failed.")
     stage = status.get("stage")
     where = f" (during: {STAGE_LABELS.get(stage, stage)})" if stage and stage not in ("queued", "done") else ""
@@ -368,31 +391,26 @@ def _failure(status: dict, report_url: str | None) -> str:
 
 
 def validation_section(validation: dict) -> str:
-    passed = validation.get("passed")
+    report = ValidationReport.from_json(validation)
     verdict = {True: '<span class="cm-pass">passed</span>', False: '<span class="cm-fail">failed</span>'}.get(
-        passed, '<span class="cm-muted">not run</span>')
-    kind = escape(validation.get("kind") or "")
-    header = (f"<h4>Validation: {verdict}</h4><div class='cm-muted'>{escape(validation.get('message') or '')}"
-              + (f" · {kind}" if kind else "") + "</div>")
-    checks = validation.get("checks") or []
-    if not checks:
+        report.passed, '<span class="cm-muted">not run</span>')
+    kind = escape(report.kind)
+    header = (f"<h4>Validation: {verdict}</h4><div class='cm-muted' data-role='validation-summary'>"
+              f"{escape(report.summary())}" + (f" · {kind}" if kind else "") + "</div>")
+    if not report.checks:
         return f'<div class="cm-validation">{header}</div>'
     rows = []
-    for check in checks:
-        higher = check.get("higher_is_better")
-        if higher is None:
-            higher = check.get("metric") in SHARE_METRICS or check.get("metric") in ("psnr_db", "cosine_similarity")
-        ok = bool(check.get("passed"))
+    for check in report.checks:
         rows.append(
-            f'<tr data-passed="{"yes" if ok else "no"}">'
-            f"<td>{escape(str(check.get('package', '')))}</td>"
-            f"<td>{escape(str(check.get('inputs', '')))}</td>"
-            f"<td>{escape(str(check.get('output', '')))}</td>"
-            f"<td>{escape(MODES.get(check.get('mode'), str(check.get('mode', ''))))}</td>"
-            f"<td>{escape(METRICS.get(check.get('metric'), str(check.get('metric', ''))))}</td>"
-            f"<td class='cm-num'>{escape(number(check.get('value'), check.get('metric')))}</td>"
-            f"<td class='cm-num'>{'≥' if higher else '≤'} {escape(number(check.get('threshold'), check.get('metric')))}</td>"
-            f"<td>{'<span class=cm-pass>✓ pass</span>' if ok else '<span class=cm-fail>✗ fail</span>'}</td>"
+            f'<tr data-passed="{"yes" if check.passed else "no"}">'
+            f"<td>{escape(check.package)}</td>"
+            f"<td>{escape(check.inputs)}</td>"
+            f"<td>{escape(check.output)}</td>"
+            f"<td>{escape(MODES.get(check.mode, check.mode))}</td>"
+            f"<td>{escape(METRICS.get(check.metric, check.metric))}</td>"
+            f"<td class='cm-num'>{escape(number(check.value, check.metric))}</td>"
+            f"<td class='cm-num'>{'≥' if check.higher_is_better else '≤'} {escape(number(check.threshold, check.metric))}</td>"
+            f"<td>{'<span class=cm-pass>✓ pass</span>' if check.passed else '<span class=cm-fail>✗ fail</span>'}</td>"
             "</tr>"
         )
     table = (
@@ -401,7 +419,7 @@ def validation_section(validation: dict) -> str:
         "<th>Value</th><th>Threshold</th><th>Result</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
-    notes = "".join(f"<li>{escape(str(n))}</li>" for n in validation.get("notes") or [])
+    notes = "".join(f"<li>{escape(str(n))}</li>" for n in report.notes)
     notes = f"<ul class='cm-muted'>{notes}</ul>" if notes else ""
     return f'<div class="cm-validation">{header}{table}{notes}</div>'
 
@@ -409,34 +427,32 @@ def validation_section(validation: dict) -> str:
 def continuation_section(validation: dict) -> str:
     """The greedy continuation of one prompt by each package next to PyTorch's
     (validation["continuation"]; absent for older reports, other tasks, skipped validation)."""
-    continuation = validation.get("continuation")
-    if not isinstance(continuation, dict) or not continuation.get("runs"):
+    continuation = ValidationReport.from_json(validation).continuation
+    if continuation is None or not continuation.runs:
         return ""
-    passed = continuation.get("passed")
     verdict = {True: '<span class="cm-pass">passed</span>', False: '<span class="cm-fail">failed</span>'}.get(
-        passed, '<span class="cm-muted">not checked</span>')
-    new_tokens = continuation.get("new_tokens")
-    pytorch = (continuation.get("pytorch") or {}).get("text", "")
-    about = (f"Prompt {_quoted(continuation.get('prompt', ''))}, continued greedily"
+        continuation.passed, '<span class="cm-muted">not checked</span>')
+    new_tokens = continuation.new_tokens
+    about = (f"Prompt {_quoted(continuation.prompt)}, continued greedily"
              + (f" for {escape(str(new_tokens))} tokens" if new_tokens else "") + " by each package and by PyTorch.")
     items = []
-    for run in continuation["runs"]:
-        ok = run.get("passed")
-        matching, compared = run.get("matching_tokens"), run.get("tokens_compared", new_tokens)
-        count_text = f" ({escape(str(matching))}/{escape(str(compared))} tokens)" if matching is not None and compared else ""
+    for run in continuation.runs:
+        compared = run.tokens_compared if run.tokens_compared is not None else new_tokens
+        count_text = (f" ({escape(str(run.matching_tokens))}/{escape(str(compared))} tokens)"
+                      if run.matching_tokens is not None and compared else "")
         mark = {True: '<span class="cm-pass">✓ matching</span>', False: '<span class="cm-fail">✗ not matching</span>'}.get(
-            ok, '<span class="cm-muted">not checked</span>')
-        text = _quoted(run["text"]) if run.get("text") is not None else '<span class="cm-muted">(no text)</span>'
-        why = " · ".join(escape(str(run[k])) for k in ("error", "note") if run.get(k))
-        details = [f"driven as {escape(str(run['driven_as']))}"] if run.get("driven_as") else []
+            run.passed, '<span class="cm-muted">not checked</span>')
+        text = _quoted(run.text) if run.text is not None else '<span class="cm-muted">(no text)</span>'
+        why = " · ".join(escape(str(reason)) for reason in (run.error, run.note) if reason)
+        details = [f"driven as {escape(str(run.driven_as))}"] if run.driven_as else []
         details += [why] if why else []
         details_html = f' <span class="cm-muted">· {" · ".join(details)}</span>' if details else ""
-        state = {True: "yes", False: "no"}.get(ok, "unchecked")
+        state = {True: "yes", False: "no"}.get(run.passed, "unchecked")
         items.append(
-            f'<li data-passed="{state}"><strong>{escape(continuation_label(run))}</strong>: '
-            f"{text} / <strong>PyTorch</strong>: {_quoted(pytorch)} {mark}{count_text}{details_html}</li>"
+            f'<li data-passed="{state}"><strong>{escape(run.label)}</strong>: '
+            f"{text} / <strong>PyTorch</strong>: {_quoted(continuation.pytorch_text)} {mark}{count_text}{details_html}</li>"
         )
-    overall = {True: "yes", False: "no"}.get(passed, "unchecked")
+    overall = {True: "yes", False: "no"}.get(continuation.passed, "unchecked")
     return (
         f'<div class="cm-continuation" data-role="continuation" data-passed="{overall}">'
         f"<h4>Continuation check: {verdict}</h4><div class='cm-muted'>{about}</div>"
@@ -446,10 +462,7 @@ def continuation_section(validation: dict) -> str:
 
 def continuation_label(run: dict) -> str:
     """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)'; the package too when it is not the only one."""
-    mode = str(run.get("mode") or "").removeprefix("coreml-")
-    package = run.get("package")
-    where = f"{package}, " if package and package != "model" else ""
-    return f"Core ML ({where}{mode})" if mode or where else "Core ML"
+    return ContinuationRun.from_json(run).label
 
 
 def _quoted(text) -> str:
@@ -480,19 +493,8 @@ def compute_units_section(validation: dict) -> str:
 
 
 def number(value, metric: str | None = None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if metric in SHARE_METRICS:
-        return f"{value:.1%}"
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-        return f"{value:.2e}"
-    return f"{value:.4g}"
+    """A check's value or threshold as shown (converters.report.number: shares in %, ...)."""
+    return report_number(value, metric)
 
 
 # ---------------------------------------------------------------------- failure reports
@@ -543,8 +545,8 @@ def report_url(status: dict, base: str | None = None) -> str | None:
         return None
     report = status.get("report") or {}
     options = report.get("options") or {}
-    validation = status.get("validation") or report.get("validation") or {}
-    failed = [c for c in validation.get("checks") or [] if not c.get("passed")][:5]
+    validation = ValidationReport.from_json(_validation(status))
+    failed = validation.failures()[:5]
     lines = [
         f"Converting `{status.get('model')}` ({status.get('task') or 'task not resolved'}) to Core ML failed.",
         "",
@@ -556,12 +558,13 @@ def report_url(status: dict, base: str | None = None) -> str | None:
         lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
     if report.get("versions"):
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+    if validation.passed is not None:
+        lines.append(f"- validation: {validation.summary()}")
     lines += ["", "Message:", "", "> " + (status.get("error") or "").replace("\n", "\n> ")]
     if failed:
-        lines += ["", "Failed checks:", ""]
-        lines += [f"- {c.get('package')}/{c.get('output')} {c.get('mode')}: {c.get('metric')} = "
-                  f"{number(c.get('value'), c.get('metric'))} (threshold {number(c.get('threshold'), c.get('metric'))})"
-                  for c in failed]
+        lines += ["", "Failed checks:", ""] + [f"- {line}" for line in failed]
+        more = len(validation.failed_checks) - len(failed)
+        lines += [f"- ... and {more} more"] if more > 0 else []
     title = f"Conversion failed: {status.get('model')} ({status.get('task') or '?'})"
     return _prefilled(base, title, "\n".join(lines))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from huggingface_hub import ModelCardData
 
 from converters.options import ConversionOptions
+from converters.report import ContinuationRun, ValidationReport, number
 
 # Our task names -> the Hub's pipeline tags (most are the same).
 PIPELINE_TAGS = {
@@ -48,16 +49,22 @@ def conversion_title(task: str, options: dict) -> str:
 
 
 def warning_lines(validation: dict) -> list[str]:
-    """The card's first lines when what we push is not proven to match PyTorch."""
-    if validation.get("passed") is True:
+    """The card's first lines when what we push is not proven to match PyTorch: it failed
+    validation (or was not validated) and was pushed anyway, at the converting person's request."""
+    report = ValidationReport.from_json(validation)
+    if report.passed is True:
         return []
-    if validation.get("passed") is False:
-        head = "> **Warning: this Core ML package FAILED validation** against the PyTorch model."
+    if report.passed is False:
+        lines = [
+            "> **Warning: this Core ML package FAILED validation** against the PyTorch model, and was pushed anyway.",
+            f"> Validation {_plain(report.summary())}.",
+        ]
     else:
-        head = "> **Warning: this Core ML package was NOT validated** against the PyTorch model."
-    return [
-        head,
-        "> It was pushed because the person converting it asked to push anyway. "
+        lines = [
+            "> **Warning: this Core ML package was NOT validated** against the PyTorch model, and was pushed anyway.",
+        ]
+    return lines + [
+        "> It was pushed because the person converting it asked to push even if validation fails. "
         "Its outputs may differ from the original model's; check them before use.",
         "",
     ]
@@ -102,56 +109,50 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
 
 
 def validation_section(validation: dict) -> list[str]:
-    if validation.get("passed") is None:
-        return [validation.get("message") or "Not validated."]
-    verdict = "passed" if validation["passed"] else "FAILED"
-    lines = [f"Validation {verdict} ({validation.get('kind', 'validation')}). {validation.get('message', '')}".rstrip(), ""]
-    checks = validation.get("checks") or []
-    if checks:
+    report = ValidationReport.from_json(validation)
+    if report.passed is None:
+        return [report.message or "Not validated."]
+    kind = f" ({_plain(report.kind)})" if report.kind else ""
+    lines = [f"Validation {_plain(report.summary())}{kind}.", ""]
+    if report.checks:
         lines += ["| package | output | mode | metric | value | threshold | result |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
-        for c in checks:
+        for c in report.checks:
             lines.append(
-                f"| {c.get('package', '')} | `{c.get('output', '')}` | {c.get('mode', '')} | {c.get('metric', '')} | "
-                f"{_number(c.get('value'))} | {_number(c.get('threshold'))} | {'pass' if c.get('passed') else 'FAIL'} |"
+                f"| {c.package} | `{c.output}` | {c.mode} | {c.metric} | "
+                f"{number(c.value, c.metric)} | {number(c.threshold, c.metric)} | {'pass' if c.passed else 'FAIL'} |"
             )
     return lines
 
 
 def continuation_section(validation: dict) -> list[str]:
     """Greedy text from the package next to PyTorch's, for the same prompt (absent: nothing)."""
-    continuation = validation.get("continuation")
-    if not isinstance(continuation, dict) or not continuation.get("runs"):
+    continuation = ValidationReport.from_json(validation).continuation
+    if continuation is None or not continuation.runs:
         return []
-    pytorch = (continuation.get("pytorch") or {}).get("text", "")
-    new_tokens = continuation.get("new_tokens")
-    verdict = {True: "passed", False: "FAILED"}.get(continuation.get("passed"), "not run (nothing could be compared)")
+    new_tokens = continuation.new_tokens
+    verdict = {True: "passed", False: "FAILED"}.get(continuation.passed, "not run (nothing could be compared)")
     lines = [
-        f"Continuation check {verdict}: the prompt {_quote(continuation.get('prompt', ''))} continued greedily"
+        f"Continuation check {verdict}: the prompt {_quote(continuation.prompt)} continued greedily"
         + (f" for {new_tokens} tokens" if new_tokens else "") + " by each package and by the PyTorch model.",
         "",
     ]
-    for run in continuation["runs"]:
-        label = continuation_label(run)
-        matching, compared = run.get("matching_tokens"), run.get("tokens_compared", new_tokens)
-        result = {True: "matches", False: "differs"}.get(run.get("passed"), "not checked")
-        if matching is not None and compared:
-            result += f" ({matching}/{compared} tokens)"
-        text = _quote(run["text"]) if run.get("text") is not None else "(no text)"
-        details = [f"driven as {run['driven_as']}"] if run.get("driven_as") else []
-        details += [_plain(run[k]) for k in ("error", "note") if run.get(k)]
+    for run in continuation.runs:
+        compared = run.tokens_compared if run.tokens_compared is not None else new_tokens
+        result = {True: "matches", False: "differs"}.get(run.passed, "not checked")
+        if run.matching_tokens is not None and compared:
+            result += f" ({run.matching_tokens}/{compared} tokens)"
+        text = _quote(run.text) if run.text is not None else "(no text)"
+        details = [f"driven as {run.driven_as}"] if run.driven_as else []
+        details += [_plain(reason) for reason in (run.error, run.note) if reason]
         more = "".join(f" — {d}" for d in details)
-        lines.append(f"- {label}: {text} / PyTorch: {_quote(pytorch)} — {result}{more}")
+        lines.append(f"- {run.label}: {text} / PyTorch: {_quote(continuation.pytorch_text)} — {result}{more}")
     return lines
 
 
 def continuation_label(run: dict) -> str:
     """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', with the package when there are several."""
-    mode = str(run.get("mode") or "")
-    mode = mode.removeprefix("coreml-")
-    package = run.get("package")
-    where = f"{package}, " if package and package != "model" else ""
-    return f"Core ML ({where}{mode})" if mode or where else "Core ML"
+    return ContinuationRun.from_json(run).label
 
 
 def _plain(text) -> str:
@@ -334,7 +335,7 @@ def model_card(*, source_repo: str, revision: str, source_url: str, report: dict
                modality: str | None = None, tokenizer_files: list[str] | None = None) -> str:
     """README.md for a new repo: YAML metadata, then the body."""
     tags = ["coreml", "core-ml-converter"]
-    if (report.get("validation") or {}).get("passed") is not True:
+    if ValidationReport.from_json(report.get("validation")).passed is not True:
         tags.append("unvalidated")
     data = ModelCardData(
         base_model=source_repo,
@@ -344,11 +345,3 @@ def model_card(*, source_repo: str, revision: str, source_url: str, report: dict
     body = card_body(source_repo=source_repo, revision=revision, source_url=source_url, report=report,
                      package_paths=package_paths, tokenizer_files=tokenizer_files)
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
-
-
-def _number(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)  # the engine writes non-finite numbers as text ("inf")

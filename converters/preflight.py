@@ -1,0 +1,293 @@
+"""Before converting: can this model be converted, for which tasks, and which one is its own?
+
+One rule and one preflight, used by the form (ui/models.py), the worker's resolve stage
+(worker/resolve.py) and the engine (converters/loading.py), so all three say "no" for the
+same reasons and pick the same task for `auto`:
+
+- `model_tasks(config, pipeline_tag)`: the tasks we can convert a model for (its
+  architecture's config class, and the transformers classes for its model type) and its
+  own task, the one `auto` means (`automatic_task`).
+- `preflight(ref, token, ...)`: everything about a Hub repo that can be checked before any
+  weights are downloaded: it exists and the token may read it (private, gated, revision),
+  safetensors weights, a config.json that needs no remote code, an architecture we support
+  with at least one task, then (when asked) the task, the options, and a size limit.
+
+The engine's own checks of a local folder (converters/source.py open_local) use the same
+functions: check_files, check_config, then model_tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserInputError
+from .source import HubReference, check_config, check_files, hub_api, hub_errors, inspect_hub_model
+from .tasks import normalize_task, task_from_architectures
+
+# Hub pipeline tags -> the task we convert for.
+PIPELINE_TASKS = {
+    "text-generation": "text-generation",
+    "fill-mask": "fill-mask",
+    "feature-extraction": "feature-extraction",
+    "sentence-similarity": "feature-extraction",
+    "image-feature-extraction": "feature-extraction",
+    "text-classification": "text-classification",
+    "zero-shot-classification": "text-classification",
+    "token-classification": "token-classification",
+    "question-answering": "question-answering",
+    "multiple-choice": "multiple-choice",
+    "text2text-generation": "text2text-generation",
+    "translation": "text2text-generation",
+    "summarization": "text2text-generation",
+    "image-classification": "image-classification",
+    "image-segmentation": "semantic-segmentation",
+    "object-detection": "object-detection",
+}
+BASE_MODEL_TASK = "feature-extraction"  # served by any checkpoint: it needs no task head
+
+
+def automatic_task(available: list[str], architectures: list[str] | None, pipeline_tag: str | None = None) -> str:
+    """The model's own task (what `auto` converts for), one of `available`.
+
+    The pipeline tag (the Hub's, or the model card's `pipeline_tag`) says what the model is
+    for; `architectures` (config.json) says which task head its weights hold. The tag's task
+    is taken when the checkpoint has the weights for it — it is the architecture's own task,
+    or the base model (feature-extraction: a sentence-similarity model saved with an MLM
+    head), or the architecture names no task. Otherwise the architecture's task (a wrong tag
+    must not pick a head the checkpoint lacks, which would be initialised randomly), then
+    the tag's, then the first available."""
+    if not available:
+        raise ValueError("no task available")
+    trained_for = task_from_architectures(architectures)
+    tagged = PIPELINE_TASKS.get(pipeline_tag or "")
+    if tagged in available and (trained_for is None or tagged in (trained_for, BASE_MODEL_TASK)):
+        return tagged
+    for candidate in (trained_for, tagged):
+        if candidate in available:
+            return candidate
+    return available[0]
+
+
+@dataclass(frozen=True)
+class ModelTasks:
+    """What a model can be converted for, and which task is its own."""
+
+    model_type: str
+    available: tuple[str, ...]
+    automatic: str
+
+    def choose(self, requested: str | None) -> str:
+        """The task to convert for: `requested`, or for 'auto' (or nothing) the model's own."""
+        if not requested or requested.strip().lower() == "auto":
+            return self.automatic
+        task = normalize_task(requested)
+        if task not in self.available:
+            raise UserInputError(
+                f"The task '{task}' is not available for {self.model_type} models. "
+                f"Available for {self.model_type}: {', '.join(self.available)}."
+            )
+        return task
+
+
+def model_tasks(config, pipeline_tag: str | None = None, where: str = "The model") -> ModelTasks:
+    """The tasks for a model, from its config: config.json as a dict (or the Hub's ModelInfo
+    `config`, which carries model_type and architectures) or the transformers config object.
+    Raises UnsupportedArchitecture for a model type we have no config for, and
+    UserInputError when transformers offers none of the family's tasks for it."""
+    from .configs import config_class_for
+
+    if isinstance(config, dict):
+        model_type, architectures = config.get("model_type"), config.get("architectures")
+    else:
+        model_type, architectures = config.model_type, getattr(config, "architectures", None)
+    if not model_type:
+        raise UserInputError(f"{where}'s config.json has no 'model_type', so its architecture is unknown.")
+    config_cls = config_class_for(model_type)
+    hf_config = _default_config(model_type) if isinstance(config, dict) else config
+    available = tuple(config_cls.available_tasks(hf_config))
+    if not available:
+        raise UserInputError(f"{where} is a {model_type} model, but transformers offers no task we can convert for it.")
+    return ModelTasks(model_type, available, automatic_task(list(available), architectures, pipeline_tag))
+
+
+def _default_config(model_type: str):
+    """A transformers config of this model type: which task classes exist depends on the type."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type)
+
+
+def card_pipeline_tag(folder: Path) -> str | None:
+    """The `pipeline_tag` in a folder's model card (README.md front matter), as the Hub reads it."""
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        return None
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        tag = (metadata_load(readme) or {}).get("pipeline_tag")
+    except Exception:  # noqa: BLE001 - an unreadable card carries no tag
+        return None
+    return tag if isinstance(tag, str) else None
+
+
+def source_pipeline_tag(source) -> str | None:
+    """A ModelSource's pipeline tag: the Hub's (ModelInfo) for a Hub repo, else its model card's."""
+    return getattr(source, "pipeline_tag", None) or card_pipeline_tag(source.path)
+
+
+def check_options(hf_config, task: str, options, preprocessor: dict | None = None) -> None:
+    """Refuse options this model cannot honour for `task` (UserInputError saying why)."""
+    from .configs import config_class_for
+
+    config_class_for(hf_config.model_type)(hf_config, task, options, preprocessor or {}).check_options()
+
+
+def check_size(repo_id: str, parameters: int | None, weight_bytes: int, max_parameters: int | None,
+               max_bytes: int | None) -> None:
+    """Refuse models above a worker's limits (parameters, or bytes of weights; None: no limit)."""
+    if parameters is None and weight_bytes:
+        parameters = weight_bytes // 2  # weights stored as 16-bit floats at most: a lower bound
+    advice = (
+        "Pick a smaller model, or run it on a worker with more memory "
+        "(self-hosting: raise COREML_CONVERTER_MAX_PARAMS / COREML_CONVERTER_MAX_BYTES)."
+    )
+    if max_parameters and parameters and parameters > max_parameters:
+        raise UserInputError(
+            f"The model '{repo_id}' is too large for this worker: {_count(parameters)} parameters, "
+            f"and this worker converts models up to {_count(max_parameters)} parameters. {advice}"
+        )
+    if max_bytes and weight_bytes > max_bytes:
+        raise UserInputError(
+            f"The model '{repo_id}' is too large for this worker: {_size(weight_bytes)} of weights, "
+            f"and this worker takes up to {_size(max_bytes)}. {advice}"
+        )
+
+
+@dataclass
+class HubModel:
+    """What the preflight learned about a Hub model, filled in as it goes (so a caller that
+    passes its own still knows the model type when a later check refuses it)."""
+
+    ref: HubReference
+    sha: str | None = None
+    private: bool = False
+    gated: bool = False
+    pipeline_tag: str | None = None
+    files: list[str] = field(default_factory=list)
+    parameters: int | None = None  # from the safetensors headers, as the Hub counts them
+    weight_bytes: int = 0
+    config: dict = field(default_factory=dict)  # config.json
+    preprocessor: dict = field(default_factory=dict)  # preprocessor_config.json, if any
+    hf_config: object = None  # transformers' config object
+    tasks: ModelTasks | None = None
+    task: str | None = None  # the task asked for, resolved (when one was asked for)
+
+    @property
+    def where(self) -> str:
+        return f"The model '{self.ref.repo_id}'"
+
+    @property
+    def model_type(self) -> str | None:
+        return self.config.get("model_type")
+
+    @property
+    def architectures(self) -> list[str]:
+        return list(self.config.get("architectures") or [])
+
+    @property
+    def modality(self) -> str | None:
+        from .configs import ARCHITECTURES
+
+        cls = ARCHITECTURES.get(self.model_type or "")
+        return cls.modality if cls else None
+
+
+def preflight(
+    ref: HubReference,
+    token: str | None = None,
+    folder: Path | None = None,
+    *,
+    task: str | None = None,
+    options=None,
+    max_parameters: int | None = None,
+    max_bytes: int | None = None,
+    found: HubModel | None = None,
+) -> HubModel:
+    """Check a Hub model before downloading its weights; raise UserInputError (or
+    HubUnavailable) at the first problem. config.json (and preprocessor_config.json) are
+    downloaded into `folder` (a temporary folder if None). With `task`, it is resolved
+    ('auto': the model's own) and, with `options`, those are checked for it; the size limits
+    are checked last. `found` is filled in as the checks go."""
+    model = found or HubModel(ref)
+    info = inspect_hub_model(ref, token)
+    model.sha = info.sha
+    model.private, model.gated = bool(info.private), bool(info.gated)
+    model.pipeline_tag = info.pipeline_tag
+    model.files = [s.rfilename for s in info.siblings or []]
+    model.weight_bytes = sum(s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors"))
+    model.parameters = info.safetensors.total if info.safetensors else None
+    with hub_errors(ref, token):
+        # Gated repos show their metadata to anyone; their files need the user's access.
+        hub_api(token).auth_check(ref.repo_id, token=token or False)
+    check_files(model.files, model.where)
+
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="coreml-preflight-") as temporary:
+            _read_configs(model, token, Path(temporary))
+    else:
+        _read_configs(model, token, Path(folder))
+
+    if task is not None:
+        model.task = model.tasks.choose(task)
+        if options is not None:
+            check_options(model.hf_config, model.task, options, model.preprocessor)
+    check_size(ref.repo_id, model.parameters, model.weight_bytes, max_parameters, max_bytes)
+    return model
+
+
+def _read_configs(model: HubModel, token: str | None, folder: Path) -> None:
+    from .loading import load_hf_config
+
+    revision = model.sha or model.ref.revision
+    path = _download(model.ref, "config.json", revision, token, folder)
+    model.config = _read_json(path, model.where)
+    check_config(model.config, model.where)
+    model.tasks = model_tasks(model.config, model.pipeline_tag, model.where)
+    if "preprocessor_config.json" in model.files:
+        path = _download(model.ref, "preprocessor_config.json", revision, token, folder)
+        model.preprocessor = _read_json(path, model.where)
+    model.hf_config = load_hf_config(folder)
+
+
+def _download(ref: HubReference, filename: str, revision: str | None, token: str | None, folder: Path) -> Path:
+    with hub_errors(ref, token):
+        return Path(hub_api(token).hf_hub_download(ref.repo_id, filename, revision=revision, local_dir=folder,
+                                                   token=token or False))
+
+
+def _read_json(path: Path, where: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{where} has a {path.name} that is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{where} has a {path.name} that is not a JSON object.")
+    return data
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
