@@ -164,6 +164,20 @@ def meets(target: str, needs: tuple[str, ...]) -> bool:
 
 
 _STATES = ("iOS18", "macOS15")  # Core ML states (stateful models) arrive with iOS 18 / macOS 15
+# coremltools' compressed-weight ops: per-channel int8 and per-tensor LUTs (any bits) from iOS 16 /
+# macOS 13; int4, per-block and grouped-channel ones from iOS 18 / macOS 15 (converters/transforms/compress.py).
+_COMPRESSED = ("iOS16", "macOS13")
+_COMPRESSED_4BIT = ("iOS18", "macOS15")
+
+
+def _positive_int(what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = str(text).strip()
+        if not re.fullmatch(r"\d+", value) or int(value) < 1:
+            raise UserInputError(f"The {what} '{text}' must be a whole number of at least 1.")
+        return int(value)
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -205,6 +219,28 @@ class ConversionOptions:
             Choice("none", "None: each call reads the whole sequence (iOS 17+)"),
             Choice("stateful", "Stateful: keyCache/valueCache states, fastest generation (iOS 18+)", needs=_STATES),
         ],
+    )
+    # Weight compression after conversion (data-free, coremltools.optimize.coreml): converters/transforms/compress.py
+    quantize: str = option(
+        label="Weight compression", term="weight compression", default="none",
+        help="Smaller packages with compressed weights: int8 or lut8/lut6 keep quality; int4, lut4 and mixed are 3-4x smaller.",
+        choices=[
+            Choice("none", "None: float weights"),
+            Choice("int8", "int8: 8-bit per channel, about half the size (iOS 16+)", needs=_COMPRESSED),
+            Choice("lut8", "lut8: 8-bit palettized (iOS 16+; grouped channels from iOS 18)", needs=_COMPRESSED),
+            Choice("lut6", "lut6: 6-bit palettized (iOS 16+; grouped channels from iOS 18)", needs=_COMPRESSED),
+            Choice("int4", "int4: 4-bit per block, best on the GPU (iOS 18+)", needs=_COMPRESSED_4BIT),
+            Choice("lut4", "lut4: 4-bit palettized (iOS 16+; grouped channels from iOS 18)", needs=_COMPRESSED),
+            Choice("mixed", "mixed: 4-bit layers, 8-bit embeddings and output head (iOS 18+)", needs=_COMPRESSED_4BIT),
+        ],
+    )
+    block_size: int = option(
+        label="Block size", term="block size", default="32", parse=_positive_int("block size"),
+        help="int4 and mixed: weights per scale along the input channels (smaller keeps more quality, costs more size).",
+    )
+    group_size: int = option(
+        label="Group size", term="group size", default="16", parse=_positive_int("group size"),
+        help="lut8/lut6/lut4 on iOS18+: output channels sharing one lookup table (below iOS18: one table per weight).",
     )
     tolerance: str = option(
         label="Validation tolerance", term="tolerance", default="default",
@@ -249,4 +285,5 @@ OPTIONS: dict[str, Option] = {f.name: replace(f.metadata[_ROW], name=f.name) for
 PRECISIONS = OPTIONS["precision"].values
 NAMINGS = OPTIONS["naming"].values
 KV_CACHES = OPTIONS["kv_cache"].values
+QUANTIZATIONS = OPTIONS["quantize"].values
 DEPLOYMENT_TARGETS = OPTIONS["minimum_deployment_target"].values

@@ -18,6 +18,15 @@ from dataclasses import dataclass, field, fields
 
 from .validation.compare import Check
 
+
+def _with_extra(cls, data: dict):
+    """An instance of the dataclass `cls` from JSON, keeping keys it does not know in
+    `extra` (keys a newer engine adds survive a round trip)."""
+    known = {f.name for f in fields(cls)} - {"extra"}
+    instance = cls(**{k: v for k, v in data.items() if k in known})
+    instance.extra = {k: v for k, v in data.items() if k not in known}
+    return instance
+
 # Metrics that are a share (shown as a percentage) and metrics where higher is better.
 SHARE_METRICS = frozenset({"finite_share", "top1_agreement", "label_agreement", "continuation_match"})
 HIGHER_IS_BETTER = SHARE_METRICS | {"psnr_db", "cosine_similarity", "executor_supports_all_ops", "shape_matches"}
@@ -100,10 +109,7 @@ class ContinuationRun:
 
     @classmethod
     def from_json(cls, data: dict) -> ContinuationRun:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        run = cls(**{k: v for k, v in data.items() if k in known})
-        run.extra = {k: v for k, v in data.items() if k not in known}
-        return run
+        return _with_extra(cls, data)
 
     def to_json(self) -> dict:
         data: dict = {"package": self.package, "mode": self.mode}
@@ -338,10 +344,7 @@ class PackageReport:
 
     @classmethod
     def from_json(cls, data: dict) -> PackageReport:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        package = cls(**{k: v for k, v in data.items() if k in known})
-        package.extra = {k: v for k, v in data.items() if k not in known}
-        return package
+        return _with_extra(cls, data)
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}

@@ -167,16 +167,25 @@ def test_compare_is_exact_except_for_a_near_tie_in_pytorch():
 
 
 def test_without_a_tokenizer_fixed_synthetic_ids_and_the_config_eos_are_used():
-    cfg = SimpleNamespace(hf_config=SimpleNamespace(vocab_size=100, eos_token_id=[2, 7]))
+    from converters.configs.attributes import ModelAttributes
+
+    cfg = SimpleNamespace(attributes=ModelAttributes(SimpleNamespace(vocab_size=100, eos_token_id=[2, 7])))
     ids = cont.prompt_ids(cfg, None)
     assert ids == cont.prompt_ids(cfg, None) and len(ids) == 5 and all(3 <= i < 100 for i in ids)
     assert cont.eos_ids(cfg, None) == {2, 7}
 
 
 def test_only_text_generation_decoders_are_checked():
-    assert cont.applies(SimpleNamespace(task="text-generation"), "model")
-    assert not cont.applies(SimpleNamespace(task="text2text-generation"), "decoder")
-    assert not cont.applies(SimpleNamespace(task="feature-extraction"), "model")
+    from converters.configs import config_class_for
+    from tests.models import MODELS
+
+    def cfg(model_type, task):
+        return config_class_for(model_type)(MODELS[model_type][0](), task)
+
+    assert cont.applies(cfg("llama", "text-generation"), "model")
+    assert not cont.applies(cfg("t5", "text2text-generation"), "decoder")  # fed by the encoder
+    assert not cont.applies(cfg("t5", "text2text-generation"), "encoder")
+    assert not cont.applies(cfg("llama", "feature-extraction"), "model")
 
 
 # ----------------------------------------------------------------- real packages

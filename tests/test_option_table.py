@@ -19,7 +19,7 @@ from ui import form
 from worker.spec import JobSpec
 
 # A value other than the default for each free-text option (choices pick their own).
-SAMPLES = {"sequence_length": "64,128"}
+SAMPLES = {"sequence_length": "64,128", "block_size": "64", "group_size": "8"}
 
 
 def other_value(name: str) -> str:
@@ -77,7 +77,7 @@ def test_every_row_is_a_cli_flag_with_its_aliases():
                               "ios18", "--naming", "exporters", "--kv-cache", "stateful", "--tolerance", "loose"])
     assert ConversionOptions.from_dict(vars(args)).to_dict() == {
         "precision": "float32", "sequence_length": "8", "minimum_deployment_target": "iOS18", "naming": "exporters",
-        "kv_cache": "stateful", "tolerance": "loose"}
+        "kv_cache": "stateful", "quantize": "none", "block_size": "32", "group_size": "16", "tolerance": "loose"}
     assert "stateful needs iOS18 or macOS15" in " ".join(help_text.split())  # the row's minimum target
 
 
@@ -95,8 +95,8 @@ def test_every_row_round_trips_through_the_job_spec():
     for name in OPTIONS:
         other = JobSpec.build("alice/tiny-bert", token="hf_token", user="alice", options={name: values[name]})
         assert other.job_id() != JobSpec.build("alice/tiny-bert", token="hf_token", user="alice").job_id(), name
-    with pytest.raises(UserInputError, match="Unknown option\\(s\\): quantize. Known options: " + ", ".join(OPTIONS)):
-        JobSpec.build("alice/tiny-bert", token="hf_token", options={"quantize": "int4"})
+    with pytest.raises(UserInputError, match="Unknown option\\(s\\): speculative. Known options: " + ", ".join(OPTIONS)):
+        JobSpec.build("alice/tiny-bert", token="hf_token", options={"speculative": "yes"})
 
 
 def test_every_row_is_a_form_field_with_its_label_help_choices_and_default(demo):
@@ -134,9 +134,9 @@ def test_messages_name_the_option_and_its_choices():
             with pytest.raises(UserInputError, match=f"Unknown {option.noun} 'bogus'. Choose one of: "
                                                      + ", ".join(option.values)):
                 ConversionOptions.from_strings(**{name: "bogus"})
-    with pytest.raises(TypeError, match="quantize"):  # a programming error, not the user's
-        ConversionOptions.from_strings(quantize="int4")
-    assert ConversionOptions.from_dict({"quantize": "int4"}) == ConversionOptions()  # older JSON: other keys ignored
+    with pytest.raises(TypeError, match="speculative"):  # a programming error, not the user's
+        ConversionOptions.from_strings(speculative="yes")
+    assert ConversionOptions.from_dict({"speculative": "yes"}) == ConversionOptions()  # older JSON: other keys ignored
 
 
 def test_declared_minimum_targets_match_the_engine_check(tiny_model):

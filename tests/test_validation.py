@@ -148,7 +148,7 @@ def test_fully_masked_rows_stay_finite_in_float16(tmp_path):
     import coremltools as ct
     import torch
 
-    from converters.patches import op_patches
+    from converters.backends.coreml_patches import op_patches
     from converters.validation import ReferenceExecutor
 
     class Masked(torch.nn.Module):

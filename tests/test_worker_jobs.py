@@ -249,7 +249,7 @@ REFUSED_BEFORE_QUEUEING = [
     pytest.param(dict(options={"sequence_length": "0"}), "must be at least 1", id="zero-length"),
     pytest.param(dict(options={"minimum_deployment_target": "iOS9"}), "Unknown minimum deployment target", id="old-target"),
     pytest.param(dict(options={"naming": "coreml"}), "Unknown naming 'coreml'", id="bad-naming"),
-    pytest.param(dict(options={"quantize": "int4"}), "Unknown option(s): quantize", id="unknown-option"),
+    pytest.param(dict(options={"speculative": "yes"}), "Unknown option(s): speculative", id="unknown-option"),
     pytest.param(dict(token=None), "A Hugging Face token is needed", id="no-token"),
     pytest.param(dict(token="hf_not_a_real_token"), "The Hub rejected the token", id="token-rejected-at-submit"),
     pytest.param(dict(push="gist"), "Unknown push target 'gist'", id="bad-push-target"),

@@ -1,4 +1,4 @@
-"""Torch-op converters added to coremltools only while one conversion runs.
+"""Torch-op converters added to coremltools only while one conversion runs (Core ML backend).
 
 coremltools 9.0 was tested up to torch 2.7; torch 2.13's exported graphs contain ops its
 frontend has no converter for. Each patch maps such an op to MIL, is registered for the
@@ -36,6 +36,28 @@ def masked_fill_finite_in_float16(context, node):
     if value.dtype != x.dtype:
         value = mb.cast(x=value, dtype=builtin_to_string(x.dtype))
     context.add(mb.select(cond=mask, a=value, b=x, name=node.name))
+
+
+def bicubic_to_same_size(context, node):
+    """YOLOS resizes its position embeddings bicubically to the image's patch grid; at the
+    configured image size that is a resize to the same size, i.e. the identity (Core ML
+    has no bicubic resize). Any other size is refused rather than approximated."""
+    inputs = torch_ops._get_inputs(context, node)
+    x, size = inputs[0], inputs[1]
+    target = None if size is None or size.val is None else tuple(int(v) for v in size.val)
+    if target != tuple(x.shape[2:]):
+        raise NotImplementedError(f"bicubic resize from {tuple(x.shape[2:])} to {target} has no Core ML equivalent")
+    context.add(mb.identity(x=x, name=node.name))
+
+
+# Per quirk a model config declares (CoreMLConfig.quirks): the op converters it needs.
+QUIRK_PATCHES = {
+    "same_size_bicubic_resize": {"upsample_bicubic2d": bicubic_to_same_size, "upsample_bicubic2d.vec": bicubic_to_same_size},
+}
+
+
+def quirk_patches(quirks) -> dict:
+    return {name: func for quirk in quirks for name, func in QUIRK_PATCHES[quirk].items()}
 
 
 # Needed by every model on this toolchain: torch 2.13's export emits `alias` where older

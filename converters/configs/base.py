@@ -5,7 +5,7 @@ A config answers, for a model config + task + options:
 - which packages to build (`parts`: one, or encoder and decoder),
 - each package's inputs and outputs (names, shapes, dtypes, descriptions, post-processing),
 - how to wrap the transformers model so its forward takes exactly those inputs,
-- example inputs for tracing, op patches for the torch frontend, validation tolerances.
+- example inputs for tracing, quirks a backend must handle, validation tolerances.
 Subclasses override the small hooks; the pipeline in `converters/export.py` does the rest.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 import torch
 
@@ -44,17 +45,70 @@ class StateSpec:
     description: str
 
 
+class OutputKind(str, Enum):
+    """What an output holds; validation picks its metrics by kind, never by name."""
+
+    TOKEN_SCORES = "token_scores"  # scores over a vocabulary or labels per token: top-1 per position
+    CLASS_PROBABILITIES = "class_probabilities"  # a classifier's probabilities: label agreement
+    EMBEDDINGS = "embeddings"  # hidden states, pooled features: cosine similarity
+    LABEL_MAP = "label_map"  # a class index per pixel: label agreement
+    VALUES = "values"  # anything else (span logits, boxes, choice scores): difference and PSNR only
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     name: str
     description: str
     postprocess: str | None = None  # "softmax" or "argmax", applied inside the package
+    kind: OutputKind = OutputKind.VALUES
+
+
+@dataclass(frozen=True)
+class QualityBar:
+    """What a compressed (lossy) package must still do, judged on real inputs against the
+    fp32 PyTorch model (converters/validation/quality.py). Element-wise differences do not
+    fit a lossy package; these measure what a user sees: the same next token, nearly the
+    same distribution, nearly the same perplexity on real text, the same label."""
+
+    min_top1: float  # next-token (or per-token label) agreement on real text
+    max_kl: float  # mean KL(PyTorch || package) per position, nats
+    max_perplexity_ratio: float  # package perplexity / PyTorch perplexity on the passage
+    min_cosine: float  # embeddings, probabilities and other values
+    label_margin: float  # a classifier's label may flip only where PyTorch's top-2 margin is below this
+    reason: str = ""
+
+
+# Per compression scheme ("effective precision"). The perplexity bars are the issue's
+# acceptance bars (int8 1.05, lut6 1.10, 4-bit 1.40; lut8 is at least as fine as int8). The
+# KL bar is the log of the perplexity bar: the mean KL is the expected extra nats per token,
+# which is what log(perplexity ratio) measures on the one passage, so the two bars agree
+# and KL (a per-position average over the whole distribution) is the steadier of the two.
+# Top-1 floors, from SmolLM2-135M on the passage (data-free coremltools compression):
+# int8 per channel reaches 0.96-0.97 at KL 0.005, lut6 (a substitute 1-D k-means) 0.76 at
+# KL 0.17, naive int4 per block 32 0.59 at KL 0.62, naive lut4 0.33 at KL 1.45.
+# 8-bit floors sit at 0.90 (~8 positions of slack in 121: near-ties flip freely); 6-bit at
+# 0.85; 4-bit at 0.70, about where that KL/top-1 relation crosses the 4-bit KL bar (ln 1.4),
+# so a 4-bit package that meets its perplexity bar is not failed by top-1 alone. Cosine
+# floors (embeddings, probabilities, other values; estimates, not yet measured on a real
+# embedder): each bit removed costs ~6 dB of weight SNR, so 0.99 / 0.98 / 0.95 for 8 / 6 / 4
+# bits. A classifier's label may flip only where PyTorch's top-2 probability margin is below
+# the noise each scheme adds to a probability (0.02 / 0.05 / 0.10).
+COMPRESSED_QUALITY = {
+    "int8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, "8-bit linear, per channel: near-lossless; held to the int8 bar of 1.05x perplexity"),
+    "lut8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, "8-bit palettes are at least as fine as int8: the same bar"),
+    "lut6": QualityBar(0.85, math.log(1.10), 1.10, 0.98, 0.05, "6-bit palettes: 1.10x perplexity, the issue's lut6 bar"),
+    "int4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, "4-bit linear, per block: 1.40x perplexity, the issue's 4-bit bar"),
+    "lut4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, "4-bit palettes: 1.40x perplexity, the issue's 4-bit bar"),
+    "mixed": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, "4-bit layers with 8-bit embeddings and head: the 4-bit bar"),
+}
 
 
 @dataclass(frozen=True)
 class Tolerances:
     """Validation thresholds (converters/validation), per effective precision: "float32"
-    (an fp32 package run exactly) or "float16" (fp16 weights or fp16 device emulation).
+    (an fp32 package run exactly) or "float16" (fp16 weights or fp16 device emulation);
+    a compressed package's effective precision is its scheme ("int8", "lut6", ...), judged
+    by `compressed[scheme]` (a QualityBar) in both modes instead of atol/PSNR.
 
     atol is relative to the output's scale: |diff| <= atol * max(1, max|reference|).
     """
@@ -64,6 +118,8 @@ class Tolerances:
     min_top1: dict = field(default_factory=lambda: {"float32": 1.0, "float16": 0.95})
     min_cosine: dict = field(default_factory=lambda: {"float32": 0.9999, "float16": 0.995})
     min_label_agreement: dict = field(default_factory=lambda: {"float32": 0.99, "float16": 0.95})
+    # Compressed packages: quality bars by scheme (the element-wise fields above do not apply).
+    compressed: dict = field(default_factory=lambda: dict(COMPRESSED_QUALITY))
 
     def scaled(self, factor: float) -> "Tolerances":
         """Thresholds `factor` times as permissive in max difference, with the PSNR floor moved
@@ -84,6 +140,9 @@ class CoreMLConfig:
     # The tasks this family can serve; those transformers has no model class for are dropped.
     supported_tasks: tuple[str, ...] = ()
     tolerances = Tolerances()
+    # Graph features a backend must handle specially, by name (a backend maps each to its own
+    # fix: the Core ML backend to op converters in backends/coreml_patches.py).
+    quirks: tuple[str, ...] = ()
 
     def __init__(self, hf_config, task: str, options: ConversionOptions | None = None, preprocessor: dict | None = None):
         self.hf_config = hf_config
@@ -115,6 +174,10 @@ class CoreMLConfig:
         """A module whose forward takes the inputs in order and returns the outputs in order."""
         raise NotImplementedError
 
+    def fed_by(self, part: str = "model") -> str | None:
+        """The part whose outputs feed this part's inputs (a seq2seq decoder: the encoder)."""
+        return None
+
     def states(self, part: str = "model") -> list[StateSpec]:
         """Core ML states the package keeps between predictions (none by default)."""
         return []
@@ -139,10 +202,6 @@ class CoreMLConfig:
         id2label = getattr(self.hf_config, "id2label", None) or {}
         return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(id2label))]
 
-    def op_patches(self) -> dict:
-        """Extra torch-op converters needed while converting this family ({} by default;
-        the pipeline always adds the ones every model on this toolchain needs)."""
-        return {}
 
     def max_sequence_length(self) -> int | None:
         value = self.attributes.max_positions
@@ -156,6 +215,9 @@ class CoreMLConfig:
 
     def check_options(self) -> None:
         """Refuse options this model cannot honour, before any work is done."""
+        from ..transforms.compress import check_options as check_compression
+
+        check_compression(self.options)
         if self.options.kv_cache != "none" and not self.supports_kv_cache:
             raise UserInputError(
                 f"A stateful KV cache is for decoder (text-generation) models; {self.hf_config.model_type} has none. "
@@ -185,6 +247,13 @@ class CoreMLConfig:
 
     def model_class_name(self) -> str:
         return TASKS[self.task].auto_class
+
+    def model_class_label(self) -> str:
+        """The transformers class the checkpoint loads as for this task (LlamaForCausalLM)."""
+        import transformers
+
+        auto = getattr(transformers, self.model_class_name())
+        return auto._model_mapping[type(self.hf_config)].__name__
 
     # --- example inputs ------------------------------------------------------------------
 

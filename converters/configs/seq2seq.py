@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import SEQ, CoreMLConfig, InputSpec, OutputSpec, additive_mask
+from .base import SEQ, CoreMLConfig, InputSpec, OutputKind, OutputSpec, additive_mask
 
 
 class EncoderWrapper(torch.nn.Module):
@@ -50,6 +50,9 @@ class Seq2SeqConfig(CoreMLConfig):
     def hidden_size(self) -> int:
         return self.attributes.hidden_size
 
+    def fed_by(self, part: str = "encoder") -> str | None:
+        return "encoder" if part == "decoder" else None
+
     def inputs(self, part: str = "encoder") -> list[InputSpec]:
         ids = InputSpec("input_ids", (1, SEQ), "int32", "Indices of input tokens in the vocabulary")
         mask = InputSpec("attention_mask", (1, SEQ), "int32", "1 for tokens to attend to, 0 for padding")
@@ -71,8 +74,8 @@ class Seq2SeqConfig(CoreMLConfig):
 
     def outputs(self, part: str = "encoder") -> list[OutputSpec]:
         if part == "encoder":
-            return [OutputSpec("last_hidden_state", "Hidden state of each input token at the encoder's last layer")]
-        return [OutputSpec("logits", "Next-token scores for each target position (before softmax)")]
+            return [OutputSpec("last_hidden_state", "Hidden state of each input token at the encoder's last layer", kind=OutputKind.EMBEDDINGS)]
+        return [OutputSpec("logits", "Next-token scores for each target position (before softmax)", kind=OutputKind.TOKEN_SCORES)]
 
     def wrap(self, model, part: str = "encoder"):
         if part == "encoder":

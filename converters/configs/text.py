@@ -6,21 +6,22 @@ import torch
 from transformers.cache_utils import Cache
 
 from ..errors import UserInputError
-from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, CoreMLConfig, InputSpec, OutputSpec, StateSpec, additive_mask, first_output
+from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, CoreMLConfig, InputSpec, OutputKind, OutputSpec, StateSpec, additive_mask, first_output
 
+TOKENS = OutputKind.TOKEN_SCORES
 NUM_CHOICES = 4  # multiple-choice packages score this many candidate texts at once
 
-# Which model output feeds each package output, per task (output name -> ModelOutput field).
+# Each task's package outputs (the ModelOutput field feeding each is in _SOURCE_FIELD).
 _TASK_OUTPUTS = {
-    "fill-mask": [OutputSpec("token_scores", "Probability of each vocabulary token at each position (after softmax)", "softmax")],
-    "text-classification": [OutputSpec("probabilities", "Probability of each class (after softmax)", "softmax")],
-    "token-classification": [OutputSpec("token_scores", "Probability of each label for each token (after softmax)", "softmax")],
+    "fill-mask": [OutputSpec("token_scores", "Probability of each vocabulary token at each position (after softmax)", "softmax", TOKENS)],
+    "text-classification": [OutputSpec("probabilities", "Probability of each class (after softmax)", "softmax", OutputKind.CLASS_PROBABILITIES)],
+    "token-classification": [OutputSpec("token_scores", "Probability of each label for each token (after softmax)", "softmax", TOKENS)],
     "question-answering": [
         OutputSpec("start_logits", "Score of each token being the start of the answer"),
         OutputSpec("end_logits", "Score of each token being the end of the answer"),
     ],
     "multiple-choice": [OutputSpec("probabilities", "Probability of each choice (after softmax)", "softmax")],
-    "text-generation": [OutputSpec("logits", "Next-token scores for each position (before softmax)")],
+    "text-generation": [OutputSpec("logits", "Next-token scores for each position (before softmax)", kind=TOKENS)],
 }
 _SOURCE_FIELD = {
     "token_scores": "logits",
@@ -172,9 +173,9 @@ class TextConfig(CoreMLConfig):
 
     def outputs(self, part: str = "model") -> list[OutputSpec]:
         if self.task == "feature-extraction":
-            specs = [OutputSpec("last_hidden_state", "Hidden state of each token at the last layer")]
+            specs = [OutputSpec("last_hidden_state", "Hidden state of each token at the last layer", kind=OutputKind.EMBEDDINGS)]
             if self.has_pooler:
-                specs.append(OutputSpec("pooler_output", "Pooled summary of the sequence (first token, after the pooler)"))
+                specs.append(OutputSpec("pooler_output", "Pooled summary of the sequence (first token, after the pooler)", kind=OutputKind.EMBEDDINGS))
             return specs
         return list(_TASK_OUTPUTS[self.task])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import CoreMLConfig, InputSpec, OutputSpec, first_output
+from .base import CoreMLConfig, InputSpec, OutputKind, OutputSpec, first_output
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -31,13 +31,13 @@ class VisionWrapper(torch.nn.Module):
         result = self.model(pixel_values=pixel_values)
         values = []
         for spec in self.outputs:
-            if spec.name == "classLabels":  # per-pixel labels at the input's resolution
+            if spec.kind == OutputKind.LABEL_MAP:  # per-pixel labels at the input's resolution
                 logits = torch.nn.functional.interpolate(
                     first_output(result, "logits"), size=self.image_size, mode="bilinear", align_corners=False
                 )
                 values.append(torch.argmax(logits, dim=1).to(torch.int32))
                 continue
-            value = first_output(result, "logits" if spec.name == "probabilities" else spec.name)
+            value = first_output(result, "logits" if spec.kind == OutputKind.CLASS_PROBABILITIES else spec.name)
             if spec.postprocess == "softmax":
                 value = torch.softmax(value, dim=-1)
             values.append(value)
@@ -93,14 +93,14 @@ class VisionConfig(CoreMLConfig):
 
     def outputs(self, part: str = "model") -> list[OutputSpec]:
         if self.task == "feature-extraction":
-            specs = [OutputSpec("last_hidden_state", "Features at the last layer")]
+            specs = [OutputSpec("last_hidden_state", "Features at the last layer", kind=OutputKind.EMBEDDINGS)]
             if self.has_pooler:
-                specs.append(OutputSpec("pooler_output", "Pooled image features"))
+                specs.append(OutputSpec("pooler_output", "Pooled image features", kind=OutputKind.EMBEDDINGS))
             return specs
         if self.task == "image-classification":
-            return [OutputSpec("probabilities", "Probability of each class (after softmax)", "softmax")]
+            return [OutputSpec("probabilities", "Probability of each class (after softmax)", "softmax", OutputKind.CLASS_PROBABILITIES)]
         if self.task == "semantic-segmentation":
-            return [OutputSpec("classLabels", "Class index of each pixel, at the input's resolution", "argmax")]
+            return [OutputSpec("classLabels", "Class index of each pixel, at the input's resolution", "argmax", OutputKind.LABEL_MAP)]
         return [
             OutputSpec("logits", "Class scores of each detection (before softmax; the last class is 'no object')"),
             OutputSpec("pred_boxes", "Boxes as (center x, center y, width, height), relative to the image size"),
@@ -116,23 +116,8 @@ class SegformerConfig(VisionConfig):
     has_pooler = False
 
 
-def _bicubic_to_same_size(context, node):
-    """YOLOS resizes its position embeddings bicubically to the image's patch grid; at the
-    configured image size that is a resize to the same size, i.e. the identity (Core ML
-    has no bicubic resize). Any other size is refused rather than approximated."""
-    from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
-
-    inputs = _get_inputs(context, node)
-    x, size = inputs[0], inputs[1]
-    target = None if size is None or size.val is None else tuple(int(v) for v in size.val)
-    if target != tuple(x.shape[2:]):
-        raise NotImplementedError(f"bicubic resize from {tuple(x.shape[2:])} to {target} has no Core ML equivalent")
-    context.add(mb.identity(x=x, name=node.name))
-
-
 class YolosConfig(VisionConfig):
     supported_tasks = ("object-detection",)
 
-    def op_patches(self) -> dict:
-        return {"upsample_bicubic2d": _bicubic_to_same_size, "upsample_bicubic2d.vec": _bicubic_to_same_size}
+    # Its position embeddings are resized bicubically to the same size: the identity.
+    quirks = ("same_size_bicubic_resize",)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..configs.base import OutputKind
 from .compare import Check
 
 PROMPT = "The capital of France is"
@@ -77,7 +78,9 @@ class Generation:
 
 
 def applies(cfg, part: str) -> bool:
-    return cfg.task == "text-generation" and part != "encoder"
+    """Text generation packages whose token scores an app reads directly (not a part fed by another)."""
+    generates = any(spec.kind == OutputKind.TOKEN_SCORES for spec in cfg.outputs(part))
+    return cfg.task == "text-generation" and generates and cfg.fed_by(part) is None
 
 
 # ------------------------------------------------------------------------- PyTorch

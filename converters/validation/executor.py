@@ -29,7 +29,7 @@ from coremltools.converters.mil.frontend.milproto.load import load as _load_milp
 from coremltools.converters.mil.mil import types
 from coremltools.optimize.coreml._quantization_passes import WeightDecompressor
 
-from .ops import KERNELS, VALUE_PRESERVING, Args
+from .ops import CONSTEXPR_OPS, KERNELS, VALUE_PRESERVING, Args
 
 MODES = ("fp32", "fp16")
 
@@ -42,6 +42,13 @@ _TORCH_DTYPES = {
     types.bool: torch.bool,
     types.int8: torch.int8,
     types.uint8: torch.uint8,
+    # Sub-byte types of compressed weights: the milproto loader unpacks them, one per byte.
+    types.int4: torch.int8,
+    types.uint1: torch.uint8,
+    types.uint2: torch.uint8,
+    types.uint3: torch.uint8,
+    types.uint4: torch.uint8,
+    types.uint6: torch.uint8,
     types.int16: torch.int16,
     types.uint16: torch.int32,
     types.int32: torch.int32,
@@ -136,8 +143,9 @@ class ReferenceExecutor:
             specification_version=spec.specificationVersion,
             file_weights_dir=os.path.join(package_path, "Data", "com.apple.CoreML", "weights"),
         )
-        # constexpr_* ops (palettised, quantised, sparse weights) become plain consts.
-        WeightDecompressor(op_selector=lambda op: True).apply(prog)
+        # constexpr_* ops (quantised, palettised, sparse weights) run once, at load, with our
+        # kernels (ops.py); any other constexpr op is materialised by coremltools.
+        WeightDecompressor(op_selector=lambda op: op.op_type not in CONSTEXPR_OPS).apply(prog)
         func = prog.functions[spec.description.defaultFunctionName or "main"]
         self.op_summary = _op_summary(func)
         # A classifier ends with `classify` (a label and a {label: probability} dict, not
@@ -157,13 +165,14 @@ class ReferenceExecutor:
         self.state_names = [t.name for t in states]
         self.output_names = [t.name for t in self._outputs] + list(classified)
         self._keep = {t.name for t in self._outputs} | ({self._classifier.probabilities} if self._classifier else set())
-        self._steps = self._plan(func)
+        self._decompress, self._steps = self._plan(func)
         self._consts = self._load_consts(func)
 
     # ------------------------------------------------------------------ building
 
-    def _plan(self, func) -> list[_Step]:
-        steps = []
+    def _plan(self, func) -> tuple[list[_Step], list[_Step]]:
+        """(weight decompression steps, run once at load; the program's steps, run per call)."""
+        decompress, steps = [], []
         for op in func.operations:
             if all(_is_const(v) for v in op.outputs) or op.op_type == "classify":
                 continue
@@ -180,8 +189,9 @@ class ReferenceExecutor:
             except NotImplementedError as e:
                 raise UnsupportedOpError([op.op_type], f"op {op.name!r}: {e}") from e
             rounds = op.op_type not in VALUE_PRESERVING
-            steps.append(_Step(op.op_type, op.name, KERNELS[op.op_type], names, consts, outputs, rounds))
-        return self._with_releases(steps)
+            step = _Step(op.op_type, op.name, KERNELS[op.op_type], names, consts, outputs, rounds)
+            (decompress if op.op_type in CONSTEXPR_OPS else steps).append(step)
+        return decompress, self._with_releases(steps)
 
     def _with_releases(self, steps: list[_Step]) -> list[_Step]:
         """Drop each intermediate var after its last reader, to bound memory."""
@@ -194,13 +204,19 @@ class ReferenceExecutor:
 
     def _load_consts(self, func) -> dict[str, torch.Tensor]:
         used = {var for step in self._steps for var in _read_vars(step)} | self._keep
+        compressed = {var for step in self._decompress for var in _read_vars(step)}
         consts = {}
         for op in func.operations:
             for var in op.outputs:
-                if var.name in used and _is_const(var) and var.dtype != types.str:
+                if var.name in used | compressed and _is_const(var) and var.dtype != types.str:
                     arr = np.asarray(var.val).astype(_Tensor.of(var).np_dtype, copy=True)
                     consts[var.name] = torch.from_numpy(arr)
-        return consts
+        # Decompress the weights once: a decompressed weight is a constant of its declared
+        # type (fp16 values stay fp16 values in both modes, like any fp16 constant).
+        with torch.inference_mode():
+            for step in self._decompress:
+                _run(step, consts, {}, fp16=True)
+        return {name: value for name, value in consts.items() if name in used}
 
     # ------------------------------------------------------------------ running
 

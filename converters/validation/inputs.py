@@ -106,7 +106,7 @@ def _token_types(mask: np.ndarray) -> np.ndarray:
     return types
 
 
-def decoder_inputs(cfg: CoreMLConfig, tokenizer, length: int, encoder) -> InputSet:
+def decoder_inputs(cfg: CoreMLConfig, part: str, tokenizer, length: int, encoder) -> InputSet:
     """Decoder inputs, with the encoder side computed by the PyTorch `encoder` wrapper so
     the decoder package is checked on its own."""
     start = cfg.attributes.decoder_start_token_id or 0
@@ -118,7 +118,7 @@ def decoder_inputs(cfg: CoreMLConfig, tokenizer, length: int, encoder) -> InputS
     with torch.no_grad():
         hidden = encoder(source, source_mask)[0].float()
     arrays = [target, target_mask, hidden.numpy(), source_mask.numpy()]
-    names = [spec.name for spec in cfg.inputs("decoder")]
+    names = [spec.name for spec in cfg.inputs(part)]
     torch_args = (torch.from_numpy(target), torch.from_numpy(target_mask), hidden, source_mask)
     return InputSet(f"text, {length} target tokens", dict(zip(names, arrays)), torch_args, int(target_mask.sum()))
 
@@ -183,6 +183,6 @@ def input_sets(cfg: CoreMLConfig, part: str, tokenizer, encoder=None) -> list[In
         return stateful_inputs(cfg, tokenizer)
     if cfg.modality == "vision":
         return [image_inputs(cfg)]
-    if part == "decoder":
-        return [decoder_inputs(cfg, tokenizer, length, encoder) for length in sequence_lengths(cfg)]
+    if cfg.fed_by(part):
+        return [decoder_inputs(cfg, part, tokenizer, length, encoder) for length in sequence_lengths(cfg)]
     return [text_inputs(cfg, tokenizer, part, length) for length in sequence_lengths(cfg)]

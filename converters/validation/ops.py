@@ -1045,3 +1045,146 @@ def _resize_nearest(a):
     x = a.t("x")
     out_h, out_w = a.v("target_size_height"), a.v("target_size_width")
     return _nearest(x, out_h, out_w, x.shape[-2] / out_h, x.shape[-1] / out_w)
+
+
+# ---------------------------------------------------------------- compressed weights
+# constexpr_* ops rebuild a constant weight from its compressed form (coremltools.optimize:
+# linear quantisation, palettisation, pruning, and their joint forms). The executor runs
+# them once, when it loads a package, and keeps their outputs as constants; semantics as in
+# coremltools' mil/ops/defs/iOS16/constexpr_ops.py and iOS18/compression.py. Sub-byte
+# inputs (int4, uint1..uint6) arrive unpacked, one element per byte, as the milproto loader
+# gives them; iOS16's packed `indices`/`mask` bytes are unpacked here.
+
+CONSTEXPR_OPS = frozenset(
+    """constexpr_affine_dequantize constexpr_cast constexpr_lut_to_dense
+    constexpr_sparse_to_dense constexpr_blockwise_shift_scale constexpr_lut_to_sparse
+    constexpr_sparse_blockwise_shift_scale""".split()
+)
+
+
+def _unpack_bits(packed: torch.Tensor, nbits: int, count: int) -> torch.Tensor:
+    """`count` unsigned `nbits`-bit elements packed one byte at a time, least significant
+    bit first (an element may straddle two bytes)."""
+    shifts = torch.arange(8, dtype=torch.uint8)
+    bits = ((packed.to(torch.uint8).reshape(-1, 1) >> shifts) & 1).reshape(-1)[: nbits * count]
+    weights = torch.tensor([1 << i for i in range(nbits)], dtype=torch.int64)
+    return (bits.reshape(count, nbits).to(torch.int64) * weights).sum(-1)
+
+
+def _along_axis(p: torch.Tensor, rank: int, axis: int) -> torch.Tensor:
+    """A scalar or a vector along `axis`, shaped to broadcast against a rank-`rank` tensor."""
+    if p.dim() in (0, rank):
+        return p
+    shape = [1] * rank
+    shape[_axis(axis, rank)] = -1
+    return p.reshape(shape)
+
+
+def _blocked(x: torch.Tensor, blocks: list[int]) -> torch.Tensor:
+    """[n0*b0, n1*b1, ...] viewed as [n0, b0, n1, b1, ...]: one (n, b) pair per axis, so a
+    per-block parameter [n0, 1, n1, 1, ...] broadcasts against it without being repeated."""
+    return x.reshape([d for size, b in zip(x.shape, blocks) for d in (size // b, b)])
+
+
+def _block_sizes(data_shape, param_shape) -> list[int]:
+    if len(data_shape) != len(param_shape) or any(p == 0 or d % p for d, p in zip(data_shape, param_shape)):
+        raise NotImplementedError(f"parameter shape {tuple(param_shape)} does not tile data shape {tuple(data_shape)}")
+    return [d // p for d, p in zip(data_shape, param_shape)]
+
+
+def _shift_scale(data: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    """output[i] = scale[i // block] * (data[i] - offset[i // block]), block = data.shape / scale.shape."""
+    blocks = _block_sizes(data.shape, scale.shape)
+    x = _blocked(data.float(), blocks)
+    one = [1] * len(blocks)
+    if offset is not None:
+        x = x - _blocked(offset.float(), one)
+    return (x * _blocked(scale.float(), one)).reshape(data.shape)
+
+
+def _lut_lookup(indices: torch.Tensor, lut: torch.Tensor, vector_axis: int | None) -> torch.Tensor:
+    """iOS18 palettisation: `lut` [g0, g1, ..., PALETTES, VECTOR] holds one table per block of
+    `indices` (block = indices.shape / lut.shape[:-2]); each index picks a VECTOR-long entry,
+    laid along `vector_axis` (so that axis of the output is VECTOR times longer)."""
+    rank = indices.dim()
+    palettes, vector = lut.shape[-2], lut.shape[-1]
+    blocks = _block_sizes(indices.shape, lut.shape[:-2])
+    index = _blocked(indices.long(), blocks)  # [n0, b0, n1, b1, ...]
+    table = lut.float().reshape([d for g in lut.shape[:-2] for d in (g, 1)] + [palettes, vector])  # [n0, 1, n1, 1, ..., P, V]
+    # Gather over the palette axis from the broadcast tables (an expanded view: no copy).
+    table = table.expand(*index.shape, palettes, vector)
+    picked = torch.gather(table, -2, index[..., None, None].expand(*index.shape, 1, vector))
+    out = picked.reshape(*indices.shape, vector)
+    if vector == 1:
+        return out[..., 0]
+    axis = _axis(vector_axis, rank)
+    out = out.movedim(-1, axis + 1)  # each entry's VECTOR values right after its position
+    shape = list(indices.shape)
+    shape[axis] *= vector
+    return out.reshape(shape)
+
+
+def _bits_to_mask(a, shape) -> torch.Tensor:
+    return _unpack_bits(a.t("mask"), 1, math.prod(shape)).reshape(shape).bool()
+
+
+def _scatter_nonzero(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(mask.shape, dtype=values.dtype)
+    out[mask] = values.reshape(-1)
+    return out
+
+
+@kernel("constexpr_affine_dequantize")
+def _constexpr_affine_dequantize(a):
+    q = a.t("quantized_data")
+    rank, axis = q.dim(), a.v("axis")
+    zero_point = _along_axis(a.t("zero_point").float(), rank, axis)
+    return (q.float() - zero_point) * _along_axis(a.t("scale").float(), rank, axis)
+
+
+@kernel("constexpr_cast")
+def _constexpr_cast(a):
+    return a.t("source_val").float()
+
+
+@kernel("constexpr_lut_to_dense")
+def _constexpr_lut_to_dense(a):
+    lut = a.t("lut")
+    if a.has("shape"):  # iOS16: packed indices into one flat table
+        shape = [int(s) for s in a.t("shape").tolist()]
+        nbits = int(math.log2(lut.shape[0]))
+        indices = _unpack_bits(a.t("indices"), nbits, math.prod(shape))
+        return lut.float()[indices].reshape(shape)
+    return _lut_lookup(a.t("indices"), lut, a.v("vector_axis"))
+
+
+@kernel("constexpr_sparse_to_dense")
+def _constexpr_sparse_to_dense(a):
+    if a.has("shape"):  # iOS16: the mask packed as bits
+        mask = _bits_to_mask(a, [int(s) for s in a.t("shape").tolist()])
+    else:  # iOS18: a uint1 mask of the output's shape
+        mask = a.t("mask") != 0
+    return _scatter_nonzero(a.t("nonzero_data"), mask)
+
+
+@kernel("constexpr_blockwise_shift_scale")
+def _constexpr_blockwise_shift_scale(a):
+    return _shift_scale(a.t("data"), a.t("scale"), a.t("offset"))
+
+
+@kernel("constexpr_lut_to_sparse")
+def _constexpr_lut_to_sparse(a):
+    mask = a.t("indices_mask") != 0
+    indices = _scatter_nonzero(a.t("indices_nonzero_data"), mask)
+    vector_axis = a.v("vector_axis")
+    dense = _lut_lookup(indices, a.t("lut"), vector_axis)
+    if a.t("lut").shape[-1] > 1:
+        mask = mask.repeat_interleave(a.t("lut").shape[-1], _axis(vector_axis, mask.dim()))
+    return mask.to(torch.uint8), dense[mask]
+
+
+@kernel("constexpr_sparse_blockwise_shift_scale")
+def _constexpr_sparse_blockwise_shift_scale(a):
+    mask = a.t("data_mask") != 0
+    dense = _shift_scale(_scatter_nonzero(a.t("nonzero_data"), mask), a.t("scale"), a.t("offset"))
+    return mask.to(torch.uint8), dense[mask]

@@ -1,4 +1,5 @@
-"""Validation: prove a package computes what the PyTorch model computes.
+"""Validation: prove a package computes what the PyTorch model computes (one set of checks;
+the backend supplies the runner: for Core ML, the reference executor).
 
 For each package and each deterministic input set, the PyTorch wrapper (the model plus
 the package's pre/post-processing, fp32) gives the reference; the package runs in the
@@ -17,11 +18,11 @@ import numpy as np
 import torch
 
 from ..configs import CoreMLConfig
-from ..package_info import describe_package
-from . import continuation, coreml_runtime
+from ..configs.base import OutputKind
+from . import continuation, coreml_runtime, quality
 from .compare import Check, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
 from .compute_units import analyse
-from .executor import ReferenceExecutor, UnsupportedOpError
+from .executor import UnsupportedOpError
 from .inputs import input_sets, load_tokenizer
 
 MODES = ("fp32", "fp16")
@@ -34,9 +35,14 @@ def validate(
     source_path: Path,
     modes: tuple[str, ...] = MODES,
     compute_units: tuple[str, ...] = coreml_runtime.COMPUTE_UNITS,
+    backend=None,
 ) -> dict:
     """Validate `packages` ({part: path}) converted from `model` with `cfg`; returns the
-    report's `validation` section."""
+    report's `validation` section. `backend` (backends.Backend, Core ML by default) runs and
+    describes the saved packages."""
+    from ..backends import backend_for
+
+    backend = backend or backend_for("coreml")
     started = time.perf_counter()
     tokenizer = load_tokenizer(source_path) if cfg.modality == "text" else None
     on_device, device_note = coreml_runtime.available()
@@ -49,17 +55,25 @@ def validate(
     # must reproduce when driven as swift-transformers drives it (continuation.py).
     greedy = continuation.reference(cfg, model, tokenizer) if any(continuation.applies(cfg, p) for p in packages) else None
     runs: list[dict] = []
+    # A compressed package is judged on real text by its scheme's quality bar (quality.py),
+    # not by element-wise differences; float packages keep the element-wise checks.
+    scheme = quality.scheme(cfg)
+    bar = quality.bar_for(cfg) if scheme else None
+    if scheme and bar is None:
+        errors.append(f"no quality bar for compression scheme {scheme!r}: validation cannot judge this package")
+    quality_numbers: dict = {}
     for part, path in packages.items():
         try:
-            executor = ReferenceExecutor(path)
+            executor = backend.runner(path)
         except UnsupportedOpError as error:
             errors.append(f"{part}: the reference executor cannot run op(s) {error}: validation cannot vouch for this package")
             checks.append(Check(part, "-", "-", "fp32", "executor_supports_all_ops", 0.0, 1.0, False, True))
             continue
-        info = describe_package(path)
+        info = backend.describe(path)
         units[part] = analyse(info, executor.op_summary)
         module = cfg.reference_module(model, part).eval()
-        encoder = cfg.wrap(model, "encoder").eval() if part == "decoder" else None
+        feeder = cfg.fed_by(part)
+        encoder = cfg.wrap(model, feeder).eval() if feeder else None
         coreml_models = {cu: coreml_runtime.load(path, cu) for cu in compute_units} if on_device else {}
         for inputs in input_sets(cfg, part, tokenizer, encoder):
             with torch.no_grad():
@@ -73,12 +87,17 @@ def validate(
             for mode in modes:
                 state = executor.make_state()
                 actual = _joined([executor.predict(feed, mode=mode, state=state) for feed in feeds])
-                checks += _compare(cfg, part, inputs, reference, actual, mode, _precision_key(cfg, mode))
+                checks += _judge(cfg, part, inputs, reference, actual, mode, _precision_key(cfg, mode), bar)
             for cu, coreml_model in coreml_models.items():
                 actual = _joined(coreml_runtime.predict(coreml_model, feeds, stateful=bool(executor.state_names)))
-                checks += _compare(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"))
+                checks += _judge(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"), bar)
+        logits = _generated_scores(cfg, part)
+        if bar is not None and tokenizer is not None and logits:
+            rows, numbers = quality.passage_checks(cfg, part, module, executor, tokenizer, modes, bar, scheme, logits)
+            checks += rows
+            quality_numbers[part] = numbers
         if greedy is not None and continuation.applies(cfg, part):
-            checks += _continuation(cfg, greedy, executor, info, part, modes, runs)
+            checks += _continuation(cfg, greedy, executor, info, part, modes, runs, compressed=bar is not None)
         for cu, coreml_model in coreml_models.items():
             placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
 
@@ -87,11 +106,14 @@ def validate(
     if errors:
         message = "; ".join(errors)
     elif failed:
-        worst = failed[0]
+        # A compressed package is named as such, with a failed passage check first if any.
+        worst = next((c for c in failed if c.inputs.startswith("passage")), failed[0]) if scheme else failed[0]
         message = (
             f"{len(failed)} of {len(checks)} checks failed, e.g. {worst.output} ({worst.mode}, {worst.inputs}): "
             f"{worst.metric} = {worst.to_dict()['value']} against a threshold of {worst.to_dict()['threshold']}"
         )
+        if scheme:
+            message = f"the {scheme} compression loses too much quality to ship: {message}"
     else:
         message = f"all {len(checks)} checks passed"
     result = {
@@ -105,6 +127,8 @@ def validate(
         "compute_units": units,
         "placement": placement,
     }
+    if scheme:
+        result["quality"] = {"scheme": scheme, "bar": vars(bar) if bar else None, "passage": quality.PASSAGE_FILE.name, "packages": quality_numbers}
     if greedy is not None:
         result["continuation"] = continuation.section(greedy, runs)
     result["seconds"] = round(time.perf_counter() - started, 3)
@@ -124,6 +148,19 @@ def _reference_outputs(cfg: CoreMLConfig, part: str, values: tuple) -> dict[str,
     return {name: value.detach().float().numpy() if value.is_floating_point() else value.numpy() for name, value in zip(names, values)}
 
 
+def _judge(cfg, part, inputs, reference: dict, actual: dict, mode: str, precision: str, bar) -> list[Check]:
+    if bar is not None:
+        return quality.compare(cfg, part, inputs, reference, actual, mode, bar, _probabilities_vector)
+    return _compare(cfg, part, inputs, reference, actual, mode, precision)
+
+
+def _generated_scores(cfg, part: str) -> str | None:
+    """The next-token scores output of a text-generation part, else None."""
+    if cfg.task != "text-generation":
+        return None
+    return next((spec.name for spec in cfg.outputs(part) if spec.kind == OutputKind.TOKEN_SCORES), None)
+
+
 def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precision: str) -> list[Check]:
     tol = cfg.validation_tolerances()
     rows: list[Check] = []
@@ -134,8 +171,10 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
         rows.append(Check(part, inputs.name, output, mode, metric, value, threshold, bool(ok), higher_is_better))
 
     labels = cfg.class_labels()
+    kinds = {spec.name: spec.kind for spec in cfg.outputs(part)}
     for name, ref in reference.items():
-        if labels and name == "probabilities":
+        kind = kinds[name]
+        if kind == OutputKind.CLASS_PROBABILITIES and labels:
             got = _probabilities_vector(actual, labels)
             probabilities = ref.reshape(-1)
             predicted = labels.index(str(actual["classLabel"])) if str(actual.get("classLabel")) in labels else -1
@@ -149,29 +188,36 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
         if got.shape != ref.shape:
             row(name, "shape_matches", 0.0, 1.0, True)
             continue
-        if name == "classLabels":
+        if kind == OutputKind.LABEL_MAP:
             row(name, "label_agreement", label_agreement(ref, got), tol.min_label_agreement[precision], True)
             continue
         scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
         row(name, "finite_share", finite_share(got), 1.0, True)
         row(name, "max_abs_diff", max_abs_diff(ref, got), tol.atol[precision] * scale, False)
         row(name, "psnr_db", psnr_db(ref, got), tol.min_psnr[precision], True)
-        if name in ("logits", "token_scores") and cfg.task in ("text-generation", "text2text-generation", "fill-mask", "token-classification"):
+        if kind == OutputKind.TOKEN_SCORES:
             positions = inputs.valid_positions
             row(name, "top1_agreement", top1_agreement(ref[0], got[0], tol.atol[precision] * scale, positions), tol.min_top1[precision], True)
-        if name in ("last_hidden_state", "pooler_output"):
+        if kind == OutputKind.EMBEDDINGS:
             row(name, "cosine_similarity", cosine_similarity(ref, got), tol.min_cosine[precision], True)
     return rows
 
 
-def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: list[dict]) -> list[Check]:
+def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: list[dict], compressed: bool = False) -> list[Check]:
     """Drive `part` as swift-transformers does in each mode; its runs go to `runs`, and its
-    check rows are returned."""
+    check rows are returned. A compressed package's greedy text may drift from PyTorch's
+    (its quality is judged on the passage): its row checks that it can be driven."""
     tol = cfg.validation_tolerances()
     rows = []
     for mode in modes:
         run = continuation.run_package(greedy, executor, info, part, mode, tol.atol[_precision_key(cfg, mode)])
         if run is None:
+            continue
+        if compressed and run["passed"] is not None:
+            drove = run.get("stopped") != "error"
+            run.update(passed=drove, note="compressed package: the greedy text may drift from PyTorch's; quality is judged on the passage")
+            rows.append(Check(part, f"continuation, {greedy.new_tokens} tokens", "logits", mode, "continuation_runs", float(drove), 1.0, drove, True))
+            runs.append(run)
             continue
         runs.append(run)
         row = continuation.check_row(greedy, run)

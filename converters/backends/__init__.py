@@ -1,0 +1,61 @@
+"""Stages 3 and 5, the output formats: a backend turns a captured torch program into a
+package, saves it, describes it, and gives validation a runner for what it saved.
+
+Core ML is the one backend today; Core AI comes next as one more module here that
+implements `Backend` and one line in `BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..errors import UserInputError
+
+
+class Runner(Protocol):
+    """Runs a saved package on this machine, for validation."""
+
+    state_names: list[str]
+    op_summary: dict
+
+    def make_state(self) -> dict: ...
+
+    def predict(self, inputs: dict, mode: str = "fp32", state: dict | None = None) -> dict: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def convert(self, plan, captured):
+        """The in-memory package for one part (`captured`: capture.Captured)."""
+
+    def package_path(self, plan, part: str) -> str:
+        """Where the part's package goes, relative to the output folder."""
+
+    def save(self, plan, part: str, artifact, path: Path) -> None:
+        """Write the package, with its descriptions and metadata, to `path`."""
+
+    def describe(self, path: Path) -> dict:
+        """Inputs, outputs, states and metadata of a saved package, as saved."""
+
+    def runner(self, path: Path) -> Runner:
+        """A runner for the saved package on any OS (validation's exact and fp16 modes);
+        raises UnsupportedOpError naming ops it cannot run."""
+
+
+def _coreml() -> Backend:
+    from .coreml import CoreMLBackend  # coremltools loads only when a package is made
+
+    return CoreMLBackend()
+
+
+# name -> a factory of the backend; a new output format is one module and one line here.
+BACKENDS: dict[str, Callable[[], Backend]] = {"coreml": _coreml}
+
+
+def backend_for(name: str = "coreml") -> Backend:
+    try:
+        return BACKENDS[name]()
+    except KeyError:
+        raise UserInputError(f"Unknown output format '{name}'. Choose one of: {', '.join(BACKENDS)}.") from None

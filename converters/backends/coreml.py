@@ -1,0 +1,177 @@
+"""The Core ML backend: coremltools turns the captured torch program into an ML Program
+package, with the interface swift-transformers and exporters-era apps read (input and
+output names, image inputs, classifier outputs, states, `co.huggingface.exporters.*`
+metadata); validation runs the saved package in the reference executor on any OS.
+
+coremltools' op patches live beside it (coreml_patches.py): they apply only while
+coremltools converts.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+
+from ..configs import CoreMLConfig
+from ..configs.base import SEQ, InputSpec
+from ..errors import ConversionError
+from ..metadata import package_metadata
+from ..options import ConversionOptions
+from ..package_info import describe_package
+from ..source import ModelSource
+from ..tasks import TASKS
+from .coreml_patches import op_patches, quirk_patches
+
+
+class CoreMLBackend:
+    name = "coreml"
+
+    def convert(self, plan, captured):
+        import coremltools as ct
+
+        cfg, options, part = plan.cfg, plan.options, captured.part
+        with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16"):
+            try:
+                mlmodel = ct.convert(
+                    captured.program,
+                    inputs=_coreml_inputs(cfg, part, options),
+                    # A classifier's outputs are named by its ClassifierConfig (renamed below).
+                    outputs=None if cfg.class_labels() else [ct.TensorType(name=o.name) for o in cfg.outputs(part)],
+                    classifier_config=_classifier(cfg),
+                    states=_coreml_states(cfg, part),
+                    convert_to="mlprogram",
+                    compute_precision=ct.precision.FLOAT16 if options.precision == "float16" else ct.precision.FLOAT32,
+                    minimum_deployment_target=getattr(ct.target, options.minimum_deployment_target),
+                    skip_model_load=True,
+                )
+            except Exception as error:
+                raise ConversionError(f"coremltools could not convert the {part} of this {cfg.hf_config.model_type} model: {error}") from error
+        if cfg.class_labels():
+            mlmodel = _rename_classifier_probabilities(mlmodel)
+        return mlmodel
+
+    def package_path(self, plan, part: str) -> str:
+        return package_filename(plan.source.name, plan.task, plan.options, part, len(plan.parts))
+
+    def save(self, plan, part: str, artifact, path: Path) -> None:
+        _describe(artifact, plan.cfg, part, plan.source, plan.options, plan.hub_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        artifact.save(str(path))
+        gc.collect()
+
+    def describe(self, path: Path) -> dict:
+        return describe_package(path)
+
+    def runner(self, path: Path):
+        from ..validation.executor import ReferenceExecutor
+
+        return ReferenceExecutor(path)
+
+
+def _coreml_inputs(cfg: CoreMLConfig, part: str, options: ConversionOptions):
+    import coremltools as ct
+
+    sequence = options.sequence_length
+    inputs = []
+    for spec in cfg.inputs(part):
+        if spec.image:
+            inputs.append(
+                ct.ImageType(
+                    name=spec.name,
+                    shape=spec.shape,
+                    scale=spec.image["scale"],
+                    bias=spec.image["bias"],
+                    color_layout=ct.colorlayout.RGB,
+                )
+            )
+            continue
+        dtype = {"int32": np.int32, "float16": np.float16, "float32": np.float32}[spec.dtype]
+        inputs.append(ct.TensorType(name=spec.name, shape=_coreml_shape(spec, sequence, cfg.ranged_axes()), dtype=dtype))
+    return inputs
+
+
+def _coreml_states(cfg: CoreMLConfig, part: str):
+    import coremltools as ct
+
+    # Core ML keeps states in float16 only.
+    states = [ct.StateType(wrapped_type=ct.TensorType(shape=s.shape, dtype=np.float16), name=s.name) for s in cfg.states(part)]
+    return states or None
+
+
+def _coreml_shape(spec: InputSpec, sequence, ranged: dict[str, tuple[int, int]]):
+    import coremltools as ct
+
+    if any(d in ranged for d in spec.shape):
+        return ct.Shape(tuple(ct.RangeDim(*ranged[d], default=ranged[d][0]) if d in ranged else d for d in spec.shape))
+    if SEQ not in spec.shape:
+        return spec.shape
+    if sequence.kind == "fixed":
+        return tuple(sequence.maximum if d == SEQ else d for d in spec.shape)
+    if sequence.kind == "range":
+        dim = ct.RangeDim(lower_bound=sequence.minimum, upper_bound=sequence.maximum, default=sequence.maximum)
+        return ct.Shape(tuple(dim if d == SEQ else d for d in spec.shape))
+    shapes = [tuple(size if d == SEQ else d for d in spec.shape) for size in sequence.sizes]
+    return ct.EnumeratedShapes(shapes=shapes, default=shapes[-1])
+
+
+def _classifier(cfg: CoreMLConfig):
+    import coremltools as ct
+
+    labels = cfg.class_labels()
+    if not labels:
+        return None
+    # coremltools links the last op's output (the softmax) to the classifier's dictionary.
+    return ct.ClassifierConfig(labels, predicted_feature_name="classLabel", predicted_probabilities_output=None)
+
+
+def _rename_classifier_probabilities(mlmodel):
+    """coremltools names a classifier's dictionary output '<label>_probs'; exporters and
+    Vision read 'probabilities'."""
+    import coremltools as ct
+
+    spec = mlmodel.get_spec()
+    ct.utils.rename_feature(spec, "classLabel_probs", "probabilities")
+    return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+
+
+def _describe(mlmodel, cfg: CoreMLConfig, part: str, source: ModelSource, options: ConversionOptions, hub_name: str) -> None:
+    """Descriptions and metadata a person (and Xcode) sees in the package."""
+    for spec in cfg.inputs(part):
+        mlmodel.input_description[spec.name] = spec.description
+    for spec in cfg.outputs(part):
+        mlmodel.output_description[spec.name] = spec.description
+    if cfg.class_labels():
+        mlmodel.output_description["classLabel"] = "The most likely class"
+    task = TASKS[cfg.task]
+    mlmodel.short_description = (
+        f"{source.display} ({cfg.hf_config.model_type}) for {cfg.task}: {task.summary}"
+        + (f"; {part}" if part != "model" else "")
+        + ". Converted by Core ML Converter."
+    )
+    mlmodel.author = "Core ML Converter"
+    mlmodel.version = source.revision or ""
+    license_name = getattr(cfg.hf_config, "license", None)
+    if license_name:
+        mlmodel.license = str(license_name)
+    mlmodel.user_defined_metadata.update(
+        package_metadata(
+            name=hub_name,
+            task=cfg.task,
+            architecture=cfg.model_class_label(),
+            precision=options.precision,
+            options=options.to_dict(),
+            part=part,
+        )
+    )
+
+
+def package_filename(model_name: str, task: str, options: ConversionOptions, part: str, part_count: int) -> str:
+    """swift-transformers: '<name>.mlpackage'; exporters: 'coreml/<task>/<precision>_model.mlpackage'."""
+    if options.naming == "exporters":
+        prefix = f"{part}_" if part_count > 1 else ""
+        return f"coreml/{task}/{prefix}{options.precision}_model.mlpackage"
+    suffix = f"-{part}" if part_count > 1 else ""
+    return f"{model_name}{suffix}.mlpackage"
+

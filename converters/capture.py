@@ -1,0 +1,77 @@
+"""Stage 2, capture: load the PyTorch model, wrap it to the package's interface and capture
+one torch program per part — shared by every backend.
+
+torch.export (then the default decompositions) is tried first because it is what
+coremltools supports best for current torch; torch.jit.trace is the fallback. float16
+packages are captured with float16-safe norms (float16_safe.py).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from .configs.base import SEQ
+from .float16_safe import float16_safe
+from .loading import load_model
+from .plan import Plan
+
+# What torch.export raises when it cannot capture a model (its own errors derive from
+# RuntimeError); anything else — a job timeout, an interrupt — must not be mistaken for one.
+EXPORT_FAILURES = (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, AttributeError, KeyError, IndexError)
+
+
+@dataclass
+class Captured:
+    part: str
+    program: object  # a torch.export.ExportedProgram, or a TorchScript module from tracing
+    exporter: str  # "torch.export" or "torch.jit.trace"
+    float16_safe_norms: int  # norms rewritten in their float16-safe form
+    seconds: float
+
+
+def load(plan: Plan) -> torch.nn.Module:
+    """The transformers model for the task, from safetensors only, in float32."""
+    return load_model(plan.source.path, plan.cfg, plan.warnings)
+
+
+def capture(plan: Plan, model: torch.nn.Module, part: str) -> Captured:
+    started = time.perf_counter()
+    cfg = plan.cfg
+    module = cfg.wrap(model, part).eval()
+    float16 = plan.options.precision == "float16"
+    with float16_safe(module) if float16 else nullcontext(0) as safe_norms:
+        program, exporter = torch_program(module, cfg.example_inputs(part), plan, part)
+    return Captured(part, program, exporter, safe_norms, time.perf_counter() - started)
+
+
+def torch_program(module, example: dict, plan: Plan, part: str):
+    """torch.export first; torch.jit.trace if export fails. Returns (program, exporter name)."""
+    cfg, options = plan.cfg, plan.options
+    args = tuple(example.values())
+    dims = {}
+    if options.sequence_length.kind != "fixed":
+        # torch.export cannot specialise a dimension to 0/1, so the traced range starts at 2;
+        # the package's shape (set from the options) still admits the full range.
+        dims[SEQ] = torch.export.Dim("seq", min=max(2, options.sequence_length.minimum), max=options.sequence_length.maximum)
+    for name, (low, high) in cfg.ranged_axes().items():
+        # A slice covering a whole cache buffer traces differently; the graph is the same for
+        # it, so the traced range stops one short and the package's range admits the full size.
+        dims[name] = torch.export.Dim(name, min=low, max=high - 1)
+    dynamic = None
+    if dims:
+        # Per positional input, in the order of the wrapper's forward arguments.
+        dynamic = tuple({i: dims[d] for i, d in enumerate(spec.shape) if d in dims} or None for spec in cfg.inputs(part))
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
+            return program.run_decompositions({}), "torch.export"
+    except EXPORT_FAILURES as error:
+        plan.warnings.append(f"torch.export failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); used torch.jit.trace instead.")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(module, args, strict=False), "torch.jit.trace"

@@ -1,0 +1,54 @@
+"""Stage 1, plan: what will be converted, decided before any weights are loaded.
+
+From the source (a folder, or a Hub repo downloaded), its config, the requested task and
+the options: the architecture's config (`cfg`, which knows the packages' interface), the
+task, the parts to build and the repo the packages name for their tokenizer. Every refusal
+of the request happens here, so nothing is loaded for a request that cannot be served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .configs import CoreMLConfig, config_class_for
+from .loading import load_hf_config, load_preprocessor, resolve_task
+from .options import ConversionOptions
+from .source import ModelSource
+
+
+@dataclass
+class Plan:
+    source: ModelSource
+    requested_task: str
+    cfg: CoreMLConfig
+    options: ConversionOptions
+    hub_name: str  # the repo the packages name for their tokenizer (co.huggingface.exporters.name)
+    warnings: list[str] = field(default_factory=list)
+    compression: dict[str, dict] = field(default_factory=dict)  # part -> what the compression transform did
+
+    @property
+    def task(self) -> str:
+        return self.cfg.task
+
+    @property
+    def hf_config(self):
+        return self.cfg.hf_config
+
+    @property
+    def parts(self) -> list[str]:
+        return self.cfg.parts()
+
+
+def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_name: str | None = None) -> Plan:
+    hf_config = load_hf_config(source.path)
+    config_cls = config_class_for(hf_config.model_type)
+    resolved_task = resolve_task(task, config_cls, hf_config, source=source)
+    cfg = config_cls(hf_config, resolved_task, options, load_preprocessor(source.path))
+    cfg.check_options()
+    plan = Plan(source, task, cfg, options, hub_name or source.hub_id or source.name)
+    if options.sequence_length.kind == "range" and cfg.modality == "text":
+        plan.warnings.append(
+            "The sequence length is a range: Core ML runs models with range shapes on the CPU only. "
+            "Use a fixed length or a list of lengths to let the GPU and Neural Engine run it."
+        )
+    return plan

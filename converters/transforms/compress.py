@@ -1,0 +1,301 @@
+"""Weight compression, data-free, with coremltools.optimize.coreml: the `quantize` option.
+
+Schemes (the option's choices), one function per family:
+- `int8`: linear symmetric int8, one scale per output channel (iOS16+) — `quantize_linear`;
+- `int4`: linear symmetric int4, one scale per `block_size` input channels (iOS18+) — `quantize_linear`;
+- `lut8`, `lut6`, `lut4`: k-means palettization (exact 1-D k-means), one lookup table per `group_size` output
+  channels on iOS18+, one per weight below (iOS16+) — `palettize`;
+- `mixed`: int4 per block for the layers, int8 per channel for the embeddings and the output
+  head (a tied embedding/head matrix is one weight in the program: 8 bits) — `quantize_mixed`.
+
+Only the weights of linear, matmul, conv, conv_transpose and gather (embedding) ops are
+compressed, each named explicitly (`OptimizationConfig(op_name_configs=...)`): constants such
+as a causal mask or rotary tables stay as they are, and so do weights of `WEIGHT_THRESHOLD`
+elements or fewer (coremltools' own default `weight_threshold`: not worth a lookup table).
+
+Deployment targets (refused in `check_options`, at plan time): coremltools writes per-channel
+int8 and per-tensor LUTs with iOS16 ops (`constexpr_affine_dequantize`, `constexpr_lut_to_dense`),
+int4, per-block and grouped-channel ones only with iOS18 ops (`constexpr_blockwise_shift_scale`,
+`constexpr_lut_to_dense` iOS18).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from ..errors import UserInputError
+from ..options import OPTIONS, meets
+
+WEIGHT_THRESHOLD = 2048  # coremltools' default: weights of at most this many elements stay float
+_LAYER_OPS = ("linear", "matmul", "conv", "conv_transpose")
+_IOS18 = ("iOS18", "macOS15")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    family: str  # "linear" (int8/int4), "lut" (palettization) or "mixed"
+    bits: int  # of the bulk of the weights
+
+
+SCHEMES: dict[str, Scheme] = {
+    "int8": Scheme("int8", "linear", 8),
+    "int4": Scheme("int4", "linear", 4),
+    "lut8": Scheme("lut8", "lut", 8),
+    "lut6": Scheme("lut6", "lut", 6),
+    "lut4": Scheme("lut4", "lut", 4),
+    "mixed": Scheme("mixed", "mixed", 4),
+}
+
+
+def check_options(options) -> None:
+    """Refuse a compression the deployment target cannot run, naming the target it needs."""
+    scheme, target = options.quantize, options.minimum_deployment_target
+    if scheme == "none":
+        return
+    needs = OPTIONS["quantize"].needed_targets(scheme)
+    if not meets(target, needs):
+        raise UserInputError(
+            f"Weight compression {scheme} needs minimum deployment target {' or '.join(needs)} "
+            f"(coremltools writes {_what(scheme)} only for it); {target} is older. "
+            f"Choose {'/'.join(needs)}" + (", or int8 or lut8/lut6 for older systems." if needs == _IOS18 else ".")
+        )
+    default_group = OPTIONS["group_size"].read(None)
+    if SCHEMES[scheme].family == "lut" and not meets(target, _IOS18) and options.group_size != default_group:
+        raise UserInputError(
+            f"A LUT per group of {options.group_size} channels (--group-size) needs minimum deployment target "
+            f"iOS18 or macOS15; below it, {scheme} uses one lookup table per weight. "
+            "Choose iOS18/macOS15, or leave the group size at its default."
+        )
+
+
+def _what(scheme: str) -> str:
+    return {"int4": "4-bit per-block weights", "mixed": "4-bit per-block weights"}.get(scheme, f"{scheme} weights")
+
+
+# ---------------------------------------------------------------------- the transform
+
+
+def compress(plan, part: str, artifact, backend):
+    """The transform (`transforms_for`): the Core ML model with its weights compressed as
+    `plan.options` asks; what it did goes to `plan.compression[part]` for the report."""
+    if backend.name != "coreml":
+        raise UserInputError(f"Weight compression is not available for the {backend.name} backend yet.")
+    options = plan.options
+    scheme = SCHEMES[options.quantize]
+    grouped = meets(options.minimum_deployment_target, _IOS18)
+    before = program_weights(_program(artifact))
+    if scheme.family == "linear":
+        compressed = quantize_linear(artifact, before, scheme.bits, options.block_size)
+    elif scheme.family == "lut":
+        compressed = palettize(artifact, before, scheme.bits, options.group_size if grouped else None)
+    else:
+        compressed = quantize_mixed(artifact, before, options.block_size)
+    summary = summarize(scheme, options, grouped, before, program_weights(_program(compressed)))
+    if summary["float_weights_left"]:
+        plan.warnings.append(
+            f"Weight compression {scheme.name}: {summary['float_weights_left']} weight(s) stayed float "
+            f"(their shape does not divide into blocks of {options.block_size} or groups of {options.group_size})."
+        )
+    if scheme.family == "lut" and not grouped:
+        plan.warnings.append(
+            f"Weight compression {scheme.name} uses one lookup table per weight below iOS18/macOS15 "
+            f"(per grouped channel from iOS18): expect lower quality than on iOS18."
+        )
+    plan.compression[part] = summary
+    return compressed
+
+
+def quantize_linear(mlmodel, weights: "Weights", bits: int, block_size: int = 32):
+    """int8: per channel (iOS16+); int4: per block of `block_size` input channels (iOS18+)."""
+    config = _linear_config(bits, block_size)
+    return _linear_quantize(mlmodel, {w.name: config for w in weights.compressible})
+
+
+def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 16):
+    """k-means LUT of 2**bits entries: per `group_size` output channels, or per tensor (None)."""
+    import coremltools.optimize.coreml as cto
+
+    # k-means per table: coremltools' "kmeans" mode uses the exact 1-D k-means (kmeans1d) only
+    # for tables of 10 000 weights or more and scikit-learn's below (a group of 16 x 576 weights:
+    # over 20 minutes for a 135 M LLM); the same clustering, always 1-D and exact, as a "custom"
+    # LUT function takes about a minute.
+    kmeans = {"mode": "custom", "lut_function": partial(_kmeans_1d, bits)} if _has_kmeans1d() else \
+        {"mode": "kmeans", "nbits": bits}
+    if group_size is None:
+        config = cto.OpPalettizerConfig(**kmeans, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD)
+    else:
+        config = cto.OpPalettizerConfig(**kmeans, granularity="per_grouped_channel", group_size=group_size,
+                                        weight_threshold=WEIGHT_THRESHOLD)
+    names = {w.name: config for w in weights.compressible}
+    return cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
+
+
+def _kmeans_1d(bits: int, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A LUT of 2**bits entries and each weight's index: exact 1-D k-means (kmeans1d)."""
+    from coremltools.models.neural_network.quantization_utils import _get_kmeans_lookup_table_and_weight
+
+    lut, indices = _get_kmeans_lookup_table_and_weight(bits, weight, force_kmeans1d=True)
+    return lut.astype(weight.dtype), indices.astype(np.uint8)
+
+
+def _has_kmeans1d() -> bool:
+    try:
+        import kmeans1d  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def quantize_mixed(mlmodel, weights: "Weights", block_size: int = 32):
+    """int4 per block for the layers; int8 per channel for embeddings and the output head
+    (a tied embedding/head matrix is one constant in the program, fed to both gather and
+    the head's linear: it gets the 8 bits)."""
+    layers, eight = _linear_config(4, block_size), _linear_config(8, block_size)
+    names = {w.name: eight if w.roles & {"embedding", "head"} else layers for w in weights.compressible}
+    return _linear_quantize(mlmodel, names)
+
+
+def _linear_config(bits: int, block_size: int):
+    import coremltools.optimize.coreml as cto
+
+    if bits == 8:
+        return cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                           weight_threshold=WEIGHT_THRESHOLD)
+    return cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
+                                       block_size=block_size, weight_threshold=WEIGHT_THRESHOLD)
+
+
+def _linear_quantize(mlmodel, names: dict):
+    import coremltools.optimize.coreml as cto
+
+    return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
+
+
+# ---------------------------------------------------------------------- the program's weights
+
+
+@dataclass(frozen=True)
+class Weight:
+    name: str  # the const op's name
+    shape: tuple[int, ...]
+    roles: frozenset  # "layer", "embedding", "head"
+
+
+@dataclass
+class Weights:
+    compressible: list[Weight]  # float weights of layer/gather ops above the threshold
+    elements: int  # all float constants' elements (the parameters as the program holds them)
+    bytes: float  # all constants' storage in bytes, at each one's own bit width
+    float_elements_left: int  # elements of compressible-sized layer weights still stored float
+    float_weights_left: int
+
+
+def program_weights(prog) -> Weights:
+    """The program's constants: which weights can be compressed, with their roles, and the
+    storage all constants take (what the package's weight file holds, bar alignment)."""
+    from coremltools.converters.mil.mil import types
+
+    compressible, elements, storage, left, left_count = [], 0, 0.0, 0, 0
+    for function in prog.functions.values():
+        head = _head_ops(function)
+        for op in function.find_ops(op_type="const"):
+            var = op.outputs[0]
+            value = var.val
+            if not isinstance(value, np.ndarray) or value.size == 0:
+                continue
+            dtype = types.numpy_type_to_builtin_type(value.dtype) if not hasattr(var.dtype, "get_bitwidth") else var.dtype
+            bits = dtype.get_bitwidth() if hasattr(dtype, "get_bitwidth") else 8 * value.itemsize
+            storage += value.size * bits / 8
+            if not np.issubdtype(value.dtype, np.floating):
+                continue
+            elements += value.size
+            roles = _roles(var, head)
+            if not roles or value.ndim < 2 or value.size <= WEIGHT_THRESHOLD:
+                continue
+            compressible.append(Weight(op.name, tuple(value.shape), frozenset(roles)))
+            if not any(child.op_type.startswith("constexpr_") for child in var.child_ops):
+                left += value.size
+                left_count += 1
+    return Weights(compressible, elements, storage, left, left_count)
+
+
+def _roles(var, head: set) -> set[str]:
+    roles = set()
+    for child in var.child_ops:
+        if child.op_type == "gather" and child.x is var:
+            roles.add("embedding")
+        elif child.op_type in _LAYER_OPS:
+            roles.add("head" if child in head else "layer")
+    return roles
+
+
+def _head_ops(function) -> set:
+    """The layer op(s) producing the outputs (the logits' linear/matmul), found by walking
+    back from each output through ops that only reshape, cast or scale."""
+    heads, seen = set(), set()
+    stack = [var.op for var in function.outputs if var.op is not None]
+    while stack:
+        op = stack.pop()
+        if op is None or id(op) in seen:
+            continue
+        seen.add(id(op))
+        if op.op_type in _LAYER_OPS:
+            heads.add(op)
+            continue
+        if op.op_type in ("cast", "reshape", "squeeze", "expand_dims", "transpose", "mul", "add", "real_div",
+                          "slice_by_index", "slice_by_size", "identity", "softmax", "tanh"):
+            stack.extend(v.op for v in op.inputs.values() if hasattr(v, "op") and v.op is not None and v.op.op_type != "const")
+    return heads
+
+
+def _program(mlmodel):
+    """The MIL program of an in-memory or saved Core ML model."""
+    if getattr(mlmodel, "_mil_program", None) is not None:
+        return mlmodel._mil_program
+    from coremltools.converters.mil.frontend.milproto import load as milproto
+    from coremltools.models.utils import _convert_model_spec_to_pymil_prog
+
+    return _convert_model_spec_to_pymil_prog(mlmodel, mlmodel.get_spec().specificationVersion, milproto.load)
+
+
+def summarize(scheme: Scheme, options, grouped: bool, before: Weights, after: Weights) -> dict:
+    """The report's compression entry (without the package sizes: `finish` adds them)."""
+    if scheme.family == "lut":
+        granularity = f"per grouped channel (group {options.group_size})" if grouped else "per tensor"
+    elif scheme.family == "mixed":
+        granularity = f"int4 per block ({options.block_size}); embeddings and output head int8 per channel"
+    else:
+        granularity = "per channel" if scheme.bits == 8 else f"per block ({options.block_size})"
+    compressed = [w for w in before.compressible]
+    return {
+        "scheme": scheme.name,
+        "method": "palettization (k-means LUT)" if scheme.family == "lut" else "linear symmetric quantization",
+        "granularity": granularity,
+        "bits_per_weight": round(8 * after.bytes / before.elements, 3) if before.elements else None,
+        "weights_compressed": len(compressed) - after.float_weights_left,
+        "float_weights_left": after.float_weights_left,
+        "compressed_share": round(1 - (after.float_elements_left + _small(before)) / before.elements, 4)
+        if before.elements else 0.0,
+        "weight_bytes_before": int(before.bytes),
+        "weight_bytes_after": int(math.ceil(after.bytes)),
+    }
+
+
+def _small(weights: Weights) -> int:
+    return weights.elements - sum(int(np.prod(w.shape)) for w in weights.compressible)
+
+
+def finish(summary: dict | None, size_bytes: int) -> dict | None:
+    """The compression entry with the package sizes: after (as saved) and before (the same
+    package with its weights as they were before compression: saved size − weight bytes
+    saved)."""
+    if summary is None:
+        return None
+    before = size_bytes - summary["weight_bytes_after"] + summary["weight_bytes_before"]
+    return {**summary, "size_before_bytes": before, "size_after_bytes": size_bytes,
+            "size_ratio": round(size_bytes / before, 4) if before else None}

@@ -1,0 +1,298 @@
+"""Weight compression (`quantize`, converters/transforms/compress.py): the option rows and
+their refusals, the ops each scheme writes into the saved program, the report's compression
+entry, and the sizes on a real pretrained LLM against its float16 package.
+
+Validation of compressed packages (constexpr kernels, KL/perplexity) is wired separately:
+these conversions run with validate=False and check the saved programs instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from converters.__main__ import build_parser
+from converters.errors import UserInputError
+from converters.export import convert
+from converters.options import DEPLOYMENT_TARGETS, OPTIONS, ConversionOptions, meets
+from converters.package_info import directory_size
+from worker.spec import JobSpec
+
+SCHEMES = ("int8", "int4", "lut8", "lut6", "lut4", "mixed")
+LINEAR_OPS = {"linear", "matmul", "conv", "conv_transpose", "gather"}
+
+
+def program_ops(package: Path) -> Counter:
+    """Op types of every function of a saved package's ML Program."""
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(package))
+    return Counter(op.type for fn in spec.mlProgram.functions.values()
+                   for block in fn.block_specializations.values() for op in block.operations)
+
+
+def constexpr_ops(package: Path) -> set[str]:
+    return {op for op in program_ops(package) if op.startswith("constexpr_")}
+
+
+def metadata(package: Path) -> dict:
+    import coremltools as ct
+
+    return dict(ct.utils.load_spec(str(package)).description.metadata.userDefined)
+
+
+def check(model_folder: Path, task: str, **options):
+    """The model's config checking `options` (the plan stage's refusals) without loading weights."""
+    from transformers import AutoConfig
+
+    from converters.configs import config_class_for
+
+    config = AutoConfig.from_pretrained(model_folder)
+    config_class_for(config.model_type)(config, task, ConversionOptions.from_strings(**options)).check_options()
+
+
+# ---------------------------------------------------------------------- options and refusals
+
+
+def test_rows_parse_and_round_trip_through_cli_and_job_spec():
+    parser = build_parser()
+    args = parser.parse_args(["m", "--output", "o", "--quantize", "INT4", "--block-size", "64", "--group-size", "8",
+                              "--minimum-target", "ios18"])
+    options = ConversionOptions.from_dict(vars(args))
+    assert (options.quantize, options.block_size, options.group_size) == ("int4", 64, 8)
+    assert options.to_dict()["quantize"] == "int4" and options.to_dict()["block_size"] == "64"
+    spec = JobSpec.build("alice/tiny-llama", token="hf_token", user="alice", options=options.to_dict())
+    again = JobSpec.from_json(json.loads(json.dumps(spec.to_json())))
+    assert again.options == options
+    assert ConversionOptions().quantize == "none" and ConversionOptions().block_size == 32 and ConversionOptions().group_size == 16
+    help_text = " ".join(parser.format_help().split())
+    assert "int4 needs iOS18 or macOS15" in help_text and "int8 needs iOS16 or macOS13" in help_text
+    for bad in ("0", "-4", "big", "3.5"):
+        with pytest.raises(UserInputError, match="must be a whole number of at least 1"):
+            ConversionOptions.from_strings(block_size=bad)
+    with pytest.raises(UserInputError, match="Unknown weight compression 'int3'. Choose one of: none, int8"):
+        ConversionOptions.from_strings(quantize="int3")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_each_scheme_is_refused_below_its_minimum_target_naming_it(scheme, tiny_model):
+    needs = OPTIONS["quantize"].needed_targets(scheme)
+    assert needs == (("iOS18", "macOS15") if scheme in ("int4", "mixed") else ("iOS16", "macOS13"))
+    for target in DEPLOYMENT_TARGETS:
+        if meets(target, needs):
+            check(tiny_model("llama"), "text-generation", quantize=scheme, minimum_deployment_target=target)
+        else:
+            with pytest.raises(UserInputError, match=f"{scheme} needs minimum deployment target {needs[0]} or {needs[1]}"):
+                check(tiny_model("llama"), "text-generation", quantize=scheme, minimum_deployment_target=target)
+
+
+def test_grouped_palettization_needs_ios18_but_per_tensor_does_not(tiny_model):
+    llama = tiny_model("llama")
+    check(llama, "text-generation", quantize="lut6", minimum_deployment_target="iOS16")  # default group: per tensor there
+    check(llama, "text-generation", quantize="lut6", group_size="8", minimum_deployment_target="iOS18")
+    with pytest.raises(UserInputError, match="--group-size.*needs minimum deployment target iOS18 or macOS15"):
+        check(llama, "text-generation", quantize="lut6", group_size="8", minimum_deployment_target="macOS14")
+
+
+def test_cli_refuses_with_exit_code_2_before_loading(tiny_model, tmp_path, capsys):
+    from converters.__main__ import main
+
+    code = main([str(tiny_model("llama")), "--task", "text-generation", "--output", str(tmp_path), "--quantize", "int4",
+                 "--minimum-target", "iOS17", "--no-validate"])
+    assert code == 2
+    assert "int4 needs minimum deployment target iOS18 or macOS15" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------- tiny models: ops and report
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """converted(model, task, **options) -> (report, package), each conversion made once per
+    module, of tiny models wide enough (hidden 64) that their MLP layers pass coremltools'
+    2048-element weight threshold."""
+    from tests.models import build_model
+
+    root = tmp_path_factory.mktemp("compression")
+    models = {
+        "llama": lambda folder: build_model("llama", folder, hidden_size=64, intermediate_size=128),
+        "llama-tied": lambda folder: build_model("llama", folder, hidden_size=64, intermediate_size=128,
+                                                 tie_word_embeddings=True),
+        "bert": lambda folder: build_model("bert", folder, hidden_size=64, intermediate_size=128),
+        "vit": lambda folder: build_model("vit", folder, hidden_size=64, intermediate_size=128),
+    }
+    folders, done = {}, {}
+
+    def get(model: str, task: str, **options):
+        key = (model, task, tuple(sorted(options.items())))
+        if key not in done:
+            if model not in folders:
+                folders[model] = models[model](root / "models" / model)
+            out = root / f"out{len(done)}"
+            options.setdefault("sequence_length", "32")
+            result = convert(str(folders[model]), task, out, ConversionOptions.from_strings(**options), validate=False)
+            (package,) = result.packages
+            done[key] = (result.report, package)
+        return done[key]
+
+    return get
+
+
+def _without_debug_mapping(package: Path) -> int:
+    """The package's size without torch.export's executorch debug-handle map (a JSON file
+    ct.convert writes and the compressed program, rebuilt from MIL, no longer carries)."""
+    mapping = package / "executorch_debug_handle_mapping.json"
+    return directory_size(package) - (mapping.stat().st_size if mapping.exists() else 0)
+
+
+# scheme, target -> the constexpr ops coremltools writes
+EXPECTED_OPS = {
+    ("int8", "iOS18"): {"constexpr_blockwise_shift_scale"},
+    ("int4", "iOS18"): {"constexpr_blockwise_shift_scale"},
+    ("mixed", "iOS18"): {"constexpr_blockwise_shift_scale"},
+    ("lut6", "iOS16"): {"constexpr_lut_to_dense"},
+    ("lut4", "iOS18"): {"constexpr_lut_to_dense"},
+}
+BITS = {"int8": 8, "lut8": 8, "lut6": 6, "int4": 4, "lut4": 4, "mixed": 4}
+
+
+@pytest.mark.parametrize("scheme,target", sorted(EXPECTED_OPS))
+def test_tiny_llama_package_holds_the_schemes_ops_and_report(scheme, target, converted):
+    float_report, float_package = converted("llama", "text-generation", minimum_deployment_target="iOS18")
+    report, package = converted("llama", "text-generation", quantize=scheme, minimum_deployment_target=target)
+    assert constexpr_ops(package) == EXPECTED_OPS[scheme, target]
+    assert not constexpr_ops(float_package) and "compression" not in float_report["packages"][0]
+    entry = report["packages"][0]["compression"]
+    assert entry["scheme"] == scheme and entry["float_weights_left"] == 0
+    # the MLP layers (2 x 3), the embedding and the head; the attention projections (32 x 64,
+    # 16 x 64: at most 2048 elements, coremltools' weight_threshold) stay float
+    assert entry["weights_compressed"] == 8
+    assert BITS[scheme] < entry["bits_per_weight"] < 16
+    assert entry["size_after_bytes"] == report["packages"][0]["size_bytes"] == directory_size(package)
+    assert entry["size_ratio"] < 0.85
+    if target == "iOS18":  # the size before compression, computed from the weights, is the float16 package's
+        assert entry["size_before_bytes"] == pytest.approx(_without_debug_mapping(float_package), rel=0.02)  # blob headers
+    assert json.loads(metadata(package)["coreml_converter_options"])["quantize"] == scheme
+    assert report["options"]["quantize"] == scheme
+    if target == "iOS16":
+        assert entry["granularity"] == "per tensor"
+        assert any("one lookup table per weight below iOS18" in w for w in report["warnings"])
+
+
+def test_mixed_keeps_embedding_and_head_at_8_bits_tied_or_not(converted):
+    """The layers are int4 per block; the embedding (gather) and the head (the logits' linear)
+    int8 per channel. A tied matrix is one constant feeding both: 8 bits, once."""
+    import coremltools as ct
+
+    from converters.transforms.compress import _program, program_weights
+
+    _, float_package = converted("llama", "text-generation", minimum_deployment_target="iOS18")
+    weights = program_weights(_program(ct.models.MLModel(str(float_package), skip_model_load=True)))
+    assert Counter(role for w in weights.compressible for role in w.roles) == {"layer": 6, "embedding": 1, "head": 1}
+    for name, int8 in (("llama", 2), ("llama-tied", 1)):
+        report, package = converted(name, "text-generation", quantize="mixed", minimum_deployment_target="iOS18")
+        assert _quantized_dtypes(package) == (6, int8), name
+        assert report["packages"][0]["compression"]["granularity"].startswith("int4 per block (32)")
+
+
+def _quantized_dtypes(package: Path) -> tuple[int, int]:
+    """How many weights the saved program holds as int4 and as int8 data."""
+    import coremltools as ct
+    from coremltools.converters.mil.mil import types
+
+    from converters.transforms.compress import _program
+
+    prog = _program(ct.models.MLModel(str(package), skip_model_load=True))
+    counts = Counter(types.builtin_to_string(op.data.dtype)
+                     for op in prog.functions["main"].find_ops(op_type="constexpr_blockwise_shift_scale"))
+    return counts["int4"], counts["int8"]
+
+
+def test_weights_that_do_not_divide_stay_float_with_a_warning(converted):
+    # vit: the patch embedding conv has 3 input channels: no block of 32 fits, it stays float
+    report, package = converted("vit", "image-classification", quantize="int4", minimum_deployment_target="iOS18")
+    entry = report["packages"][0]["compression"]
+    assert entry["float_weights_left"] == 1 and entry["weights_compressed"] >= 6
+    assert any("stayed float" in w for w in report["warnings"])
+    assert constexpr_ops(package) == {"constexpr_blockwise_shift_scale"}
+
+
+def test_an_encoder_at_ios16_gets_int8_per_channel(converted):
+    report, package = converted("bert", "fill-mask", quantize="int8", minimum_deployment_target="iOS16")
+    entry = report["packages"][0]["compression"]
+    assert constexpr_ops(package) == {"constexpr_affine_dequantize"} and entry["float_weights_left"] == 0
+    assert entry["weights_compressed"] >= 7 and 8 < entry["bits_per_weight"] < 12
+
+
+def test_stateful_and_enumerated_packages_compress(converted):
+    report, package = converted("llama", "text-generation", quantize="int4", kv_cache="stateful",
+                                sequence_length="64", minimum_deployment_target="iOS18")
+    assert constexpr_ops(package) == {"constexpr_blockwise_shift_scale"}
+    assert [s["name"] for s in report["packages"][0]["states"]] == ["keyCache", "valueCache"]
+    report, package = converted("llama", "text-generation", quantize="lut6", sequence_length="16,32",
+                                minimum_deployment_target="iOS18")
+    assert constexpr_ops(package) == {"constexpr_lut_to_dense"}
+    assert report["packages"][0]["compression"]["granularity"] == "per grouped channel (group 16)"
+    assert report["packages"][0]["inputs"][0]["flexibility"] == "enumerated"
+
+
+# ---------------------------------------------------------------------- the real LLM: sizes
+
+
+# The issue's size bars against the float16 package of the same model.
+SIZE_BARS = {"int8": 0.55, "lut6": 0.42, "int4": 0.36, "lut4": 0.36, "mixed": 0.36}
+
+
+@pytest.fixture(scope="module")
+def real_float16(real_llm, tmp_path_factory):
+    """SmolLM2-135M converted once to float16 (iOS18), the base every scheme compresses."""
+    out = tmp_path_factory.mktemp("real-float16")
+    result = convert(str(real_llm), "text-generation", out,
+                     ConversionOptions.from_strings(minimum_deployment_target="iOS18"), validate=False)
+    return result.packages[0]
+
+
+@pytest.fixture(scope="module")
+def real_mixed(real_llm, tmp_path_factory):
+    """SmolLM2-135M through the whole pipeline with quantize=mixed: the report entry."""
+    out = tmp_path_factory.mktemp("real-mixed")
+    started = time.perf_counter()
+    result = convert(str(real_llm), "text-generation", out,
+                     ConversionOptions.from_strings(quantize="mixed", minimum_deployment_target="iOS18"), validate=False)
+    return result, time.perf_counter() - started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_real_llm_linear_schemes_meet_the_size_bars(scheme, real_float16, tmp_path):
+    """The same functions the transform calls, on the float16 package converted once."""
+    import coremltools as ct
+
+    from converters.transforms.compress import SCHEMES as TABLE, _program, program_weights, quantize_linear
+
+    model = ct.models.MLModel(str(real_float16), skip_model_load=True)
+    weights = program_weights(_program(model))
+    assert len(weights.compressible) == 30 * 7 + 1  # 7 linear layers per block, the tied embedding/head
+    compressed = quantize_linear(model, weights, TABLE[scheme].bits, 32)
+    compressed.save(str(tmp_path / "c.mlpackage"))
+    ratio = directory_size(tmp_path / "c.mlpackage") / directory_size(real_float16)
+    assert ratio <= SIZE_BARS[scheme], f"{scheme}: {ratio:.3f} x float16"
+
+
+@pytest.mark.slow
+def test_real_llm_mixed_through_the_pipeline_meets_its_bar_and_reports_it(real_mixed, real_float16):
+    result, seconds = real_mixed
+    (entry,) = result.report["packages"]
+    compression = entry["compression"]
+    assert compression["scheme"] == "mixed" and compression["float_weights_left"] == 0
+    assert compression["size_before_bytes"] == pytest.approx(_without_debug_mapping(real_float16), rel=0.001)
+    ratio = entry["size_bytes"] / directory_size(real_float16)
+    assert ratio <= SIZE_BARS["mixed"] and compression["size_ratio"] == pytest.approx(ratio, rel=0.01)
+    # 4.5 bits per layer weight (int4 + a float16 scale per 32), 8 for the tied embedding/head (21 %)
+    assert 5.0 < compression["bits_per_weight"] < 5.6
+    assert constexpr_ops(Path(entry["path"])) == {"constexpr_blockwise_shift_scale"}
