@@ -92,3 +92,31 @@ def label_agreement(reference: np.ndarray, actual: np.ndarray) -> float:
 
 def finite_share(actual: np.ndarray) -> float:
     return float(np.mean(np.isfinite(actual.astype(np.float64)))) if actual.size else 1.0
+
+
+class Rows(list):
+    """The check rows of one package, input set and mode; `add` judges a value against its
+    threshold (NaN compares false either way, so a NaN metric always fails)."""
+
+    def __init__(self, package: str, inputs: str, mode: str):
+        super().__init__()
+        self.package, self.inputs, self.mode = package, inputs, mode
+
+    def add(self, output: str, metric: str, value: float, threshold: float, higher_is_better: bool) -> None:
+        ok = value >= threshold if higher_is_better else value <= threshold
+        self.append(Check(self.package, self.inputs, output, self.mode, metric, value, threshold, bool(ok), higher_is_better))
+
+
+def classifier_reading(reference: np.ndarray, actual: dict, labels: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """A classifier package's probabilities as a vector in label order (Core ML gives a
+    {label: p} dictionary), PyTorch's, and PyTorch's margin between its own label and the
+    package's (inf when the package names no known label)."""
+    value = actual["probabilities"]
+    if isinstance(value, dict):
+        got = np.array([float(value[label]) for label in labels], dtype=np.float64)
+    else:
+        got = np.asarray(value, dtype=np.float64).reshape(-1)
+    probabilities = reference.reshape(-1)
+    predicted = labels.index(str(actual["classLabel"])) if str(actual.get("classLabel")) in labels else -1
+    margin = probabilities.max() - probabilities[predicted] if predicted >= 0 else np.inf
+    return probabilities, got, float(margin)

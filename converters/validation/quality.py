@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..configs.base import OutputKind, QualityBar
-from .compare import Check, cosine_similarity, finite_share, label_agreement
+from .compare import Check, Rows, classifier_reading, cosine_similarity, finite_share, label_agreement
 from .inputs import InputSet, _ids, sequence_lengths
 
 PASSAGE_FILE = Path(__file__).with_name("passage.txt")
@@ -116,24 +116,17 @@ def passage_checks(cfg, part: str, module, executor, tokenizer, modes, bar: Qual
     return rows, numbers
 
 
-def compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, bar: QualityBar, probabilities_vector) -> list[Check]:
+def compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, bar: QualityBar) -> list[Check]:
     """A compressed package's rows for one input set: the element-wise rows of
     validate._compare replaced by agreement and similarity against the scheme's bar."""
-    rows: list[Check] = []
-
-    def row(output, metric, value, threshold, higher_is_better):
-        ok = value >= threshold if higher_is_better else value <= threshold  # NaN fails
-        rows.append(Check(part, inputs.name, output, mode, metric, value, threshold, bool(ok), higher_is_better))
-
+    rows = Rows(part, inputs.name, mode)
+    row = rows.add
     labels = cfg.class_labels()
     kinds = {spec.name: spec.kind for spec in cfg.outputs(part)}
     for name, ref in reference.items():
         kind = kinds[name]
         if kind == OutputKind.CLASS_PROBABILITIES and labels:
-            got = probabilities_vector(actual, labels)
-            probabilities = ref.reshape(-1)
-            predicted = labels.index(str(actual["classLabel"])) if str(actual.get("classLabel")) in labels else -1
-            margin = probabilities.max() - probabilities[predicted] if predicted >= 0 else np.inf
+            probabilities, got, margin = classifier_reading(ref, actual, labels)
             row("classLabel", "label_agreement", float(margin <= bar.label_margin), 1.0, True)
             row(name, "cosine_similarity", cosine_similarity(probabilities, got), bar.min_cosine, True)
             continue

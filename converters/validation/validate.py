@@ -20,7 +20,7 @@ import torch
 from ..configs import CoreMLConfig
 from ..configs.base import OutputKind
 from . import continuation, coreml_runtime, quality
-from .compare import Check, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
+from .compare import Check, Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
 from .compute_units import analyse
 from .executor import UnsupportedOpError
 from .inputs import input_sets, load_tokenizer
@@ -150,7 +150,7 @@ def _reference_outputs(cfg: CoreMLConfig, part: str, values: tuple) -> dict[str,
 
 def _judge(cfg, part, inputs, reference: dict, actual: dict, mode: str, precision: str, bar) -> list[Check]:
     if bar is not None:
-        return quality.compare(cfg, part, inputs, reference, actual, mode, bar, _probabilities_vector)
+        return quality.compare(cfg, part, inputs, reference, actual, mode, bar)
     return _compare(cfg, part, inputs, reference, actual, mode, precision)
 
 
@@ -163,24 +163,16 @@ def _generated_scores(cfg, part: str) -> str | None:
 
 def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precision: str) -> list[Check]:
     tol = cfg.validation_tolerances()
-    rows: list[Check] = []
-
-    def row(output, metric, value, threshold, higher_is_better):
-        # NaN compares false either way, so a NaN metric always fails.
-        ok = value >= threshold if higher_is_better else value <= threshold
-        rows.append(Check(part, inputs.name, output, mode, metric, value, threshold, bool(ok), higher_is_better))
-
+    rows = Rows(part, inputs.name, mode)
+    row = rows.add
     labels = cfg.class_labels()
     kinds = {spec.name: spec.kind for spec in cfg.outputs(part)}
     for name, ref in reference.items():
         kind = kinds[name]
         if kind == OutputKind.CLASS_PROBABILITIES and labels:
-            got = _probabilities_vector(actual, labels)
-            probabilities = ref.reshape(-1)
-            predicted = labels.index(str(actual["classLabel"])) if str(actual.get("classLabel")) in labels else -1
+            probabilities, got, margin = classifier_reading(ref, actual, labels)
             # A different label is an error only if PyTorch's margin between the two exceeds
             # the tolerance (random or undecided models have near-ties).
-            margin = probabilities.max() - probabilities[predicted] if predicted >= 0 else np.inf
             row("classLabel", "label_agreement", float(margin <= tol.atol[precision]), 1.0, True)
             row(name, "max_abs_diff", max_abs_diff(probabilities, got), tol.atol[precision], False)
             continue
@@ -233,9 +225,3 @@ def _joined(step_outputs: list[dict]) -> dict:
     return {name: np.concatenate([np.asarray(o[name]) for o in step_outputs], axis=1) for name in step_outputs[0]}
 
 
-def _probabilities_vector(actual: dict, labels: list[str]) -> np.ndarray:
-    """A classifier's probabilities come as {label: p}; as a vector in label order."""
-    value = actual["probabilities"]
-    if isinstance(value, dict):
-        return np.array([float(value[label]) for label in labels], dtype=np.float64)
-    return np.asarray(value, dtype=np.float64).reshape(-1)
