@@ -4,6 +4,8 @@ numpy materialisation, and the quality checks that judge a lossy package on real
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from pathlib import Path
@@ -144,22 +146,12 @@ def test_unpack_bits_lsb_first():
 # ---------------------------------------------------------------- quality on real text
 
 
-class _Compressed:
-    """Conversion options that say the package is compressed (`quantize`, the option another
-    change adds to converters/options.py)."""
-
-    def __init__(self, options, quantize: str):
-        self._options, self.quantize = options, quantize
-
-    def __getattr__(self, name):
-        return getattr(self._options, name)
-
-
 def _validate_as(package: Path, source: Path, scheme: str, monkeypatch) -> dict:
     import converters.validate as validate_cli
 
     read = validate_cli.options_from_package
-    monkeypatch.setattr(validate_cli, "options_from_package", lambda info: _Compressed(read(info), scheme))
+    # The packages are compressed by hand here; their options say which scheme they carry.
+    monkeypatch.setattr(validate_cli, "options_from_package", lambda info: dataclasses.replace(read(info), quantize=scheme))
     return validate_cli.validate_package(package, str(source), "text-generation")["validation"]
 
 
