@@ -209,9 +209,11 @@ def test_int8_passes_the_quality_checks(float_packages, tiny_model, tmp_path, mo
     assert numbers["perplexity_ratio"] < 1.05 and numbers["mean_kl_divergence"] < 0.05
 
 
-def test_unknown_scheme_cannot_be_judged(float_packages, tiny_model, monkeypatch):
-    validation = _validate_as(float_packages("iOS18"), tiny_model("llama"), "int3", monkeypatch)
-    assert validation["passed"] is False and "no quality bar for compression scheme 'int3'" in validation["message"]
+def test_a_scheme_without_a_quality_bar_cannot_be_judged(float_packages, tiny_model, monkeypatch):
+    # A scheme added to the option table but not to COMPRESSED_QUALITY must fail, not pass.
+    monkeypatch.setattr(quality, "bar_for", lambda cfg: None)
+    validation = _validate_as(float_packages("iOS18"), tiny_model("llama"), "int8", monkeypatch)
+    assert validation["passed"] is False and "no quality bar for compression scheme 'int8'" in validation["message"]
 
 
 def test_float_package_keeps_element_wise_checks(float_packages, tiny_model):
@@ -260,7 +262,7 @@ def test_classifier_and_embedder_quality_rows(model_type, task, metrics, tiny_mo
     steps = [(LINEAR, C.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=512), {})]
     package = _compress(package, steps, tmp_path / "int8.mlpackage")
     read = validate_cli.options_from_package
-    monkeypatch.setattr(validate_cli, "options_from_package", lambda info: _Compressed(read(info), "int8"))
+    monkeypatch.setattr(validate_cli, "options_from_package", lambda info: dataclasses.replace(read(info), quantize="int8"))
     validation = validate_cli.validate_package(package, str(source), task)["validation"]
     assert validation["passed"], validation["message"]
     seen = {c["metric"] for c in validation["checks"]}
