@@ -12,11 +12,10 @@ from .configs import CoreMLConfig
 from .errors import UserInputError
 
 
-def resolve_task(requested: str, config_cls: type[CoreMLConfig], hf_config, source=None) -> str:
+def resolve_task(requested: str, hf_config, source=None) -> str:
     """The task to convert for: the requested one, or for 'auto' the model's own, by the rule
     the form and the worker use too (preflight.model_tasks). `source` (a ModelSource) gives
-    the pipeline tag that rule reads: the Hub's for a Hub repo, the model card's for a folder.
-    `config_cls` is the architecture's config class (model_tasks finds the same one)."""
+    the pipeline tag that rule reads: the Hub's for a Hub repo, the model card's for a folder."""
     from .preflight import model_tasks, source_pipeline_tag
 
     pipeline_tag = source_pipeline_tag(source) if source is not None else None

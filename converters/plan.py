@@ -42,7 +42,7 @@ class Plan:
 def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_name: str | None = None) -> Plan:
     hf_config = load_hf_config(source.path)
     config_cls = config_class_for(hf_config.model_type)
-    resolved_task = resolve_task(task, config_cls, hf_config, source=source)
+    resolved_task = resolve_task(task, hf_config, source=source)
     cfg = config_cls(hf_config, resolved_task, options, load_preprocessor(source.path))
     cfg.check_options()
     plan = Plan(source, task, cfg, options, hub_name or source.hub_id or source.name)

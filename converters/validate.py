@@ -43,7 +43,7 @@ def validate_package(package: Path, source: str, task: str, token: str | None = 
     model_source = open_source(source, token=token)
     hf_config = load_hf_config(model_source.path)
     config_cls = config_class_for(hf_config.model_type)
-    resolved = resolve_task(task, config_cls, hf_config, source=model_source)
+    resolved = resolve_task(task, hf_config, source=model_source)
     cfg = config_cls(hf_config, resolved, options_from_package(info), load_preprocessor(model_source.path))
     part = info["metadata"].get("coreml_converter_part", cfg.parts()[0])
     if part not in cfg.parts():

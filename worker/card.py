@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from huggingface_hub import ModelCardData
 
-from converters.options import ConversionOptions
+from converters.errors import UserInputError
+from converters.options import ConversionOptions, SequenceLength
 from converters.report import ContinuationRun, ValidationReport, number
 
 # Our task names -> the Hub's pipeline tags (most are the same).
@@ -293,18 +294,14 @@ def _context_tokens(options: dict) -> int | None:
     a list of lengths -> the first (smallest), a range -> its upper bound, stateful -> the
     context size, a fixed length -> that length (swift-transformers pads to 128 whatever it is:
     swift_transformers_caveats says so when it is not 128)."""
-    text = str(options.get("sequence_length") or "")
     try:
-        if options.get("kv_cache") == "stateful":
-            # swift-transformers' causalMask is one slot longer than the tokens so far.
-            return int(text.split("-")[-1].split(",")[-1]) - 1
-        if "-" in text:
-            return int(text.split("-")[1])
-        if "," in text:
-            return int(text.split(",")[0])
-        return int(text) if text else None
-    except ValueError:
+        sequence = SequenceLength.parse(options.get("sequence_length") or None)
+    except UserInputError:
         return None
+    if options.get("kv_cache") == "stateful":
+        # swift-transformers' causalMask is one slot longer than the tokens so far.
+        return sequence.maximum - 1
+    return sequence.maximum if sequence.kind == "range" else sequence.minimum
 
 
 def swift_transformers_caveats(options: dict) -> list[str]:
