@@ -113,6 +113,7 @@ def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings:
         "inputs": info["inputs"],
         "outputs": info["outputs"],
         "states": info["states"],
+        "program": info["program"],  # fused attention, stateful, weight bits, op counts
     }
     if part in plan.compression:  # scheme, bits per weight, size before and after
         from .transforms.compress import finish

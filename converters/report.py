@@ -329,8 +329,27 @@ class ArchitectureInfo:
 
 
 @dataclass
+class ProgramInfo:
+    """A package's `program` entry (package_info.program_summary): what its program computes."""
+
+    fused_attention: bool = False  # attention runs as Core ML's fused scaled_dot_product_attention
+    stateful: bool = False  # the package keeps Core ML states (a KV cache)
+    weight_bits: float | None = None  # mean bits per stored weight element: 16 float16, 32 float32, fewer compressed
+    op_counts: dict = field(default_factory=dict)  # op type -> count, `const` excluded, most frequent first
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ProgramInfo:
+        return _with_extra(cls, data)
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**data, **self.extra}
+
+
+@dataclass
 class PackageReport:
-    """One package written: its part, where, how it was captured, its interface."""
+    """One package written: its part, where, how it was captured, its interface, its program."""
 
     part: str = "model"
     path: str = ""
@@ -340,14 +359,23 @@ class PackageReport:
     inputs: list[dict] = field(default_factory=list)  # package_info.describe_package's features
     outputs: list[dict] = field(default_factory=list)
     states: list[dict] = field(default_factory=list)
+    program: ProgramInfo | None = None  # None: a report written before packages had this entry
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict) -> PackageReport:
-        return _with_extra(cls, data)
+        program = data.get("program")
+        typed = isinstance(program, dict)  # else absent (older reports) or not ours: kept as it was
+        known = {f.name for f in fields(cls)} - {"program", "extra"}
+        report = cls(**{k: v for k, v in data.items() if k in known})
+        report.extra = {k: v for k, v in data.items() if k not in known and not (k == "program" and typed)}
+        report.program = ProgramInfo.from_json(program) if typed else None
+        return report
 
     def to_json(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("program", "extra")}
+        if self.program is not None:
+            data["program"] = self.program.to_json()
         return {**data, **self.extra}
 
 

@@ -18,11 +18,11 @@ from ..configs import CoreMLConfig
 from ..configs.base import SEQ, InputSpec
 from ..errors import ConversionError
 from ..metadata import package_metadata
-from ..options import ConversionOptions
-from ..package_info import describe_package
+from ..options import ConversionOptions, meets
+from ..package_info import describe_spec, program_summary
 from ..source import ModelSource
 from ..tasks import TASKS
-from .coreml_patches import op_patches, quirk_patches
+from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches
 
 
 class CoreMLBackend:
@@ -32,7 +32,8 @@ class CoreMLBackend:
         import coremltools as ct
 
         cfg, options, part = plan.cfg, plan.options, captured.part
-        with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16"):
+        fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
+        with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16", fused_attention=fused_attention):
             try:
                 mlmodel = ct.convert(
                     captured.program,
@@ -62,7 +63,12 @@ class CoreMLBackend:
         gc.collect()
 
     def describe(self, path: Path) -> dict:
-        return describe_package(path)
+        """describe_package's inputs, outputs, states and metadata, and the program's summary
+        (`program`: fused attention, states, bits per weight, op counts)."""
+        import coremltools as ct
+
+        spec = ct.utils.load_spec(str(path))
+        return {**describe_spec(spec), "program": program_summary(spec)}
 
     def runner(self, path: Path):
         from ..validation.executor import ReferenceExecutor

@@ -8,16 +8,24 @@ leak into another model's conversion or into the user's own coremltools use.
 
 from __future__ import annotations
 
+import copy
+import math
 from contextlib import contextmanager
 
 import numpy as np
 from coremltools.converters.mil import Builder as mb
+from coremltools.converters.mil._deployment_compatibility import AvailableTarget
 from coremltools.converters.mil.frontend.torch import ops as torch_ops
 from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 from coremltools.converters.mil.mil import types
+from coremltools.converters.mil.mil.block import is_current_opset_version_compatible_with
+from coremltools.converters.mil.mil.types.symbolic import is_symbolic
 from coremltools.converters.mil.mil.types.type_mapping import builtin_to_string
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+# The deployment targets (one per platform) whose programs have Core ML's fused
+# `scaled_dot_product_attention` op (iOS 18 / macOS 15); older ones keep matmul + softmax.
+FUSED_ATTENTION_TARGETS = ("iOS18", "macOS15")
 
 
 def masked_fill_finite_in_float16(context, node):
@@ -50,6 +58,97 @@ def bicubic_to_same_size(context, node):
     context.add(mb.identity(x=x, name=node.name))
 
 
+# coremltools' own converter of torch's scaled_dot_product_attention, which the patch below calls.
+_COREMLTOOLS_SDPA = torch_ops.scaled_dot_product_attention
+# torch's positional arguments of aten::scaled_dot_product_attention
+# (query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa).
+_SDPA_SCALE, _SDPA_ENABLE_GQA = 6, 7
+
+
+def sdpa_fused_with_any_scale(context, node):
+    """scaled_dot_product_attention as Core ML's fused op (iOS 18+), whatever its scale.
+
+    coremltools 9 emits the fused `scaled_dot_product_attention` MIL op only when torch's
+    call has no `scale`; transformers always passes one (`module.scaling`, usually
+    1/sqrt(head_dim)), so coremltools decomposes every attention into matmul + softmax. The
+    MIL op always scales by 1/sqrt(E): a scale equal to that is dropped, any other constant
+    one (T5: 1) is folded into the query (query * scale * sqrt(E)), and `enable_gqa` key/value
+    heads are repeated as transformers' repeat_kv does (the MIL op has no head broadcasting).
+    Anything else (a scale that is not a constant, a symbolic head size, dropout, targets
+    below iOS 18) goes to coremltools' converter unchanged."""
+    _COREMLTOOLS_SDPA(context, _fusable(context, node) or node)
+
+
+def _sdpa_argument(node, index: int, keyword: str):
+    """A torch argument's binding: (value or var name) from the keyword or the position, or None."""
+    if node.kwinputs and node.kwinputs.get(keyword):
+        return node.kwinputs[keyword][0]
+    return node.inputs[index] if len(node.inputs) > index else None
+
+
+def _constant(context, binding):
+    """A literal (torch.export), or a constant node's value by name (TorchScript); anything
+    else is returned as it is (and then not rewritten)."""
+    if binding is None or isinstance(binding, (bool, int, float)):
+        return binding
+    if isinstance(binding, str) and binding in context:
+        value = context[binding].val
+        if isinstance(value, (np.ndarray, np.generic)) and np.size(value) == 1:
+            return value.item()
+        return value
+    return binding
+
+
+def _fusable(context, node):
+    """`node` rewritten so coremltools emits the fused op (no scale, no enable_gqa); None
+    when it cannot be (or need not be) rewritten."""
+    if node.kind != "scaled_dot_product_attention" or not is_current_opset_version_compatible_with(AvailableTarget.iOS18):
+        return None
+    scale = _constant(context, _sdpa_argument(node, _SDPA_SCALE, "scale"))
+    gqa = _constant(context, _sdpa_argument(node, _SDPA_ENABLE_GQA, "enable_gqa"))
+    if scale is None and not gqa:
+        return None  # coremltools fuses it as it is
+    if not isinstance(scale, (int, float, type(None))) or not isinstance(gqa, (bool, int, type(None))):
+        return None  # not constants
+    query, key, value = (context[name] for name in node.inputs[:3])
+    if is_symbolic(query.shape[-1]):
+        return None
+    if gqa and (query.rank < 3 or any(is_symbolic(v.shape[-3]) or sum(map(is_symbolic, v.shape)) > 1 for v in (query, key, value))):
+        return None  # the heads to repeat must be known (and a reshape takes one unknown size)
+    inputs = list(node.inputs)
+    if scale is not None:
+        factor = float(scale) * math.sqrt(query.shape[-1])
+        if not math.isclose(factor, 1.0, rel_tol=1e-6):
+            dtype = types.nptype_from_builtin(query.dtype)
+            scaled = mb.mul(x=query, y=dtype(factor), name=f"{node.name}_query_scaled")
+            context.add(scaled)
+            inputs[0] = scaled.name
+    if gqa:
+        for index, var, role in ((1, key, "key"), (2, value, "value")):
+            repeats = query.shape[-3] // var.shape[-3]
+            if repeats > 1:
+                repeated = _repeat_heads(var, repeats, f"{node.name}_{role}_heads")
+                context.add(repeated)
+                inputs[index] = repeated.name
+    rewritten = copy.copy(node)
+    rewritten.inputs = tuple(inputs[:_SDPA_SCALE])
+    rewritten.kwinputs = {k: v for k, v in (node.kwinputs or {}).items() if k not in ("scale", "enable_gqa")} or None
+    return rewritten
+
+
+def _repeat_heads(x, repeats: int, name: str):
+    """[..., kv_heads, S, E] -> [..., kv_heads * repeats, S, E], each head `repeats` times in a
+    row (transformers' repeat_kv, torch's enable_gqa)."""
+    shape = list(x.shape)
+    axis = x.rank - 3
+    expanded = mb.expand_dims(x=x, axes=[axis + 1])
+    reps = [1] * (x.rank + 1)
+    reps[axis + 1] = repeats
+    tiled = mb.tile(x=expanded, reps=reps)
+    shape[axis] *= repeats
+    return mb.reshape(x=tiled, shape=[-1 if is_symbolic(d) else d for d in shape], name=name)
+
+
 # Per quirk a model config declares (CoreMLConfig.quirks): the op converters it needs.
 QUIRK_PATCHES = {
     "same_size_bicubic_resize": {"upsample_bicubic2d": bicubic_to_same_size, "upsample_bicubic2d.vec": bicubic_to_same_size},
@@ -67,9 +166,18 @@ BASE_PATCHES = {"alias": torch_ops.noop}
 FLOAT16_PATCHES = {"masked_fill": masked_fill_finite_in_float16}
 
 
+# Needed by every package for iOS 18 / macOS 15 or newer (see sdpa_fused_with_any_scale).
+FUSED_ATTENTION_PATCHES = {"scaled_dot_product_attention": sdpa_fused_with_any_scale}
+
+
 @contextmanager
-def op_patches(extra: dict | None = None, float16: bool = False):
-    patches = {**BASE_PATCHES, **(FLOAT16_PATCHES if float16 else {}), **(extra or {})}
+def op_patches(extra: dict | None = None, float16: bool = False, fused_attention: bool = False):
+    patches = {
+        **BASE_PATCHES,
+        **(FLOAT16_PATCHES if float16 else {}),
+        **(FUSED_ATTENTION_PATCHES if fused_attention else {}),
+        **(extra or {}),
+    }
     mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
     saved = {name: mapping[name] for name in patches if name in mapping}
     try:

@@ -241,9 +241,30 @@ class CoreMLConfig:
 
     def model_kwargs(self) -> dict:
         """Config overrides when loading the model for this task."""
+        kwargs = {}
         # A span-extraction head always has two outputs (start, end), whatever labels the
         # checkpoint's config lists for another task.
-        return {"num_labels": 2} if self.task == "question-answering" else {}
+        if self.task == "question-answering":
+            kwargs["num_labels"] = 2
+        # iOS 18 / macOS 15 programs run attention as Core ML's fused op, which coremltools
+        # makes from torch's scaled_dot_product_attention only: load the model with the
+        # "sdpa" attention even if its config.json asks for "eager" (families that cannot,
+        # e.g. Gemma 2 with its soft-capped scores, keep their own and get matmul + softmax).
+        if self._fused_attention_target() and self._model_class_supports_sdpa():
+            kwargs["attn_implementation"] = "sdpa"
+        return kwargs
+
+    def _fused_attention_target(self) -> bool:
+        from ..options import meets
+
+        return meets(self.options.minimum_deployment_target, ("iOS18", "macOS15"))
+
+    def _model_class_supports_sdpa(self) -> bool:
+        import transformers
+
+        auto = getattr(transformers, self.model_class_name())
+        model_class = auto._model_mapping.get(type(self.hf_config), None)
+        return bool(getattr(model_class, "_supports_sdpa", False))
 
     def model_class_name(self) -> str:
         return TASKS[self.task].auto_class

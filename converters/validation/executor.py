@@ -13,7 +13,8 @@ Numeric modes:
   declares an fp16 result, rounds it to float16 (so overflow gives inf/NaN, as on the
   GPU and Neural Engine). Program casts are honoured; ops the program declares fp32
   (fp32 programs, or fp32 islands of mixed-precision ones) stay fp32, as Core ML runs
-  those in fp32 on the CPU/GPU.
+  those in fp32 on the CPU/GPU. A fused op (iOS 18's scaled_dot_product_attention) also
+  rounds each of its stages, as the separate ops it replaces would be rounded.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def _fetch(t: _Tensor, tensor: torch.Tensor, fp16: bool) -> np.ndarray:
 
 def _run(step: _Step, env: dict, states: dict, fp16: bool) -> None:
     try:
-        result = step.kernel(Args(step.names, step.consts, env, states, len(step.outputs)))
+        result = step.kernel(Args(step.names, step.consts, env, states, len(step.outputs), fp16 and any(o.is_fp16 for o in step.outputs)))
     except NotImplementedError as e:
         raise UnsupportedOpError([step.op_type], f"op {step.op_name!r}: {e}") from e
     except Exception as e:

@@ -20,14 +20,17 @@ import torch.nn.functional as F
 class Args:
     """One op's inputs: tensors from the run environment, Python values for parameters."""
 
-    __slots__ = ("names", "consts", "env", "states", "n_outputs")
+    __slots__ = ("names", "consts", "env", "states", "n_outputs", "fp16")
 
-    def __init__(self, names, consts, env, states, n_outputs):
+    def __init__(self, names, consts, env, states, n_outputs, fp16=False):
         self.names = names  # input name -> var name, or tuple of var names
         self.consts = consts  # input name -> Python value, for constant inputs
         self.env = env  # var name -> tensor
         self.states = states  # state name -> tensor
         self.n_outputs = n_outputs
+        # fp16 device emulation of an op the program declares fp16: a fused op whose stages
+        # are ops of their own elsewhere rounds each stage, as those ops would be (see _sdpa).
+        self.fp16 = fp16
 
     def has(self, name: str) -> bool:
         return name in self.names
@@ -301,10 +304,32 @@ def _einsum(a):
     return torch.einsum(a.v("equation"), x.expand(bx), y.expand(by))
 
 
+def _to_fp16(x: torch.Tensor) -> torch.Tensor:
+    return x.half().float()
+
+
 @kernel("scaled_dot_product_attention")
 def _sdpa(a):
-    # Same contract as torch: bool mask = "may attend", float mask is added to the scores.
-    return F.scaled_dot_product_attention(a.t("query"), a.t("key"), a.t("value"), attn_mask=a.t("attn_mask"))
+    """iOS 18's fused attention (coremltools mil/ops/defs/iOS18/transformers.py):
+    softmax(Q @ K^T / sqrt(E) + mask) @ V over the last two dims. Query, key and value share
+    their batch dims; the mask ([*?, S]) broadcasts numpy-style to [B, *?, L, S]: a bool mask
+    says which keys may be attended (False: -inf, so a fully masked row is NaN, as the op's
+    definition computes it), a float mask is added to the scores.
+
+    fp16 emulation rounds every stage to float16 exactly as the ops this one replaces
+    (coremltools' decomposition: query * 1/sqrt(E), matmul, add the mask, softmax, matmul)
+    are rounded, so fusing attention never hides a float16 overflow of the scores that the
+    matmul + softmax program would show; the last rounding is the executor's, as for any op."""
+    query, key, value, mask = a.t("query"), a.t("key"), a.t("value"), a.t("attn_mask")
+    rounded = _to_fp16 if a.fp16 else (lambda x: x)
+    scale = rounded(torch.tensor(1.0 / math.sqrt(query.shape[-1])))
+    scores = rounded(torch.matmul(rounded(query * scale), key.transpose(-1, -2)))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = rounded(scores + mask)
+    return torch.matmul(rounded(torch.softmax(scores, dim=-1)), value)
 
 
 # ---------------------------------------------------------------- normalisation
