@@ -3,6 +3,7 @@
     plan (plan.py)        source, config, task, options -> what to build; all refusals here
     capture (capture.py)  load the PyTorch model, wrap it, torch.export each part
     convert (backends/)   the backend turns each program into a package (Core ML today)
+    calibrate (transforms/calibrate.py)  4-bit text generation: GPTQ on held-out text, in place
     transform (transforms/)  compression and other changes before saving
     save (backends/)      the package on disk, with its metadata
     validate (validation/)   one set of checks against PyTorch, run by the backend's runner
@@ -69,6 +70,7 @@ def convert(
     model = load(plan)
     parameters = sum(p.numel() for p in model.parameters())
     timings["load"] = time.perf_counter() - mark
+    calibrated = _calibrate(plan, model, progress, timings)
 
     packages, package_reports = [], []
     for index, part in enumerate(plan.parts):
@@ -77,12 +79,35 @@ def convert(
         packages.append(path)
         package_reports.append(package_report)
 
+    if calibrated and validate:  # validation judges the package against the model's own weights, not GPTQ's
+        del model
+        gc.collect()
+        model = load(plan)
     validation = _validate(plan, model, dict(zip(plan.parts, packages)), writer, validate, progress, timings)
     del model
     gc.collect()
     timings["total"] = time.perf_counter() - started
     progress("validate" if validate else "convert", 1.0, validation["message"])
     return ConversionResult(report=_report(plan, parameters, package_reports, timings, validation), packages=packages)
+
+
+def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
+    """GPTQ on the model's decoder layers when the scheme calls for it (calibrate.py)."""
+    from .transforms.calibrate import calibrate, calibrates
+
+    if not calibrates(plan):
+        return False
+    from .validation.inputs import load_tokenizer
+
+    tokenizer = load_tokenizer(plan.source.path)
+    if tokenizer is None:
+        plan.warnings.append(f"Weight compression {plan.options.quantize}: no tokenizer to calibrate with; "
+                             "the weights are compressed data-free (expect lower quality).")
+        return False
+    progress("convert", 0.12, "Calibrating 4-bit weights on real text (GPTQ)")
+    plan.calibration = calibrate(plan, model, tokenizer)
+    timings["calibrate"] = plan.calibration["seconds"]
+    return True
 
 
 def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings: dict) -> tuple[Path, dict]:
@@ -119,6 +144,8 @@ def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings:
         from .transforms.compress import finish
 
         entry["compression"] = finish(plan.compression[part], entry["size_bytes"])
+        if plan.calibration:
+            entry["compression"]["calibration"] = plan.calibration
     return path, entry
 
 

@@ -25,6 +25,7 @@ class Plan:
     hub_name: str  # the repo the packages name for their tokenizer (co.huggingface.exporters.name)
     warnings: list[str] = field(default_factory=list)
     compression: dict[str, dict] = field(default_factory=dict)  # part -> what the compression transform did
+    calibration: dict | None = None  # what calibrate.py did (GPTQ), for the report
 
     @property
     def task(self) -> str:

@@ -201,7 +201,8 @@ def test_mixed_keeps_embedding_and_head_at_8_bits_tied_or_not(converted):
 
 
 def _quantized_dtypes(package: Path) -> tuple[int, int]:
-    """How many weights the saved program holds as int4 and as int8 data."""
+    """How many weights the saved program holds as 4-bit data (int4 data-free; uint4 with a zero
+    point from GPTQ, calibrate.py) and as int8 data."""
     import coremltools as ct
     from coremltools.converters.mil.mil import types
 
@@ -210,7 +211,7 @@ def _quantized_dtypes(package: Path) -> tuple[int, int]:
     prog = _program(ct.models.MLModel(str(package), skip_model_load=True))
     counts = Counter(types.builtin_to_string(op.data.dtype)
                      for op in prog.functions["main"].find_ops(op_type="constexpr_blockwise_shift_scale"))
-    return counts["int4"], counts["int8"]
+    return counts["int4"] + counts["uint4"], counts["int8"]
 
 
 def test_weights_that_do_not_divide_stay_float_with_a_warning(converted):
@@ -259,11 +260,13 @@ def real_float16(real_llm, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_mixed(real_llm, tmp_path_factory):
-    """SmolLM2-135M through the whole pipeline with quantize=mixed: the report entry."""
+    """SmolLM2-135M through the whole pipeline with quantize=mixed (GPTQ-calibrated int4 layers,
+    int8 embedding/head), validated: the report entry and its quality on the passage."""
     out = tmp_path_factory.mktemp("real-mixed")
     started = time.perf_counter()
     result = convert(str(real_llm), "text-generation", out,
-                     ConversionOptions.from_strings(quantize="mixed", minimum_deployment_target="iOS18"), validate=False)
+                     ConversionOptions.from_strings(quantize="mixed", minimum_deployment_target="iOS18",
+                                                    sequence_length="128"))
     return result, time.perf_counter() - started
 
 
@@ -285,14 +288,21 @@ def test_real_llm_linear_schemes_meet_the_size_bars(scheme, real_float16, tmp_pa
 
 
 @pytest.mark.slow
-def test_real_llm_mixed_through_the_pipeline_meets_its_bar_and_reports_it(real_mixed, real_float16):
+def test_real_llm_mixed_through_the_pipeline_meets_its_bars_and_reports_them(real_mixed, real_float16):
     result, seconds = real_mixed
     (entry,) = result.report["packages"]
     compression = entry["compression"]
     assert compression["scheme"] == "mixed" and compression["float_weights_left"] == 0
+    assert compression["calibration"]["method"].startswith("GPTQ") and "GPTQ" in compression["method"]
     assert compression["size_before_bytes"] == pytest.approx(_without_debug_mapping(real_float16), rel=0.001)
     ratio = entry["size_bytes"] / directory_size(real_float16)
     assert ratio <= SIZE_BARS["mixed"] and compression["size_ratio"] == pytest.approx(ratio, rel=0.01)
     # 4.5 bits per layer weight (int4 + a float16 scale per 32), 8 for the tied embedding/head (21 %)
     assert 5.0 < compression["bits_per_weight"] < 5.6
     assert constexpr_ops(Path(entry["path"])) == {"constexpr_blockwise_shift_scale"}
+    # Quality on the held-out passage, against the original weights (data-free int4: 1.48x)
+    validation = result.report["validation"]
+    assert validation["passed"], validation["message"]
+    for mode, numbers in validation["quality"]["packages"]["model"].items():
+        assert numbers["perplexity_ratio"] <= 1.30, (mode, numbers)
+        assert numbers["top1_agreement"] >= 0.70 and numbers["mean_kl_divergence"] <= 0.30, (mode, numbers)
