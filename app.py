@@ -74,6 +74,7 @@ class ModelChoice:
     model_box: gr.Dropdown
     summary_html: gr.HTML  # what the model is and whether it converts
     task_radio: gr.Radio
+    size_radio: gr.Radio  # the weight compression option as "Size", each choice with its expected package size
 
 
 @dataclass
@@ -151,7 +152,7 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
         gr.Markdown(INTRO)
         sign_in = sign_in_section(on_spaces)
         model = model_section()
-        options = options_section()
+        options = options_section({form.SIZE_OPTION: model.size_radio})
         destination = destination_section()
         with gr.Group(visible=False, elem_id="job") as job_group:
             job_view = job_view_section(job_group)
@@ -163,7 +164,8 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
         wire_page_load(demo, page)
         wire_sign_in(page)
         check = wire_options(page)
-        wire_model_choice(page, check)
+        sizes = wire_sizes(page)
+        wire_model_choice(page, check, sizes)
         wire_job(page)
         wire_results(page)
         wire_my_jobs(page)
@@ -194,7 +196,9 @@ def model_section() -> ModelChoice:
         filterable=True, elem_id="model")
     summary_html = gr.HTML(elem_id="model-summary")
     task_radio = gr.Radio(label="Task", info=form.HELP["task"], choices=[], value=None, visible=False, elem_id="task")
-    return ModelChoice(model_box, summary_html, task_radio)
+    # Shown with the tasks: a person new to Core ML meets weight compression as the package's size.
+    size_radio = option_component(form.SIZE_OPTION, visible=False)
+    return ModelChoice(model_box, summary_html, task_radio, size_radio)
 
 
 # Notes shown under an option's field: their elem_id and first content.
@@ -204,21 +208,23 @@ OPTION_NOTES = {
 }
 
 
-def option_component(name: str) -> gr.components.Component:
+def option_component(name: str, **extra) -> gr.components.Component:
     """The field of one engine option, from its row in the option table (label, help, choices,
-    default): a text box for free text, radio buttons for a few choices, a dropdown for many."""
+    default): a text box for free text, radio buttons for a few choices (and for Size, whose
+    choices each show a size), a dropdown for many."""
     spec = form.option_field(name)
     elem_id = name.replace("_", "-")
     if "choices" not in spec:
-        return gr.Textbox(**spec, elem_id=elem_id)
-    kind = gr.Dropdown if len(spec["choices"]) > 4 else gr.Radio
-    return kind(**spec, elem_id=elem_id)
+        return gr.Textbox(**spec, elem_id=elem_id, **extra)
+    kind = gr.Dropdown if len(spec["choices"]) > 4 and name != form.SIZE_OPTION else gr.Radio
+    return kind(**spec, elem_id=elem_id, **extra)
 
 
-def options_section() -> OptionsForm:
-    """Every option of the option table, two to a row in the table's order, then where to validate."""
+def options_section(placed: dict[str, gr.components.Component]) -> OptionsForm:
+    """Every option of the option table not `placed` elsewhere (Size: under the task), two to a
+    row in the table's order, then where to validate. Its fields hold every option, placed or not."""
     fields, notes = {}, {}
-    names = list(OPTIONS)
+    names = [name for name in OPTIONS if name not in placed]
     with gr.Accordion("2. Options: the defaults suit most apps", open=False, elem_id="options"):
         for pair in (names[i:i + 2] for i in range(0, len(names), 2)):
             with gr.Row():
@@ -235,6 +241,7 @@ def options_section() -> OptionsForm:
                 workers_html = gr.HTML(elem_id="workers")
             push_anyway = gr.Checkbox(False, label="Push even if validation fails", info=form.HELP["push_anyway"],
                                       elem_id="push-anyway")
+    fields = {name: placed.get(name) or fields[name] for name in OPTIONS}  # the table's order
     return OptionsForm(fields, notes["sequence_length"], notes["tolerance"], runner, workers_html, push_anyway)
 
 
@@ -419,8 +426,38 @@ def wire_options(page: Page) -> dict:
     return {"fn": check, "inputs": inputs, "outputs": outputs}
 
 
-def wire_model_choice(page: Page, check: dict) -> None:
-    """Suggestions while typing, then the model's summary and tasks, then the option check."""
+# The options that change the expected package sizes (with the model and the task).
+SIZE_INPUTS = ("precision", "minimum_deployment_target", "block_size", "group_size")
+
+
+def wire_sizes(page: Page) -> dict:
+    """Show next to each Size choice the package size it gives the chosen model and task, and
+    which choices the deployment target cannot run. Returns the event (fn, inputs, outputs),
+    which also runs once a model is read. (The Size field itself is no input: a change of its
+    choices must not start this again.)"""
+    fields, size_radio = page.options.fields, page.model.size_radio
+    affecting = {name: fields[name] for name in SIZE_INPUTS}
+    inputs = {page.summary, page.model.task_radio, *affecting.values()}
+
+    def sizes(data: dict):
+        try:
+            options = form.FormValues("", None, {name: data[f] for name, f in affecting.items()}).options()
+        except UserInputError:  # a mistake the option check already shows
+            return gr.skip()
+        estimated = models.size_estimates(data[page.summary], data[page.model.task_radio], options)
+        return {size_radio: gr.update(choices=form.size_choices(estimated, options.precision,
+                                                                options.minimum_deployment_target))}
+
+    page.model.task_radio.change(sizes, inputs, [size_radio], concurrency_limit=None, **QUIET)
+    for field in affecting.values():
+        typed = {"trigger_mode": "always_last", "show_progress": "hidden"} if isinstance(field, gr.Textbox) else {}
+        field.change(sizes, inputs, [size_radio], concurrency_limit=None, **typed, **QUIET)
+    return {"fn": sizes, "inputs": inputs, "outputs": [size_radio]}
+
+
+def wire_model_choice(page: Page, check: dict, sizes: dict) -> None:
+    """Suggestions while typing, then the model's summary and tasks, then the option check and
+    the expected sizes."""
     chosen = page.model
 
     def suggest(data: dict, event: gr.KeyUpData, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
@@ -436,6 +473,7 @@ def wire_model_choice(page: Page, check: dict) -> None:
         if not text:
             return {page.summary: None, chosen.summary_html: "",
                     chosen.task_radio: gr.update(choices=[], value=None, visible=False),
+                    chosen.size_radio: gr.update(visible=False),
                     page.destination.convert_button: gr.update(interactive=False),
                     page.options.tolerance_html: render.tolerance(None, "float16"),
                     page.destination.push_repo: gr.update(placeholder=form.default_push_repo(user, None))}
@@ -445,17 +483,20 @@ def wire_model_choice(page: Page, check: dict) -> None:
         return {page.summary: summary, chosen.summary_html: render.model_summary(summary, render.tracker_url()),
                 chosen.task_radio: gr.update(choices=form.task_choices(summary.tasks, summary.default_task),
                                              value=summary.default_task, visible=summary.convertible),
+                chosen.size_radio: gr.update(visible=summary.convertible),
                 page.destination.convert_button: gr.update(interactive=summary.convertible),
                 page.destination.push_repo: gr.update(
                     placeholder=form.default_push_repo(user, summary.name if summary.repo_id else None))}
 
-    # The model's summary first, then the option checks against it.
-    chosen.model_box.change(
+    # The model's summary first, then the option checks and the expected sizes for it.
+    read = chosen.model_box.change(
         inspect, {chosen.model_box, page.session},
-        [page.summary, chosen.summary_html, chosen.task_radio, page.destination.convert_button,
+        [page.summary, chosen.summary_html, chosen.task_radio, chosen.size_radio, page.destination.convert_button,
          page.options.tolerance_html, page.destination.push_repo],
         concurrency_limit=None, trigger_mode="always_last", **QUIET,
-    ).then(**check, concurrency_limit=None, **QUIET)
+    )
+    read.then(**check, concurrency_limit=None, **QUIET)
+    read.then(**sizes, concurrency_limit=None, **QUIET)
 
 
 def wire_job(page: Page) -> None:

@@ -4,7 +4,7 @@ local Hub (tests/e2e fixtures). Each test ends with a screenshot of what the per
 saved under the test's tmp dir and copied to tests/screenshots/.
 
 Covered: sign in with a token (and a rejected one), search suggestions, a model's tasks
-with its own preselected, submit, the stages advancing, the validation table, the link
+with its own preselected, the Size choice with each choice's expected size, submit, the stages advancing, the validation table, the link
 to the pushed repo (fetched back from the Hub), the package as a zip, "My jobs", an
 unsupported model's message, a failed job's reason and pre-filled report link, cancel.
 """
@@ -238,6 +238,13 @@ def test_convert_a_tiny_model_and_get_the_pushed_package(page, service, tmp_path
     tasks = page.locator("#task label").all_inner_texts()
     assert any(t.startswith("fill-mask") and "the model's own task" in t for t in tasks), tasks
     assert page.locator("#task input[value=fill-mask]").is_checked()
+    # The Size choice, under the task: each choice with the package size it gives this model,
+    # and those the default target (iOS17) cannot run say what they need.
+    page.wait_for_function("() => document.querySelector('#quantize')?.innerText.includes(' MB')")
+    sizes = page.locator("#quantize label").all_inner_texts()
+    assert len(sizes) == 7 and all(" · about " in t and " MB" in t for t in sizes), sizes
+    assert sizes[0].startswith("Full (float16)") and any(t.startswith("4-bit (int4)") and t.endswith("needs iOS18") for t in sizes)
+    assert page.locator("#quantize input[value=none]").is_checked()
 
     set_options(page, "8")
     page.fill("#push-repo textarea, #push-repo input", target)
@@ -298,7 +305,7 @@ def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
     assert "'xlnet' is not supported" in card.inner_text()
     request = card.locator("[data-role=request] a").get_attribute("href")
     assert request.startswith(REPORT_URL + "?") and "xlnet" in parse_qs(urlparse(request).query)["title"][0]
-    assert not page.locator("#task").is_visible()
+    assert not page.locator("#task").is_visible() and not page.locator("#quantize").is_visible()
     assert page.locator("#convert").is_disabled()
     screenshot(page, tmp_path, "2-unsupported-model")
 

@@ -103,3 +103,154 @@ def test_choices_cover_what_the_engine_accepts():
 def test_default_push_repo():
     assert form.default_push_repo("alice", "tiny-bert") == "alice/tiny-bert-coreml"
     assert form.default_push_repo(None, None) == "<you>/<model>-coreml"
+
+
+# ---------------------------------------------------------------------- the Size choice
+
+
+def test_size_choices_name_each_scheme_with_its_size_and_the_target_it_needs():
+    sizes = {"none": 270_000_000, "int8": 136_000_000, "lut8": 137_000_000, "lut6": 103_000_000,
+             "int4": 76_000_000, "lut4": 68_000_000, "mixed": 89_000_000}
+    choices = dict((value, label) for label, value in form.size_choices(sizes, "float16", "iOS17"))
+    assert list(choices) == list(OPTIONS["quantize"].values)
+    assert choices["none"] == "Full (float16) · about 270 MB"
+    assert choices["int8"] == "Half — 8-bit (int8) · about 136 MB"
+    # what the option table says each choice needs, on the target's platform
+    assert choices["int4"].endswith("· about 76 MB · needs iOS18") and choices["mixed"].endswith("needs iOS18")
+    assert "needs" not in choices["lut4"] and "needs" not in choices["lut6"]
+    mac = dict((v, label) for label, v in form.size_choices(sizes, "float32", "macOS14"))
+    assert mac["none"].startswith("Full (float32)") and mac["int4"].endswith("needs macOS15")
+    old = dict((v, label) for label, v in form.size_choices(None, "float16", "iOS15"))
+    assert old["int8"] == "Half — 8-bit (int8) · needs iOS16" and "about" not in old["none"]
+    assert all("needs" not in label for label, _ in form.size_choices(None, "float16", "iOS18"))
+
+
+def test_the_form_presents_weight_compression_as_size():
+    field = form.option_field("quantize")
+    assert field["label"] == "Size" and field["info"] == form.HELP["quantize"] and field["value"] == "none"
+    assert [v for _, v in field["choices"]] == list(OPTIONS["quantize"].values)
+    assert dict((v, label) for label, v in field["choices"])["int4"].endswith("needs iOS18")  # the default target is iOS17
+    assert values(quantize="int8", minimum_deployment_target="iOS18").to_spec(TOKEN, "alice").options.quantize == "int8"
+
+
+# ---------------------------------------------------------------------- the size estimate
+
+
+def test_estimate_bytes_follows_each_schemes_storage():
+    from converters.size_estimate import WeightShape, estimate_bytes
+
+    layer = WeightShape((64, 128))  # 8192 weights: compressed
+    n = 64 * 128
+
+    def bits(scheme, **settings):
+        return estimate_bytes([layer], scheme, **settings) * 8
+
+    assert bits("none") == n * 16 and bits("none", float_bits=32) == n * 32
+    assert bits("int8") == n * 8 + 64 * 16  # one scale per output channel
+    assert bits("int4") == n * 4 + n // 32 * 16  # one scale per block of 32 inputs
+    assert bits("int4", block_size=64) == n * 4 + n // 64 * 16
+    assert bits("lut4") == n * 4 + 64 // 16 * 16 * 16  # a 16-entry table per 16 output channels
+    assert bits("lut6", grouped=False) == n * 6 + 64 * 16  # one 64-entry table for the weight
+    assert bits("mixed") == bits("int4")
+    # what stays float: small weights, norms and biases, shapes that do not divide
+    for weight in (WeightShape((32, 64)), WeightShape((4096,), "other"), WeightShape((100, 100), "other")):
+        assert estimate_bytes([weight], "int4") == estimate_bytes([weight], "none")
+    assert estimate_bytes([WeightShape((64, 100))], "int4") == 64 * 100 * 2  # 100 inputs: no block of 32
+    assert estimate_bytes([WeightShape((72, 128))], "lut4") == 72 * 128 * 2  # 72 channels: no group of 16
+    # mixed: embeddings and the output head at 8 bits
+    for role in ("embedding", "head"):
+        assert estimate_bytes([WeightShape((64, 128), role)], "mixed") == estimate_bytes([layer], "int8")
+
+
+def test_weight_shapes_come_from_the_config_on_the_meta_device(tiny_model):
+    from transformers import AutoConfig
+
+    from converters.size_estimate import weight_shapes
+
+    config = AutoConfig.from_pretrained(tiny_model("llama"))
+    shapes = weight_shapes(config, "text-generation")
+    # 2 layers x 7 linear layers, the embedding, the head; the norms are "other"
+    assert _roles(shapes) == {"layer": 14, "embedding": 1, "head": 1, "other": 5}
+    assert sum(w.elements for w in shapes) == sum(p.numel() for p in _model(tiny_model("llama")).parameters())
+    features = weight_shapes(config, "feature-extraction")  # the base model: no head
+    assert _roles(features) == {"layer": 14, "embedding": 1, "other": 5}
+    config.tie_word_embeddings = True  # one matrix for the embedding and the head: one weight, 8 bits in mixed
+    assert _roles(weight_shapes(config, "text-generation")) == {"layer": 14, "embedding": 1, "other": 5}
+
+
+def _roles(shapes) -> dict[str, int]:
+    roles: dict[str, int] = {}
+    for weight in shapes:
+        roles[weight.role] = roles.get(weight.role, 0) + 1
+    return roles
+
+
+def _model(folder):
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def engine_sizes(tmp_path_factory):
+    """A llama of 2.5 M parameters (weights dominate its package) converted with each scheme,
+    unvalidated: (estimate, what the engine reports) by scheme."""
+    from converters.export import convert
+    from converters.loading import load_hf_config
+    from converters.options import ConversionOptions
+    from converters.size_estimate import estimates, weight_shapes
+    from tests.models import build_model
+
+    root = tmp_path_factory.mktemp("size-estimate")
+    folder = build_model("llama", root / "llama", hidden_size=256, intermediate_size=1024, head_dim=64, vocab_size=1024)
+    weights = weight_shapes(load_hf_config(folder), "text-generation")
+    found = {}
+    # lut6 at iOS17: one table per weight; lut4 at iOS18: a table per 16 channels (lut8's k-means is too slow here)
+    for scheme, target in (("none", "iOS18"), ("int8", "iOS18"), ("int4", "iOS18"), ("mixed", "iOS18"),
+                           ("lut4", "iOS18"), ("lut6", "iOS17")):
+        options = ConversionOptions.from_strings(quantize=scheme, sequence_length="32", minimum_deployment_target=target)
+        (package,) = convert(str(folder), "text-generation", root / scheme, options, validate=False).report["packages"]
+        found[scheme] = (estimates(weights, options, "text-generation")[scheme], package)
+    return found
+
+
+@pytest.mark.slow
+def test_the_estimate_is_within_ten_percent_of_the_packages_the_engine_writes(engine_sizes):
+    for scheme, (estimate, package) in engine_sizes.items():
+        size = package["size_bytes"]
+        assert abs(estimate / size - 1) < 0.10, f"{scheme}: estimated {estimate}, the package is {size}"
+        entry = package.get("compression")
+        if entry:  # the weights alone, as the compression transform counts them: within 2 %
+            assert entry["size_after_bytes"] == size
+            assert abs(estimate / entry["weight_bytes_after"] - 1) < 0.02, scheme
+    float_size = engine_sizes["none"][1]["size_bytes"]
+    assert engine_sizes["int4"][0] < 0.32 * engine_sizes["none"][0] and engine_sizes["int4"][1]["size_bytes"] < 0.32 * float_size
+
+
+def test_the_size_choice_shows_sizes_once_a_model_is_chosen(tiny_model):
+    """The page's own handler: the Size field (under the task, hidden until a model is read)
+    gets each choice's expected size for the chosen model and task."""
+    import json
+
+    import app
+    from ui.models import ModelSummary
+
+    demo = app.build_demo(on_spaces=False)
+    handler = next(f for f in demo.fns.values() if f.name == "sizes")
+    (size_field,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "quantize"]
+    assert size_field.label == "Size" and not size_field.visible and size_field not in handler.inputs
+    inspect = next(f for f in demo.fns.values() if f.name == "inspect")
+    assert size_field in inspect.outputs  # shown with the tasks
+    summary = ModelSummary(text="alice/tiny-llama", repo_id="alice/tiny-llama", model_type="llama",
+                           config=json.loads((tiny_model("llama") / "config.json").read_text()),
+                           tasks=["text-generation", "feature-extraction"], default_task="text-generation")
+    entered = {"task": "text-generation", "precision": "float16", "minimum-deployment-target": "iOS17",
+               "block-size": "32", "group-size": "16"}
+
+    def data(chosen):  # the handler's inputs: the model's summary (a State), the task and four options
+        return {c: entered.get(getattr(c, "elem_id", None), chosen) for c in handler.inputs}
+
+    choices = dict((v, label) for label, v in handler.fn(data(summary))[size_field]["choices"])
+    assert all(" · about " in label and label.split(" · about ")[1].split(" ")[1] == "MB" for label in choices.values())
+    assert choices["int4"].endswith("needs iOS18") and "needs" not in choices["int8"]
+    assert all("about" not in label for label, _ in handler.fn(data(None))[size_field]["choices"])  # no model yet

@@ -208,3 +208,125 @@ def test_workers_note():
 def test_signed_in():
     assert 'data-signed-in="yes"' in render.signed_in("alice") and "alice" in render.signed_in("alice")
     assert 'data-signed-in="no"' in render.signed_in(None)
+
+
+# ---------------------------------------------------------------------- compression and program
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    """A tiny llama (hidden 64: its MLP layers pass coremltools' 2048-element threshold)
+    converted with int8 and validated, once: its report as a job's status carries it (JSON)."""
+    import json
+
+    from converters.export import convert
+    from converters.options import ConversionOptions
+    from tests.models import build_model
+
+    root = tmp_path_factory.mktemp("render-int8")
+    folder = build_model("llama", root / "llama", hidden_size=64, intermediate_size=128)
+    options = ConversionOptions.from_strings(quantize="int8", sequence_length="32", minimum_deployment_target="iOS18")
+    return json.loads(json.dumps(convert(str(folder), "text-generation", root / "out", options).report))
+
+
+def finished(report: dict) -> dict:
+    return status(state="finished", stage="done", percent=100, pushed=True, report=report,
+                  validation=report["validation"], links={"repo": "http://hub/alice/tiny-llama-coreml"})
+
+
+def test_the_compression_section_shows_scheme_sizes_and_quality_against_its_bar(compressed):
+    from converters.size_estimate import megabytes
+
+    entry = compressed["packages"][0]["compression"]
+    html = render.results(finished(compressed))
+    assert html.index('data-role="compression"') < html.index('data-role="validation-table"')
+    section = html.split('data-role="compression"', 1)[1].split('<div class="cm-validation">', 1)[0]
+    assert "<h4>Compression: int8</h4>" in section
+    row = section.split('<tr data-package="model" data-scheme="int8">', 1)[1].split("</tr>", 1)[0]
+    assert "linear symmetric quantization" in row and "per channel" in row
+    assert f">{render.number(entry['bits_per_weight'])}<" in row
+    size = f"{megabytes(entry['size_before_bytes'])} → {megabytes(entry['size_after_bytes'])} ({entry['size_ratio']:.2f}×)"
+    assert size in row and entry["size_ratio"] < 0.85
+    assert f"{entry['weights_compressed']} compressed" in row and "0 left float" in row
+
+    quality = compressed["validation"]["quality"]
+    table = section.split('data-role="quality-table"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr data-passed=") == 2  # one row per mode
+    for mode in ("fp32", "fp16"):
+        numbers = quality["packages"]["model"][mode]
+        line = table.split(f'data-mode="{mode}"', 1)[1].split("</tr>", 1)[0]
+        assert f"{render.number(numbers['top1_agreement'], 'top1_agreement')} (bar ≥ 90.0%)" in line
+        assert f"{render.number(numbers['mean_kl_divergence'])} (bar ≤ 0.04879)" in line
+        assert f"{render.number(numbers['perplexity_ratio'])} (bar ≤ 1.05)" in line
+        assert f"PyTorch {numbers['perplexity_pytorch']:,.2f} → package {numbers['perplexity_package']:,.2f}" in line
+        assert line.count("cm-pass") == 3
+    assert render.MODES["fp16"] in table
+    assert f"The bar: {render.escape(quality['bar']['reason'])}." in section
+
+
+def test_a_quality_number_past_its_bar_is_marked(compressed):
+    import copy
+
+    report = copy.deepcopy(compressed)
+    report["validation"]["quality"]["packages"]["model"]["fp16"]["perplexity_ratio"] = 1.2
+    table = render.quality_table(report["validation"])
+    fp16 = table.split('data-mode="fp16"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-passed="no"' in table.split('data-mode="fp16"', 1)[0][-30:]
+    assert ('<td class="cm-num" data-metric="perplexity_ratio" data-passed="no">1.2 (bar ≤ 1.05) '
+            "<span class=cm-fail>✗</span>") in fp16
+
+
+def test_where_the_model_can_run_says_which_unit_the_scheme_suits(compressed):
+    from worker import card
+
+    html = render.compute_units_section(compressed["validation"], compressed)
+    notes = html.split('data-role="placement-notes"', 1)[1]
+    assert '<li data-scheme="int8">' in notes and "Neural Engine" in notes.split("</li>")[0]
+    assert render.escape(card.DECOMPRESSION_NOTE) in notes
+    assert 'data-role="compute-units"' in html
+    # float packages: no note; a compressed package without a compute-units analysis: the note alone
+    assert "placement-notes" not in render.compute_units_section(compressed["validation"], _float(compressed))
+    alone = render.compute_units_section({}, compressed)
+    assert "Where the model can run" in alone and "placement-notes" in alone and "compute-units" not in alone
+
+
+def _float(report: dict) -> dict:
+    """The same report as an uncompressed conversion's."""
+    packages = [{k: v for k, v in p.items() if k != "compression"} for p in report["packages"]]
+    validation = {k: v for k, v in report["validation"].items() if k != "quality"}
+    return {**report, "packages": packages, "validation": validation, "options": {**report["options"], "quantize": "none"}}
+
+
+PROGRAM = {"fused_attention": True, "stateful": False, "weight_bits": 4.52,
+           "op_counts": {"linear": 15, "constexpr_blockwise_shift_scale": 8, "scaled_dot_product_attention": 2,
+                         "mul": 27, "add": 18, "reshape": 12, "softmax": 2, "gather": 1, "silu": 2, "cast": 5}}
+
+
+def test_the_program_section_when_the_engine_reports_it(compressed):
+    report = {**compressed, "packages": [{**compressed["packages"][0], "program": PROGRAM}]}
+    html = render.results(finished(report))
+    program = html.split('data-role="program"', 1)[1]
+    assert "<td data-role='fused-attention'>yes</td>" in program and "<td data-role='stateful'>no</td>" in program
+    assert ">4.52<" in program
+    assert ("mul 27, add 18, linear 15, reshape 12, constexpr_blockwise_shift_scale 8, cast 5, "
+            "scaled_dot_product_attention 2, silu 2, …") in program  # the 8 most frequent
+    older = {**compressed, "packages": [{k: v for k, v in compressed["packages"][0].items() if k != "program"}]}
+    assert 'data-role="program"' not in render.results(finished(older))  # absent (an older report): skipped
+
+
+def test_an_uncompressed_package_has_no_compression_section_but_its_program(compressed):
+    report = _float(compressed)
+    html = render.results(finished(report))
+    assert 'data-role="compression"' not in html and "placement-notes" not in html
+    assert 'data-role="compute-units"' in html
+    with_program = {**report, "packages": [{**report["packages"][0], "program": PROGRAM}]}
+    assert 'data-role="program"' in render.results(finished(with_program))
+
+
+def test_compression_text_is_escaped(compressed):
+    evil = "<script>alert(1)</script>"
+    package = compressed["packages"][0]
+    report = {**compressed, "packages": [{**package, "part": evil, "program": {**PROGRAM, "op_counts": {evil: 1}},
+                                          "compression": {**package["compression"], "granularity": evil}}]}
+    html = render.results(finished(report))
+    assert "<script>" not in html and "&lt;script&gt;" in html

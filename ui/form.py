@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from converters.errors import UserInputError
-from converters.options import OPTIONS, ConversionOptions, SequenceLength
+from converters.options import OPTIONS, ConversionOptions, SequenceLength, meets
+from converters.size_estimate import megabytes
 from converters.tasks import TASKS
 from worker.spec import NEW_REPO, PULL_REQUEST, JobSpec
 
@@ -21,9 +22,26 @@ PUSH_CHOICES = [
     ("A pull request to the model's repo", PULL_REQUEST),
 ]
 
+# The weight compression option as someone new to it meets it: "Size", each choice named by
+# what it stores and, once a model is chosen, the package size it gives that model.
+SIZE_OPTION = "quantize"
+SIZE_LABEL = "Size"
+SIZE_HELP = ("Fewer bits per weight make smaller packages: 8-bit keeps quality, 6- and 4-bit cost some. "
+             "Every package is checked against PyTorch.")
+SIZE_NAMES = {
+    "none": "Full ({precision})",
+    "int8": "Half — 8-bit (int8)",
+    "lut8": "Half — 8-bit palette (lut8)",
+    "lut6": "6-bit palette (lut6)",
+    "int4": "4-bit (int4), for the GPU",
+    "lut4": "4-bit palette (lut4)",
+    "mixed": "4-bit, with 8-bit embeddings (mixed)",
+}
+
 # One line of help per field: the engine options' from the option table, then the form's own.
 HELP = {
     **{name: option.help for name, option in OPTIONS.items()},
+    SIZE_OPTION: SIZE_HELP,
     "model": "A Hub model ID (owner/name) or its URL. Type a few letters for suggestions.",
     "task": "What the package computes. The model's own task is preselected.",
     "runner": "Every package is checked against PyTorch. A Mac runner also runs it on real Core ML hardware.",
@@ -37,12 +55,34 @@ HELP = {
 def option_field(name: str) -> dict[str, Any]:
     """The form field of engine option `name`, from its row in the option table: label,
     info (its help), value (its default) and, unless it is free text, choices as
-    (label, value) pairs."""
+    (label, value) pairs. Weight compression is presented in the form's own words, as Size."""
     option = OPTIONS[name]
     spec: dict[str, Any] = {"label": option.label, "info": option.help, "value": option.default}
+    if name == SIZE_OPTION:  # the form's own presentation: "Size"
+        precision, target = (OPTIONS[n].default for n in ("precision", "minimum_deployment_target"))
+        return {**spec, "label": SIZE_LABEL, "info": SIZE_HELP, "choices": size_choices(None, precision, target)}
     if option.choices:
         spec["choices"] = [(choice.text, choice.value) for choice in option.choices]
     return spec
+
+
+def size_choices(sizes: dict[str, int] | None, precision: str, target: str) -> list[tuple[str, str]]:
+    """The Size field's (label, value) pairs: each compression choice by what it stores, with
+    the package size it gives the chosen model ("Half — 8-bit (int8) · about 68 MB"; `sizes`:
+    bytes by choice, None before a model is chosen) and, when deployment target `target` is too
+    old for it, the target it needs (the form's option check refuses it with the same reason)."""
+    option = OPTIONS[SIZE_OPTION]
+    choices = []
+    for value in option.values:
+        label = SIZE_NAMES.get(value, value).format(precision=precision)
+        if sizes and sizes.get(value):
+            label += f" · about {megabytes(sizes[value])}"
+        needs = option.needed_targets(value)
+        if not meets(target, needs):
+            platform = target.rstrip("0123456789")
+            label += f" · needs {next((n for n in needs if n.startswith(platform)), ' or '.join(needs))}"
+        choices.append((label, value))
+    return choices
 
 
 def task_choices(tasks: list[str], default: str | None) -> list[tuple[str, str]]:
@@ -128,5 +168,6 @@ __all__ = [
     "default_push_repo",
     "option_field",
     "sequence_note",
+    "size_choices",
     "task_choices",
 ]

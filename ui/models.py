@@ -10,6 +10,7 @@ the task `auto` converts for.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -176,6 +177,31 @@ def tolerances(summary: ModelSummary | None, precision: str, tolerance: str = "d
         "min_cosine": t.min_cosine[key],
         "min_label_agreement": t.min_label_agreement[key],
     }
+
+
+def size_estimates(summary: ModelSummary | None, task: str | None, options: ConversionOptions) -> dict[str, int] | None:
+    """The expected package size in bytes for every weight compression choice (converters/
+    size_estimate.py: the model's weight shapes from its config, no weights downloaded), or
+    None before a convertible model and task are chosen, or when the estimate fails."""
+    if summary is None or not summary.convertible or not task or task not in summary.tasks:
+        return None
+    from converters.size_estimate import estimates
+
+    try:
+        weights = _weight_shapes(json.dumps(summary.config, sort_keys=True), task)
+    except Exception as error:  # noqa: BLE001 - the sizes are a hint; the form works without them
+        log.info("size estimate failed for %s (%s): %r", summary.repo_id, task, error)
+        return None
+    return estimates(weights, options, task)
+
+
+@functools.lru_cache(maxsize=32)
+def _weight_shapes(config_json: str, task: str) -> tuple:
+    """The model's weight shapes for `task`, once per config and task (the form asks again at
+    every option change)."""
+    from converters.size_estimate import weight_shapes
+
+    return tuple(weight_shapes(_hf_config(json.loads(config_json)), task))
 
 
 def warm_up() -> None:

@@ -1,6 +1,7 @@
-"""HTML for the page: the model summary, the live job view, the validation table and the
-continuation check, where the model can run, links, failures with a pre-filled report link,
-and "My jobs" rows.
+"""HTML for the page: the model summary, the live job view, weight compression (sizes and
+quality on real text against its bar), the validation table and the continuation check, where
+the model can run (with where its compression suits), the program's make-up, links, failures
+with a pre-filled report link, and "My jobs" rows.
 
 Input is what worker.api.status() returns (and ui.models.ModelSummary); every value is
 escaped, since model IDs and messages come from users and the Hub. No token is ever
@@ -16,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 from converters.report import ContinuationRun, ValidationReport
 from converters.report import number as report_number
+from worker import card
 from worker.progress import STAGES
 
 # The stages a job walks through, as the person reads them.
@@ -321,11 +323,15 @@ def results(status: dict | None, report_url: str | None = None) -> str:
         parts.append(_failure(status, report_url))
     elif state == "cancelled":
         parts.append(message("Cancelled. Nothing was pushed." if not status.get("pushed") else "Cancelled.", "warning"))
+    report = status.get("report") or {}
+    if state in ("finished", "failed"):
+        parts.append(compression_section(report, validation))
     if validation and state in ("finished", "failed", "cancelled"):
         parts.append(validation_section(validation))
         parts.append(continuation_section(validation))
-        parts.append(compute_units_section(validation))
-    report = status.get("report") or {}
+    if state in ("finished", "failed", "cancelled"):
+        parts.append(compute_units_section(validation or {}, report))
+        parts.append(program_section(report))
     if report.get("warnings") and state in ("finished", "failed"):
         items = "".join(f"<li>{escape(str(w))}</li>" for w in report["warnings"])
         parts.append(f'<div class="cm-warning"><strong>Warnings</strong><ul>{items}</ul></div>')
@@ -469,10 +475,13 @@ def _quoted(text) -> str:
     return f'«<span class="cm-text">{escape(str(text if text is not None else ""))}</span>»'
 
 
-def compute_units_section(validation: dict) -> str:
+def compute_units_section(validation: dict, report: dict | None = None) -> str:
+    """Where each package can run, and (from the report) which compute unit its weight
+    compression suits, per coremltools' guide."""
     units = validation.get("compute_units") or {}
+    notes = placement_notes(report or {})
     if not units:
-        return ""
+        return f'<div class="cm-units"><h4>Where the model can run</h4>{notes}</div>' if notes else ""
     rows = []
     for part, info in units.items():
         cells = "".join(
@@ -488,8 +497,105 @@ def compute_units_section(validation: dict) -> str:
         f"<div class='cm-muted'>{escape(basis)}.{escape(measured)}</div>"
         '<table class="cm-table" data-role="compute-units"><thead><tr><th>Package</th>'
         + "".join(f"<th>{label}</th>" for _, label in UNITS)
-        + f"<th>Why</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        + f"<th>Why</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{notes}</div>"
     )
+
+
+def placement_notes(report: dict) -> str:
+    """One line per compression scheme in the report: the compute unit it suits (worker.card's
+    notes, from coremltools' guide), then how Core ML decompresses weights."""
+    items, seen = [], set()
+    for _, entry in card.compressed_packages(report):
+        scheme = str(entry.get("scheme") or "")
+        note = card.placement_note(scheme)
+        if note and note not in seen:
+            seen.add(note)
+            items.append(f'<li data-scheme="{escape(scheme)}">{escape(note)}</li>')
+    if not items:
+        return ""
+    items.append(f"<li>{escape(card.DECOMPRESSION_NOTE)}</li>")
+    return f'<ul class="cm-muted" data-role="placement-notes">{"".join(items)}</ul>'
+
+
+# ---------------------------------------------------------------------- compression and program
+
+
+def compression_section(report: dict, validation: dict | None = None) -> str:
+    """Each compressed package: scheme, method, granularity, bits per weight, size before and
+    after, weights compressed and left float; then its quality on real text, each number next to
+    the scheme's bar, and why the bar is there. Float packages: nothing."""
+    packages = card.compressed_packages(report)
+    if not packages:
+        return ""
+    schemes = ", ".join(dict.fromkeys(str(entry.get("scheme")) for _, entry in packages))
+    rows = "".join(
+        f'<tr data-package="{escape(part)}" data-scheme="{escape(str(entry.get("scheme")))}">'
+        f"<td>{escape(part)}</td><td>{escape(str(entry.get('scheme')))}</td><td>{escape(str(entry.get('method', '')))}</td>"
+        f"<td>{escape(str(entry.get('granularity', '')))}</td>"
+        f"<td class='cm-num'>{escape(number(entry.get('bits_per_weight')))}</td>"
+        f"<td class='cm-num' data-role='size'>{escape(card.size_change(entry))}</td>"
+        f"<td>{escape(card.weights_line(entry))}</td></tr>"
+        for part, entry in packages)
+    table = ('<table class="cm-table" data-role="compression-table"><thead><tr><th>Package</th><th>Scheme</th>'
+             "<th>Method</th><th>Granularity</th><th>Bits per weight</th><th>Size</th><th>Weights</th></tr></thead>"
+             f"<tbody>{rows}</tbody></table>")
+    return (f'<div class="cm-compression" data-role="compression"><h4>Compression: {escape(schemes)}</h4>'
+            f"{table}{quality_table(validation or report.get('validation'))}</div>")
+
+
+def quality_table(validation: dict | None) -> str:
+    """The quality numbers on real text (validation["quality"]), per package and mode, each next
+    to the scheme's bar, then why the bar is there."""
+    rows = card.quality_rows(validation)
+    if not rows:
+        return ""
+    labels = [label for _, label, _, _ in card.QUALITY_METRICS]
+    body = []
+    for row in rows:
+        cells = {check["label"]: _quality_cell(check) for check in row["checks"]}
+        verdicts = [check["passed"] for check in row["checks"]]
+        state = "unjudged" if None in verdicts or not verdicts else "yes" if all(verdicts) else "no"
+        body.append(
+            f'<tr data-passed="{state}" data-mode="{escape(row["mode"])}"><td>{escape(row["part"])}</td>'
+            f"<td>{escape(MODES.get(row['mode'], row['mode']))}</td>"
+            + "".join(cells.get(label, "<td></td>") for label in labels)
+            + f"<td class='cm-num'>{escape(card.perplexities(row['numbers']))}</td></tr>")
+    reason = card.bar_reason(validation)
+    reason_html = f'<div class="cm-muted" data-role="quality-bar">The bar: {escape(reason)}.</div>' if reason else ""
+    return ('<div class="cm-muted">Quality on a passage of real English prose, against PyTorch (float32):</div>'
+            '<table class="cm-table" data-role="quality-table"><thead><tr><th>Package</th><th>Mode</th>'
+            + "".join(f"<th>{escape(label[:1].upper() + label[1:])}</th>" for label in labels)
+            + f"<th>Perplexity</th></tr></thead><tbody>{''.join(body)}</tbody></table>{reason_html}")
+
+
+def _quality_cell(check: dict) -> str:
+    """A number next to its bar, marked pass or fail: '100.0% (bar ≥ 90.0%) ✓'."""
+    mark = {True: " <span class=cm-pass>✓</span>", False: " <span class=cm-fail>✗</span>"}.get(check["passed"], "")
+    state = {True: "yes", False: "no"}.get(check["passed"], "unjudged")
+    return (f'<td class="cm-num" data-metric="{escape(check["metric"])}" data-passed="{state}">'
+            f"{escape(card.quality_cell(check))}{mark}</td>")
+
+
+def program_section(report: dict) -> str:
+    """What each package's program holds (report["packages"][i]["program"]), when the engine
+    says: fused attention, stateful, weight bits and the most frequent ops."""
+    rows = []
+    for package in report.get("packages") or []:
+        program = package.get("program")
+        if not isinstance(program, dict):
+            continue
+        part = str(package.get("part") or "model")
+        rows.append(
+            f'<tr data-package="{escape(part)}"><td>{escape(part)}</td>'
+            f"<td data-role='fused-attention'>{escape(card.yes_no(program.get('fused_attention')))}</td>"
+            f"<td data-role='stateful'>{escape(card.yes_no(program.get('stateful')))}</td>"
+            f"<td class='cm-num'>{escape(number(program.get('weight_bits')))}</td>"
+            f"<td>{escape(card.top_ops(program.get('op_counts')))}</td></tr>")
+    if not rows:
+        return ""
+    return ('<div class="cm-program" data-role="program"><h4>Program</h4><table class="cm-table"><thead><tr>'
+            "<th>Package</th><th>Fused attention</th><th>Stateful</th><th>Weight bits</th><th>Most frequent ops</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def number(value, metric: str | None = None) -> str:

@@ -1,7 +1,8 @@
 """The model card pushed with a conversion: Hub metadata (base_model, tags, pipeline tag),
-the options used, the validation table with its numbers, the continuation check, which repo
-the package names for its tokenizer, and a Swift snippet (for text generation: the
-swift-transformers 1.3 API, read in its source: Sources/Models/LanguageModel.swift,
+the options used, weight compression (sizes, and quality on real text against its bar), the
+program's make-up, the validation table with its numbers, the continuation check, where the
+model can run, which repo the package names for its tokenizer, and a Swift snippet (for text
+generation: the swift-transformers 1.3 API, read in its source: Sources/Models/LanguageModel.swift,
 Sources/Models/LanguageModelTypes.swift, Sources/Generation/Generation.swift).
 
 When the package is pushed although validation failed (the user asked for it), the
@@ -15,6 +16,7 @@ from huggingface_hub import ModelCardData
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
 from converters.report import ContinuationRun, ValidationReport, number
+from converters.size_estimate import megabytes
 
 # Our task names -> the Hub's pipeline tags (most are the same).
 PIPELINE_TAGS = {
@@ -27,6 +29,27 @@ SWIFT_TRANSFORMERS_FROM = "1.3.0"
 # The tokenizer files swift-transformers' LanguageModel downloads from the named repo.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
 MARKDOWN_SPECIAL = set("\\`*_[]#|~!")
+
+# Where each compression scheme runs best: the gist of coremltools' optimization guide
+# (docs-guides opt-overview, opt-quantization-perf, opt-palettization-perf), no more.
+PLACEMENT_NOTES = {
+    "int8": "Per-channel int8 weights: the quantization coremltools recommends for models that run on the Neural Engine.",
+    "int4": ("Per-block int4 weights: coremltools finds these work really well on a Mac's GPU (runtime memory and, "
+             "depending on the model, speed); on the Neural Engine it recommends per-channel scales (int8) instead."),
+    "lut": ("Palettized (lookup-table) weights: coremltools finds these typically work best on the Neural Engine; "
+            "on the GPU they may still save runtime memory."),
+    "mixed": ("Mostly per-block int4 weights (embeddings and output head per-channel int8): like int4, suited to a "
+              "Mac's GPU, per coremltools."),
+}
+DECOMPRESSION_NOTE = ("Depending on the hardware and compute unit, Core ML decompresses compressed weights either "
+                      "before running (then the model runs as fast as its float16 version) or on the fly, moving less "
+                      "data (coremltools' optimization guide).")
+# The quality numbers on real text, against the scheme's bar: (metric, label, bar key, higher is better).
+QUALITY_METRICS = (
+    ("top1_agreement", "top-1 agreement", "min_top1", True),
+    ("mean_kl_divergence", "mean KL divergence (nats)", "max_kl", False),
+    ("perplexity_ratio", "perplexity ratio", "max_perplexity_ratio", False),
+)
 
 
 def pipeline_tag(task: str, modality: str | None = None) -> str:
@@ -98,10 +121,16 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
     versions = report.get("versions") or {}
     if versions:
         lines.append("| tools | " + ", ".join(f"{k} {v}" for k, v in versions.items()) + " |")
+    for title, section in (("Compression", compression_section(report)), ("Program", program_section(report))):
+        if section:
+            lines += ["", f"## {title}", ""] + section
     lines += ["", "## Validation", ""] + validation_section(validation)
     continuation = continuation_section(validation)
     if continuation:
         lines += ["", "## Continuation check", ""] + continuation
+    where = placement_section(report)
+    if where:
+        lines += ["", "## Where the model can run", ""] + where
     tokenizer = tokenizer_section(source_repo, report, tokenizer_files)
     if tokenizer:
         lines += ["", "## Tokenizer", ""] + tokenizer
@@ -123,6 +152,159 @@ def validation_section(validation: dict) -> list[str]:
                 f"| {c.package} | `{c.output}` | {c.mode} | {c.metric} | "
                 f"{number(c.value, c.metric)} | {number(c.threshold, c.metric)} | {'pass' if c.passed else 'FAIL'} |"
             )
+    return lines
+
+
+# ---------------------------------------------------------------------- compression and program
+
+
+def compressed_packages(report: dict) -> list[tuple[str, dict]]:
+    """(part, compression entry) of each compressed package (report["packages"][i]["compression"])."""
+    return [(p.get("part") or "model", p["compression"]) for p in report.get("packages") or []
+            if isinstance(p.get("compression"), dict)]
+
+
+def size_change(entry: dict) -> str:
+    """The package's size before and after compression, and their ratio: '0.22 MB → 0.15 MB (0.71×)'."""
+    before, after, ratio = entry.get("size_before_bytes"), entry.get("size_after_bytes"), entry.get("size_ratio")
+    if not before or not after:
+        return ""
+    return f"{megabytes(before)} → {megabytes(after)}" + (f" ({ratio:.2f}×)" if ratio else "")
+
+
+def weights_line(entry: dict) -> str:
+    share = entry.get("compressed_share")
+    text = f"{entry.get('weights_compressed', 0)} compressed"
+    if share is not None:
+        text += f" ({number(share, 'top1_agreement')} of all weight values)"
+    return text + f", {entry.get('float_weights_left', 0)} left float"
+
+
+def quality_rows(validation: dict | None) -> list[dict]:
+    """The quality numbers on real text (validation["quality"]: compressed text generation), one
+    row per package and mode: {part, mode, numbers, checks}, each check {metric, label, value,
+    bar, higher, passed} against the scheme's bar (passed None: no bar); [] when there are none."""
+    quality = (validation or {}).get("quality") or {}
+    bar = quality.get("bar") or {}
+    rows = []
+    for part, modes in (quality.get("packages") or {}).items():
+        for mode, numbers in (modes or {}).items():
+            checks = []
+            for metric, label, key, higher in QUALITY_METRICS:
+                value, threshold = numbers.get(metric), bar.get(key)
+                if value is None:
+                    continue
+                passed = None if threshold is None else bool(value >= threshold if higher else value <= threshold)
+                checks.append({"metric": metric, "label": label, "value": value, "bar": threshold, "higher": higher,
+                               "passed": passed})
+            rows.append({"part": part, "mode": mode, "numbers": numbers, "checks": checks})
+    return rows
+
+
+def quality_cell(check: dict) -> str:
+    """'100.0% (bar ≥ 90.0%)'."""
+    return f"{number(check['value'], check['metric'])} (bar {bar_text(check)})"
+
+
+def perplexities(numbers: dict) -> str:
+    """'PyTorch 120.91 → package 120.98'."""
+    pytorch, package = numbers.get("perplexity_pytorch"), numbers.get("perplexity_package")
+    if pytorch is None or package is None:
+        return ""
+    return f"PyTorch {pytorch:,.2f} → package {package:,.2f}"
+
+
+def bar_reason(validation: dict | None) -> str:
+    """Why the scheme's quality bar is where it is (configs/base.py COMPRESSED_QUALITY)."""
+    return ((((validation or {}).get("quality") or {}).get("bar")) or {}).get("reason") or ""
+
+
+def bar_text(check: dict) -> str:
+    if check["bar"] is None:
+        return "none"
+    return f"{'≥' if check['higher'] else '≤'} {number(check['bar'], check['metric'])}"
+
+
+def placement_note(scheme: str | None) -> str | None:
+    """Where a compression scheme runs best (coremltools' guide), or None for float weights."""
+    if not scheme or scheme == "none":
+        return None
+    return PLACEMENT_NOTES.get("lut" if scheme.startswith("lut") else scheme)
+
+
+def compression_section(report: dict) -> list[str]:
+    """Each compressed package's scheme, size before and after, and its quality on real text
+    against the scheme's bar (absent: nothing)."""
+    packages = compressed_packages(report)
+    if not packages:
+        return []
+    lines = ["| package | scheme | method | granularity | bits per weight | size | weights |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for part, entry in packages:
+        lines.append(
+            f"| {_plain(part)} | `{entry.get('scheme')}` | {_plain(entry.get('method'))} | "
+            f"{_plain(entry.get('granularity'))} | {number(entry.get('bits_per_weight'))} | {size_change(entry)} | "
+            f"{weights_line(entry)} |")
+    rows = quality_rows(report.get("validation"))
+    if rows:
+        labels = [label for _, label, _, _ in QUALITY_METRICS]
+        lines += ["", "Quality on a passage of real English prose, against PyTorch (float32), in each mode:", "",
+                  f"| package | mode | {' | '.join(labels)} | perplexity | result |",
+                  "| --- | --- | " + "--- | " * len(labels) + "--- | --- |"]
+        for row in rows:
+            cells = {c["label"]: quality_cell(c) for c in row["checks"]}
+            verdicts = [c["passed"] for c in row["checks"]]
+            result = "not judged" if None in verdicts or not verdicts else "pass" if all(verdicts) else "FAIL"
+            lines.append(f"| {_plain(row['part'])} | {_plain(row['mode'])} | "
+                         + "".join(f"{cells.get(label, '')} | " for label in labels)
+                         + f"{perplexities(row['numbers'])} | {result} |")
+        reason = bar_reason(report.get("validation"))
+        if reason:
+            lines += ["", f"The bar: {_plain(reason)}."]
+    return lines
+
+
+def program_section(report: dict) -> list[str]:
+    """What each package's program holds (report["packages"][i]["program"]; absent: nothing)."""
+    programs = [(p.get("part") or "model", p["program"]) for p in report.get("packages") or []
+                if isinstance(p.get("program"), dict)]
+    if not programs:
+        return []
+    lines = ["| package | fused attention | stateful | weight bits | most frequent ops |", "| --- | --- | --- | --- | --- |"]
+    for part, program in programs:
+        lines.append(f"| {_plain(part)} | {yes_no(program.get('fused_attention'))} | {yes_no(program.get('stateful'))} | "
+                     f"{number(program.get('weight_bits'))} | {_plain(top_ops(program.get('op_counts')))} |")
+    return lines
+
+
+def top_ops(op_counts: dict | None, limit: int = 8) -> str:
+    """'linear 15, mul 27, ...': the most frequent op types first."""
+    counts = sorted((op_counts or {}).items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{op} {n}" for op, n in counts[:limit]) + (", …" if len(counts) > limit else "")
+
+
+def yes_no(value) -> str:
+    return {True: "yes", False: "no"}.get(value, "unknown")
+
+
+def placement_section(report: dict) -> list[str]:
+    """Where each package can run (validation["compute_units"]) and, for compressed weights, which
+    compute unit suits their scheme."""
+    units = ((report.get("validation") or {}).get("compute_units")) or {}
+    lines = []
+    if units:
+        lines += ["| package | CPU | GPU | Neural Engine | why |", "| --- | --- | --- | --- | --- |"]
+        for part, info in units.items():
+            cells = " | ".join(str((info.get("units") or {}).get(key, "?")) for key in ("cpu", "gpu", "neural_engine"))
+            reasons = "; ".join(_plain(r) for r in info.get("reasons") or []) or "no restriction found"
+            lines.append(f"| {_plain(part)} | {cells} | {reasons} |")
+    notes = []
+    for _, entry in compressed_packages(report):
+        note = placement_note(entry.get("scheme"))
+        if note and note not in notes:
+            notes.append(note)
+    if notes:
+        lines += ([""] if lines else []) + [f"- {note}" for note in notes] + [f"- {DECOMPRESSION_NOTE}"]
     return lines
 
 

@@ -1,0 +1,117 @@
+"""The model card of a compressed package (worker/card.py): its Compression section (scheme,
+method, granularity, bits per weight, size before and after, weights compressed and left
+float, and the quality numbers on real text next to the scheme's bar and its reason), the
+Program section when the engine reports one, and in "Where the model can run" the compute
+unit each scheme suits, per coremltools' guide. The report is a real tiny conversion's."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from converters.size_estimate import megabytes
+from converters.transforms.compress import SCHEMES
+from worker import card
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    """A tiny llama (hidden 64: its MLP layers pass coremltools' 2048-element threshold)
+    converted with int8 and validated, once: the report as the worker stores it (JSON)."""
+    from converters.export import convert
+    from converters.options import ConversionOptions
+    from tests.models import build_model
+
+    root = tmp_path_factory.mktemp("card-int8")
+    folder = build_model("llama", root / "llama", hidden_size=64, intermediate_size=128)
+    options = ConversionOptions.from_strings(quantize="int8", sequence_length="32", minimum_deployment_target="iOS18")
+    return json.loads(json.dumps(convert(str(folder), "text-generation", root / "out", options).report))
+
+
+def body(report: dict) -> str:
+    return card.card_body(source_repo="alice/tiny-llama", revision="0123456789abcdef", source_url="http://hub/alice/tiny-llama",
+                          report=report, package_paths=["tiny-llama.mlpackage"])
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def uncompressed(report: dict) -> dict:
+    packages = [{k: v for k, v in p.items() if k != "compression"} for p in report["packages"]]
+    validation = {k: v for k, v in report["validation"].items() if k != "quality"}
+    return {**report, "packages": packages, "validation": validation}
+
+
+def test_the_card_has_a_compression_section_with_sizes_and_quality_against_its_bar(compressed):
+    text = body(compressed)
+    assert text.index("\n## Compression\n") < text.index("\n## Validation\n")
+    compression = section(text, "Compression")
+    entry = compressed["packages"][0]["compression"]
+    size = f"{megabytes(entry['size_before_bytes'])} → {megabytes(entry['size_after_bytes'])} ({entry['size_ratio']:.2f}×)"
+    assert (f"| model | `int8` | linear symmetric quantization | per channel | {card.number(entry['bits_per_weight'])} | "
+            f"{size} | {entry['weights_compressed']} compressed (") in compression
+    assert "of all weight values), 0 left float |" in compression
+    quality = compressed["validation"]["quality"]
+    for mode in ("fp32", "fp16"):
+        numbers = quality["packages"]["model"][mode]
+        assert (f"| model | {mode} | {card.number(numbers['top1_agreement'], 'top1_agreement')} (bar ≥ 90.0%) | "
+                f"{card.number(numbers['mean_kl_divergence'])} (bar ≤ 0.04879) | "
+                f"{card.number(numbers['perplexity_ratio'])} (bar ≤ 1.05) | "
+                f"PyTorch {numbers['perplexity_pytorch']:,.2f} → package {numbers['perplexity_package']:,.2f} | pass |"
+                ) in compression
+    assert f"The bar: {card._plain(quality['bar']['reason'])}." in compression
+
+
+def test_a_quality_number_past_its_bar_fails_its_row(compressed):
+    report = copy.deepcopy(compressed)
+    report["validation"]["quality"]["packages"]["model"]["fp16"]["top1_agreement"] = 0.5
+    rows = [line for line in section(body(report), "Compression").splitlines() if line.startswith("| model | fp")]
+    assert rows[0].endswith("| pass |") and rows[1].endswith("| FAIL |") and "50.0% (bar ≥ 90.0%)" in rows[1]
+    report["validation"]["quality"]["bar"] = None  # a scheme without a bar: nothing to judge against
+    assert all(line.endswith("| not judged |") for line in section(body(report), "Compression").splitlines()
+               if line.startswith("| model | fp"))
+
+
+def test_where_the_model_can_run_names_the_unit_the_scheme_suits(compressed):
+    where = section(body(compressed), "Where the model can run")
+    units = compressed["validation"]["compute_units"]["model"]["units"]
+    assert f"| model | {units['cpu']} | {units['gpu']} | {units['neural_engine']} |" in where
+    assert f"- {card.PLACEMENT_NOTES['int8']}" in where and f"- {card.DECOMPRESSION_NOTE}" in where
+    float_where = section(body(uncompressed(compressed)), "Where the model can run")
+    assert "| model |" in float_where and "coremltools" not in float_where
+
+
+def test_every_scheme_has_a_placement_note_from_the_guide():
+    for scheme in SCHEMES:
+        assert card.placement_note(scheme), scheme
+    assert card.placement_note("none") is None and card.placement_note(None) is None
+    assert card.placement_note("lut4") == card.placement_note("lut6") == card.placement_note("lut8")
+    assert "GPU" in card.placement_note("int4") and "GPU" in card.placement_note("mixed")
+    assert "Neural Engine" in card.placement_note("int8") and "Neural Engine" in card.placement_note("lut6")
+
+
+def test_an_uncompressed_card_has_no_compression_section(compressed):
+    text = body(uncompressed(compressed))
+    assert "\n## Compression\n" not in text and "\n## Program\n" in text and "\n## Validation\n" in text
+    without_program = uncompressed(compressed)
+    without_program["packages"] = [{k: v for k, v in p.items() if k != "program"} for p in without_program["packages"]]
+    assert "\n## Program\n" not in body(without_program)  # an older report: the section is skipped
+
+
+def test_the_program_section_when_the_engine_reports_it(compressed):
+    program = {"fused_attention": False, "stateful": True, "weight_bits": 8.6,
+               "op_counts": {"linear": 15, "mul": 27, "read_state": 2, "constexpr_blockwise_shift_scale": 8}}
+    for report in (compressed, uncompressed(compressed)):
+        text = body({**report, "packages": [{**report["packages"][0], "program": program}]})
+        assert ("| model | no | yes | 8.6 | mul 27, linear 15, constexpr\\_blockwise\\_shift\\_scale 8, read\\_state 2 |"
+                in section(text, "Program"))
+
+
+def test_report_text_cannot_break_the_tables(compressed):
+    report = copy.deepcopy(compressed)
+    report["packages"][0]["compression"]["method"] = "a | b <script>"
+    compression = section(body(report), "Compression")
+    assert "a \\| b &lt;script&gt;" in compression and "<script>" not in compression
