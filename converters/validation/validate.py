@@ -108,9 +108,11 @@ def validate(
     elif failed:
         # A compressed package is named as such, with a failed passage check first if any.
         worst = next((c for c in failed if c.inputs.startswith("passage")), failed[0]) if scheme else failed[0]
+        from ..report import number  # shares as percentages, as every other reader shows them
+
         message = (
             f"{len(failed)} of {len(checks)} checks failed, e.g. {worst.output} ({worst.mode}, {worst.inputs}): "
-            f"{worst.metric} = {worst.to_dict()['value']} against a threshold of {worst.to_dict()['threshold']}"
+            f"{worst.metric} = {number(worst.value, worst.metric)} against a threshold of {number(worst.threshold, worst.metric)}"
         )
         if scheme:
             message = f"the {scheme} compression loses too much quality to ship: {message}"
