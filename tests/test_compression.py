@@ -271,6 +271,21 @@ def real_mixed(real_llm, tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_real_llm_int8_through_the_pipeline_is_near_lossless_on_the_passage(real_llm, real_float16, tmp_path):
+    result = convert(str(real_llm), "text-generation", tmp_path,
+                     ConversionOptions.from_strings(quantize="int8", minimum_deployment_target="iOS18",
+                                                    sequence_length="128"))
+    (entry,) = result.report["packages"]
+    assert entry["size_bytes"] / directory_size(real_float16) <= SIZE_BARS["int8"]
+    assert "calibration" not in entry["compression"]  # 8 bits need none
+    validation = result.report["validation"]
+    assert validation["passed"], validation["message"]
+    for mode, numbers in validation["quality"]["packages"]["model"].items():
+        assert numbers["perplexity_ratio"] <= 1.02 and numbers["top1_agreement"] >= 0.93, (mode, numbers)
+        assert numbers["mean_kl_divergence"] <= 0.01, (mode, numbers)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_real_llm_linear_schemes_meet_the_size_bars(scheme, real_float16, tmp_path):
     """The same functions the transform calls, on the float16 package converted once."""
