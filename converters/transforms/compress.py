@@ -201,14 +201,12 @@ class Weight:
 
 @dataclass
 class Weights:
-    compressible: list[Weight]  # float weights of layer/gather ops above the threshold
+    compressible: list[Weight]  # float weights of layer/gather ops above the threshold (after compression: those left float)
     elements: int  # all weights' elements (float constants and the dense outputs of constexpr ops)
     bytes: float  # all constants' storage in bytes, at each one's own bit width
-    float_elements_left: int  # elements of compressible-sized layer weights still stored float
-    float_weights_left: int
-    dense_bytes: float = 0.0  # the same weights all stored float (the package before compression)
-    float_elements: int = 0  # elements still stored float, of any size
-    compressed_weights: int = 0  # weights stored compressed (each decompressed by constexpr ops)
+    dense_bytes: float  # the same weights all stored float (the package before compression)
+    float_elements: int  # elements still stored float, of any size
+    compressed_weights: int  # weights stored compressed (each decompressed by constexpr ops)
 
 
 def program_weights(prog) -> Weights:
@@ -218,7 +216,7 @@ def program_weights(prog) -> Weights:
     size, with their storage at its own bit width."""
     from coremltools.converters.mil.mil import types
 
-    compressible, elements, storage, dense, left, left_count, float_elements, compressed_count = [], 0, 0.0, 0.0, 0, 0, 0, 0
+    compressible, elements, storage, dense, float_elements, compressed_count = [], 0, 0.0, 0.0, 0, 0
     for function in prog.functions.values():
         head = _head_ops(function)
         for op in function.operations:
@@ -245,10 +243,7 @@ def program_weights(prog) -> Weights:
             if not roles or value.ndim < 2 or value.size <= WEIGHT_THRESHOLD:
                 continue
             compressible.append(Weight(op.name, tuple(value.shape), frozenset(roles)))
-            if not any(child.op_type.startswith("constexpr_") for child in var.child_ops):
-                left += value.size
-                left_count += 1
-    return Weights(compressible, elements, storage, left, left_count, dense, float_elements, compressed_count)
+    return Weights(compressible, elements, storage, dense, float_elements, compressed_count)
 
 
 def _roles(var, head: set) -> set[str]:
@@ -306,7 +301,7 @@ def summarize(scheme: Scheme, options, grouped: bool, before: Weights, after: We
         "granularity": granularity,
         "bits_per_weight": round(8 * after.bytes / before.elements, 3) if before.elements else None,
         "weights_compressed": after.compressed_weights,
-        "float_weights_left": after.float_weights_left,
+        "float_weights_left": len(after.compressible),
         "compressed_share": round(1 - after.float_elements / after.elements, 4) if after.elements else 0.0,
         "weight_bytes_before": int(before.dense_bytes),
         "weight_bytes_after": int(math.ceil(after.bytes)),
