@@ -143,7 +143,8 @@ def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings:
     if part in plan.compression:  # scheme, bits per weight, size before and after
         from .transforms.compress import finish
 
-        entry["compression"] = finish(plan.compression[part], entry["size_bytes"])
+        entry["compression"] = finish(plan.compression[part], entry["size_bytes"],
+                                      (info["program"] or {}).get("weight_bits"))
         if plan.calibration:
             entry["compression"]["calibration"] = plan.calibration
     return path, entry

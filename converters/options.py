@@ -180,6 +180,13 @@ def _positive_int(what: str) -> Callable[[str], int]:
     return parse
 
 
+def _group_size(text: str) -> int | None:
+    """A whole number of output channels per lookup table, or "auto" (None: chosen per scheme)."""
+    if str(text).strip().lower() == "auto":
+        return None
+    return _positive_int("group size")(text)
+
+
 @dataclass(frozen=True)
 class ConversionOptions:
     """What a user may choose: the option table, one field (one row) per option."""
@@ -238,9 +245,11 @@ class ConversionOptions:
         label="Block size", term="block size", default="32", parse=_positive_int("block size"),
         help="int4 and mixed: weights per scale along the input channels (smaller keeps more quality, costs more size).",
     )
-    group_size: int = option(
-        label="Group size", term="group size", default="16", parse=_positive_int("group size"),
-        help="lut8/lut6/lut4 on iOS18+: output channels sharing one lookup table (below iOS18: one table per weight).",
+    # auto (None): compress.lut_group_size picks it per scheme
+    group_size: int | None = option(
+        label="Group size", term="group size", default="auto", parse=_group_size,
+        help="lut8/lut6/lut4 on iOS18+: output channels per lookup table; auto: 16, and 1 for lut4. "
+             "Below iOS18: one table per weight.",
     )
     tolerance: str = option(
         label="Validation tolerance", term="tolerance", default="default",
@@ -258,7 +267,8 @@ class ConversionOptions:
 
     def to_dict(self) -> dict[str, str]:
         """Every option as text: what JobSpec, reports and package metadata store."""
-        return {name: str(getattr(self, name)) for name in OPTIONS}
+        return {name: row.default if getattr(self, name) is None else str(getattr(self, name))  # None: "auto"
+                for name, row in OPTIONS.items()}
 
     @classmethod
     def from_strings(cls, **text: Any) -> "ConversionOptions":

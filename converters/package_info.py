@@ -135,9 +135,13 @@ def _weight_bits(operations) -> float | None:
                     (consts if op.type == "const" else decompressed)[output.name] = tensor if op.type == "const" else tensor[1]
         if op.type.startswith("constexpr_"):
             read_by_constexpr.update(b.name for argument in op.inputs.values() for b in argument.arguments if b.name)
-            # A saved package carries the data, scales and tables inline in the op, not as consts
+            # A saved package carries the data, scales and tables inline in the op, not as consts:
+            # as input values (iOS18 ops) or as attributes (iOS16's constexpr_lut_to_dense,
+            # constexpr_affine_dequantize)
             inline_bits += sum(_MIL_BITS.get(t[0], 0) * t[1] for argument in op.inputs.values() for a in argument.arguments
                                if a.WhichOneof("binding") == "value" and (t := _tensor(a.value.type)) is not None)
+            inline_bits += sum(_MIL_BITS.get(t[0], 0) * t[1] for key, value in op.attributes.items()
+                               if key != "name" and (t := _tensor(value.type)) is not None)
     bits, elements = inline_bits, 0
     for name, (dtype, count) in consts.items():
         if name in read_by_constexpr:  # compressed data, scales, offsets, lookup tables

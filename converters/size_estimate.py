@@ -25,9 +25,9 @@ parameters and more (tests/test_ui_form.py checks it against the engine).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .transforms.compress import EMBEDDING_BLOCK, SCHEMES, WEIGHT_THRESHOLD
+from .transforms.compress import EMBEDDING_BLOCK, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
 
 CHOICES = ("none", *SCHEMES)  # the quantize option's values
 
@@ -70,8 +70,8 @@ def _storage(weight: WeightShape, scheme: str) -> str:
     """How this weight is stored: "float", "int8", "int4" or "lutN"."""
     if scheme == "none" or weight.role == "other" or len(weight.shape) < 2 or weight.elements <= WEIGHT_THRESHOLD:
         return "float"
-    if scheme == "mixed":
-        return "int8" if weight.role in ("embedding", "head") else "int4"
+    if scheme in ("mixed", "lut4"):  # compress.py: 8-bit embeddings and output head
+        return "int8" if weight.role in ("embedding", "head") else scheme.replace("mixed", "int4")
     return scheme
 
 
@@ -96,10 +96,10 @@ def estimates(weights, options, task: str | None = None) -> dict[str, int]:
     from .options import meets
     from .transforms.calibrate import CALIBRATED_SCHEMES
 
-    settings = dict(block_size=options.block_size, group_size=options.group_size,
-                    grouped=meets(options.minimum_deployment_target, ("iOS18", "macOS15")),
+    settings = dict(block_size=options.block_size, grouped=meets(options.minimum_deployment_target, ("iOS18", "macOS15")),
                     float_bits=32 if options.precision == "float32" else 16)
     return {scheme: estimate_bytes(weights, scheme, **settings,
+                                   group_size=lut_group_size(replace(options, quantize=scheme)),
                                    calibrated=task == "text-generation" and scheme in CALIBRATED_SCHEMES)
             for scheme in CHOICES}
 

@@ -23,18 +23,21 @@ CONTEXT = 16
 
 
 class _Plan:
-    def __init__(self, quantize: str, task: str = "text-generation"):
-        self.options = ConversionOptions.from_strings(quantize=quantize, minimum_deployment_target="iOS18")
+    def __init__(self, quantize: str, task: str = "text-generation", target: str = "iOS18"):
+        self.options = ConversionOptions.from_strings(quantize=quantize, minimum_deployment_target=target)
         self.task = task
 
 
-@pytest.mark.parametrize("scheme,task,expected", [
-    ("int4", "text-generation", True), ("mixed", "text-generation", True),
-    ("int8", "text-generation", False), ("lut4", "text-generation", False), ("none", "text-generation", False),
-    ("int4", "fill-mask", False), ("mixed", "text-classification", False),
+@pytest.mark.parametrize("scheme,task,target,expected", [
+    ("int4", "text-generation", "iOS18", True), ("mixed", "text-generation", "macOS15", True),
+    ("lut4", "text-generation", "iOS18", True), ("lut6", "text-generation", "iOS18", True),
+    ("lut4", "text-generation", "iOS17", False),  # per-tensor tables below iOS18: data-free
+    ("int8", "text-generation", "iOS18", False), ("lut8", "text-generation", "iOS18", False),
+    ("none", "text-generation", "iOS18", False),
+    ("int4", "fill-mask", "iOS18", False), ("mixed", "text-classification", "iOS18", False),
 ])
-def test_only_4_bit_linear_text_generation_is_calibrated(scheme, task, expected):
-    assert calibration.calibrates(_Plan(scheme, task)) is expected
+def test_low_bit_text_generation_on_ios18_is_calibrated(scheme, task, target, expected):
+    assert calibration.calibrates(_Plan(scheme, task, target)) is expected
 
 
 def test_the_calibration_text_is_real_prose_held_out_from_the_evaluation_passage():

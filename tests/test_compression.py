@@ -68,7 +68,9 @@ def test_rows_parse_and_round_trip_through_cli_and_job_spec():
     spec = JobSpec.build("alice/tiny-llama", token="hf_token", user="alice", options=options.to_dict())
     again = JobSpec.from_json(json.loads(json.dumps(spec.to_json())))
     assert again.options == options
-    assert ConversionOptions().quantize == "none" and ConversionOptions().block_size == 32 and ConversionOptions().group_size == 16
+    assert ConversionOptions().quantize == "none" and ConversionOptions().block_size == 32
+    assert ConversionOptions().group_size is None and ConversionOptions().to_dict()["group_size"] == "auto"
+    assert ConversionOptions.from_dict(ConversionOptions().to_dict()) == ConversionOptions()  # "auto" round-trips
     help_text = " ".join(parser.format_help().split())
     assert "int4 needs iOS18 or macOS15" in help_text and "int8 needs iOS16 or macOS13" in help_text
     for bad in ("0", "-4", "big", "3.5"):
@@ -96,6 +98,17 @@ def test_grouped_palettization_needs_ios18_but_per_tensor_does_not(tiny_model):
     check(llama, "text-generation", quantize="lut6", group_size="8", minimum_deployment_target="iOS18")
     with pytest.raises(UserInputError, match="--group-size.*needs minimum deployment target iOS18 or macOS15"):
         check(llama, "text-generation", quantize="lut6", group_size="8", minimum_deployment_target="macOS14")
+
+
+def test_the_automatic_group_size_is_16_and_a_table_per_channel_for_lut4():
+    from converters.transforms.compress import lut_group_size
+
+    for scheme, group in (("lut8", 16), ("lut6", 16), ("lut4", 1)):
+        assert lut_group_size(ConversionOptions.from_strings(quantize=scheme)) == group
+        assert lut_group_size(ConversionOptions.from_strings(quantize=scheme, group_size="AUTO")) == group
+        assert lut_group_size(ConversionOptions.from_strings(quantize=scheme, group_size="4")) == 4
+    with pytest.raises(UserInputError, match="The group size 'none' must be a whole number of at least 1"):
+        ConversionOptions.from_strings(group_size="none")
 
 
 def test_cli_refuses_with_exit_code_2_before_loading(tiny_model, tmp_path, capsys):
@@ -156,7 +169,7 @@ EXPECTED_OPS = {
     ("int4", "iOS18"): {"constexpr_blockwise_shift_scale"},
     ("mixed", "iOS18"): {"constexpr_blockwise_shift_scale"},
     ("lut6", "iOS16"): {"constexpr_lut_to_dense"},
-    ("lut4", "iOS18"): {"constexpr_lut_to_dense"},
+    ("lut4", "iOS18"): {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"},  # embedding and head int8
 }
 BITS = {"int8": 8, "lut8": 8, "lut6": 6, "int4": 4, "lut4": 4, "mixed": 4}
 
@@ -173,6 +186,7 @@ def test_tiny_llama_package_holds_the_schemes_ops_and_report(scheme, target, con
     # 16 x 64: at most 2048 elements, coremltools' weight_threshold) stay float
     assert entry["weights_compressed"] == 8
     assert BITS[scheme] < entry["bits_per_weight"] < 16
+    assert entry["bits_per_weight"] == report["packages"][0]["program"]["weight_bits"]  # one definition
     assert entry["size_after_bytes"] == report["packages"][0]["size_bytes"] == directory_size(package)
     assert entry["size_ratio"] < 0.85
     if target == "iOS18":  # the size before compression, computed from the weights, is the float16 package's
@@ -321,3 +335,46 @@ def test_real_llm_mixed_through_the_pipeline_meets_its_bars_and_reports_them(rea
     for mode, numbers in validation["quality"]["packages"]["model"].items():
         assert numbers["perplexity_ratio"] <= 1.30, (mode, numbers)
         assert numbers["top1_agreement"] >= 0.70 and numbers["mean_kl_divergence"] <= 0.30, (mode, numbers)
+
+
+# Calibrated palettes on the real LLM (GPTQ onto k-means tables, lut_gptq.py). Data-free, the
+# same model's lut4 was destroyed (13.6x perplexity) and its lut6 missed its KL bar (0.17).
+PALETTE_QUALITY = {  # measured: lut4 1.17x, KL 0.13, top-1 74 %; lut6 1.02x, KL 0.041, top-1 88 %
+    "lut4": {"perplexity_ratio": 1.30, "mean_kl_divergence": 0.20, "top1_agreement": 0.70},
+    "lut6": {"perplexity_ratio": 1.05, "mean_kl_divergence": 0.06, "top1_agreement": 0.85},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["lut4", "lut6"])
+def test_real_llm_calibrated_palettes_through_the_pipeline_meet_their_bars(scheme, real_llm, real_float16, tmp_path):
+    """lut4 as Apple's fast LLM program: stateful, fused attention, 4-bit weights, driven as
+    swift-transformers drives it; lut6 with fixed shapes."""
+    stateful = scheme == "lut4"
+    result = convert(str(real_llm), "text-generation", tmp_path,
+                     ConversionOptions.from_strings(quantize=scheme, minimum_deployment_target="iOS18", sequence_length="128",
+                                                    kv_cache="stateful" if stateful else "none"))
+    (entry,) = result.report["packages"]
+    assert entry["program"]["stateful"] is stateful and entry["program"]["fused_attention"]
+    if stateful:
+        runs = result.report["validation"]["continuation"]["runs"]
+        assert {run["mode"] for run in runs} == {"fp32", "fp16"}
+        assert all(run["passed"] and "stateful" in run["driven_as"] for run in runs), runs
+    compression = entry["compression"]
+    assert compression["calibration"]["weights"] == 30 * 7 and "k-means tables" in compression["method"]
+    assert compression["float_weights_left"] == 0
+    ops = constexpr_ops(Path(entry["path"]))
+    assert "constexpr_lut_to_dense" in ops
+    if scheme == "lut4":  # a table per channel; the tied embedding/head int8
+        assert compression["granularity"] == "per channel; embeddings and output head int8 per channel"
+        assert ops == {"constexpr_lut_to_dense", "constexpr_blockwise_shift_scale"}
+    else:
+        assert compression["granularity"] == "per grouped channel (group 16)" and ops == {"constexpr_lut_to_dense"}
+    ratio = entry["size_bytes"] / directory_size(real_float16)
+    assert ratio <= SIZE_BARS[scheme] and compression["size_ratio"] == pytest.approx(ratio, rel=0.01)
+    validation = result.report["validation"]
+    assert validation["passed"], validation["message"]
+    for mode, numbers in validation["quality"]["packages"]["model"].items():
+        for name, bound in PALETTE_QUALITY[scheme].items():
+            good = numbers[name] >= bound if name == "top1_agreement" else numbers[name] <= bound
+            assert good, (mode, name, numbers)

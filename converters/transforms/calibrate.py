@@ -1,4 +1,4 @@
-"""Calibrated 4-bit weights for text-generation models: GPTQ on a real text held out from validation.
+"""Calibrated low-bit weights for text-generation models: GPTQ on a real text held out from validation.
 
 Why: data-free int4 (round each weight to the nearest of 16 levels per block of 32) costs a real
 135 M LLM (SmolLM2-135M) 1.48x perplexity on the evaluation passage — over the 4-bit bar of
@@ -7,11 +7,14 @@ linear weights column by column and folds each rounding error into the columns n
 quantized, weighted by the layer's real inputs on calibration text: the same model reaches
 1.21x with 8-bit embeddings (mixed) at the same 4.5 bits per layer weight.
 
+lut6 and lut4 take the same walk with GPTQ onto per-group k-means tables (lut_gptq.py): the
+same model's lut4 goes from 125x (data-free) to 1.31x.
+
 How it meets the package: GPTQ leaves each quantized weight on its grid and registers the grid
-(scale, zero point, bits) as compression metadata buffers; coremltools' converter writes those
-weights straight as `constexpr_blockwise_shift_scale` with GPTQ's own scales. The compression
-transform (compress.py) then finds them already compressed and handles only what is left
-float (embeddings, the output head).
+(scale, zero point, bits; or the tables) as compression metadata buffers; coremltools' converter
+writes those weights straight as `constexpr_blockwise_shift_scale` (or `constexpr_lut_to_dense`)
+with GPTQ's own grid. The compression transform (compress.py) then finds them already compressed
+and handles only what is left float (embeddings, the output head).
 
 The calibration text (calibration.txt: the Declaration of Independence, the Gettysburg Address,
 the openings of "A Tale of Two Cities" and "Moby-Dick", all public domain) never overlaps the
@@ -33,18 +36,22 @@ import torch
 from .compress import WEIGHT_THRESHOLD
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
-# lut4 is not among them: coremltools' GPTQ can palettize (NF4 levels with a scale per block),
-# but its converter cannot write that form yet (it divides a [out, in] weight by [out, in/block]
-# scales without repeating them), and a per-grouped-channel LUT has no GPTQ in coremltools.
-CALIBRATED_SCHEMES = frozenset({"int4", "mixed"})
+# lut8 is not among them: data-free 8-bit tables already keep the model (as int8 does). All of
+# them need iOS18/macOS15: 4-bit blocks and per-group tables are iOS18 ops.
+CALIBRATED_SCHEMES = frozenset({"int4", "mixed", "lut6", "lut4"})
+_IOS18 = ("iOS18", "macOS15")
 SAMPLE_TOKENS = 128  # tokens per calibration sample (the text gives ~17 of them)
 HESSIAN_DAMPENING = 0.01  # coremltools' default
 
 
 def calibrates(plan) -> bool:
-    """Whether this conversion's weights are calibrated before capture: 4-bit linear schemes on
-    a text-generation model (the family whose layers GPTQ walks in sequence)."""
-    return plan.options.quantize in CALIBRATED_SCHEMES and plan.task == "text-generation"
+    """Whether this conversion's weights are calibrated before capture: 4-bit linear and 6/4-bit
+    table schemes for iOS18+ on a text-generation model (the family whose layers GPTQ walks in
+    sequence). Below iOS18, tables are per tensor and stay data-free."""
+    from ..options import meets
+
+    return (plan.options.quantize in CALIBRATED_SCHEMES and plan.task == "text-generation"
+            and meets(plan.options.minimum_deployment_target, _IOS18))
 
 
 def calibration_text() -> str:
@@ -69,6 +76,21 @@ def decoder_layers(model: torch.nn.Module, layer_count: int) -> str:
     raise ValueError(f"no list of {layer_count} decoder layers in {type(model).__name__}")
 
 
+def _let_go_of_the_checkpoint_file(model: torch.nn.Module) -> None:
+    """The model's weights are views of the memory-mapped checkpoint file, and the file stays
+    mapped, its pages resident, while any tensor views it. GPTQ replaced the layers' weights with
+    new ones, so without this the old pages stay alongside them (SmolLM2-135M: 0.5 GB, the
+    difference between the int4 and the float16 conversion's peak). Copying the tensors still
+    on the file (embeddings, norms) into memory lets the mapping go."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.data = parameter.data.clone()
+        for module in model.modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    module._buffers[name] = buffer.clone()
+
+
 def _return_freed_memory() -> None:
     """GPTQ frees most of what it allocated, but glibc keeps the freed heap: the conversion that
     follows then peaks on top of it. malloc_trim hands it back to the system (Linux; elsewhere
@@ -83,10 +105,24 @@ def _return_freed_memory() -> None:
         pass
 
 
+def algorithm(options) -> dict:
+    """The LayerwiseCompressor's settings for the scheme: int4 per block of `block_size` input
+    channels, symmetric, as the package stores int4; or k-means tables per group of output channels."""
+    from .compress import SCHEMES, lut_group_size
+
+    scheme = SCHEMES[options.quantize]
+    if scheme.family == "lut":
+        from . import lut_gptq  # registers the algorithm with coremltools
+
+        return {"algorithm": lut_gptq.ALGORITHM, "bits": scheme.bits, "group_size": lut_group_size(options),
+                "hessian_dampening": HESSIAN_DAMPENING}
+    return {"algorithm": "gptq", "weight_dtype": "uint4", "granularity": "per_block",
+            "block_size": options.block_size, "hessian_dampening": HESSIAN_DAMPENING}
+
+
 def calibrate(plan, model: torch.nn.Module, tokenizer) -> dict:
-    """GPTQ, in place, on the linear weights of every decoder layer: int4 per block of
-    `block_size` input channels, symmetric, as the package stores int4. Returns the report's
-    calibration entry."""
+    """GPTQ, in place, on the linear weights of every decoder layer (`algorithm`). Returns the
+    report's calibration entry."""
     from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressor, LayerwiseCompressorConfig
 
     started = time.perf_counter()
@@ -98,13 +134,7 @@ def calibrate(plan, model: torch.nn.Module, tokenizer) -> dict:
              if isinstance(module, torch.nn.Linear) and module.weight.numel() <= WEIGHT_THRESHOLD}
     config = LayerwiseCompressorConfig.from_dict({
         "module_name_configs": small,
-        "global_config": {
-            "algorithm": "gptq",
-            "weight_dtype": "uint4",
-            "granularity": "per_block",
-            "block_size": plan.options.block_size,
-            "hessian_dampening": HESSIAN_DAMPENING,
-        },
+        "global_config": algorithm(plan.options),
         "layers": [layers],
         "input_cacher": "gpt",
         "calibration_nsamples": len(samples),
@@ -119,10 +149,13 @@ def calibrate(plan, model: torch.nn.Module, tokenizer) -> dict:
     finally:
         quiet.setLevel(level)
         model.config.use_cache = use_cache
+    _let_go_of_the_checkpoint_file(model)
     _return_freed_memory()
-    calibrated = sum(1 for name, _ in model.named_buffers() if name.endswith("_COREML_/weight/quantization_scale"))
+    calibrated = sum(1 for name, _ in model.named_buffers()
+                     if name.endswith(("_COREML_/weight/quantization_scale", "_COREML_/weight/lut")))
+    tables = plan.options.quantize.startswith("lut")
     return {
-        "method": "GPTQ (coremltools.optimize.torch)",
+        "method": "GPTQ onto k-means tables (coremltools.optimize.torch)" if tables else "GPTQ (coremltools.optimize.torch)",
         "weights": calibrated,  # 0 when the layers hold no torch.nn.Linear (e.g. GPT-2's Conv1D)
         "text": f"{CALIBRATION_FILE.name}: {len(samples)} samples of {samples[0].shape[1]} tokens" if samples else "",
         "layers": layers,

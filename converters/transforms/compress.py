@@ -4,13 +4,15 @@ Schemes (the option's choices), one function per family:
 - `int8`: linear symmetric int8, one scale per output channel (iOS16+) — `quantize_linear`;
 - `int4`: linear symmetric int4, one scale per `block_size` input channels (iOS18+) — `quantize_linear`;
   the embeddings and output head (most sensitive, and not calibrated) per `EMBEDDING_BLOCK`;
-- `lut8`, `lut6`, `lut4`: k-means palettization (exact 1-D k-means), one lookup table per `group_size` output
-  channels on iOS18+, one per weight below (iOS16+) — `palettize`;
+- `lut8`, `lut6`, `lut4`: k-means palettization (1-D, kmeans.py), one lookup table per `group_size` output
+  channels on iOS18+ (by default 16, and 1 for lut4: `lut_group_size`), one per weight below (iOS16+) —
+  `palettize`; lut4's embeddings and output head are int8 per channel (4-bit tables ruin them);
 - `mixed`: int4 per block for the layers, int8 per channel for the embeddings and the output
   head (a tied embedding/head matrix is one weight in the program: 8 bits) — `quantize_mixed`.
 
-For text generation, int4 and mixed layers are GPTQ-calibrated before capture (calibrate.py):
-those weights arrive here already compressed, and only the rest is quantized here.
+For text generation, int4, mixed, lut6 and lut4 layers are GPTQ-calibrated before capture
+(calibrate.py; lut onto k-means tables, lut_gptq.py): those weights arrive here already compressed,
+and only the rest is compressed here.
 
 Only the weights of linear, matmul, conv, conv_transpose and gather (embedding) ops are
 compressed, each named explicitly (`OptimizationConfig(op_name_configs=...)`): constants such
@@ -39,6 +41,12 @@ WEIGHT_THRESHOLD = 2048  # coremltools' default: weights of at most this many el
 # scales). SmolLM2-135M, GPTQ layers: its tied embedding/head at blocks of 32 costs 1.35x
 # perplexity (KL 0.40, over the 4-bit bar), at 16 1.27x (KL 0.37), at 8 1.21x (KL 0.31).
 EMBEDDING_BLOCK = 8
+# Output channels per lookup table when the option says "auto". SmolLM2-135M, GPTQ onto the tables
+# (lut_gptq.py), int8 embeddings: 4-bit tables per channel 1.17x perplexity (KL 0.13; +0.4 bits per
+# weight for the tables), per 16 channels 1.44x (KL 0.25: over the 4-bit bar); 6-bit tables per 16
+# channels 1.02x (KL 0.04).
+LUT_GROUP = 16
+LUT4_GROUP = 1
 _LAYER_OPS = ("linear", "matmul", "conv", "conv_transpose")
 _IOS18 = ("iOS18", "macOS15")
 
@@ -72,13 +80,19 @@ def check_options(options) -> None:
             f"(coremltools writes {_what(scheme)} only for it); {target} is older. "
             f"Choose {'/'.join(needs)}" + (", or int8 or lut8/lut6 for older systems." if needs == _IOS18 else ".")
         )
-    default_group = OPTIONS["group_size"].read(None)
-    if SCHEMES[scheme].family == "lut" and not meets(target, _IOS18) and options.group_size != default_group:
+    if SCHEMES[scheme].family == "lut" and not meets(target, _IOS18) and options.group_size is not None:
         raise UserInputError(
             f"A LUT per group of {options.group_size} channels (--group-size) needs minimum deployment target "
             f"iOS18 or macOS15; below it, {scheme} uses one lookup table per weight. "
-            "Choose iOS18/macOS15, or leave the group size at its default."
+            "Choose iOS18/macOS15, or leave the group size at auto."
         )
+
+
+def lut_group_size(options) -> int:
+    """Output channels per lookup table (iOS18+): the option's, or for "auto" 16, and 1 for lut4."""
+    if options.group_size is not None:
+        return options.group_size
+    return LUT4_GROUP if options.quantize == "lut4" else LUT_GROUP
 
 
 def _what(scheme: str) -> str:
@@ -100,16 +114,16 @@ def compress(plan, part: str, artifact, backend):
     if scheme.family == "linear":
         compressed = quantize_linear(artifact, before, scheme.bits, options.block_size)
     elif scheme.family == "lut":
-        compressed = palettize(artifact, before, scheme.bits, options.group_size if grouped else None)
+        compressed = palettize(artifact, before, scheme.bits, lut_group_size(options) if grouped else None)
     else:
         compressed = quantize_mixed(artifact, before, options.block_size)
     summary = summarize(scheme, options, grouped, before, program_weights(_program(compressed)))
     if plan.calibration and plan.calibration["weights"]:  # calibrate.py quantized the decoder layers before capture
-        summary["method"] += "; decoder layers calibrated with GPTQ"
+        summary["method"] += f"; decoder layers calibrated: {plan.calibration['method']}"
     if summary["float_weights_left"]:
         plan.warnings.append(
             f"Weight compression {scheme.name}: {summary['float_weights_left']} weight(s) stayed float "
-            f"(their shape does not divide into blocks of {options.block_size} or groups of {options.group_size})."
+            f"(their shape does not divide into {_units(scheme, options)})."
         )
     if scheme.family == "lut" and not grouped:
         plan.warnings.append(
@@ -130,38 +144,41 @@ def quantize_linear(mlmodel, weights: "Weights", bits: int, block_size: int = 32
 
 
 def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 16):
-    """k-means LUT of 2**bits entries: per `group_size` output channels, or per tensor (None)."""
+    """k-means LUT of 2**bits entries: per `group_size` output channels, or per tensor (None).
+    At 4 bits the embeddings and output head are int8 per channel instead: a 4-bit table ruins
+    a tied embedding/head (SmolLM2-135M, importance-weighted 4-bit layer tables: 3.8x perplexity
+    with the embedding/head on 4-bit tables too, 1.9x with it int8)."""
     import coremltools.optimize.coreml as cto
 
-    # k-means per table: coremltools' "kmeans" mode uses the exact 1-D k-means (kmeans1d) only
-    # for tables of 10 000 weights or more and scikit-learn's below (a group of 16 x 576 weights:
-    # over 20 minutes for a 135 M LLM); the same clustering, always 1-D and exact, as a "custom"
-    # LUT function takes about a minute.
-    kmeans = {"mode": "custom", "lut_function": partial(_kmeans_1d, bits)} if _has_kmeans1d() else \
-        {"mode": "kmeans", "nbits": bits}
+    outer = [w for w in weights.compressible if w.roles & {"embedding", "head"}] if bits == 4 else []
+    if outer:
+        mlmodel = _linear_quantize(mlmodel, {w.name: _linear_config(8, block_size=0) for w in outer})
+    tables = [w for w in weights.compressible if w not in outer]
+    if not tables:
+        return mlmodel
+
+    # k-means per table: coremltools' "kmeans" mode is scikit-learn's below 10 000 weights per
+    # table (a group of 16 x 576: over 20 minutes for a 135 M LLM) and kmeans1d above; ours
+    # (kmeans.py) takes seconds and stays within 1.1x of the exact optimum at 4 and 6 bits.
+    kmeans = {"mode": "custom", "lut_function": partial(_kmeans_table, bits)}
     if group_size is None:
         config = cto.OpPalettizerConfig(**kmeans, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD)
     else:
         config = cto.OpPalettizerConfig(**kmeans, granularity="per_grouped_channel", group_size=group_size,
                                         weight_threshold=WEIGHT_THRESHOLD)
-    names = {w.name: config for w in weights.compressible}
+    names = {w.name: config for w in tables}
     return cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
 
 
-def _kmeans_1d(bits: int, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A LUT of 2**bits entries and each weight's index: exact 1-D k-means (kmeans1d)."""
-    from coremltools.models.neural_network.quantization_utils import _get_kmeans_lookup_table_and_weight
+def _kmeans_table(bits: int, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A table of 2**bits entries for one weight (or group) and each weight's index in it."""
+    import torch
 
-    lut, indices = _get_kmeans_lookup_table_and_weight(bits, weight, force_kmeans1d=True)
-    return lut.astype(weight.dtype), indices.astype(np.uint8)
+    from .kmeans import assign, weighted_tables
 
-
-def _has_kmeans1d() -> bool:
-    try:
-        import kmeans1d  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    values = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)).reshape(1, -1)
+    table = weighted_tables(values, torch.ones(values.shape[1]), bits, group_size=1)
+    return table[0].numpy().astype(weight.dtype), assign(values, table)[0].numpy().astype(np.uint8)
 
 
 def quantize_mixed(mlmodel, weights: "Weights", block_size: int = 32):
@@ -288,7 +305,10 @@ def _program(mlmodel):
 def summarize(scheme: Scheme, options, grouped: bool, before: Weights, after: Weights) -> dict:
     """The report's compression entry (without the package sizes: `finish` adds them)."""
     if scheme.family == "lut":
-        granularity = f"per grouped channel (group {options.group_size})" if grouped else "per tensor"
+        group = lut_group_size(options)
+        granularity = ("per channel" if group == 1 else f"per grouped channel (group {group})") if grouped else "per tensor"
+        if scheme.bits == 4:
+            granularity += "; embeddings and output head int8 per channel"
     elif scheme.family == "mixed":
         granularity = f"int4 per block ({options.block_size}); embeddings and output head int8 per channel"
     elif scheme.bits == 8:
@@ -299,7 +319,6 @@ def summarize(scheme: Scheme, options, grouped: bool, before: Weights, after: We
         "scheme": scheme.name,
         "method": "palettization (k-means LUT)" if scheme.family == "lut" else "linear symmetric quantization",
         "granularity": granularity,
-        "bits_per_weight": round(8 * after.bytes / before.elements, 3) if before.elements else None,
         "weights_compressed": after.compressed_weights,
         "float_weights_left": len(after.compressible),
         "compressed_share": round(1 - after.float_elements / after.elements, 4) if after.elements else 0.0,
@@ -308,12 +327,20 @@ def summarize(scheme: Scheme, options, grouped: bool, before: Weights, after: We
     }
 
 
-def finish(summary: dict | None, size_bytes: int) -> dict | None:
-    """The compression entry with the package sizes: after (as saved) and before (the same
-    package with its weights as they were before compression: saved size − weight bytes
-    saved)."""
+def _units(scheme: Scheme, options) -> str:
+    """What a weight's shape must divide into under `scheme`, for the warning."""
+    if scheme.family == "lut":
+        return f"groups of {lut_group_size(options)} output channels"
+    return f"blocks of {options.block_size} input channels"
+
+
+def finish(summary: dict | None, size_bytes: int, weight_bits: float | None) -> dict | None:
+    """The compression entry with the saved package's figures: its bits per weight (the
+    program section's `weight_bits`, package_info.py: one definition for both), and its size
+    after (as saved) and before (the same package with its weights as they were before
+    compression: saved size − weight bytes saved)."""
     if summary is None:
         return None
     before = size_bytes - summary["weight_bytes_after"] + summary["weight_bytes_before"]
-    return {**summary, "size_before_bytes": before, "size_after_bytes": size_bytes,
+    return {**summary, "bits_per_weight": weight_bits, "size_before_bytes": before, "size_after_bytes": size_bytes,
             "size_ratio": round(size_bytes / before, 4) if before else None}

@@ -1,0 +1,128 @@
+"""GPTQ onto a lookup table: calibrated palettization (lut8/lut6/lut4) for coremltools' LayerwiseCompressor.
+
+Why our own algorithm: data-free k-means palettization fits each table to the weights alone,
+and on a real 135 M LLM (SmolLM2-135M) 4-bit tables cost 13.6x perplexity — the model is gone.
+coremltools.optimize.torch has no calibrated method that writes a per-grouped-channel table:
+its GPTQ palettizes only onto fixed normal-float levels with a scale per block (and its
+converter cannot write that form yet), and SKM needs gradients. This module registers one more
+algorithm, "gptq_lut", in the LayerwiseCompressor's registry, so the layer walk, input caching
+and Hessians stay coremltools'; only the two steps below are ours:
+
+1. the table: per group of `group_size` output channels, a 2**bits-entry k-means of the
+   group's weights, each weight counted by its input's mean square on the calibration text
+   (the Hessian's diagonal: a weight fed by a large activation matters more);
+2. GPTQ's sweep with that table as the grid: columns in order of importance, each weight
+   rounded to the nearest entry of its row's table, the rounding error folded into the columns
+   not yet rounded (the same update as coremltools' GPTQ).
+
+SmolLM2-135M, int8 embeddings, perplexity ratio on the evaluation passage (torch-level): 4-bit
+tables per 16 channels, data-free 125x, importance-weighted 1.87x. Through the pipeline, with the
+GPTQ sweep: lut4 (a table per channel) 1.17x, KL 0.13, top-1 74 %; lut6 (per 16 channels) 1.02x,
+KL 0.04, top-1 88 %.
+
+The weights leave on their table, and the table is registered as compression metadata
+(`_COREML_/weight/lut`, [groups, 1, 2**bits, 1]): coremltools' converter writes them as
+`constexpr_lut_to_dense` with exactly these tables.
+"""
+
+# No `from __future__ import annotations`: cattrs reads the config's field types at run time.
+import torch
+from attr import define, field, validators
+from coremltools.optimize.torch._utils.metadata_utils import CompressionMetadata
+from coremltools.optimize.torch.layerwise_compression.algorithms import (
+    LayerwiseCompressionAlgorithm,
+    LayerwiseCompressionAlgorithmConfig,
+    OBSCompressionAlgorithm,
+)
+
+from .kmeans import assign, weighted_tables
+
+ALGORITHM = "gptq_lut"
+
+
+@LayerwiseCompressionAlgorithmConfig.register(ALGORITHM)
+@define
+class ModuleLutGPTQConfig(LayerwiseCompressionAlgorithmConfig):
+    """One layer's settings: table size (`bits`), output channels per table (`group_size`)."""
+
+    bits: int = field(default=4, validator=validators.in_([1, 2, 3, 4, 6, 8]))
+    group_size: int = field(default=1, validator=validators.instance_of(int))
+    hessian_dampening: float = field(default=0.01, validator=validators.instance_of(float))
+    processing_group_size: int = field(default=128, validator=validators.instance_of(int))
+    algorithm: str = field(default=ALGORITHM, validator=validators.in_([ALGORITHM]))
+
+    @classmethod
+    def from_dict(cls, config_dict):
+        import cattrs
+
+        return cattrs.Converter(forbid_extra_keys=True).structure_attrs_fromdict(config_dict, cls)
+
+
+@LayerwiseCompressionAlgorithm.register(ALGORITHM)
+class LutGPTQ(OBSCompressionAlgorithm):
+    """GPTQ's sweep onto per-group k-means tables, for one torch.nn.Linear."""
+
+    def __init__(self, layer: torch.nn.Module, config: ModuleLutGPTQConfig):
+        if not isinstance(layer, torch.nn.Linear):
+            raise ValueError("only torch.nn.Linear weights are palettized with calibration")
+        super().__init__(layer, config)
+        self._init_parameters(config)
+
+    def _init_parameters(self, config: ModuleLutGPTQConfig):
+        if self._rows % config.group_size:
+            # The compressor skips the layer (logged); the data-free transform palettizes it after conversion.
+            raise ValueError(f"{self._rows} output channels do not divide into groups of {config.group_size}")
+        self._bits = config.bits
+        self._group_size = config.group_size
+        self._dampening = config.hessian_dampening
+        self._processing_group_size = config.processing_group_size
+        self._lut = None
+
+    def _compress_impl(self):
+        weight = self._layer.weight.data.float().clone()
+        hessian = self._hessian
+        del self._hessian
+        importance = torch.diag(hessian).clone()
+        dead = importance == 0  # inputs that were always zero: their weights never matter
+        hessian[dead, dead] = 1
+        weight[:, dead] = 0
+
+        self._lut = weighted_tables(weight, importance.clamp_min(1e-12), self._bits, self._group_size)
+        row_tables = self._lut.repeat_interleave(self._group_size, dim=0)  # [rows, 2**bits], sorted
+
+        order = torch.argsort(importance, descending=True)  # GPTQ's activation-order heuristic
+        weight, hessian = weight[:, order], hessian[order][:, order]
+        columns = torch.arange(self._columns)
+        hessian[columns, columns] += self._dampening * torch.mean(torch.diag(hessian))
+        inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+
+        rounded = torch.empty_like(weight)
+        step = self._processing_group_size
+        for start in range(0, self._columns, step):
+            end = min(start + step, self._columns)
+            block = weight[:, start:end].clone()
+            errors = torch.empty_like(block)
+            block_inverse = inverse[start:end, start:end]
+            for i in range(end - start):
+                column = block[:, i]
+                nearest = nearest_entries(column, row_tables)
+                rounded[:, start + i] = nearest
+                error = (column - nearest) / block_inverse[i, i]
+                block[:, i:] -= error.unsqueeze(1) * block_inverse[i, i:].unsqueeze(0)
+                errors[:, i] = error
+            weight[:, end:] -= errors @ inverse[start:end, end:]
+
+        rounded = rounded[:, torch.argsort(order)]
+        self._layer.weight.data = rounded.to(self._layer.weight.dtype)
+
+    def _get_compression_metadata(self, param_name, param):
+        metadata = CompressionMetadata(param_name)
+        metadata.compression_type = ["palettization"]
+        metadata.lut = self._lut.reshape(self._lut.shape[0], 1, self._lut.shape[1], 1)  # [groups, 1, entries, 1]
+        return metadata
+
+
+def nearest_entries(column: torch.Tensor, row_tables: torch.Tensor) -> torch.Tensor:
+    """Each row's weight in `column` [rows] moved to the nearest entry of that row's table."""
+    index = assign(column.unsqueeze(1), row_tables)
+    return row_tables.gather(1, index).squeeze(1)
