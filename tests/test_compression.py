@@ -156,13 +156,6 @@ def converted(tmp_path_factory):
     return get
 
 
-def _without_debug_mapping(package: Path) -> int:
-    """The package's size without torch.export's executorch debug-handle map (a JSON file
-    ct.convert writes and the compressed program, rebuilt from MIL, no longer carries)."""
-    mapping = package / "executorch_debug_handle_mapping.json"
-    return directory_size(package) - (mapping.stat().st_size if mapping.exists() else 0)
-
-
 # scheme, target -> the constexpr ops coremltools writes
 EXPECTED_OPS = {
     ("int8", "iOS18"): {"constexpr_blockwise_shift_scale"},
@@ -180,6 +173,7 @@ def test_tiny_llama_package_holds_the_schemes_ops_and_report(scheme, target, con
     report, package = converted("llama", "text-generation", quantize=scheme, minimum_deployment_target=target)
     assert constexpr_ops(package) == EXPECTED_OPS[scheme, target]
     assert not constexpr_ops(float_package) and "compression" not in float_report["packages"][0]
+    assert not (float_package / "executorch_debug_handle_mapping.json").exists()  # ExecuTorch's, not Core ML's
     entry = report["packages"][0]["compression"]
     assert entry["scheme"] == scheme and entry["float_weights_left"] == 0
     # the MLP layers (2 x 3), the embedding and the head; the attention projections (32 x 64,
@@ -190,7 +184,7 @@ def test_tiny_llama_package_holds_the_schemes_ops_and_report(scheme, target, con
     assert entry["size_after_bytes"] == report["packages"][0]["size_bytes"] == directory_size(package)
     assert entry["size_ratio"] < 0.85
     if target == "iOS18":  # the size before compression, computed from the weights, is the float16 package's
-        assert entry["size_before_bytes"] == pytest.approx(_without_debug_mapping(float_package), rel=0.02)  # blob headers
+        assert entry["size_before_bytes"] == pytest.approx(directory_size(float_package), rel=0.02)  # blob headers
     assert json.loads(metadata(package)["coreml_converter_options"])["quantize"] == scheme
     assert report["options"]["quantize"] == scheme
     if target == "iOS16":
@@ -323,7 +317,7 @@ def test_real_llm_mixed_through_the_pipeline_meets_its_bars_and_reports_them(rea
     compression = entry["compression"]
     assert compression["scheme"] == "mixed" and compression["float_weights_left"] == 0
     assert compression["calibration"]["method"].startswith("GPTQ") and "GPTQ" in compression["method"]
-    assert compression["size_before_bytes"] == pytest.approx(_without_debug_mapping(real_float16), rel=0.001)
+    assert compression["size_before_bytes"] == pytest.approx(directory_size(real_float16), rel=0.001)
     ratio = entry["size_bytes"] / directory_size(real_float16)
     assert ratio <= SIZE_BARS["mixed"] and compression["size_ratio"] == pytest.approx(ratio, rel=0.01)
     # 4.5 bits per layer weight (int4 + a float16 scale per 32), 8 for the tied embedding/head (21 %)
