@@ -29,6 +29,7 @@ ALLOW_PATTERNS = [
     "*.tiktoken",
 ]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+COREML_SUFFIXES = (".mlpackage", ".mlmodel", ".mlmodelc")  # a converted package (its weights: weight.bin)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 
 
@@ -93,6 +94,13 @@ class ModelSource:
 
 def check_files(filenames: list[str], where: str) -> None:
     """Refuse repos we cannot convert safely, judging by their file names alone."""
+    packages = sorted({next(part for part in f.split("/") if part.endswith(COREML_SUFFIXES))
+                       for f in filenames if any(part.endswith(COREML_SUFFIXES) for part in f.split("/"))})
+    if packages and not any(f.endswith(".safetensors") for f in filenames):
+        raise UserInputError(
+            f"{where} is a Core ML repo (it holds {', '.join(packages[:3])}), not a transformers model: there is "
+            "nothing to convert. Choose the model it was converted from (its model card names it as base_model)."
+        )
     names = [f.split("/")[-1] for f in filenames]
     if "config.json" not in names:
         raise UserInputError(

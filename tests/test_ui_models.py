@@ -101,3 +101,30 @@ def test_tolerances_come_from_the_architecture(hub):
     assert models.tolerances(summary, "float16")["atol"] == expected.atol["float16"]
     assert models.tolerances(summary, "float32")["min_psnr"] == expected.min_psnr["float32"]
     assert models.tolerances(None, "float16") is None
+
+
+def test_core_ml_repos_are_not_suggested_and_are_refused_for_what_they_are(hub):
+    """A converted package's repo (ours: <model>-coreml, tagged coreml) holds config.json and
+    the package's weights/weight.bin: it must not be offered as a source, nor refused as a
+    pickle-only model."""
+    import json
+    import uuid
+
+    package = "tiny.mlpackage/Data/com.apple.CoreML"
+    files = {"config.json": json.dumps({"model_type": "bert"}), f"{package}/model.mlmodel": b"spec",
+             f"{package}/weights/weight.bin": b"\0" * 64, "tiny.mlpackage/Manifest.json": "{}"}
+    name = f"coreml-{uuid.uuid4().hex[:8]}"
+    hub.add_repo(f"{OWNER}/{name}-coreml", files)
+    hub.add_repo(f"{OWNER}/{name}-tagged", {**files, "README.md": "---\ntags:\n- coreml\n---\n"})
+    assert models.search_models(name) == []
+    for repo in (f"{OWNER}/{name}-coreml", f"{OWNER}/{name}-tagged"):
+        summary = models.inspect_model(repo)
+        assert not summary.convertible and "pickle" not in summary.error
+        assert "is a Core ML repo (it holds tiny.mlpackage), not a transformers model" in summary.error
+        assert "base_model" in summary.error
+
+
+def test_the_default_target_repo_never_doubles_the_suffix():
+    from ui.form import default_push_repo
+
+    assert default_push_repo("alice", "tiny-coreml") == "alice/tiny-coreml"

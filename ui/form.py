@@ -157,7 +157,8 @@ class FormValues:
 
 def default_push_repo(user: str | None, model_name: str | None) -> str:
     """The placeholder of the target-repo field: where a new repo goes by default."""
-    return f"{user or '<you>'}/{model_name or '<model>'}-coreml"
+    name = model_name or "<model>"
+    return f"{user or '<you>'}/{name if name.lower().endswith('-coreml') else name + '-coreml'}"
 
 
 __all__ = [

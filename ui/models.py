@@ -100,7 +100,16 @@ def _list_model_ids(query: str, token: str | None, limit: int) -> list[str]:
         timeout=SEARCH_TIMEOUT,
     )
     hf_raise_for_status(response)
-    return [item["id"] for item in response.json() if isinstance(item, dict) and item.get("id")][:limit]
+    return [item["id"] for item in response.json()
+            if isinstance(item, dict) and item.get("id") and not is_coreml_repo(item)][:limit]
+
+
+def is_coreml_repo(item: dict) -> bool:
+    """A search result that holds Core ML packages (ours or anyone's), not a model to convert:
+    tagged coreml, or named like our own outputs (<model>-coreml)."""
+    tags = {str(tag).lower() for tag in item.get("tags") or ()}
+    return (str(item.get("library_name") or "").lower() == "coreml" or "coreml" in tags
+            or str(item["id"]).lower().endswith("-coreml"))
 
 
 def inspect_model(text: str, token: str | None = None) -> ModelSummary:
