@@ -71,7 +71,7 @@ def _storage(weight: WeightShape, scheme: str) -> str:
     if scheme == "none" or weight.role == "other" or len(weight.shape) < 2 or weight.elements <= WEIGHT_THRESHOLD:
         return "float"
     if scheme in ("mixed", "lut4"):  # compress.py: 8-bit embeddings and output head
-        return "int8" if weight.role in ("embedding", "head") else scheme.replace("mixed", "int4")
+        return "int8" if weight.role in ("embedding", "head") else {"mixed": "int4"}.get(scheme, scheme)
     return scheme
 
 
