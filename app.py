@@ -459,13 +459,19 @@ def wire_model_choice(page: Page, check: dict, sizes: dict) -> None:
     """Suggestions while typing, then the model's summary and tasks, then the option check and
     the expected sizes."""
     chosen = page.model
+    newest = models.NewestQuery()
 
-    def suggest(data: dict, event: gr.KeyUpData, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+    def suggest(data: dict, event: gr.KeyUpData, request: gr.Request,
+                profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+        ticket = newest.begin(request.session_hash)
         _, token = identity(data[page.session], profile, oauth)
         found = models.search_models(event.input_value, token)
-        return {chosen.model_box: gr.update(choices=found)} if found else gr.skip()
+        if not found or not newest.is_newest(request.session_hash, ticket):
+            return gr.skip()
+        return {chosen.model_box: gr.update(choices=found)}
 
-    chosen.model_box.key_up(suggest, {page.session}, [chosen.model_box], trigger_mode="always_last", **POLLING)
+    # Every key runs (each carries its own text); NewestQuery drops answers overtaken by a later key.
+    chosen.model_box.key_up(suggest, {page.session}, [chosen.model_box], trigger_mode="multiple", **POLLING)
 
     def inspect(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
         user, token = identity(data[page.session], profile, oauth)

@@ -128,3 +128,16 @@ def test_the_default_target_repo_never_doubles_the_suffix():
     from ui.form import default_push_repo
 
     assert default_push_repo("alice", "tiny-coreml") == "alice/tiny-coreml"
+
+
+def test_only_the_newest_query_of_a_session_is_answered():
+    """Keys are searched as typed; an answer overtaken by a later key of the same session is dropped,
+    other sessions are independent, and the table forgets the oldest sessions beyond its bound."""
+    newest = models.NewestQuery(sessions=2)
+    first = newest.begin("a")
+    other = newest.begin("b")
+    second = newest.begin("a")
+    assert not newest.is_newest("a", first) and newest.is_newest("a", second)
+    assert newest.is_newest("b", other)
+    newest.begin("c")  # a third session: "b", the least recently typed in, is forgotten
+    assert not newest.is_newest("b", other) and newest.is_newest("a", second)

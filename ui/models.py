@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +69,32 @@ class ModelSummary:
     @property
     def name(self) -> str:
         return (self.repo_id or self.text).split("/")[-1]
+
+
+class NewestQuery:
+    """Typing sends a search per key, and the answers can come back out of order: only the
+    answer to a session's newest query is shown. (Gradio's `always_last` trigger cannot be
+    used for this: the run it defers re-sends an earlier key's text, so under load the box
+    was left suggesting for "j" when "job-b" had been typed.)"""
+
+    def __init__(self, sessions: int = 1000):
+        self._tickets: OrderedDict[str, int] = OrderedDict()
+        self._sessions = sessions
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def begin(self, session: str) -> int:
+        with self._lock:
+            self._counter += 1
+            self._tickets[session] = self._counter
+            self._tickets.move_to_end(session)
+            while len(self._tickets) > self._sessions:  # bounded: sessions come and go
+                self._tickets.popitem(last=False)
+            return self._counter
+
+    def is_newest(self, session: str, ticket: int) -> bool:
+        with self._lock:
+            return self._tickets.get(session) == ticket
 
 
 def search_models(query: str, token: str | None = None, limit: int = SEARCH_LIMIT) -> list[str]:
