@@ -395,12 +395,13 @@ def wire_options(page: Page) -> dict:
     which also runs once a model is read."""
     fields, notes = page.options.fields, page.options
     inputs = {page.summary, page.model.task_radio, *fields.values()}
-    outputs = [notes.sequence_html, page.destination.problem_html, notes.tolerance_html]
+    outputs = [notes.sequence_html, page.destination.problem_html, notes.tolerance_html, page.destination.convert_button]
 
     def check(data: dict) -> dict:
         summary, task = data[page.summary], data[page.model.task_radio]
         entered = {name: data[field] for name, field in fields.items()}
-        level, note = form.sequence_note(entered["sequence_length"], summary.modality if summary is not None else "text")
+        level, note = form.sequence_note(entered["sequence_length"], summary.modality if summary is not None else "text",
+                                         entered.get("kv_cache"))
         problem = None
         if level != "error" and summary is not None:
             try:
@@ -408,9 +409,12 @@ def wire_options(page: Page) -> dict:
             except UserInputError as error:
                 problem = str(error)
         thresholds = models.tolerances(summary, entered["precision"], entered["tolerance"])
+        # A request that cannot run is not queued: Convert waits until the form says yes.
+        runnable = summary is not None and summary.convertible and level != "error" and not problem
         return {notes.sequence_html: render.message(note, level),
                 page.destination.problem_html: render.message(problem, "error") if problem else "",
-                notes.tolerance_html: render.tolerance(thresholds, entered["precision"])}
+                notes.tolerance_html: render.tolerance(thresholds, entered["precision"]),
+                page.destination.convert_button: gr.update(interactive=runnable)}
 
     page.model.task_radio.change(check, inputs, outputs, concurrency_limit=None, **QUIET)
     for field in fields.values():

@@ -201,7 +201,7 @@ class ConversionOptions:
     )
     sequence_length: SequenceLength = option(
         label="Sequence length", default=str(DEFAULT_SEQUENCE_LENGTH), parse=SequenceLength.parse,
-        help="Tokens per input: one number (128), a list (64,128,256) or a range (1-512). A range runs on the CPU only.",
+        help="Tokens per input: one number (128), a list (64,128,256) or a range (1-512). A range runs on the GPU or CPU (the Neural Engine only at its default length).",
     )
     # ML Programs need iOS 15 / macOS 12 at least; iOS 18 / macOS 15 add states and the fused attention op.
     minimum_deployment_target: str = option(
@@ -224,7 +224,7 @@ class ConversionOptions:
         help="Text generation: stateful is swift-transformers' fastest path (iOS18+); the sequence length is the context size.",
         choices=[
             Choice("none", "None: each call reads the whole sequence (iOS 17+)"),
-            Choice("stateful", "Stateful: keyCache/valueCache states, fastest generation (iOS 18+)", needs=_STATES),
+            Choice("stateful", "Stateful: keyCache/valueCache states, fastest generation, on the GPU (iOS 18+)", needs=_STATES),
         ],
     )
     # Weight compression after conversion (data-free, coremltools.optimize.coreml): converters/transforms/compress.py

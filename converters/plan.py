@@ -49,7 +49,7 @@ def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_na
     plan = Plan(source, task, cfg, options, hub_name or source.hub_id or source.name)
     if options.sequence_length.kind == "range" and cfg.modality == "text":
         plan.warnings.append(
-            "The sequence length is a range: Core ML runs models with range shapes on the CPU only. "
-            "Use a fixed length or a list of lengths to let the GPU and Neural Engine run it."
+            "The sequence length is a range: Core ML runs range-shaped models on the GPU or CPU, and on the "
+            "Neural Engine only at the default length. Use a list of lengths to let the Neural Engine run each."
         )
     return plan

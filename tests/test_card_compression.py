@@ -78,7 +78,8 @@ def test_a_quality_number_past_its_bar_fails_its_row(compressed):
 def test_where_the_model_can_run_names_the_unit_the_scheme_suits(compressed):
     where = section(body(compressed), "Where the model can run")
     units = compressed["validation"]["compute_units"]["model"]["units"]
-    assert f"| model | {units['cpu']} | {units['gpu']} | {units['neural_engine']} |" in where
+    words = [card.UNIT_WORDS[units[key]] for key in ("cpu", "gpu", "neural_engine")]
+    assert "| model | " + " | ".join(words) + " |" in where
     assert f"- {card.PLACEMENT_NOTES['int8']}" in where and f"- {card.DECOMPRESSION_NOTE}" in where
     float_where = section(body(uncompressed(compressed)), "Where the model can run")
     assert "| model |" in float_where and "coremltools" not in float_where

@@ -5,6 +5,8 @@ says what swift-transformers cannot run, and the card shows the continuation che
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from worker import card
@@ -75,7 +77,57 @@ def test_a_stateful_package_says_what_to_send_and_its_context_as_budget():
 def test_other_tasks_keep_the_plain_core_ml_snippet():
     rep = {**report(), "task": "fill-mask"}
     swift = body(rep).split("## Use it in Swift", 1)[1]
-    assert "MLModel(contentsOf: url)" in swift and "swift-transformers" not in swift
+    assert "MLModel(contentsOf: url, configuration: configuration)" in swift and "swift-transformers" not in swift
+
+
+def declared_and_used(swift: str) -> tuple[set[str], set[str]]:
+    """The Swift names a snippet declares (let x / parameter x:) and the ones its feature
+    dictionary uses."""
+    declared = set(re.findall(r"let (\w+) =", swift)) | set(re.findall(r"[(,] ?(\w+): CVPixelBuffer", swift))
+    dictionary = re.search(r"dictionary: \[(.*)\]\)", swift).group(1)
+    used = set(re.findall(r'": (?:MLFeatureValue\(pixelBuffer: )?(\w+)', dictionary))
+    return declared, used
+
+
+@pytest.mark.parametrize("task, inputs, units", [
+    ("feature-extraction",
+     [{"name": "input_ids", "type": "tensor", "dtype": "int32", "shape": [1, 128]},
+      {"name": "attention_mask", "type": "tensor", "dtype": "int32", "shape": [1, 128]}],
+     {"cpu": "yes", "gpu": "yes", "neural_engine": "yes"}),
+    ("image-classification",
+     [{"name": "pixel_values", "type": "image", "dtype": "image", "shape": [1, 3, 224, 224]}],
+     {"cpu": "yes", "gpu": "yes", "neural_engine": "no"}),
+])
+def test_the_plain_snippet_declares_every_input_it_sends_and_fits_the_compute_units(task, inputs, units):
+    rep = {**report(validation={"passed": True, "compute_units": {"model": {"units": units}}}), "task": task,
+           "packages": [{"path": "m.mlpackage", "inputs": inputs, "outputs": [{"name": "logits"}]}]}
+    swift = body(rep).split("## Use it in Swift", 1)[1]
+    declared, used = declared_and_used(swift)
+    assert used == {card._swift_name(i["name"]) for i in inputs} and used <= declared, swift
+    expected = ".all" if units["neural_engine"] == "yes" else ".cpuAndGPU"
+    assert f"configuration.computeUnits = {expected}" in swift
+    if task == "feature-extraction":
+        assert "MLMultiArray(shape: [1, 128], dataType: .int32)" in swift
+    else:
+        assert "a 224×224 image" in swift and "MLFeatureValue(pixelBuffer: pixelValues)" in swift
+
+
+def test_a_range_shaped_llm_loads_on_the_gpu_and_the_card_shows_its_ranges_states_and_context():
+    """Apple: a range-shaped model runs on the GPU or CPU, on the Neural Engine only at its default
+    shape; so swift-transformers' load asks for .cpuAndGPU, and the card says so in words."""
+    units = {"cpu": "yes", "gpu": "yes", "neural_engine": "default_shape"}
+    rep = report({"kv_cache": "stateful", "sequence_length": "1-2048", "minimum_deployment_target": "iOS18"},
+                 {"passed": True, "compute_units": {"model": {"units": units, "reasons": ["range shapes"]}}})
+    rep["packages"][0].update(
+        inputs=[{"name": "inputIds", "shape": [1, 1], "flexibility": "range", "ranges": [[1, 1], [1, 2048]]},
+                {"name": "causalMask", "shape": [1, 1, 1, 1], "flexibility": "range",
+                 "ranges": [[1, 1], [1, 1], [1, 2048], [1, 2048]]}],
+        states=[{"name": "keyCache", "shape": [30, 1, 3, 2048, 64]}, {"name": "valueCache", "shape": [30, 1, 3, 2048, 64]}])
+    text = body(rep)
+    assert "`inputIds` [1, 1…2048]" in text and "`causalMask` [1, 1, 1…2048, 1…2048]" in text
+    assert "`keyCache` [30, 1, 3, 2048, 64]" in text and "fit in **2047 tokens**" in text
+    assert "| model | yes | yes | at the default shape only |" in text
+    assert "computeUnits: .cpuAndGPU)" in text.split("## Use it in Swift", 1)[1]
 
 
 def test_continuation_check_in_the_card():

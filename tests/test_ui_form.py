@@ -73,7 +73,9 @@ def test_no_token_asks_to_sign_in():
 
 def test_sequence_notes():
     level, text = form.sequence_note("1-512")
-    assert level == "warning" and "CPU only" in text and "64,128,256" in text
+    assert level == "warning" and "GPU or CPU" in text and "64,128,256" in text and "CPU only" not in text
+    level, text = form.sequence_note("512", kv_cache="stateful")
+    assert level == "info" and "up to 511 tokens" in text and "exactly" not in text and "GPU" in text
     assert form.sequence_note("64,128")[0] == "info" and "exactly these lengths" in form.sequence_note("64,128")[1]
     assert form.sequence_note("128") == ("info", "The package takes exactly 128 tokens; shorter inputs are padded.")
     assert form.sequence_note("abc")[0] == "error"

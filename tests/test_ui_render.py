@@ -26,8 +26,9 @@ VALIDATION = {
     "notes": [],
     "checks": CHECKS,
     "compute_units": {"model": {"basis": "static analysis of the program (Core ML placement rules)",
-                                "units": {"cpu": "yes", "gpu": "no", "neural_engine": "no"},
-                                "reasons": ["inputs input_ids have range shapes: Core ML runs range-shaped models on the CPU only"]}},
+                                "units": {"cpu": "yes", "gpu": "yes", "neural_engine": "default_shape"},
+                                "reasons": ["inputs with range shapes run on the GPU or CPU, and on the Neural Engine "
+                                            "only at their default shape (input_ids [1, 1])"]}},
     "placement": {},
 }
 
@@ -88,8 +89,9 @@ def test_the_validation_table_has_numbers_thresholds_and_pass_fail():
 def test_where_the_model_can_run_lists_units_and_reasons():
     html = render.compute_units_section(VALIDATION)
     assert "<td data-unit='cpu'>✓ yes</td>" in html
-    assert "<td data-unit='neural_engine'>✗ no</td>" in html
-    assert "range shapes" in html
+    assert "<td data-unit='gpu'>✓ yes</td>" in html
+    assert "<td data-unit='neural_engine'>◐ at the default shape</td>" in html
+    assert "range shapes run on the GPU or CPU" in html
 
 
 def test_a_finished_job_links_the_repo_and_commit():

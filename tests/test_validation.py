@@ -192,9 +192,11 @@ def test_no_validate_is_said_plainly(tiny_model, tmp_path, capsys):
 def test_compute_units_from_the_program(tiny_model, tmp_path):
     ranged = convert(str(tiny_model("bert")), "feature-extraction", tmp_path / "r", ConversionOptions.from_strings(sequence_length="4-16"))
     analysis = ranged.report["validation"]["compute_units"]["model"]
-    assert analysis["units"] == {"cpu": "yes", "gpu": "no", "neural_engine": "no"}
-    assert any("range shapes" in reason for reason in analysis["reasons"])
-    assert any("range shapes on the CPU only" in w for w in ranged.report["warnings"])
+    # Apple: range shapes run on the GPU or CPU, and on the Neural Engine at the default shape only.
+    assert analysis["units"] == {"cpu": "yes", "gpu": "yes", "neural_engine": "default_shape"}
+    assert any("range shapes run on the GPU or CPU" in reason and "input_ids [1, " in reason
+               for reason in analysis["reasons"])
+    assert any("GPU or CPU, and on the Neural Engine only at the default length" in w for w in ranged.report["warnings"])
     assert ranged.report["validation"]["passed"], ranged.report["validation"]["message"]
     assert {r["inputs"] for r in ranged.report["validation"]["checks"]} == {"text, 4 tokens", "text, 16 tokens"}
 

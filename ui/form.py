@@ -97,19 +97,26 @@ def task_choices(tasks: list[str], default: str | None) -> list[tuple[str, str]]
     return choices
 
 
-def sequence_note(text: str, modality: str | None = "text") -> tuple[str, str]:
-    """(level, message) about a sequence length as typed: level is "error", "warning" or "info"."""
+def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None = None) -> tuple[str, str]:
+    """(level, message) about a sequence length as typed: level is "error", "warning" or "info".
+    Placement follows Apple's statement (developer forums thread 724930): range shapes run on the
+    GPU or CPU, and on the Neural Engine only at the default shape; enumerated shapes each can."""
     if modality == "vision":
         return "info", "Vision models take a fixed image size; the sequence length is not used."
     try:
         sequence = SequenceLength.parse(text)
     except UserInputError as error:
         return "error", str(error)
+    if kv_cache == "stateful":
+        return "info", (
+            f"The context: prompt and generated tokens together up to {sequence.maximum - 1} tokens "
+            f"(the cache holds {sequence.maximum}). Each call takes any number of new tokens, a range shape: "
+            "Core ML runs it on the GPU or CPU.")
     if sequence.kind == "range":
         return "warning", (
-            f"A range ({sequence}) lets the app pass any length from {sequence.minimum} to {sequence.maximum}, "
-            "but Core ML runs range-shaped models on the CPU only. A list of sizes (e.g. 64,128,256) keeps the "
-            "GPU and Neural Engine."
+            f"A range ({sequence}) lets the app pass any length from {sequence.minimum} to {sequence.maximum}. "
+            "Core ML runs range-shaped models on the GPU or CPU, and on the Neural Engine only at the default "
+            "length. A list of sizes (e.g. 64,128,256) can use the Neural Engine at each size."
         )
     if sequence.kind == "enumerated":
         return "info", f"The package accepts exactly these lengths: {sequence}. Pad inputs to the next one."

@@ -62,7 +62,7 @@ MODES = {
     "coreml-ALL": "Core ML, all units",
 }
 UNITS = (("cpu", "CPU"), ("gpu", "GPU"), ("neural_engine", "Neural Engine"))
-UNIT_WORDS = {"yes": "✓ yes", "partial": "◐ partly", "no": "✗ no"}
+UNIT_WORDS = {"yes": "✓ yes", "partial": "◐ partly", "default_shape": "◐ at the default shape", "no": "✗ no"}
 
 CSS = """
 .cm-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px 14px; }

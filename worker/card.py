@@ -108,13 +108,17 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
         "",
         "## Packages",
         "",
-        "| package | inputs | outputs |",
-        "| --- | --- | --- |",
+        "| package | inputs | outputs | states |",
+        "| --- | --- | --- | --- |",
     ]
     for path, package in zip(package_paths, report.get("packages", [])):
-        inputs = ", ".join(f"`{i['name']}` {i.get('shape', '')}" for i in package.get("inputs", []))
+        inputs = ", ".join(f"`{i['name']}` {shape_text(i)}" for i in package.get("inputs", []))
         outputs = ", ".join(f"`{o['name']}`" for o in package.get("outputs", []))
-        lines.append(f"| `{path}` | {inputs} | {outputs} |")
+        states = ", ".join(f"`{s['name']}` {shape_text(s)}" for s in package.get("states") or []) or "none"
+        lines.append(f"| `{path}` | {inputs} | {outputs} | {states} |")
+    context = _context_tokens(report.get("options") or {})
+    if context and report.get("task") == "text-generation":
+        lines += ["", f"Context: prompt and generated tokens together fit in **{context} tokens**."]
     lines += ["", "## Options used", "", "| option | value |", "| --- | --- |"]
     for key, value in report.get("options", {}).items():
         lines.append(f"| {key.replace('_', ' ')} | `{value}` |")
@@ -283,6 +287,33 @@ def top_ops(op_counts: dict | None, limit: int = 8) -> str:
     return ", ".join(f"{op} {n}" for op, n in counts[:limit]) + (", …" if len(counts) > limit else "")
 
 
+def shape_text(info: dict) -> str:
+    """An input's shapes as a caller meets them: [1, 128]; a range as [1, 1…2048] (any length
+    in it); a list of shapes as [1, 64] | [1, 128]."""
+    if info.get("flexibility") == "range" and info.get("ranges"):
+        dims = [str(lo) if lo == hi else f"{lo}…{'any' if hi < 0 else hi}" for lo, hi in info["ranges"]]
+        return "[" + ", ".join(dims) + "]"
+    if info.get("flexibility") == "enumerated" and info.get("shapes"):
+        return " | ".join(str(list(shape)) for shape in info["shapes"])
+    return str(list(info.get("shape") or []))
+
+
+UNIT_WORDS = {"yes": "yes", "partial": "partly", "no": "no", "default_shape": "at the default shape only"}
+
+
+def swift_compute_units(report: dict) -> str:
+    """The MLComputeUnits that fit where the first package can run: the Neural Engine only when the
+    package can use it at every call (a range-shaped package uses it at one shape only, so the GPU,
+    as in Apple's stateful Llama recipe), else the GPU, else the CPU."""
+    units = ((report.get("validation") or {}).get("compute_units")) or {}
+    first = next(iter(units.values()), {}).get("units") or {}
+    if first.get("neural_engine") == "yes":
+        return ".all"
+    if first.get("gpu", "yes") != "no":
+        return ".cpuAndGPU"
+    return ".cpuOnly"
+
+
 def yes_no(value) -> str:
     return {True: "yes", False: "no"}.get(value, "unknown")
 
@@ -295,7 +326,8 @@ def placement_section(report: dict) -> list[str]:
     if units:
         lines += ["| package | CPU | GPU | Neural Engine | why |", "| --- | --- | --- | --- | --- |"]
         for part, info in units.items():
-            cells = " | ".join(str((info.get("units") or {}).get(key, "?")) for key in ("cpu", "gpu", "neural_engine"))
+            cells = " | ".join(UNIT_WORDS.get((info.get("units") or {}).get(key), "?")
+                               for key in ("cpu", "gpu", "neural_engine"))
             reasons = "; ".join(_plain(r) for r in info.get("reasons") or []) or "no restriction found"
             lines.append(f"| {_plain(part)} | {cells} | {reasons} |")
     notes = []
@@ -396,16 +428,49 @@ def swift_snippet(task: str, report: dict, package_paths: list[str]) -> list[str
     if task == "text-generation":
         return swift_transformers_snippet(name, report)
     inputs = (report.get("packages") or [{}])[0].get("inputs", [])
-    features = ", ".join(f'"{i["name"]}": {i["name"]}' for i in inputs) or '"input": input'
-    return [
+    images = [i for i in inputs if i.get("type") == "image"]
+    arrays = [i for i in inputs if i.get("type") != "image"]
+    parameters = ", ".join(f"{_swift_name(i['name'])}: CVPixelBuffer" for i in images)
+    lines = [
         "```swift",
         "import CoreML",
         "",
-        f'let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
-        "let model = try MLModel(contentsOf: url)",
-        f"let output = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: [{features}]))",
+        f"func predict({parameters}) throws -> MLFeatureProvider {{",
+        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
+        "    let configuration = MLModelConfiguration()",
+        f"    configuration.computeUnits = {swift_compute_units(report)}",
+        "    let model = try MLModel(contentsOf: url, configuration: configuration)",
+    ]
+    for image in images:
+        width, height = (image.get("shape") or [0, 0, 0, 0])[-1], (image.get("shape") or [0, 0, 0, 0])[-2]
+        lines.append(f"    // {_swift_name(image['name'])}: a {width}×{height} image")
+    for array in arrays:
+        shape = ", ".join(f"{d}" for d in array.get("shape") or [])
+        dtype = SWIFT_ARRAY_TYPES.get(array.get("dtype"), ".float32")
+        lines.append(f"    let {_swift_name(array['name'])} = try MLMultiArray(shape: [{shape}], dataType: {dtype})"
+                     + ("  // fill with the tokenizer's ids" if "id" in array["name"].lower() else ""))
+    features = ", ".join(f'"{i["name"]}": {_feature_value(i)}' for i in inputs)
+    lines += [
+        f"    let input = try MLDictionaryFeatureProvider(dictionary: [{features}])",
+        "    return try model.prediction(from: input)",
+        "}",
         "```",
     ]
+    return lines
+
+
+SWIFT_ARRAY_TYPES = {"int32": ".int32", "float16": ".float16", "float32": ".float32", "float64": ".double"}
+
+
+def _swift_name(name: str) -> str:
+    """input_ids -> inputIds, pixel_values -> pixelValues: a Swift variable for an input."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _feature_value(info: dict) -> str:
+    name = _swift_name(info["name"])
+    return f"MLFeatureValue(pixelBuffer: {name})" if info.get("type") == "image" else name
 
 
 def swift_transformers_snippet(name: str, report: dict) -> list[str]:
@@ -416,6 +481,7 @@ def swift_transformers_snippet(name: str, report: dict) -> list[str]:
     decoded; the callback gets the same text so far after each token). Both need iOS 18 / macOS 15."""
     options = report.get("options") or {}
     caveats = swift_transformers_caveats(options)
+    units = swift_compute_units(report)
     tokens = _context_tokens(options)
     budget = f"prompt + new tokens must fit in {tokens} tokens" if tokens else "prompt + new tokens must fit the package"
     lines = [
@@ -441,7 +507,7 @@ def swift_transformers_snippet(name: str, report: dict) -> list[str]:
         "func complete(_ prompt: String) async throws -> String {",
         f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!',
         "    // Downloads the tokenizer from the repo the package names (see Tokenizer above).",
-        "    let model = try LanguageModel.loadCompiled(url: url, computeUnits: .cpuAndGPU)",
+        f"    let model = try LanguageModel.loadCompiled(url: url, computeUnits: {units})",
         f"    let config = GenerationConfig(maxNewTokens: 32)  // greedy; {budget}",
         "    return try await model.generate(config: config, prompt: prompt) { textSoFar in",
         "        print(textSoFar)  // the prompt and the tokens generated so far, decoded",
@@ -462,7 +528,7 @@ def swift_transformers_snippet(name: str, report: dict) -> list[str]:
         "    // tokenizerFolder holds tokenizer.json and tokenizer_config.json",
         "    let tokenizer = try await AutoTokenizer.from(modelFolder: tokenizerFolder)",
         f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!',
-        "    return try LanguageModel.loadCompiled(url: url, computeUnits: .cpuAndGPU, tokenizer: tokenizer)",
+        f"    return try LanguageModel.loadCompiled(url: url, computeUnits: {units}, tokenizer: tokenizer)",
         "}",
         "```",
     ]

@@ -22,10 +22,15 @@ def analyse(spec_info: dict, op_summary: list) -> dict:
     reasons: list[str] = []
     units = {"cpu": "yes", "gpu": "yes", "neural_engine": "yes"}
 
-    flexible = [i["name"] for i in spec_info["inputs"] if i.get("flexibility") == "range"]
+    flexible = [i for i in spec_info["inputs"] if i.get("flexibility") == "range"]
     if flexible:
-        units["gpu"] = units["neural_engine"] = "no"
-        reasons.append(f"inputs {', '.join(flexible)} have range shapes: Core ML runs range-shaped models on the CPU only")
+        # Apple (developer forums thread 724930; its stateful Llama recipe runs ranges on the GPU):
+        # a range-shaped model runs on the GPU or CPU, and on the Neural Engine only when called at
+        # the inputs' default shape. Enumerated shapes can each use the Neural Engine.
+        units["neural_engine"] = "default_shape"
+        defaults = ", ".join(f"{i['name']} {list(i.get('shape') or [])}" for i in flexible)
+        reasons.append(f"inputs with range shapes run on the GPU or CPU, and on the Neural Engine only at their "
+                       f"default shape ({defaults}); a list of sizes (enumerated shapes) can use it at each size")
 
     op_types: Counter = Counter()
     fp32_compute = 0
