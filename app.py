@@ -31,6 +31,8 @@ ON_SPACES = os.environ.get("SYSTEM") == "spaces"
 POLL_SECONDS = float(os.environ.get("COREML_CONVERTER_POLL_SECONDS") or 1.0)
 MAINTENANCE_SECONDS = 60
 RECENT_JOBS = 15
+DOWNLOAD_LABEL = "Download the package (.zip)"
+SCROLL_TO_JOB = "() => document.querySelector('#job')?.scrollIntoView({behavior: 'smooth', block: 'start'})"
 QUIET = {"api_visibility": "private"}  # the page's own events, not a public API
 POLLING = {"concurrency_limit": None, "show_progress": "hidden", **QUIET}
 
@@ -99,7 +101,7 @@ class Destination:
 
 @dataclass
 class JobView:
-    group: gr.Group
+    group: gr.Column
     status_html: gr.HTML
     log_box: gr.HTML
     cancel_button: gr.Button
@@ -107,7 +109,9 @@ class JobView:
 
 @dataclass
 class Results:
+    outcome_html: gr.HTML  # pushed where, or why not: the actions sit right under it
     results_html: gr.HTML
+    float32_button: gr.Button  # the one action when only float16 failed validation
     download_button: gr.Button
     download_file: gr.File
 
@@ -140,7 +144,8 @@ class Page:
     def view_outputs(self) -> list:
         """What showing a job may update (see show())."""
         return [self.job_view.group, self.job_view.status_html, self.job_view.log_box, self.job_view.cancel_button,
-                self.results.results_html, self.results.download_button, self.results.download_file, self.timer,
+                self.results.outcome_html, self.results.results_html, self.results.float32_button,
+                self.results.download_button, self.results.download_file, self.timer,
                 self.view, self.my_jobs.jobs_table, self.job_ids]
 
 
@@ -154,7 +159,8 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
         model = model_section()
         options = options_section({form.SIZE_OPTION: model.size_radio})
         destination = destination_section()
-        with gr.Group(visible=False, elem_id="job") as job_group:
+        # A Column, not a Group, carries the id: Gradio gives a Group's id to two nested divs.
+        with gr.Column(visible=False, elem_id="job") as job_group, gr.Group():
             job_view = job_view_section(job_group)
             results = results_section()
         my_jobs = my_jobs_section()
@@ -259,7 +265,7 @@ def destination_section() -> Destination:
     return Destination(push, push_repo, private, problem_html, convert_button, submit_html)
 
 
-def job_view_section(group: gr.Group) -> JobView:
+def job_view_section(group: gr.Column) -> JobView:
     status_html = gr.HTML(elem_id="job-status")
     log_box = gr.HTML(elem_id="job-log")
     cancel_button = gr.Button("Cancel this job", variant="stop", visible=False, elem_id="cancel")
@@ -267,11 +273,13 @@ def job_view_section(group: gr.Group) -> JobView:
 
 
 def results_section() -> Results:
-    results_html = gr.HTML(elem_id="job-results")
-    with gr.Row():
-        download_button = gr.Button("Download the package (.zip)", visible=False, elem_id="download")
+    with gr.Column(elem_id="job-results"):
+        outcome_html = gr.HTML(elem_id="job-outcome")
+        float32_button = gr.Button("Convert in float32", variant="primary", visible=False, elem_id="convert-float32")
+        download_button = gr.Button(DOWNLOAD_LABEL, visible=False, elem_id="download")
         download_file = gr.File(label="Package", visible=False, interactive=False, elem_id="download-file")
-    return Results(results_html, download_button, download_file)
+        results_html = gr.HTML(elem_id="job-evidence")
+    return Results(outcome_html, results_html, float32_button, download_button, download_file)
 
 
 def my_jobs_section() -> MyJobs:
@@ -318,25 +326,31 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
     active = render.is_active(status)
     state = status.get("state")
     log_text = render.log_html(status)
-    results = render.results(status, render.report_url(status) if state == "failed" else None)
+    report_link = render.report_url(status) if state == "failed" else None
+    ended = render.outcome(status, report_link)
+    results = render.results(status, report_link, with_outcome=False)
     job_view, shown = page.job_view, page.results
     updates = {
         job_view.group: gr.update(visible=True),
         job_view.status_html: render.job_status(status),
         job_view.cancel_button: gr.update(visible=active),
         shown.download_button: gr.update(visible=package_zip.can_download(status)),
+        shown.float32_button: gr.update(visible=render.float32_is_the_remedy(status)),
         page.timer: gr.Timer(active=active),
     }
     if fresh or log_text != view.get("log"):
         updates[job_view.log_box] = log_text
     if fresh or results != view.get("results"):
         updates[shown.results_html] = results
+    if fresh or ended != view.get("outcome"):
+        updates[shown.outcome_html] = ended
     if fresh:
         updates[shown.download_file] = gr.update(value=None, visible=False)
-    ended_now = not active and (fresh or view.get("state") != state)
-    view.update(state=state, log=log_text, results=results)
+    # "My jobs" follows the shown job at each new stage (not at every poll: it reads every job).
+    moved = fresh or view.get("state") != state or view.get("stage") != status.get("stage")
+    view.update(state=state, stage=status.get("stage"), log=log_text, results=results, outcome=ended)
     updates[page.view] = view
-    if ended_now or fresh:
+    if moved:
         updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
     return updates
 
@@ -537,7 +551,8 @@ def wire_job(page: Page) -> None:
         submit,
         {chosen.model_box, chosen.task_radio, *options.fields.values(), options.runner, options.push_anyway,
          where.push, where.push_repo, where.private, page.view, page.session},
-        [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, **QUIET)
+        [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, **QUIET,
+    ).then(None, js=SCROLL_TO_JOB)  # the job view appears below the form: bring it into sight
 
     def stop_polling() -> dict:  # made when called: a Timer made while building would join the page
         return {page.timer: gr.Timer(active=False)}
@@ -571,24 +586,47 @@ def wire_job(page: Page) -> None:
 
 
 def wire_results(page: Page) -> None:
-    """Download the finished package as a zip."""
+    """Download the finished package as a zip; convert again in float32 when only float16 failed."""
     shown, message = page.results, page.destination.submit_html
+    precision = page.options.fields["precision"]
+
+    def convert_in_float32(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
+        user, token = identity(data[page.session], profile, oauth)
+        try:
+            job_id = api.resubmit(data[page.job], token, user, precision="float32")
+            status = api.status(job_id)
+        except ConverterError as error:
+            return {message: render.message(safe_text(error, token), "error")}
+        return {message: "", precision: "float32", page.job: job_id,
+                **show(page, status, data[page.view], user, fresh=True)}
+
+    shown.float32_button.click(
+        convert_in_float32, {page.job, page.view, page.session}, [message, precision, page.job, *page.view_outputs],
+        concurrency_limit=None, **QUIET)
 
     def download(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
         user, token = identity(data[page.session], profile, oauth)
         job_id = data[page.job]
         status = api.status(job_id) if job_id else None
+        ready = gr.update(value=DOWNLOAD_LABEL, interactive=True)
         if not status or not owned(status, user):
-            return {shown.download_file: gr.update(visible=False),
-                    message: render.message("There is no package to download.", "error")}
+            return {shown.download_file: gr.update(visible=False), shown.download_button: ready,
+                    shown.outcome_html: render.message("There is no package to download.", "error")}
         try:
             path = package_zip.build_zip(status, token)
         except UserInputError as error:
-            return {shown.download_file: gr.update(visible=False), message: render.message(safe_text(error, token), "error")}
-        return {shown.download_file: gr.update(value=str(path), visible=True), message: ""}
+            # Said beside the button, above the job's own outcome (which stays).
+            return {shown.download_file: gr.update(visible=False), shown.download_button: ready,
+                    shown.outcome_html: render.message(safe_text(error, token), "error") + render.outcome(status)}
+        return {shown.download_file: gr.update(value=str(path), visible=True), shown.download_button: ready}
 
-    shown.download_button.click(download, {page.job, page.session}, [shown.download_file, message],
-                                concurrency_limit=4, **QUIET)
+    # A big package takes a while to fetch and zip: the button itself says so meanwhile (the
+    # page's progress marks sit far above it), and the progress shows on the button.
+    shown.download_button.click(
+        lambda: gr.update(value="Preparing the zip… (a large package takes a minute)", interactive=False),
+        None, [shown.download_button], concurrency_limit=None, show_progress="hidden", **QUIET,
+    ).then(download, {page.job, page.session}, [shown.download_file, shown.download_button, shown.outcome_html],
+           concurrency_limit=4, show_progress_on=[shown.download_button], **QUIET)
 
 
 def wire_my_jobs(page: Page) -> None:

@@ -179,6 +179,26 @@ class ContinuationReport:
 
 # ---------------------------------------------------------------------- validation
 
+# What a person reads for a check's metric and mode (the report keeps the short keys).
+METRIC_LABELS = {
+    "finite_share": "finite values",
+    "max_abs_diff": "max abs difference",
+    "psnr_db": "PSNR (dB)",
+    "top1_agreement": "top-1 agreement",
+    "cosine_similarity": "cosine similarity",
+    "label_agreement": "label agreement",
+    "executor_supports_all_ops": "all ops runnable",
+    "continuation_match": "greedy continuation matching",
+}
+MODE_LABELS = {
+    "fp32": "fp32, exact",
+    "fp16": "fp16 (GPU / Neural Engine emulation)",
+    "coreml-CPU_ONLY": "Core ML, CPU only",
+    "coreml-CPU_AND_GPU": "Core ML, CPU and GPU",
+    "coreml-CPU_AND_NE": "Core ML, CPU and Neural Engine",
+    "coreml-ALL": "Core ML, all units",
+}
+
 
 @dataclass
 class ValidationReport:
@@ -273,8 +293,8 @@ class ValidationReport:
         return [e for e in self.message.split("; ") if e]
 
     def failure(self, check: Check) -> str:
-        """One failed check as a line: 'model/token_scores fp16 (text, 8 tokens): psnr_db =
-        12.5 (threshold 30)'."""
+        """One failed check as a line a person reads: 'model/token_scores fp16 (text, 8 tokens):
+        PSNR (dB) 12.5, needs ≥ 30'."""
         if check.metric == "executor_supports_all_ops":
             reason = next((e for e in self.errors if e.startswith(f"{check.package}:")), None)
             if reason:
@@ -284,8 +304,17 @@ class ValidationReport:
             where += f" {check.mode}"
         if check.inputs and check.inputs != "-":
             where += f" ({check.inputs})"
-        return (f"{where}: {check.metric} = {number(check.value, check.metric)} "
-                f"(threshold {number(check.threshold, check.metric)})")
+        bound = "≥" if check.higher_is_better else "≤"
+        return (f"{where}: {METRIC_LABELS.get(check.metric, check.metric)} {number(check.value, check.metric)}, "
+                f"needs {bound} {number(check.threshold, check.metric)}")
+
+    @property
+    def only_float16_fails(self) -> bool:
+        """Every failed check is a float16 one and the exact (fp32) runs passed: the conversion is
+        right, float16 arithmetic is what drifts, so a float32 package is the remedy."""
+        failed = self.failed_checks
+        exact = [c for c in self.checks if c.mode == "fp32"]
+        return bool(failed) and all(c.mode == "fp16" for c in failed) and bool(exact) and all(c.passed for c in exact)
 
     def failures(self) -> list[str]:
         """Every failed check as a line, worst first."""

@@ -192,7 +192,7 @@ def test_one_bit_palettisation_fails_with_a_plain_message(float_packages, tiny_m
     assert not {"max_abs_diff", "psnr_db"} & {c["metric"] for c in validation["checks"]}
     message = validation["message"]
     assert message.startswith("the lut4 compression loses too much quality to ship: "), message
-    assert "passage" in message and "top1_agreement" in message and "against a threshold of 70.0%" in message
+    assert "passage" in message and "top-1 agreement" in message and "needs ≥ 70.0%" in message
     assert validation["quality"]["scheme"] == "lut4"
     assert set(validation["quality"]["packages"]["model"]) == {"fp32", "fp16"}
 

@@ -18,7 +18,7 @@ from converters.report import ConversionReport, ValidationReport
 from tests.e2e.repos import _bert
 from ui import render
 from worker import card
-from worker.job import _validation_summary, public_report
+from worker.job import validation_failure_message, public_report
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,11 @@ def test_one_summary_and_worst_first_failures(reports):
     lines = failed.failures()
     assert len(lines) == len([c for c in failed.checks if not c.passed]) >= 2
     # Non-finite output is the worst failure, before the distances it makes infinite.
-    assert lines[0] == "model/token_scores fp16 (text, 8 tokens): finite_share = 0.0% (threshold 100.0%)"
-    assert "max_abs_diff = inf (threshold 0.05)" in " ".join(lines)
+    assert lines[0] == "model/token_scores fp16 (text, 8 tokens): finite values 0.0%, needs ≥ 100.0%"
+    assert "max abs difference inf, needs ≤ 0.05" in " ".join(lines)
+    # Only float16 fails (the exact runs pass): the remedy is a float32 package.
+    assert failed.only_float16_fails
+    assert not ValidationReport.from_json(reports["skipped"][0]["validation"]).only_float16_fails
     assert failed.summary() == f"FAILED — {len(lines)} of {len(failed.checks)} checks failed; worst: {lines[0]}"
 
 
@@ -100,9 +103,12 @@ def test_every_reader_shows_the_same_failures(reports, capsys):
     assert card._plain(summary) in body  # markdown-escaped
 
     status = {"job_id": "cv-9", "state": "failed", "stage": "validate", "model": "alice/fragile", "task": "fill-mask",
-              "error": _validation_summary(report["validation"]), "error_kind": "validation",
+              "error": validation_failure_message(report["validation"], "float16"), "error_kind": "validation",
               "validation": report["validation"], "report": report}
-    assert "; ".join(lines[:3]) in status["error"]
+    # The job's message: the worst failure in plain words and the one remedy (only float16 failed).
+    assert lines[0] in status["error"] and "Convert in float32" in status["error"]
+    assert "authors" not in status["error"] and "_" not in lines[0].split(": ", 1)[1]
+    assert validation_failure_message(report["validation"], "float32").count("please report it") == 1
     html = render.results(status, "https://tracker/new")
     assert render.escape(summary) in html
     body = parse_qs(urlparse(render.report_url(status, "https://github.com/o/r/issues/new")).query)["body"][0]

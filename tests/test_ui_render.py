@@ -109,11 +109,25 @@ def test_a_failure_says_why_in_plain_words_with_a_report_link():
     failed = status(state="failed", stage="validate", error="Validation failed: the package computes inf.",
                     error_kind="validation", validation=VALIDATION)
     html = render.results(failed, "https://example.org/new?title=x")
-    assert "does not compute what the PyTorch model computes" in html
     assert "Validation failed: the package computes inf." in html and "(during: Validate)" in html
-    assert 'href="https://example.org/new?title=x"' in html
+    assert 'href="https://example.org/new?title=x"' in html and "Report this problem" in html
+    assert "authors" not in html  # a failed conversion is ours to fix
     user = render.results(status(state="failed", stage="resolve", error="Too large.", error_kind="user_input"), None)
     assert "cannot be converted as given" in user and 'data-role="report"' not in user
+
+
+def test_float32_is_offered_only_when_just_float16_failed():
+    """VALIDATION: the fp32 rows pass, an fp16 row fails. In a float16 job that makes float32 the
+    one remedy (the page shows its button, no report link); any failed exact row does not."""
+    fp16_only = status(state="failed", stage="validate", error="drifts in float16", error_kind="validation",
+                       validation=VALIDATION, report={"options": {"precision": "float16"}})
+    assert render.float32_is_the_remedy(fp16_only)
+    assert 'data-role="report"' not in render.results(fp16_only, "https://example.org/new")
+    exact_fails = dict(VALIDATION, checks=[dict(CHECKS[0], passed=False, value=0.5)] + CHECKS[1:])
+    assert not render.float32_is_the_remedy(dict(fp16_only, validation=exact_fails, report={
+        "options": {"precision": "float16"}, "validation": exact_fails}))
+    assert not render.float32_is_the_remedy(dict(fp16_only, report={"options": {"precision": "float32"}}))
+    assert not render.float32_is_the_remedy(dict(fp16_only, state="finished"))
 
 
 def test_a_cancelled_job_says_nothing_was_pushed():
@@ -128,7 +142,7 @@ def test_report_links_are_prefilled_for_github_and_for_hub_discussions(monkeypat
     assert query["title"] == ["Conversion failed: alice/tiny-bert (fill-mask)"]
     body = query["body"][0]
     assert "cv-123" in body and "precision=float16" in body and "coremltools 9.0" in body
-    assert "Validation failed." in body and "psnr_db = 12.5 (threshold 30)" in body
+    assert "Validation failed." in body and "PSNR (dB) 12.5, needs ≥ 30" in body
 
     hub = render.report_url(failed, "https://huggingface.co/spaces/me/converter/discussions/new")
     assert "description=" in hub and "body=" not in hub
@@ -138,7 +152,7 @@ def test_report_links_are_prefilled_for_github_and_for_hub_discussions(monkeypat
     assert render.report_base_url("a/b") == "https://huggingface.co/spaces/me/converter/discussions/new"
     monkeypatch.delenv("SPACE_ID")
     monkeypatch.setenv("HF_ENDPOINT", "http://hub.local")
-    assert render.report_base_url("a/b") == "http://hub.local/a/b/discussions/new"
+    assert render.report_base_url("a/b") == ""  # never the model's own discussions: the fault is ours
     monkeypatch.setenv("COREML_CONVERTER_REPORT_URL", "https://tracker/new")
     assert render.report_base_url("a/b") == "https://tracker/new"
 
@@ -192,12 +206,17 @@ def test_my_jobs_rows():
         status(state="finished", stage="done", links={"repo": "http://hub/a/b", "pull_request": "http://hub/a/b/discussions/2"}),
         status(state="failed", error="The model [x] is too large.\nTry a smaller one."),
         status(state="running", stage="validate", percent=72),
+        status(state="failed", error="x " * 200, error_kind="internal"),
+        status(state="failed", stage="validate", error="drifts", error_kind="validation", validation=VALIDATION,
+               report={"options": {"precision": "float16"}}),
     ])
     assert rows[0] == ["2026-11-24 12:00 UTC", "alice/tiny-bert", "fill-mask", "Done",
                        "[alice/tiny-bert-coreml](http://hub/alice/tiny-bert-coreml)"]
     assert rows[1][4] == "[pull request](http://hub/a/b/discussions/2)"
     assert rows[2][3] == "Failed" and rows[2][4] == "The model (x) is too large. Try a smaller one."
-    assert rows[3][4] == "Validate: 72%"
+    assert rows[3][4] == "Validate"  # the stage: the live percent is the job view's
+    assert rows[4][4].endswith("x …") and len(rows[4][4]) <= 120  # cut between words
+    assert rows[5][4] == "Failed validation in float16 only: convert in float32"
 
 
 def test_workers_note():

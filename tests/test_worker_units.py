@@ -292,3 +292,36 @@ def test_conversion_title_names_options_that_differ_from_their_defaults():
     tuned = ConversionOptions.from_strings(sequence_length=64, minimum_deployment_target="iOS18", kv_cache="stateful", tolerance="loose")
     title = conversion_title("text-generation", tuned.to_dict())
     assert title.endswith("swift-transformers naming, kv cache stateful, tolerance loose)")
+
+
+# ---------------------------------------------------------------------- worker log
+
+
+def test_an_expected_job_ending_is_one_log_line_and_a_crash_keeps_its_traceback(caplog):
+    """A failed validation or a request to fix ends the job as its message says: the worker
+    logs one INFO line, no traceback; an unexpected exception still goes to rq's ERROR log."""
+    import logging
+    import sys
+    import types
+
+    from worker.job import JobFailed
+    from worker.runner import ConverterWorker
+
+    worker = ConverterWorker.__new__(ConverterWorker)  # no Redis: only the logging is exercised
+    worker.log, worker.name, worker._exc_handlers = logging.getLogger("rq.worker"), "w1", []
+    job = types.SimpleNamespace(id="cv-1", func_name="worker.job.run", args=(), kwargs={}, origin="default")
+    caplog.set_level(logging.INFO, logger="rq.worker")
+
+    try:
+        raise JobFailed("Validation failed.", expected=True)
+    except JobFailed:
+        worker.handle_exception(job, *sys.exc_info())
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", "job cv-1 ended: Validation failed.")]
+
+    caplog.clear()
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        worker.handle_exception(job, *sys.exc_info())
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and "Traceback" in errors[0].getMessage() and "boom" in errors[0].getMessage()

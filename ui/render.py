@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from html import escape
 from urllib.parse import quote, urlencode
 
-from converters.report import ContinuationRun, ValidationReport
+from converters.report import METRIC_LABELS, MODE_LABELS, ContinuationRun, ValidationReport
 from converters.report import number as report_number
 from worker import card
 from worker.progress import STAGES
@@ -43,24 +43,8 @@ STATE_LABELS = {
     "unknown": "Unknown",
 }
 
-METRICS = {
-    "finite_share": "finite values",
-    "max_abs_diff": "max abs difference",
-    "psnr_db": "PSNR (dB)",
-    "top1_agreement": "top-1 agreement",
-    "cosine_similarity": "cosine similarity",
-    "label_agreement": "label agreement",
-    "executor_supports_all_ops": "all ops runnable",
-    "continuation_match": "greedy continuation matching",
-}
-MODES = {
-    "fp32": "fp32, exact",
-    "fp16": "fp16 (GPU / Neural Engine emulation)",
-    "coreml-CPU_ONLY": "Core ML, CPU only",
-    "coreml-CPU_AND_GPU": "Core ML, CPU and GPU",
-    "coreml-CPU_AND_NE": "Core ML, CPU and Neural Engine",
-    "coreml-ALL": "Core ML, all units",
-}
+METRICS = METRIC_LABELS
+MODES = MODE_LABELS
 UNITS = (("cpu", "CPU"), ("gpu", "GPU"), ("neural_engine", "Neural Engine"))
 UNIT_WORDS = {"yes": "✓ yes", "partial": "◐ partly", "default_shape": "◐ at the default shape", "no": "✗ no"}
 
@@ -310,19 +294,28 @@ def is_active(status: dict | None) -> bool:
 # ---------------------------------------------------------------------- results
 
 
-def results(status: dict | None, report_url: str | None = None) -> str:
-    """Everything shown once a job has ended (or its validation is known)."""
+def outcome(status: dict | None, report_url: str | None = None) -> str:
+    """How the job ended, in one box: pushed where, or why not and what to do."""
+    if not status or status.get("state") in (None, "unknown"):
+        return ""
+    state = status["state"]
+    if state == "finished":
+        return _success(status, _validation(status))
+    if state == "failed":
+        return _failure(status, report_url)
+    if state == "cancelled":
+        return message("Cancelled. Nothing was pushed." if not status.get("pushed") else "Cancelled.", "warning")
+    return ""
+
+
+def results(status: dict | None, report_url: str | None = None, with_outcome: bool = True) -> str:
+    """Everything shown once a job has ended (or its validation is known): the outcome (unless
+    the page shows it apart, with its actions under it), then the evidence."""
     if not status or status.get("state") in (None, "unknown"):
         return ""
     state = status["state"]
     validation = _validation(status)
-    parts = []
-    if state == "finished":
-        parts.append(_success(status, validation))
-    elif state == "failed":
-        parts.append(_failure(status, report_url))
-    elif state == "cancelled":
-        parts.append(message("Cancelled. Nothing was pushed." if not status.get("pushed") else "Cancelled.", "warning"))
+    parts = [outcome(status, report_url)] if with_outcome else []
     report = status.get("report") or {}
     if state in ("finished", "failed"):
         parts.append(compression_section(report, validation))
@@ -375,20 +368,30 @@ def _success(status: dict, validation: dict | None = None) -> str:
             f'<div data-role="validation-summary">Validation {escape(report.summary())}</div>{links_html}</div>')
 
 
+def float32_is_the_remedy(status: dict | None) -> bool:
+    """A float16 job whose exact (fp32) runs passed and only float16 ones failed: converting in
+    float32 gives a package that passes (the failure message says so; the page offers it)."""
+    if not status or status.get("state") != "failed" or status.get("error_kind") != "validation":
+        return False
+    options = (status.get("report") or {}).get("options") or {}
+    return options.get("precision") == "float16" and ValidationReport.from_json(_validation(status)).only_float16_fails
+
+
 def _failure(status: dict, report_url: str | None) -> str:
     error = status.get("error") or "The job failed."
     kind = status.get("error_kind")
     lead = {
         "user_input": "This request cannot be converted as given.",
-        "validation": "The converted package does not compute what the PyTorch model computes.",
+        "validation": "Validation failed.",
         "internal": "Something went wrong on our side.",
-        "hub_unavailable": "The Hugging Face Hub is unavailable right now: try again in a few minutes.",
+        "hub_unavailable": "The Hugging Face Hub is unavailable right now.",
     }.get(kind, "The job failed.")
     stage = status.get("stage")
     where = f" (during: {STAGE_LABELS.get(stage, stage)})" if stage and stage not in ("queued", "done") else ""
     report = ""
-    if report_url:
-        report = f'<div class="cm-links" data-role="report">{link(report_url, report_link_label(report_url))}</div>'
+    if report_url and kind in ("validation", "internal") and not float32_is_the_remedy(status):
+        # Our fault to fix: the report goes to this service's tracker, never the model's authors.
+        report = f'<div class="cm-links" data-role="report">{link(report_url, "Report this problem (opens a pre-filled report)")}</div>'
     return (
         f'<div class="cm-error" data-role="error" data-kind="{escape(kind or "")}">'
         f"<strong>{escape(lead)}</strong>{escape(where)}<div data-role='error-message'>{escape(error)}</div>"
@@ -608,11 +611,9 @@ def number(value, metric: str | None = None) -> str:
 
 def report_base_url(model: str | None = None) -> str:
     """Where "Report this problem" goes: COREML_CONVERTER_REPORT_URL (a 'new issue' or 'new
-    discussion' URL), else this Space's discussions, else a discussion on the model's page."""
-    tracker = tracker_url()
-    if tracker:
-        return tracker
-    return hub_url(f"{model}/discussions/new") if model else ""
+    discussion' URL), else this Space's discussions; else nowhere. A failed conversion is this
+    service's to fix, so the model's own page is never the place (`model`: kept for callers)."""
+    return tracker_url() or ""
 
 
 def tracker_url() -> str | None:
@@ -636,12 +637,6 @@ def _prefilled(base: str, title: str, body: str) -> str:
     field = "body" if ("github" in base or "/issues/new" in base) else "description"
     separator = "&" if "?" in base else "?"
     return base + separator + urlencode({"title": title, field: body[:3000]}, quote_via=quote)
-
-
-def report_link_label(url: str) -> str:
-    if os.environ.get("COREML_CONVERTER_REPORT_URL") or os.environ.get("SPACE_ID"):
-        return "Report this problem (opens a pre-filled report)"
-    return "Ask the model's authors (opens a pre-filled discussion on the model's page)"
 
 
 def report_url(status: dict, base: str | None = None) -> str | None:
@@ -689,10 +684,14 @@ def job_rows(jobs: list[dict]) -> list[list[str]]:
             result = f"[pull request]({links['pull_request']})"
         elif links.get("repo") and job.get("state") == "finished":
             result = f"[{job.get('push_target') or 'repo'}]({links['repo']})"
+        elif job.get("state") == "failed" and job.get("error_kind") == "validation":
+            result = ("Failed validation in float16 only: convert in float32" if float32_is_the_remedy(job)
+                      else "Failed validation: nothing was pushed")
         elif job.get("state") == "failed":
             result = _one_line(job.get("error") or "failed")
         elif job.get("state") in ("queued", "running"):
-            result = f"{STAGE_LABELS.get(job.get('stage'), job.get('stage'))}: {job.get('percent', 0)}%"
+            # The stage only: the job view above has the live percent (the table refreshes per stage).
+            result = STAGE_LABELS.get(job.get("stage"), job.get("stage")) if job.get("state") == "running" else ""
         else:
             result = ""
         rows.append([
@@ -720,4 +719,6 @@ def when(iso: str | None) -> str:
 def _one_line(text: str, limit: int = 120) -> str:
     text = " ".join(str(text).split())
     text = text.replace("[", "(").replace("]", ")")  # the cell is markdown
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + " …"  # whole words

@@ -9,6 +9,7 @@ reported failed without waiting for another worker on that queue.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 from converters.errors import UserInputError
+from converters.options import ConversionOptions
 from converters.source import hub_unavailable
 
 from . import capabilities, queues, settings, tokens, workdirs
@@ -113,6 +115,18 @@ def submit(spec: JobSpec) -> str:
     redis.zremrangebyrank(index, 0, -RECENT_PER_USER - 1)
     redis.expire(index, settings.result_ttl())
     return job_id
+
+
+def resubmit(job_id: str, token: str | None, user: str | None, **options: str) -> str:
+    """The same request as an ended job of `user`'s, with some options changed (e.g.
+    precision="float32" after only float16 failed validation); returns the new job's id."""
+    job = queues.fetch_job(job_id, connection())
+    data = (job.kwargs or {}).get("spec") if job is not None else None
+    if not data or (job.meta or {}).get("user") != user:
+        raise UserInputError("That job is gone (jobs are kept for a limited time): fill in the form and convert again.")
+    spec = JobSpec.from_json(data, token=token)
+    changed = ConversionOptions.from_dict({**spec.options.to_dict(), **options}, strict=True)
+    return submit(dataclasses.replace(spec, options=changed, token=token))
 
 
 def whoami(token: str | None) -> str:

@@ -37,7 +37,13 @@ log = logging.getLogger(__name__)
 
 
 class JobFailed(Exception):
-    """How a job ends when it cannot push: the message is safe to show (no token)."""
+    """How a job ends when it cannot push: the message is safe to show (no token).
+    `expected`: an outcome the message fully explains (a request to change, a failed
+    validation, the Hub down), which the worker logs as one line, not as a crash."""
+
+    def __init__(self, message: str, expected: bool = False):
+        super().__init__(message)
+        self.expected = expected
 
 
 class ValidationFailed(Exception):
@@ -116,10 +122,12 @@ def _watchdog(progress: JobProgress, timeout: int | None) -> threading.Timer | N
 def _fail(progress: JobProgress, message: str, kind: ErrorKind):
     message = progress.redact(message)
     if not progress.job.meta.get("error"):
-        progress.log(f"error: {message}", save=False)
+        # A failed validation's message is the page's outcome box; its log line need not repeat it.
+        progress.log("error: validation failed; nothing was pushed" if kind is ErrorKind.VALIDATION
+                     else f"error: {message}", save=False)
         progress.set(error=message, error_kind=kind, user_error=kind.user_error, retrying=False, ended_at=now_iso())
     # `from None`: the chained original could carry text we have not redacted.
-    raise JobFailed(progress.job.meta["error"]) from None
+    raise JobFailed(progress.job.meta["error"], expected=kind is not ErrorKind.INTERNAL) from None
 
 
 class HubRetry:
@@ -185,10 +193,7 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
     progress.stage("validate", _validation_summary(validation))
     progress.set(report=report, validation=validation)
     if validation.get("passed") is not True and not spec.push_even_if_invalid:
-        raise ValidationFailed(
-            f"{_validation_summary(validation)} Nothing was pushed. If you want the package anyway, "
-            "submit again and ask to push even if validation fails (the model card will say so)."
-        )
+        raise ValidationFailed(validation_failure_message(validation, spec.options.precision))
 
     progress.stage("package", "Preparing the files and the model card")
     roots = hub.package_roots(output_dir, result.packages)
@@ -261,15 +266,34 @@ def _engine_progress(progress: JobProgress):
 
 
 def _validation_summary(validation: dict) -> str:
+    """The validate stage's progress line: the verdict, short (the failure message says the rest)."""
     from converters.report import ValidationReport
 
     report = ValidationReport.from_json(validation)
     if report.passed is True:
         return f"Validation {report.summary()}."
     if report.passed is False:
-        detail = "; ".join(report.failures()[:3])
-        return f"Validation failed: the package does not compute what the PyTorch model computes ({detail})."
-    return f"The package was not validated. {report.message}".strip()
+        return f"Validation failed: {len(report.failed_checks)} of {len(report.checks)} checks."
+    return "The package was not validated."
+
+
+def validation_failure_message(validation: dict, precision: str) -> str:
+    """Why nothing was pushed, said once: the cause in plain words and the remedy. The
+    conversion is ours, so a wrong package is our fault to fix, never the model authors'."""
+    from converters.report import ValidationReport
+
+    report = ValidationReport.from_json(validation)
+    if report.passed is None:
+        return (f"The package was not validated ({report.message or 'nothing ran it'}), so nothing was pushed. "
+                "Convert again with validation on, or ask to push even if validation fails.")
+    worst = report.failure(report.failed_checks[0]) if report.failed_checks else report.message
+    if precision == "float16" and report.only_float16_fails:
+        return ("Computed exactly, the package matches the PyTorch model; in float16 arithmetic (how the GPU and "
+                f"Neural Engine run it) it drifts: {worst}. Nothing was pushed. Convert in float32: it passes, "
+                "at twice the size, on the CPU and GPU.")
+    return (f"The package does not compute what the PyTorch model computes: {worst}. Nothing was pushed. "
+            "This is a fault in our conversion, not in the model: please report it. To look at the package "
+            "anyway, convert again and ask to push even if validation fails (its model card will say so).")
 
 
 def _modality(report: dict) -> str:

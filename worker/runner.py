@@ -21,6 +21,7 @@ import warnings
 from rq.worker import SpawnWorker, Worker
 
 from . import capabilities, lifecycle, settings, workdirs
+from .job import JobFailed
 from .queues import SERIALIZER, connect
 
 log = logging.getLogger("worker")
@@ -51,6 +52,16 @@ class _ConverterWorkerMixin:
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         workdirs.sweep(self.connection)
+
+    def handle_exception(self, job, *exc_info):
+        # A job that ended as its message says (fix the request, validation failed, the Hub
+        # is down) is no crash: one line, no traceback. (We register no rq exception
+        # handlers, so skipping rq's chain here loses nothing.)
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, JobFailed) and error.expected:
+            self.log.info("job %s ended: %s", job.id, error)
+            return
+        super().handle_exception(job, *exc_info)
 
     def register_death(self):
         capabilities.withdraw(self.connection, self.name)

@@ -108,11 +108,13 @@ def validate(
     elif failed:
         # A compressed package is named as such, with a failed passage check first if any.
         worst = next((c for c in failed if c.inputs.startswith("passage")), failed[0]) if scheme else failed[0]
-        from ..report import number  # shares as percentages, as every other reader shows them
+        from ..report import METRIC_LABELS, number  # the words and numbers every other reader shows
 
+        bound = "≥" if worst.higher_is_better else "≤"
         message = (
             f"{len(failed)} of {len(checks)} checks failed, e.g. {worst.output} ({worst.mode}, {worst.inputs}): "
-            f"{worst.metric} = {number(worst.value, worst.metric)} against a threshold of {number(worst.threshold, worst.metric)}"
+            f"{METRIC_LABELS.get(worst.metric, worst.metric)} {number(worst.value, worst.metric)}, "
+            f"needs {bound} {number(worst.threshold, worst.metric)}"
         )
         if scheme:
             message = f"the {scheme} compression loses too much quality to ship: {message}"
