@@ -94,6 +94,7 @@ class Destination:
     push: gr.Radio
     push_repo: gr.Textbox
     private: gr.Checkbox
+    target_html: gr.HTML  # says so when the target repo exists (a push replaces its package)
     problem_html: gr.HTML  # the engine's refusal of these options for this model
     convert_button: gr.Button
     submit_html: gr.HTML  # why a job was not queued
@@ -171,7 +172,8 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
         wire_sign_in(page)
         check = wire_options(page)
         sizes = wire_sizes(page)
-        wire_model_choice(page, check, sizes)
+        target = wire_target(page)
+        wire_model_choice(page, check, sizes, target)
         wire_job(page)
         wire_results(page)
         wire_my_jobs(page)
@@ -259,10 +261,11 @@ def destination_section() -> Destination:
         push_repo = gr.Textbox(label="Repo name", placeholder=form.default_push_repo(None, None),
                                info=form.HELP["push_repo"], elem_id="push-repo")
         private = gr.Checkbox(False, label="Private repo", info=form.HELP["private"], elem_id="private")
+    target_html = gr.HTML(elem_id="push-target-note")
     problem_html = gr.HTML(elem_id="option-check")
     convert_button = gr.Button("Convert", variant="primary", interactive=False, elem_id="convert")
     submit_html = gr.HTML(elem_id="submit-message")
-    return Destination(push, push_repo, private, problem_html, convert_button, submit_html)
+    return Destination(push, push_repo, private, target_html, problem_html, convert_button, submit_html)
 
 
 def job_view_section(group: gr.Column) -> JobView:
@@ -473,7 +476,29 @@ def wire_sizes(page: Page) -> dict:
     return {"fn": sizes, "inputs": inputs, "outputs": [size_radio]}
 
 
-def wire_model_choice(page: Page, check: dict, sizes: dict) -> None:
+def wire_target(page: Page) -> dict:
+    """Say before Convert when the target repo exists: a push replaces the package in it.
+    Returns the event (fn, inputs, outputs), which also runs once a model is read."""
+    where = page.destination
+    inputs = {where.push, where.push_repo, page.summary, page.session}
+
+    def announce(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> str:
+        user, token = identity(data[page.session], profile, oauth)
+        summary = data[page.summary]
+        if data[where.push] == form.PULL_REQUEST:
+            return ""
+        repo = form.push_target(data[where.push_repo], user, summary.name if summary and summary.repo_id else None)
+        if not repo or not models.repo_exists(repo, token):
+            return ""
+        return render.message(form.existing_target_note(repo), "warning")
+
+    where.push.change(announce, inputs, [where.target_html], concurrency_limit=None, **QUIET)
+    where.push_repo.change(announce, inputs, [where.target_html], concurrency_limit=None, trigger_mode="always_last",
+                           show_progress="hidden", **QUIET)
+    return {"fn": announce, "inputs": inputs, "outputs": [where.target_html]}
+
+
+def wire_model_choice(page: Page, check: dict, sizes: dict, target: dict) -> None:
     """Suggestions while typing, then the model's summary and tasks, then the option check and
     the expected sizes."""
     chosen = page.model
@@ -521,6 +546,7 @@ def wire_model_choice(page: Page, check: dict, sizes: dict) -> None:
     )
     read.then(**check, concurrency_limit=None, **QUIET)
     read.then(**sizes, concurrency_limit=None, **QUIET)
+    read.then(**target, concurrency_limit=None, **QUIET)
 
 
 def wire_job(page: Page) -> None:

@@ -301,6 +301,15 @@ def test_convert_a_tiny_model_and_get_the_pushed_package(page, service, tmp_path
     assert OWNER_TOKEN not in page_text(page)
     screenshot(page, tmp_path, "1-converted-and-pushed")
 
+    # Converting into it again is announced before Convert: the push would replace its package.
+    assert page.inner_text("#push-target-note").strip() == ""
+    page.fill("#push-repo textarea, #push-repo input", "")
+    page.fill("#push-repo textarea, #push-repo input", target)
+    page.locator("#push-target-note [data-level=warning]").wait_for()
+    assert f"{target} already exists" in page.inner_text("#push-target-note")
+    page.locator("#push-target-note").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "1b-existing-target-announced")
+
 
 def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
     sign_in(page, "hf_not_a_real_token")

@@ -141,3 +141,15 @@ def test_only_the_newest_query_of_a_session_is_answered():
     assert newest.is_newest("b", other)
     newest.begin("c")  # a third session: "b", the least recently typed in, is forgotten
     assert not newest.is_newest("b", other) and newest.is_newest("a", second)
+
+
+def test_the_target_repo_is_named_as_the_job_will_and_its_existence_read_from_the_hub(hub):
+    from ui import form
+
+    assert form.push_target("", OWNER, "tiny-bert") == f"{OWNER}/tiny-bert-coreml"
+    assert form.push_target("mine", OWNER, "tiny-bert") == f"{OWNER}/mine"
+    assert form.push_target("org/x", None, None) == "org/x" and form.push_target("", None, "tiny-bert") is None
+    assert models.repo_exists(f"{OWNER}/tiny-bert", None) is True
+    assert models.repo_exists(f"{OWNER}/no-such-repo", None) is False
+    assert models.repo_exists(f"{OWNER}/secret-bert", None) is False  # private: unseen without the token
+    assert models.repo_exists(f"{OWNER}/secret-bert", OWNER_TOKEN) is True

@@ -189,9 +189,13 @@ def test_pull_request_flavour_and_reuse_of_our_open_pull_request(service, tmp_pa
     ref = prs[0]["ref"]
     assert "pr-bert.mlpackage/Manifest.json" in service.hub.files(repos.PR_SOURCE, ref)
 
-    # The same conversion again: a new commit on the same PR, not a second PR.
+    # The same conversion again: a new commit on the same PR, not a second PR; a new job, so
+    # "My jobs" keeps both runs.
     second = service.wait(api.submit(spec))
     assert second["state"] == "finished", second
+    assert second["job_id"] != first["job_id"] and second["job_id"].startswith(first["job_id"])
+    mine = [job["job_id"] for job in api.recent_jobs(OTHER, 20)]
+    assert first["job_id"] in mine and second["job_id"] in mine
     assert len(service.hub.discussions(repos.PR_SOURCE)) == 1
     assert second["links"]["pull_request"] == first["links"]["pull_request"]
     on_pr = [c for c in service.hub.commits(repos.PR_SOURCE) if c["ref"] == ref]

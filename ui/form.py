@@ -162,6 +162,20 @@ class FormValues:
         )
 
 
+def push_target(typed: str | None, user: str | None, model_name: str | None) -> str | None:
+    """The repo a new-repo push goes to, as the job will name it: the typed ID, or the default
+    for this user and model; None while either is unknown."""
+    typed = (typed or "").strip()
+    if typed:
+        return typed if "/" in typed else (f"{user}/{typed}" if user else None)
+    return default_push_repo(user, model_name) if user and model_name else None
+
+
+def existing_target_note(repo_id: str) -> str:
+    return (f"{repo_id} already exists: converting into it replaces the Core ML package and the model card "
+            "it holds (its other files stay). Type another repo name to keep them.")
+
+
 def default_push_repo(user: str | None, model_name: str | None) -> str:
     """The placeholder of the target-repo field: where a new repo goes by default."""
     name = model_name or "<model>"
@@ -170,6 +184,8 @@ def default_push_repo(user: str | None, model_name: str | None) -> str:
 
 __all__ = [
     "FormValues",
+    "existing_target_note",
+    "push_target",
     "HELP",
     "PUSH_CHOICES",
     "RUNNER_CHOICES",

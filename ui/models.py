@@ -132,6 +132,23 @@ def _list_model_ids(query: str, token: str | None, limit: int) -> list[str]:
             if isinstance(item, dict) and item.get("id") and not is_coreml_repo(item)][:limit]
 
 
+def repo_exists(repo_id: str, token: str | None) -> bool | None:
+    """Whether the Hub has `repo_id` (a model repo) that this token can see; None when the Hub
+    does not answer in time (the note is a courtesy: the push itself decides)."""
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    try:
+        response = get_session().get(f"{endpoint}/api/models/{repo_id}", headers=build_hf_headers(token=token or False),
+                                     timeout=SEARCH_TIMEOUT)
+    except Exception as error:  # noqa: BLE001 - unreachable: say nothing rather than something wrong
+        log.info("checking %s failed: %s", repo_id, type(error).__name__)
+        return None
+    if response.status_code == 200:
+        return True
+    return False if response.status_code in (401, 404) else None
+
+
 def is_coreml_repo(item: dict) -> bool:
     """A search result that holds Core ML packages (ours or anyone's), not a model to convert:
     tagged coreml, or named like our own outputs (<model>-coreml)."""

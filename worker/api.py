@@ -74,12 +74,15 @@ def submit(spec: JobSpec) -> str:
     redis = connection()
     if not spec.user:
         spec = spec.with_user(whoami(spec.token))
-    job_id = spec.job_id()
-    existing = queues.fetch_job(job_id, redis)
-    if existing is not None:
-        if existing.get_status() in ACTIVE:
-            return job_id
-        existing.delete()  # the same request ended before: run it again
+    request = spec.job_id()  # the same request, the same id: while it runs, asking again joins it
+    latest_key = f"coreml:latest-run:{request}"
+    latest = (redis.get(latest_key) or request.encode()).decode()
+    existing = queues.fetch_job(latest, redis)
+    if existing is not None and existing.get_status() in ACTIVE:
+        return latest
+    # Asked again after it ended: a new run beside the old one, which stays in "My jobs".
+    job_id = request if queues.fetch_job(request, redis) is None else f"{request}-{time.time_ns():x}"
+    redis.set(latest_key, job_id, ex=settings.result_ttl())
     tokens.store(redis, job_id, spec.token)
     meta = {
         "stage": "queued",
