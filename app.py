@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -115,6 +116,19 @@ class Results:
     float32_button: gr.Button  # the one action when only float16 failed validation
     download_button: gr.Button
     download_file: gr.File
+    try_it: TryIt
+
+
+@dataclass
+class TryIt:
+    """Run the pushed package on your own text (a worker runs it; see worker/try_it.py)."""
+
+    group: gr.Accordion
+    note_html: gr.HTML
+    text_box: gr.Textbox
+    other_box: gr.Textbox  # the second sentence of an embedder's similarity
+    run_button: gr.Button
+    output_html: gr.HTML
 
 
 @dataclass
@@ -147,6 +161,8 @@ class Page:
         return [self.job_view.group, self.job_view.status_html, self.job_view.log_box, self.job_view.cancel_button,
                 self.results.outcome_html, self.results.results_html, self.results.float32_button,
                 self.results.download_button, self.results.download_file, self.timer,
+                self.results.try_it.group, self.results.try_it.note_html, self.results.try_it.text_box,
+                self.results.try_it.other_box, self.results.try_it.output_html,
                 self.view, self.my_jobs.jobs_table, self.job_ids]
 
 
@@ -281,8 +297,21 @@ def results_section() -> Results:
         float32_button = gr.Button("Convert in float32", variant="primary", visible=False, elem_id="convert-float32")
         download_button = gr.Button(DOWNLOAD_LABEL, visible=False, elem_id="download")
         download_file = gr.File(label="Package", visible=False, interactive=False, elem_id="download-file")
+        try_it = try_it_section()
         results_html = gr.HTML(elem_id="job-evidence")
-    return Results(outcome_html, results_html, float32_button, download_button, download_file)
+    return Results(outcome_html, results_html, float32_button, download_button, download_file, try_it)
+
+
+def try_it_section() -> TryIt:
+    from converters.try_it import MAX_CHARS
+
+    with gr.Accordion("Try it", open=True, visible=False, elem_id="try-it") as group:
+        note_html = gr.HTML(elem_id="try-note")
+        text_box = gr.Textbox(label="Prompt", lines=2, max_length=MAX_CHARS, elem_id="try-text")
+        other_box = gr.Textbox(label="Second sentence", lines=1, max_length=MAX_CHARS, visible=False, elem_id="try-other")
+        run_button = gr.Button("Run", elem_id="try-run")
+        output_html = gr.HTML(elem_id="try-output")
+    return TryIt(group, note_html, text_box, other_box, run_button, output_html)
 
 
 def my_jobs_section() -> MyJobs:
@@ -355,6 +384,23 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
     updates[page.view] = view
     if moved:
         updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
+        updates.update(try_it_setup(page.results.try_it, render.try_kind(status), fresh))
+    return updates
+
+
+def try_it_setup(panel: TryIt, kind: str | None, fresh: bool) -> dict:
+    """The Try it panel for a job: shown with the boxes its kind needs (typed text is kept
+    while the same job is shown)."""
+    if kind is None:
+        return {panel.group: gr.update(visible=False)}
+    label, example, other = render.TRY_LABELS[kind]
+    updates = {panel.group: gr.update(visible=True), panel.note_html: render.try_note(kind),
+               panel.text_box: gr.update(label=label, placeholder=example),
+               panel.other_box: gr.update(label=other or "", visible=other is not None,
+                                          placeholder="Someone plays an instrument." if other else "")}
+    if fresh:
+        updates[panel.text_box] = gr.update(label=label, placeholder=example, value="")
+        updates[panel.output_html] = ""
     return updates
 
 
@@ -625,6 +671,41 @@ def wire_results(page: Page) -> None:
             return {message: render.message(safe_text(error, token), "error")}
         return {message: "", precision: "float32", page.job: job_id,
                 **show(page, status, data[page.view], user, fresh=True)}
+
+    panel = shown.try_it
+
+    def try_package(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+        """Queue the try, then wait for its answer here (the worker runs it; this only polls)."""
+        user, token = identity(data[page.session], profile, oauth)
+        status = api.status(data[page.job]) if data[page.job] else None
+        kind = render.try_kind(status) if status and owned(status, user) else None
+        if kind is None:
+            yield render.message("There is no package to try: convert a model first.", "error")
+            return
+        example, other_example = render.TRY_LABELS[kind][1], "Someone plays an instrument."
+        inputs = {"text": data[panel.text_box] or example}
+        if kind == "similarity":
+            inputs["other"] = data[panel.other_box] or other_example
+        try:
+            try_id = api.submit_try(data[page.job], token, user, kind, inputs)
+        except ConverterError as error:
+            yield render.message(safe_text(error, token), "error")
+            return
+        deadline = time.monotonic() + api.TRY_TIMEOUT + 60
+        while time.monotonic() < deadline:
+            state = api.try_status(try_id, user)
+            if state["state"] == "finished" and state.get("result"):
+                yield render.try_result(state["result"])
+                return
+            if state["state"] in ("failed", "cancelled", "unknown"):
+                yield render.message(safe_text(state.get("error") or "The try failed.", token), "error")
+                return
+            yield render.try_waiting(state)
+            time.sleep(POLL_SECONDS)
+        yield render.message("No worker answered in time: run it again in a moment.", "error")
+
+    panel.run_button.click(try_package, {page.job, page.session, panel.text_box, panel.other_box},
+                           [panel.output_html], concurrency_limit=None, show_progress="hidden", **QUIET)
 
     shown.float32_button.click(
         convert_in_float32, {page.job, page.view, page.session}, [message, precision, page.job, *page.view_outputs],

@@ -311,6 +311,47 @@ def test_convert_a_tiny_model_and_get_the_pushed_package(page, service, tmp_path
     screenshot(page, tmp_path, "1b-existing-target-announced")
 
 
+def start_task_job(page, model: str, task: str) -> None:
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    choose_model(page, model)
+    page.locator(f"#task input[value={task}]").check()
+    set_options(page, "8")
+    submit(page)
+    assert watch_job(page)[-1][0] == "finished"
+    page.locator("#try-it").wait_for()
+
+
+def test_try_a_text_generation_package_beside_pytorch(page, tmp_path):
+    """A worker runs the pushed package on the typed prompt, driven as swift-transformers drives it,
+    and PyTorch beside it: both continuations and their speeds; the tiny random model continues
+    alike in fp16 emulation (the real LLM's agreement is tests/test_real_models.py's)."""
+    start_task_job(page, repos.TINY_LLAMA, "text-generation")
+    assert page.locator("#try-text").get_attribute("class") is not None
+    assert "swift-transformers" in page.inner_text("#try-note")
+    page.fill("#try-text textarea", "hello world")
+    page.click("#try-run")
+    page.locator("#try-output [data-kind=generate]").wait_for(timeout=120_000)
+    output = page.inner_text("#try-output")
+    assert "Package (fp16 emulation)" in output and "PyTorch (float32)" in output and "tokens/s" in output
+    assert page.locator("#try-output [data-role=continuation]").count() == 2
+    page.locator("#try-it").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "4-try-text-generation")
+
+
+def test_try_an_embedder_package_with_two_sentences(page, tmp_path):
+    start_task_job(page, repos.TINY, "feature-extraction")
+    assert page.locator("#try-other").is_visible()
+    page.fill("#try-text textarea", "hello world")
+    page.fill("#try-other textarea", "the world")
+    page.click("#try-run")
+    page.locator("#try-output [data-kind=similarity]").wait_for(timeout=120_000)
+    values = [float(v) for v in page.locator("#try-output [data-role=similarity]").all_inner_texts()]
+    assert len(values) == 2 and abs(values[0] - values[1]) < 0.01, values  # the package agrees with PyTorch
+    page.locator("#try-it").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "5-try-embedder")
+
+
 def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
     sign_in(page, "hf_not_a_real_token")
     page.wait_for_selector("#user [data-level=error]")

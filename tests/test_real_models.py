@@ -131,3 +131,33 @@ def test_real_encoder_float16_package_validates(encoder_default):
     assert report["validation"]["passed"] is True, _failures(report["validation"])
     fp16 = [row for row in report["validation"]["checks"] if row["mode"] == "fp16" and row["metric"] == "cosine_similarity"]
     assert fp16 and all(row["passed"] for row in fp16)
+
+
+# ---------------------------------------------------------------------- try it (converters/try_it.py)
+
+
+def test_try_it_continues_a_typed_prompt_on_the_real_stateful_llm_as_pytorch_does(llm_stateful, real_llm):
+    """What the page's Try it runs in a worker: the package (fp16 emulation, driven as
+    swift-transformers drives a stateful package) and PyTorch continue the same prompt alike."""
+    from converters import try_it
+
+    result = try_it.run("generate", llm_stateful.packages[0], real_llm,
+                        {"text": "The three primary colors are", "new_tokens": 12}, "fp16")
+    assert result["package"]["tokens"] == result["pytorch"]["tokens"] == 12
+    assert result["matching_tokens"] >= 10, result
+    assert result["package"]["text"].strip() and "stateful" in result["package"]["driven_as"]
+    assert result["package"]["tokens_per_second"] > 0 and result["pytorch"]["tokens_per_second"] > 0
+
+
+def test_try_it_compares_two_sentences_on_the_real_encoder_as_pytorch_does(encoder_default, real_encoder):
+    from converters import try_it
+
+    package = encoder_default.packages[0]
+    related = try_it.run("similarity", package, real_encoder,
+                         {"text": "A man is playing a guitar.", "other": "Someone plays an instrument."}, "fp16")
+    unrelated = try_it.run("similarity", package, real_encoder,
+                           {"text": "A man is playing a guitar.", "other": "The stock market fell today."}, "fp16")
+    assert related["package"]["similarity"] > unrelated["package"]["similarity"] + 0.2, (related, unrelated)
+    for result in (related, unrelated):
+        assert abs(result["package"]["similarity"] - result["pytorch"]["similarity"]) < 0.01, result
+        assert min(result["embedding_cosine"]) > 0.999, result

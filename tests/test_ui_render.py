@@ -351,3 +351,23 @@ def test_compression_text_is_escaped(compressed):
                                           "compression": {**package["compression"], "granularity": evil}}]}
     html = render.results(finished(report))
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_try_it_is_offered_for_pushed_text_jobs_and_shows_both_sides():
+    llm = status(state="finished", stage="done", pushed=True, task="text-generation",
+                 report={"task": "text-generation", "packages": [{"inputs": [{"name": "inputIds"}]}]})
+    assert render.try_kind(llm) == "generate"
+    assert render.try_kind(dict(llm, pushed=False)) is None and render.try_kind(dict(llm, state="failed")) is None
+    vision = dict(llm, report={"task": "image-classification", "packages": [{"inputs": [{"name": "image"}]}]})
+    assert render.try_kind(vision) is None
+    html = render.try_result({
+        "kind": "generate", "mode": "fp16", "prompt": "Hi <b>", "prompt_tokens": 3, "matching_tokens": 4,
+        "package": {"text": " there", "tokens": 5, "tokens_per_second": 12.5, "stopped": "length"},
+        "pytorch": {"text": " there friend", "tokens": 8, "tokens_per_second": 40.0}})
+    assert "Package (fp16 emulation)" in html and "12.5 tokens/s" in html and "40 tokens/s" in html
+    assert "The first 4 of 8 tokens are the same." in html and "stopped when full (8 tokens)" in html
+    assert "<b>" not in html  # the prompt is escaped
+    scores = render.try_result({"kind": "classify", "mode": "fp32",
+                                "package": {"label": "POSITIVE", "scores": [["POSITIVE", 0.98]]},
+                                "pytorch": {"label": "POSITIVE", "scores": [["POSITIVE", 0.981]]}})
+    assert "Package (fp32)" in scores and "POSITIVE 98.0%" in scores

@@ -722,3 +722,89 @@ def _one_line(text: str, limit: int = 120) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + " …"  # whole words
+
+
+# ---------------------------------------------------------------------- try it
+
+
+TRY_LABELS = {  # kind -> (first box's label, its placeholder, second box's label or None)
+    "generate": ("Prompt", "The capital of France is", None),
+    "similarity": ("First sentence", "A man is playing a guitar.", "Second sentence"),
+    "classify": ("Text", "I loved this film, the actors were wonderful.", None),
+}
+TRY_NOTES = {
+    "generate": "The package continues your prompt greedily, driven as swift-transformers drives it, next to the "
+                "PyTorch model it came from.",
+    "similarity": "How alike two sentences are (cosine of their mean-pooled embeddings), from the package and from "
+                  "the PyTorch model.",
+    "classify": "The label and top scores of your text, from the package and from the PyTorch model.",
+}
+
+
+def try_kind(status: dict | None) -> str | None:
+    """The try-it a finished, pushed job offers (converters.try_it.kind_for), else None."""
+    from converters.try_it import kind_for
+
+    if not status or status.get("state") != "finished" or not status.get("pushed"):
+        return None
+    report = status.get("report") or {}
+    inputs = {i.get("name") for p in report.get("packages") or [] for i in p.get("inputs") or []}
+    modality = "vision" if inputs & {"image", "pixel_values", "pixelValues"} else "text"
+    return kind_for(report.get("task") or status.get("task"), modality)
+
+
+def try_note(kind: str | None) -> str:
+    if not kind:
+        return ""
+    return (f'<div class="cm-muted">{escape(TRY_NOTES[kind])} A worker runs it on the pushed package, in the '
+            "reference executor (float16 packages in float16 emulation): its speed is this server's CPU, not a "
+            "device's.</div>")
+
+
+def try_waiting(state: dict) -> str:
+    position = state.get("position")
+    text = ("Queued" + (f" (position {position})" if position else "") + "…") if state.get("state") == "queued" \
+        else "Running the package and the PyTorch model…"
+    return f'<div class="cm-info" data-try-state="{escape(str(state.get("state")))}">{escape(text)}</div>'
+
+
+def _rate(side: dict) -> str:
+    rate = side.get("tokens_per_second")
+    return f"{side.get('tokens', 0)} tokens" + (f", {rate:g} tokens/s" if rate else "")
+
+
+def try_result(result: dict) -> str:
+    """A try's answer: the package's beside PyTorch's."""
+    kind, package, pytorch = result.get("kind"), result.get("package") or {}, result.get("pytorch") or {}
+    mode = "fp16 emulation" if result.get("mode") == "fp16" else "fp32"
+    if kind == "generate":
+        rows = [("Package (" + mode + ")", package.get("text", ""), _rate(package)),
+                ("PyTorch (float32)", pytorch.get("text", ""), _rate(pytorch))]
+        same = result.get("matching_tokens", 0)
+        verdict = (f"The first {same} of {pytorch.get('tokens', 0)} tokens are the same."
+                   if same < pytorch.get("tokens", 0) else "The same tokens.")
+        if package.get("stopped") == "length":
+            held = result.get("prompt_tokens", 0) + package.get("tokens", 0)
+            verdict += (f" The package stopped when full ({held} tokens): convert with a longer sequence length, "
+                        "or a stateful KV cache, to generate more.")
+        head = f"<div class='cm-muted'>Prompt: {escape(result.get('prompt', ''))}</div>"
+        body = "".join(f"<tr><td>{escape(who)}</td><td data-role='continuation'>{escape(text)}</td>"
+                       f"<td class='cm-num'>{escape(speed)}</td></tr>" for who, text, speed in rows)
+        return (f'<div class="cm-try" data-kind="generate">{head}<table class="cm-table"><thead><tr><th></th>'
+                f"<th>Continuation</th><th>Speed</th></tr></thead><tbody>{body}</tbody></table>"
+                f"<div data-role='try-verdict'>{escape(verdict)}</div></div>")
+    if kind == "similarity":
+        body = "".join(f"<tr><td>{escape(who)}</td><td class='cm-num' data-role='similarity'>{side.get('similarity', 0):.4f}</td>"
+                       f"<td class='cm-num'>{side.get('seconds', 0):.2f} s</td></tr>"
+                       for who, side in (("Package (" + mode + ")", package), ("PyTorch (float32)", pytorch)))
+        return (f'<div class="cm-try" data-kind="similarity"><table class="cm-table"><thead><tr><th></th>'
+                f"<th>Similarity</th><th>Time</th></tr></thead><tbody>{body}</tbody></table></div>")
+    if kind == "classify":
+        def scores(side):
+            return ", ".join(f"{label} {value:.1%}" for label, value in side.get("scores") or [])
+        body = "".join(f"<tr><td>{escape(who)}</td><td data-role='label'>{escape(str(side.get('label')))}</td>"
+                       f"<td>{escape(scores(side))}</td></tr>"
+                       for who, side in (("Package (" + mode + ")", package), ("PyTorch (float32)", pytorch)))
+        return (f'<div class="cm-try" data-kind="classify"><table class="cm-table"><thead><tr><th></th>'
+                f"<th>Label</th><th>Top scores</th></tr></thead><tbody>{body}</tbody></table></div>")
+    return ""

@@ -34,6 +34,8 @@ from .states import ErrorKind, JobState
 
 WAITING = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 ACTIVE = WAITING | {JobStatus.STARTED}
+TRY_TIMEOUT = 600  # seconds: a try is a few calls of a package, not a conversion
+TRY_KEEP = 900  # seconds a try's result is kept
 STATES = {  # rq's status -> ours; any other (created, queued, deferred, scheduled) is QUEUED
     JobStatus.FINISHED: JobState.FINISHED,
     JobStatus.FAILED: JobState.FAILED,
@@ -130,6 +132,42 @@ def resubmit(job_id: str, token: str | None, user: str | None, **options: str) -
     spec = JobSpec.from_json(data, token=token)
     changed = ConversionOptions.from_dict({**spec.options.to_dict(), **options}, strict=True)
     return submit(dataclasses.replace(spec, options=changed, token=token))
+
+
+def submit_try(job_id: str, token: str | None, user: str | None, kind: str, inputs: dict) -> str:
+    """Queue a try of `user`'s finished job's package (worker/try_it.py); returns the try's id."""
+    from converters import try_it
+
+    redis = connection()
+    job = queues.fetch_job(job_id, redis)
+    if job is None or (job.meta or {}).get("user") != user or not (job.meta or {}).get("pushed"):
+        raise UserInputError("That conversion is gone (jobs are kept for a limited time): convert it again to try it.")
+    inputs = {key: value for key, value in inputs.items() if key in ("text", "other", "new_tokens")}
+    for key in ("text", "other"):
+        if key in inputs:
+            inputs[key] = try_it.check_text(inputs[key], "The prompt" if kind == "generate" else "The text")
+    try_id = f"try-{job_id}-{time.time_ns():x}"
+    tokens.store(redis, try_id, token or "")
+    queues.queue(settings.GENERAL_QUEUE, redis).enqueue(
+        "worker.try_it.run", kwargs={"request": {"job_id": job_id, "kind": kind, "inputs": inputs}},
+        job_id=try_id, meta={"user": user, "kind": "try"}, job_timeout=TRY_TIMEOUT, ttl=settings.queue_ttl(),
+        result_ttl=TRY_KEEP, failure_ttl=TRY_KEEP)
+    return try_id
+
+
+def try_status(try_id: str, user: str | None) -> dict:
+    """{"state": queued | running | finished | failed | unknown, "position", "result", "error"}."""
+    job = queues.fetch_job(try_id, connection())
+    if job is None or (job.meta or {}).get("user") != user:
+        return {"state": "unknown", "error": "This try is gone: run it again."}
+    rq_status = job.get_status(refresh=True)
+    state = STATES.get(rq_status, JobState.QUEUED)
+    meta = job.meta or {}
+    error = meta.get("error")
+    if state == JobState.FAILED and not error:
+        error = "The worker running this try stopped before it ended: run it again."
+    return {"state": str(state), "position": _position(job) if state == JobState.QUEUED else None,
+            "result": meta.get("result"), "error": error}
 
 
 def whoami(token: str | None) -> str:

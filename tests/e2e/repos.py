@@ -15,6 +15,7 @@ REVOCABLE_TOKEN = "hf_alice_revocable_token"  # revoked mid-job: push-time rejec
 
 TINY = f"{OWNER}/job-bert"  # happy paths (kept apart from the repos other tests change)
 PR_SOURCE = f"{OWNER}/pr-bert"
+TINY_LLAMA = f"{OWNER}/job-llama"  # text generation: the Try it panel's prompt
 SLOW = f"{OWNER}/slow-bert"  # a few seconds of conversion: cancel and crash it
 FRAGILE = f"{OWNER}/fragile-bert"  # overflows in float16: fails validation
 HUGE = f"{OWNER}/huge-llama"  # 7 B parameters announced by its safetensors header
@@ -59,6 +60,7 @@ def seed(hub, tiny_model, tmp: Path) -> None:
     hub.add_token(OWNER, REVOCABLE_TOKEN, role="write")
     hub.add_repo_from_folder(TINY, bert, owner_token=OWNER_TOKEN)
     hub.add_repo_from_folder(PR_SOURCE, bert, owner_token=OWNER_TOKEN)
+    hub.add_repo_from_folder(TINY_LLAMA, tiny_model("llama"), owner_token=OWNER_TOKEN)
     hub.add_repo_from_folder(SLOW, _bert(tmp / "slow", hidden=256, layers=4, intermediate=1024))
     hub.add_repo_from_folder(FRAGILE, _bert(tmp / "fragile", hidden=32, layers=2, intermediate=64, scale=3e6))
     llama = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096,

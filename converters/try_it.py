@@ -1,0 +1,221 @@
+"""Try a converted package on your own text, beside the PyTorch model it came from.
+
+What a Swift developer wants to see before wiring a model into an app: its answer. Three
+kinds, by task:
+- "generate" (text-generation): the greedy continuation of a prompt, the package driven as
+  swift-transformers drives it (continuation.drive) and PyTorch's, with tokens per second.
+- "similarity" (feature-extraction on text: embedders): the cosine similarity of two
+  sentences' mean-pooled embeddings (sentence-transformers' default pooling), from both.
+- "classify" (text-classification): the label and the top scores of a text, from both.
+
+The package runs in the backend's runner (the reference executor: exact fp32, or fp16 device
+emulation for a float16 package). Its speed is the executor's on this CPU, not a device's:
+the page says so. Inputs are bounded (MAX_CHARS, MAX_NEW_TOKENS). Runs in a worker.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backends import backend_for
+from .errors import UserInputError
+from .validation import continuation
+
+MAX_CHARS = 500
+MAX_NEW_TOKENS = 32
+DEFAULT_NEW_TOKENS = 16
+KINDS = {"text-generation": "generate", "feature-extraction": "similarity", "text-classification": "classify"}
+
+
+def kind_for(task: str | None, modality: str | None = "text") -> str | None:
+    """Which try-it a package of `task` gets (None: none yet, e.g. image models)."""
+    return KINDS.get(task or "") if modality in (None, "text") else None
+
+
+def check_text(text: str | None, what: str = "The text") -> str:
+    text = (text or "").strip()
+    if not text:
+        raise UserInputError(f"{what} is empty: type something to try.")
+    if len(text) > MAX_CHARS:
+        raise UserInputError(f"{what} has {len(text)} characters; try it with at most {MAX_CHARS}.")
+    return text
+
+
+def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str) -> dict:
+    """`inputs`: {"text"} (and {"other"} for similarity, {"new_tokens"} for generate)."""
+    if kind == "generate":
+        return generate(package, model_dir, check_text(inputs.get("text"), "The prompt"), mode,
+                        int(inputs.get("new_tokens") or DEFAULT_NEW_TOKENS))
+    if kind == "similarity":
+        return similarity(package, model_dir, check_text(inputs.get("text"), "The first sentence"),
+                          check_text(inputs.get("other"), "The second sentence"), mode)
+    if kind == "classify":
+        return classify(package, model_dir, check_text(inputs.get("text")), mode)
+    raise UserInputError(f"There is no try-it for '{kind}'.")
+
+
+def _pretrained(cls, model_dir: Path):
+    # Safetensors only and never remote code, as everywhere in the service.
+    return cls.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
+                               torch_dtype=torch.float32).eval()
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------- text generation
+
+
+def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens: int = DEFAULT_NEW_TOKENS) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    new_tokens = max(1, min(int(new_tokens), MAX_NEW_TOKENS))
+    tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForCausalLM, model_dir)
+    ids = [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
+    eos = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
+    (reference, _), torch_seconds = _timed(lambda: continuation.pytorch_greedy(model, ids, new_tokens, eos))
+
+    backend = backend_for("coreml")
+    layout = continuation.layout(backend.describe(package))
+    if layout is None:
+        raise UserInputError("This package takes no token ids: it cannot continue a prompt.")
+    runner = backend.runner(package)
+    generation, package_seconds = _timed(lambda: continuation.drive(runner, mode, layout, ids, new_tokens, eos))
+    if generation.stopped == "length" and not generation.tokens:
+        raise UserInputError(f"The prompt is {len(ids)} tokens: more than this package holds. Try a shorter one.")
+    matching = next((i for i, (a, b) in enumerate(zip(reference, generation.tokens)) if a != b),
+                    min(len(reference), len(generation.tokens)))
+
+    def side(tokens: list[int], seconds: float) -> dict:
+        return {"text": tokenizer.decode(tokens, skip_special_tokens=True), "tokens": len(tokens),
+                "tokens_per_second": round(len(tokens) / seconds, 2) if seconds > 0 else None}
+
+    return {"kind": "generate", "mode": mode, "prompt": prompt, "prompt_tokens": len(ids),
+            "package": {**side(generation.tokens, package_seconds), "stopped": generation.stopped,
+                        "driven_as": continuation.driven_as(layout)},
+            "pytorch": side(reference, torch_seconds), "matching_tokens": matching}
+
+
+# ---------------------------------------------------------------------- embedders and classifiers
+
+
+def _text_feed(info: dict, ids: list[int]) -> tuple[dict[str, np.ndarray], int]:
+    """The package's inputs for one text, as an app sends them: padded with 0 (mask 0) to the
+    fixed length, to the first listed length that holds it, or exactly its length for a range."""
+    inputs = {i["name"]: i for i in info["inputs"]}
+    ids_name = next((n for n in ("inputIds", "input_ids") if n in inputs), None)
+    if ids_name is None:
+        raise UserInputError("This package takes no token ids: it cannot read text.")
+    spec = inputs[ids_name]
+    if spec.get("flexibility") == "range":
+        low, high = spec["ranges"][-1]
+        length = max(len(ids), low) if high < 0 or len(ids) <= high else None
+    elif spec.get("flexibility") == "enumerated":
+        length = next((s[-1] for s in sorted(spec["shapes"], key=lambda s: s[-1]) if s[-1] >= len(ids)), None)
+    else:
+        length = spec["shape"][-1] if spec["shape"][-1] >= len(ids) else None
+    if length is None:
+        raise UserInputError(f"The text is {len(ids)} tokens: more than this package takes. Try a shorter one.")
+    padded = np.zeros((1, length), dtype=np.int32)
+    padded[0, :len(ids)] = ids
+    mask = (padded != 0).astype(np.int32)
+    mask[0, :len(ids)] = 1
+    feed = {ids_name: padded}
+    for name in inputs:
+        if name in ("attentionMask", "attention_mask"):
+            feed[name] = mask
+        elif name in ("tokenTypeIds", "token_type_ids"):
+            feed[name] = np.zeros_like(padded)
+    return feed, len(ids)
+
+
+def _mean_pooled(hidden: np.ndarray, count: int) -> np.ndarray:
+    """sentence-transformers' default pooling: the mean over the text's own tokens."""
+    return np.asarray(hidden, dtype=np.float64)[0, :count].mean(axis=0)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def similarity(package: Path, model_dir: Path, first: str, second: str, mode: str) -> dict:
+    from transformers import AutoModel
+
+    tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModel, model_dir)
+    backend = backend_for("coreml")
+    info, runner = backend.describe(package), backend.runner(package)
+    output = next((o["name"] for o in info["outputs"] if o["name"] in ("last_hidden_state", "hiddenStates")),
+                  info["outputs"][0]["name"])
+
+    def embed_package():
+        vectors = []
+        for text in (first, second):
+            feed, count = _text_feed(info, [int(i) for i in tokenizer(text)["input_ids"]])
+            vectors.append(_mean_pooled(runner.predict(feed, mode=mode)[output], count))
+        return vectors
+
+    def embed_pytorch():
+        vectors = []
+        with torch.no_grad():
+            for text in (first, second):
+                encoded = tokenizer(text, return_tensors="pt")
+                hidden = model(**encoded).last_hidden_state.numpy()
+                vectors.append(_mean_pooled(hidden, encoded["input_ids"].shape[1]))
+        return vectors
+
+    (pa, pb), package_seconds = _timed(embed_package)
+    (ta, tb), torch_seconds = _timed(embed_pytorch)
+    return {"kind": "similarity", "mode": mode, "texts": [first, second], "pooling": "mean over the tokens",
+            "package": {"similarity": round(_cosine(pa, pb), 4), "seconds": round(package_seconds, 3)},
+            "pytorch": {"similarity": round(_cosine(ta, tb), 4), "seconds": round(torch_seconds, 3)},
+            "embedding_cosine": [round(_cosine(pa, ta), 4), round(_cosine(pb, tb), 4)]}
+
+
+def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForSequenceClassification, model_dir)
+    backend = backend_for("coreml")
+    info, runner = backend.describe(package), backend.runner(package)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    def package_scores() -> dict[str, float]:
+        feed, _ = _text_feed(info, [int(i) for i in tokenizer(text)["input_ids"]])
+        outputs = runner.predict(feed, mode=mode)
+        scores = next((v for v in outputs.values() if isinstance(v, dict)), None)
+        if scores is None:  # a package that returns logits, not a classifier's dictionary
+            logits = np.asarray(next(iter(outputs.values())), dtype=np.float64).reshape(-1)
+            scores = dict(zip(labels, _softmax(logits)))
+        return {str(k): float(v) for k, v in scores.items()}
+
+    def pytorch_scores() -> dict[str, float]:
+        with torch.no_grad():
+            logits = model(**tokenizer(text, return_tensors="pt")).logits[0].double().numpy()
+        return dict(zip(labels, _softmax(logits)))
+
+    (ours, package_seconds), (theirs, torch_seconds) = _timed(package_scores), _timed(pytorch_scores)
+
+    def side(scores: dict[str, float], seconds: float) -> dict:
+        ranked = sorted(scores.items(), key=lambda item: -item[1])
+        return {"label": ranked[0][0], "scores": [[k, round(v, 4)] for k, v in ranked[:top]], "seconds": round(seconds, 3)}
+
+    return {"kind": "classify", "mode": mode, "text": text, "package": side(ours, package_seconds),
+            "pytorch": side(theirs, torch_seconds)}
+
+
+def _softmax(logits: np.ndarray) -> list[float]:
+    shifted = np.exp(logits - logits.max())
+    return (shifted / shifted.sum()).tolist()
