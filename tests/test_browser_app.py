@@ -352,6 +352,30 @@ def test_try_an_embedder_package_with_two_sentences(page, tmp_path):
     screenshot(page, tmp_path, "5-try-embedder")
 
 
+def test_convert_waits_for_a_request_that_can_run(page, tmp_path):
+    """A stateful KV cache needs iOS 18: with the default iOS 17 the form says so and Convert
+    stays disabled (nothing is queued to fail at Check); choosing iOS 18 enables it."""
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    choose_model(page, repos.TINY_LLAMA)
+    page.wait_for_function("() => !document.querySelector('#convert').disabled")
+    page.click("#options")
+    page.locator("#kv-cache input[value=stateful]").check()
+    page.locator("#option-check [data-level=error]").wait_for()
+    assert "iOS18" in page.inner_text("#option-check") or "iOS 18" in page.inner_text("#option-check")
+    page.wait_for_function("() => document.querySelector('#convert').disabled")
+    assert "up to 127 tokens" in page.inner_text("#sequence-note")  # the stateful note speaks of context
+    page.locator("#option-check").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "2b-convert-disabled")
+
+    target = page.locator("#minimum-deployment-target input")
+    target.click()
+    target.fill("iOS18")
+    target.press("Enter")
+    page.wait_for_function("() => !document.querySelector('#convert').disabled")
+    assert page.inner_text("#option-check").strip() == ""
+
+
 def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
     sign_in(page, "hf_not_a_real_token")
     page.wait_for_selector("#user [data-level=error]")
