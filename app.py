@@ -757,10 +757,12 @@ def wire_my_jobs(page: Page) -> None:
         status = api.status(ids[row])
         if not owned(status, user):
             return gr.skip()
-        return {page.job: ids[row], **show(page, status, data[page.view], user, fresh=True)}
+        # The form shows the reopened job's model (read again: its summary, tasks and sizes).
+        return {page.job: ids[row], page.model.model_box: gr.update(value=status.get("model")),
+                **show(page, status, data[page.view], user, fresh=True)}
 
-    jobs.jobs_table.select(open_job, {page.job_ids, page.view, page.session}, [page.job, *page.view_outputs],
-                           concurrency_limit=None, **QUIET)
+    jobs.jobs_table.select(open_job, {page.job_ids, page.view, page.session},
+                           [page.job, page.model.model_box, *page.view_outputs], concurrency_limit=None, **QUIET)
 
 
 # ---------------------------------------------------------------------- running it

@@ -428,7 +428,16 @@ def test_a_float16_only_failure_says_so_once_and_its_float32_action_converts(pag
     assert page.locator("#precision label:has(input:checked)").inner_text().startswith("float32")
     pushed = service.hub.files(f"{OWNER}/fragile-bert-coreml")
     assert any(name.endswith(".mlpackage/Manifest.json") for name in pushed)
+    # A float32 package has no float16 emulation rows: no device runs it in float16.
+    assert "emulation" not in page.inner_text("#job-results [data-role=validation-table]")
     screenshot(page, tmp_path, "3b-float32-passed")
+
+    # My jobs keeps the failed run beside the new one; reopening it shows it, its model in the form.
+    page.wait_for_function("() => document.querySelector('#jobs-table').innerText.includes('float16 only')")
+    assert "Done" in page.inner_text("#jobs-table")
+    page.locator("#jobs-table").get_by_text("float16 only").first.click()
+    page.wait_for_function("() => document.querySelector('#job-status [data-state]')?.dataset.state === 'failed'")
+    page.wait_for_function("m => document.querySelector('#model input').value === m", arg=repos.FRAGILE)
 
 
 def test_cancel_a_running_job(page, service, tmp_path):

@@ -203,6 +203,8 @@ def test_compute_units_from_the_program(tiny_model, tmp_path):
     fp32 = convert(str(tiny_model("vit")), "image-classification", tmp_path / "f", ConversionOptions.from_strings(precision="float32"))
     units = fp32.report["validation"]["compute_units"]["model"]
     assert units["units"]["neural_engine"] == "no"
+    # No float16 emulation rows for a float32 package: no device runs it in float16.
+    assert {row["mode"] for row in fp32.report["validation"]["checks"]} == {"fp32"}
     assert any("float32" in reason for reason in units["reasons"])
 
 

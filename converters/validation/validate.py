@@ -43,6 +43,10 @@ def validate(
     from ..backends import backend_for
 
     backend = backend or backend_for("coreml")
+    if cfg.options.precision == "float32":
+        # A float32 package computes in float32 on every unit that runs it (the CPU and GPU; the
+        # Neural Engine never takes it): float16 emulation rows would describe no device.
+        modes = tuple(m for m in modes if m != "fp16") or ("fp32",)
     started = time.perf_counter()
     tokenizer = load_tokenizer(source_path) if cfg.modality == "text" else None
     on_device, device_note = coreml_runtime.available()
