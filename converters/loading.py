@@ -32,11 +32,39 @@ def load_hf_config(path: Path):
 
 
 def load_preprocessor(path: Path) -> dict:
+    """What the repo says about processing around the model: the image preprocessor's config,
+    and under "sentence_pooling" a sentence-transformers model's pooling (sentence_pooling())."""
+    found: dict = {}
     for name in ("preprocessor_config.json", "image_processor_config.json"):
         file = Path(path) / name
         if file.exists():
-            return json.loads(file.read_text())
-    return {}
+            found = json.loads(file.read_text())
+            break
+    pooling = sentence_pooling(Path(path))
+    return {**found, "sentence_pooling": pooling} if pooling else found
+
+
+POOLING_MODES = ("mean", "cls", "max")  # what the package computes (sentence-transformers' names: *_tokens)
+
+
+def sentence_pooling(path: Path) -> dict | None:
+    """A sentence-transformers repo's recipe for its sentence embedding, read from modules.json
+    and its Pooling module's config: {"mode": mean|cls|max, "normalize": bool}; None if the repo
+    is no sentence-transformers model or pools in a way we do not compute (then only the token
+    embeddings are exported, and the card says so)."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        kinds = {m.get("type", "").rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
+        if "Pooling" not in kinds:
+            return None
+        config = json.loads((path / kinds["Pooling"] / "config.json").read_text())
+    except (OSError, ValueError, AttributeError):
+        return None
+    modes = [mode for mode in ("mean", "cls", "max", "mean_sqrt_len")
+             if config.get(f"pooling_mode_{mode}_tokens" if mode != "cls" else "pooling_mode_cls_token")]
+    if len(modes) != 1 or modes[0] not in POOLING_MODES:
+        return None
+    return {"mode": modes[0], "normalize": "Normalize" in kinds}
 
 
 def load_model(path: Path, cfg: CoreMLConfig, warnings_out: list[str]):

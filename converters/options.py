@@ -212,7 +212,8 @@ class ConversionOptions:
     )
     naming: str = option(
         label="Naming", default="swift-transformers",
-        help="Input/output names and file layout. Keep swift-transformers unless your app expects the old exporters layout.",
+        help="Names and file layout. camelCase (what swift-transformers reads) applies to text generation; "
+             "other tasks keep input_ids.",
         choices=[
             Choice("swift-transformers", "swift-transformers (inputIds, attentionMask, logits: what Swift apps load)"),
             Choice("exporters", "exporters (input_ids, attention_mask; coreml/<task>/ folders)"),

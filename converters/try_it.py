@@ -154,17 +154,25 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 def similarity(package: Path, model_dir: Path, first: str, second: str, mode: str) -> dict:
     from transformers import AutoModel
 
+    from .configs.text import sentence_embedding
+    from .loading import sentence_pooling
+
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModel, model_dir)
     backend = backend_for("coreml")
     info, runner = backend.describe(package), backend.runner(package)
-    output = next((o["name"] for o in info["outputs"] if o["name"] in ("last_hidden_state", "hiddenStates")),
-                  info["outputs"][0]["name"])
+    names = [o["name"] for o in info["outputs"]]
+    # The package's own sentence embedding when it has one (its sentence-transformers recipe),
+    # else the mean over the tokens of its hidden states; PyTorch pooled the same way.
+    pooled = "sentence_embedding" in names
+    recipe = (sentence_pooling(model_dir) if pooled else None) or {"mode": "mean", "normalize": False}
+    output = "sentence_embedding" if pooled else next((n for n in names if n == "last_hidden_state"), names[0])
 
     def embed_package():
         vectors = []
         for text in (first, second):
             feed, count = _text_feed(info, [int(i) for i in tokenizer(text)["input_ids"]])
-            vectors.append(_mean_pooled(runner.predict(feed, mode=mode)[output], count))
+            value = runner.predict(feed, mode=mode)[output]
+            vectors.append(np.asarray(value, dtype=np.float64).reshape(-1) if pooled else _mean_pooled(value, count))
         return vectors
 
     def embed_pytorch():
@@ -172,13 +180,15 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
         with torch.no_grad():
             for text in (first, second):
                 encoded = tokenizer(text, return_tensors="pt")
-                hidden = model(**encoded).last_hidden_state.numpy()
-                vectors.append(_mean_pooled(hidden, encoded["input_ids"].shape[1]))
+                hidden = model(**encoded).last_hidden_state
+                vectors.append(sentence_embedding(hidden, encoded["attention_mask"], recipe)[0].double().numpy())
         return vectors
 
     (pa, pb), package_seconds = _timed(embed_package)
     (ta, tb), torch_seconds = _timed(embed_pytorch)
-    return {"kind": "similarity", "mode": mode, "texts": [first, second], "pooling": "mean over the tokens",
+    pooling = f"{recipe['mode']} pooling" + (", normalized" if recipe["normalize"] else "") + (
+        " (the package's sentence_embedding)" if pooled else " of last_hidden_state")
+    return {"kind": "similarity", "mode": mode, "texts": [first, second], "pooling": pooling,
             "package": {"similarity": round(_cosine(pa, pb), 4), "seconds": round(package_seconds, 3)},
             "pytorch": {"similarity": round(_cosine(ta, tb), 4), "seconds": round(torch_seconds, 3)},
             "embedding_cosine": [round(_cosine(pa, ta), 4), round(_cosine(pb, tb), 4)]}

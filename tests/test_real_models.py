@@ -131,6 +131,13 @@ def test_real_encoder_float16_package_validates(encoder_default):
     assert report["validation"]["passed"] is True, _failures(report["validation"])
     fp16 = [row for row in report["validation"]["checks"] if row["mode"] == "fp16" and row["metric"] == "cosine_similarity"]
     assert fp16 and all(row["passed"] for row in fp16)
+    # Its sentence-transformers config (mean pooling, then Normalize) is the package's first output.
+    outputs = report["packages"][0]["outputs"]
+    assert outputs[0]["name"] == "sentence_embedding" and "mean pooling" in outputs[0]["description"]
+    assert "L2-normalized" in outputs[0]["description"] and outputs[0]["shape"][-1] == 384
+    assert any(r["output"] == "sentence_embedding" and r["mode"] == "fp16" and r["passed"] for r in fp16)
+    pooler = next(o for o in outputs if o["name"] == "pooler_output")
+    assert "not a sentence embedding" in pooler["description"]
 
 
 # ---------------------------------------------------------------------- try it (converters/try_it.py)
@@ -158,6 +165,7 @@ def test_try_it_compares_two_sentences_on_the_real_encoder_as_pytorch_does(encod
     unrelated = try_it.run("similarity", package, real_encoder,
                            {"text": "A man is playing a guitar.", "other": "The stock market fell today."}, "fp16")
     assert related["package"]["similarity"] > unrelated["package"]["similarity"] + 0.2, (related, unrelated)
+    assert "sentence_embedding" in related["pooling"]  # the package's own, normalized, embedding
     for result in (related, unrelated):
         assert abs(result["package"]["similarity"] - result["pytorch"]["similarity"]) < 0.01, result
         assert min(result["embedding_cosine"]) > 0.999, result

@@ -31,6 +31,7 @@ _SOURCE_FIELD = {
     "logits": "logits",
     "last_hidden_state": "last_hidden_state",
     "pooler_output": "pooler_output",
+    "sentence_embedding": "last_hidden_state",  # pooled in the wrapper (sentence-transformers' recipe)
 }
 
 
@@ -41,13 +42,15 @@ class TextModelWrapper(torch.nn.Module):
     optionally token type ids. Softmax post-processing happens here so it is in the package.
     """
 
-    def __init__(self, model, outputs: list[OutputSpec], causal: bool, native_mask: bool, flatten_choices: bool):
+    def __init__(self, model, outputs: list[OutputSpec], causal: bool, native_mask: bool, flatten_choices: bool,
+                 pooling: dict | None = None):
         super().__init__()
         self.model = model
         self.outputs = outputs
         self.causal = causal
         self.native_mask = native_mask
         self.flatten_choices = flatten_choices
+        self.pooling = pooling or {}  # sentence_embedding's recipe (loading.sentence_pooling)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         kwargs = {"input_ids": input_ids}
@@ -66,6 +69,8 @@ class TextModelWrapper(torch.nn.Module):
         values = []
         for spec in self.outputs:
             value = first_output(result, _SOURCE_FIELD[spec.name])
+            if spec.name == "sentence_embedding":
+                value = sentence_embedding(value, attention_mask, self.pooling)
             if spec.postprocess == "softmax":
                 value = torch.softmax(value.float(), dim=-1)
             values.append(value)
@@ -85,6 +90,24 @@ class TextModelWrapper(torch.nn.Module):
             return self.model(**kwargs)
         finally:
             handle.remove()
+
+
+def sentence_embedding(hidden: torch.Tensor, mask: torch.Tensor, pooling: dict) -> torch.Tensor:
+    """sentence-transformers' Pooling (+ Normalize) over the text's own tokens (mask 1).
+    The norm is taken of x / max|x| (the same direction): a plain sum of squares can pass
+    float16's 65504 for a large embedding."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    mode = pooling.get("mode", "mean")
+    if mode == "cls":
+        pooled = hidden[:, 0]
+    elif mode == "max":
+        pooled = hidden.masked_fill(weights == 0, -1e4).amax(dim=1)
+    else:
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    if pooling.get("normalize"):
+        scaled = pooled / pooled.abs().amax(dim=-1, keepdim=True).clamp(min=1e-6)
+        pooled = scaled / torch.sqrt((scaled * scaled).sum(dim=-1, keepdim=True))
+    return pooled
 
 
 class SliceUpdateCache(Cache):
@@ -174,8 +197,16 @@ class TextConfig(CoreMLConfig):
     def outputs(self, part: str = "model") -> list[OutputSpec]:
         if self.task == "feature-extraction":
             specs = [OutputSpec("last_hidden_state", "Hidden state of each token at the last layer", kind=OutputKind.EMBEDDINGS)]
+            pooling = self.sentence_pooling
+            if pooling:
+                how = f"{pooling['mode']} pooling over the tokens" + (", L2-normalized" if pooling["normalize"] else "")
+                specs.insert(0, OutputSpec("sentence_embedding", f"The sentence embedding, as the model's "
+                                           f"sentence-transformers config computes it ({how})", kind=OutputKind.EMBEDDINGS))
             if self.has_pooler:
-                specs.append(OutputSpec("pooler_output", "Pooled summary of the sequence (first token, after the pooler)", kind=OutputKind.EMBEDDINGS))
+                specs.append(OutputSpec("pooler_output", "BERT's pretraining pooler (first token, dense, tanh): not a "
+                                        "sentence embedding" + ("; use sentence_embedding" if pooling else
+                                                                 "; mean-pool last_hidden_state instead"),
+                                        kind=OutputKind.EMBEDDINGS))
             return specs
         return list(_TASK_OUTPUTS[self.task])
 
@@ -186,7 +217,13 @@ class TextConfig(CoreMLConfig):
             causal=self.causal,
             native_mask=self.native_mask,
             flatten_choices=self.task == "multiple-choice",
+            pooling=self.sentence_pooling,
         )
+
+    @property
+    def sentence_pooling(self) -> dict | None:
+        """A sentence-transformers model's pooling (loading.sentence_pooling), for feature-extraction."""
+        return self.preprocessor.get("sentence_pooling") if self.task == "feature-extraction" else None
 
 
 class EncoderConfig(TextConfig):
