@@ -552,12 +552,17 @@ def wire_model_choice(page: Page, check: dict, sizes: dict, target: dict) -> Non
 
     def suggest(data: dict, event: gr.KeyUpData, request: gr.Request,
                 profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
-        ticket = newest.begin(request.session_hash)
+        session = request.session_hash
+        ticket = newest.begin(session)
         _, token = identity(data[page.session], profile, oauth)
         found = models.search_models(event.input_value, token)
-        if not found or not newest.is_newest(request.session_hash, ticket):
+        if not newest.is_newest(session, ticket):
             return gr.skip()
-        return {chosen.model_box: gr.update(choices=found)}
+        choices = models.next_choices(newest.shown(session), found, event.input_value)
+        if choices is None:
+            return gr.skip()
+        newest.show(session, choices)
+        return {chosen.model_box: gr.update(choices=choices)}
 
     # Every key runs (each carries its own text); NewestQuery drops answers overtaken by a later key.
     chosen.model_box.key_up(suggest, {page.session}, [chosen.model_box], trigger_mode="multiple", **POLLING)

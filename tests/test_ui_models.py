@@ -153,3 +153,21 @@ def test_the_target_repo_is_named_as_the_job_will_and_its_existence_read_from_th
     assert models.repo_exists(f"{OWNER}/no-such-repo", None) is False
     assert models.repo_exists(f"{OWNER}/secret-bert", None) is False  # private: unseen without the token
     assert models.repo_exists(f"{OWNER}/secret-bert", OWNER_TOKEN) is True
+
+
+def test_suggestions_never_leave_the_box_a_filtered_index_past_their_end():
+    """Gradio's dropdown renders new choices with the indices of the old ones that contain the
+    typed text; the list sent must reach every such index (or nothing is sent)."""
+    shown = ["alice/job-llama", "alice/job-bert"]
+    # Typing on narrows within what is shown: the box's own filter does it, nothing is sent.
+    assert models.next_choices(shown, ["alice/job-bert"], "job-b") is None
+    assert models.next_choices(shown, [], "job-x") is None
+    # New names: sent, padded so that index 1 (job-bert, which contains "bert") still exists.
+    sent = models.next_choices(shown, ["bob/bert-base"], "bert")
+    assert sent == ["bob/bert-base", "alice/job-llama"] and len(sent) >= 2
+    # Nothing shown contains the text: the found list alone.
+    assert models.next_choices(shown, ["carol/vit"], "vit") == ["carol/vit"]
+    for typed, found in (("job", ["x/job-1"]), ("l", ["y/l"]), ("JOB-B", ["z/job-b"])):
+        sent = models.next_choices(shown, found, typed)
+        reach = max((i + 1 for i, c in enumerate(shown) if typed.lower() in c.lower()), default=0)
+        assert sent is None or len(sent) >= reach

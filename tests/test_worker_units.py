@@ -198,6 +198,20 @@ def test_progress_writes_stage_percent_log_tail_and_redacts():
     assert job.meta["percent"] == 100
 
 
+def test_a_new_log_line_is_saved_at_once_and_a_bare_percent_is_throttled():
+    """A line written just before a long step must reach the page before that step ends."""
+    job = FakeJob()
+    reporter = progress.JobProgress(job, progress.Redactor())
+    reporter.stage("convert", "Converting")
+    saved = job.saved
+    reporter.update(0.1, "Reading the model")
+    reporter.update(0.2, "Converting model")  # within the throttle interval: saved all the same
+    assert job.saved == saved + 2
+    reporter.update(0.3)
+    reporter.update(0.4)
+    assert job.saved <= saved + 3  # percents alone: at most one more save in the interval
+
+
 # ---------------------------------------------------------------------- limits and timing
 
 

@@ -75,10 +75,12 @@ class NewestQuery:
     """Typing sends a search per key, and the answers can come back out of order: only the
     answer to a session's newest query is shown. (Gradio's `always_last` trigger cannot be
     used for this: the run it defers re-sends an earlier key's text, so under load the box
-    was left suggesting for "j" when "job-b" had been typed.)"""
+    was left suggesting for "j" when "job-b" had been typed.) It also remembers the
+    suggestions each session was last sent (see next_choices)."""
 
     def __init__(self, sessions: int = 1000):
         self._tickets: OrderedDict[str, int] = OrderedDict()
+        self._shown: dict[str, list[str]] = {}
         self._sessions = sessions
         self._lock = threading.Lock()
         self._counter = 0
@@ -89,12 +91,40 @@ class NewestQuery:
             self._tickets[session] = self._counter
             self._tickets.move_to_end(session)
             while len(self._tickets) > self._sessions:  # bounded: sessions come and go
-                self._tickets.popitem(last=False)
+                gone, _ = self._tickets.popitem(last=False)
+                self._shown.pop(gone, None)
             return self._counter
 
     def is_newest(self, session: str, ticket: int) -> bool:
         with self._lock:
             return self._tickets.get(session) == ticket
+
+    def shown(self, session: str) -> list[str]:
+        with self._lock:
+            return list(self._shown.get(session, []))
+
+    def show(self, session: str, choices: list[str]) -> None:
+        with self._lock:
+            if session in self._tickets:
+                self._shown[session] = list(choices)
+
+
+def next_choices(shown: list[str], found: list[str], typed: str) -> list[str] | None:
+    """What to send the model box after a search (None: send nothing).
+
+    Gradio's dropdown (6.31) renders new choices with the indices it filtered the old ones by
+    (the old suggestions containing the typed text) before it refilters, and throws ("Cannot
+    read properties of undefined") when one of those indices is past the new list's end. So:
+    - nothing new (found within what is shown): send nothing; the box's own filter by the
+      typed text shows exactly those;
+    - else the found list, padded with earlier suggestions up to the last index that box
+      filter can hold (rarely needed; the next key filters them out)."""
+    if not found or set(found) <= set(shown):
+        return None
+    text = (typed or "").strip().lower()
+    reach = max((i + 1 for i, choice in enumerate(shown) if text in choice.lower()), default=0)
+    extra = [choice for choice in shown if choice not in found]
+    return found + extra[: max(0, reach - len(found))]
 
 
 def search_models(query: str, token: str | None = None, limit: int = SEARCH_LIMIT) -> list[str]:

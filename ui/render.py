@@ -76,12 +76,13 @@ CSS = """
   border: 1px solid var(--border-color-primary); margin-left: 6px; }
 .cm-links a { margin-right: 14px; }
 .cm-log-title { font-weight: 600; margin: 8px 0 4px; }
-.cm-log { max-height: 14em; overflow-y: auto; display: flex; flex-direction: column-reverse;
-  border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; }
+.cm-log { max-height: calc(12 * 0.85em * 1.4); overflow-y: auto; display: flex; flex-direction: column-reverse;
+  box-sizing: content-box; border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 6px 10px; }
 .cm-continuation ul { margin: 4px 0 12px; padding-left: 1.2em; }
 .cm-continuation li { margin: 2px 0; }
 .cm-text { white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.9em; }
-.cm-log pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.85em; }
+.cm-log pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.85em;
+  line-height: 1.4; }  /* the box is 12 such lines high: no line shows half */
 """
 
 

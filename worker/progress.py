@@ -64,12 +64,14 @@ class JobProgress:
         self.save(force=True)
 
     def update(self, fraction: float, message: str | None = None) -> None:
-        """Progress within the current stage; saved at most twice a second."""
+        """Progress within the current stage: a new message (a log line) is saved at once, a
+        percent alone at most twice a second."""
         meta = self.job.meta
         meta["percent"] = max(meta.get("percent", 0), _percent(meta.get("stage", "queued"), fraction))
         if message and message != meta.get("message"):
             meta["message"] = self.redact(message)
-            self.log(message, save=False)
+            self.log(message)
+            return
         self.save()
 
     def log(self, line: str, save: bool = True) -> None:
@@ -78,7 +80,9 @@ class JobProgress:
             self.log_tail.append(f"{stamp} {part}")
         self.job.meta["log"] = list(self.log_tail)
         if save:
-            self.save()
+            # At once: a throttled line could wait unsaved through a long step (a conversion
+            # call of a minute) and the page would show it only after that step.
+            self.save(force=True)
 
     def set(self, **values) -> None:
         """Store values (already free of secrets) in meta and save now."""
