@@ -57,7 +57,8 @@ CSS = """
 .cm-muted { color: var(--body-text-color-subdued); }
 .cm-steps { display: flex; flex-wrap: wrap; gap: 6px; margin: 8px 0; padding: 0; list-style: none; }
 .cm-steps li { padding: 3px 10px; border-radius: 999px; border: 1px solid var(--border-color-primary);
-  font-size: 0.9em; color: var(--body-text-color-subdued); }
+  font-size: 0.9em; color: var(--body-text-color-subdued); margin: 0; line-height: 1.4; }  /* the page's
+  prose styles gave the last pill extra height */
 .cm-steps li.cm-done { background: rgba(46, 158, 91, 0.15); color: var(--body-text-color); border-color: #2e9e5b; }
 .cm-steps li.cm-current { background: var(--color-accent); color: white; border-color: var(--color-accent); font-weight: 600; }
 .cm-steps li.cm-failed { background: #d9534f; color: white; border-color: #d9534f; font-weight: 600; }
