@@ -77,7 +77,7 @@ def submit(spec: JobSpec) -> str:
     if not spec.user:
         spec = spec.with_user(whoami(spec.token))
     request = spec.job_id()  # the same request, the same id: while it runs, asking again joins it
-    latest_key = f"coreml:latest-run:{request}"
+    latest_key = f"{settings.KEY_PREFIX}:latest-run:{request}"
     latest = (redis.get(latest_key) or request.encode()).decode()
     existing = queues.fetch_job(latest, redis)
     if existing is not None and existing.get_status() in ACTIVE:
