@@ -158,3 +158,15 @@ def test_the_card_of_a_package_pushed_anyway_says_it_failed_validation(reports):
     skipped = card.warning_lines(reports["skipped"][0]["validation"])
     assert skipped[0].startswith("> **Warning: this Core ML package was NOT validated**")
     assert "pushed anyway" in skipped[0]
+
+
+def test_a_compression_that_loses_too_much_names_a_larger_size_not_a_fault():
+    validation = {"passed": False, "message": "the lut4 compression loses too much quality to ship",
+                  "quality": {"scheme": "lut4"}, "checks": [
+                      {"package": "model", "inputs": "passage, 121 tokens", "output": "logits", "mode": "fp32",
+                       "metric": "top1_agreement", "value": 0.5, "threshold": 0.7, "passed": False,
+                       "higher_is_better": True}]}
+    message = validation_failure_message(validation, "float16")
+    assert message.startswith("The lut4 compression loses too much quality on this model: ")
+    assert "top-1 agreement 50.0%, needs ≥ 70.0%" in message and "8-bit" in message
+    assert "fault" not in message and "report" not in message

@@ -391,7 +391,8 @@ def _failure(status: dict, report_url: str | None) -> str:
     stage = status.get("stage")
     where = f" (during: {STAGE_LABELS.get(stage, stage)})" if stage and stage not in ("queued", "done") else ""
     report = ""
-    if report_url and kind in ("validation", "internal") and not float32_is_the_remedy(status):
+    lossy = bool(((_validation(status) or {}).get("quality") or {}).get("scheme"))  # a size to choose, not a fault
+    if report_url and kind in ("validation", "internal") and not float32_is_the_remedy(status) and not lossy:
         # Our fault to fix: the report goes to this service's tracker, never the model's authors.
         report = f'<div class="cm-links" data-role="report">{link(report_url, "Report this problem (opens a pre-filled report)")}</div>'
     return (

@@ -287,6 +287,10 @@ def validation_failure_message(validation: dict, precision: str) -> str:
         return (f"The package was not validated ({report.message or 'nothing ran it'}), so nothing was pushed. "
                 "Convert again with validation on, or ask to push even if validation fails.")
     worst = report.failure(report.failed_checks[0]) if report.failed_checks else report.message
+    scheme = (validation.get("quality") or {}).get("scheme")
+    if scheme:  # a compression that loses too much on this model: a size choice, not a fault
+        return (f"The {scheme} compression loses too much quality on this model: {worst}. Nothing was pushed. "
+                "Choose a larger size: 8-bit (int8) kept the quality of every model we measured.")
     if precision == "float16" and report.only_float16_fails:
         return ("Computed exactly, the package matches the PyTorch model; in float16 arithmetic (how the GPU and "
                 f"Neural Engine run it) it drifts: {worst}. Nothing was pushed. Convert in float32: it passes, "
