@@ -91,3 +91,16 @@ def real_encoder() -> Path:
     from tests.real_models import minilm_l6
 
     return minilm_l6()
+
+
+@pytest.fixture(scope="module")
+def real_float16(real_llm, tmp_path_factory):
+    """SmolLM2-135M converted once per module to float16 (iOS18), the base every scheme compresses
+    (tests/test_compression*.py)."""
+    from converters.export import convert
+    from converters.options import ConversionOptions
+
+    out = tmp_path_factory.mktemp("real-float16")
+    result = convert(str(real_llm), "text-generation", out,
+                     ConversionOptions.from_strings(minimum_deployment_target="iOS18"), validate=False)
+    return result.packages[0]
