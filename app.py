@@ -393,11 +393,11 @@ def try_it_setup(panel: TryIt, kind: str | None, fresh: bool) -> dict:
     while the same job is shown)."""
     if kind is None:
         return {panel.group: gr.update(visible=False)}
-    label, example, other = render.TRY_LABELS[kind]
+    label, example, second = render.TRY_LABELS[kind]
+    other, other_example = second or ("", "")
     updates = {panel.group: gr.update(visible=True), panel.note_html: render.try_note(kind),
                panel.text_box: gr.update(label=label, placeholder=example),
-               panel.other_box: gr.update(label=other or "", visible=other is not None,
-                                          placeholder="Someone plays an instrument." if other else "")}
+               panel.other_box: gr.update(label=other, visible=bool(other), placeholder=other_example)}
     if fresh:
         updates[panel.text_box] = gr.update(label=label, placeholder=example, value="")
         updates[panel.output_html] = ""
@@ -672,8 +672,9 @@ def wire_results(page: Page) -> None:
         try:
             job_id = api.resubmit(data[page.job], token, user, precision="float32")
             status = api.status(job_id)
-        except ConverterError as error:
-            return {message: render.message(safe_text(error, token), "error")}
+        except ConverterError as error:  # said at the button, above the job's own outcome
+            return {shown.outcome_html: render.message(safe_text(error, token), "error")
+                    + render.outcome(api.status(data[page.job]))}
         return {message: "", precision: "float32", page.job: job_id,
                 **show(page, status, data[page.view], user, fresh=True)}
 
@@ -687,10 +688,10 @@ def wire_results(page: Page) -> None:
         if kind is None:
             yield render.message("There is no package to try: convert a model first.", "error")
             return
-        example, other_example = render.TRY_LABELS[kind][1], "Someone plays an instrument."
-        inputs = {"text": data[panel.text_box] or example}
-        if kind == "similarity":
-            inputs["other"] = data[panel.other_box] or other_example
+        _, example, second = render.TRY_LABELS[kind]
+        inputs = {"text": data[panel.text_box] or example}  # an empty box tries the shown example
+        if second:
+            inputs["other"] = data[panel.other_box] or second[1]
         try:
             try_id = api.submit_try(data[page.job], token, user, kind, inputs)
         except ConverterError as error:

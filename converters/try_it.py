@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .backends import backend_for
 from .errors import UserInputError
-from .validation import continuation
+
+# torch, the backend and the continuation driver are imported where a package runs: the web
+# process reads KINDS, MAX_CHARS and check_text from here and must not load torch for them.
 
 MAX_CHARS = 500
 MAX_NEW_TOKENS = 32
@@ -59,6 +59,8 @@ def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str) -> d
 
 
 def _pretrained(cls, model_dir: Path):
+    import torch
+
     # Safetensors only and never remote code, as everywhere in the service.
     return cls.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
                                torch_dtype=torch.float32).eval()
@@ -81,6 +83,9 @@ def _timed(fn):
 
 def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens: int = DEFAULT_NEW_TOKENS) -> dict:
     from transformers import AutoModelForCausalLM
+
+    from .backends import backend_for
+    from .validation import continuation
 
     new_tokens = max(1, min(int(new_tokens), MAX_NEW_TOKENS))
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForCausalLM, model_dir)
@@ -152,8 +157,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def similarity(package: Path, model_dir: Path, first: str, second: str, mode: str) -> dict:
+    import torch
     from transformers import AutoModel
 
+    from .backends import backend_for
     from .configs.text import sentence_embedding
     from .loading import sentence_pooling
 
@@ -195,7 +202,10 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
 
 
 def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3) -> dict:
+    import torch
     from transformers import AutoModelForSequenceClassification
+
+    from .backends import backend_for
 
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForSequenceClassification, model_dir)
     backend = backend_for("coreml")

@@ -148,15 +148,9 @@ def search_models(query: str, token: str | None = None, limit: int = SEARCH_LIMI
 def _list_model_ids(query: str, token: str | None, limit: int) -> list[str]:
     """GET /api/models?search=... once, with a short timeout: HfApi.list_models retries a
     failing Hub for ~20 s, too long for suggestions while typing."""
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    from huggingface_hub.utils import hf_raise_for_status
 
-    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    response = get_session().get(
-        f"{endpoint}/api/models",
-        params={"search": query, "sort": "downloads", "limit": limit},
-        headers=build_hf_headers(token=token or False),
-        timeout=SEARCH_TIMEOUT,
-    )
+    response = _hub_get("/api/models", token, params={"search": query, "sort": "downloads", "limit": limit})
     hf_raise_for_status(response)
     return [item["id"] for item in response.json()
             if isinstance(item, dict) and item.get("id") and not is_coreml_repo(item)][:limit]
@@ -165,18 +159,24 @@ def _list_model_ids(query: str, token: str | None, limit: int) -> list[str]:
 def repo_exists(repo_id: str, token: str | None) -> bool | None:
     """Whether the Hub has `repo_id` (a model repo) that this token can see; None when the Hub
     does not answer in time (the note is a courtesy: the push itself decides)."""
-    from huggingface_hub.utils import build_hf_headers, get_session
-
-    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     try:
-        response = get_session().get(f"{endpoint}/api/models/{repo_id}", headers=build_hf_headers(token=token or False),
-                                     timeout=SEARCH_TIMEOUT)
+        response = _hub_get(f"/api/models/{repo_id}", token)
     except Exception as error:  # noqa: BLE001 - unreachable: say nothing rather than something wrong
         log.info("checking %s failed: %s", repo_id, type(error).__name__)
         return None
     if response.status_code == 200:
         return True
     return False if response.status_code in (401, 404) else None
+
+
+def _hub_get(path: str, token: str | None, params: dict | None = None):
+    """One GET on the configured Hub with huggingface_hub's session and headers, and a short
+    timeout: the form asks while a person types."""
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    return get_session().get(f"{endpoint}{path}", params=params, headers=build_hf_headers(token=token or False),
+                             timeout=SEARCH_TIMEOUT)
 
 
 def is_coreml_repo(item: dict) -> bool:

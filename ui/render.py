@@ -730,9 +730,9 @@ def _one_line(text: str, limit: int = 120) -> str:
 # ---------------------------------------------------------------------- try it
 
 
-TRY_LABELS = {  # kind -> (first box's label, its placeholder, second box's label or None)
+TRY_LABELS = {  # kind -> (first box's label, its example, (second box's label, its example) or None)
     "generate": ("Prompt", "The capital of France is", None),
-    "similarity": ("First sentence", "A man is playing a guitar.", "Second sentence"),
+    "similarity": ("First sentence", "A man is playing a guitar.", ("Second sentence", "Someone plays an instrument.")),
     "classify": ("Text", "I loved this film, the actors were wonderful.", None),
 }
 TRY_NOTES = {

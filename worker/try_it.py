@@ -14,6 +14,7 @@ for conversions (worker/tokens.py) and is deleted when the try ends.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -89,8 +90,6 @@ def _try(connection, request: dict, token: str | None) -> dict:
 
 
 def _download_package(repo: str, commit: str, package_path: str, token: str | None, cache: Path) -> Path:
-    import os
-
     from huggingface_hub import snapshot_download
 
     folder = Path(snapshot_download(repo, revision=commit, allow_patterns=[f"{package_path}/**"], token=token or False,
