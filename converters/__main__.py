@@ -124,6 +124,9 @@ def print_outcome(report) -> int:
         print(f"tokenizer repo named in the package (co.huggingface.exporters.name): {report.tokenizer_repo}")
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    mark = report.untested_mark()
+    if mark:
+        print(f"{report.architecture.model_type}: {mark}")
     return print_validation(report.validation)
 
 

@@ -4,7 +4,8 @@ per kind of failure, carrying what a caller needs to act on it).
 
 - `UserInputError` (exit 2): the request cannot be served as given; the message says what
   was wrong and what to do instead. Subclasses carry the detail a caller may want:
-  - `UnsupportedArchitecture`: the model's `model_type` has no config here.
+  - `UnsupportedArchitecture`: the model's `model_type` belongs to no family we convert;
+    `ArchitectureNotConvertible`: one outside the tested list that its family could not convert.
 - `HubUnavailable` (exit 1, transient): the Hub answered 5xx/429, timed out, or could not
   be reached. Not the user's fault and not a reason to change the request: the same request
   may succeed later, so the worker retries it once and the message says to try again.
@@ -36,6 +37,12 @@ class UnsupportedArchitecture(UserInputError):
     def __init__(self, model_type: str, message: str | None = None):
         self.model_type = model_type
         super().__init__(message or f"The architecture '{model_type}' is not supported yet.")
+
+
+class ArchitectureNotConvertible(UnsupportedArchitecture):
+    """An architecture outside the tested list whose family's wrappers could not convert it
+    (converters/diagnose.py names the op or layer): a limit of this service for that model,
+    not a fault in an architecture we promise, so the request is the one to change."""
 
 
 class HubUnavailable(ConverterError):

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from .backends import backend_for
-from .capture import capture, load
+from .capture import EXPORT_FAILURES, capture, load
+from .diagnose import conversion_failure
+from .errors import ConversionError
 from .metadata import toolchain_versions
 from .options import ConversionOptions
 from .package_info import directory_size
@@ -64,6 +66,10 @@ def convert(
     plan = make_plan(model_source, task, options or ConversionOptions(), hub_name)
     writer = backend_for(backend)
     timings["resolve"] = time.perf_counter() - mark
+    if not plan.cfg.tested and not validate:
+        validate = True
+        plan.warnings.append("Validation runs even though skipping it was asked: this architecture is not in the "
+                             "tested list, and validation is what says whether its package is right.")
 
     progress("load", 0.1, "Loading the PyTorch model")
     mark = time.perf_counter()
@@ -112,10 +118,14 @@ def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
 
 def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings: dict) -> tuple[Path, dict]:
     """capture -> convert -> transforms -> save, for one part; its entry in the report."""
-    captured = capture(plan, model, part)
-    timings[f"export_{part}"] = captured.seconds
-    mark = time.perf_counter()
-    artifact = writer.convert(plan, captured)
+    captured = None
+    try:
+        captured = capture(plan, model, part)
+        timings[f"export_{part}"] = captured.seconds
+        mark = time.perf_counter()
+        artifact = writer.convert(plan, captured)
+    except (ConversionError, *EXPORT_FAILURES) as error:
+        raise conversion_failure(plan.cfg, part, error, getattr(captured, "program", None)) from error
     exporter, safe_norms = captured.exporter, captured.float16_safe_norms
     del captured  # the torch program can be as large as the model
     for transform in transforms_for(plan):
@@ -174,6 +184,8 @@ def _report(plan: Plan, parameters: int, package_reports: list[dict], timings: d
             "model_type": plan.hf_config.model_type,
             "class": plan.cfg.model_class_label(),
             "parameters": parameters,
+            "family": plan.cfg.family,
+            "tested": plan.cfg.tested,
         },
         "options": plan.options.to_dict(),
         "packages": package_reports,

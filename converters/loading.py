@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 from .configs import CoreMLConfig
 from .errors import UserInputError
+from .integrity import read_json
 
 
 def resolve_task(requested: str, hf_config, source=None) -> str:
@@ -22,13 +24,36 @@ def resolve_task(requested: str, hf_config, source=None) -> str:
     return model_tasks(hf_config, pipeline_tag).choose(requested)
 
 
+# What transformers raises for a config or checkpoint it cannot use (a field of the wrong
+# type, values that contradict each other, weights that do not fit the config).
+# A RuntimeError is the input's only for weights whose shapes do not fit (_unloadable).
+LOAD_FAILURES = (ValueError, TypeError, KeyError, AttributeError, AssertionError, StrictDataclassError)
+
+
 def load_hf_config(path: Path):
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+    from .configs import config_class_for
+
+    model_type = read_json(Path(path) / "config.json", "The model").get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        config_class_for(model_type)  # says why transformers cannot build it
     try:
         return AutoConfig.from_pretrained(str(path), trust_remote_code=False)
-    except ValueError as error:
-        raise UserInputError(f"transformers cannot read this model's config.json: {error}") from None
+    except LOAD_FAILURES as error:
+        raise UserInputError(
+            f"The model's config.json does not describe a valid {model_type} model: {_first_line(error)}. "
+            "Fix config.json (compare it with the original model's) and try again."
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    """The reason in one line; a config validator's own (its cause), not huggingface_hub's wrapper."""
+    if isinstance(error, StrictDataclassError) and error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300].rstrip(".")
 
 
 def load_preprocessor(path: Path) -> dict:
@@ -38,7 +63,7 @@ def load_preprocessor(path: Path) -> dict:
     for name in ("preprocessor_config.json", "image_processor_config.json"):
         file = Path(path) / name
         if file.exists():
-            found = json.loads(file.read_text())
+            found = read_json(file, "The model")
             break
     pooling = sentence_pooling(Path(path))
     return {**found, "sentence_pooling": pooling} if pooling else found
@@ -72,15 +97,28 @@ def load_model(path: Path, cfg: CoreMLConfig, warnings_out: list[str]):
     import transformers
 
     auto = getattr(transformers, cfg.model_class_name())
-    model, info = auto.from_pretrained(
-        str(path),
-        use_safetensors=True,
-        trust_remote_code=False,
-        dtype=torch.float32,
-        output_loading_info=True,
-        **cfg.model_kwargs(),
-    )
+    try:
+        model, info = auto.from_pretrained(
+            str(path),
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=torch.float32,
+            output_loading_info=True,
+            **cfg.model_kwargs(),
+        )
+    except (*LOAD_FAILURES, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not _size_mismatch(error):
+            raise
+        raise _unloadable(error, cfg, Path(path)) from None
     missing = [k for k in info.get("missing_keys", []) if k]
+    expected = len(model.state_dict())
+    if expected and len(missing) > expected / 2:
+        raise UserInputError(
+            f"The model's weights (*.safetensors) do not hold the model its config.json describes: {len(missing)} "
+            f"of {expected} weights are missing (for example {sorted(missing)[0]}), "
+            f"and {len(info.get('unexpected_keys', []))} weights are not this model's. "
+            "The weights may belong to another model, or a shard may be missing: upload the matching files."
+        )
     if missing:
         warnings_out.append(
             f"{len(missing)} weights were not in the checkpoint and were initialised randomly "
@@ -88,3 +126,42 @@ def load_model(path: Path, cfg: CoreMLConfig, warnings_out: list[str]):
             "so that part of the output is meaningless until the model is fine-tuned."
         )
     return model.eval()
+
+
+def _size_mismatch(error: BaseException) -> bool:
+    return "size mismatch" in str(error) or "ignore_mismatched_sizes" in str(error)
+
+
+def _first_mismatch(path: Path, cfg: CoreMLConfig) -> str | None:
+    """The first weight whose shape in the files differs from the model config.json describes
+    (transformers only logs them), as "name: [..] in the file, [..] for config.json"."""
+    import transformers
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        model = getattr(transformers, cfg.model_class_name()).from_config(cfg.hf_config)
+    wanted = {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                found = list(weights.get_slice(name).get_shape())
+                model_name = next((k for k in wanted if k == name or k.endswith("." + name) or name.endswith("." + k)), None)
+                if model_name and wanted[model_name] != found:
+                    return f"{name} is {found} in {file.name}, but {wanted[model_name]} for config.json"
+    return None
+
+
+def _unloadable(error: BaseException, cfg: CoreMLConfig, path: Path) -> BaseException:
+    """A UserInputError for a checkpoint transformers cannot load as config.json describes it."""
+    text = str(error)
+    model_type = cfg.hf_config.model_type
+    if _size_mismatch(error):
+        detail = _first_mismatch(path, cfg) or "some weights have other shapes than config.json describes"
+        return UserInputError(
+            f"The model's weights (*.safetensors) do not fit its config.json: {detail}. "
+            "The config and the weights must come from the same model: upload the matching config.json."
+        )
+    return UserInputError(
+        f"transformers cannot build this {model_type} model from its files: {_first_line(error)}. "
+        "Check config.json and the weights (compare them with the original model's)."
+    )

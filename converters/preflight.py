@@ -18,12 +18,12 @@ functions: check_files, check_config, then model_tasks.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserInputError
+from .integrity import check_preprocessor, read_json
 from .source import HubReference, check_config, check_files, hub_api, hub_errors, inspect_hub_model
 from .tasks import normalize_task, task_from_architectures
 
@@ -199,10 +199,18 @@ class HubModel:
         return list(self.config.get("architectures") or [])
 
     @property
-    def modality(self) -> str | None:
-        from .configs import ARCHITECTURES
+    def config_class(self):
+        """The config class that would convert it (registry or family), None if none would."""
+        from .configs import config_class_for
 
-        cls = ARCHITECTURES.get(self.model_type or "")
+        try:
+            return config_class_for(self.model_type or "")
+        except UserInputError:
+            return None
+
+    @property
+    def modality(self) -> str | None:
+        cls = self.config_class
         return cls.modality if cls else None
 
 
@@ -254,12 +262,13 @@ def _read_configs(model: HubModel, token: str | None, folder: Path) -> None:
 
     revision = model.sha or model.ref.revision
     path = _download(model.ref, "config.json", revision, token, folder)
-    model.config = _read_json(path, model.where)
+    model.config = read_json(path, model.where)
     check_config(model.config, model.where)
     model.tasks = model_tasks(model.config, model.pipeline_tag, model.where)
     if "preprocessor_config.json" in model.files:
         path = _download(model.ref, "preprocessor_config.json", revision, token, folder)
-        model.preprocessor = _read_json(path, model.where)
+        model.preprocessor = read_json(path, model.where)
+        check_preprocessor(model.preprocessor, model.where, "preprocessor_config.json")
     model.hf_config = load_hf_config(folder)
 
 
@@ -267,16 +276,6 @@ def _download(ref: HubReference, filename: str, revision: str | None, token: str
     with hub_errors(ref, token):
         return Path(hub_api(token).hf_hub_download(ref.repo_id, filename, revision=revision, local_dir=folder,
                                                    token=token or False))
-
-
-def _read_json(path: Path, where: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{where} has a {path.name} that is not valid JSON ({error}).") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"{where} has a {path.name} that is not a JSON object.")
-    return data
 
 
 def _count(n: int) -> str:

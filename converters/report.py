@@ -352,9 +352,19 @@ class ArchitectureInfo:
     model_type: str | None = None
     class_name: str | None = None  # the transformers class converted ("class" in JSON)
     parameters: int | None = None
+    family: str | None = None  # "decoder", "encoder", "encoder-decoder", "vision"
+    tested: bool = True  # False: outside the tested list, converted by its family (configs/generic.py)
 
     def to_json(self) -> dict:
-        return {"model_type": self.model_type, "class": self.class_name, "parameters": self.parameters}
+        return {"model_type": self.model_type, "class": self.class_name, "parameters": self.parameters,
+                "family": self.family, "tested": self.tested}
+
+    def untested_mark(self, validation: "ValidationReport") -> str | None:
+        """"architecture not in the tested list — validated: passed" (None for a tested one)."""
+        if self.tested:
+            return None
+        verdict = "passed" if validation.passed else "skipped" if validation.skipped or validation.passed is None else "failed"
+        return f"architecture not in the tested list ({self.family} family) — validated: {verdict}"
 
 
 @dataclass
@@ -439,7 +449,8 @@ class ConversionReport:
             source=SourceInfo(source.get("id"), source.get("revision"), source.get("path")),
             tokenizer_repo=data.get("tokenizer_repo"),
             architecture=ArchitectureInfo(architecture.get("model_type"), architecture.get("class"),
-                                          architecture.get("parameters")),
+                                          architecture.get("parameters"), architecture.get("family"),
+                                          architecture.get("tested", True) is not False),
             options=dict(data.get("options") or {}),
             packages=[PackageReport.from_json(p) for p in data.get("packages") or []],
             versions=dict(data.get("versions") or {}),
@@ -469,6 +480,9 @@ class ConversionReport:
 
     def summary(self) -> str:
         return self.validation.summary()
+
+    def untested_mark(self) -> str | None:
+        return self.architecture.untested_mark(self.validation)
 
     def failures(self) -> list[str]:
         return self.validation.failures()

@@ -8,7 +8,6 @@ Downloads take only what conversion needs: safetensors, JSON configs, tokenizer 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -128,18 +127,15 @@ def check_config(config: dict, where: str) -> None:
         raise UserInputError(f"{where}'s config.json has no 'model_type', so its architecture is unknown.")
 
 
-def _read_config(path: Path) -> dict:
-    try:
-        return json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise UserInputError(f"{path / 'config.json'} is not valid JSON ({error}).") from None
-
-
 def open_local(path: Path) -> ModelSource:
+    from .integrity import check_folder, read_json
+
+    where = f"The folder {path}"
     files = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
-    check_files(files, f"The folder {path}")
-    config = _read_config(path)
-    check_config(config, f"The folder {path}")
+    check_files(files, where)
+    config = read_json(path / "config.json", where)
+    check_config(config, where)
+    check_folder(path, where)
     return ModelSource(path=path, config=config)
 
 
@@ -265,8 +261,11 @@ def download(ref: HubReference, token: str | None = None, cache_dir: Path | None
                 cache_dir=cache_dir,
             )
         )
-    config = _read_config(path)
+    from .integrity import check_folder, read_json
+
+    config = read_json(path / "config.json", where)
     check_config(config, where)
+    check_folder(path, where)
     return ModelSource(path=path, config=config, hub_id=ref.repo_id, revision=info.sha or ref.revision,
                        pipeline_tag=info.pipeline_tag)
 

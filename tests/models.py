@@ -54,6 +54,51 @@ MODELS = {
 }
 
 
+# Architectures outside the registry (the generic path, converters/configs/generic.py): one or
+# more of every family, shapes the registry lacks — their own norms and position schemes, a
+# code LLM, older decoders, factorised embeddings, a discriminator, windowed and self-supervised
+# vision transformers. Not every one converts; tests/test_generic_architectures.py says which.
+_SEQ2SEQ = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=VOCAB_SIZE, max_position_embeddings=512,
+                pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2)
+UNLISTED = {
+    "olmo2": (lambda: tf.Olmo2Config(**_DECODER), tf.Olmo2ForCausalLM, "text"),
+    "stablelm": (lambda: tf.StableLmConfig(**_DECODER), tf.StableLmForCausalLM, "text"),
+    "starcoder2": (lambda: tf.Starcoder2Config(**_DECODER, sliding_window=None), tf.Starcoder2ForCausalLM, "text"),
+    "opt": (lambda: tf.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=32,
+                                 vocab_size=VOCAB_SIZE, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+            tf.OPTForCausalLM, "text"),
+    "bloom": (lambda: tf.BloomConfig(hidden_size=32, n_layer=2, n_head=4, vocab_size=VOCAB_SIZE, pad_token_id=0, bos_token_id=1,
+                                     eos_token_id=2), tf.BloomForCausalLM, "text"),
+    "gpt_neo": (lambda: tf.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
+                                        window_size=8, vocab_size=VOCAB_SIZE, max_position_embeddings=512, pad_token_id=0,
+                                        bos_token_id=1, eos_token_id=2), tf.GPTNeoForCausalLM, "text"),
+    "phi": (lambda: tf.PhiConfig(**_DECODER), tf.PhiForCausalLM, "text"),
+    "cohere": (lambda: tf.CohereConfig(**_DECODER), tf.CohereForCausalLM, "text"),
+    "granite": (lambda: tf.GraniteConfig(**_DECODER), tf.GraniteForCausalLM, "text"),
+    "albert": (lambda: tf.AlbertConfig(**_ENCODER, embedding_size=16, **_LABELS), tf.AlbertForMaskedLM, "text"),
+    "electra": (lambda: tf.ElectraConfig(**_ENCODER, embedding_size=16, **_LABELS), tf.ElectraForPreTraining, "text"),
+    "mpnet": (lambda: tf.MPNetConfig(**_ENCODER, **_LABELS), tf.MPNetForMaskedLM, "text"),
+    "roformer": (lambda: tf.RoFormerConfig(**_ENCODER, **_LABELS), tf.RoFormerForMaskedLM, "text"),
+    "mbart": (lambda: tf.MBartConfig(**_SEQ2SEQ), tf.MBartForConditionalGeneration, "text"),
+    "pegasus": (lambda: tf.PegasusConfig(**_SEQ2SEQ), tf.PegasusForConditionalGeneration, "text"),
+    "marian": (lambda: tf.MarianConfig(**_SEQ2SEQ), tf.MarianMTModel, "text"),
+    "swin": (lambda: tf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4,
+                                   **_LABELS), tf.SwinForImageClassification, "vision"),
+    "dinov2": (lambda: tf.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                       image_size=32, patch_size=8, **_LABELS), tf.Dinov2ForImageClassification, "vision"),
+    "deit": (lambda: tf.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+                                   patch_size=8, **_LABELS), tf.DeiTForImageClassification, "vision"),
+    "beit": (lambda: tf.BeitConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+                                   patch_size=8, use_relative_position_bias=True, **_LABELS), tf.BeitForImageClassification, "vision"),
+    "resnet": (lambda: tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], **_LABELS),
+               tf.ResNetForImageClassification, "vision"),
+    "levit": (lambda: tf.LevitConfig(image_size=32, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1],
+                                     key_dim=[8, 8, 8], **_LABELS), tf.LevitForImageClassification, "vision"),
+}
+ALL_MODELS = {**MODELS, **UNLISTED}
+
+
 def build_tokenizer(folder: Path, model_type: str) -> None:
     """A word-level tokenizer over a small vocabulary, saved as tokenizer.json + config."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -64,7 +109,7 @@ def build_tokenizer(folder: Path, model_type: str) -> None:
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    if model_type not in MODELS or MODELS[model_type][1].__name__.endswith(("ForMaskedLM",)):
+    if model_type not in ALL_MODELS or ALL_MODELS[model_type][1].__name__.endswith(("ForMaskedLM", "ForPreTraining")):
         tokenizer.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 5), ("[SEP]", 6)]
         )
@@ -115,7 +160,7 @@ def _like_trained_batch_norms(model: torch.nn.Module) -> None:
 
 def build_model(model_type: str, folder: Path, seed: int = 0, **config_overrides) -> Path:
     """Write a tiny random `model_type` checkpoint into `folder` and return it."""
-    factory, model_class, modality = MODELS[model_type]
+    factory, model_class, modality = ALL_MODELS[model_type]
     config = factory()
     for key, value in config_overrides.items():
         setattr(config, key, value)

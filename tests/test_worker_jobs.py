@@ -290,7 +290,7 @@ REFUSED_BY_THE_JOB = [
                  id="unsupported-task"),
     pytest.param(dict(model=repos.NO_CONFIG), "has no config.json", id="no-config"),
     pytest.param(dict(model=repos.NO_WEIGHTS), "has no model weights", id="no-weights"),
-    pytest.param(dict(model=repos.BAD_CONFIG), "config.json that is not valid JSON", id="broken-config"),
+    pytest.param(dict(model=repos.BAD_CONFIG), "damaged config.json: it is not valid JSON", id="broken-config"),
     pytest.param(dict(model=repos.HUGE), "is too large for this worker: 7.0 B parameters", id="too-large"),
     pytest.param(dict(task="fill-mask", options={"sequence_length": "1024"}),
                  "Sequence length 1024 is beyond this model's maximum of 512", id="length-beyond-model"),

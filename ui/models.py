@@ -51,6 +51,8 @@ class ModelSummary:
     config: dict = field(default_factory=dict)
     preprocessor: dict = field(default_factory=dict)
     modality: str | None = None
+    family: str | None = None  # the wrappers it converts with: decoder, encoder, encoder-decoder, vision
+    tested: bool = True  # False: not in the tested list (converted by its family; validation decides)
     error: str | None = None
 
     @property
@@ -59,12 +61,16 @@ class ModelSummary:
 
     @property
     def unsupported_architecture(self) -> bool:
-        """True when the model is fine but its architecture is not in the registry yet."""
+        """True when the model is fine but no family of ours converts its architecture."""
         if not self.error or not self.model_type:
             return False
-        from converters.configs import ARCHITECTURES
+        from converters.configs import config_class_for
 
-        return self.model_type not in ARCHITECTURES
+        try:
+            config_class_for(self.model_type)
+        except UserInputError:
+            return True
+        return False
 
     @property
     def name(self) -> str:
@@ -215,7 +221,10 @@ def _describe(summary: ModelSummary, model: HubModel) -> None:
     summary.config, summary.preprocessor = model.config, model.preprocessor
     summary.model_type = model.model_type
     summary.architectures = model.architectures
-    summary.modality = model.modality
+    cls = model.config_class
+    summary.modality = cls.modality if cls else None
+    summary.family = cls.family if cls else None
+    summary.tested = cls.tested if cls else True
     if model.tasks is not None:
         summary.tasks = list(model.tasks.available)
         summary.default_task = model.tasks.automatic

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from html import escape
 from urllib.parse import quote, urlencode
 
-from converters.report import METRIC_LABELS, MODE_LABELS, ContinuationRun, ValidationReport
+from converters.report import METRIC_LABELS, MODE_LABELS, ContinuationRun, ConversionReport, ValidationReport
 from converters.report import number as report_number
 from worker import card
 from worker.progress import STAGES
@@ -181,12 +181,24 @@ def model_summary(summary, request_base: str | None = None) -> str:
         f'<div class="cm-card" data-model-ok="yes">'
         f"<div><strong>{link(hub_url(summary.repo_id), summary.repo_id)}</strong>{revision}{badges}</div>"
         f"<div>Architecture: {arch}</div>"
+        f"{family_line(summary)}"
         f"<div>Size: {escape(size_text)}</div>"
         f"<div>Hub task tag: {pipeline}</div>"
         f"<div>Can be converted for {len(summary.tasks)} task{'s' if len(summary.tasks) != 1 else ''}: "
         f"{escape(', '.join(summary.tasks))}</div>"
         "</div>"
     )
+
+
+def family_line(summary) -> str:
+    """The family that converts it; for an architecture outside the tested list, that mark."""
+    if not summary.family:
+        return ""
+    if summary.tested:
+        return f'<div data-role="family">Family: {escape(summary.family)} (tested)</div>'
+    return (f'<div data-role="family" data-tested="no">Family: {escape(summary.family)} · '
+            "<strong>architecture not in the tested list</strong>: it converts with the "
+            f"{escape(summary.family)} family's wrappers, and validation decides whether the package is right</div>")
 
 
 def tolerance(thresholds: dict | None, precision: str) -> str:
@@ -322,6 +334,7 @@ def results(status: dict | None, report_url: str | None = None, with_outcome: bo
     if state in ("finished", "failed"):
         parts.append(compression_section(report, validation))
     if validation and state in ("finished", "failed", "cancelled"):
+        parts.append(untested_section(report, validation))
         parts.append(validation_section(validation))
         parts.append(continuation_section(validation))
     if state in ("finished", "failed", "cancelled"):
@@ -400,6 +413,16 @@ def _failure(status: dict, report_url: str | None) -> str:
         f"<strong>{escape(lead)}</strong>{escape(where)}<div data-role='error-message'>{escape(error)}</div>"
         f"{report}</div>"
     )
+
+
+def untested_section(report: dict, validation: dict) -> str:
+    """An architecture outside the tested list: said above the validation that vouches for it."""
+    typed = ConversionReport.from_json({**report, "validation": validation})
+    mark = typed.untested_mark()
+    if not mark:
+        return ""
+    return (f'<div class="cm-info" data-role="untested">{escape(typed.architecture.model_type or "")}: '
+            f"{escape(mark)}</div>")
 
 
 def validation_section(validation: dict) -> str:

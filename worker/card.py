@@ -15,7 +15,7 @@ from huggingface_hub import ModelCardData
 
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
-from converters.report import ContinuationRun, ValidationReport, number
+from converters.report import ContinuationRun, ConversionReport, ValidationReport, number
 from converters.size_estimate import megabytes
 
 # Our task names -> the Hub's pipeline tags (most are the same).
@@ -106,6 +106,7 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
         f"Converted from [{source_repo}]({source_url}) (revision `{revision[:12]}`) for **{task}** "
         "with Core ML Converter.",
         "",
+        *untested_lines(report),
         "## Packages",
         "",
         "| package | inputs | outputs | states |",
@@ -140,6 +141,17 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
         lines += ["", "## Tokenizer", ""] + tokenizer
     lines += ["", "## Use it in Swift", ""] + swift_snippet(task, report, package_paths)
     return "\n".join(lines) + "\n"
+
+
+def untested_lines(report: dict) -> list[str]:
+    """For an architecture outside the converter's tested list: that, and validation's verdict."""
+    typed = ConversionReport.from_json(report)
+    mark = typed.untested_mark()
+    if not mark:
+        return []
+    return [f"**{typed.architecture.model_type}: {mark[0].upper() + mark[1:]}.** The converter has no tests for this "
+            "architecture; it was converted with its family's wrappers, and validation against PyTorch (below) is "
+            "what vouches for the package.", ""]
 
 
 def validation_section(validation: dict) -> list[str]:

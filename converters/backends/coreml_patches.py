@@ -180,15 +180,36 @@ def op_patches(extra: dict | None = None, float16: bool = False, fused_attention
     }
     mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
     saved = {name: mapping[name] for name in patches if name in mapping}
+    convert_single_node = torch_ops.convert_single_node
     try:
         for name, func in patches.items():
             if name in BASE_PATCHES and name in saved:
                 continue  # a newer coremltools converts this op itself: keep its converter
             mapping[name] = func
+        torch_ops.convert_single_node = _naming_failing_node(convert_single_node)
         yield
     finally:
+        torch_ops.convert_single_node = convert_single_node
         for name in patches:
             if name in saved:
                 mapping[name] = saved[name]
             else:
                 mapping.pop(name, None)
+
+
+def _naming_failing_node(convert_single_node):
+    """coremltools names the op that failed only in a log line: keep the node on the exception
+    (`coreml_node`), so the message can say which op and which layer (converters/diagnose.py)."""
+
+    def convert(context, node):
+        try:
+            convert_single_node(context, node)
+        except Exception as error:
+            if getattr(error, "coreml_node", None) is None:
+                try:
+                    error.coreml_node = node
+                except AttributeError:  # an exception type that takes no attributes
+                    pass
+            raise
+
+    return convert

@@ -136,6 +136,8 @@ class Tolerances:
 
 class CoreMLConfig:
     modality = "text"
+    family = ""  # "decoder", "encoder", "encoder-decoder", "vision": the wrappers it uses
+    tested = True  # False: an architecture outside the registry, served by its family (generic.py)
     supports_kv_cache = False  # True for decoders that can export a stateful KV cache
     # The tasks this family can serve; those transformers has no model class for are dropped.
     supported_tasks: tuple[str, ...] = ()
@@ -260,21 +262,27 @@ class CoreMLConfig:
         return meets(self.options.minimum_deployment_target, ("iOS18", "macOS15"))
 
     def _model_class_supports_sdpa(self) -> bool:
-        import transformers
-
-        auto = getattr(transformers, self.model_class_name())
-        model_class = auto._model_mapping.get(type(self.hf_config), None)
-        return bool(getattr(model_class, "_supports_sdpa", False))
+        return bool(getattr(self.model_class(), "_supports_sdpa", False))
 
     def model_class_name(self) -> str:
         return TASKS[self.task].auto_class
 
     def model_class_label(self) -> str:
         """The transformers class the checkpoint loads as for this task (LlamaForCausalLM)."""
+        return self.model_class().__name__
+
+    def model_class(self):
+        """That class (None if transformers has none). Where the Auto class maps a config to
+        several (DeiT: with and without a distillation head), the one config.json's
+        `architectures` names, as from_pretrained picks it; else the first."""
         import transformers
 
         auto = getattr(transformers, self.model_class_name())
-        return auto._model_mapping[type(self.hf_config)].__name__
+        found = auto._model_mapping.get(type(self.hf_config), None)
+        if not isinstance(found, (tuple, list)):
+            return found
+        named = set(getattr(self.hf_config, "architectures", None) or [])
+        return next((cls for cls in found if cls.__name__ in named), found[0])
 
     # --- example inputs ------------------------------------------------------------------
 

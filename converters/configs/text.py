@@ -110,6 +110,13 @@ def sentence_embedding(hidden: torch.Tensor, mask: torch.Tensor, pooling: dict) 
     return pooled
 
 
+def _real_tokens(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`value` at the tokens the 0/1 mask keeps, when it has a token axis (else all of it)."""
+    if mask.dim() == 2 and value.dim() >= 2 and value.shape[1] == mask.shape[-1]:
+        return value[:, mask[0].bool()]
+    return value
+
+
 class SliceUpdateCache(Cache):
     """A KV cache that writes each step's keys/values into two preallocated buffers in
     place; exported, the buffers become Core ML states and the writes state updates.
@@ -178,7 +185,53 @@ class TextConfig(CoreMLConfig):
     modality = "text"
     causal = False
     native_mask = False  # True: pass the 0/1 mask through (models that build their own)
+    probe_mask = False  # True (untested architectures): try the model with each mask (mask_convention)
     has_pooler = False  # feature-extraction also exports pooler_output
+    _probed_native_mask: bool | None = None
+
+    def mask_convention(self, model) -> bool:
+        """Whether the model gets the 0/1 mask as-is (True) or a ready-made additive one.
+
+        An architecture we have not tested may build its mask in a way that rejects or
+        ignores a ready-made one. Both are run on a right-padded example; the additive mask
+        (which converts to fewer ops) is kept when it gives what the model gives with its own
+        0/1 mask on the real tokens."""
+        if not self.probe_mask:
+            return self.native_mask
+        if self._probed_native_mask is None:
+            self._probed_native_mask = self._additive_mask_differs(model)
+        return self._probed_native_mask
+
+    def _additive_mask_differs(self, model) -> bool:
+        generator = torch.Generator().manual_seed(0)
+        # The plain (uncached) interface, also for a stateful decoder's reference.
+        example = [self.example_tensor(spec, [8 if d == SEQ else d for d in spec.shape], generator)
+                   for spec in TextConfig.inputs(self)]
+        mask = example[1].clone()
+        mask[..., -3:] = 0
+        args = [example[0], mask, *example[2:]]
+        with torch.no_grad():
+            own = self._text_wrapper(model, native_mask=True)(*args)
+            try:
+                additive = self._text_wrapper(model, native_mask=False)(*args)
+            except Exception:  # noqa: BLE001 - a model that refuses a 4-D mask builds its own
+                return True
+        for mine, theirs in zip(own, additive):
+            mine, theirs = _real_tokens(mine.float(), mask), _real_tokens(theirs.float(), mask)
+            scale = max(1.0, float(mine.abs().max()))
+            if mine.shape != theirs.shape or not torch.allclose(mine, theirs, rtol=1e-3, atol=1e-4 * scale):
+                return True
+        return False
+
+    def _text_wrapper(self, model, native_mask: bool, part: str = "model") -> "TextModelWrapper":
+        return TextModelWrapper(
+            model,
+            self.outputs(part),
+            causal=self.causal,
+            native_mask=native_mask,
+            flatten_choices=self.task == "multiple-choice",
+            pooling=self.sentence_pooling,
+        )
 
     def inputs(self, part: str = "model") -> list[InputSpec]:
         shape = (1, NUM_CHOICES, SEQ) if self.task == "multiple-choice" else (1, SEQ)
@@ -211,14 +264,7 @@ class TextConfig(CoreMLConfig):
         return list(_TASK_OUTPUTS[self.task])
 
     def wrap(self, model, part: str = "model"):
-        return TextModelWrapper(
-            model,
-            self.outputs(part),
-            causal=self.causal,
-            native_mask=self.native_mask,
-            flatten_choices=self.task == "multiple-choice",
-            pooling=self.sentence_pooling,
-        )
+        return self._text_wrapper(model, self.mask_convention(model), part)
 
     @property
     def sentence_pooling(self) -> dict | None:
@@ -227,6 +273,7 @@ class TextConfig(CoreMLConfig):
 
 
 class EncoderConfig(TextConfig):
+    family = "encoder"
     supported_tasks = (
         "feature-extraction",
         "fill-mask",
@@ -238,6 +285,7 @@ class EncoderConfig(TextConfig):
 
 
 class DecoderConfig(TextConfig):
+    family = "decoder"
     causal = True
     supports_kv_cache = True
     supported_tasks = (
@@ -312,7 +360,8 @@ class DecoderConfig(TextConfig):
         """A stateful package is checked against the plain model run on the whole sequence."""
         if not self.stateful:
             return super().reference_module(model, part)
-        return TextModelWrapper(model, self.outputs(part), causal=True, native_mask=False, flatten_choices=False)
+        return TextModelWrapper(model, self.outputs(part), causal=True, native_mask=self.mask_convention(model),
+                                flatten_choices=False)
 
     def check_options(self) -> None:
         super().check_options()

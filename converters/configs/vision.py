@@ -46,6 +46,7 @@ class VisionWrapper(torch.nn.Module):
 
 class VisionConfig(CoreMLConfig):
     modality = "vision"
+    family = "vision"
     supported_tasks = ("feature-extraction", "image-classification", "semantic-segmentation", "object-detection")
     has_pooler = True
 

@@ -1,0 +1,128 @@
+"""The generic path: a model type outside the registry gets the family transformers says it
+belongs to, and validation decides whether the package is right.
+
+transformers itself knows what kind of model each type is: which `AutoModelFor…` classes it
+appears in, whether its config `is_encoder_decoder`, whether its config nests other models'
+configs. From that:
+
+- encoder-decoder text models (in the seq2seq-LM mapping)   -> the encoder-decoder family
+- bidirectional text encoders (a masked-LM class, no causal) -> the encoder family
+- causal language models                                   -> the decoder family
+- image models (image-classification or image backbones)    -> the vision family
+- speech, video, time series, and models that nest several models' configs (image + text,
+  encoder + decoder pairs) are refused with what they are: our families have no wrappers
+  for their inputs.
+
+Such a config class is the family's own with `tested = False`: the report, the form's model
+summary and the card say "architecture not in the tested list", and validation (which always
+runs for it) says whether the package computes what the model computes. A registry entry is
+only needed for what the family does not do by itself (README: 'Adding an architecture').
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..errors import UnsupportedArchitecture
+from .base import CoreMLConfig
+from .seq2seq import Seq2SeqConfig
+from .text import DecoderConfig, EncoderConfig
+from .vision import VisionConfig
+
+# What a refused kind of model is, named by the transformers mappings that list it.
+_OTHER_KINDS = {
+    "speech or audio": (
+        "MODEL_FOR_CTC_MAPPING_NAMES", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES",
+        "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_AUDIO_FRAME_CLASSIFICATION_MAPPING_NAMES",
+        "MODEL_FOR_AUDIO_XVECTOR_MAPPING_NAMES", "MODEL_FOR_TEXT_TO_WAVEFORM_MAPPING_NAMES",
+        "MODEL_FOR_TEXT_TO_SPECTROGRAM_MAPPING_NAMES",
+    ),
+    "image-and-text (multimodal)": (
+        "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES",
+        "MODEL_FOR_VISUAL_QUESTION_ANSWERING_MAPPING_NAMES", "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+        "MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES", "MODEL_FOR_DOCUMENT_QUESTION_ANSWERING_MAPPING_NAMES",
+    ),
+    "video": ("MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES",),
+    "time-series": (
+        "MODEL_FOR_TIME_SERIES_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_TIME_SERIES_PREDICTION_MAPPING_NAMES",
+        "MODEL_FOR_TIME_SERIES_REGRESSION_MAPPING_NAMES",
+    ),
+}
+_ENCODER_DECODER = ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",)
+_ENCODER = ("MODEL_FOR_MASKED_LM_MAPPING_NAMES",)
+_TEXT_HEADS = (
+    "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES",
+)
+_DECODER = ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",)
+_VISION = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_IMAGE_MAPPING_NAMES",
+           "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES")
+
+
+def _listed(model_type: str, mappings: tuple[str, ...]) -> bool:
+    from transformers.models.auto import modeling_auto
+
+    return any(model_type in getattr(modeling_auto, name, {}) for name in mappings)
+
+
+def _untested(family: type[CoreMLConfig], **overrides) -> type[CoreMLConfig]:
+    """The family's config class, marked as serving an architecture it was not tested on."""
+    return type(f"Untested{family.__name__}", (family,), {"tested": False, **overrides})
+
+
+# Outputs and mask conventions the registry's members share but an unknown member may lack:
+# the generic encoder and vision classes export no pooler (not every model has one), and a
+# text model's mask convention is probed on the model itself (TextConfig.probe_mask).
+GENERIC_FAMILIES: dict[str, type[CoreMLConfig]] = {
+    "encoder-decoder": _untested(Seq2SeqConfig),
+    "encoder": _untested(EncoderConfig, probe_mask=True),
+    "decoder": _untested(DecoderConfig, probe_mask=True),
+    "vision": _untested(VisionConfig, has_pooler=False),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def generic_config_class(model_type: str) -> type[CoreMLConfig]:
+    """The family config class for a model type outside the registry (UnsupportedArchitecture
+    saying why when there is none)."""
+    return GENERIC_FAMILIES[family_of(model_type)]
+
+
+def family_of(model_type: str) -> str:
+    """"decoder", "encoder", "encoder-decoder" or "vision": what transformers says `model_type` is."""
+    from transformers import AutoConfig
+
+    try:
+        hf_config = AutoConfig.for_model(model_type)
+    except ValueError:
+        raise UnsupportedArchitecture(
+            model_type,
+            f"transformers does not know the architecture '{model_type}'. It may be newer than the transformers "
+            "this service runs, or need the repo's own code, which this service never runs (trust_remote_code). "
+            "Ask for it in an issue.",
+        ) from None
+    for kind, mappings in _OTHER_KINDS.items():
+        if _listed(model_type, mappings):
+            return _refuse(model_type, f"it is a {kind} model")
+    nested = [name for name in getattr(hf_config, "sub_configs", {}) or {}]
+    if nested:
+        return _refuse(model_type, f"its config nests other models' configs ({', '.join(nested)}): a composite model")
+    if getattr(hf_config, "is_encoder_decoder", False):
+        if _listed(model_type, _ENCODER_DECODER):
+            return "encoder-decoder"
+        return _refuse(model_type, "it is an encoder-decoder model without a text-to-text class")
+    if _listed(model_type, _ENCODER) or (_listed(model_type, _TEXT_HEADS) and not _listed(model_type, _DECODER)):
+        return "encoder"
+    if _listed(model_type, _DECODER):
+        return "decoder"
+    if _listed(model_type, _VISION):
+        return "vision"
+    return _refuse(model_type, "transformers lists it for no task this service converts")
+
+
+def _refuse(model_type: str, why: str):
+    raise UnsupportedArchitecture(
+        model_type,
+        f"The architecture '{model_type}' cannot be converted: {why}, and this service converts text decoders, "
+        "text encoders, text encoder-decoders and image models. Ask for it in an issue.",
+    )
