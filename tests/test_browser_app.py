@@ -383,15 +383,32 @@ def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
     sign_in(page)
     page.wait_for_selector("[data-signed-in=yes]")
 
-    choose_model(page, repos.XLNET)
+    choose_model(page, repos.WHISPER)
     card = page.locator("#model-summary [data-model-ok=no]")
     assert "cannot be converted" in card.inner_text()
-    assert "'xlnet' is not supported" in card.inner_text()
+    assert "'whisper' cannot be converted: it is a speech or audio model" in card.inner_text()
     request = card.locator("[data-role=request] a").get_attribute("href")
-    assert request.startswith(REPORT_URL + "?") and "xlnet" in parse_qs(urlparse(request).query)["title"][0]
+    assert request.startswith(REPORT_URL + "?") and "whisper" in parse_qs(urlparse(request).query)["title"][0]
     assert not page.locator("#task").is_visible() and not page.locator("#quantize").is_visible()
     assert page.locator("#convert").is_disabled()
     screenshot(page, tmp_path, "2-unsupported-model")
+
+
+def test_an_unlisted_architecture_shows_its_family_and_the_untested_mark(page, tmp_path):
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    choose_model(page, repos.UNLISTED_LLM)
+    card = page.locator("#model-summary [data-model-ok=yes]")
+    family = card.locator("[data-role=family][data-tested=no]")
+    assert "Family: decoder" in family.inner_text()
+    assert "architecture not in the tested list" in family.inner_text()
+    assert "validation decides" in family.inner_text()
+    assert "text-generation" in card.inner_text()
+    page.wait_for_selector("#convert:not([disabled])")  # convertible: validation will decide
+    choose_model(page, repos.TINY)  # a registry architecture: its family, tested
+    page.wait_for_selector("#model-summary [data-role=family]:not([data-tested])")
+    assert "Family: encoder (tested)" in page.inner_text("#model-summary [data-role=family]")
+    screenshot(page, tmp_path, "2b-unlisted-architecture")
 
 
 def test_a_float16_only_failure_says_so_once_and_its_float32_action_converts(page, service, tmp_path):

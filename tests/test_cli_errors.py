@@ -25,16 +25,17 @@ def _fake_repo(folder: Path, config: dict | None, files=("model.safetensors",)) 
     if config is not None:
         (folder / "config.json").write_text(json.dumps(config))
     for name in files:
-        (folder / name).write_bytes(b"\0" * 16)
+        # A well-formed safetensors file holding no tensors; other names get a few bytes.
+        (folder / name).write_bytes(b"\x02" + b"\0" * 7 + b"{}" if name.endswith(".safetensors") else b"\0" * 16)
     return folder
 
 
-def test_unknown_architecture_lists_supported(tmp_path, capsys):
-    folder = _fake_repo(tmp_path / "m", {"model_type": "albert"})
+def test_an_architecture_of_a_kind_we_do_not_convert_says_what_it_is(tmp_path, capsys):
+    folder = _fake_repo(tmp_path / "m", {"model_type": "whisper"})
     code, err = run_cli([folder, "--output", tmp_path / "out"], capsys)
     assert code == 2
-    assert "architecture 'albert' is not supported" in err
-    assert "bert" in err and "llama" in err and "vit" in err
+    assert "architecture 'whisper' cannot be converted: it is a speech or audio model" in err
+    assert "text decoders, text encoders, text encoder-decoders and image models" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -145,10 +146,10 @@ def test_unsupported_architecture_is_a_user_error_carrying_the_model_type():
     from converters.errors import HubUnavailable, UnsupportedArchitecture, UserInputError
 
     with pytest.raises(UnsupportedArchitecture) as error:
-        config_class_for("albert")
-    assert error.value.model_type == "albert"
+        config_class_for("wav2vec2")
+    assert error.value.model_type == "wav2vec2"
     assert isinstance(error.value, UserInputError) and error.value.exit_code == 2 and not error.value.transient
-    assert "architecture 'albert' is not supported" in str(error.value)
+    assert "architecture 'wav2vec2' cannot be converted" in str(error.value)
     assert not issubclass(HubUnavailable, UserInputError) and HubUnavailable.transient
 
 

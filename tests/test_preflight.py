@@ -61,8 +61,8 @@ def test_tasks_come_from_the_config():
     assert tasks.choose("auto") == "fill-mask" and tasks.choose("masked-lm") == "fill-mask"
     with pytest.raises(UserInputError, match="not available for bert models"):
         tasks.choose("text-generation")
-    with pytest.raises(UnsupportedArchitecture, match="'xlnet' is not supported"):
-        model_tasks({"model_type": "xlnet", "architectures": ["XLNetLMHeadModel"]})
+    with pytest.raises(UnsupportedArchitecture, match="'whisper' cannot be converted: it is a speech or audio model"):
+        model_tasks({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"]})
 
 
 @pytest.mark.parametrize("repo, expected", [

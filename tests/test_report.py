@@ -170,3 +170,35 @@ def test_a_compression_that_loses_too_much_names_a_larger_size_not_a_fault():
     assert message.startswith("The lut4 compression loses too much quality on this model: ")
     assert "top-1 agreement 50.0%, needs ≥ 70.0%" in message and "8-bit" in message
     assert "fault" not in message and "report" not in message
+
+
+@pytest.mark.parametrize("passed, verdict", [(True, "passed"), (False, "failed")])
+def test_an_unlisted_architecture_is_marked_in_the_report_cli_page_and_card(passed, verdict, capsys):
+    report = ConversionReport.from_json({
+        "task": "text-generation", "architecture": {"model_type": "olmo2", "class": "Olmo2ForCausalLM", "family": "decoder",
+                                                   "tested": False},
+        "validation": {"passed": passed, "message": "", "checks": []},
+    })
+    mark = f"architecture not in the tested list (decoder family) — validated: {verdict}"
+    assert report.untested_mark() == mark
+    assert ConversionReport.from_json(report.to_json()).untested_mark() == mark  # the JSON keeps it
+    print_outcome(report)
+    assert f"olmo2: {mark}" in capsys.readouterr().out
+    data = report.to_json()
+    html = render.results({"state": "finished" if passed else "failed", "report": data, "validation": data["validation"]})
+    assert 'data-role="untested"' in html and mark in html
+    lines = card.untested_lines(data)
+    assert lines and mark[0].upper() + mark[1:] in lines[0] and "validation against PyTorch" in lines[0]
+    tested = {**data, "architecture": {**data["architecture"], "tested": True}}
+    assert ConversionReport.from_json(tested).untested_mark() is None and card.untested_lines(tested) == []
+    assert ConversionReport.from_json({"task": "fill-mask"}).architecture.tested  # reports from before the mark
+
+
+def test_a_failed_validation_of_an_unlisted_architecture_asks_for_it_rather_than_blaming_us():
+    validation = {"passed": False, "message": "1 of 1 checks failed", "checks": [
+        {"package": "model", "output": "logits", "mode": "fp32", "metric": "top1_agreement", "value": 0.5,
+         "threshold": 1.0, "passed": False}]}
+    message = validation_failure_message(validation, "float32", {"model_type": "olmo2", "family": "decoder", "tested": False})
+    assert "'olmo2' is not in the tested list" in message and "as a decoder model" in message
+    assert "ask for this architecture" in message and "fault in our conversion" not in message
+    assert "fault in our conversion" in validation_failure_message(validation, "float32", {"tested": True})

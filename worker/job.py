@@ -193,7 +193,7 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
     progress.stage("validate", _validation_summary(validation))
     progress.set(report=report, validation=validation)
     if validation.get("passed") is not True and not spec.push_even_if_invalid:
-        raise ValidationFailed(validation_failure_message(validation, spec.options.precision))
+        raise ValidationFailed(validation_failure_message(validation, spec.options.precision, report.get("architecture")))
 
     progress.stage("package", "Preparing the files and the model card")
     roots = hub.package_roots(output_dir, result.packages)
@@ -277,9 +277,11 @@ def _validation_summary(validation: dict) -> str:
     return "The package was not validated."
 
 
-def validation_failure_message(validation: dict, precision: str) -> str:
+def validation_failure_message(validation: dict, precision: str, architecture: dict | None = None) -> str:
     """Why nothing was pushed, said once: the cause in plain words and the remedy. The
-    conversion is ours, so a wrong package is our fault to fix, never the model authors'."""
+    conversion is ours, so a wrong package is our fault to fix, never the model authors';
+    for an architecture outside the tested list, validation did its job: the generic path does
+    not fit this model, and the remedy is asking for the architecture."""
     from converters.report import ValidationReport
 
     report = ValidationReport.from_json(validation)
@@ -295,6 +297,11 @@ def validation_failure_message(validation: dict, precision: str) -> str:
         return ("Computed exactly, the package matches the PyTorch model; in float16 arithmetic (how the GPU and "
                 f"Neural Engine run it) it drifts: {worst}. Nothing was pushed. Convert in float32: it passes, "
                 "at twice the size, on the CPU and GPU.")
+    if architecture and architecture.get("tested") is False:
+        return (f"The architecture '{architecture.get('model_type')}' is not in the tested list: converted as a "
+                f"{architecture.get('family')} model, its package does not compute what the PyTorch model computes: "
+                f"{worst}. Nothing was pushed. Validation caught it, as it is there to: ask for this architecture "
+                "in an issue (quoting this message), or push it anyway to look at it (its model card will say so).")
     return (f"The package does not compute what the PyTorch model computes: {worst}. Nothing was pushed. "
             "This is a fault in our conversion, not in the model: please report it. To look at the package "
             "anyway, convert again and ask to push even if validation fails (its model card will say so).")

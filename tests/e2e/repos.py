@@ -19,10 +19,12 @@ TINY_LLAMA = f"{OWNER}/job-llama"  # text generation: the Try it panel's prompt
 SLOW = f"{OWNER}/slow-bert"  # a few seconds of conversion: cancel and crash it
 FRAGILE = f"{OWNER}/fragile-bert"  # overflows in float16: fails validation
 HUGE = f"{OWNER}/huge-llama"  # 7 B parameters announced by its safetensors header
-XLNET = f"{OWNER}/xlnet-model"  # an architecture we do not support
+WHISPER = f"{OWNER}/whisper-model"  # speech: a kind of model no family of ours converts
+UNLISTED_LLM = f"{OWNER}/job-olmo2"  # a decoder outside the tested list: the generic path
 NO_CONFIG = f"{OWNER}/no-config"
 NO_WEIGHTS = f"{OWNER}/no-weights"
 BAD_CONFIG = f"{OWNER}/bad-config-json"
+TRUNCATED = f"{OWNER}/truncated-weights"  # model.safetensors cut in half: a damaged upload
 
 
 def _bert(folder: Path, *, hidden: int, layers: int, intermediate: int, scale: float | None = None) -> Path:
@@ -67,10 +69,15 @@ def seed(hub, tiny_model, tmp: Path) -> None:
              "num_hidden_layers": 32, "num_attention_heads": 32, "vocab_size": 32000}
     hub.add_repo(HUGE, {"config.json": json.dumps(llama),
                         "model.safetensors": _header_only_safetensors({"model.layers.weight": [7_000_000, 1000]})})
-    hub.add_repo(XLNET, {"config.json": json.dumps({"model_type": "xlnet", "architectures": ["XLNetLMHeadModel"]}),
+    hub.add_repo_from_folder(UNLISTED_LLM, tiny_model("olmo2"), owner_token=OWNER_TOKEN)
+    hub.add_repo(WHISPER, {"config.json": json.dumps({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"]}),
                          "model.safetensors": _header_only_safetensors({"w": [4, 4]})})
     hub.add_repo(NO_CONFIG, {"model.safetensors": _header_only_safetensors({"w": [4, 4]}), "README.md": "hi"})
     hub.add_repo(NO_WEIGHTS, {"config.json": (bert / "config.json").read_text(), "README.md": "hi"})
+    llama = tiny_model("llama")
+    weights = (llama / "model.safetensors").read_bytes()
+    hub.add_repo(TRUNCATED, {**{f.name: f.read_bytes() for f in llama.iterdir() if f.name != "model.safetensors"},
+                             "model.safetensors": weights[: len(weights) // 2]})
     hub.add_repo(BAD_CONFIG, {"config.json": "{not json", "model.safetensors": _header_only_safetensors({"w": [4, 4]})})
 
 

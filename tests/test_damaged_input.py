@@ -1,0 +1,94 @@
+"""Damaged input is the user's, not ours: every damaged file a repo can carry ends in exit 2 (a
+job: a user error) with a message naming the file and what to do — never a traceback, never
+"the conversion failed" — and nothing is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from converters.__main__ import main
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def _edit_json(file: Path, **changes) -> None:
+    file.write_text(json.dumps({**json.loads(file.read_text()), **changes}))
+
+
+# name -> (how the copy of a tiny llama is damaged, the words the message must hold)
+DAMAGES = {
+    "weights-truncated": (lambda d: _truncate(d / "model.safetensors"),
+                          ["damaged model.safetensors", "not a complete safetensors file", "cut-off download"]),
+    "weights-empty": (lambda d: (d / "model.safetensors").write_bytes(b""), ["damaged model.safetensors", "the file is empty"]),
+    "weights-not-safetensors": (lambda d: (d / "model.safetensors").write_bytes(b"hello, not weights" * 20),
+                                ["damaged model.safetensors", "not a safetensors file"]),
+    "weights-lfs-pointer": (lambda d: (d / "model.safetensors").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 54624\n"), ["a Git LFS pointer, not the weights"]),
+    "weights-pickle-renamed": (lambda d: (d / "model.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64),
+                               ["a pickle (PyTorch .bin) file renamed to .safetensors"]),
+    "weights-of-another-shape": (lambda d: _edit_json(d / "config.json", hidden_size=64),
+                                 ["weights (*.safetensors) do not fit its config.json", "[128, 32] in model.safetensors"]),
+    "shard-index-names-a-missing-shard": (
+        lambda d: (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-00002-of-00002.safetensors"}})),
+        ["damaged model.safetensors.index.json", "model-00002-of-00002.safetensors"]),
+    "config-not-json": (lambda d: (d / "config.json").write_text("{not json"), ["damaged config.json", "not valid JSON"]),
+    "config-a-list": (lambda d: (d / "config.json").write_text("[1, 2]"), ["damaged config.json", "must hold a JSON object"]),
+    "config-field-of-wrong-type": (lambda d: _edit_json(d / "config.json", hidden_size="big"),
+                                   ["config.json does not describe a valid llama model", "'hidden_size' expected int"]),
+    "config-contradicting-itself": (lambda d: _edit_json(d / "config.json", num_attention_heads=5),
+                                    ["config.json does not describe a valid llama model", "not a multiple of the number of attention heads"]),
+    "tokenizer-not-json": (lambda d: (d / "tokenizer.json").write_text("{garbage"), ["damaged tokenizer.json", "not valid JSON"]),
+    "tokenizer-not-a-tokenizer": (lambda d: (d / "tokenizer.json").write_text('{"hello": 1}'),
+                                  ["damaged tokenizer.json", "tokenizers library cannot read it"]),
+    "tokenizer-config-not-json": (lambda d: (d / "tokenizer_config.json").write_text("{garbage"), ["damaged tokenizer_config.json"]),
+    "special-tokens-not-json": (lambda d: (d / "special_tokens_map.json").write_text("nope"), ["damaged special_tokens_map.json"]),
+    "generation-config-not-json": (lambda d: (d / "generation_config.json").write_text("{"), ["damaged generation_config.json"]),
+    "sentence-transformers-modules-not-a-list": (lambda d: (d / "modules.json").write_text('{"a": 1}'),
+                                                 ["damaged modules.json", "must hold a JSON list"]),
+}
+VISION_DAMAGES = {
+    "preprocessor-not-json": (lambda d: (d / "preprocessor_config.json").write_text("{"), ["damaged preprocessor_config.json"]),
+    "preprocessor-size-not-a-number": (lambda d: _edit_json(d / "preprocessor_config.json", size="large"),
+                                       ["damaged preprocessor_config.json", "'size' is \"large\""]),
+    "preprocessor-std-of-zero": (lambda d: _edit_json(d / "preprocessor_config.json", image_std=[0, 0, 0]),
+                                 ["damaged preprocessor_config.json", "'image_std'", "three positive numbers"]),
+}
+
+
+def _damaged_copy(tiny_model, tmp_path: Path, model_type: str, damage) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model(model_type), folder)
+    damage(folder)
+    return folder
+
+
+def _run(folder: Path, tmp_path: Path, capsys) -> tuple[int, str]:
+    code = main([str(folder), "--output", str(tmp_path / "out"), "--sequence-length", "8"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGES))
+def test_a_damaged_file_is_named_with_exit_2(name, tiny_model, tmp_path, capsys):
+    damage, words = DAMAGES[name]
+    code, err = _run(_damaged_copy(tiny_model, tmp_path, "llama", damage), tmp_path, capsys)
+    assert code == 2, err
+    for word in words:
+        assert word in err
+    assert "Traceback" not in err and "the conversion failed" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name", sorted(VISION_DAMAGES))
+def test_a_damaged_image_processor_config_is_named_with_exit_2(name, tiny_model, tmp_path, capsys):
+    damage, words = VISION_DAMAGES[name]
+    code, err = _run(_damaged_copy(tiny_model, tmp_path, "vit", damage), tmp_path, capsys)
+    assert code == 2, err
+    for word in words:
+        assert word in err
+    assert "Traceback" not in err
