@@ -527,19 +527,22 @@ def wire_target(page: Page) -> dict:
     Returns the event (fn, inputs, outputs), which also runs once a model is read."""
     where = page.destination
     inputs = {where.push, where.push_repo, page.summary, page.session}
+    # Every edit is looked up with its own text, and only a session's newest answer is shown
+    # (models.NewestQuery): Gradio's `always_last` re-sends a stale value for the run it defers.
+    newest = models.NewestQuery()
 
-    def announce(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> str:
+    def announce(data: dict, request: gr.Request, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None):
+        ticket = newest.begin(request.session_hash)
         user, token = identity(data[page.session], profile, oauth)
         summary = data[page.summary]
-        if data[where.push] == form.PULL_REQUEST:
-            return ""
+        note = ""
         repo = form.push_target(data[where.push_repo], user, summary.name if summary and summary.repo_id else None)
-        if not repo or not models.repo_exists(repo, token):
-            return ""
-        return render.message(form.existing_target_note(repo), "warning")
+        if data[where.push] != form.PULL_REQUEST and repo and models.repo_exists(repo, token):
+            note = render.message(form.existing_target_note(repo), "warning")
+        return note if newest.is_newest(request.session_hash, ticket) else gr.skip()
 
     where.push.change(announce, inputs, [where.target_html], concurrency_limit=None, **QUIET)
-    where.push_repo.change(announce, inputs, [where.target_html], concurrency_limit=None, trigger_mode="always_last",
+    where.push_repo.change(announce, inputs, [where.target_html], concurrency_limit=None, trigger_mode="multiple",
                            show_progress="hidden", **QUIET)
     return {"fn": announce, "inputs": inputs, "outputs": [where.target_html]}
 

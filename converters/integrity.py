@@ -72,8 +72,17 @@ def read_json(file: Path, where: str, root: Path | None = None):
 
 
 def check_safetensors(file: Path, where: str, root: Path | None = None) -> None:
+    """Opens with the safetensors library; when it cannot, says what the file is instead. (A
+    real file's first bytes are its header's length, which can look like anything: the kinds
+    below are only told apart once the library has refused the file.)"""
     from safetensors import safe_open
 
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            weights.keys()
+        return
+    except Exception as error:  # noqa: BLE001 - the library's own reason is shown
+        reason = str(error).removeprefix("Error while deserializing header: ")
     name = _name(file, root)
     size = file.stat().st_size
     with open(file, "rb") as handle:
@@ -86,16 +95,11 @@ def check_safetensors(file: Path, where: str, root: Path | None = None) -> None:
     if start.startswith(PICKLE_MAGIC):
         raise damaged(where, name, "it is a pickle (PyTorch .bin) file renamed to .safetensors, which we do not load",
                       "Convert the weights to safetensors (for example with the 'convert to safetensors' Space).")
-    try:
-        with safe_open(str(file), framework="pt") as weights:
-            weights.keys()
-    except Exception as error:  # noqa: BLE001 - the library's own reason is shown
-        reason = str(error).removeprefix("Error while deserializing header: ")
-        if "not fully covered" in reason or _header_length(start) < size:
-            what = f"it is not a complete safetensors file ({reason}; {size:,} bytes): probably a cut-off download or upload"
-        else:
-            what = f"it is not a safetensors file ({reason})"
-        raise damaged(where, name, what) from None
+    if "not fully covered" in reason or _header_length(start) < size:
+        what = f"it is not a complete safetensors file ({reason}; {size:,} bytes): probably a cut-off download or upload"
+    else:
+        what = f"it is not a safetensors file ({reason})"
+    raise damaged(where, name, what)
 
 
 def check_shard_index(index: Path, where: str, root: Path) -> None:

@@ -114,10 +114,10 @@ def load_model(path: Path, cfg: CoreMLConfig, warnings_out: list[str]):
     expected = len(model.state_dict())
     if expected and len(missing) > expected / 2:
         raise UserInputError(
-            f"The model's weights (*.safetensors) do not hold the model its config.json describes: {len(missing)} "
-            f"of {expected} weights are missing (for example {sorted(missing)[0]}), "
-            f"and {len(info.get('unexpected_keys', []))} weights are not this model's. "
-            "The weights may belong to another model, or a shard may be missing: upload the matching files."
+            f"The checkpoint does not hold the weights {type(model).__name__} needs for '{cfg.task}': {len(missing)} of "
+            f"{expected} are missing (for example {sorted(missing)[0]}), and {len(info.get('unexpected_keys', []))} "
+            "in the files are not its. Converted, it would be a random model. If the model converts for its own "
+            "task (auto), choose that; otherwise its weights belong to another model or a shard is missing."
         )
     if missing:
         warnings_out.append(

@@ -158,9 +158,11 @@ def _like_trained_batch_norms(model: torch.nn.Module) -> None:
                 module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
 
 
-def build_model(model_type: str, folder: Path, seed: int = 0, **config_overrides) -> Path:
-    """Write a tiny random `model_type` checkpoint into `folder` and return it."""
-    factory, model_class, modality = ALL_MODELS[model_type]
+def build_model(model_type: str, folder: Path, seed: int = 0, model_class=None, **config_overrides) -> Path:
+    """Write a tiny random `model_type` checkpoint into `folder` and return it (saved from
+    `model_class`, default the one in MODELS: the class sets the checkpoint's weight names)."""
+    factory, default_class, modality = ALL_MODELS[model_type]
+    model_class = model_class or default_class
     config = factory()
     for key, value in config_overrides.items():
         setattr(config, key, value)

@@ -92,3 +92,13 @@ def test_a_damaged_image_processor_config_is_named_with_exit_2(name, tiny_model,
     for word in words:
         assert word in err
     assert "Traceback" not in err
+
+
+def test_a_checkpoint_the_task_class_cannot_use_is_refused_rather_than_converted_random(tiny_model, tmp_path, capsys):
+    # LlamaForQuestionAnswering keeps the decoder as `transformer`; a causal-LM checkpoint names it `model`.
+    code = main([str(tiny_model("llama")), "--task", "question-answering", "--output", str(tmp_path / "out"),
+                 "--sequence-length", "8"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "does not hold the weights LlamaForQuestionAnswering needs for 'question-answering'" in err
+    assert "it would be a random model" in err and "choose that" in err
