@@ -73,25 +73,19 @@ def _run(folder: Path, tmp_path: Path, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", sorted(DAMAGES))
-def test_a_damaged_file_is_named_with_exit_2(name, tiny_model, tmp_path, capsys):
-    damage, words = DAMAGES[name]
-    code, err = _run(_damaged_copy(tiny_model, tmp_path, "llama", damage), tmp_path, capsys)
+# (model type damaged, damage name): text damages on a tiny llama, image-processor ones on a tiny vit.
+CASES = [("llama", name) for name in sorted(DAMAGES)] + [("vit", name) for name in sorted(VISION_DAMAGES)]
+
+
+@pytest.mark.parametrize("model_type, name", CASES, ids=[name for _, name in CASES])
+def test_a_damaged_file_is_named_with_exit_2(model_type, name, tiny_model, tmp_path, capsys):
+    damage, words = {**DAMAGES, **VISION_DAMAGES}[name]
+    code, err = _run(_damaged_copy(tiny_model, tmp_path, model_type, damage), tmp_path, capsys)
     assert code == 2, err
     for word in words:
         assert word in err
     assert "Traceback" not in err and "the conversion failed" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-
-
-@pytest.mark.parametrize("name", sorted(VISION_DAMAGES))
-def test_a_damaged_image_processor_config_is_named_with_exit_2(name, tiny_model, tmp_path, capsys):
-    damage, words = VISION_DAMAGES[name]
-    code, err = _run(_damaged_copy(tiny_model, tmp_path, "vit", damage), tmp_path, capsys)
-    assert code == 2, err
-    for word in words:
-        assert word in err
-    assert "Traceback" not in err
 
 
 def test_a_checkpoint_the_task_class_cannot_use_is_refused_rather_than_converted_random(tiny_model, tmp_path, capsys):
