@@ -39,10 +39,12 @@ def load(plan: Plan) -> torch.nn.Module:
     return load_model(plan.source.path, plan.cfg, plan.warnings)
 
 
-def capture(plan: Plan, model: torch.nn.Module, part: str) -> Captured:
+def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Module | None = None) -> Captured:
+    """One part's torch program: of `module` if given (a chunk of layers, chunks.py), else of
+    the architecture's wrapper around `model`."""
     started = time.perf_counter()
     cfg = plan.cfg
-    module = cfg.wrap(model, part).eval()
+    module = (module if module is not None else cfg.wrap(model, part)).eval()
     float16 = plan.options.precision == "float16"
     with float16_safe(module) if float16 else nullcontext(0) as safe_norms:
         program, exporter = torch_program(module, cfg.example_inputs(part), plan, part)

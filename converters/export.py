@@ -13,13 +13,16 @@
 from __future__ import annotations
 
 import gc
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from .backends import backend_for
 from .capture import EXPORT_FAILURES, capture, load
+from .chunks import ChunkModule, chunk_config, chunk_view, chunked_model
 from .diagnose import conversion_failure
 from .errors import ConversionError
 from .metadata import toolchain_versions
@@ -52,10 +55,13 @@ def convert(
     validate: bool = True,
     hub_name: str | None = None,
     backend: str = "coreml",
+    layers_per_chunk: int | None = None,
 ) -> ConversionResult:
     """Convert `source` (folder, Hub ID or URL) for `task` into package(s) under `output_dir`,
     then (unless `validate` is False) check them against the PyTorch model. `hub_name` is the
-    repo the packages name for their tokenizer (default: the source's Hub ID or folder name)."""
+    repo the packages name for their tokenizer (default: the source's Hub ID or folder name).
+    A big decoder converts a few layers at a time (chunks.py): `layers_per_chunk` sets how
+    many (0: the whole model at once; None: by size)."""
     progress = progress or _no_progress
     output_dir = Path(output_dir)
     timings: dict[str, float] = {}
@@ -73,20 +79,25 @@ def convert(
 
     progress("load", 0.1, "Loading the PyTorch model")
     mark = time.perf_counter()
-    model = load(plan)
-    parameters = sum(p.numel() for p in model.parameters())
+    lazy = chunked_model(plan, layers_per_chunk)  # a big decoder: its layers a chunk at a time
+    model = load(plan) if lazy is None else None
+    parameters = sum(p.numel() for p in (model or lazy.model).parameters())
     timings["load"] = time.perf_counter() - mark
-    calibrated = _calibrate(plan, model, progress, timings)
+    calibrated = _calibrate(plan, model, progress, timings) if lazy is None else _no_calibration(plan)
 
     packages, package_reports = [], []
     for index, part in enumerate(plan.parts):
         progress("convert", 0.2 + 0.7 * index / len(plan.parts), f"Converting {part}")
-        path, package_report = _build_part(plan, model, part, writer, output_dir, timings)
+        if lazy is None:
+            path, package_report = _build_part(plan, model, part, writer, output_dir, timings)
+        else:
+            path, package_report = _build_chunked(plan, lazy, part, writer, output_dir, timings, progress)
         packages.append(path)
         package_reports.append(package_report)
 
-    if calibrated and validate:  # validation judges the package against the model's own weights, not GPTQ's
-        del model
+    if (calibrated or lazy is not None) and validate:
+        # validation judges the package against the model's own weights, not GPTQ's
+        del model, lazy
         gc.collect()
         model = load(plan)
     validation = _validate(plan, model, dict(zip(plan.parts, packages)), writer, validate, progress, timings)
@@ -116,12 +127,29 @@ def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
     return True
 
 
+def _no_calibration(plan: Plan) -> bool:
+    from .transforms.calibrate import calibrates
+
+    if calibrates(plan):
+        plan.warnings.append(
+            f"Weight compression {plan.options.quantize}: this model is converted a chunk of layers at a time to fit "
+            "in memory, and calibration (GPTQ) needs it whole: its weights are compressed data-free (expect lower quality)."
+        )
+    return False
+
+
 def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings: dict) -> tuple[Path, dict]:
     """capture -> convert -> transforms -> save, for one part; its entry in the report."""
+    artifact, exporter, safe_norms = _convert_part(plan, model, part, writer, timings)
+    return _save_part(plan, part, artifact, writer, output_dir, timings, exporter, safe_norms)
+
+
+def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=None) -> tuple[object, str, int]:
+    """capture -> convert -> transforms: (the in-memory package, exporter, float16-safe norms)."""
     captured = None
     try:
-        captured = capture(plan, model, part)
-        timings[f"export_{part}"] = captured.seconds
+        captured = capture(plan, model, part, module)
+        _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
         artifact = writer.convert(plan, captured)
     except (ConversionError, *EXPORT_FAILURES) as error:
@@ -130,14 +158,60 @@ def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings:
     del captured  # the torch program can be as large as the model
     for transform in transforms_for(plan):
         artifact = transform(plan, part, artifact, writer)
-    timings[f"convert_{part}"] = time.perf_counter() - mark
+    _add(timings, f"convert_{part}", time.perf_counter() - mark)
+    return artifact, exporter, safe_norms
 
+
+def _add(timings: dict, key: str, seconds: float) -> None:
+    timings[key] = timings.get(key, 0.0) + seconds
+
+
+def _build_chunked(plan: Plan, lazy, part: str, writer, output_dir: Path, timings: dict, progress: Progress) -> tuple[Path, dict]:
+    """Each chunk of layers (chunks.py) loaded, converted, transformed and set aside on disk,
+    its weights let go; then the chunks stitched into the part's one package."""
+    chunks = lazy.chunks
+    output_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".chunks-", dir=output_dir))
+    try:
+        kept, exporters, safe_norms = [], set(), 0
+        for chunk in chunks:
+            progress("convert", 0.2 + 0.7 * chunk.index / len(chunks), f"Converting {part}: {chunk.describe()}")
+            chunk_plan = replace(plan, cfg=chunk_config(plan.cfg, chunk))
+            modules = lazy.chunk_modules(chunk)
+            lazy.load(modules)
+            try:
+                with chunk_view(lazy.model, lazy.layout, chunk, plan.cfg.attributes.hidden_size) as layers:
+                    module = ChunkModule(chunk_plan.cfg.wrap(lazy.model, part), layers, chunk)
+                    artifact, exporter, norms = _convert_part(chunk_plan, lazy.model, part, writer, timings, module)
+            finally:
+                lazy.release(modules)
+            exporters.add(exporter)
+            safe_norms += norms
+            kept.append(writer.keep_chunk(chunk_plan, part, artifact, scratch))
+            del artifact, module
+            gc.collect()
+        progress("convert", 0.9, f"Joining the {len(chunks)} chunks of {part} into one package")
+        mark = time.perf_counter()
+        artifact = writer.stitch(plan, part, kept, scratch)
+        del kept
+        gc.collect()
+        _add(timings, f"stitch_{part}", time.perf_counter() - mark)
+        path, entry = _save_part(plan, part, artifact, writer, output_dir, timings, " + ".join(sorted(exporters)), safe_norms)
+        entry["chunks"] = [{"layers": [chunk.start, chunk.stop]} for chunk in chunks]
+        return path, entry
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timings: dict, exporter: str,
+               safe_norms: int) -> tuple[Path, dict]:
+    """The part's package on disk; its entry in the report."""
     mark = time.perf_counter()
     path = output_dir / writer.package_path(plan, part)
     writer.save(plan, part, artifact, path)
     del artifact
     gc.collect()
-    timings[f"save_{part}"] = time.perf_counter() - mark
+    _add(timings, f"save_{part}", time.perf_counter() - mark)
     info = writer.describe(path)
     entry = {
         "part": part,

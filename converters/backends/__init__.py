@@ -36,6 +36,14 @@ class Backend(Protocol):
     def save(self, plan, part: str, artifact, path: Path) -> None:
         """Write the package, with its descriptions and metadata, to `path`."""
 
+    def keep_chunk(self, plan, part: str, artifact, scratch: Path):
+        """Set one converted chunk of a model's layers (chunks.py) aside for `stitch`, on disk
+        (in `scratch` or the backend's own place): its weights must not stay in memory."""
+
+    def stitch(self, plan, part: str, chunks: list, scratch: Path):
+        """One in-memory package running the kept chunks in order, the way `convert` returns
+        one; its weights may live in `scratch`."""
+
     def describe(self, path: Path) -> dict:
         """Inputs, outputs, states and metadata of a saved package, as saved."""
 

@@ -10,6 +10,7 @@ coremltools converts.
 from __future__ import annotations
 
 import gc
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..package_info import describe_spec, program_summary
 from ..source import ModelSource
 from ..tasks import TASKS
 from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches
+from .coreml_stitch import WEIGHT_FILE, weight_file
 
 
 class CoreMLBackend:
@@ -60,11 +62,37 @@ class CoreMLBackend:
         _describe(artifact, plan.cfg, part, plan.source, plan.options, plan.hub_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         artifact.save(str(path))
+        stitched = getattr(artifact, "stitched_weights", None)
+        if stitched is not None:
+            weight_file(path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(stitched, weight_file(path))
         # coremltools also writes ExecuTorch's debug-handle map (ops -> torch.export nodes, for
         # ExecuTorch's tools) into the package: no Core ML runtime reads it, and it weighs
         # about 0.5 MB in every float package of a 135 M LLM.
         (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
         gc.collect()
+
+    def keep_chunk(self, plan, part: str, artifact, scratch: Path):
+        """A converted chunk set aside for `stitch`: coremltools has already written it to a
+        temporary package (deleted with the MLModel), so only its in-memory program, which
+        holds the weights again, is let go."""
+        artifact._mil_program = None
+        return artifact
+
+    def stitch(self, plan, part: str, chunks: list, scratch: Path):
+        """One package of the chunks' programs run in order (coreml_stitch.py)."""
+        import coremltools as ct
+
+        from .coreml_stitch import stitch
+
+        weights, empty = Path(scratch) / "stitched-weights", Path(scratch) / "no-weights"
+        spec = stitch([Path(chunk.package_path) for chunk in chunks], weights)
+        empty.mkdir()
+        # coremltools copies a model's weights on every save: the stitched file (GBs) is moved
+        # into the saved package instead (`save`), so the model starts with none.
+        mlmodel = ct.models.MLModel(spec, weights_dir=str(empty), skip_model_load=True)
+        mlmodel.stitched_weights = weights / WEIGHT_FILE
+        return mlmodel
 
     def describe(self, path: Path) -> dict:
         """describe_package's inputs, outputs, states and metadata, and the program's summary

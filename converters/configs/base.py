@@ -145,6 +145,9 @@ class CoreMLConfig:
     # Graph features a backend must handle specially, by name (a backend maps each to its own
     # fix: the Core ML backend to op converters in backends/coreml_patches.py).
     quirks: tuple[str, ...] = ()
+    # Set on a copy while one chunk of a big decoder's layers converts (chunks.py): the
+    # decoder family then adds the hidden state to the chunk's inputs and outputs.
+    chunk = None
 
     def __init__(self, hf_config, task: str, options: ConversionOptions | None = None, preprocessor: dict | None = None):
         self.hf_config = hf_config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache
 
+from ..chunks import hidden_name
 from ..errors import UserInputError
 from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, CoreMLConfig, InputSpec, OutputKind, OutputSpec, StateSpec, additive_mask, first_output
 
@@ -155,9 +156,12 @@ class StatefulCausalLM(torch.nn.Module):
     - causality inside the call is applied here; the caller's last mask row (padding, if
       any) is added on top."""
 
-    def __init__(self, model, cache_shape: tuple[int, ...]):
+    def __init__(self, model, cache_shape: tuple[int, ...], probe_layer: int = 0):
         super().__init__()
         self.model = model
+        # The layer whose keys tell written slots from fresh ones: one this call has not
+        # written yet (a chunk of layers, chunks.py, runs after earlier chunks wrote theirs).
+        self.probe_layer = probe_layer
         self.register_buffer("keyCache", torch.zeros(cache_shape))
         self.register_buffer("valueCache", torch.zeros(cache_shape))
 
@@ -167,7 +171,7 @@ class StatefulCausalLM(torch.nn.Module):
         slots = torch.arange(end)
         # A written key is never exactly zero (a projection of a real token); fresh state is.
         # (0/1 floats, not bools: coremltools converts no bool `&` or `|`.)
-        written = (self.keyCache[0, :, :, :end, :].abs().amax(dim=(0, 1, 3)) > 0).float()
+        written = (self.keyCache[self.probe_layer, :, :, :end, :].abs().amax(dim=(0, 1, 3)) > 0).float()
         unwritten_before = (slots < past).float() * (1.0 - written)
         positions = torch.arange(query) + past - unwritten_before.sum().long()
         query_slots = torch.arange(query) + past
@@ -226,7 +230,7 @@ class TextConfig(CoreMLConfig):
     def _text_wrapper(self, model, native_mask: bool, part: str = "model") -> "TextModelWrapper":
         return TextModelWrapper(
             model,
-            self.outputs(part),
+            self.package_outputs(part),
             causal=self.causal,
             native_mask=native_mask,
             flatten_choices=self.task == "multiple-choice",
@@ -248,6 +252,10 @@ class TextConfig(CoreMLConfig):
         return "input_ids", "attention_mask"
 
     def outputs(self, part: str = "model") -> list[OutputSpec]:
+        return self.package_outputs(part)
+
+    def package_outputs(self, part: str = "model") -> list[OutputSpec]:
+        """What the package returns (a chunk of a big decoder's layers returns its hidden state instead)."""
         if self.task == "feature-extraction":
             specs = [OutputSpec("last_hidden_state", "Hidden state of each token at the last layer", kind=OutputKind.EMBEDDINGS)]
             pooling = self.sentence_pooling
@@ -312,6 +320,19 @@ class DecoderConfig(TextConfig):
         return self.options.sequence_length.maximum
 
     def inputs(self, part: str = "model") -> list[InputSpec]:
+        specs = self._package_inputs(part)
+        if self.chunk and not self.chunk.first:  # a chunk of layers (chunks.py) also takes the hidden state
+            length = QUERY if self.stateful else SEQ
+            specs.append(InputSpec(hidden_name(self.chunk.index - 1), (1, length, self.attributes.hidden_size), "float32",
+                                   "The hidden state after the previous chunk of layers"))
+        return specs
+
+    def outputs(self, part: str = "model") -> list[OutputSpec]:
+        if self.chunk and not self.chunk.last:
+            return [OutputSpec(hidden_name(self.chunk.index), "The hidden state after this chunk of layers")]
+        return self.package_outputs(part)
+
+    def _package_inputs(self, part: str) -> list[InputSpec]:
         if not self.stateful:
             return super().inputs(part)
         return [
@@ -354,7 +375,7 @@ class DecoderConfig(TextConfig):
     def wrap(self, model, part: str = "model"):
         if not self.stateful:
             return super().wrap(model, part)
-        return StatefulCausalLM(model, self.states(part)[0].shape)
+        return StatefulCausalLM(model, self.states(part)[0].shape, probe_layer=self.chunk.start if self.chunk else 0)
 
     def reference_module(self, model, part: str = "model"):
         """A stateful package is checked against the plain model run on the whole sequence."""

@@ -110,14 +110,21 @@ def compress(plan, part: str, artifact, backend):
     options = plan.options
     scheme = SCHEMES[options.quantize]
     grouped = meets(options.minimum_deployment_target, _IOS18)
-    before = program_weights(_program(artifact))
+    chunk = plan.cfg.chunk  # a chunk of a big decoder's layers (chunks.py): no output head before the last
+    with_head = chunk is None or chunk.last
+    before = program_weights(_program(artifact), with_head)
     if scheme.family == "linear":
         compressed = quantize_linear(artifact, before, scheme.bits, options.block_size)
     elif scheme.family == "lut":
         compressed = palettize(artifact, before, scheme.bits, lut_group_size(options) if grouped else None)
     else:
         compressed = quantize_mixed(artifact, before, options.block_size)
-    summary = summarize(scheme, options, grouped, before, program_weights(_program(compressed)))
+    summary = summarize(scheme, options, grouped, before, program_weights(_program(compressed), with_head))
+    if chunk is not None and not chunk.first:
+        summary = _merged(plan.compression[part], summary)
+    plan.compression[part] = summary
+    if not with_head:
+        return compressed  # the warnings, once, from the last chunk's (whole) summary
     if plan.calibration and plan.calibration["weights"]:  # calibrate.py quantized the decoder layers before capture
         summary["method"] += f"; decoder layers calibrated: {plan.calibration['method']}"
     if summary["float_weights_left"]:
@@ -130,8 +137,23 @@ def compress(plan, part: str, artifact, backend):
             f"Weight compression {scheme.name} uses one lookup table per weight below iOS18/macOS15 "
             f"(per grouped channel from iOS18): expect lower quality than on iOS18."
         )
-    plan.compression[part] = summary
     return compressed
+
+
+def _merged(earlier: dict, summary: dict) -> dict:
+    """The summary of a package made of chunks, from the earlier chunks' and this one's. The
+    share of compressed weights is weighted by their dense bytes (every float weight of a
+    program has one width, so that is weighting by elements)."""
+    before = earlier["weight_bytes_before"] + summary["weight_bytes_before"]
+    shares = earlier["compressed_share"] * earlier["weight_bytes_before"] + summary["compressed_share"] * summary["weight_bytes_before"]
+    return {
+        **summary,
+        "weights_compressed": earlier["weights_compressed"] + summary["weights_compressed"],
+        "float_weights_left": earlier["float_weights_left"] + summary["float_weights_left"],
+        "compressed_share": round(shares / before, 4) if before else 0.0,
+        "weight_bytes_before": before,
+        "weight_bytes_after": earlier["weight_bytes_after"] + summary["weight_bytes_after"],
+    }
 
 
 def quantize_linear(mlmodel, weights: "Weights", bits: int, block_size: int = 32):
@@ -226,7 +248,7 @@ class Weights:
     compressed_weights: int  # weights stored compressed (each decompressed by constexpr ops)
 
 
-def program_weights(prog) -> Weights:
+def program_weights(prog, with_head: bool = True) -> Weights:
     """The program's constants: which weights can be compressed, with their roles, and the
     storage all constants take (what the package's weight file holds, bar alignment). Weights
     already compressed when the program was made (GPTQ's, calibrate.py) count by their dense
@@ -235,7 +257,7 @@ def program_weights(prog) -> Weights:
 
     compressible, elements, storage, dense, float_elements, compressed_count = [], 0, 0.0, 0.0, 0, 0
     for function in prog.functions.values():
-        head = _head_ops(function)
+        head = _head_ops(function) if with_head else set()
         for op in function.operations:
             if op.op_type.startswith("constexpr_") and not any(c.op_type.startswith("constexpr_") for c in op.outputs[0].child_ops):
                 out = op.outputs[0]  # a compressed weight, decompressed at load: count it dense

@@ -1,0 +1,213 @@
+"""A big decoder converts a chunk of layers at a time (converters/chunks.py), and the chunks'
+programs are stitched into one package with one weight file (backends/coreml_stitch.py).
+
+Evidence that the stitched package is the same model: tiny 4-layer decoders of every
+registry family, converted whole and one layer per chunk, give the same outputs in the
+reference executor (fp32 and fp16 emulation), and the chunked package passes the same
+validation (stateful ones driven as swift-transformers drives them). Memory is measured by
+bench/convert.py, not here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from converters import chunks
+from converters.backends.coreml_stitch import WEIGHT_FILE, BlobFile, weight_file
+from converters.export import convert
+from converters.options import ConversionOptions
+from converters.validation.executor import ReferenceExecutor
+from tests.models import ALL_MODELS, build_model
+
+LAYERS = 4
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", "gpt_bigcode", "falcon"]
+
+
+def _build(model_type: str, folder, tokenizer: bool = True, **overrides):
+    config = ALL_MODELS[model_type][0]()
+    overrides["num_hidden_layers"] = LAYERS
+    types = getattr(config, "layer_types", None)
+    if types:  # one entry per layer (sliding or full attention)
+        overrides["layer_types"] = [types[i % len(types)] for i in range(LAYERS)]
+    build_model(model_type, folder, **overrides)
+    if not tokenizer:  # 4-bit schemes then compress data-free in both modes (GPTQ needs the whole model)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+def _inputs(executor: ReferenceExecutor, length: int) -> dict:
+    rng = np.random.default_rng(0)
+    if "causalMask" in executor.input_names:  # a prefill of 5 tokens
+        return {"inputIds": rng.integers(3, 128, (1, 5)).astype(np.int32), "causalMask": np.zeros((1, 1, 1, 5), np.float16)}
+    ids, mask = executor.input_names
+    padded = np.ones((1, length), np.int32)
+    padded[:, -3:] = 0
+    return {ids: rng.integers(3, 128, (1, length)).astype(np.int32), mask: padded}
+
+
+def _assert_same_outputs(whole, chunked, length: int) -> None:
+    a, b = ReferenceExecutor(whole.packages[0]), ReferenceExecutor(chunked.packages[0])
+    assert (a.input_names, a.output_names, a.state_names) == (b.input_names, b.output_names, b.state_names)
+    inputs = _inputs(a, length)
+    # fp32: the same graph; fp16: coremltools may fuse ops across a layer boundary in the whole
+    # program, not across chunks: a float16 rounding (1e-3 relative) apart at most
+    for mode, tolerance in (("fp32", 1e-5), ("fp16", 2e-3)):
+        state_a, state_b = a.make_state(), b.make_state()
+        out_a, out_b = a.predict(inputs, mode, state_a), b.predict(inputs, mode, state_b)
+        for name in out_a:
+            scale = float(np.abs(out_a[name]).max())
+            np.testing.assert_allclose(out_b[name], out_a[name], rtol=0, atol=tolerance * scale, err_msg=f"{mode} {name}")
+        for name in state_a:  # the KV cache each chunk wrote is the whole model's
+            scale = float(np.abs(state_a[name]).max())
+            np.testing.assert_allclose(state_b[name], state_a[name], rtol=0, atol=tolerance * scale, err_msg=f"{mode} {name}")
+
+
+def _convert_both(folder, out, options: ConversionOptions, progress=None):
+    whole = convert(str(folder), "text-generation", out / "whole", options, validate=False, layers_per_chunk=0)
+    chunked = convert(str(folder), "text-generation", out / "chunked", options, layers_per_chunk=1, progress=progress)
+    return whole, chunked
+
+
+def _check_chunked(report: dict) -> None:
+    package = report["packages"][0]
+    assert package["chunks"] == [{"layers": [i, i + 1]} for i in range(LAYERS)]
+    assert report["validation"]["passed"], report["validation"]["message"]
+    assert not any(io["name"].startswith("chunk") for io in package["inputs"] + package["outputs"]), package
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_a_chunked_package_computes_what_the_whole_conversion_computes(model_type, tmp_path):
+    folder = _build(model_type, tmp_path / "model")
+    messages = []
+    whole, chunked = _convert_both(folder, tmp_path, ConversionOptions(), lambda stage, fraction, message: messages.append(message))
+    assert "chunks" not in whole.report["packages"][0]
+    _check_chunked(chunked.report)
+    _assert_same_outputs(whole, chunked, 128)
+    # the job view's progress names each chunk as it converts
+    for index in range(LAYERS):
+        assert any(f"layers {index + 1}–{index + 1} of {LAYERS} (chunk {index + 1} of {LAYERS})" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3", "gemma"])
+def test_a_chunked_stateful_package_fills_its_cache_as_the_whole_one_does(model_type, tmp_path):
+    """Each chunk writes its own layers' slots of keyCache/valueCache, and tells written slots
+    from fresh ones by a layer of its own (the earlier chunks have written theirs)."""
+    folder = _build(model_type, tmp_path / "model")
+    options = ConversionOptions.from_strings(kv_cache="stateful", minimum_deployment_target="iOS18", sequence_length="64")
+    whole, chunked = _convert_both(folder, tmp_path, options)
+    _check_chunked(chunked.report)
+    continuation = [c for c in chunked.report["validation"]["checks"] if "continuation" in json.dumps(c).lower()]
+    assert continuation, "a stateful package's validation drives it as swift-transformers does"
+    _assert_same_outputs(whole, chunked, 64)
+
+
+@pytest.mark.parametrize("scheme, extra", [("int8", {}), ("int4", {"minimum_deployment_target": "iOS18"}),
+                                           ("lut6", {"minimum_deployment_target": "iOS18"})])
+def test_chunks_are_compressed_one_by_one_into_the_whole_conversions_package(scheme, extra, tmp_path):
+    """Weights big enough to compress (64 x 64), no tokenizer: data-free in both modes. The
+    output head is compressed as a head only in the last chunk; the report adds the chunks up."""
+    folder = _build("llama", tmp_path / "model", tokenizer=False, hidden_size=64, intermediate_size=128)
+    whole, chunked = _convert_both(folder, tmp_path, ConversionOptions.from_strings(quantize=scheme, **extra))
+    _check_chunked(chunked.report)
+    _assert_same_outputs(whole, chunked, 128)
+    a, b = (r.report["packages"][0]["compression"] for r in (whole, chunked))
+    assert (b["weights_compressed"], b["float_weights_left"]) == (a["weights_compressed"], a["float_weights_left"])
+    assert b["weights_compressed"] > 0
+    # each chunk's program has its own small constants (mask, rotary tables: counted per chunk),
+    # stored once in the package
+    assert b["size_after_bytes"] == pytest.approx(a["size_after_bytes"], rel=0.05)
+    assert b["weight_bytes_after"] >= a["weight_bytes_after"]
+    assert sum(w.count(scheme) for w in chunked.report["warnings"]) <= sum(w.count(scheme) for w in whole.report["warnings"])
+
+
+def test_a_float32_chunked_package_computes_what_the_whole_conversion_computes(tmp_path):
+    folder = _build("qwen2", tmp_path / "model")
+    whole, chunked = _convert_both(folder, tmp_path, ConversionOptions.from_strings(precision="float32"))
+    _check_chunked(chunked.report)
+    _assert_same_outputs(whole, chunked, 128)
+    assert chunked.report["packages"][0]["inputs"] == whole.report["packages"][0]["inputs"]
+
+
+@pytest.mark.parametrize("length", ["16,32,64", "8-64"])
+def test_a_list_or_range_of_lengths_converts_whole_and_says_why(length, tmp_path):
+    """A chunk's hidden input would get a flexible dimension of its own, which Core ML does not
+    tie to the tokens' (its package failed validation): such a conversion is not chunked."""
+    folder = _build("qwen2", tmp_path / "model")
+    options = ConversionOptions.from_strings(sequence_length=length, minimum_deployment_target="iOS18")
+    result = convert(str(folder), "text-generation", tmp_path / "out", options, layers_per_chunk=1)
+    assert "chunks" not in result.report["packages"][0]
+    assert result.report["validation"]["passed"]
+    assert any("chunks need one fixed sequence length" in w for w in result.report["warnings"])
+
+
+def test_the_stitched_package_has_one_weight_file_with_every_chunks_weights(tmp_path):
+    folder = _build("llama", tmp_path / "model")
+    whole, chunked = _convert_both(folder, tmp_path, ConversionOptions())
+    package = chunked.packages[0]
+    files = sorted(p.name for p in (package / "Data" / "com.apple.CoreML" / "weights").iterdir())
+    assert files == [WEIGHT_FILE]
+    assert not list((tmp_path / "chunked").glob(".chunks-*")), "the chunks' scratch packages are removed"
+    header = weight_file(package).read_bytes()[:8]
+    stitched_count = int.from_bytes(header[:4], "little")
+    whole_count = int.from_bytes(weight_file(whole.packages[0]).read_bytes()[:4], "little")
+    # the same weights; identical constants are stored once (the whole program repeats some), and
+    # each chunk adds a few small ones of its own (a tiny model's are a few % of its weights)
+    assert 0 < stitched_count <= whole_count + 8 * LAYERS
+    whole_size = weight_file(whole.packages[0]).stat().st_size
+    assert abs(weight_file(package).stat().st_size - whole_size) < 0.05 * whole_size
+
+
+def test_blob_file_copies_a_blob_byte_for_byte_and_once(tmp_path):
+    source = tmp_path / "a.bin"
+    copy = BlobFile(source)
+    copy._file.close()
+    # a one-blob file: header, metadata at 64, data at 128
+    data = bytes(range(200))
+    from converters.backends import coreml_stitch as stitch
+
+    with open(source, "wb") as f:
+        f.write(stitch._HEADER.pack(1, 2))
+        f.write(stitch._METADATA.pack(stitch._SENTINEL, 5, len(data), 128, 4))
+        f.write(data)
+    out = BlobFile(tmp_path / "out" / "b.bin")
+    first = out.copy_from(source, 64)
+    again = out.copy_from(source, 64)
+    out.close()
+    written = (tmp_path / "out" / "b.bin").read_bytes()
+    assert first == again == 64 and stitch._HEADER.unpack(written[:64]) == (1, 2)
+    sentinel, dtype, size, offset, padding = stitch._METADATA.unpack(written[64:128])
+    assert (sentinel, dtype, size, padding) == (stitch._SENTINEL, 5, 200, 4)
+    assert written[offset:offset + size] == data and len(written) % 64 == 0
+    with pytest.raises(ValueError, match="no weight blob"):
+        BlobFile(tmp_path / "c.bin").copy_from(source, 0)
+
+
+def test_layers_are_grouped_by_size_or_count():
+    assert [(c.start, c.stop) for c in chunks.chunks_for([3, 3, 3, 3, 3], budget=7)] == [(0, 2), (2, 4), (4, 5)]
+    assert [(c.start, c.stop) for c in chunks.chunks_for([10, 1, 1], budget=4)] == [(0, 1), (1, 3)]
+    grouped = chunks.chunks_for([1] * 5, layers_per_chunk=2)
+    assert [(c.start, c.stop) for c in grouped] == [(0, 2), (2, 4), (4, 5)]
+    assert grouped[0].first and grouped[-1].last and not grouped[1].first and not grouped[1].last
+    assert grouped[1].describe() == "layers 3–4 of 5 (chunk 2 of 3)"
+
+
+def test_only_a_model_past_the_size_converts_in_chunks(tmp_path, monkeypatch):
+    folder = _build("llama", tmp_path / "model")
+    small = convert(str(folder), "text-generation", tmp_path / "small", validate=False)
+    assert "chunks" not in small.report["packages"][0]
+    monkeypatch.setattr(chunks, "WHOLE_MODEL_BYTES", 1000)  # this model's float32 weights are ~100 KB
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 2 * 4 * 10_000)  # about two of its layers
+    big = convert(str(folder), "text-generation", tmp_path / "big", validate=False)
+    assert big.report["packages"][0]["chunks"] == [{"layers": [0, 2]}, {"layers": [2, 4]}]
+
+
+def test_a_4bit_chunked_conversion_says_its_weights_are_not_calibrated(tmp_path):
+    folder = _build("llama", tmp_path / "model", hidden_size=64, intermediate_size=128)
+    result = convert(str(folder), "text-generation", tmp_path / "out", ConversionOptions.from_strings(
+        quantize="int4", minimum_deployment_target="iOS18"), validate=False, layers_per_chunk=2)
+    assert any("calibration (GPTQ) needs it whole" in w for w in result.report["warnings"]), result.report["warnings"]
+    assert "calibration" not in result.report["packages"][0]["compression"]
