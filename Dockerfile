@@ -12,8 +12,10 @@ RUN useradd -m -u 1000 user
 USER user
 # SYSTEM=spaces turns on "Sign in with Hugging Face" (Gradio's real OAuth); docker-compose.yml
 # overrides it for self-hosting (a token field instead).
-# COREML_CONVERTER_MAX_PARAMS: the free CPU Space has 16 GB; a conversion peaks at about
-# 12 bytes per parameter. Raise it (Space variable) on bigger hardware.
+# COREML_CONVERTER_MAX_PARAMS: the free CPU Space has 16 GB; a big model converts a chunk of
+# layers at a time and peaks at about 3 GB + 2.5 bytes per parameter (worker/capabilities.py),
+# so 3 B parameters fit with room, and convert within the job timeout on 2 vCPUs. Raise it
+# (Space variable) on bigger hardware.
 ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -22,7 +24,7 @@ ENV HOME=/home/user \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
     COREML_CONVERTER_STATE_DIR=/home/user/state \
-    COREML_CONVERTER_MAX_PARAMS=1000000000
+    COREML_CONVERTER_MAX_PARAMS=3000000000
 WORKDIR $HOME/app
 RUN mkdir -p /home/user/state
 

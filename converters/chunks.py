@@ -1,7 +1,7 @@
 """Big decoder LLMs, converted a few layers at a time so their float weights are never all in memory.
 
 Why: converting a whole model holds it in float32 (4 bytes per parameter) while coremltools
-makes its own copies (another ~4): 8.9 GB for 1.1 B parameters, about 60 GB for a 7 B model.
+makes its own copies (another ~4): 9.9 GB for 1.26 B parameters, about 55 GB for a 7 B model.
 Here the model is built with its parameters on the meta device (no memory), and its decoder
 layers are taken in chunks whose float32 weights fit `CHUNK_BYTES`:
 
@@ -280,6 +280,19 @@ class LazyModel:
         for name in self._names_in(modules):
             param = self._get(name)
             self._set(name, torch.nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False))
+
+    def streaming(self) -> torch.nn.Module:
+        """The model for validation: each layer's (and the embeddings', the head's) weights are
+        read from the checkpoint as the layer runs and let go after it, so a forward holds one
+        layer's weights. Each forward reads the whole checkpoint (the page cache keeps it)."""
+        for module in self.units():
+            module.register_forward_pre_hook(lambda m, args: self.load([m]))
+            module.register_forward_hook(lambda m, args, output: self.release([m]))
+        return self.model
+
+    def units(self) -> list[torch.nn.Module]:
+        """The modules whose weights are loaded together: each layer, each embedding, the head."""
+        return list(self.layout.layers) + [getattr(parent, name) for parent, name in self.layout.before + self.layout.after]
 
     def chunk_modules(self, chunk: Chunk) -> list[torch.nn.Module]:
         """The modules whose weights a chunk computes with."""

@@ -95,13 +95,14 @@ def convert(
         packages.append(path)
         package_reports.append(package_report)
 
-    if (calibrated or lazy is not None) and validate:
-        # validation judges the package against the model's own weights, not GPTQ's
-        del model, lazy
+    if lazy is not None:  # too big to load whole: validated against the model streamed layer by layer
+        model = lazy.streaming()
+    elif calibrated and validate:  # validation judges the package against the model's own weights, not GPTQ's
+        del model
         gc.collect()
         model = load(plan)
     validation = _validate(plan, model, dict(zip(plan.parts, packages)), writer, validate, progress, timings)
-    del model
+    del model, lazy
     gc.collect()
     timings["total"] = time.perf_counter() - started
     progress("validate" if validate else "convert", 1.0, validation["message"])
@@ -157,7 +158,10 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
     exporter, safe_norms = captured.exporter, captured.float16_safe_norms
     del captured  # the torch program can be as large as the model
     for transform in transforms_for(plan):
-        artifact = transform(plan, part, artifact, writer)
+        transformed = transform(plan, part, artifact, writer)
+        if transformed is not artifact:
+            writer.discard(artifact)
+        artifact = transformed
     _add(timings, f"convert_{part}", time.perf_counter() - mark)
     return artifact, exporter, safe_norms
 
@@ -193,6 +197,8 @@ def _build_chunked(plan: Plan, lazy, part: str, writer, output_dir: Path, timing
         progress("convert", 0.9, f"Joining the {len(chunks)} chunks of {part} into one package")
         mark = time.perf_counter()
         artifact = writer.stitch(plan, part, kept, scratch)
+        for chunk_artifact in kept:
+            writer.discard(chunk_artifact)
         del kept
         gc.collect()
         _add(timings, f"stitch_{part}", time.perf_counter() - mark)
@@ -209,6 +215,7 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
     mark = time.perf_counter()
     path = output_dir / writer.package_path(plan, part)
     writer.save(plan, part, artifact, path)
+    writer.discard(artifact)
     del artifact
     gc.collect()
     _add(timings, f"save_{part}", time.perf_counter() - mark)

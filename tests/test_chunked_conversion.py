@@ -66,6 +66,20 @@ def _assert_same_outputs(whole, chunked, length: int) -> None:
             np.testing.assert_allclose(state_b[name], state_a[name], rtol=0, atol=tolerance * scale, err_msg=f"{mode} {name}")
 
 
+def _assert_lazy_weights_change_nothing(package) -> None:
+    """The executor of a big package decompresses each weight when a call reaches it and keeps
+    float16 weights float16 (validation of a 7 B model): same outputs as all weights at load."""
+    eager, lazy = ReferenceExecutor(package, lazy_weights=False), ReferenceExecutor(package, lazy_weights=True)
+    assert lazy.lazy_weights and not eager.lazy_weights
+    held = lambda executor: sum(t.numel() * t.element_size() for t in executor._consts.values())  # noqa: E731
+    assert held(lazy) < held(eager)
+    inputs = _inputs(eager, 128)
+    for mode in ("fp32", "fp16"):
+        a, b = eager.predict(inputs, mode), lazy.predict(inputs, mode)
+        for name in a:
+            np.testing.assert_array_equal(b[name], a[name], err_msg=f"{mode} {name}")
+
+
 def _convert_both(folder, out, options: ConversionOptions, progress=None):
     whole = convert(str(folder), "text-generation", out / "whole", options, validate=False, layers_per_chunk=0)
     chunked = convert(str(folder), "text-generation", out / "chunked", options, layers_per_chunk=1, progress=progress)
@@ -114,6 +128,7 @@ def test_chunks_are_compressed_one_by_one_into_the_whole_conversions_package(sch
     whole, chunked = _convert_both(folder, tmp_path, ConversionOptions.from_strings(quantize=scheme, **extra))
     _check_chunked(chunked.report)
     _assert_same_outputs(whole, chunked, 128)
+    _assert_lazy_weights_change_nothing(chunked.packages[0])
     a, b = (r.report["packages"][0]["compression"] for r in (whole, chunked))
     assert (b["weights_compressed"], b["float_weights_left"]) == (a["weights_compressed"], a["float_weights_left"])
     assert b["weights_compressed"] > 0
@@ -159,6 +174,32 @@ def test_the_stitched_package_has_one_weight_file_with_every_chunks_weights(tmp_
     assert 0 < stitched_count <= whole_count + 8 * LAYERS
     whole_size = weight_file(whole.packages[0]).stat().st_size
     assert abs(weight_file(package).stat().st_size - whole_size) < 0.05 * whole_size
+
+
+def test_a_big_float16_package_keeps_its_weights_float16_in_the_executor(tmp_path):
+    folder = _build("llama", tmp_path / "model", hidden_size=64, intermediate_size=128)
+    result = convert(str(folder), "text-generation", tmp_path / "out", validate=False, layers_per_chunk=2)
+    _assert_lazy_weights_change_nothing(result.packages[0])
+
+
+def test_the_streamed_model_computes_what_the_loaded_one_does_and_lets_its_weights_go(tmp_path):
+    """Validation of a chunked conversion runs PyTorch with each layer's weights read as it runs."""
+    import torch
+
+    from converters.capture import load
+    from converters.plan import make_plan
+    from converters.source import open_source
+
+    folder = _build("gemma", tmp_path / "model")  # tied embedding and head, scaled embeddings
+    plan = make_plan(open_source(str(folder)), "text-generation", ConversionOptions())
+    lazy = chunks.chunked_model(plan, layers_per_chunk=1)
+    streamed, loaded = lazy.streaming(), load(plan)
+    ids = torch.randint(3, 128, (1, 12))
+    with torch.no_grad():
+        expected = loaded(input_ids=ids, use_cache=False).logits
+        for _ in range(2):  # weights come back for every forward
+            torch.testing.assert_close(streamed(input_ids=ids, use_cache=False).logits, expected, rtol=0, atol=1e-5)
+            assert all(p.device.type == "meta" for p in streamed.parameters()), "no weights stay after a forward"
 
 
 def test_blob_file_copies_a_blob_byte_for_byte_and_once(tmp_path):
@@ -211,3 +252,19 @@ def test_a_4bit_chunked_conversion_says_its_weights_are_not_calibrated(tmp_path)
         quantize="int4", minimum_deployment_target="iOS18"), validate=False, layers_per_chunk=2)
     assert any("calibration (GPTQ) needs it whole" in w for w in result.report["warnings"]), result.report["warnings"]
     assert "calibration" not in result.report["packages"][0]["compression"]
+
+
+@pytest.mark.parametrize("layers_per_chunk", [0, 2])
+def test_a_conversion_leaves_no_temporary_package_behind(layers_per_chunk, tmp_path, monkeypatch):
+    """coremltools deletes the temporary package of each in-memory model only at exit, which a
+    worker's job process never reaches: a chunked int8 conversion made 3 per chunk (GBs each
+    for a 7 B model)."""
+    import tempfile
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    folder = _build("llama", tmp_path / "model", hidden_size=64, intermediate_size=128)
+    convert(str(folder), "text-generation", tmp_path / "out", ConversionOptions.from_strings(quantize="int8"),
+            validate=False, layers_per_chunk=layers_per_chunk)
+    assert sorted(p.name for p in temporary.glob("*.mlpackage")) == []

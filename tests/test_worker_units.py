@@ -229,7 +229,9 @@ def test_size_limits(monkeypatch):
     from worker import capabilities
 
     total, _ = capabilities.memory_bytes()
-    assert capabilities.parameter_limit() == total // capabilities.BYTES_PER_PARAMETER
+    assert capabilities.parameter_limit() == int((total - capabilities.FIXED_BYTES) / capabilities.BYTES_PER_PARAMETER)
+    if total >= 24e9 * 0.95:  # this machine (24 GB): a 7 B model (Llama-2-7B: 6.74 B parameters)
+        assert capabilities.parameter_limit() > 6.74e9
 
 
 def test_a_dead_workers_job_is_detected_within_two_minutes_with_the_defaults(monkeypatch):

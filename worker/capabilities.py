@@ -14,8 +14,15 @@ from redis import Redis
 
 from . import settings
 
-# Peak memory of a conversion per parameter: measured 8-11 bytes (DESIGN.md), plus margin.
-BYTES_PER_PARAMETER = 12
+# Peak memory of a conversion. A model converted whole (float32 weights up to 2 GB:
+# converters/chunks.py) peaks at 8-11 bytes per parameter (DESIGN.md), under 6 GB. A bigger
+# one converts a chunk of layers at a time and is validated against the model streamed layer
+# by layer; what grows with it is the package the reference executor holds (float16: 2 bytes
+# per parameter; int4: 1, unpacked one per byte): a 7 B int4 model peaked at 10.9 GB
+# (bench/big_model.py). A fixed part (one chunk's conversion, libraries) plus 2.5 bytes per
+# parameter keeps float16 in bounds too.
+FIXED_BYTES = 3 * 10**9
+BYTES_PER_PARAMETER = 2.5
 
 
 def memory_bytes() -> tuple[int | None, int | None]:
@@ -46,7 +53,7 @@ def parameter_limit() -> int | None:
     if configured:
         return configured
     total, _ = memory_bytes()
-    return total // BYTES_PER_PARAMETER if total else None
+    return int((total - FIXED_BYTES) / BYTES_PER_PARAMETER) if total and total > FIXED_BYTES else None
 
 
 def describe(queues: list[str]) -> dict[str, str]:

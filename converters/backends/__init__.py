@@ -36,6 +36,9 @@ class Backend(Protocol):
     def save(self, plan, part: str, artifact, path: Path) -> None:
         """Write the package, with its descriptions and metadata, to `path`."""
 
+    def discard(self, artifact) -> None:
+        """Let go of what an in-memory package keeps on disk, once it is saved or replaced."""
+
     def keep_chunk(self, plan, part: str, artifact, scratch: Path):
         """Set one converted chunk of a model's layers (chunks.py) aside for `stitch`, on disk
         (in `scratch` or the backend's own place): its weights must not stay in memory."""

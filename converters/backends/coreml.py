@@ -52,7 +52,9 @@ class CoreMLBackend:
             except Exception as error:
                 raise ConversionError(f"coremltools could not convert the {part} of this {cfg.hf_config.model_type} model: {error}") from error
         if cfg.class_labels():
-            mlmodel = _rename_classifier_probabilities(mlmodel)
+            renamed = _rename_classifier_probabilities(mlmodel)
+            discard_temporary(mlmodel)
+            mlmodel = renamed
         return mlmodel
 
     def package_path(self, plan, part: str) -> str:
@@ -71,6 +73,9 @@ class CoreMLBackend:
         # about 0.5 MB in every float package of a 135 M LLM.
         (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
         gc.collect()
+
+    def discard(self, artifact) -> None:
+        discard_temporary(artifact)
 
     def keep_chunk(self, plan, part: str, artifact, scratch: Path):
         """A converted chunk set aside for `stitch`: coremltools has already written it to a
@@ -106,6 +111,15 @@ class CoreMLBackend:
         from ..validation.executor import ReferenceExecutor
 
         return ReferenceExecutor(path)
+
+
+def discard_temporary(mlmodel) -> None:
+    """Delete the temporary package coremltools keeps for an in-memory model (its weights:
+    GBs for a big model). coremltools deletes them only when the process exits, and a
+    worker's job process never runs its exit handlers (rq ends it with os._exit)."""
+    path = getattr(mlmodel, "package_path", None)
+    if path and getattr(mlmodel, "is_temp_package", False):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _coreml_inputs(cfg: CoreMLConfig, part: str, options: ConversionOptions):

@@ -189,7 +189,12 @@ def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 1
         config = cto.OpPalettizerConfig(**kmeans, granularity="per_grouped_channel", group_size=group_size,
                                         weight_threshold=WEIGHT_THRESHOLD)
     names = {w.name: config for w in tables}
-    return cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
+    palettized = cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
+    if outer:  # the int8 step's model, ours alone (the caller's is the one passed in)
+        from ..backends.coreml import discard_temporary
+
+        discard_temporary(mlmodel)
+    return palettized
 
 
 def _kmeans_table(bits: int, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

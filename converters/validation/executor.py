@@ -59,6 +59,8 @@ _TORCH_DTYPES = {
 
 # Constants up to this many elements also get a Python value, for kernel parameters.
 _SMALL_CONST = 4096
+# Compressed weights decompressed (float32) past this size are decompressed per call (lazy_weights).
+LAZY_WEIGHT_BYTES = 4 << 30
 
 
 class UnsupportedOpError(Exception):
@@ -101,6 +103,7 @@ class _Step:
     outputs: tuple[_Tensor, ...]
     rounds: bool  # False for ops that only move fp16 values around
     release: tuple[str, ...] = ()  # vars nobody reads after this step
+    weight: bool = False  # decompresses a weight: an fp16 constant in both modes, as at load
 
 
 def _torch_dtype(dtype) -> torch.dtype:
@@ -134,7 +137,10 @@ class ReferenceExecutor:
     >>> out = ex.predict({"input_ids": ids}, mode="fp16")
     """
 
-    def __init__(self, package_path: str | os.PathLike):
+    def __init__(self, package_path: str | os.PathLike, lazy_weights: bool | None = None):
+        """`lazy_weights`: decompress each compressed weight when a call first reads it and let
+        it go after its last reader, instead of all at load (a 7 B int4 model's weights are
+        27 GB decompressed); None: when they pass LAZY_WEIGHT_BYTES."""
         package_path = os.fspath(package_path)
         spec = ct.utils.load_spec(package_path)
         if spec.WhichOneof("Type") != "mlProgram":
@@ -166,7 +172,13 @@ class ReferenceExecutor:
         self.state_names = [t.name for t in states]
         self.output_names = [t.name for t in self._outputs] + list(classified)
         self._keep = {t.name for t in self._outputs} | ({self._classifier.probabilities} if self._classifier else set())
-        self._decompress, self._steps = self._plan(func)
+        decompress, steps = self._plan(func)
+        if lazy_weights is None:
+            lazy_weights = _float32_weight_bytes(func, decompress) > LAZY_WEIGHT_BYTES
+        self.lazy_weights = lazy_weights
+        if lazy_weights:
+            decompress, steps = [], _each_before_its_first_reader([replace(d, weight=True) for d in decompress], steps)
+        self._decompress, self._steps = decompress, self._with_releases(steps)
         self._consts = self._load_consts(func)
 
     # ------------------------------------------------------------------ building
@@ -192,7 +204,7 @@ class ReferenceExecutor:
             rounds = op.op_type not in VALUE_PRESERVING
             step = _Step(op.op_type, op.name, KERNELS[op.op_type], names, consts, outputs, rounds)
             (decompress if op.op_type in CONSTEXPR_OPS else steps).append(step)
-        return decompress, self._with_releases(steps)
+        return decompress, steps
 
     def _with_releases(self, steps: list[_Step]) -> list[_Step]:
         """Drop each intermediate var after its last reader, to bound memory."""
@@ -210,8 +222,12 @@ class ReferenceExecutor:
         for op in func.operations:
             for var in op.outputs:
                 if var.name in used | compressed and _is_const(var) and var.dtype != types.str:
-                    arr = np.asarray(var.val).astype(_Tensor.of(var).np_dtype, copy=True)
-                    consts[var.name] = torch.from_numpy(arr)
+                    dtype = _Tensor.of(var).np_dtype
+                    if self.lazy_weights and var.dtype == types.fp16 and np.size(var.val) > _SMALL_CONST:
+                        dtype = np.float16  # a big package's float16 weights stay float16, widened per use (ops.Args)
+                    # No copy where the loader's array already has the type (compressed data).
+                    arr = np.asarray(var.val).astype(dtype, copy=False)
+                    consts[var.name] = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
         # Decompress the weights once: a decompressed weight is a constant of its declared
         # type (fp16 values stay fp16 values in both modes, like any fp16 constant).
         with torch.inference_mode():
@@ -249,7 +265,7 @@ class ReferenceExecutor:
             states = {name: _feed(t, state[name], fp16) for name, t in self._states.items()}
             initial = dict(states)
             for step in self._steps:
-                _run(step, env, states, fp16)
+                _run(step, env, states, fp16 or step.weight)
             for name, tensor in states.items():
                 if tensor is not initial[name]:
                     np.copyto(state[name], tensor.numpy(), casting="unsafe")
@@ -283,6 +299,36 @@ class _Classifier:
         values = probabilities.reshape(-1).tolist()
         best = max(range(len(values)), key=values.__getitem__)
         return {self.label_output: self.classes[best], self.dict_output: dict(zip(self.classes, values))}
+
+
+def _float32_weight_bytes(func, decompress: list[_Step]) -> int:
+    """What the program's weights take held as float32: the decompressed ones and the float constants."""
+    total = sum(4 * int(np.prod(o.static or (1,))) for step in decompress for o in step.outputs)
+    for op in func.operations:
+        for var in op.outputs:
+            if op.op_type == "const" and var.dtype in (types.fp16, types.fp32) and var.val is not None:
+                total += 4 * int(np.size(var.val))
+    return total
+
+
+def _each_before_its_first_reader(weights: list[_Step], steps: list[_Step]) -> list[_Step]:
+    """`steps` with each weight-decompression step placed just before the first step that reads
+    its output, so a call holds a decompressed weight only while its layer runs."""
+    first_reader: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        for var in _read_vars(step):
+            first_reader.setdefault(var, index)
+    before: dict[int, list[_Step]] = {}
+    for weight in reversed(weights):  # a weight another one decompresses from goes just before it
+        index = min((first_reader[o.name] for o in weight.outputs if o.name in first_reader), default=len(steps))
+        before.setdefault(index, []).insert(0, weight)
+        for var in _read_vars(weight):
+            first_reader[var] = min(first_reader.get(var, index), index)
+    ordered = []
+    for index, step in enumerate(steps):
+        ordered += before.get(index, [])
+        ordered.append(step)
+    return ordered + before.get(len(steps), [])
 
 
 def _op_summary(func) -> list[tuple[str, list[tuple[str, tuple]]]]:

@@ -37,10 +37,10 @@ class Args:
 
     def t(self, name: str) -> torch.Tensor | None:
         var = self.names.get(name)
-        return None if var is None else self.env[var]
+        return None if var is None else _widened(self.env[var])
 
     def ts(self, name: str) -> list[torch.Tensor]:
-        return [self.env[var] for var in self.names[name]]
+        return [_widened(self.env[var]) for var in self.names[name]]
 
     def v(self, name: str, default: Any = None) -> Any:
         """Python value of an input (ints, floats, lists, strings); ``default`` if absent."""
@@ -49,6 +49,12 @@ class Args:
         if name in self.consts:
             return self.consts[name]
         return self.env[self.names[name]].tolist()
+
+
+def _widened(tensor: torch.Tensor) -> torch.Tensor:
+    """Floats run as float32; a big package's float16 weights are kept float16 (executor.py's
+    lazy_weights) and widened here, for the one op reading them."""
+    return tensor.float() if tensor.dtype == torch.float16 else tensor
 
 
 KERNELS: dict[str, Callable[[Args], Any]] = {}
