@@ -12,11 +12,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--sequence-length", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="the checkpoint's weights as stored (the Hub's LLMs: bfloat16)")
 
 
-def build_llama(folder: Path, hidden: int = 1024, layers: int = 16, vocab: int = 32000) -> int:
-    """A Llama-architecture checkpoint saved as safetensors; returns its parameter count.
-    The defaults give about 270 M parameters, the size DESIGN.md's reference figures use."""
+def build_llama(folder: Path, hidden: int = 1024, layers: int = 16, vocab: int = 32000, dtype: str = "float32") -> int:
+    """A Llama-architecture checkpoint saved as safetensors (weights in `dtype`); returns its
+    parameter count. The defaults give about 270 M parameters, the size DESIGN.md's reference
+    figures use."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -31,5 +34,5 @@ def build_llama(folder: Path, hidden: int = 1024, layers: int = 16, vocab: int =
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())

@@ -7,7 +7,8 @@ wall time and peak RSS. Printed as ratios (pipeline / plain). Validation is off 
 
 From about 500 M parameters the pipeline converts a chunk of layers at a time
 (converters/chunks.py); at about 1 B (--hidden 2048 --layers 22) the goal is a peak RSS at
-most 0.5x the plain script's, in at most 1.2x its time.
+most 0.5x the plain script's, in at most 1.2x its time. --dtype bfloat16 stores the
+checkpoint as the Hub's LLMs are stored (both then widen it to float32 as they load).
 
 The peak is each process's own high-water mark (VmHWM): ru_maxrss would count the memory of
 the process that started it (the checkpoint is built in a third process for that reason).
@@ -78,7 +79,7 @@ BUILD_SCRIPT = r"""
 import sys, json
 sys.path.insert(0, sys.argv[1])
 from bench.checkpoints import build_llama
-print(json.dumps({"parameters": build_llama(__import__("pathlib").Path(sys.argv[2]), *map(int, sys.argv[3:]))}))
+print(json.dumps({"parameters": build_llama(__import__("pathlib").Path(sys.argv[2]), *map(int, sys.argv[3:6]), sys.argv[6])}))
 """
 
 
@@ -101,9 +102,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        built = run(BUILD_SCRIPT, [str(ROOT), str(tmp / "model"), str(args.hidden), str(args.layers), str(args.vocab)])
+        built = run(BUILD_SCRIPT, [str(ROOT), str(tmp / "model"), str(args.hidden), str(args.layers), str(args.vocab), args.dtype])
         parameters = built["parameters"]
-        print(f"Llama-architecture checkpoint: {parameters / 1e6:.0f} M parameters, sequence length {args.sequence_length}")
+        print(f"Llama-architecture checkpoint: {parameters / 1e6:.0f} M parameters in {args.dtype}, sequence length {args.sequence_length}")
         results: dict[str, list[dict]] = {"plain": [], "pipeline": []}
         for i in range(args.repeat):  # alternate so machine noise hits both alike
             results["plain"].append(run(PLAIN_SCRIPT, [str(tmp / "model"), str(tmp / f"plain{i}.mlpackage"), str(args.sequence_length)]))

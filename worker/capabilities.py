@@ -18,7 +18,7 @@ from . import settings
 # converters/chunks.py) peaks at 8-11 bytes per parameter (DESIGN.md), under 6 GB. A bigger
 # one converts a chunk of layers at a time and is validated against the model streamed layer
 # by layer; what grows with it is the package the reference executor holds (float16: 2 bytes
-# per parameter; int4: 1, unpacked one per byte): a 7 B int4 model peaked at 10.9 GB
+# per parameter; int4: 1, unpacked one per byte): a 7 B int4 model peaked at 11.5 GB
 # (bench/big_model.py). A fixed part (one chunk's conversion, libraries) plus 2.5 bytes per
 # parameter keeps float16 in bounds too.
 FIXED_BYTES = 3 * 10**9
