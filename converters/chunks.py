@@ -351,6 +351,8 @@ def chunked_model(plan, layers_per_chunk: int | None = None) -> LazyModel | None
     cfg = plan.cfg
     if layers_per_chunk == 0 or cfg.family != "decoder" or plan.task != "text-generation" or cfg.probe_mask:
         return None  # an untested architecture's mask convention is probed on the whole model
+    if layers_per_chunk is None and 4 * stored_elements(plan.source.path) <= WHOLE_MODEL_BYTES:
+        return None  # a small model converts whole, as it always has (its files' headers say so)
     lazy = LazyModel(plan.source.path, cfg)
     if lazy.layout is None or (layers_per_chunk is None and lazy.float32_bytes() <= WHOLE_MODEL_BYTES):
         return None
@@ -367,6 +369,22 @@ def chunked_model(plan, layers_per_chunk: int | None = None) -> LazyModel | None
                              f"{sorted(missing)[0]} under another name.")
         return None
     return lazy
+
+
+def stored_elements(path: Path) -> int:
+    """How many numbers the checkpoint's safetensors files hold, from their headers alone."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in Path(path).glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as weights:
+            for key in weights.keys():
+                shape = weights.get_slice(key).get_shape()
+                count = 1
+                for size in shape:
+                    count *= size
+                total += count
+    return total
 
 
 def chunk_config(cfg, chunk: Chunk):

@@ -190,7 +190,7 @@ def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 1
                                         weight_threshold=WEIGHT_THRESHOLD)
     names = {w.name: config for w in tables}
     palettized = cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
-    if outer:  # the int8 step's model, ours alone (the caller's is the one passed in)
+    if outer and palettized is not mlmodel:  # the int8 step's model, ours alone (the caller's is the one passed in)
         from ..backends.coreml import discard_temporary
 
         discard_temporary(mlmodel)

@@ -227,7 +227,9 @@ class ReferenceExecutor:
                         dtype = np.float16  # a big package's float16 weights stay float16, widened per use (ops.Args)
                     # No copy where the loader's array already has the type (compressed data).
                     arr = np.asarray(var.val).astype(dtype, copy=False)
-                    consts[var.name] = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+                    if not (arr.flags.c_contiguous and arr.flags.writeable):  # torch takes no negative strides
+                        arr = arr.copy()
+                    consts[var.name] = torch.from_numpy(arr)
         # Decompress the weights once: a decompressed weight is a constant of its declared
         # type (fp16 values stay fp16 values in both modes, like any fp16 constant).
         with torch.inference_mode():
@@ -305,9 +307,9 @@ def _float32_weight_bytes(func, decompress: list[_Step]) -> int:
     """What the program's weights take held as float32: the decompressed ones and the float constants."""
     total = sum(4 * int(np.prod(o.static or (1,))) for step in decompress for o in step.outputs)
     for op in func.operations:
-        for var in op.outputs:
-            if op.op_type == "const" and var.dtype in (types.fp16, types.fp32) and var.val is not None:
-                total += 4 * int(np.size(var.val))
+        var = op.outputs[0] if op.op_type == "const" else None  # a classifier's labels are a list, not a tensor
+        if var is not None and types.is_tensor(var.sym_type) and var.sym_type.get_primitive() in (types.fp16, types.fp32):
+            total += 4 * int(np.prod(var.shape))
     return total
 
 
