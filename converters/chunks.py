@@ -25,7 +25,6 @@ in earlier chunks, by stand-ins without weights whose outputs go unused.
 from __future__ import annotations
 
 import copy
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,6 +396,3 @@ def chunk_config(cfg, chunk: Chunk):
 def hidden_name(index: int) -> str:
     """The hidden state passed from chunk `index` to the next (an output, then an input)."""
     return f"chunk{index}_hidden"
-
-
-CHUNK_NAME = re.compile(r"^chunk(\d+)_hidden$")
