@@ -541,9 +541,11 @@ def wire_target(page: Page) -> dict:
             note = render.message(form.existing_target_note(repo), "warning")
         return note if newest.is_newest(request.session_hash, ticket) else gr.skip()
 
-    where.push.change(announce, inputs, [where.target_html], concurrency_limit=None, **QUIET)
-    where.push_repo.change(announce, inputs, [where.target_html], concurrency_limit=None, trigger_mode="multiple",
-                           show_progress="hidden", **QUIET)
+    # One lookup at a time, in the order the browser sent them: run side by side, an earlier
+    # edit's lookup could start after a later one's and take the "newest" ticket from it.
+    where.push.change(announce, inputs, [where.target_html], concurrency_limit=1, concurrency_id="push-target", **QUIET)
+    where.push_repo.change(announce, inputs, [where.target_html], concurrency_limit=1, concurrency_id="push-target",
+                           trigger_mode="multiple", show_progress="hidden", **QUIET)
     return {"fn": announce, "inputs": inputs, "outputs": [where.target_html]}
 
 
