@@ -233,12 +233,6 @@ class LazyModel:
         self.chunks: list[Chunk] = []
         self._sources: dict[str, tuple[Path, str]] = {}
 
-    def parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    def float32_bytes(self) -> int:
-        return 4 * self.parameters()
-
     def layer_bytes(self) -> list[int]:
         return [4 * sum(p.numel() for p in layer.parameters()) for layer in self.layout.layers]
 
@@ -353,7 +347,7 @@ def chunked_model(plan, layers_per_chunk: int | None = None) -> LazyModel | None
     if layers_per_chunk is None and 4 * stored_elements(plan.source.path) <= WHOLE_MODEL_BYTES:
         return None  # a small model converts whole, as it always has (its files' headers say so)
     lazy = LazyModel(plan.source.path, cfg)
-    if lazy.layout is None or (layers_per_chunk is None and lazy.float32_bytes() <= WHOLE_MODEL_BYTES):
+    if lazy.layout is None:
         return None
     if plan.options.sequence_length.kind != "fixed":
         # Each chunk's hidden input gets its own flexible dimension, which Core ML does not tie
