@@ -1,4 +1,5 @@
-"""Benchmark: the project's conversion pipeline against a plain coremltools script.
+"""Benchmark: the project's conversion pipeline against a plain coremltools script, and its
+Core AI output (.aimodel, --format coreai) against its Core ML output for the same model.
 
 Both convert the same randomly initialised Llama-architecture checkpoint (about 270 M
 parameters by default) to a float16 ML Program, each in its own fresh process, and report
@@ -9,6 +10,10 @@ From about 500 M parameters the pipeline converts a chunk of layers at a time
 (converters/chunks.py); at about 1 B (--hidden 2048 --layers 22) the goal is a peak RSS at
 most 0.5x the plain script's, in at most 1.2x its time. --dtype bfloat16 stores the
 checkpoint as the Hub's LLMs are stored (both then widen it to float32 as they load).
+
+Core AI: the same pipeline with `format="coreai"` (coreai-torch converts, float16 through
+coreai-opt's cast pass), in its own process too; printed as ratios against the pipeline's
+Core ML run. A model the pipeline would convert in chunks is Core ML only (--no-coreai).
 
 The peak is each process's own high-water mark (VmHWM): ru_maxrss would count the memory of
 the process that started it (the checkpoint is built in a third process for that reason).
@@ -70,7 +75,8 @@ warnings.filterwarnings("ignore"); logging.disable(logging.WARNING)
 sys.path.insert(0, sys.argv[4])
 from converters.export import convert
 from converters.options import ConversionOptions
-result = convert(sys.argv[1], "text-generation", sys.argv[2], ConversionOptions.from_strings(sequence_length=sys.argv[3]), validate=False)
+options = ConversionOptions.from_strings(sequence_length=sys.argv[3], format=sys.argv[5])
+result = convert(sys.argv[1], "text-generation", sys.argv[2], options, validate=False)
 print(json.dumps({"peak_rss_kb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]),
                   "chunks": len(result.report["packages"][0].get("chunks", []))}))
 """
@@ -98,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best time and lowest peak count")
+    parser.add_argument("--no-coreai", action="store_true", help="skip the Core AI run (a model converted in chunks)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,16 +112,21 @@ def main() -> None:
         built = run(BUILD_SCRIPT, [str(ROOT), str(tmp / "model"), str(args.hidden), str(args.layers), str(args.vocab), args.dtype])
         parameters = built["parameters"]
         print(f"Llama-architecture checkpoint: {parameters / 1e6:.0f} M parameters in {args.dtype}, sequence length {args.sequence_length}")
-        results: dict[str, list[dict]] = {"plain": [], "pipeline": []}
-        for i in range(args.repeat):  # alternate so machine noise hits both alike
+        results: dict[str, list[dict]] = {"plain": [], "pipeline": []} | ({} if args.no_coreai else {"coreai": []})
+        for i in range(args.repeat):  # alternate so machine noise hits each alike
             results["plain"].append(run(PLAIN_SCRIPT, [str(tmp / "model"), str(tmp / f"plain{i}.mlpackage"), str(args.sequence_length)]))
-            results["pipeline"].append(run(PIPELINE_SCRIPT, [str(tmp / "model"), str(tmp / f"out{i}"), str(args.sequence_length), str(ROOT)]))
+            results["pipeline"].append(run(PIPELINE_SCRIPT, [str(tmp / "model"), str(tmp / f"out{i}"), str(args.sequence_length), str(ROOT), "coreml"]))
+            if "coreai" in results:
+                results["coreai"].append(run(PIPELINE_SCRIPT, [str(tmp / "model"), str(tmp / f"ai{i}"), str(args.sequence_length), str(ROOT), "coreai"]))
         best = {k: {"seconds": min(r["seconds"] for r in v), "peak_rss_kb": min(r["peak_rss_kb"] for r in v)} for k, v in results.items()}
         for name, value in best.items():
             print(f"{name:9s} {value['seconds']:7.1f} s   peak RSS {value['peak_rss_kb'] / 1e6:5.2f} GB")
         print(f"pipeline chunks of layers: {results['pipeline'][0]['chunks'] or 'none (converted whole)'}")
         print(f"ratio time (pipeline / plain): {best['pipeline']['seconds'] / best['plain']['seconds']:.2f}")
         print(f"ratio peak RSS (pipeline / plain): {best['pipeline']['peak_rss_kb'] / best['plain']['peak_rss_kb']:.2f}")
+        if "coreai" in best:
+            print(f"ratio time (Core AI / Core ML, both the pipeline): {best['coreai']['seconds'] / best['pipeline']['seconds']:.2f}")
+            print(f"ratio peak RSS (Core AI / Core ML, both the pipeline): {best['coreai']['peak_rss_kb'] / best['pipeline']['peak_rss_kb']:.2f}")
 
 
 if __name__ == "__main__":

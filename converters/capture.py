@@ -39,16 +39,43 @@ def load(plan: Plan) -> torch.nn.Module:
     return load_model(plan.source.path, plan.cfg, plan.warnings)
 
 
-def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Module | None = None) -> Captured:
+def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Module | None = None,
+            safe_norms: bool = True, image_inputs: bool = True) -> Captured:
     """One part's torch program: of `module` if given (a chunk of layers, chunks.py), else of
-    the architecture's wrapper around `model`."""
+    the architecture's wrapper around `model`. `safe_norms`: whether a float16 capture takes
+    the float16-safe norms (a backend whose converter keeps norms whole in float32 says no).
+    `image_inputs`: whether the backend's image inputs apply their scale and bias (Core ML's
+    do); if not, the program applies them to a plain pixel tensor itself."""
     started = time.perf_counter()
     cfg = plan.cfg
     module = (module if module is not None else cfg.wrap(model, part)).eval()
-    float16 = plan.options.precision == "float16"
+    specs = cfg.inputs(part)
+    if not image_inputs and any(spec.image for spec in specs):
+        module = ScaledImageInputs(module, specs).eval()
+    float16 = plan.options.precision == "float16" and safe_norms
     with float16_safe(module) if float16 else nullcontext(0) as safe_norms:
         program, exporter = torch_program(module, cfg.example_inputs(part), plan, part)
     return Captured(part, program, exporter, safe_norms, time.perf_counter() - started)
+
+
+class ScaledImageInputs(torch.nn.Module):
+    """An image input's scale and bias (what Core ML applies to a pixel buffer before the
+    program runs) as the program's first ops, for a backend whose inputs are plain tensors of
+    0..255 pixels: the same pixels then give the same numbers as the Core ML package."""
+
+    def __init__(self, module: torch.nn.Module, specs):
+        super().__init__()
+        self.module = module
+        self.scales = [spec.image["scale"] if spec.image else None for spec in specs]
+        for index, spec in enumerate(specs):
+            if spec.image:
+                self.register_buffer(f"bias{index}", torch.tensor(spec.image["bias"], dtype=torch.float32).reshape(1, 3, 1, 1),
+                                     persistent=False)
+
+    def forward(self, *inputs):
+        scaled = [value if scale is None else value * scale + getattr(self, f"bias{index}")
+                  for index, (value, scale) in enumerate(zip(inputs, self.scales))]
+        return self.module(*scaled)
 
 
 def torch_program(module, example: dict, plan: Plan, part: str):

@@ -2,7 +2,7 @@
 
     plan (plan.py)        source, config, task, options -> what to build; all refusals here
     capture (capture.py)  load the PyTorch model, wrap it, torch.export each part
-    convert (backends/)   the backend turns each program into a package (Core ML today)
+    convert (backends/)   each backend turns each program into a package (Core ML, Core AI)
     calibrate (transforms/calibrate.py)  4-bit text generation: GPTQ on held-out text, in place
     transform (transforms/)  compression and other changes before saving
     save (backends/)      the package on disk, with its metadata
@@ -24,7 +24,7 @@ from .backends import backend_for
 from .capture import EXPORT_FAILURES, capture, load
 from .chunks import ChunkModule, chunk_config, chunk_view, chunked_model
 from .diagnose import conversion_failure
-from .errors import ConversionError
+from .errors import ConversionError, UserInputError
 from .metadata import toolchain_versions
 from .options import ConversionOptions
 from .package_info import directory_size
@@ -33,6 +33,7 @@ from .source import ModelSource, open_source
 from .transforms import transforms_for
 
 Progress = Callable[[str, float, str], None]
+FORMAT_NAMES = {"coreml": "Core ML", "coreai": "Core AI"}
 
 
 @dataclass
@@ -54,14 +55,16 @@ def convert(
     progress: Progress | None = None,
     validate: bool = True,
     hub_name: str | None = None,
-    backend: str = "coreml",
+    backend: str | None = None,
     layers_per_chunk: int | None = None,
 ) -> ConversionResult:
     """Convert `source` (folder, Hub ID or URL) for `task` into package(s) under `output_dir`,
     then (unless `validate` is False) check them against the PyTorch model. `hub_name` is the
     repo the packages name for their tokenizer (default: the source's Hub ID or folder name).
     A big decoder converts a few layers at a time (chunks.py): `layers_per_chunk` sets how
-    many (0: the whole model at once; None: by size)."""
+    many (0: the whole model at once; None: by size). The options' `format` picks the
+    backends (`backend` names one instead): with both, each part becomes an .mlpackage and
+    an .aimodel, and validation judges each."""
     progress = progress or _no_progress
     output_dir = Path(output_dir)
     timings: dict[str, float] = {}
@@ -70,7 +73,7 @@ def convert(
     progress("resolve", 0.0, "Reading the model")
     model_source = source if isinstance(source, ModelSource) else open_source(source, token=token)
     plan = make_plan(model_source, task, options or ConversionOptions(), hub_name)
-    writer = backend_for(backend)
+    writers = [backend_for(name) for name in ((backend,) if backend else plan.options.formats)]
     timings["resolve"] = time.perf_counter() - mark
     if not plan.cfg.tested and not validate:
         validate = True
@@ -80,20 +83,27 @@ def convert(
     progress("load", 0.1, "Loading the PyTorch model")
     mark = time.perf_counter()
     lazy = chunked_model(plan, layers_per_chunk)  # a big decoder: its layers a chunk at a time
+    if lazy is not None and any(writer.name != "coreml" for writer in writers):
+        raise UserInputError(
+            f"This model ({sum(p.numel() for p in lazy.model.parameters()) / 1e9:.1f} B parameters) converts a chunk "
+            "of layers at a time to fit in memory, and only Core ML output is made that way so far. "
+            "Choose the Core ML format for it.")
     model = load(plan) if lazy is None else None
     parameters = sum(p.numel() for p in (model or lazy.model).parameters())
     timings["load"] = time.perf_counter() - mark
     calibrated = _calibrate(plan, model, progress, timings) if lazy is None else _no_calibration(plan)
 
-    packages, package_reports = [], []
-    for index, part in enumerate(plan.parts):
-        progress("convert", 0.2 + 0.7 * index / len(plan.parts), f"Converting {part}")
+    packages, package_reports, built = [], [], []
+    steps = [(part, writer) for writer in writers for part in plan.parts]
+    for index, (part, writer) in enumerate(steps):
+        progress("convert", 0.2 + 0.7 * index / len(steps), f"Converting {part}" + (f" to {FORMAT_NAMES[writer.name]}" if len(writers) > 1 else ""))
         if lazy is None:
             path, package_report = _build_part(plan, model, part, writer, output_dir, timings)
         else:
             path, package_report = _build_chunked(plan, lazy, part, writer, output_dir, timings, progress)
         packages.append(path)
         package_reports.append(package_report)
+        built.append((part, path, writer))
 
     if lazy is not None:  # too big to load whole: validated against the model streamed layer by layer
         model = lazy.streaming()
@@ -101,7 +111,7 @@ def convert(
         del model
         gc.collect()
         model = load(plan)
-    validation = _validate(plan, model, dict(zip(plan.parts, packages)), writer, validate, progress, timings)
+    validation = _validate(plan, model, built, validate, progress, timings)
     del model, lazy
     gc.collect()
     timings["total"] = time.perf_counter() - started
@@ -149,7 +159,7 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
     """capture -> convert -> transforms: (the in-memory package, exporter, float16-safe norms)."""
     captured = None
     try:
-        captured = capture(plan, model, part, module)
+        captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs)
         _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
         artifact = writer.convert(plan, captured)
@@ -222,6 +232,7 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
     info = writer.describe(path)
     entry = {
         "part": part,
+        "format": writer.name,
         "path": str(path),
         "exporter": exporter,
         "float16_safe_norms": safe_norms,
@@ -231,17 +242,22 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
         "states": info["states"],
         "program": info["program"],  # fused attention, stateful, weight bits, op counts
     }
-    if part in plan.compression:  # scheme, bits per weight, size before and after
+    if part in plan.compression and writer.name == "coreai":
+        from .transforms.compress_coreai import finish as finish_coreai
+
+        entry["compression"] = finish_coreai(plan.compression.pop(part), entry["size_bytes"])
+    elif part in plan.compression:  # scheme, bits per weight, size before and after
         from .transforms.compress import finish
 
         entry["compression"] = finish(plan.compression[part], entry["size_bytes"],
                                       (info["program"] or {}).get("weight_bits"))
+    if entry.get("compression"):
         if plan.calibration:
             entry["compression"]["calibration"] = plan.calibration
     return path, entry
 
 
-def _validate(plan: Plan, model, packages: dict[str, Path], writer, validate: bool, progress: Progress, timings: dict) -> dict:
+def _validate(plan: Plan, model, packages: list[tuple], validate: bool, progress: Progress, timings: dict) -> dict:
     from .validation.validate import skipped, validate as validate_packages
 
     if not validate:
@@ -249,7 +265,7 @@ def _validate(plan: Plan, model, packages: dict[str, Path], writer, validate: bo
         return skipped()
     progress("validate", 0.9, "Validating against PyTorch")
     mark = time.perf_counter()
-    validation = validate_packages(plan.cfg, model, packages, plan.source.path, backend=writer)
+    validation = validate_packages(plan.cfg, model, packages, plan.source.path)
     timings["validate"] = time.perf_counter() - mark
     return validation
 

@@ -191,6 +191,17 @@ def _group_size(text: str) -> int | None:
 class ConversionOptions:
     """What a user may choose: the option table, one field (one row) per option."""
 
+    # Which packages to make: converters/backends/ (coreml.py, coreai.py).
+    format: str = option(
+        label="Output format", default="coreml", flags=("--format",),
+        help="Core ML (.mlpackage) is what iOS and macOS apps load today; Core AI (.aimodel) is Apple's new "
+             "format for iOS/macOS 27 (beta); both makes the two.",
+        choices=[
+            Choice("coreml", "Core ML (.mlpackage): apps on iOS 15+ / macOS 12+ (recommended)", aliases=("mlpackage",)),
+            Choice("coreai", "Core AI (.aimodel): iOS/macOS 27, beta", aliases=("aimodel", "core-ai")),
+            Choice("both", "Both: an .mlpackage and an .aimodel"),
+        ],
+    )
     precision: str = option(
         label="Precision", default="float16",
         help="float16 is what iPhones and Macs run fastest; float32 keeps every digit but stays off the Neural Engine.",
@@ -266,6 +277,16 @@ class ConversionOptions:
         for name, row in OPTIONS.items():
             row.check(getattr(self, name))
 
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The backends to run, Core ML first (converters/backends/)."""
+        return ("coreml", "coreai") if self.format == "both" else (self.format,)
+
+    @property
+    def makes_coreml(self) -> bool:
+        """Whether a Core ML package is made: the deployment target applies only to it."""
+        return "coreml" in self.formats
+
     def to_dict(self) -> dict[str, str]:
         """Every option as text: what JobSpec, reports and package metadata store."""
         return {name: row.default if getattr(self, name) is None else str(getattr(self, name))  # None: "auto"
@@ -295,6 +316,7 @@ OPTIONS: dict[str, Option] = {f.name: replace(f.metadata[_ROW], name=f.name) for
 
 PRECISIONS = OPTIONS["precision"].values
 NAMINGS = OPTIONS["naming"].values
+FORMATS = OPTIONS["format"].values
 KV_CACHES = OPTIONS["kv_cache"].values
 QUANTIZATIONS = OPTIONS["quantize"].values
 DEPLOYMENT_TARGETS = OPTIONS["minimum_deployment_target"].values

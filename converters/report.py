@@ -391,6 +391,7 @@ class PackageReport:
     """One package written: its part, where, how it was captured, its interface, its program."""
 
     part: str = "model"
+    format: str = "coreml"  # the backend that wrote it: "coreml" (.mlpackage) or "coreai" (.aimodel)
     path: str = ""
     exporter: str | None = None  # "torch.export" or "torch.jit.trace"
     float16_safe_norms: int | None = None

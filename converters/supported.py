@@ -12,9 +12,14 @@ END = "<!-- supported-architectures:end -->"
 
 
 def markdown_table() -> str:
-    rows = ["| model type | tasks |", "| --- | --- |"]
+    from .backends.coreai import NOT_CONVERTED
+
+    rows = ["| model type | tasks | Core AI (`--format coreai`) |", "| --- | --- | --- |"]
     for model_type in sorted(ARCHITECTURES):
-        rows.append(f"| `{model_type}` | {', '.join(supported_tasks(model_type))} |")
+        tasks = supported_tasks(model_type)
+        refused = [task for task in tasks if (model_type, task) in NOT_CONVERTED]
+        core_ai = "every task" if not refused else f"every task but {', '.join(refused)}"
+        rows.append(f"| `{model_type}` | {', '.join(tasks)} | {core_ai} |")
     return "\n".join([BEGIN, *rows, END])
 
 

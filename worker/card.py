@@ -139,8 +139,55 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
     tokenizer = tokenizer_section(source_repo, report, tokenizer_files)
     if tokenizer:
         lines += ["", "## Tokenizer", ""] + tokenizer
-    lines += ["", "## Use it in Swift", ""] + swift_snippet(task, report, package_paths)
+    coreml_paths = [p for p in package_paths if not p.endswith(AIMODEL)]
+    if coreml_paths:
+        lines += ["", "## Use it in Swift", ""] + swift_snippet(task, report, coreml_paths)
+    coreai_paths = [p for p in package_paths if p.endswith(AIMODEL)]
+    if coreai_paths:
+        lines += ["", "## Use it in Swift with Core AI (iOS/macOS 27)", ""] + core_ai_snippet(report, package_paths, coreai_paths)
     return "\n".join(lines) + "\n"
+
+
+AIMODEL = ".aimodel"
+CORE_AI_DOCS = "https://developer.apple.com/documentation/coreai"
+
+
+def core_ai_snippet(report: dict, package_paths: list[str], coreai_paths: list[str]) -> list[str]:
+    """Apple's Core AI Swift API (developer.apple.com/documentation/coreai: `AIModel(contentsOf:)`,
+    `loadFunction(named:)`, `InferenceFunction.run(inputs:states:)`); it needs iOS/macOS 27."""
+    packages = dict(zip(package_paths, report.get("packages") or []))
+    first = packages.get(coreai_paths[0], {})
+    name = coreai_paths[0].split("/")[-1].removesuffix(AIMODEL)
+    inputs = ", ".join(f"`{i['name']}` ({i.get('dtype')} {shape_text(i)})" for i in first.get("inputs", []))
+    states = [s["name"] for s in first.get("states") or []]
+    lines = [
+        f"`{name}{AIMODEL}` is the same model in Apple's new Core AI format: it **needs iOS 27 / macOS 27** "
+        f"(Core AI is in beta; see [Apple's documentation]({CORE_AI_DOCS})). It was validated by running it in "
+        "coreai-core's own runtime (on a Linux CPU), against PyTorch.",
+        "",
+        f"Add `{name}{AIMODEL}` to your app target, then call its `main` function with NDArray inputs: {inputs}.",
+    ]
+    if states:
+        lines.append(f"Its KV cache is runtime state ({', '.join(f'`{n}`' for n in states)}): pass a view of each "
+                     "state on every call, zeros for a new conversation.")
+    lines += [
+        "",
+        "```swift",
+        "import CoreAI",
+        "",
+        "@available(iOS 27.0, macOS 27.0, *)",
+        "func run(_ inputs: [String: NDArray]) async throws -> InferenceFunction.Outputs {",
+        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "aimodel")!',
+        "    let model = try await AIModel(contentsOf: url)",
+        '    guard let function = try model.loadFunction(named: "main") else { fatalError("no main function") }',
+        "    return try await function.run(inputs: inputs)" + ("  // and states: the KV cache views" if states else ""),
+        "}",
+        "```",
+    ]
+    if report.get("task") == "text-generation":
+        lines += ["", "swift-transformers' `LanguageModel` loads Core ML packages only: drive the `.aimodel` with your "
+                      "own loop (token ids in, `logits` out, one row per position)."]
+    return lines
 
 
 def untested_lines(report: dict) -> list[str]:
@@ -591,7 +638,7 @@ def swift_transformers_caveats(options: dict) -> list[str]:
 def model_card(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str],
                modality: str | None = None, tokenizer_files: list[str] | None = None) -> str:
     """README.md for a new repo: YAML metadata, then the body."""
-    tags = ["coreml", "core-ml-converter"]
+    tags = ["coreml", "core-ml-converter"] + (["coreai"] if any(p.endswith(AIMODEL) for p in package_paths) else [])
     if ValidationReport.from_json(report.get("validation")).passed is not True:
         tags.append("unvalidated")
     data = ModelCardData(

@@ -1,8 +1,8 @@
 """Stages 3 and 5, the output formats: a backend turns a captured torch program into a
 package, saves it, describes it, and gives validation a runner for what it saved.
 
-Core ML is the one backend today; Core AI comes next as one more module here that
-implements `Backend` and one line in `BACKENDS`.
+Core ML (coreml.py) and Core AI (coreai.py) today; a new output format is one more module
+here that implements `Backend` and one line in `BACKENDS`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class Runner(Protocol):
 
 class Backend(Protocol):
     name: str
+    float16_safe_norms: bool  # whether a float16 capture for it takes float16_safe.py's norms
+    image_inputs: bool  # whether its image inputs scale pixels themselves (else the program does)
 
     def convert(self, plan, captured):
         """The in-memory package for one part (`captured`: capture.Captured)."""
@@ -61,8 +63,14 @@ def _coreml() -> Backend:
     return CoreMLBackend()
 
 
+def _coreai() -> Backend:
+    from .coreai import CoreAIBackend  # coreai-torch loads only when an .aimodel is made
+
+    return CoreAIBackend()
+
+
 # name -> a factory of the backend; a new output format is one module and one line here.
-BACKENDS: dict[str, Callable[[], Backend]] = {"coreml": _coreml}
+BACKENDS: dict[str, Callable[[], Backend]] = {"coreml": _coreml, "coreai": _coreai}
 
 
 def backend_for(name: str = "coreml") -> Backend:

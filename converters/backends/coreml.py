@@ -29,6 +29,8 @@ from .coreml_stitch import WEIGHT_FILE, weight_file
 
 class CoreMLBackend:
     name = "coreml"
+    float16_safe_norms = True  # float16 packages are captured with float16_safe.py's norms
+    image_inputs = True  # ImageType applies the image processor's scale and bias
 
     def convert(self, plan, captured):
         import coremltools as ct

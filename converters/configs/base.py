@@ -237,7 +237,14 @@ class CoreMLConfig:
                 f"({self.hf_config.model_type}). Choose {limit} or less."
             )
         flexible_inputs = max(sum(SEQ in spec.shape for spec in self.inputs(part)) for part in self.parts())
-        if sequence.kind == "enumerated" and flexible_inputs > 1 and self.options.minimum_deployment_target not in ("iOS18", "macOS15"):
+        if "coreai" in self.options.formats:
+            from ..backends.coreai import refusal
+
+            reason = refusal(self, self.options)
+            if reason:
+                raise UserInputError(reason)
+        if (sequence.kind == "enumerated" and flexible_inputs > 1 and self.options.makes_coreml
+                and self.options.minimum_deployment_target not in ("iOS18", "macOS15")):
             raise UserInputError(
                 f"A list of sequence lengths ({sequence}) needs minimum deployment target iOS18 or macOS15 for this model, "
                 "because several of its inputs have the sequence length (Core ML allows only one enumerated input before iOS 18). "

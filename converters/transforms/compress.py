@@ -71,7 +71,7 @@ SCHEMES: dict[str, Scheme] = {
 def check_options(options) -> None:
     """Refuse a compression the deployment target cannot run, naming the target it needs."""
     scheme, target = options.quantize, options.minimum_deployment_target
-    if scheme == "none":
+    if scheme == "none" or not options.makes_coreml:  # an .aimodel runs on iOS/macOS 27 only
         return
     needs = OPTIONS["quantize"].needed_targets(scheme)
     if not meets(target, needs):
@@ -105,6 +105,10 @@ def _what(scheme: str) -> str:
 def compress(plan, part: str, artifact, backend):
     """The transform (`transforms_for`): the Core ML model with its weights compressed as
     `plan.options` asks; what it did goes to `plan.compression[part]` for the report."""
+    if backend.name == "coreai":
+        from .compress_coreai import compress_coreai
+
+        return compress_coreai(plan, part, artifact)
     if backend.name != "coreml":
         raise UserInputError(f"Weight compression is not available for the {backend.name} backend yet.")
     options = plan.options

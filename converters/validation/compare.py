@@ -117,6 +117,9 @@ def classifier_reading(reference: np.ndarray, actual: dict, labels: list[str]) -
     else:
         got = np.asarray(value, dtype=np.float64).reshape(-1)
     probabilities = reference.reshape(-1)
-    predicted = labels.index(str(actual["classLabel"])) if str(actual.get("classLabel")) in labels else -1
+    if "classLabel" not in actual:  # a tensor-only package (an .aimodel): its label is its most probable one
+        predicted = int(np.argmax(got)) if got.size == len(labels) else -1
+    else:
+        predicted = labels.index(str(actual["classLabel"])) if str(actual.get("classLabel")) in labels else -1
     margin = probabilities.max() - probabilities[predicted] if predicted >= 0 else np.inf
     return probabilities, got, float(margin)

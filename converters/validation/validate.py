@@ -19,7 +19,7 @@ import torch
 
 from ..configs import CoreMLConfig
 from ..configs.base import OutputKind
-from . import continuation, coreml_runtime, quality
+from . import continuation, coreai_runtime, coreml_runtime, quality
 from .compare import Check, Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
 from .compute_units import analyse
 from .executor import UnsupportedOpError
@@ -31,18 +31,22 @@ MODES = ("fp32", "fp16")
 def validate(
     cfg: CoreMLConfig,
     model: torch.nn.Module,
-    packages: dict[str, Path],
+    packages: dict[str, Path] | list[tuple[str, Path, object]],
     source_path: Path,
     modes: tuple[str, ...] = MODES,
     compute_units: tuple[str, ...] = coreml_runtime.COMPUTE_UNITS,
     backend=None,
 ) -> dict:
-    """Validate `packages` ({part: path}) converted from `model` with `cfg`; returns the
-    report's `validation` section. `backend` (backends.Backend, Core ML by default) runs and
-    describes the saved packages."""
+    """Validate `packages` converted from `model` with `cfg`; returns the report's
+    `validation` section. `packages`: {part: path}, run and described by `backend`
+    (backends.Backend, Core ML by default), or [(part, path, backend)] when packages of
+    several formats are judged together. A runner with its own `modes` (Core AI's runtime
+    executes the package as it is) is run in those instead of the emulation modes."""
     from ..backends import backend_for
 
-    backend = backend or backend_for("coreml")
+    if isinstance(packages, dict):
+        backend = backend or backend_for("coreml")
+        packages = [(part, path, backend) for part, path in packages.items()]
     if cfg.options.precision == "float32":
         # A float32 package computes in float32 on every unit that runs it (the CPU and GPU; the
         # Neural Engine never takes it): float16 emulation rows would describe no device.
@@ -57,7 +61,7 @@ def validate(
     units: dict = {}
     # Text generation: PyTorch's greedy continuation of a real prompt, which each package
     # must reproduce when driven as swift-transformers drives it (continuation.py).
-    greedy = continuation.reference(cfg, model, tokenizer) if any(continuation.applies(cfg, p) for p in packages) else None
+    greedy = continuation.reference(cfg, model, tokenizer) if any(continuation.applies(cfg, p) for p, _, _ in packages) else None
     runs: list[dict] = []
     # A compressed package is judged on real text by its scheme's quality bar (quality.py),
     # not by element-wise differences; float packages keep the element-wise checks.
@@ -66,19 +70,23 @@ def validate(
     if scheme and bar is None:
         errors.append(f"no quality bar for compression scheme {scheme!r}: validation cannot judge this package")
     quality_numbers: dict = {}
-    for part, path in packages.items():
+    ran_modes: list[str] = []
+    for part, path, backend in packages:
         try:
             executor = backend.runner(path)
         except UnsupportedOpError as error:
             errors.append(f"{part}: the reference executor cannot run op(s) {error}: validation cannot vouch for this package")
             checks.append(Check(part, "-", "-", "fp32", "executor_supports_all_ops", 0.0, 1.0, False, True))
             continue
+        package_modes = getattr(executor, "modes", None) or modes
+        ran_modes += [m for m in package_modes if m not in ran_modes]
         info = backend.describe(path)
-        units[part] = analyse(info, executor.op_summary)
+        if executor.op_summary is not None:  # Core ML's placement rules, for a Core ML program
+            units[part] = analyse(info, executor.op_summary)
         module = cfg.reference_module(model, part).eval()
         feeder = cfg.fed_by(part)
         encoder = cfg.wrap(model, feeder).eval() if feeder else None
-        coreml_models = {cu: coreml_runtime.load(path, cu) for cu in compute_units} if on_device else {}
+        coreml_models = {cu: coreml_runtime.load(path, cu) for cu in compute_units} if on_device and backend.name == "coreml" else {}
         for inputs in input_sets(cfg, part, tokenizer, encoder):
             with torch.no_grad():
                 reference = _reference_outputs(cfg, part, module(*inputs.torch_args))
@@ -88,7 +96,7 @@ def validate(
                 if value.dtype.kind == "f" and value.size > 1 and np.ptp(value) == 0
             ]
             feeds = inputs.steps or [inputs.package]
-            for mode in modes:
+            for mode in package_modes:
                 state = executor.make_state()
                 actual = _joined([executor.predict(feed, mode=mode, state=state) for feed in feeds])
                 checks += _judge(cfg, part, inputs, reference, actual, mode, _precision_key(cfg, mode), bar)
@@ -97,13 +105,14 @@ def validate(
                 checks += _judge(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"), bar)
         logits = _generated_scores(cfg, part)
         if bar is not None and tokenizer is not None and logits:
-            rows, numbers = quality.passage_checks(cfg, part, module, executor, tokenizer, modes, bar, scheme, logits)
+            rows, numbers = quality.passage_checks(cfg, part, module, executor, tokenizer, package_modes, bar, scheme, logits)
             checks += rows
             quality_numbers[part] = numbers
         if greedy is not None and continuation.applies(cfg, part):
-            checks += _continuation(cfg, greedy, executor, info, part, modes, runs, compressed=bar is not None)
+            checks += _continuation(cfg, greedy, executor, info, part, package_modes, runs, compressed=bar is not None)
         for cu, coreml_model in coreml_models.items():
             placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
+        getattr(executor, "close", lambda: None)()
 
     passed = not errors and all(c.passed for c in checks)
     failed = [c for c in checks if not c.passed]
@@ -126,9 +135,9 @@ def validate(
         message = f"all {len(checks)} checks passed"
     result = {
         "passed": passed,
-        "kind": "Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)",
+        "kind": _kind(on_device, {backend.name for _, _, backend in packages}),
         "runtime": device_note,
-        "modes": list(modes) + ([f"coreml-{cu}" for cu in compute_units] if on_device else []),
+        "modes": ran_modes + ([f"coreml-{cu}" for cu in compute_units] if on_device else []),
         "message": message,
         "notes": notes,
         "checks": [c.to_dict() for c in checks],
@@ -147,7 +156,18 @@ def skipped(reason: str = "validation was skipped (--no-validate)") -> dict:
     return {"passed": None, "skipped": True, "message": reason, "checks": []}
 
 
+def _kind(on_device: bool, formats: set[str]) -> str:
+    kinds = []
+    if "coreml" in formats:
+        kinds.append("Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)")
+    if "coreai" in formats:
+        kinds.append("the Core AI runtime (the .aimodel executed on this machine's CPU)")
+    return "; ".join(kinds)
+
+
 def _precision_key(cfg: CoreMLConfig, mode: str) -> str:
+    if mode == coreai_runtime.MODE:  # the package runs in its own precision
+        return cfg.options.precision
     return "float32" if mode == "fp32" and cfg.options.precision == "float32" else "float16"
 
 

@@ -1,0 +1,186 @@
+"""The Core AI backend: Apple's coreai-torch turns the captured torch program into an
+`.aimodel` (iOS/macOS 27), with the same interface as the Core ML package — the wrapper's
+input and output names, `keyCache`/`valueCache` runtime state for a stateful decoder, and
+the `co.huggingface.exporters.*` keys as creator-defined metadata. Validation runs the saved
+model in coreai-core's own runtime, which executes it on this machine's CPU
+(validation/coreai_runtime.py): real execution, not emulation.
+
+Why these calls (shared/reference/core-ai-facts.md): coreai-torch needs the program
+decomposed with its own table (it keeps SDPA and the norms whole); float16 is coreai-opt's
+FP32 -> FP16 pass over the program (it keeps in float32 what would overflow); the only
+minimum OS is 27. What Core AI cannot take from this converter is refused at plan time
+(`refusal`), with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from ..configs.base import SEQ
+from ..errors import ConversionError
+from ..metadata import package_metadata, package_version
+from ..tasks import TASKS
+from .coreml import package_filename
+
+MINIMUM_OS = "iOS 27 / macOS 27"
+
+
+# (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai.py).
+NOT_CONVERTED = {
+    ("modernbert", "multiple-choice"): "torch.export cannot capture it (ModernBERT unpads by the mask's values, "
+                                       "a data-dependent shape), and coreai-torch converts torch.export programs only",
+}
+
+
+def refusal(cfg, options) -> str | None:
+    """Why this model and these options cannot become an .aimodel here, or None."""
+    reason = NOT_CONVERTED.get((cfg.hf_config.model_type, cfg.task))
+    if reason:
+        return f"Core AI output is not available for {cfg.hf_config.model_type} {cfg.task}: {reason}. Choose the Core ML format."
+    if options.quantize == "mixed":
+        return ("Weight compression mixed (int4 layers, int8 embeddings and head) is not available for Core AI: "
+                "coreai-opt compresses every weight one way. Choose int4 or lut4 for 4-bit Core AI weights.")
+    if options.sequence_length.kind == "enumerated":
+        return ("Core AI output takes one sequence length or a range (1-512); a list of lengths is Core ML's "
+                "enumerated shapes. Give one number or a range.")
+    return None
+
+
+class CoreAIBackend:
+    name = "coreai"
+    # coreai-torch keeps RMSNorm and LayerNorm whole and computes them in float32 from float16
+    # inputs. float16_safe.py's scaled form would split them into element ops whose eps / s²
+    # (1e-6 and less) is a float16 subnormal, which the Core AI runtime flushes to zero: a row
+    # of zeros (a padding token's embedding) then became rsqrt(0) = inf and NaN logits (measured).
+    float16_safe_norms = False
+    image_inputs = False  # pixel tensors: the program scales them (capture.ScaledImageInputs)
+
+    def convert(self, plan, captured):
+        cfg, part = plan.cfg, captured.part
+        if captured.exporter != "torch.export":
+            raise ConversionError("coreai-torch converts torch.export programs only, and torch.export could not "
+                                  "capture it (it was traced instead, which Core ML alone converts); choose the Core ML format")
+        return _quiet(lambda: _to_coreai(plan, captured))
+
+    def package_path(self, plan, part: str) -> str:
+        name = package_filename(plan.source.name, plan.task, plan.options, part, len(plan.parts))
+        if plan.options.naming == "exporters":  # coreml/<task>/... -> coreai/<task>/...
+            name = "coreai/" + name.split("/", 1)[1]
+        return name.removesuffix(".mlpackage") + ".aimodel"
+
+    def save(self, plan, part: str, artifact, path: Path) -> None:
+        from coreai.authoring.asset import AIModelAssetMetadata
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = AIModelAssetMetadata()
+        metadata.author = "Core ML Converter"
+        cfg = plan.cfg
+        license_name = getattr(cfg.hf_config, "license", None)
+        if license_name:
+            metadata.license = str(license_name)
+        metadata.model_description = (
+            f"{plan.source.display} ({cfg.hf_config.model_type}) for {cfg.task}: {TASKS[cfg.task].summary}"
+            + (f"; {part}" if part != "model" else "") + ". Converted by Core ML Converter."
+        )
+        for key, value in self.metadata(plan, part).items():
+            metadata.set_custom(key, value)
+        artifact.save_asset(Path(path), metadata=metadata)
+
+    @staticmethod
+    def metadata(plan, part: str) -> dict[str, str]:
+        """The Core ML package's metadata keys, plus what only an .aimodel needs: the
+        coreai-* versions and the interface a reader cannot get from the file (the bounds
+        of a flexible axis, the class labels)."""
+        cfg, options = plan.cfg, plan.options
+        values = package_metadata(name=plan.hub_name, task=cfg.task, architecture=cfg.model_class_label(),
+                                  precision=options.precision, options=options.to_dict(), part=part)
+        values.pop("coremltools_version", None)
+        values["coreai_torch_version"] = package_version("coreai-torch")
+        values["coreai_core_version"] = package_version("coreai-core")
+        interface = {spec.name: _bounds(spec.shape, options, cfg.ranged_axes()) for spec in cfg.inputs(part)}
+        values["coreml_converter_input_shapes"] = json.dumps(interface)
+        labels = cfg.class_labels()
+        if labels:
+            values["coreml_converter_class_labels"] = json.dumps(list(labels))
+        return values
+
+    def discard(self, artifact) -> None:
+        pass  # an AIProgram lives in memory only
+
+    def keep_chunk(self, plan, part: str, artifact, scratch: Path):
+        raise ConversionError("Core AI output converts a model whole; chunked conversion is Core ML's.")
+
+    def stitch(self, plan, part: str, chunks: list, scratch: Path):
+        raise ConversionError("Core AI output converts a model whole; chunked conversion is Core ML's.")
+
+    def describe(self, path: Path) -> dict:
+        """Inputs, outputs, states and metadata as saved, in describe_spec's shape: a `?`
+        axis takes its bounds from the package's own metadata (the .aimodel keeps none)."""
+        from ..validation.coreai_runtime import described
+
+        return described(path)
+
+    def runner(self, path: Path):
+        from ..validation.coreai_runtime import CoreAIRunner
+
+        return CoreAIRunner(path)
+
+
+def _to_coreai(plan, captured):
+    import coreai_torch
+
+    cfg, part = plan.cfg, captured.part
+    program = captured.program.run_decompositions(coreai_torch.get_decomp_table())
+    if plan.options.precision == "float16":
+        from coreai_opt.casting import cast_fp32_to_fp16
+
+        program = cast_fp32_to_fp16(program)
+    converter = coreai_torch.TorchConverter().add_exported_program(
+        program,
+        input_names=[spec.name for spec in cfg.inputs(part)],
+        output_names=[spec.name for spec in cfg.outputs(part)],
+        state_names=_state_names(program, cfg, part) or None,
+    )
+    try:
+        result = converter.to_coreai()
+    except Exception as error:  # coreai-torch raises plain exceptions for ops it lacks
+        raise ConversionError(f"coreai-torch could not convert the {part} of this {cfg.hf_config.model_type} model: "
+                              f"{str(error).splitlines()[0][:300]}") from error
+    return result
+
+
+def _state_names(program, cfg, part: str) -> list[str]:
+    """The Core ML states' names (keyCache, valueCache) for the buffers the program mutates,
+    in coreai-torch's order (its placeholders'); the buffers carry those names already."""
+    wanted = {spec.name for spec in cfg.states(part)}
+    if not wanted:
+        return []
+    mutated = set(program.graph_signature.buffers_to_mutate.values())
+    names = [spec.target for spec in program.graph_signature.input_specs
+             if spec.kind.name == "BUFFER" and spec.target in mutated]
+    if set(names) != wanted:
+        raise ConversionError(f"the {part}'s program mutates {sorted(names)}, not its states {sorted(wanted)}")
+    return names
+
+
+def _bounds(shape: tuple, options, ranged: dict) -> list:
+    """An input's shape with each flexible axis as [low, high]."""
+    sequence = options.sequence_length
+    out = []
+    for dim in shape:
+        if dim in ranged:
+            out.append(list(ranged[dim]))
+        elif dim == SEQ:
+            out.append(sequence.maximum if sequence.kind == "fixed" else [sequence.minimum, sequence.maximum])
+        else:
+            out.append(dim)
+    return out
+
+
+def _quiet(convert):
+    """coreai-torch prints a progress bar and warns about torch's local-build suffix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert()

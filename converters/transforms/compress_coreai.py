@@ -1,0 +1,81 @@
+"""Weight compression of an .aimodel with coreai-opt, Apple's compression library for Core
+AI: the `quantize` option's choices mapped onto its data-free passes over the converted
+program (coreai_opt.coreai_utils), with the same granularity as the Core ML schemes and the
+same floor (weights of at most WEIGHT_THRESHOLD elements stay float):
+
+- `int8`: symmetric int8, one scale per output channel;
+- `int4`: symmetric int4, one scale per `block_size` input channels;
+- `lut8`, `lut6`, `lut4`: k-means palettization, one table per `lut_group_size` output channels.
+
+`mixed` (int4 layers, int8 embeddings and head) needs a per-weight choice that coreai-opt's
+passes do not take; it is refused at plan time (backends/coreai.py). For text generation the
+4-bit schemes' decoder layers are GPTQ-calibrated before capture, as for Core ML
+(calibrate.py): the program's weights then already sit on a 4-bit grid.
+
+The report's sizes: the program saved with its float weights is measured once (a temporary
+save, without the package's metadata), so "before" is a real file size, not an estimate.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..package_info import directory_size
+from .compress import SCHEMES, WEIGHT_THRESHOLD, lut_group_size
+
+_FLOAT_BITS = {"float16": 16, "float32": 32}
+
+
+def compress_coreai(plan, part: str, program):
+    """The transform for the Core AI backend: the program with its weights compressed as
+    `plan.options` asks; what it did goes to `plan.compression[part]`."""
+    from coreai_opt.coreai_utils import CompressionGranularity, DType, palettize_weights, quantize_weights
+
+    options = plan.options
+    scheme = SCHEMES[options.quantize]
+    if scheme.family == "linear":
+        if scheme.bits == 8:
+            compressed = quantize_weights(program, DType.INT8, granularity=CompressionGranularity.PER_CHANNEL,
+                                          weight_num_threshold=WEIGHT_THRESHOLD)
+            granularity = "per channel"
+        else:
+            compressed = quantize_weights(program, DType.INT4, granularity=CompressionGranularity.PER_BLOCK,
+                                          block_size=options.block_size, weight_num_threshold=WEIGHT_THRESHOLD)
+            granularity = f"per block ({options.block_size})"
+        method = "linear symmetric quantization (coreai-opt)"
+    else:
+        group = lut_group_size(options)
+        per_channel = group == 1
+        compressed = palettize_weights(
+            program, None, n_bits=scheme.bits,
+            granularity=CompressionGranularity.PER_CHANNEL if per_channel else CompressionGranularity.PER_GROUPED_CHANNEL,
+            group_size=group, num_kmeans_workers=1, weight_num_threshold=WEIGHT_THRESHOLD)
+        granularity = "per channel" if per_channel else f"per grouped channel (group {group})"
+        method = "palettization (k-means LUT, coreai-opt)"
+    plan.compression[part] = {
+        "scheme": scheme.name,
+        "method": method,
+        "granularity": granularity,
+        "size_before_bytes": _saved_size(program),
+        "float_bits": _FLOAT_BITS[options.precision],
+    }
+    return compressed
+
+
+def _saved_size(program) -> int:
+    """The bytes of the program saved as an .aimodel (its float weights inline)."""
+    with tempfile.TemporaryDirectory(prefix="coreai-size-") as scratch:
+        path = Path(scratch) / "float.aimodel"
+        program.save_asset(path)
+        return directory_size(path)
+
+
+def finish(summary: dict, size_bytes: int) -> dict:
+    """The compression entry with the saved package's size and bits per weight: the float
+    width scaled by how much smaller the compressed file is than the float one."""
+    before = summary["size_before_bytes"]
+    ratio = size_bytes / before if before else None
+    return {**{k: v for k, v in summary.items() if k != "float_bits"},
+            "bits_per_weight": round(summary["float_bits"] * ratio, 3) if ratio else None,
+            "size_after_bytes": size_bytes, "size_ratio": round(ratio, 4) if ratio else None}
