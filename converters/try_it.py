@@ -46,7 +46,12 @@ def check_text(text: str | None, what: str = "The text") -> str:
 
 
 def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str) -> dict:
-    """`inputs`: {"text"} (and {"other"} for similarity, {"new_tokens"} for generate)."""
+    """`inputs`: {"text"} (and {"other"} for similarity, {"new_tokens"} for generate). An
+    .aimodel runs in Core AI's runtime, as it is (its one mode)."""
+    if _format(package) == "coreai":
+        from .validation.coreai_runtime import MODE
+
+        mode = MODE
     if kind == "generate":
         return generate(package, model_dir, check_text(inputs.get("text"), "The prompt"), mode,
                         int(inputs.get("new_tokens") or DEFAULT_NEW_TOKENS))
@@ -64,6 +69,11 @@ def _pretrained(cls, model_dir: Path):
     # Safetensors only and never remote code, as everywhere in the service.
     return cls.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
                                torch_dtype=torch.float32).eval()
+
+
+def _format(package: Path) -> str:
+    """The backend that made `package`: Core AI's .aimodel, else a Core ML package."""
+    return "coreai" if Path(package).suffix == ".aimodel" else "coreml"
 
 
 def _tokenizer(model_dir: Path):
@@ -93,7 +103,7 @@ def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens:
     eos = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
     (reference, _), torch_seconds = _timed(lambda: continuation.pytorch_greedy(model, ids, new_tokens, eos))
 
-    backend = backend_for("coreml")
+    backend = backend_for(_format(package))
     layout = continuation.layout(backend.describe(package))
     if layout is None:
         raise UserInputError("This package takes no token ids: it cannot continue a prompt.")
@@ -165,7 +175,7 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
     from .loading import sentence_pooling
 
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModel, model_dir)
-    backend = backend_for("coreml")
+    backend = backend_for(_format(package))
     info, runner = backend.describe(package), backend.runner(package)
     names = [o["name"] for o in info["outputs"]]
     # The package's own sentence embedding when it has one (its sentence-transformers recipe),
@@ -208,7 +218,7 @@ def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3)
     from .backends import backend_for
 
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForSequenceClassification, model_dir)
-    backend = backend_for("coreml")
+    backend = backend_for(_format(package))
     info, runner = backend.describe(package), backend.runner(package)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
@@ -216,6 +226,8 @@ def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3)
         feed, _ = _text_feed(info, [int(i) for i in tokenizer(text)["input_ids"]])
         outputs = runner.predict(feed, mode=mode)
         scores = next((v for v in outputs.values() if isinstance(v, dict)), None)
+        if scores is None and "probabilities" in outputs:  # an .aimodel's classifier: the tensor itself
+            scores = dict(zip(labels, np.asarray(outputs["probabilities"], dtype=np.float64).reshape(-1)))
         if scores is None:  # a package that returns logits, not a classifier's dictionary
             logits = np.asarray(next(iter(outputs.values())), dtype=np.float64).reshape(-1)
             scores = dict(zip(labels, _softmax(logits)))

@@ -168,3 +168,29 @@ def test_a_run_that_failed_or_was_not_checked_says_why_in_the_card():
     assert "(no text)" in failed and "differs (0/8 tokens)" in failed and "KeyError: 'inputIds'" in failed
     assert "— not checked — the 9-token prompt does not fit the package" in unchecked
     assert "Continuation check not run (nothing could be compared)" in section
+
+
+def test_an_aimodel_gets_its_own_core_ai_section_after_the_core_ml_one():
+    rep = report(options={"format": "both", "kv_cache": "stateful"})
+    rep["packages"].append({"path": "llama.aimodel", "format": "coreai",
+                            "inputs": [{"name": "inputIds", "dtype": "int32", "shape": [1, 128], "flexibility": "range",
+                                        "ranges": [[1, 1], [1, 128]]}],
+                            "outputs": [{"name": "logits"}],
+                            "states": [{"name": "keyCache", "shape": [30, 1, 3, 128, 64]},
+                                       {"name": "valueCache", "shape": [30, 1, 3, 128, 64]}]})
+    text = card.card_body(source_repo="meta/llama", revision="0123456789abcdef", source_url="http://hub/meta/llama",
+                          report=rep, package_paths=["llama.mlpackage", "llama.aimodel"])
+    core_ml, core_ai = text.index("## Use it in Swift\n"), text.index("## Use it in Swift with Core AI (iOS/macOS 27)")
+    assert core_ml < core_ai
+    section = text[core_ai:]
+    assert "needs iOS 27 / macOS 27" in section and "https://developer.apple.com/documentation/coreai" in section
+    assert 'AIModel(contentsOf: url)' in section and 'loadFunction(named: "main")' in section
+    assert '@available(iOS 27.0, macOS 27.0, *)' in section and "`keyCache`, `valueCache`" in section
+    assert "`llama.aimodel`" in text.split("## Options used")[0]  # listed among the packages
+    # Core AI alone: no Core ML snippet, and the card is tagged for it.
+    only = card.card_body(source_repo="meta/llama", revision="0123456789abcdef", source_url="http://hub/meta/llama",
+                          report={**rep, "packages": rep["packages"][1:]}, package_paths=["llama.aimodel"])
+    assert "## Use it in Swift\n" not in only and "LanguageModel.loadCompiled" not in only
+    card_text = card.model_card(source_repo="meta/llama", revision="0123456789abcdef", source_url="http://hub/meta/llama",
+                                report={**rep, "packages": rep["packages"][1:]}, package_paths=["llama.aimodel"])
+    assert "- coreai" in card_text.split("\n---\n", 1)[0]

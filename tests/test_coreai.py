@@ -240,3 +240,20 @@ def test_real_encoder_converts_to_core_ai_and_embeds_like_pytorch(real_encoder, 
     cosines = [row["value"] for row in result.report["validation"]["checks"] if row["metric"] == "cosine_similarity"]
     assert cosines and min(cosines) > 0.9999
     assert result.report["packages"][0]["outputs"][0]["name"] == "sentence_embedding"
+
+
+def test_try_it_runs_an_aimodel_in_core_ai_s_runtime(tiny_model, tmp_path):
+    from converters import try_it
+
+    folder = tiny_model("llama")
+    package = convert(str(folder), "text-generation", tmp_path / "llm", _options(), validate=False).packages[0]
+    result = try_it.run("generate", package, folder, {"text": "the quick brown fox", "new_tokens": 4}, "fp16")
+    assert result["mode"] == MODE and result["package"]["tokens"] == 4
+    assert result["matching_tokens"] == 4  # greedy, as PyTorch
+
+    classifier = tiny_model("bert")
+    package = convert(str(classifier), "text-classification", tmp_path / "cls", _options(), validate=False).packages[0]
+    result = try_it.run("classify", package, classifier, {"text": "the quick brown fox"}, "fp16")
+    # A random tiny classifier near-ties its labels (as its Core ML package does): the scores are checked.
+    assert {label for label, _ in result["package"]["scores"]} == {"negative", "neutral", "positive"}
+    assert sum(score for _, score in result["package"]["scores"]) == pytest.approx(1.0, abs=0.01)  # probabilities, not re-softmaxed
