@@ -257,3 +257,31 @@ def test_try_it_runs_an_aimodel_in_core_ai_s_runtime(tiny_model, tmp_path):
     # A random tiny classifier near-ties its labels (as its Core ML package does): the scores are checked.
     assert {label for label, _ in result["package"]["scores"]} == {"negative", "neutral", "positive"}
     assert sum(score for _, score in result["package"]["scores"]) == pytest.approx(1.0, abs=0.01)  # probabilities, not re-softmaxed
+
+
+def test_real_llm_float16_aimodel_keeps_its_norms_in_float32(real_llm, tmp_path):
+    """One call of the real float16 .aimodel (one: the runtime's float16 is software, ~40 s for
+    8 tokens). SmolLM2's massive activations square past float16's range in its norms: in plain
+    float16 its logits were 29 off with top-1 0 %."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = convert(str(real_llm), "text-generation", tmp_path, _options(sequence_length=8), validate=False)
+    tokenizer = AutoTokenizer.from_pretrained(real_llm)
+    prompt = tokenizer("The capital of France is")["input_ids"]
+    count = len(prompt)
+    ids, mask = np.zeros((1, 8), np.int32), np.zeros((1, 8), np.int32)
+    ids[0, :count], mask[0, :count] = prompt, 1
+    runner = CoreAIRunner(result.packages[0])
+    try:
+        got = runner.predict({"inputIds": ids, "attentionMask": mask})["logits"][0, :count]
+    finally:
+        runner.close()
+    model = AutoModelForCausalLM.from_pretrained(real_llm, dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor([prompt])).logits[0].numpy()
+    assert np.isfinite(got).all()
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    assert tokenizer.decode([int(got[-1].argmax())]).strip() == "Paris"
