@@ -58,7 +58,6 @@ class CoreAIBackend:
     image_inputs = False  # pixel tensors: the program scales them (capture.ScaledImageInputs)
 
     def convert(self, plan, captured):
-        cfg, part = plan.cfg, captured.part
         if captured.exporter != "torch.export":
             raise ConversionError("coreai-torch converts torch.export programs only, and torch.export could not "
                                   "capture it (it was traced instead, which Core ML alone converts); choose the Core ML format")
