@@ -105,6 +105,8 @@ def convert(
         package_reports.append(package_report)
         built.append((part, path, writer))
 
+    if validate and any(writer.name == "coreai" for writer in writers):
+        _warn_of_slow_core_ai_validation(plan, parameters)
     if lazy is not None:  # too big to load whole: validated against the model streamed layer by layer
         model = lazy.streaming()
     elif calibrated and validate:  # validation judges the package against the model's own weights, not GPTQ's
@@ -117,6 +119,19 @@ def convert(
     timings["total"] = time.perf_counter() - started
     progress("validate" if validate else "convert", 1.0, validation["message"])
     return ConversionResult(report=_report(plan, parameters, package_reports, timings, validation), packages=packages)
+
+
+def _warn_of_slow_core_ai_validation(plan: Plan, parameters: int) -> None:
+    """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): say so, with the
+    float32 alternative, when it takes more than a few minutes."""
+    from .validation.coreai_runtime import SPEED, validation_seconds
+
+    seconds = validation_seconds(plan.cfg, parameters)
+    if plan.options.precision == "float16" and seconds > 300:
+        faster = seconds * SPEED["float16"] / SPEED["float32"]
+        plan.warnings.append(
+            f"Validating the float16 .aimodel takes about {seconds / 60:.0f} minutes here: Apple's Linux runtime computes "
+            f"float16 in software. A float32 .aimodel validates in about {max(1, round(faster / 60))} minute(s).")
 
 
 def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:

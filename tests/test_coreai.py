@@ -231,3 +231,24 @@ def test_real_llm_float16_aimodel_keeps_its_norms_in_float32(real_llm, tmp_path)
     assert (got.argmax(-1) == want.argmax(-1)).all()
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
     assert tokenizer.decode([int(got[-1].argmax())]).strip() == "Paris"
+
+
+def test_a_slow_float16_validation_is_announced_with_the_float32_alternative(real_llm):
+    from converters.export import _warn_of_slow_core_ai_validation
+    from converters.plan import make_plan
+    from converters.source import open_source
+    from converters.validation.coreai_runtime import validation_seconds
+
+    def plan(**given):
+        return make_plan(open_source(str(real_llm)), "text-generation", _options(**given))
+
+    parameters = 134_515_008  # SmolLM2-135M
+    slow, fast = plan(sequence_length=128), plan(sequence_length=128, precision="float32")
+    # Measured: one 8-token float16 call 42 s, one 128-token float32 call 7.2 s; 9 calls of 128 tokens.
+    assert 90 * 60 < validation_seconds(slow.cfg, parameters) < 110 * 60
+    assert validation_seconds(fast.cfg, parameters) < 2 * 60
+    _warn_of_slow_core_ai_validation(slow, parameters)
+    assert slow.warnings[-1] == ("Validating the float16 .aimodel takes about 100 minutes here: Apple's Linux runtime "
+                                 "computes float16 in software. A float32 .aimodel validates in about 1 minute(s).")
+    _warn_of_slow_core_ai_validation(fast, parameters)
+    assert not any("takes about" in warning for warning in fast.warnings)
