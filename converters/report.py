@@ -129,9 +129,11 @@ class ContinuationRun:
 
     @property
     def label(self) -> str:
-        """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)'; the package too when it is not the only one."""
-        mode = str(self.mode or "").removeprefix("coreml-")
+        """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', 'Core AI (runtime)'; the package too when it is not the only one."""
         where = f"{self.package}, " if self.package and self.package != "model" else ""
+        if self.mode == "coreai":  # the .aimodel in Core AI's runtime
+            return f"Core AI ({where}runtime)"
+        mode = str(self.mode or "").removeprefix("coreml-")
         return f"Core ML ({where}{mode})" if mode or where else "Core ML"
 
 
@@ -197,6 +199,7 @@ MODE_LABELS = {
     "coreml-CPU_AND_GPU": "Core ML, CPU and GPU",
     "coreml-CPU_AND_NE": "Core ML, CPU and Neural Engine",
     "coreml-ALL": "Core ML, all units",
+    "coreai": "Core AI runtime (the .aimodel, executed)",
 }
 
 

@@ -802,7 +802,7 @@ def _rate(side: dict) -> str:
 def try_result(result: dict) -> str:
     """A try's answer: the package's beside PyTorch's."""
     kind, package, pytorch = result.get("kind"), result.get("package") or {}, result.get("pytorch") or {}
-    mode = "fp16 emulation" if result.get("mode") == "fp16" else "fp32"
+    mode = {"fp16": "fp16 emulation", "coreai": "Core AI runtime"}.get(result.get("mode"), "fp32")
     if kind == "generate":
         rows = [("Package (" + mode + ")", package.get("text", ""), _rate(package)),
                 ("PyTorch (float32)", pytorch.get("text", ""), _rate(pytorch))]
