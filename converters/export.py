@@ -57,6 +57,7 @@ def convert(
     hub_name: str | None = None,
     backend: str | None = None,
     layers_per_chunk: int | None = None,
+    time_limit: float | None = None,
 ) -> ConversionResult:
     """Convert `source` (folder, Hub ID or URL) for `task` into package(s) under `output_dir`,
     then (unless `validate` is False) check them against the PyTorch model. `hub_name` is the
@@ -64,7 +65,8 @@ def convert(
     A big decoder converts a few layers at a time (chunks.py): `layers_per_chunk` sets how
     many (0: the whole model at once; None: by size). The options' `format` picks the
     backends (`backend` names one instead): with both, each part becomes an .mlpackage and
-    an .aimodel, and validation judges each."""
+    an .aimodel, and validation judges each. `time_limit`: the seconds the caller allows (a
+    job's limit), against which a slow validation is refused up front."""
     progress = progress or _no_progress
     output_dir = Path(output_dir)
     timings: dict[str, float] = {}
@@ -79,6 +81,11 @@ def convert(
         validate = True
         plan.warnings.append("Validation runs even though skipping it was asked: this architecture is not in the "
                              "tested list, and validation is what says whether its package is right.")
+
+    if validate and any(writer.name == "coreai" for writer in writers):
+        from .chunks import stored_elements
+
+        _check_core_ai_validation_time(plan, stored_elements(plan.source.path), time_limit)
 
     progress("load", 0.1, "Loading the PyTorch model")
     mark = time.perf_counter()
@@ -105,8 +112,6 @@ def convert(
         package_reports.append(package_report)
         built.append((part, path, writer))
 
-    if validate and any(writer.name == "coreai" for writer in writers):
-        _warn_of_slow_core_ai_validation(plan, parameters)
     if lazy is not None:  # too big to load whole: validated against the model streamed layer by layer
         model = lazy.streaming()
     elif calibrated and validate:  # validation judges the package against the model's own weights, not GPTQ's
@@ -121,17 +126,23 @@ def convert(
     return ConversionResult(report=_report(plan, parameters, package_reports, timings, validation), packages=packages)
 
 
-def _warn_of_slow_core_ai_validation(plan: Plan, parameters: int) -> None:
-    """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): say so, with the
-    float32 alternative, when it takes more than a few minutes."""
+def _check_core_ai_validation_time(plan: Plan, parameters: int, time_limit: float | None) -> None:
+    """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): refuse, before any
+    work, what would not finish within `time_limit` seconds (a job's limit); else say so, with
+    the float32 alternative, when it takes more than a few minutes."""
     from .validation.coreai_runtime import SPEED, validation_seconds
 
     seconds = validation_seconds(plan.cfg, parameters)
-    if plan.options.precision == "float16" and seconds > 300:
-        faster = seconds * SPEED["float16"] / SPEED["float32"]
-        plan.warnings.append(
-            f"Validating the float16 .aimodel takes about {seconds / 60:.0f} minutes here: Apple's Linux runtime computes "
-            f"float16 in software. A float32 .aimodel validates in about {max(1, round(faster / 60))} minute(s).")
+    if plan.options.precision != "float16" or seconds <= 300:
+        return
+    faster = seconds * SPEED["float16"] / SPEED["float32"]
+    why = (f"Validating the float16 .aimodel takes about {seconds / 60:.0f} minutes here: Apple's Linux runtime computes "
+           f"float16 in software")
+    if time_limit and seconds > 0.8 * time_limit:
+        raise UserInputError(
+            f"{why}, beyond this worker's {time_limit / 60:.0f}-minute job limit. Choose float32 (its .aimodel validates in "
+            f"about {max(1, round(faster / 60))} minute(s)), a stateful KV cache (one token per call), or the Core ML format.")
+    plan.warnings.append(f"{why}. A float32 .aimodel validates in about {max(1, round(faster / 60))} minute(s).")
 
 
 def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:

@@ -234,7 +234,7 @@ def test_real_llm_float16_aimodel_keeps_its_norms_in_float32(real_llm, tmp_path)
 
 
 def test_a_slow_float16_validation_is_announced_with_the_float32_alternative(real_llm):
-    from converters.export import _warn_of_slow_core_ai_validation
+    from converters.export import _check_core_ai_validation_time
     from converters.plan import make_plan
     from converters.source import open_source
     from converters.validation.coreai_runtime import validation_seconds
@@ -247,8 +247,12 @@ def test_a_slow_float16_validation_is_announced_with_the_float32_alternative(rea
     # Measured: one 8-token float16 call 42 s, one 128-token float32 call 7.2 s; 9 calls of 128 tokens.
     assert 90 * 60 < validation_seconds(slow.cfg, parameters) < 110 * 60
     assert validation_seconds(fast.cfg, parameters) < 2 * 60
-    _warn_of_slow_core_ai_validation(slow, parameters)
+    _check_core_ai_validation_time(slow, parameters, None)  # the command line: no limit, a warning
     assert slow.warnings[-1] == ("Validating the float16 .aimodel takes about 100 minutes here: Apple's Linux runtime "
                                  "computes float16 in software. A float32 .aimodel validates in about 1 minute(s).")
-    _warn_of_slow_core_ai_validation(fast, parameters)
+    _check_core_ai_validation_time(fast, parameters, 3600)
     assert not any("takes about" in warning for warning in fast.warnings)
+    # A job (one hour): refused before any work, saying what would fit.
+    with pytest.raises(UserInputError, match="beyond this worker's 60-minute job limit. Choose float32 .*stateful KV cache"):
+        _check_core_ai_validation_time(plan(sequence_length=128), parameters, 3600)
+    _check_core_ai_validation_time(plan(kv_cache="stateful", sequence_length=128), parameters, 3600)  # about 7 minutes: fits
