@@ -37,9 +37,18 @@ def validate_package(package: Path, source: str, task: str, token: str | None = 
     from .source import open_source
     from .validation.validate import validate
 
-    if not (package / "Manifest.json").exists():
-        raise UserInputError(f"{package} is not a Core ML package (.mlpackage folder with a Manifest.json).")
-    info = describe_package(package)
+    from .backends import backend_for
+
+    if package.suffix == ".aimodel":  # Core AI: run in its runtime
+        if not (package / "main.mlirb").exists():
+            raise UserInputError(f"{package} is not a Core AI model (.aimodel folder with a main.mlirb).")
+        backend = backend_for("coreai")
+    elif not (package / "Manifest.json").exists():
+        raise UserInputError(f"{package} is not a Core ML package (.mlpackage folder with a Manifest.json) "
+                             "or a Core AI model (.aimodel).")
+    else:
+        backend = backend_for("coreml")
+    info = describe_package(package) if backend.name == "coreml" else backend.describe(package)
     model_source = open_source(source, token=token)
     hf_config = load_hf_config(model_source.path)
     config_cls = config_class_for(hf_config.model_type)
@@ -50,7 +59,7 @@ def validate_package(package: Path, source: str, task: str, token: str | None = 
         raise UserInputError(f"{package} is the {part} of a model, but task '{resolved}' has parts {', '.join(cfg.parts())}.")
     warnings: list[str] = []
     model = load_model(model_source.path, cfg, warnings)
-    validation = validate(cfg, model, {part: package}, model_source.path)
+    validation = validate(cfg, model, {part: package}, model_source.path, backend=backend)
     return {"package": str(package), "source": model_source.display, "task": resolved, "warnings": warnings, "validation": validation}
 
 
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from .__main__ import _quiet_libraries
 
     parser = argparse.ArgumentParser(prog="python -m converters.validate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("package", type=Path, help="the .mlpackage to check")
+    parser.add_argument("package", type=Path, help="the .mlpackage (or Core AI .aimodel) to check")
     parser.add_argument("--source", required=True, help="the model it came from: folder, Hub ID or URL")
     parser.add_argument("--task", default="auto", help="the task it was converted for (default: the model's own)")
     parser.add_argument("--report", type=Path, help="write the JSON report here")

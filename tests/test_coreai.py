@@ -256,3 +256,14 @@ def test_a_slow_float16_validation_is_announced_with_the_float32_alternative(rea
     with pytest.raises(UserInputError, match="beyond this worker's 60-minute job limit. Choose float32 .*stateful KV cache"):
         _check_core_ai_validation_time(plan(sequence_length=128), parameters, 3600)
     _check_core_ai_validation_time(plan(kv_cache="stateful", sequence_length=128), parameters, 3600)  # about 7 minutes: fits
+
+
+def test_the_validation_command_checks_a_saved_aimodel(tiny_model, tmp_path):
+    from converters.validate import validate_package
+
+    folder = tiny_model("bert")
+    package = convert(str(folder), "fill-mask", tmp_path, _options(), validate=False).packages[0]
+    result = validate_package(package, str(folder), "fill-mask")
+    assert result["validation"]["passed"] is True and result["validation"]["modes"] == [MODE]
+    with pytest.raises(UserInputError, match="not a Core AI model"):
+        validate_package(tmp_path / "missing.aimodel", str(folder), "fill-mask")
