@@ -45,12 +45,13 @@ HESSIAN_DAMPENING = 0.01  # coremltools' default
 
 def calibrates(plan) -> bool:
     """Whether this conversion's weights are calibrated before capture: 4-bit linear and 6/4-bit
-    table schemes for iOS18+ on a text-generation model (the family whose layers GPTQ walks in
-    sequence). Below iOS18, tables are per tensor and stay data-free."""
+    table schemes for iOS18+ (or Core AI alone, whose schemes are per block or channel too) on a
+    text-generation model (the family whose layers GPTQ walks in sequence). Below iOS18, tables
+    are per tensor and stay data-free."""
     from ..options import meets
 
-    return (plan.options.quantize in CALIBRATED_SCHEMES and plan.task == "text-generation"
-            and meets(plan.options.minimum_deployment_target, _IOS18))
+    grouped = meets(plan.options.minimum_deployment_target, _IOS18) or not plan.options.makes_coreml
+    return plan.options.quantize in CALIBRATED_SCHEMES and plan.task == "text-generation" and grouped
 
 
 def calibration_text() -> str:
