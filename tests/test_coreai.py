@@ -75,7 +75,7 @@ def test_stateful_core_ai_llm_keeps_its_kv_cache_as_runtime_state(precision, tin
         runner.close()
 
 
-@pytest.mark.parametrize("scheme", ["int8", "int4", "lut4"])
+@pytest.mark.parametrize("scheme", ["int8", "int4", "lut4", "mixed"])
 def test_core_ai_weight_compression_through_coreai_opt(scheme, tmp_path):
     # Wide enough that its layers pass the 2048-element floor below which weights stay float.
     folder = build_model("llama", tmp_path / "llama", hidden_size=128, head_dim=32, intermediate_size=256)
@@ -87,7 +87,9 @@ def test_core_ai_weight_compression_through_coreai_opt(scheme, tmp_path):
     assert entry["size_after_bytes"] == result.report["packages"][0]["size_bytes"]
     # "Before" is the same program saved with float weights: the plain conversion's size (less its metadata).
     assert entry["size_before_bytes"] == pytest.approx(plain.report["packages"][0]["size_bytes"], rel=0.02)
-    assert entry["size_ratio"] < {"int8": 0.75, "int4": 0.6, "lut4": 0.6}[scheme]
+    assert entry["size_ratio"] < {"int8": 0.75, "int4": 0.6, "lut4": 0.6, "mixed": 0.6}[scheme]
+    if scheme in ("int4", "lut4", "mixed"):  # an LLM's embeddings and head as the Core ML schemes take them
+        assert "embeddings and output head" in entry["granularity"]
     assert entry["bits_per_weight"] < 16
 
 
@@ -111,7 +113,6 @@ def test_exporters_naming_puts_the_aimodel_under_coreai(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("given,reason", [
-    (dict(quantize="mixed"), "mixed .* not available for Core AI"),
     (dict(sequence_length="16,32"), "Core AI output takes one sequence length or a range"),
 ])
 def test_what_core_ai_cannot_take_is_refused_before_any_work(given, reason, tiny_model, tmp_path):

@@ -6,9 +6,9 @@ model in coreai-core's own runtime, which executes it on this machine's CPU
 (validation/coreai_runtime.py): real execution, not emulation.
 
 Why these calls (shared/reference/core-ai-facts.md): coreai-torch needs the program
-decomposed with its own table (it keeps SDPA and the norms whole); float16 is coreai-opt's
-FP32 -> FP16 pass over the program (it keeps in float32 what would overflow); the only
-minimum OS is 27. What Core AI cannot take from this converter is refused at plan time
+decomposed with its own table (it keeps SDPA whole); float16 is coreai-opt's FP32 -> FP16
+pass over the program, with the norms kept in float32 (`_inside_a_norm`); the only minimum
+OS is 27. What Core AI cannot take from this converter is refused at plan time
 (`refusal`), with the reason.
 """
 
@@ -24,10 +24,7 @@ from ..metadata import package_metadata, package_version
 from ..tasks import TASKS
 from .coreml import package_filename
 
-MINIMUM_OS = "iOS 27 / macOS 27"
-
-
-# (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai.py).
+# (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai_registry.py).
 NOT_CONVERTED = {
     ("modernbert", "multiple-choice"): "torch.export cannot capture it (ModernBERT unpads by the mask's values, "
                                        "a data-dependent shape), and coreai-torch converts torch.export programs only",
@@ -39,9 +36,6 @@ def refusal(cfg, options) -> str | None:
     reason = NOT_CONVERTED.get((cfg.hf_config.model_type, cfg.task))
     if reason:
         return f"Core AI output is not available for {cfg.hf_config.model_type} {cfg.task}: {reason}. Choose the Core ML format."
-    if options.quantize == "mixed":
-        return ("Weight compression mixed (int4 layers, int8 embeddings and head) is not available for Core AI: "
-                "coreai-opt compresses every weight one way. Choose int4 or lut4 for 4-bit Core AI weights.")
     if options.sequence_length.kind == "enumerated":
         return ("Core AI output takes one sequence length or a range (1-512); a list of lengths is Core ML's "
                 "enumerated shapes. Give one number or a range.")

@@ -9,8 +9,9 @@ same floor (weights of at most WEIGHT_THRESHOLD elements stay float):
 - `lut8`, `lut6`, `lut4`: k-means palettization, one table per `lut_group_size` output channels
   (lut4: an LLM's embeddings and output head int8 per channel).
 
-`mixed` (int4 layers, int8 embeddings and head) needs a per-weight choice that coreai-opt's
-passes do not take; it is refused at plan time (backends/coreai.py). For text generation the
+- `mixed`: int4 per block, an LLM's embeddings and output head int8 per channel.
+
+For text generation the
 4-bit schemes' decoder layers are GPTQ-calibrated before capture, as for Core ML
 (calibrate.py): the program's weights then already sit on a 4-bit grid.
 
@@ -38,7 +39,7 @@ def compress_coreai(plan, part: str, program):
     scheme = SCHEMES[options.quantize]
     size_before = _saved_size(program)
     program, head = _embeddings_and_head_first(plan, program, scheme)
-    if scheme.family == "linear":
+    if scheme.family in ("linear", "mixed"):
         if scheme.bits == 8:
             compressed = quantize_weights(program, DType.INT8, granularity=CompressionGranularity.PER_CHANNEL,
                                           weight_num_threshold=WEIGHT_THRESHOLD)
@@ -73,7 +74,7 @@ def compress_coreai(plan, part: str, program):
 def _embeddings_and_head_first(plan, program, scheme):
     """As the Core ML schemes do (compress.py): an LLM's embeddings and output head — the weights
     of vocabulary × hidden elements, larger than any layer's — take int4 per EMBEDDING_BLOCK for
-    int4 and int8 per channel for lut4, before the scheme compresses the rest (a compressed weight
+    int4 and int8 per channel for lut4 and mixed, before the scheme compresses the rest (a compressed weight
     is no longer a plain constant, so the second pass leaves it). coreai-opt compresses by size
     only, so the size is how they are picked. SmolLM2-135M, GPTQ layers, int4: perplexity 1.40x
     with its tied embedding/head at blocks of 32."""
@@ -83,12 +84,12 @@ def _embeddings_and_head_first(plan, program, scheme):
     if plan.task != "text-generation" or scheme.bits != 4 or not (attributes.vocab_size and attributes.hidden_size):
         return program, ""
     threshold = attributes.vocab_size * attributes.hidden_size - 1
-    if scheme.family == "linear":
+    if scheme.family == "linear":  # int4
         block = min(plan.options.block_size, EMBEDDING_BLOCK)
         return (quantize_weights(program, DType.INT4, granularity=CompressionGranularity.PER_BLOCK, block_size=block,
                                  weight_num_threshold=threshold), f"; embeddings and output head per block ({block})")
     return (quantize_weights(program, DType.INT8, granularity=CompressionGranularity.PER_CHANNEL, weight_num_threshold=threshold),
-            "; embeddings and output head int8 per channel")
+            "; embeddings and output head int8 per channel")  # lut4 and mixed
 
 
 def _saved_size(program) -> int:
