@@ -394,7 +394,7 @@ class PackageReport:
     """One package written: its part, where, how it was captured, its interface, its program."""
 
     part: str = "model"
-    format: str = "coreml"  # the backend that wrote it: "coreml" (.mlpackage) or "coreai" (.aimodel)
+    format: str | None = None  # the backend that wrote it: "coreml" (.mlpackage), "coreai" (.aimodel); None: an older report
     path: str = ""
     exporter: str | None = None  # "torch.export" or "torch.jit.trace"
     float16_safe_norms: int | None = None
@@ -417,6 +417,8 @@ class PackageReport:
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("program", "extra")}
+        if self.format is None:  # a report written before packages named their format
+            del data["format"]
         if self.program is not None:
             data["program"] = self.program.to_json()
         return {**data, **self.extra}

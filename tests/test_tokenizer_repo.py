@@ -65,13 +65,16 @@ def test_the_worker_passes_the_name_to_the_engine(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_convert(source, task, output_dir, options, progress=None, validate=True, hub_name=None):
-        seen["hub_name"] = hub_name
+    def fake_convert(source, task, output_dir, options, progress=None, validate=True, hub_name=None, time_limit=None):
+        seen["hub_name"], seen["time_limit"] = hub_name, time_limit
         return converters.export.ConversionResult(report={"validation": {"passed": True}})
 
     monkeypatch.setattr(converters.export, "convert", fake_convert)
     convert_and_validate("src", "text-generation", tmp_path, None, None, hub_name="bob/m-coreml")
     assert seen["hub_name"] == "bob/m-coreml"
+    from worker.settings import job_timeout
+
+    assert seen["time_limit"] == job_timeout()  # the job's limit: what could not finish in it is refused up front
 
 
 # ---------------------------------------------------------------------- the card says which and why
