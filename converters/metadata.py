@@ -50,3 +50,12 @@ def package_metadata(*, name: str, task: str, architecture: str, precision: str,
     if part != "model":
         metadata["coreml_converter_part"] = part
     return metadata
+
+
+def package_description(source_display: str, cfg, part: str) -> str:
+    """The one-line description every package carries (Core ML's short description, Core AI's
+    model description): what the model is, its task, and the part."""
+    from .tasks import TASKS
+
+    return (f"{source_display} ({cfg.hf_config.model_type}) for {cfg.task}: {TASKS[cfg.task].summary}"
+            + (f"; {part}" if part != "model" else "") + ". Converted by Core ML Converter.")

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from ..configs.base import SEQ
 from ..errors import ConversionError
-from ..metadata import package_metadata, package_version
-from ..tasks import TASKS
+from ..metadata import package_description, package_metadata, package_version
 from .coreml import package_filename
 
 # (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai_registry.py).
@@ -73,10 +72,7 @@ class CoreAIBackend:
         license_name = getattr(cfg.hf_config, "license", None)
         if license_name:
             metadata.license = str(license_name)
-        metadata.model_description = (
-            f"{plan.source.display} ({cfg.hf_config.model_type}) for {cfg.task}: {TASKS[cfg.task].summary}"
-            + (f"; {part}" if part != "model" else "") + ". Converted by Core ML Converter."
-        )
+        metadata.model_description = package_description(plan.source.display, cfg, part)
         for key, value in self.metadata(plan, part).items():
             metadata.set_custom(key, value)
         artifact.save_asset(Path(path), metadata=metadata)

@@ -18,11 +18,10 @@ import numpy as np
 from ..configs import CoreMLConfig
 from ..configs.base import SEQ, InputSpec
 from ..errors import ConversionError
-from ..metadata import package_metadata
+from ..metadata import package_description, package_metadata
 from ..options import ConversionOptions, meets
 from ..package_info import describe_spec, program_summary
 from ..source import ModelSource
-from ..tasks import TASKS
 from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches
 from .coreml_stitch import WEIGHT_FILE, weight_file
 
@@ -198,12 +197,7 @@ def _describe(mlmodel, cfg: CoreMLConfig, part: str, source: ModelSource, option
         mlmodel.output_description[spec.name] = spec.description
     if cfg.class_labels():
         mlmodel.output_description["classLabel"] = "The most likely class"
-    task = TASKS[cfg.task]
-    mlmodel.short_description = (
-        f"{source.display} ({cfg.hf_config.model_type}) for {cfg.task}: {task.summary}"
-        + (f"; {part}" if part != "model" else "")
-        + ". Converted by Core ML Converter."
-    )
+    mlmodel.short_description = package_description(source.display, cfg, part)
     mlmodel.author = "Core ML Converter"
     mlmodel.version = source.revision or ""
     license_name = getattr(cfg.hf_config, "license", None)

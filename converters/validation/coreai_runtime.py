@@ -95,8 +95,13 @@ def validation_seconds(cfg, parameters: int) -> float:
     return parameters * tokens / SPEED[cfg.options.precision]
 
 
+def _dtype_name(name: str) -> str:
+    """The runtime's type name ("Float16") as numpy's ("float16")."""
+    return _DTYPES.get(name, name.lower())
+
+
 def _numpy_dtype(name: str) -> np.dtype:
-    return np.dtype(_DTYPES.get(name, name.lower()))
+    return np.dtype(_dtype_name(name))
 
 
 def _widened(array: np.ndarray) -> np.ndarray:
@@ -136,14 +141,14 @@ def _feature(name: str, text: str, bounds: list | None = None) -> dict:
     inner = text[text.index("(") + 1:text.rindex(")")] if "(" in text else text
     dtype_text, _, shape_text = inner.partition(",")
     dims = [d.strip() for d in shape_text.split("×")] if shape_text.strip() else []
-    info: dict = {"name": name, "description": "", "type": "tensor", "dtype": _DTYPES.get(dtype_text.strip(), dtype_text.strip().lower())}
+    info: dict = {"name": name, "description": "", "type": "tensor", "dtype": _dtype_name(dtype_text.strip())}
     flexible = [i for i, d in enumerate(dims) if not d.isdigit()]
     if not flexible:
         info.update(shape=[int(d) for d in dims], flexibility="fixed")
         return info
     ranges = [[int(d), int(d)] if d.isdigit() else None for d in dims]
     for i in flexible:
-        given = (bounds or [None] * len(dims))[i] if bounds and len(bounds) == len(dims) else None
+        given = bounds[i] if bounds and len(bounds) == len(dims) else None
         ranges[i] = list(given) if isinstance(given, list) else [1, int(given) if given else -1]
     info.update(shape=[r[1] for r in ranges], flexibility="range", ranges=ranges)
     return info
