@@ -162,7 +162,7 @@ class Page:
                 self.results.outcome_html, self.results.results_html, self.results.float32_button,
                 self.results.download_button, self.results.download_file, self.timer,
                 self.results.try_it.group, self.results.try_it.note_html, self.results.try_it.text_box,
-                self.results.try_it.other_box, self.results.try_it.output_html,
+                self.results.try_it.other_box, self.results.try_it.run_button, self.results.try_it.output_html,
                 self.view, self.my_jobs.jobs_table, self.job_ids]
 
 
@@ -384,20 +384,25 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
     updates[page.view] = view
     if moved:
         updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
-        updates.update(try_it_setup(page.results.try_it, render.try_kind(status), fresh))
+        updates.update(try_it_setup(page.results.try_it, render.try_kind(status), fresh, render.try_unavailable(status)))
     return updates
 
 
-def try_it_setup(panel: TryIt, kind: str | None, fresh: bool) -> dict:
+def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str | None = None) -> dict:
     """The Try it panel for a job: shown with the boxes its kind needs (typed text is kept
-    while the same job is shown)."""
+    while the same job is shown), or only with why it can't be tried (`unavailable`)."""
     if kind is None:
         return {panel.group: gr.update(visible=False)}
+    if unavailable:
+        return {panel.group: gr.update(visible=True), panel.note_html: unavailable, panel.output_html: "",
+                panel.text_box: gr.update(visible=False), panel.other_box: gr.update(visible=False),
+                panel.run_button: gr.update(visible=False)}
     label, example, second = render.TRY_LABELS[kind]
     other, other_example = second or ("", "")
     updates = {panel.group: gr.update(visible=True), panel.note_html: render.try_note(kind),
-               panel.text_box: gr.update(label=label, placeholder=example),
-               panel.other_box: gr.update(label=other, visible=bool(other), placeholder=other_example)}
+               panel.text_box: gr.update(label=label, placeholder=example, visible=True),
+               panel.other_box: gr.update(label=other, visible=bool(other), placeholder=other_example),
+               panel.run_button: gr.update(visible=True)}
     if fresh:
         updates[panel.text_box] = gr.update(label=label, placeholder=example, value="")
         updates[panel.output_html] = ""

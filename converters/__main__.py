@@ -124,6 +124,10 @@ def print_outcome(report) -> int:
         print(f"tokenizer repo named in the package (co.huggingface.exporters.name): {report.tokenizer_repo}")
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if report.tokenizer_missing:
+        print("note: an app needs this model's tokenizer to turn text into token ids. If the model uses its base "
+              "model's tokenizer, convert again with --hub-name naming that repo: the package's metadata then points "
+              "swift-transformers at it.", file=sys.stderr)
     mark = report.untested_mark()
     if mark:
         print(f"{report.architecture.model_type}: {mark}")

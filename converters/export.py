@@ -30,6 +30,7 @@ from .options import ConversionOptions
 from .package_info import directory_size
 from .plan import Plan, make_plan
 from .source import ModelSource, open_source
+from .source_tokenizer import check_tokenizer
 from .transforms import transforms_for
 
 Progress = Callable[[str, float, str], None]
@@ -77,6 +78,9 @@ def convert(
     plan = make_plan(model_source, task, options or ConversionOptions(), hub_name)
     writers = [backend_for(name) for name in ((backend,) if backend else plan.options.formats)]
     timings["resolve"] = time.perf_counter() - mark
+    tokenizer = check_tokenizer(plan.source.path, plan.cfg.attributes.vocab_size) if plan.cfg.modality == "text" else None
+    if tokenizer is not None and tokenizer.missing:
+        plan.warnings.append(tokenizer.warning(plan.task))
     if not plan.cfg.tested and not validate:
         validate = True
         plan.warnings.append("Validation runs even though skipping it was asked: this architecture is not in the "
@@ -123,7 +127,10 @@ def convert(
     gc.collect()
     timings["total"] = time.perf_counter() - started
     progress("validate" if validate else "convert", 1.0, validation["message"])
-    return ConversionResult(report=_report(plan, parameters, package_reports, timings, validation), packages=packages)
+    report = _report(plan, parameters, package_reports, timings, validation)
+    if tokenizer is not None and tokenizer.missing:
+        report["tokenizer_missing"] = tokenizer.missing
+    return ConversionResult(report=report, packages=packages)
 
 
 def _check_core_ai_validation_time(plan: Plan, parameters: int, time_limit: float | None) -> None:
@@ -151,9 +158,9 @@ def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
 
     if not calibrates(plan):
         return False
-    from .validation.inputs import load_tokenizer
+    from .source_tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(plan.source.path)
+    tokenizer = load_tokenizer(plan.source.path, plan.cfg.attributes.vocab_size)
     if tokenizer is None:
         plan.warnings.append(f"Weight compression {plan.options.quantize}: no tokenizer to calibrate with; "
                              "the weights are compressed data-free (expect lower quality).")

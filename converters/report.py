@@ -433,6 +433,7 @@ class ConversionReport:
     requested_task: str | None = None
     source: SourceInfo = field(default_factory=SourceInfo)
     tokenizer_repo: str | None = None  # the repo the packages name (co.huggingface.exporters.name)
+    tokenizer_missing: str | None = None  # why the source's tokenizer was not used (source_tokenizer.py)
     architecture: ArchitectureInfo = field(default_factory=ArchitectureInfo)
     options: dict = field(default_factory=dict)  # ConversionOptions.to_dict()
     packages: list[PackageReport] = field(default_factory=list)
@@ -442,7 +443,7 @@ class ConversionReport:
     validation: ValidationReport = field(default_factory=ValidationReport)
     extra: dict = field(default_factory=dict)
 
-    _KEYS = ("source", "requested_task", "task", "tokenizer_repo", "architecture", "options", "packages", "versions",
+    _KEYS = ("source", "requested_task", "task", "tokenizer_repo", "tokenizer_missing", "architecture", "options", "packages", "versions",
              "timings", "warnings", "validation")
 
     @classmethod
@@ -454,6 +455,7 @@ class ConversionReport:
             requested_task=data.get("requested_task"),
             source=SourceInfo(source.get("id"), source.get("revision"), source.get("path")),
             tokenizer_repo=data.get("tokenizer_repo"),
+            tokenizer_missing=data.get("tokenizer_missing"),
             architecture=ArchitectureInfo(architecture.get("model_type"), architecture.get("class"),
                                           architecture.get("parameters"), architecture.get("family"),
                                           architecture.get("tested", True) is not False),
@@ -473,6 +475,8 @@ class ConversionReport:
         data["task"] = self.task
         if self.tokenizer_repo is not None:
             data["tokenizer_repo"] = self.tokenizer_repo
+        if self.tokenizer_missing is not None:
+            data["tokenizer_missing"] = self.tokenizer_missing
         data.update(
             architecture=self.architecture.to_json(),
             options=self.options,

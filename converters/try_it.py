@@ -28,6 +28,10 @@ from .errors import UserInputError
 MAX_CHARS = 500
 MAX_NEW_TOKENS = 32
 DEFAULT_NEW_TOKENS = 16
+# Said by the page and by a try: the words a person reads when a repo's tokenizer can't be used.
+NO_TOKENIZER = ("This model can't be tried here: {why}, so there is no way to turn your text into tokens. An app "
+                "needs the tokenizer of the model this one was trained from (for a fine-tune, its base model): load "
+                "that tokenizer and pass it to the model, as the model card shows.")
 KINDS = {"text-generation": "generate", "feature-extraction": "similarity", "text-classification": "classify"}
 
 
@@ -77,9 +81,12 @@ def _format(package: Path) -> str:
 
 
 def _tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
+    from .source_tokenizer import check_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    check = check_tokenizer(model_dir)
+    if check.tokenizer is None:
+        raise UserInputError(NO_TOKENIZER.format(why=check.missing))
+    return check.tokenizer
 
 
 def _timed(fn):

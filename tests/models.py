@@ -127,6 +127,29 @@ def build_tokenizer(folder: Path, model_type: str) -> None:
     fast.save_pretrained(folder)
 
 
+def empty_tokenizer_first(model_type: str) -> bool:
+    """Which weight-only case a family's default package meets (its stateful package meets the
+    other): every other registry type, an empty tokenizer; the rest, no tokenizer files."""
+    return list(ALL_MODELS).index(model_type) % 2 == 1
+
+
+def without_tokenizer(folder: Path, dest: Path, empty: bool = False) -> Path:
+    """A copy of the checkpoint in `folder` as a weight-only repo: no tokenizer files, or
+    (`empty`) only a tokenizer_config.json, from which transformers 5 builds a tokenizer that
+    encodes any text to no ids. `dest`'s name is the repo's name."""
+    import shutil
+
+    from converters.source_tokenizer import TOKENIZER_FILES
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        if item.is_file() and item.name not in TOKENIZER_FILES and item.name != "special_tokens_map.json":
+            shutil.copy2(item, dest / item.name)
+    if empty:
+        (dest / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
+    return dest
+
+
 def build_image_processor(folder: Path, size: int = 32, same_std: bool = False) -> None:
     std = [0.5, 0.5, 0.5] if same_std else [0.229, 0.224, 0.225]
     (folder / "preprocessor_config.json").write_text(

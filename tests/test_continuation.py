@@ -173,6 +173,42 @@ def test_without_a_tokenizer_fixed_synthetic_ids_and_the_config_eos_are_used():
     ids = cont.prompt_ids(cfg, None)
     assert ids == cont.prompt_ids(cfg, None) and len(ids) == 5 and all(3 <= i < 100 for i in ids)
     assert cont.eos_ids(cfg, None) == {2, 7}
+    # An EOS id past the vocabulary can never be generated: not a stop token.
+    cfg = SimpleNamespace(attributes=ModelAttributes(SimpleNamespace(vocab_size=100, eos_token_id=[2, 151645])))
+    assert cont.eos_ids(cfg, None) == {2}
+
+
+def test_a_tokenizer_is_used_only_when_it_really_tokenizes(tmp_path):
+    """No tokenizer files, a tokenizer that encodes a sentence to nothing, or ids beyond the
+    model's vocabulary: synthetic ids (None), each with its reason."""
+    import json
+
+    from converters.source_tokenizer import BEYOND_VOCABULARY, ENCODES_NOTHING, NO_FILES, UNREADABLE, check_tokenizer
+    from tests.models import VOCAB_SIZE, build_tokenizer
+
+    real = tmp_path / "real"
+    build_tokenizer(real, "llama")
+    usable = check_tokenizer(real, VOCAB_SIZE)
+    assert usable.tokenizer is not None and usable.missing is None and usable.warning("text-generation") is None
+    assert check_tokenizer(real, None).tokenizer is not None  # vocabulary unknown: not held against it
+    assert check_tokenizer(real, 20).missing == BEYOND_VOCABULARY  # the words' ids run past 20
+
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "config.json").write_text("{}")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "tokenizer.json").write_text("{not json")
+    assert check_tokenizer(tmp_path / "damaged").missing == UNREADABLE
+    assert (check_tokenizer(tmp_path / "none", VOCAB_SIZE).tokenizer, check_tokenizer(tmp_path / "none").missing) == (None, NO_FILES)
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text(json.dumps({"model_type": "qwen2"}))  # transformers 5 builds the class's tokenizer
+    (tmp_path / "empty" / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
+    empty = check_tokenizer(tmp_path / "empty", VOCAB_SIZE)
+    assert (empty.tokenizer, empty.missing) == (None, ENCODES_NOTHING)
+    assert empty.warning("text-generation") == (
+        f"No usable tokenizer in the repo ({ENCODES_NOTHING}): checks use synthetic token ids; the continuation is "
+        "compared on ids.")
+    assert empty.warning("fill-mask").endswith("checks use synthetic token ids.")
 
 
 def test_only_text_generation_decoders_are_checked():
@@ -243,7 +279,7 @@ def stateful(tiny_model, tmp_path_factory):
     from converters.configs import config_class_for
     from converters.package_info import describe_package
     from converters.validation.executor import ReferenceExecutor
-    from converters.validation.inputs import load_tokenizer
+    from converters.source_tokenizer import load_tokenizer
 
     folder = tiny_model("llama")
     options = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", kv_cache="stateful")
@@ -268,3 +304,12 @@ def test_stateful_package_continues_the_prompt_when_driven_as_apples_recipe(stat
 def test_stateful_package_continues_the_prompt_when_driven_as_swift_transformers(stateful):
     for run in _stateful_runs(stateful, cont.SWIFT):
         assert run["passed"] and run["matching_tokens"] == 8, run
+
+
+def test_try_it_says_plainly_that_a_model_without_a_tokenizer_cannot_be_tried(tmp_path):
+    from converters import try_it
+    from converters.errors import UserInputError
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(UserInputError, match="can't be tried here: the repo has no tokenizer files.*its base model"):
+        try_it.run("generate", tmp_path / "model.mlpackage", tmp_path, {"text": "Hello"}, "fp32")

@@ -116,3 +116,13 @@ def test_card_has_no_tokenizer_section_for_an_image_model_or_an_older_report():
               "packages": [{"path": "m.mlpackage", "inputs": [{"name": "image"}], "outputs": []}]}
     assert "## Tokenizer" not in body(vision)
     assert "## Tokenizer" not in body(TEXT_REPORT)  # no tokenizer_repo recorded
+
+
+def test_card_of_a_model_without_a_tokenizer_says_so_and_what_an_app_needs():
+    report = {**TEXT_REPORT, "tokenizer_repo": "bob/finetune-coreml", "tokenizer_missing": "the repo has no tokenizer files"}
+    section = body(report, source="bob/finetune", tokenizer_files=["config.json"]).split("## Tokenizer", 1)[1].split("\n## ", 1)[0]
+    assert "**This model comes without a usable tokenizer**: the repo has no tokenizer files." in section
+    assert "checked on made-up token ids" in section and "no text was run through it" in section
+    assert "for a fine-tune, usually its base model's" in section and "pass it to the model" in section
+    assert "names **`bob/finetune-coreml`**, which has no tokenizer for swift-transformers to download" in section
+    assert "--" not in section  # no command-line flags in the card

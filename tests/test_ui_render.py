@@ -369,6 +369,10 @@ def test_try_it_is_offered_for_pushed_text_jobs_and_shows_both_sides():
     assert render.try_kind(dict(llm, pushed=False)) is None and render.try_kind(dict(llm, state="failed")) is None
     vision = dict(llm, report={"task": "image-classification", "packages": [{"inputs": [{"name": "image"}]}]})
     assert render.try_kind(vision) is None
+    assert render.try_unavailable(llm) is None
+    weights_only = dict(llm, report={**llm["report"], "tokenizer_missing": "the repo has no tokenizer files"})
+    note = render.try_unavailable(weights_only)
+    assert "can&#x27;t be tried here: the repo has no tokenizer files" in note and "its base model" in note
     html = render.try_result({
         "kind": "generate", "mode": "fp16", "prompt": "Hi <b>", "prompt_tokens": 3, "matching_tokens": 4,
         "package": {"text": " there", "tokens": 5, "tokens_per_second": 12.5, "stopped": "length"},

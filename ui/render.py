@@ -779,6 +779,14 @@ def try_kind(status: dict | None) -> str | None:
     return kind_for(report.get("task") or status.get("task"), modality)
 
 
+def try_unavailable(status: dict | None) -> str | None:
+    """Why a finished job's package can't be tried on text (the repo has no usable tokenizer), else None."""
+    from converters.try_it import NO_TOKENIZER
+
+    why = ((status or {}).get("report") or {}).get("tokenizer_missing")
+    return f'<div class="cm-warning" data-try-unavailable="1">{escape(NO_TOKENIZER.format(why=why))}</div>' if why else None
+
+
 def try_note(kind: str | None) -> str:
     if not kind:
         return ""

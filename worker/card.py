@@ -451,6 +451,16 @@ def tokenizer_section(source_repo: str, report: dict, tokenizer_files: list[str]
     if not repo or not inputs & {"inputIds", "input_ids"}:  # no tokenizer for an image model
         return []
     key = "`co.huggingface.exporters.name`"
+    if report.get("tokenizer_missing"):
+        return [
+            f"**This model comes without a usable tokenizer**: {_plain(report['tokenizer_missing'])}. It was "
+            "converted and checked on made-up token ids, which prove the package computes what the model "
+            "computes, but no text was run through it.",
+            "",
+            "Your app needs the tokenizer the model was trained with (for a fine-tune, usually its base model's): "
+            "load that tokenizer and pass it to the model (see below). The package's metadata "
+            f"{key} names **`{repo}`**, which has no tokenizer for swift-transformers to download.",
+        ]
     if repo == source_repo:
         lines = [
             f"The package's metadata {key} names **`{repo}`**, the source repo, which this package is added to "

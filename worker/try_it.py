@@ -73,6 +73,8 @@ def _try(connection, request: dict, token: str | None) -> dict:
     kind = try_it.kind_for(report.get("task") or meta.get("task"))
     if kind is None or kind != request.get("kind"):
         raise UserInputError(f"There is no try-it for {report.get('task') or 'this task'} yet.")
+    if report.get("tokenizer_missing"):  # no text can become token ids for this model
+        raise UserInputError(try_it.NO_TOKENIZER.format(why=report["tokenizer_missing"]))
     repo = meta["model"] if links.get("pull_request") else meta.get("push_target")
     commit = links["commit"].rstrip("/").rsplit("/", 1)[-1]
     package_path = (report.get("packages") or [{}])[0].get("path")

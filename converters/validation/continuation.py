@@ -96,13 +96,16 @@ def prompt_ids(cfg, tokenizer) -> list[int]:
 
 def eos_ids(cfg, tokenizer) -> set[int]:
     """swift-transformers stops on the tokenizer's single EOS id; without a tokenizer, the
-    model config's."""
+    model config's — only ids inside the vocabulary."""
+    vocab = cfg.attributes.vocab_size
+
+    def inside(ids) -> set[int]:  # an id past the vocabulary can never be generated
+        return {int(i) for i in ids if i is not None and (not vocab or 0 <= int(i) < vocab)}
+
     if tokenizer is not None and tokenizer.eos_token_id is not None:
-        return {int(tokenizer.eos_token_id)}
+        return inside([tokenizer.eos_token_id])
     value = cfg.attributes.eos_token_id
-    if value is None:
-        return set()
-    return {int(v) for v in (value if isinstance(value, (list, tuple)) else [value])}
+    return inside(value if isinstance(value, (list, tuple)) else [value])
 
 
 def pytorch_greedy(model, prompt: list[int], new_tokens: int, eos: set[int]) -> tuple[list[int], list[np.ndarray]]:

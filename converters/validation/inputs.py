@@ -9,7 +9,6 @@ the scale and bias that Core ML applies to an image input before the program run
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,16 +30,6 @@ class InputSet:
     torch_args: tuple  # what the PyTorch wrapper receives, in order
     valid_positions: int | None = None  # tokens before padding (text), for token-level checks
     steps: list[dict[str, np.ndarray]] | None = None  # stateful: successive feeds sharing one state
-
-
-def load_tokenizer(path: Path):
-    """The model's own tokenizer, if the folder has one (never remote code)."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    except Exception:  # noqa: BLE001 - no tokenizer files: synthetic ids are used instead
-        return None
 
 
 def sequence_lengths(cfg: CoreMLConfig) -> list[int]:

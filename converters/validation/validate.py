@@ -23,7 +23,8 @@ from . import continuation, coreai_runtime, coreml_runtime, quality
 from .compare import Check, Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
 from .compute_units import analyse
 from .executor import UnsupportedOpError
-from .inputs import input_sets, load_tokenizer
+from ..source_tokenizer import load_tokenizer
+from .inputs import input_sets
 
 MODES = ("fp32", "fp16")
 
@@ -52,7 +53,7 @@ def validate(
         # Neural Engine never takes it): float16 emulation rows would describe no device.
         modes = tuple(m for m in modes if m != "fp16") or ("fp32",)
     started = time.perf_counter()
-    tokenizer = load_tokenizer(source_path) if cfg.modality == "text" else None
+    tokenizer = load_tokenizer(source_path, cfg.attributes.vocab_size) if cfg.modality == "text" else None
     on_device, device_note = coreml_runtime.available()
     checks: list[Check] = []
     errors: list[str] = []
