@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import tempfile
 import warnings
@@ -25,6 +26,39 @@ warnings.filterwarnings("ignore")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
 
 
+# ---------------------------------------------------------------- file order
+
+ORDER_SEED = "TEST_ORDER_SEED"
+
+
+def pytest_configure(config):
+    """Each run shuffles the order of the test files, so a test that passes only after (or
+    before) another file's tests fails somewhere and is seen. The seed is chosen once, by the
+    controlling process, and inherited by xdist's workers (they must collect the same order);
+    set TEST_ORDER_SEED to repeat an order, 0 for files in name order."""
+    if not hasattr(config, "workerinput"):
+        os.environ.setdefault(ORDER_SEED, str(random.SystemRandom().randrange(1, 10**6)))
+
+
+def pytest_report_header(config):
+    seed = os.environ.get(ORDER_SEED, "0")
+    order = "name order" if seed == "0" else f"shuffled, {ORDER_SEED}={seed} (set it to repeat this order)"
+    return f"test files: {order}"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    seed = int(os.environ.get(ORDER_SEED, "0") or 0)
+    if not seed:
+        return
+    files = list(dict.fromkeys(item.path for item in items))
+    random.Random(seed).shuffle(files)
+    rank = {path: index for index, path in enumerate(files)}
+    items.sort(key=lambda item: rank[item.path])  # stable: a file's tests keep their own order
+
+
+# ---------------------------------------------------------------- fixtures
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """tiny_model("llama") -> folder of a tiny random llama checkpoint (built once)."""
@@ -44,9 +78,14 @@ OWNER, OWNER_TOKEN = "alice", "hf_alice_write_token"
 OTHER, OTHER_TOKEN = "bob", "hf_bob_write_token"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_hub(tiny_model, tmp_path_factory):
-    """A running local Hub with alice's tiny models: public, private, gated, and repos we must refuse."""
+    """A running local Hub with alice's tiny models: public, private, gated, and repos we must refuse.
+
+    One per test module: tests push, revoke tokens and create repos, so a Hub shared by
+    modules would make a module's outcome depend on which modules ran before it in the same
+    process (the order-dependence `pytest -m e2e` once showed). Seeding is cheap: the models
+    are built once per session."""
     from tests.hub_server import LocalHub
 
     hub = LocalHub()
@@ -69,11 +108,17 @@ def local_hub(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def worker_repos(local_hub, tiny_model, tmp_path_factory):
-    """The local Hub with the job-service test repos and tokens (tests/e2e/repos.py)."""
+def worker_repo_folders(tmp_path_factory):
+    """Where the job-service test models are built, once per session."""
+    return tmp_path_factory.mktemp("worker-repos")
+
+
+@pytest.fixture(scope="module")
+def worker_repos(local_hub, tiny_model, worker_repo_folders):
+    """The module's local Hub with the job-service test repos and tokens (tests/e2e/repos.py)."""
     from tests.e2e import repos
 
-    repos.seed(local_hub, tiny_model, tmp_path_factory.mktemp("worker-repos"))
+    repos.seed(local_hub, tiny_model, worker_repo_folders)
     return local_hub
 
 

@@ -33,6 +33,8 @@ def _bert(folder: Path, *, hidden: int, layers: int, intermediate: int, scale: f
 
     from tests.models import build_tokenizer
 
+    if (folder / "model.safetensors").is_file():  # built already in this session
+        return folder
     torch.manual_seed(0)
     config = tf.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
                            intermediate_size=intermediate, vocab_size=128, max_position_embeddings=512, pad_token_id=0)
@@ -55,7 +57,7 @@ def _header_only_safetensors(shapes: dict[str, list[int]]) -> bytes:
 
 def seed(hub, tiny_model, tmp: Path) -> None:
     if TINY in hub.repo_ids():
-        return  # seeded already in this session
+        return  # seeded already (a module's Hub)
     bert = tiny_model("bert")
     hub.add_token(OWNER, OWNER_READ_TOKEN, role="read")
     hub.add_token(OTHER, OTHER_READ_TOKEN, role="read")
