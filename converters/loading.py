@@ -11,7 +11,7 @@ from huggingface_hub.errors import StrictDataclassError
 
 from .configs import CoreMLConfig
 from .errors import UserInputError
-from .integrity import read_json
+from .integrity import pooling_config, read_json
 
 
 def resolve_task(requested: str, hf_config, source=None) -> str:
@@ -82,7 +82,8 @@ def sentence_pooling(path: Path) -> dict | None:
         kinds = {m.get("type", "").rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
         if "Pooling" not in kinds:
             return None
-        config = json.loads((path / kinds["Pooling"] / "config.json").read_text())
+        # The module's path is the repo's: it must lead to a file inside the folder (a UserInputError if not).
+        config = json.loads(pooling_config(path, "The model").read_text())
     except (OSError, ValueError, AttributeError):
         return None
     modes = [mode for mode in ("mean", "cls", "max", "mean_sqrt_len")

@@ -2,14 +2,18 @@
 
 Everything that can be checked before converting is checked here, so a bad request fails
 in seconds with a message saying what to do: a repo that is missing, private or gated,
-weights only in pickle files, code that would have to run from the repo, no config.
-Downloads take only what conversion needs: safetensors, JSON configs, tokenizer files.
+weights only in pickle files, code that would have to run from the repo, no config, more
+bytes than the caller allows or the disk holds.
+Downloads take exactly the files conversion reads (DownloadPlan), by name: no training
+checkpoints, logs or data that happen to sit in the repo.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,16 +21,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .errors import HubUnavailable, UserInputError
+from .integrity import (SHARD_INDEX, WEIGHTS, check_folder, check_inside, damaged, pooling_config_name, read_json, reads,
+                        shard_names)
 
-# What we download: weights in safetensors, configs, tokenizer and image-processor files.
-ALLOW_PATTERNS = [
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "*.json",
-    "*.model",  # sentencepiece
-    "*.txt",  # vocab.txt, merges.txt
-    "*.tiktoken",
-]
+DISK_MARGIN = 1_000_000_000  # left free after a download: the conversion writes its packages too
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 COREML_SUFFIXES = (".mlpackage", ".mlmodel", ".mlmodelc")  # a converted package (its weights: weight.bin)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
@@ -128,15 +126,19 @@ def check_config(config: dict, where: str) -> None:
 
 
 def open_local(path: Path) -> ModelSource:
-    from .integrity import check_folder, read_json
-
     where = f"The folder {path}"
     files = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
     check_files(files, where)
-    config = read_json(path / "config.json", where)
+    config = read_config(path, where)
     check_config(config, where)
     check_folder(path, where)
     return ModelSource(path=path, config=config)
+
+
+def read_config(path: Path, where: str) -> dict:
+    """config.json, read only once it is known to be inside the folder (not a link out of it)."""
+    check_inside(path / "config.json", path, where)
+    return read_json(path / "config.json", where)
 
 
 def hub_api(token: str | None = None):
@@ -243,35 +245,147 @@ def inspect_hub_model(ref: HubReference, token: str | None = None):
                                          timeout=hub_timeout())
 
 
-def download(ref: HubReference, token: str | None = None, cache_dir: Path | None = None) -> ModelSource:
-    """Check the repo, then download only what conversion needs."""
+def download(ref: HubReference, token: str | None = None, cache_dir: Path | None = None, *,
+             max_bytes: int | None = None) -> ModelSource:
+    """Check the repo, then download only what conversion reads, refusing a download larger
+    than `max_bytes` (None: no limit) or than the disk under `cache_dir` has room for."""
     from huggingface_hub import snapshot_download
 
     info = inspect_hub_model(ref, token)
     where = f"The model '{ref.repo_id}'"
     check_files([s.rfilename for s in info.siblings or []], where)
+    revision = info.sha or ref.revision
+    plan = DownloadPlan(ref, revision, token, cache_dir, {s.rfilename: s.size or 0 for s in info.siblings or []},
+                        max_bytes)
+    files = plan.files()
     with hub_errors(ref, token):
         path = Path(
             snapshot_download(
                 ref.repo_id,
-                revision=info.sha or ref.revision,
-                allow_patterns=ALLOW_PATTERNS,
+                revision=revision,
+                allow_patterns=[glob.escape(name) for name in files],  # the names themselves, not patterns
                 token=token or False,
                 endpoint=os.environ.get("HF_ENDPOINT") or None,
                 cache_dir=cache_dir,
             )
         )
-    from .integrity import check_folder, read_json
-
-    config = read_json(path / "config.json", where)
+    config = read_config(path, where)
     check_config(config, where)
     check_folder(path, where)
-    return ModelSource(path=path, config=config, hub_id=ref.repo_id, revision=info.sha or ref.revision,
+    return ModelSource(path=path, config=config, hub_id=ref.repo_id, revision=revision,
                        pipeline_tag=info.pipeline_tag)
 
 
-def open_source(source: str, token: str | None = None, cache_dir: Path | None = None) -> ModelSource:
-    """A local folder if `source` is one, otherwise a Hub ID or URL."""
+@dataclass
+class DownloadPlan:
+    """Which of a repo's files a download takes (`sizes`: each file of the repo -> bytes), and
+    whether they fit the caller's limit and the disk, decided before anything large is fetched."""
+
+    ref: HubReference
+    revision: str | None
+    token: str | None
+    cache_dir: Path | None
+    sizes: dict[str, int]
+    max_bytes: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"The model '{self.ref.repo_id}'"
+
+    def files(self) -> list[str]:
+        """The top-level files conversion reads (integrity.reads), model.safetensors or else the
+        index and the shards it names, and the sentence-transformers Pooling config. Named one
+        by one: huggingface_hub's `*` matches '/' too, so a pattern like `*.safetensors` would
+        also take checkpoint-1000/ and every other nested copy."""
+        if "config.json" not in self.sizes:
+            raise UserInputError(f"{self.where} has no config.json at its top level, so it is not a transformers "
+                                 "model we can read. Check the ID and revision, or add the model's config.json.")
+        files = [name for name in self.sizes if "/" not in name and reads(name)]
+        # transformers loads model.safetensors when there is one, and only then the index's shards.
+        weights = [WEIGHTS] if WEIGHTS in self.sizes else [SHARD_INDEX] if SHARD_INDEX in self.sizes else []
+        if not weights:
+            raise self._no_weights()
+        files += weights
+        self.check_room(files)
+        # Two small files say which shards and which module folder are read: fetched first. The
+        # index names the shards transformers will open; guessing them from names like
+        # model-00001-of-00002.safetensors would also take a stale set from an older sharding.
+        if weights == [SHARD_INDEX]:
+            files += self._shards(read_json(self._fetch(SHARD_INDEX), self.where))
+        if "modules.json" in self.sizes:
+            pooling = pooling_config_name(read_json(self._fetch("modules.json"), self.where), self.where)
+            files += [pooling] if pooling in self.sizes else []
+        self.check_room(files)
+        return sorted(set(files))
+
+    def check_room(self, files: list[str]) -> None:
+        """Refuse a download over `max_bytes`, or one the disk has no room for (files already in
+        the cache take none)."""
+        total = sum(self.sizes.get(name, 0) for name in set(files))
+        if self.max_bytes is not None and total > self.max_bytes:
+            raise UserInputError(
+                f"{self.where} is too large to convert here: the files conversion needs are {_bytes(total)}, more "
+                f"than the limit of {_bytes(self.max_bytes)}. Choose a smaller model (or a smaller variant of it)."
+            )
+        needed = sum(self.sizes.get(name, 0) for name in set(files) if not self._cached(name))
+        free = shutil.disk_usage(_existing(self.cache_dir)).free
+        if needed and needed + DISK_MARGIN > free:
+            raise UserInputError(
+                f"There is not enough disk space to download the model '{self.ref.repo_id}': its files need "
+                f"{_bytes(needed)}, plus {_bytes(DISK_MARGIN)} to convert it, and the disk has {_bytes(free)} free. "
+                "Free some space (or choose a smaller model) and try again."
+            )
+
+    def _shards(self, index: dict) -> list[str]:
+        shards = shard_names(index, self.where)
+        missing = [name for name in shards if name not in self.sizes]
+        if missing:
+            raise damaged(self.where, SHARD_INDEX, f"it names shard files that are not there ({', '.join(missing[:3])})",
+                          "Upload the missing shards, or an index that matches the shards you have.")
+        return shards
+
+    def _no_weights(self) -> UserInputError:
+        found = sorted(name for name in self.sizes if name.endswith(".safetensors"))
+        return UserInputError(
+            f"{self.where} has no {WEIGHTS} or {SHARD_INDEX} at its top level, where transformers loads a "
+            f"model's weights from (it has {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}). Choose the "
+            "repo or revision that holds the model saved with save_pretrained, or save it that way and upload it."
+        )
+
+    def _fetch(self, name: str) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        with hub_errors(self.ref, self.token):
+            return Path(hf_hub_download(self.ref.repo_id, name, revision=self.revision, cache_dir=self.cache_dir,
+                                        token=self.token or False, endpoint=os.environ.get("HF_ENDPOINT") or None))
+
+    def _cached(self, name: str) -> bool:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(self.ref.repo_id, name, cache_dir=self.cache_dir, revision=self.revision)
+        return isinstance(found, str) and os.path.isfile(found)
+
+
+def _existing(cache_dir: Path | None) -> Path:
+    """The download cache, or its nearest existing parent (disk_usage needs a real path)."""
+    from huggingface_hub import constants
+
+    path = Path(cache_dir or constants.HF_HUB_CACHE).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def open_source(source: str, token: str | None = None, cache_dir: Path | None = None, *,
+                max_bytes: int | None = None) -> ModelSource:
+    """A local folder if `source` is one, otherwise a Hub ID or URL (`max_bytes`: download())."""
     path = Path(source).expanduser()
     if path.is_dir():
         return open_local(path.resolve())
@@ -280,4 +394,4 @@ def open_source(source: str, token: str | None = None, cache_dir: Path | None = 
     )
     if looks_like_path:
         raise UserInputError(f"The folder '{source}' does not exist. Give an existing folder or a Hub ID (owner/name).")
-    return download(parse_hub_reference(source), token=token, cache_dir=cache_dir)
+    return download(parse_hub_reference(source), token=token, cache_dir=cache_dir, max_bytes=max_bytes)

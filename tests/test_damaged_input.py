@@ -52,6 +52,55 @@ DAMAGES = {
     "sentence-transformers-modules-not-a-list": (lambda d: (d / "modules.json").write_text('{"a": 1}'),
                                                  ["damaged modules.json", "must hold a JSON list"]),
 }
+
+
+# Names and links leading out of the folder: in a shared service, another user's files (the bug of
+# issue 23: an index naming "/abs/path" or "../x" was accepted, and transformers loaded that file).
+def _another_model(d: Path) -> Path:
+    """A readable copy of the weights outside the model folder, as another user's cache would hold."""
+    other = d.parent / "another-users-model"
+    other.mkdir(exist_ok=True)
+    shutil.copy(d / "model.safetensors", other / "model.safetensors")
+    shutil.copy(d / "config.json", other / "config.json")
+    return other
+
+
+def _index_naming(name_of) -> callable:
+    def damage(d: Path) -> None:
+        (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": name_of(d)}}))
+    return damage
+
+
+def _link_out(file: str):
+    def damage(d: Path) -> None:
+        target = _another_model(d) / file
+        if not target.exists():
+            shutil.copy(d / file, target)
+        (d / file).unlink()
+        (d / file).symlink_to(target)
+    return damage
+
+
+OUTSIDE = ["damaged model.safetensors.index.json", "which is not a file inside the model folder",
+           "without absolute paths, '..' or backslashes"]
+ESCAPES = {
+    "shard-index-names-an-absolute-path": (_index_naming(lambda d: str(_another_model(d) / "model.safetensors")),
+                                           OUTSIDE + ["another-users-model"]),
+    "shard-index-names-a-parent-path": (_index_naming(lambda d: _another_model(d) and "../another-users-model/model.safetensors"),
+                                        OUTSIDE + ["../another-users-model/model.safetensors"]),
+    "shard-index-names-a-backslash-path": (_index_naming(lambda d: "..\\another-users-model\\model.safetensors"), OUTSIDE),
+    "shard-index-names-a-drive": (_index_naming(lambda d: "C:/models/model.safetensors"), OUTSIDE),
+    "weights-a-link-out-of-the-folder": (_link_out("model.safetensors"),
+                                         ["has model.safetensors, a link to a file outside the model folder",
+                                          "Copy the file itself into the folder"]),
+    "config-a-link-out-of-the-folder": (_link_out("config.json"), ["has config.json, a link to a file outside the model folder"]),
+    "tokenizer-a-link-out-of-the-folder": (_link_out("tokenizer.json"),
+                                           ["has tokenizer.json, a link to a file outside the model folder"]),
+    "pooling-module-out-of-the-folder": (
+        lambda d: (d / "modules.json").write_text(json.dumps([{"path": "../another-users-model", "type": "sentence_transformers.models.Pooling"}])),
+        ["damaged modules.json", "Pooling module's path \"../another-users-model\"", "not a folder inside the model folder"]),
+}
+DAMAGES.update(ESCAPES)
 VISION_DAMAGES = {
     "preprocessor-not-json": (lambda d: (d / "preprocessor_config.json").write_text("{"), ["damaged preprocessor_config.json"]),
     "preprocessor-size-not-a-number": (lambda d: _edit_json(d / "preprocessor_config.json", size="large"),
@@ -96,3 +145,28 @@ def test_a_checkpoint_the_task_class_cannot_use_is_refused_rather_than_converted
     assert code == 2, err
     assert "does not hold the weights LlamaForQuestionAnswering needs for 'question-answering'" in err
     assert "it would be a random model" in err and "choose that" in err
+
+
+def test_files_conversion_does_not_read_are_not_judged(tiny_model, tmp_path):
+    """A JSON-lines eval/samples.json, a checkpoint folder's broken config or an unrelated top-level
+    file are not the model: the folder opens (they were once refused as "damaged")."""
+    from converters.source import open_local
+
+    folder = _damaged_copy(tiny_model, tmp_path, "llama", lambda d: None)
+    (d := folder / "eval").mkdir()
+    (d / "samples.json").write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    (folder / "checkpoint-1000").mkdir()
+    (folder / "checkpoint-1000" / "config.json").write_text("{garbage")
+    (folder / "checkpoint-1000" / "model.safetensors").write_bytes(b"not weights")
+    (folder / "trainer_state.json").write_text("{not json")
+    assert open_local(folder).config["model_type"] == "llama"
+
+
+def test_links_inside_the_folder_are_fine(tiny_model, tmp_path):
+    from converters.source import open_local
+
+    folder = _damaged_copy(tiny_model, tmp_path, "llama", lambda d: None)
+    (folder / "weights").mkdir()
+    (folder / "model.safetensors").rename(folder / "weights" / "model.safetensors")
+    (folder / "model.safetensors").symlink_to(Path("weights") / "model.safetensors")
+    assert open_local(folder).path == folder

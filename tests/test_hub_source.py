@@ -4,12 +4,14 @@ unavailable, try again" with exit code 1."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 import pytest
 
 from converters.__main__ import main
-from converters.source import ALLOW_PATTERNS, download, parse_hub_reference
+from converters.source import download, parse_hub_reference
 from tests.conftest import OTHER_TOKEN, OWNER, OWNER_TOKEN
 
 
@@ -33,7 +35,6 @@ def test_download_takes_only_safe_files(hub_env, tmp_path):
     assert "model.safetensors" in names and "config.json" in names and "tokenizer.json" in names
     assert "pytorch_model.bin" not in names and "train.py" not in names
     assert source.hub_id == f"{OWNER}/tiny-bert" and len(source.revision) == 40
-    assert "*.bin" not in ALLOW_PATTERNS
 
 
 def test_convert_from_a_hub_url(hub_env, tmp_path, capsys):
@@ -168,3 +169,154 @@ def test_faults_are_per_repo_and_can_be_limited(outage, tmp_path):
         inspect_hub_model(ref)
     httpx.request("DELETE", f"{outage.url}/_admin/faults", json={}).raise_for_status()
     assert inspect_hub_model(ref).sha
+
+
+# ------------------------------------------------ what a download takes (issue 23)
+
+
+def _seed(hub, repo_id: str, files: dict, big: dict[str, int] | None = None) -> str:
+    """A repo of `files`, plus `big` files (path -> bytes) stored as sparse LFS blobs, so a
+    gigabyte costs no disk and no time unless someone downloads it. Once per module's Hub."""
+    from tests.hub_server.store import PutFile
+
+    if repo_id not in hub.repo_ids():
+        hub.add_repo(repo_id, files, owner_token=OWNER_TOKEN)
+        for path, size in (big or {}).items():
+            sha256 = hashlib.sha256(path.encode()).hexdigest()  # never served: its content is not checked
+            with open(hub.store.blobs.path(sha256), "wb") as blob:
+                blob.truncate(size)
+            with hub._lock:
+                repo = hub._repo(repo_id)
+                repo.lfs_oids.add(sha256)
+                repo.commit("main", [PutFile(path, hub.store.blobs.lfs_entry(sha256))], title=f"Add {path}")
+    return repo_id
+
+
+def _bert_files(tiny_model, *leave_out: str) -> dict[str, bytes]:
+    folder = tiny_model("bert")
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name not in leave_out}
+
+
+def _downloaded(source) -> list[str]:
+    return sorted(p.relative_to(source.path).as_posix() for p in source.path.rglob("*") if p.is_file())
+
+
+def _fetched(hub, since: int, repo_id: str) -> list[str]:
+    """The files of `repo_id` asked for (HEAD or GET) since request `since`, not API calls."""
+    return sorted({path.split("/resolve/", 1)[1].split("/", 1)[1] for _, path, _ in hub.request_log[since:]
+                   if path.startswith(f"/{repo_id}/resolve/")})
+
+
+def test_a_repo_with_a_nested_gigabyte_downloads_none_of_it(hub_env, tiny_model, tmp_path):
+    """huggingface_hub's `*` matches '/': `*.safetensors` took checkpoint-1000/ and `*.json` eval/."""
+    bert = _bert_files(tiny_model)
+    repo = _seed(hub_env, f"{OWNER}/cluttered-bert", {
+        **bert, "consolidated.safetensors": bert["model.safetensors"], "trainer_state.json": "{}", "README.md": "# hi",
+        "eval/samples.json": '{"a": 1}\n{"a": 2}\n', "runs/Dec01/events.out.tfevents": b"\0" * 64,
+        "checkpoint-1000/config.json": bert["config.json"]}, big={"checkpoint-1000/model.safetensors": 1 << 30})
+    start = len(hub_env.request_log)
+    source = download(parse_hub_reference(repo), cache_dir=tmp_path, max_bytes=50_000_000)  # the gigabyte is not counted
+    assert _downloaded(source) == sorted(name for name in bert if name != "README.md")
+    assert _fetched(hub_env, start, repo) == _downloaded(source)
+    assert not any(name in path for path in os.listdir(tmp_path) for name in ("checkpoint", "eval", "runs"))
+
+
+def _shards(bert: dict[str, bytes]) -> dict[str, bytes]:
+    from safetensors.torch import load, save
+
+    tensors = load(bert["model.safetensors"])
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    files = {shard: save({n: tensors[n] for n in keys}) for shard, keys in halves.items()}
+    index = {"metadata": {}, "weight_map": {n: shard for shard, keys in halves.items() for n in keys}}
+    return {**files, "model.safetensors.index.json": json.dumps(index)}
+
+
+def test_a_sharded_repo_downloads_the_shards_its_index_names(hub_env, tiny_model, tmp_path):
+    bert = _bert_files(tiny_model, "model.safetensors")
+    shards = _shards(_bert_files(tiny_model))
+    stale = {"model-00001-of-00003.safetensors": shards["model-00001-of-00002.safetensors"]}  # an older sharding
+    repo = _seed(hub_env, f"{OWNER}/sharded-bert", {**bert, **shards, **stale})
+    source = download(parse_hub_reference(repo), cache_dir=tmp_path)
+    assert _downloaded(source) == sorted({*bert, *shards})
+
+
+def _escaping_repo(tiny_model, kind: str) -> dict[str, bytes | str]:
+    files = _bert_files(tiny_model)
+    if kind == "index":  # a real shard, and one that is another repo's (in a cache shared with its users)
+        files["model-00001-of-00001.safetensors"] = files.pop("model.safetensors")
+        name = f"../../../models--{OWNER}--secret-bert/snapshots/main/model.safetensors"
+        index = {"weight_map": {"a": "model-00001-of-00001.safetensors", "w": name}}
+        return {**files, "model.safetensors.index.json": json.dumps(index)}
+    pooling = f"../../../models--{OWNER}--secret-bert/snapshots/main/1_Pooling"
+    return {**files, "modules.json": json.dumps([{"path": pooling, "type": "sentence_transformers.models.Pooling"}])}
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("index", ["damaged model.safetensors.index.json", f"\"../../../models--{OWNER}--secret-bert/snapshots/main",
+               "which is not a file inside the model folder", "without absolute paths, '..' or backslashes"]),
+    ("modules", ["damaged modules.json", "Pooling module's path", "not a folder inside the model folder"]),
+])
+def test_a_name_leading_out_of_the_repo_is_refused_before_downloading(hub_env, tiny_model, tmp_path, capsys, kind, words):
+    repo = _seed(hub_env, f"{OWNER}/escaping-{kind}", _escaping_repo(tiny_model, kind))
+    start = len(hub_env.request_log)
+    code, err = run_cli([repo, "--output", tmp_path / "out"], capsys)
+    assert code == 2, err
+    assert all(word in err for word in words), err
+    assert not any(name.endswith(".safetensors") for name in _fetched(hub_env, start, repo))
+
+
+def test_a_sentence_transformers_repo_downloads_its_pooling_config_and_no_other_module(hub_env, tiny_model, tmp_path):
+    from converters.loading import load_preprocessor
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+               {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    bert = _bert_files(tiny_model)
+    repo = _seed(hub_env, f"{OWNER}/sentence-bert", {
+        **bert, "modules.json": json.dumps(modules), "1_Pooling/config.json": json.dumps({"pooling_mode_mean_tokens": True}),
+        "2_Dense/config.json": "{}", "2_Dense/model.safetensors": bert["model.safetensors"]})
+    source = download(parse_hub_reference(repo), cache_dir=tmp_path)
+    assert _downloaded(source) == sorted({*bert, "modules.json", "1_Pooling/config.json"})
+    assert load_preprocessor(source.path)["sentence_pooling"] == {"mode": "mean", "normalize": True}
+
+
+def test_weights_only_in_a_subfolder_are_not_a_model(hub_env, tiny_model, tmp_path, capsys):
+    bert = _bert_files(tiny_model, "model.safetensors")
+    repo = _seed(hub_env, f"{OWNER}/checkpoints-only", {**bert, "checkpoint-1000/model.safetensors": b"\0" * 16})
+    code, err = run_cli([repo, "--output", tmp_path / "out"], capsys)
+    assert code == 2, err
+    assert "has no model.safetensors or model.safetensors.index.json at its top level" in err
+    assert "(it has checkpoint-1000/model.safetensors)" in err
+
+
+def test_a_download_over_the_callers_limit_is_refused_before_it_starts(hub_env, tmp_path):
+    from converters.errors import UserInputError
+
+    start = len(hub_env.request_log)
+    with pytest.raises(UserInputError) as error:
+        download(parse_hub_reference(f"{OWNER}/tiny-bert"), cache_dir=tmp_path, max_bytes=1000)
+    assert f"The model '{OWNER}/tiny-bert' is too large to convert here" in str(error.value)
+    assert "more than the limit of 1.0 kB. Choose a smaller model" in str(error.value)
+    assert _fetched(hub_env, start, f"{OWNER}/tiny-bert") == []
+
+
+def test_a_download_the_disk_has_no_room_for_is_refused_and_a_cached_one_needs_none(hub_env, tmp_path, monkeypatch):
+    import shutil
+
+    from converters import source as source_module
+    from converters.errors import UserInputError
+
+    ref = parse_hub_reference(f"{OWNER}/tiny-bert")
+    full = shutil.disk_usage(tmp_path)._replace(free=source_module.DISK_MARGIN + 1000)
+    with monkeypatch.context() as patch:
+        patch.setattr(source_module.shutil, "disk_usage", lambda path: full)
+        with pytest.raises(UserInputError) as error:
+            download(ref, cache_dir=tmp_path / "cache" / "not-made-yet")  # its nearest existing parent is asked
+    message = str(error.value)
+    assert f"There is not enough disk space to download the model '{OWNER}/tiny-bert': its files need" in message
+    assert "plus 1.0 GB to convert it, and the disk has 1.0 GB free. Free some space" in message
+    download(ref, cache_dir=tmp_path)
+    monkeypatch.setattr(source_module.shutil, "disk_usage", lambda path: full)
+    assert download(ref, cache_dir=tmp_path).hub_id == ref.repo_id  # everything is in the cache already
