@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from converters.errors import ConverterError, UserInputError
-from converters.options import OPTIONS
+from converters.options import OPTIONS, ConversionOptions
 from ui import form, models, package_zip, render
 from worker import api
 from worker.progress import Redactor
@@ -94,7 +94,9 @@ class OptionsForm:
 class Destination:
     push: gr.Radio
     push_repo: gr.Textbox
-    private: gr.Checkbox
+    visibility: gr.Radio  # form.VISIBILITY_CHOICES
+    confirm_public: gr.Checkbox  # shown when a gated or private model's copy is to be public
+    licence_html: gr.HTML  # why a gated or private model's copy is private
     target_html: gr.HTML  # says so when the target repo exists (a push replaces its package)
     problem_html: gr.HTML  # the engine's refusal of these options for this model
     convert_button: gr.Button
@@ -189,7 +191,8 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
         check = wire_options(page)
         sizes = wire_sizes(page)
         target = wire_target(page)
-        wire_model_choice(page, check, sizes, target)
+        visibility = wire_visibility(page)
+        wire_model_choice(page, check, sizes, target, visibility)
         wire_job(page)
         wire_results(page)
         wire_my_jobs(page)
@@ -276,12 +279,16 @@ def destination_section() -> Destination:
                         elem_id="push")
         push_repo = gr.Textbox(label="Repo name", placeholder=form.default_push_repo(None, None),
                                info=form.HELP["push_repo"], elem_id="push-repo")
-        private = gr.Checkbox(False, label="Private repo", info=form.HELP["private"], elem_id="private")
+        visibility = gr.Radio(form.VISIBILITY_CHOICES, value=form.AUTO, label="Visibility", info=form.HELP["private"],
+                              elem_id="visibility")
+    licence_html = gr.HTML(elem_id="licence-note")
+    confirm_public = gr.Checkbox(False, label=form.CONFIRM_PUBLIC, visible=False, elem_id="confirm-public")
     target_html = gr.HTML(elem_id="push-target-note")
     problem_html = gr.HTML(elem_id="option-check")
     convert_button = gr.Button("Convert", variant="primary", interactive=False, elem_id="convert")
     submit_html = gr.HTML(elem_id="submit-message")
-    return Destination(push, push_repo, private, target_html, problem_html, convert_button, submit_html)
+    return Destination(push, push_repo, visibility, confirm_public, licence_html, target_html, problem_html,
+                       convert_button, submit_html)
 
 
 def job_view_section(group: gr.Column) -> JobView:
@@ -491,10 +498,11 @@ def wire_options(page: Page) -> dict:
 
     def push_changed(data: dict) -> dict:
         new_repo = data[page.destination.push] != form.PULL_REQUEST
-        return {page.destination.push_repo: gr.update(visible=new_repo), page.destination.private: gr.update(visible=new_repo)}
+        return {page.destination.push_repo: gr.update(visible=new_repo),
+                page.destination.visibility: gr.update(visible=new_repo)}
 
     page.destination.push.change(push_changed, {page.destination.push},
-                                 [page.destination.push_repo, page.destination.private], **QUIET)
+                                 [page.destination.push_repo, page.destination.visibility], **QUIET)
     return {"fn": check, "inputs": inputs, "outputs": outputs}
 
 
@@ -527,11 +535,39 @@ def wire_sizes(page: Page) -> dict:
     return {"fn": sizes, "inputs": inputs, "outputs": [size_radio]}
 
 
+def restricted(summary) -> bool:
+    """Whether the model read is gated or private (its copy is then private by default)."""
+    return bool(summary and (summary.gated or summary.private))
+
+
+def wire_visibility(page: Page) -> dict:
+    """Say before Convert why a gated or private model's copy is private, and ask for a
+    confirmation when its copy is to be public. Also runs once a model is read."""
+    where = page.destination
+
+    def explain(data: dict) -> dict:
+        summary = data[page.summary]
+        note = form.restricted_note(summary.repo_id, summary.gated, summary.private, data[where.visibility]) \
+            if restricted(summary) else None
+        public = restricted(summary) and data[where.visibility] == form.PUBLIC
+        return {where.licence_html: render.message(note, "warning" if public else "info") if note else "",
+                where.confirm_public: gr.update(visible=public, value=False if not public else data[where.confirm_public])}
+
+    inputs, outputs = {page.summary, where.visibility, where.confirm_public}, [where.licence_html, where.confirm_public]
+    where.visibility.change(explain, inputs, outputs, concurrency_limit=None, **QUIET)
+    return {"fn": explain, "inputs": inputs, "outputs": outputs}
+
+
+# The options a default repo name carries (worker.spec.variant).
+NAMING_OPTIONS = ("precision", "quantize", "kv_cache", "format")
+
+
 def wire_target(page: Page) -> dict:
     """Say before Convert when the target repo exists: a push replaces the package in it.
     Returns the event (fn, inputs, outputs), which also runs once a model is read."""
     where = page.destination
-    inputs = {where.push, where.push_repo, page.summary, page.session}
+    naming = {name: page.options.fields[name] for name in NAMING_OPTIONS}
+    inputs = {where.push, where.push_repo, page.summary, page.session, *naming.values()}
     # Every edit is looked up with its own text, and only a session's newest answer is shown
     # (models.NewestQuery): Gradio's `always_last` re-sends a stale value for the run it defers.
     newest = models.NewestQuery()
@@ -541,20 +577,29 @@ def wire_target(page: Page) -> dict:
         user, token = identity(data[page.session], profile, oauth)
         summary = data[page.summary]
         note = ""
-        repo = form.push_target(data[where.push_repo], user, summary.name if summary and summary.repo_id else None)
+        try:
+            options = ConversionOptions.from_strings(**{name: data[field] for name, field in naming.items()})
+        except UserInputError:
+            options = None  # the option check says what is wrong; name the repo by the defaults meanwhile
+        name = summary.name if summary and summary.repo_id else None
+        repo = form.push_target(data[where.push_repo], user, name, options)
         if data[where.push] != form.PULL_REQUEST and repo and models.repo_exists(repo, token):
             note = render.message(form.existing_target_note(repo), "warning")
-        return note if newest.is_newest(request.session_hash, ticket) else gr.skip()
+        if not newest.is_newest(request.session_hash, ticket):
+            return gr.skip()
+        return {where.target_html: note, where.push_repo: gr.update(placeholder=form.default_push_repo(user, name, options))}
 
     # One lookup at a time, in the order the browser sent them: run side by side, an earlier
     # edit's lookup could start after a later one's and take the "newest" ticket from it.
-    where.push.change(announce, inputs, [where.target_html], concurrency_limit=1, concurrency_id="push-target", **QUIET)
-    where.push_repo.change(announce, inputs, [where.target_html], concurrency_limit=1, concurrency_id="push-target",
+    outputs = [where.target_html, where.push_repo]
+    for field in (where.push, *naming.values()):
+        field.change(announce, inputs, outputs, concurrency_limit=1, concurrency_id="push-target", **QUIET)
+    where.push_repo.change(announce, inputs, outputs, concurrency_limit=1, concurrency_id="push-target",
                            trigger_mode="multiple", show_progress="hidden", **QUIET)
-    return {"fn": announce, "inputs": inputs, "outputs": [where.target_html]}
+    return {"fn": announce, "inputs": inputs, "outputs": outputs}
 
 
-def wire_model_choice(page: Page, check: dict, sizes: dict, target: dict) -> None:
+def wire_model_choice(page: Page, check: dict, sizes: dict, target: dict, visibility: dict) -> None:
     """Suggestions while typing, then the model's summary and tasks, then the option check and
     the expected sizes."""
     chosen = page.model
@@ -608,6 +653,7 @@ def wire_model_choice(page: Page, check: dict, sizes: dict, target: dict) -> Non
     read.then(**check, concurrency_limit=None, **QUIET)
     read.then(**sizes, concurrency_limit=None, **QUIET)
     read.then(**target, concurrency_limit=None, **QUIET)
+    read.then(**visibility, concurrency_limit=None, **QUIET)
 
 
 def wire_job(page: Page) -> None:
@@ -620,7 +666,8 @@ def wire_job(page: Page) -> None:
             model=data[chosen.model_box] or "", task=data[chosen.task_radio],
             option_values={name: data[field] for name, field in options.fields.items()},
             runner=data[options.runner], push=data[where.push], push_repo=data[where.push_repo],
-            private=data[where.private], push_even_if_invalid=data[options.push_anyway])
+            visibility=data[where.visibility], push_even_if_invalid=data[options.push_anyway],
+            restricted=restricted(data[page.summary]), confirmed_public=data[where.confirm_public])
         try:
             if not token:
                 raise UserInputError("Sign in first: the package is pushed to your Hugging Face account.")
@@ -637,7 +684,7 @@ def wire_job(page: Page) -> None:
     where.convert_button.click(
         submit,
         {chosen.model_box, chosen.task_radio, *options.fields.values(), options.runner, options.push_anyway,
-         where.push, where.push_repo, where.private, page.view, page.session},
+         where.push, where.push_repo, where.visibility, where.confirm_public, page.summary, page.view, page.session},
         [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, **QUIET,
     ).then(None, js=SCROLL_TO_JOB)  # the job view appears below the form: bring it into sight
 

@@ -176,6 +176,8 @@ class HubModel:
     sha: str | None = None
     private: bool = False
     gated: bool = False
+    license: str | None = None  # the card's licence id (its `license` field), if any
+    base_model: list[str] = field(default_factory=list)  # the card's `base_model`, if any
     pipeline_tag: str | None = None
     files: list[str] = field(default_factory=list)
     parameters: int | None = None  # from the safetensors headers, as the Hub counts them
@@ -214,6 +216,16 @@ class HubModel:
         return cls.modality if cls else None
 
 
+def card_licence(info) -> tuple[str | None, list[str]]:
+    """The model card's `license` and `base_model` (the copy's card repeats them)."""
+    data = getattr(info, "card_data", None) or getattr(info, "cardData", None) or {}
+    get = data.get if hasattr(data, "get") else lambda key, default=None: getattr(data, key, default)
+    licence, base = get("license", None), get("base_model", None) or []
+    if isinstance(licence, list):
+        licence = licence[0] if licence else None
+    return (str(licence) if licence else None), [str(b) for b in ([base] if isinstance(base, str) else base)]
+
+
 def preflight(
     ref: HubReference,
     token: str | None = None,
@@ -234,6 +246,7 @@ def preflight(
     info = inspect_hub_model(ref, token)
     model.sha = info.sha
     model.private, model.gated = bool(info.private), bool(info.gated)
+    model.license, model.base_model = card_licence(info)
     model.pipeline_tag = info.pipeline_tag
     model.files = [s.rfilename for s in info.siblings or []]
     model.weight_bytes = sum(s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors"))

@@ -376,6 +376,26 @@ def test_convert_waits_for_a_request_that_can_run(page, tmp_path):
     assert page.inner_text("#option-check").strip() == ""
 
 
+def test_a_gated_models_copy_is_private_and_public_needs_a_confirmation(page, tmp_path):
+    """Said before Convert: why the copy of a gated model goes to a private repo; choosing
+    Public asks to confirm that its licence allows it, and Convert without it says so."""
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    choose_model(page, f"{OWNER}/gated-bert")
+    page.wait_for_function("() => document.querySelector('#licence-note')?.innerText.includes('private repo')")
+    assert "alice/gated-bert is gated" in page.inner_text("#licence-note")
+    assert not page.locator("#confirm-public").is_visible()
+    page.locator("#visibility input[value=public]").check()
+    page.locator("#confirm-public").wait_for(state="visible")
+    assert "may break its licence" in page.inner_text("#licence-note")
+    page.click("#convert")
+    page.wait_for_function("() => document.querySelector('#submit-message')?.innerText.includes('confirm')")
+    assert "its licence allows it" in page.inner_text("#submit-message")
+    assert page.query_selector("#job-status [data-state]") is None  # nothing was queued
+    page.locator("#licence-note").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "2c-gated-model-public-needs-confirmation")
+
+
 def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
     sign_in(page, "hf_not_a_real_token")
     page.wait_for_selector("#user [data-level=error]")
@@ -443,7 +463,7 @@ def test_a_float16_only_failure_says_so_once_and_its_float32_action_converts(pag
     assert "float32" in page.inner_text("#job-results") and not page.locator("#convert-float32").is_visible()
     # The form now says what was converted: float32.
     assert page.locator("#precision label:has(input:checked)").inner_text().startswith("float32")
-    pushed = service.hub.files(f"{OWNER}/fragile-bert-coreml")
+    pushed = service.hub.files(f"{OWNER}/fragile-bert-float32-coreml")  # the variant is in the default name
     assert any(name.endswith(".mlpackage/Manifest.json") for name in pushed)
     # A float32 package has no float16 emulation rows: no device runs it in float16.
     assert "emulation" not in page.inner_text("#job-results [data-role=validation-table]")

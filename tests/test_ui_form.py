@@ -25,7 +25,7 @@ def test_defaults_make_the_default_job():
     assert spec.repo_id == "alice/tiny-bert" and spec.task == "fill-mask" and spec.user == "alice"
     assert spec.options.precision == "float16" and str(spec.options.sequence_length) == "128"
     assert spec.options.minimum_deployment_target == "iOS17" and spec.options.naming == "swift-transformers"
-    assert spec.push.kind == NEW_REPO and spec.push.repo_id is None and not spec.push.private
+    assert spec.push.kind == NEW_REPO and spec.push.repo_id is None and spec.push.private is None  # like the source
     assert spec.runner == "any" and not spec.push_even_if_invalid
     assert spec.push_repo_id == "alice/tiny-bert-coreml"
     assert TOKEN not in repr(spec) and TOKEN not in str(spec.to_json())
@@ -33,7 +33,7 @@ def test_defaults_make_the_default_job():
 
 def test_every_option_reaches_the_spec():
     spec = values(model="https://huggingface.co/alice/tiny-bert/tree/v1", precision="float32", sequence_length=" 64, 128 ",
-                  runner="macos", minimum_deployment_target="iOS18", naming="exporters", push_repo=" alice/custom ", private=True,
+                  runner="macos", minimum_deployment_target="iOS18", naming="exporters", push_repo=" alice/custom ", visibility=form.PRIVATE,
                   push_even_if_invalid=True).to_spec(TOKEN, "alice")
     assert spec.repo_id == "alice/tiny-bert" and spec.revision == "v1"
     assert spec.options.precision == "float32" and spec.options.sequence_length.sizes == (64, 128)
@@ -43,8 +43,8 @@ def test_every_option_reaches_the_spec():
 
 
 def test_a_pull_request_ignores_the_repo_name_field():
-    spec = values(push=PULL_REQUEST, push_repo="alice/ignored", private=True).to_spec(TOKEN, "alice")
-    assert spec.push.kind == PULL_REQUEST and spec.push.repo_id is None and not spec.push.private
+    spec = values(push=PULL_REQUEST, push_repo="alice/ignored", visibility=form.PRIVATE).to_spec(TOKEN, "alice")
+    assert spec.push.kind == PULL_REQUEST and spec.push.repo_id is None and spec.push.private is None
     assert spec.push_repo_id == "alice/tiny-bert"
 
 
@@ -256,3 +256,15 @@ def test_the_size_choice_shows_sizes_once_a_model_is_chosen(tiny_model):
     assert all(" · about " in label and label.split(" · about ")[1].split(" ")[1] == "MB" for label in choices.values())
     assert choices["int4"].endswith("needs iOS18") and "needs" not in choices["int8"]
     assert all("about" not in label for label, _ in handler.fn(data(None))[size_field]["choices"])  # no model yet
+
+
+def test_a_gated_models_copy_is_public_only_when_the_user_confirms_its_licence_allows_it():
+    assert values(visibility=form.PUBLIC).to_spec(TOKEN, "alice").push.private is False  # an open model: as chosen
+    with pytest.raises(UserInputError, match="gated or private: its copy goes to a public repo only if you confirm"):
+        values(visibility=form.PUBLIC, restricted=True).to_spec(TOKEN, "alice")
+    assert values(visibility=form.PUBLIC, restricted=True, confirmed_public=True).to_spec(TOKEN, "alice").push.private is False
+    assert values(restricted=True).to_spec(TOKEN, "alice").push.private is None  # the worker makes it private
+    note = form.restricted_note("alice/gated-llama", gated=True, private=False, visibility=form.AUTO)
+    assert note == "alice/gated-llama is gated (its authors grant access on conditions), so its copy is pushed to a private repo."
+    assert "tick the box below only if its licence lets you publish it" in form.restricted_note("a/b", True, False, form.PUBLIC)
+    assert form.restricted_note("a/b", False, False, form.PUBLIC) is None

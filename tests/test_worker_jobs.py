@@ -467,7 +467,7 @@ def test_recent_jobs_and_workers(service, new_repo_job):
     assert recent == sorted(recent, key=lambda j: j["submitted_at"] or "", reverse=True)
     (worker,) = api.workers()
     assert worker["name"] == "jobs-worker" and worker["os"] == "Linux" and worker["coreml_runtime"] == "no"
-    assert worker["queues"] == "default" and int(worker["max_params"]) == 50_000_000
+    assert worker["queues"] == "tries,default" and int(worker["max_params"]) == 50_000_000  # tries first
     assert api.status("cv-unknown")["state"] == "unknown"
 
 

@@ -158,9 +158,21 @@ def test_embedded_backend_starts_keeps_jobs_across_restarts_and_stops(worker_rep
 
     backend = start_backend(log_file=tmp_path / "embedded.log")
     try:
-        assert backend.embedded and backend.redis_url.startswith("redis://127.0.0.1:")
+        assert backend.embedded and backend.redis_url.startswith("redis://:")
         key_file = tmp_path / "state" / "secret.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        # Redis wants this deployment's password (else any local process could queue code for
+        # the worker to run), kept in a file only we read, never on a command line.
+        password = (tmp_path / "state" / "redis" / "password").read_text().strip()
+        assert len(password) >= 32 and f":{password}@127.0.0.1:" in backend.redis_url
+        assert stat.S_IMODE((tmp_path / "state" / "redis" / "password").stat().st_mode) == 0o600
+        from redis import Redis
+        from redis.exceptions import AuthenticationError, ResponseError
+
+        with pytest.raises((AuthenticationError, ResponseError), match="(?i)auth"):
+            Redis.from_url(backend.redis_url.replace(f":{password}@", "")).ping()
+        for process in [backend.redis, *backend.workers]:
+            assert password not in Path(f"/proc/{process.pid}/cmdline").read_text()
         done_id = api.submit(make_spec(push_repo="alice/embedded-target"))
         done = wait_until(lambda: (s := api.status(done_id))["state"] in ("finished", "failed") and s, 120)
         assert done["state"] == "finished", done

@@ -33,8 +33,34 @@ def test_spec_reads_urls_aliases_and_loose_values():
     assert spec.options == ConversionOptions.from_strings(precision="float32", sequence_length="64", minimum_deployment_target="iOS18")
     assert spec.push.kind == PULL_REQUEST and spec.push_repo_id == "alice/tiny-bert"
     assert build(private=True, user="bob").push_repo_id == "bob/tiny-bert-coreml"
-    assert build(push="pull-request", private=True).push.private is False  # a PR has no visibility of its own
+    assert build(push="pull-request", private=True).push.private is None  # a PR has no visibility of its own
     assert build(runner="macos").queue_name == "macos" and build().queue_name == "default"
+
+
+def test_a_gated_or_private_source_is_pushed_private_unless_the_user_chose():
+    follow = build(user="bob")
+    assert follow.push.private is None  # nothing chosen: follow the source
+    assert follow.private_for(source_gated=True, source_private=False) is True
+    assert follow.private_for(source_gated=False, source_private=True) is True
+    assert follow.private_for(source_gated=False, source_private=False) is False
+    assert build(user="bob", private=False).private_for(True, False) is False  # an explicit choice stands
+    assert build(user="bob", private=True).private_for(False, False) is True
+    assert JobSpec.from_json(follow.to_json()).push.private is None  # kept as "not chosen" through the queue
+
+
+def test_the_default_repo_name_carries_the_variant():
+    def name(**options):
+        return build(user="bob", options=options).push_repo_id
+
+    assert name() == "bob/tiny-bert-coreml"
+    assert name(quantize="int4", kv_cache="stateful", minimum_deployment_target="iOS18") == "bob/tiny-bert-int4-stateful-coreml"
+    assert name(precision="float32") == "bob/tiny-bert-float32-coreml"
+    assert name(format="coreai") == "bob/tiny-bert-coreai" and name(format="both") == "bob/tiny-bert-coreml-coreai"
+    assert build("alice/tiny-coreml", user="bob").push_repo_id == "bob/tiny-coreml"  # no "-coreml-coreml"
+    # Different variants of one model never share a default repo.
+    variants = [{}, {"quantize": "int8"}, {"quantize": "int4", "minimum_deployment_target": "iOS18"},
+                {"precision": "float32"}, {"kv_cache": "stateful", "minimum_deployment_target": "iOS18"}]
+    assert len({name(**v) for v in variants}) == len(variants)
 
 
 def test_spec_json_round_trip_never_carries_the_token():

@@ -11,7 +11,7 @@ from converters.errors import UserInputError
 from converters.options import OPTIONS, ConversionOptions, SequenceLength, meets
 from converters.size_estimate import megabytes
 from converters.tasks import TASKS
-from worker.spec import NEW_REPO, PULL_REQUEST, JobSpec
+from worker.spec import NEW_REPO, PULL_REQUEST, JobSpec, default_repo_name
 
 RUNNER_CHOICES = [
     ("Any worker: reference executor, exact fp32 and fp16 device emulation", "any"),
@@ -48,8 +48,30 @@ HELP = {
     "push_anyway": "Off by default: a package that fails validation is not pushed.",
     "push": "Where the converted package goes.",
     "push_repo": "Leave empty for <you>/<model>-coreml.",
-    "private": "Only you (and your organisation) can see a private repo.",
+    "private": "Only you (and your organisation) can see a private repo. A gated or private model's copy is "
+               "private unless you choose otherwise.",
 }
+
+# Who can see the new repo. "auto": like the source — a gated or private model's copy is
+# private, since its licence or its owner may not allow a public one.
+AUTO, PRIVATE, PUBLIC = "auto", "private", "public"
+VISIBILITY_CHOICES = [
+    ("Like the model (private if it is gated or private)", AUTO),
+    ("Private", PRIVATE),
+    ("Public", PUBLIC),
+]
+CONFIRM_PUBLIC = "I may publish a copy of this model: its licence allows it"
+
+
+def restricted_note(repo_id: str, gated: bool, private: bool, visibility: str) -> str | None:
+    """Said before Convert when the model is gated or private: where its copy goes and why."""
+    if not (gated or private):
+        return None
+    kind = "gated (its authors grant access on conditions)" if gated else "private"
+    if visibility == PUBLIC:
+        return (f"{repo_id} is {kind}. A public copy would let anyone skip its conditions and may break its licence: "
+                "tick the box below only if its licence lets you publish it.")
+    return f"{repo_id} is {kind}, so its copy is pushed to a private repo."
 
 
 def option_field(name: str) -> dict[str, Any]:
@@ -134,8 +156,10 @@ class FormValues:
     runner: str = "any"
     push: str = NEW_REPO
     push_repo: str = ""
-    private: bool = False
+    visibility: str = AUTO  # VISIBILITY_CHOICES
     push_even_if_invalid: bool = False
+    restricted: bool = False  # the model is gated or private (from its summary)
+    confirmed_public: bool = False  # CONFIRM_PUBLIC ticked
 
     def options(self) -> ConversionOptions:
         return ConversionOptions.from_strings(**self.option_values)
@@ -148,6 +172,9 @@ class FormValues:
             raise UserInputError("Pick a task: the model's supported tasks appear once it is read from the Hub.")
         options = self.options()
         push_repo = (self.push_repo or "").strip() if self.push != PULL_REQUEST else ""
+        if self.visibility == PUBLIC and self.restricted and not self.confirmed_public and self.push != PULL_REQUEST:
+            raise UserInputError("This model is gated or private: its copy goes to a public repo only if you confirm "
+                                 "that its licence allows it (the box under Visibility), or choose Private.")
         return JobSpec.build(
             self.model,
             token=token,
@@ -155,20 +182,21 @@ class FormValues:
             options=options.to_dict(),
             push=self.push or NEW_REPO,
             push_repo=push_repo or None,
-            private=bool(self.private),
+            private={PRIVATE: True, PUBLIC: False}.get(self.visibility),
             push_even_if_invalid=bool(self.push_even_if_invalid),
             runner=self.runner or "any",
             user=user,
         )
 
 
-def push_target(typed: str | None, user: str | None, model_name: str | None) -> str | None:
+def push_target(typed: str | None, user: str | None, model_name: str | None,
+                options: ConversionOptions | None = None) -> str | None:
     """The repo a new-repo push goes to, as the job will name it: the typed ID, or the default
-    for this user and model; None while either is unknown."""
+    for this user, model and options; None while either is unknown."""
     typed = (typed or "").strip()
     if typed:
         return typed if "/" in typed else (f"{user}/{typed}" if user else None)
-    return default_push_repo(user, model_name) if user and model_name else None
+    return default_push_repo(user, model_name, options) if user and model_name else None
 
 
 def existing_target_note(repo_id: str) -> str:
@@ -176,10 +204,10 @@ def existing_target_note(repo_id: str) -> str:
             "it holds (its other files stay). Type another repo name to keep them.")
 
 
-def default_push_repo(user: str | None, model_name: str | None) -> str:
-    """The placeholder of the target-repo field: where a new repo goes by default."""
-    name = model_name or "<model>"
-    return f"{user or '<you>'}/{name if name.lower().endswith('-coreml') else name + '-coreml'}"
+def default_push_repo(user: str | None, model_name: str | None, options: ConversionOptions | None = None) -> str:
+    """The placeholder of the target-repo field: where a new repo goes by default (the
+    options' variant in its name, as the job names it)."""
+    return default_repo_name(user or "<you>", model_name or "<model>", options or ConversionOptions())
 
 
 __all__ = [
@@ -188,6 +216,8 @@ __all__ = [
     "push_target",
     "HELP",
     "PUSH_CHOICES",
+    "VISIBILITY_CHOICES",
+    "restricted_note",
     "RUNNER_CHOICES",
     "default_push_repo",
     "option_field",

@@ -27,7 +27,7 @@ from converters.errors import UserInputError
 from converters.options import ConversionOptions
 from converters.source import hub_unavailable
 
-from . import capabilities, queues, settings, tokens, workdirs
+from . import capabilities, queues, quotas, settings, tokens, workdirs
 from .progress import now_iso
 from .spec import JobSpec
 from .states import ErrorKind, JobState
@@ -82,6 +82,8 @@ def submit(spec: JobSpec) -> str:
     existing = queues.fetch_job(latest, redis)
     if existing is not None and existing.get_status() in ACTIVE:
         return latest
+    index = _user_key(spec.user)
+    quotas.check_conversions(redis, spec.user, [raw.decode() for raw in redis.zrange(index, 0, -1)])
     # Asked again after it ended: a new run beside the old one, which stays in "My jobs".
     job_id = request if queues.fetch_job(request, redis) is None else f"{request}-{time.time_ns():x}"
     redis.set(latest_key, job_id, ex=settings.result_ttl())
@@ -115,7 +117,6 @@ def submit(spec: JobSpec) -> str:
         )
     except DuplicateJobError:
         return job_id  # an identical request won the race
-    index = _user_key(spec.user)
     redis.zadd(index, {job_id: time.time()})
     redis.zremrangebyrank(index, 0, -RECENT_PER_USER - 1)
     redis.expire(index, settings.result_ttl())
@@ -146,9 +147,13 @@ def submit_try(job_id: str, token: str | None, user: str | None, kind: str, inpu
     for key in ("text", "other"):
         if key in inputs:
             inputs[key] = try_it.check_text(inputs[key], "The prompt" if kind == "generate" else "The text")
+    quotas.check_try(redis, user)
     try_id = f"try-{job_id}-{time.time_ns():x}"
     tokens.store(redis, try_id, token or "")
-    queues.queue(settings.GENERAL_QUEUE, redis).enqueue(
+    quotas.record_try(redis, user, try_id)
+    # Their own queue, which workers serve first: a try (seconds to minutes, one per user at a
+    # time) never waits behind queued conversions, and the per-user limits bound what it delays.
+    queues.queue(settings.TRY_QUEUE, redis).enqueue(
         "worker.try_it.run", kwargs={"request": {"job_id": job_id, "kind": kind, "inputs": inputs}},
         job_id=try_id, meta={"user": user, "kind": "try"}, job_timeout=TRY_TIMEOUT, ttl=settings.queue_ttl(),
         result_ttl=TRY_KEEP, failure_ttl=TRY_KEEP)
@@ -300,6 +305,8 @@ def cancel(job_id: str, user: str | None = None) -> dict:
         else:
             return status(job_id)
     tokens.delete(redis, job_id)
+    # rq's registry of cancelled jobs has no expiry of its own: bound it like the jobs.
+    redis.expire(f"rq:canceled:{job.origin}", settings.result_ttl())
     if job.get_status() == JobStatus.CANCELED:
         meta = job.get_meta(refresh=True)
         meta.update(cancelled=True, message="Cancelled", ended_at=now_iso())

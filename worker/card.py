@@ -95,7 +95,7 @@ def warning_lines(validation: dict) -> list[str]:
 
 
 def card_body(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str],
-              tokenizer_files: list[str] | None = None) -> str:
+              tokenizer_files: list[str] | None = None, terms: list[str] | None = None) -> str:
     """`tokenizer_files`: which of TOKENIZER_FILES the named tokenizer repo has (None: not known)."""
     validation = report.get("validation") or {}
     lines = warning_lines(validation)
@@ -106,6 +106,7 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
         f"Converted from [{source_repo}]({source_url}) (revision `{revision[:12]}`) for **{task}** "
         "with Core ML Converter.",
         "",
+        *([*terms, ""] if terms else []),
         *untested_lines(report),
         "## Packages",
         "",
@@ -645,17 +646,32 @@ def swift_transformers_caveats(options: dict) -> list[str]:
     return caveats
 
 
+def licence_lines(source_repo: str, licence: str | None, gated: bool, private: bool, pushed_private: bool) -> list[str]:
+    """The source's terms, which a copy carries: its licence, and its gate."""
+    lines = [f"Licence: the source's, **`{licence}`**." if licence
+             else f"Licence: {source_repo} states none; ask its authors before you redistribute it."]
+    if gated or private:
+        kind = "gated: its authors grant access on conditions" if gated else "private"
+        lines += ["", f"The source model is {kind}. This copy " + (
+            "was pushed private, so the same people can reach it; keep it so unless its licence lets you publish it."
+            if pushed_private else "was made public by the person who converted it, who confirmed its licence allows it.")]
+    return lines
+
+
 def model_card(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str],
-               modality: str | None = None, tokenizer_files: list[str] | None = None) -> str:
-    """README.md for a new repo: YAML metadata, then the body."""
+               modality: str | None = None, tokenizer_files: list[str] | None = None, licence: str | None = None,
+               terms: list[str] | None = None) -> str:
+    """README.md for a new repo: YAML metadata (with the source's `licence`), then the body
+    (`terms`: licence_lines, after the introduction)."""
     tags = ["coreml", "core-ml-converter"] + (["coreai"] if any(p.endswith(AIMODEL) for p in package_paths) else [])
     if ValidationReport.from_json(report.get("validation")).passed is not True:
         tags.append("unvalidated")
     data = ModelCardData(
         base_model=source_repo,
+        license=licence,
         tags=tags,
         pipeline_tag=pipeline_tag(report["task"], modality),
     )
     body = card_body(source_repo=source_repo, revision=revision, source_url=source_url, report=report,
-                     package_paths=package_paths, tokenizer_files=tokenizer_files)
+                     package_paths=package_paths, tokenizer_files=tokenizer_files, terms=terms)
     return f"---\n{data.to_yaml()}\n---\n\n{body}"

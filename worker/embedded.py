@@ -1,5 +1,6 @@
 """The embedded default: with no REDIS_URL, run a private `redis-server` (bound to
-127.0.0.1 on a free port, data in `state/redis` with an append-only file, so a restart
+127.0.0.1 on a free port, with a password made once per deployment and kept in
+`state/redis/password`, data in `state/redis` with an append-only file, so a restart
 keeps queued and finished jobs) and worker processes next to the app. With REDIS_URL,
 start nothing and use that Redis (self-hosting: workers run elsewhere, `python -m worker`).
 
@@ -16,6 +17,7 @@ import atexit
 import ctypes
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -64,12 +66,12 @@ def start_backend(*, workers: int = 1, worker_args: list[str] | None = None, log
     backend = Backend(url, redis_process)
     atexit.register(backend.stop)
     tokens.server_key()  # created now, so the app and its workers read the same key file
-    env = dict(os.environ, REDIS_URL=url)
+    env = dict(os.environ, REDIS_URL=url)  # the URL holds the password: the environment, never argv
     output = open(log_file, "ab") if log_file else None  # noqa: SIM115 - the children keep it open
     for _ in range(workers):
         backend.workers.append(
             subprocess.Popen(
-                [sys.executable, "-m", "worker", "--url", url, *(worker_args or [])],
+                [sys.executable, "-m", "worker", *(worker_args or [])],
                 cwd=settings.ROOT, env=env, stdout=output, stderr=subprocess.STDOUT if output else None,
                 preexec_fn=_die_with_parent,
             )
@@ -86,11 +88,15 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
             "`make run` does this) or set REDIS_URL to a Redis you run."
         )
     data_dir.mkdir(parents=True, exist_ok=True)
+    password = _password(data_dir)
+    config = data_dir / "redis.conf"  # the password in a file only we can read (argv is public)
+    _write_private(config, f"requirepass {password}\n")
     for _attempt in range(3):  # the free port may be taken between choosing and binding it
         port = _free_port()
         process = subprocess.Popen(
             [
                 binary,
+                str(config),
                 "--port", str(port),
                 "--bind", "127.0.0.1",
                 "--dir", str(data_dir),
@@ -102,12 +108,28 @@ def _start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )
-        url = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
         if _wait_for_redis(url, process):
             return process, url
         _terminate(process, 5)
     log = (data_dir / "redis.log").read_text(errors="replace")[-2000:] if (data_dir / "redis.log").exists() else ""
     raise RuntimeError(f"redis-server did not start (data in {data_dir}). Its log ends with:\n{log}")
+
+
+def _password(data_dir: Path) -> str:
+    """This deployment's Redis password, made once: without it any local process could queue
+    a job naming any function, which the worker would import and run."""
+    path = data_dir / "password"
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
 
 def _wait_for_redis(url: str, process: subprocess.Popen, timeout: float = 20.0) -> bool:

@@ -138,6 +138,24 @@ def push_pull_request(*, token: str, repo_id: str, user: str, files: dict[str, P
                       reused_pull_request=ours is not None)
 
 
+def landed_commit(token: str | None, repo_id: str, title: str, since_iso: str) -> str | None:
+    """The URL of a commit titled `title` made to `repo_id` since `since_iso`, or None
+    (what a job killed mid-push actually left)."""
+    from datetime import datetime
+
+    from huggingface_hub import errors
+
+    since = datetime.fromisoformat(since_iso)
+    try:
+        commits = _api(token or None).list_repo_commits(repo_id)
+    except errors.RepositoryNotFoundError:
+        return None
+    for commit in commits:
+        if commit.title == title and commit.created_at >= since.replace(microsecond=0):
+            return f"{endpoint()}/{repo_id}/commit/{commit.commit_id}"
+    return None
+
+
 def _replace_ops(api, repo_id: str, revision: str | None, folders: list[str]) -> list:
     """Delete a previous version of each package folder, so no stale file survives in it."""
     from huggingface_hub import CommitOperationDelete

@@ -28,6 +28,7 @@ from converters.source import HubReference, download
 from . import card, hub, settings, tokens, workdirs
 from .conversion import convert_and_validate
 from .lifecycle import timeout_message
+from .repo_lock import repo_lock
 from .progress import JobProgress, LogTailHandler, Redactor, now_iso
 from .resolve import resolve
 from .spec import PULL_REQUEST, JobSpec
@@ -67,6 +68,7 @@ def run(spec: dict) -> dict:
         if token is None:
             raise UserInputError("This job's token has expired (jobs keep it for a limited time). Submit it again.")
         workdir = workdirs.create(job.id)
+        workdirs.hold_temporary_files(workdir)
         result = convert_and_push(JobSpec.from_json(spec, token=token), progress, workdir)
         progress.stage("done", "Done")
         progress.set(ended_at=now_iso())
@@ -176,7 +178,8 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
     resolved = retry("the check", resolve, spec, token, workdir / "resolve")
     size = f"{resolved.parameters:,} parameters" if resolved.parameters else f"{resolved.weight_bytes:,} bytes"
     progress.log(f"{resolved.model_type} model, task {resolved.task}, {size}, revision {resolved.revision[:12]}")
-    progress.set(task=resolved.task, revision=resolved.revision, model_type=resolved.model_type)
+    progress.set(task=resolved.task, revision=resolved.revision, model_type=resolved.model_type,
+                 source_restricted=resolved.gated or resolved.private)
 
     progress.stage("download", f"Downloading {resolved.weight_bytes / 1e6:.1f} MB of weights")
     source = retry("the download", download, HubReference(resolved.repo_id, resolved.revision), token=token,
@@ -212,15 +215,24 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
         )
     else:
         target = spec.push_repo_id
-        progress.stage("push", f"Pushing to {target}")
+        private = spec.private_for(resolved.gated, resolved.private)
+        if private and spec.push.private is None:
+            progress.log(f"{resolved.repo_id} is {'gated' if resolved.gated else 'private'}: its copy is pushed private")
         readme = card.model_card(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
                                  report=report, package_paths=roots, modality=_modality(report),
-                                 tokenizer_files=tokenizer_files)
-        pushed = hub.push_new_repo(
-            token=token, repo_id=target, private=spec.push.private, readme=readme,
-            files=hub.upload_plan(output_dir, result.packages, source.path),
-            commit_message=f"{title} of {resolved.repo_id}@{resolved.revision[:12]}", replace_folders=roots,
-        )
+                                 tokenizer_files=tokenizer_files, licence=resolved.license,
+                                 terms=card.licence_lines(resolved.repo_id, resolved.license, resolved.gated,
+                                                          resolved.private, private))
+        commit_message = f"{title} of {resolved.repo_id}@{resolved.revision[:12]}"
+        progress.stage("push", f"Waiting for other pushes to {target}")
+        with repo_lock(progress.job.connection, target):  # one writer per repo, from "does it exist" to the commit
+            progress.stage("push", f"Pushing to {target}")
+            progress.set(push_commit=commit_message, push_started_at=now_iso())  # what landed, if the worker dies
+            pushed = hub.push_new_repo(
+                token=token, repo_id=target, private=private, readme=readme,
+                files=hub.upload_plan(output_dir, result.packages, source.path),
+                commit_message=commit_message, replace_folders=roots,
+            )
     progress.set(links=pushed.links(), pushed=True)
     progress.log(f"pushed: {pushed.pull_request_url or pushed.commit_url}")
 

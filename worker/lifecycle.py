@@ -35,11 +35,14 @@ def timeout_message(seconds: int | None) -> str:
 
 
 def end(job, connection: Redis, *, error: str | None, kind: ErrorKind | None) -> None:
-    """Forget the job's secrets and files; record `error` unless the job recorded one."""
+    """Forget the job's secrets and files; record `error` unless the job recorded one. A job
+    that died while pushing says what actually landed, read back from the Hub."""
     try:
+        meta = job.get_meta(refresh=True)
+        if error and meta.get("push_started_at") and not meta.get("pushed"):
+            error = _after_push(meta, tokens.load(connection, job.id), error)
         tokens.delete(connection, job.id)
         workdirs.remove(job.id)
-        meta = job.get_meta(refresh=True)
         if error and not meta.get("error"):
             meta.update(error=error, error_kind=kind, user_error=kind == ErrorKind.USER_INPUT)
         if kind == ErrorKind.CANCELLED:
@@ -48,6 +51,24 @@ def end(job, connection: Redis, *, error: str | None, kind: ErrorKind | None) ->
         job.save_meta()
     except Exception:  # noqa: BLE001 - a failing callback would replace the job's own failure
         log.exception("cleanup after job %s failed", job.id)
+
+
+def _after_push(meta: dict, token: str | None, error: str) -> str:
+    """`error` (which says "Nothing was pushed"), made true: did the job's commit land?"""
+    from . import hub
+
+    repo, title = meta.get("push_target"), meta.get("push_commit")
+    try:
+        landed = hub.landed_commit(token, repo, title, meta["push_started_at"])
+    except Exception as problem:  # noqa: BLE001 - the Hub could not tell: say so
+        log.warning("could not read back the push to %s: %s", repo, type(problem).__name__)
+        return error.replace("Nothing was pushed.", f"It stopped while pushing to {repo}: check that repo, the "
+                                                    "package may or may not have landed.")
+    if landed is None:
+        return error.replace("Nothing was pushed.", f"Nothing was pushed to {repo} (checked on the Hub).")
+    meta.update(links={"repo": f"{hub.endpoint()}/{repo}", "commit": landed}, pushed_before_stop=True)
+    return error.replace("Nothing was pushed.", f"It stopped after its commit to {repo} had landed ({landed}): "
+                                                "the package is there, but the job did not finish.")
 
 
 def on_failure(job, connection: Redis, exc_type, exc_value, traceback) -> None:

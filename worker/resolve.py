@@ -28,6 +28,10 @@ class Resolved:
     task: str  # concrete task ("auto" resolved)
     parameters: int | None
     weight_bytes: int
+    gated: bool = False
+    private: bool = False
+    license: str | None = None
+    base_model: tuple[str, ...] = ()
 
 
 def resolve(spec: JobSpec, token: str | None, scratch: Path) -> Resolved:
@@ -36,7 +40,8 @@ def resolve(spec: JobSpec, token: str | None, scratch: Path) -> Resolved:
         task=spec.task, options=spec.options,
         max_parameters=capabilities.parameter_limit(), max_bytes=settings.max_bytes(),
     )
-    return Resolved(model.ref.repo_id, model.sha, model.model_type, model.task, model.parameters, model.weight_bytes)
+    return Resolved(model.ref.repo_id, model.sha, model.model_type, model.task, model.parameters, model.weight_bytes,
+                    model.gated, model.private, model.license, tuple(model.base_model))
 
 
 def check_size(repo_id: str, parameters: int | None, weight_bytes: int) -> None:

@@ -99,13 +99,24 @@ def preload() -> None:
     import worker.job  # noqa: F401
 
 
+def redact_url(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m worker",
         description="Run a Core ML Converter worker against a Redis (REDIS_URL).",
     )
     parser.add_argument("--url", default=settings.redis_url(), help="Redis URL (default: $REDIS_URL)")
-    default_queues = f"{settings.MACOS_QUEUE},{settings.GENERAL_QUEUE}" if IS_MACOS else settings.GENERAL_QUEUE
+    default_queues = (f"{settings.MACOS_QUEUE},{settings.GENERAL_QUEUE}" if IS_MACOS
+                      else f"{settings.TRY_QUEUE},{settings.GENERAL_QUEUE}")
     parser.add_argument("--queues", default=default_queues,
                         help=f"comma-separated queues, first served first (default here: {default_queues})")
     parser.add_argument("--name", default=None, help="worker name (default: host.pid)")
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         connection.ping()
     except Exception as error:  # noqa: BLE001 - say which Redis and why, then stop
-        print(f"error: cannot reach Redis at {args.url}: {error}", file=sys.stderr)
+        print(f"error: cannot reach Redis at {redact_url(args.url)}: {error}", file=sys.stderr)
         return 2
     workdirs.sweep(connection)  # folders of jobs that ended while no worker was here
     if not spawn:

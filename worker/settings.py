@@ -12,10 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Queue names: every worker takes the general queue; only macOS runners take `macos`
-# (jobs that must run on real Core ML compute units).
+# (jobs that must run on real Core ML compute units); Linux workers take tries first.
 GENERAL_QUEUE = "default"
 MACOS_QUEUE = "macos"
-QUEUES = (GENERAL_QUEUE, MACOS_QUEUE)
+TRY_QUEUE = "tries"  # Try it runs: served first by every Linux worker (see worker/api.submit_try)
+QUEUES = (GENERAL_QUEUE, MACOS_QUEUE, TRY_QUEUE)
 
 # Prefix of our own Redis keys (rq's keys start with "rq:").
 KEY_PREFIX = "coreml"
@@ -87,3 +88,36 @@ def hub_retry_delay() -> float:
         return max(0.0, float(value)) if value else 20.0
     except ValueError:
         raise ValueError(f"COREML_CONVERTER_HUB_RETRY_DELAY must be a number, not {value!r}") from None
+
+
+def push_lock_wait() -> float:
+    """Seconds a job waits for another job's push to the same repo before it gives up."""
+    return float(_int("COREML_CONVERTER_PUSH_LOCK_WAIT", 600))
+
+
+def push_lock_hold() -> float:
+    """Seconds a push lock lasts at most (a worker killed mid-push frees the repo after this)."""
+    return float(_int("COREML_CONVERTER_PUSH_LOCK_HOLD", 1800))
+
+
+# ---- per-user limits (one user cannot starve the others); 0 turns a limit off
+
+
+def user_active_jobs() -> int:
+    """Conversions one user may have queued or running at once."""
+    return _int("COREML_CONVERTER_USER_ACTIVE_JOBS", 2)
+
+
+def user_tries_per_hour() -> int:
+    """Try it runs one user may start per hour."""
+    return _int("COREML_CONVERTER_USER_TRIES_PER_HOUR", 20)
+
+
+def user_active_tries() -> int:
+    """Try it runs one user may have queued or running at once."""
+    return _int("COREML_CONVERTER_USER_ACTIVE_TRIES", 1)
+
+
+def try_cache_bytes() -> int:
+    """Bytes the Try it cache (source models and packages, shared by users) may hold."""
+    return _int("COREML_CONVERTER_TRY_CACHE_BYTES", 20 * 10**9)

@@ -37,7 +37,9 @@ class PushTarget:
 
     kind: str = NEW_REPO
     repo_id: str | None = None  # new-repo only; None means the default name
-    private: bool = False
+    # None: follow the source (private when it is gated or private: its licence may forbid a
+    # public copy); True/False: the user's explicit choice.
+    private: bool | None = None
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "repo_id": self.repo_id, "private": self.private}
@@ -68,7 +70,7 @@ class JobSpec:
         options: ConversionOptions | dict | None = None,
         push: str | PushTarget | dict = NEW_REPO,
         push_repo: str | None = None,
-        private: bool = False,
+        private: bool | None = None,
         push_even_if_invalid: bool = False,
         runner: str = "any",
         user: str | None = None,
@@ -118,7 +120,14 @@ class JobSpec:
             return self.push.repo_id
         if not self.user:
             raise ValueError("the user is not known yet")
-        return f"{self.user}/{self.model_name}-coreml"
+        return default_repo_name(self.user, self.model_name, self.options)
+
+    def private_for(self, source_gated: bool, source_private: bool) -> bool:
+        """The new repo's visibility: the user's choice, else the source's (a gated or private
+        model's copy stays private: its licence or its owner may not allow a public one)."""
+        if self.push.private is not None:
+            return self.push.private
+        return bool(source_gated or source_private)
 
     def job_id(self) -> str:
         """Same request (model, revision, task, options, push target, user) -> same id."""
@@ -156,12 +165,36 @@ class JobSpec:
             revision=data.get("revision"),
             task=data["task"],
             options=ConversionOptions.from_dict(data.get("options") or {}),
-            push=PushTarget(push.get("kind", NEW_REPO), push.get("repo_id"), bool(push.get("private", False))),
+            push=PushTarget(push.get("kind", NEW_REPO), push.get("repo_id"), _visibility(push.get("private"))),
             push_even_if_invalid=bool(data.get("push_even_if_invalid", False)),
             runner=data.get("runner", "any"),
             user=data.get("user"),
             token=token,
         )
+
+
+def variant(options: ConversionOptions) -> list[str]:
+    """What tells this package apart from the default conversion of the same model:
+    precision, compression, cache (and the format, in the suffix)."""
+    parts = []
+    if options.precision != "float16":
+        parts.append(options.precision)
+    if options.quantize != "none":
+        parts.append(options.quantize)
+    if options.kv_cache != "none":
+        parts.append(options.kv_cache)
+    return parts
+
+
+FORMAT_SUFFIX = {"coreml": "coreml", "coreai": "coreai", "both": "coreml-coreai"}
+
+
+def default_repo_name(user: str, model_name: str, options: ConversionOptions) -> str:
+    """`<user>/<model>[-<variant>]-coreml`: a float16 and an int4 conversion of one model go to
+    different repos by default, so neither silently replaces the other."""
+    suffix = FORMAT_SUFFIX.get(options.format, "coreml")
+    base = model_name[: -len("-coreml")] if model_name.lower().endswith("-coreml") else model_name
+    return f"{user}/{'-'.join([base, *variant(options), suffix])}"
 
 
 def _revision(given: str | None, from_reference: str | None, model: str) -> str | None:
@@ -193,11 +226,15 @@ def _options(options: ConversionOptions | dict | None) -> ConversionOptions:
     return ConversionOptions.from_dict(options, strict=True)
 
 
-def _push_target(push: str | PushTarget | dict, push_repo: str | None, private: bool) -> PushTarget:
+def _visibility(private) -> bool | None:
+    return None if private is None else bool(private)
+
+
+def _push_target(push: str | PushTarget | dict, push_repo: str | None, private: bool | None) -> PushTarget:
     if isinstance(push, PushTarget):
         kind, push_repo, private = push.kind, push.repo_id, push.private
     elif isinstance(push, dict):
-        kind, push_repo, private = push.get("kind", NEW_REPO), push.get("repo_id"), push.get("private", False)
+        kind, push_repo, private = push.get("kind", NEW_REPO), push.get("repo_id"), push.get("private")
     else:
         kind = push
     kind = (kind or NEW_REPO).strip().lower().replace("_", "-")
@@ -216,4 +253,4 @@ def _push_target(push: str | PushTarget | dict, push_repo: str | None, private: 
             raise UserInputError(
                 f"The target repo '{push_repo}' is not a valid Hub ID: use 'you/name' with letters, digits, '-', '_' and '.'."
             ) from None
-    return PushTarget(kind, push_repo, bool(private) and kind == NEW_REPO)
+    return PushTarget(kind, push_repo, _visibility(private) if kind == NEW_REPO else None)

@@ -3,9 +3,11 @@ PyTorch model it came from (converters/try_it.py does the running).
 
 Why from the Hub and not from the worker that converted it: that worker's folder is gone
 when the job ends (and the worker may be too). The pushed commit is the package the user
-got, any worker can fetch it, and the Hub checks the user's token on the way. Downloads go
-to one cache folder per worker (huggingface_hub's cache), so trying the same package again
-fetches nothing; the cache is pruned to CACHE_KEEP repos, least recently used first.
+got, and any worker can fetch it. Downloads go to one cache folder per worker
+(huggingface_hub's cache), shared by every user, so trying the same package again fetches
+nothing: each try first asks the Hub whether this user's token may read both repos now
+(confirm_access), since a cached commit is otherwise served without any request. The cache
+is pruned by count and by bytes (settings.try_cache_bytes), least recently used first.
 
 The request is JSON: {"job_id": the conversion's, "kind", "inputs"}. The token travels as
 for conversions (worker/tokens.py) and is deleted when the try ends.
@@ -22,7 +24,7 @@ from converters import try_it
 from converters.errors import UserInputError
 from converters.source import HubReference, download
 
-from . import queues, settings, tokens
+from . import queues, settings, tokens, workdirs
 from .job import JobFailed
 from .progress import Redactor
 
@@ -47,6 +49,7 @@ def run(request: dict) -> dict:
     token = tokens.load(job.connection, job.id)
     redact = Redactor(token)
     try:
+        workdirs.hold_temporary_files(workdirs.create(job.id))
         result = _try(job.connection, request, token)
         job.meta["result"] = result
         job.save_meta()
@@ -62,6 +65,7 @@ def run(request: dict) -> dict:
         raise JobFailed(job.meta["error"]) from None
     finally:
         tokens.delete(job.connection, job.id)
+        workdirs.remove(job.id)
 
 
 def _try(connection, request: dict, token: str | None) -> dict:
@@ -81,6 +85,11 @@ def _try(connection, request: dict, token: str | None) -> dict:
     if not package_path:
         raise UserInputError("That conversion's report names no package: convert it again to try it.")
 
+    check_memory(report)
+    # The cache is shared by every user: the Hub confirms this token's access to both repos
+    # first (a cached commit would otherwise be served with no request at all).
+    for used in dict.fromkeys([meta["model"], repo]):
+        confirm_access(used, token)
     cache = cache_dir()
     source = download(HubReference(meta["model"], meta.get("revision")), token=token, cache_dir=cache)
     package = _download_package(repo, commit, package_path, token, cache)
@@ -88,7 +97,46 @@ def _try(connection, request: dict, token: str | None) -> dict:
         (cache / f"models--{used.replace('/', '--')}").touch(exist_ok=True)
     _prune(cache)
     mode = "fp16" if (report.get("options") or {}).get("precision", "float16") == "float16" else "fp32"
-    return try_it.run(kind, package, source.path, request.get("inputs") or {}, mode)
+    try:
+        return try_it.run(kind, package, source.path, request.get("inputs") or {}, mode)
+    finally:
+        if meta.get("source_restricted"):  # a gated or private model's files leave with its try
+            for used in {meta["model"], repo}:
+                shutil.rmtree(cache / f"models--{used.replace('/', '--')}", ignore_errors=True)
+
+
+def confirm_access(repo_id: str, token: str | None) -> None:
+    """An authenticated call the Hub answers only if `token` may read `repo_id`'s files now
+    (a revoked token, or a gate no longer granted, fails it); UserInputError otherwise."""
+    from converters.source import hub_api, hub_errors
+
+    with hub_errors(HubReference(repo_id), token):
+        hub_api(token).auth_check(repo_id, token=token or False)
+
+
+def check_memory(report: dict) -> None:
+    """Refuse a try whose PyTorch reference (float32) and package would not fit this machine's
+    free memory, instead of being killed half-way."""
+    parameters = (report.get("architecture") or {}).get("parameters") or 0
+    package = sum(p.get("size_bytes") or 0 for p in report.get("packages") or [])
+    needed = parameters * 4 * 1.3 + package * 2  # float32 weights and activations; the package, decompressed
+    free = available_memory()
+    if free and needed > free:
+        raise UserInputError(
+            f"Trying this model needs about {needed / 1e9:.1f} GB of memory (its PyTorch original runs in float32 "
+            f"beside the package), and this server has {free / 1e9:.1f} GB free. Download the package and try it in "
+            "your app instead.")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux: MemAvailable), None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _download_package(repo: str, commit: str, package_path: str, token: str | None, cache: Path) -> Path:
@@ -102,9 +150,14 @@ def _download_package(repo: str, commit: str, package_path: str, token: str | No
     return package
 
 
-def _prune(cache: Path) -> None:
-    """Keep the CACHE_KEEP most recently used repos of the cache (models--owner--name folders)."""
+def _prune(cache: Path, budget: int | None = None) -> None:
+    """Keep the most recently used repos of the cache (models--owner--name folders): at most
+    CACHE_KEEP of them, and no more bytes than the budget (the newest is always kept)."""
+    budget = settings.try_cache_bytes() if budget is None else budget
     repos = sorted((p for p in cache.iterdir() if p.is_dir() and p.name.startswith("models--")),
                    key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in repos[CACHE_KEEP:]:
-        shutil.rmtree(stale, ignore_errors=True)
+    total = 0
+    for index, repo in enumerate(repos):
+        total += sum(f.stat().st_size for f in repo.rglob("*") if f.is_file() and not f.is_symlink())
+        if index >= CACHE_KEEP or (index and budget and total > budget):
+            shutil.rmtree(repo, ignore_errors=True)

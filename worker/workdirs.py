@@ -29,6 +29,20 @@ def create(job_id: str) -> Path:
     return path
 
 
+def hold_temporary_files(path: Path) -> Path:
+    """Send this process's temporary files (coremltools' packages, chunks, zips: anything
+    using `tempfile`) into the job's folder, so a kill, cancel or OOM leaves none behind that
+    the sweep does not remove. A job runs in a process of its own (rq's work horse)."""
+    import os
+    import tempfile
+
+    folder = path / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    return folder
+
+
 def remove(job_id: str) -> None:
     shutil.rmtree(path_for(job_id), ignore_errors=True)
 

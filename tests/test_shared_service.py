@@ -1,0 +1,128 @@
+"""End-to-end, many users on one service (real redis-server, real workers, the local Hub):
+a gated model's copy is private by default and carries its licence; a user over the limit
+of conversions is told to wait; two jobs pushing to one repo both land; a worker killed
+mid-push says what landed, read back from the Hub; Try it asks the Hub before serving a
+cached repo, so a revoked token gets nothing; the embedded Redis needs its password."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from converters.errors import UserInputError
+from tests.conftest import OWNER, OWNER_TOKEN
+from tests.e2e import repos
+from tests.e2e.harness import wait_until
+from tests.e2e.service import JobService
+from worker import api, repo_lock
+from worker.spec import JobSpec
+
+pytestmark = pytest.mark.e2e
+
+GATED = f"{OWNER}/licensed-gated-bert"
+LICENCE_CARD = "---\nlicense: llama3.2\n---\n\nA gated test model.\n"
+
+
+@pytest.fixture(scope="module")
+def service(worker_repos, tiny_model, tmp_path_factory):
+    from tests.hub_server.server import _read_folder
+
+    worker_repos.add_repo(GATED, {**_read_folder(tiny_model("bert")), "README.md": LICENCE_CARD}, gated=True)
+    service = JobService(tmp_path_factory.mktemp("shared"), worker_repos, COREML_CONVERTER_USER_ACTIVE_JOBS="2",
+                         COREML_CONVERTER_PUSH_LOCK_WAIT="120").start()
+    service.add_worker("first").wait_ready()
+    yield service
+    service.stop()
+
+
+def make_spec(model: str = repos.TINY, token: str = OWNER_TOKEN, **kwargs) -> JobSpec:
+    kwargs.setdefault("options", {"sequence_length": "8"})
+    kwargs.setdefault("task", "fill-mask")
+    return JobSpec.build(model, token=token, **kwargs)
+
+
+def test_a_gated_models_copy_is_private_by_default_and_carries_its_licence(service):
+    status = service.wait(api.submit(make_spec(GATED)))
+    assert status["state"] == "finished", status
+    target = f"{OWNER}/licensed-gated-bert-coreml"
+    assert service.hub.store.repos[target].private  # nothing was chosen: the source's terms decide
+    assert any("is gated: its copy is pushed private" in line for line in status["log"])
+    readme = service.hub.files(target)["README.md"].decode()
+    front, body = readme.split("\n---\n", 1)
+    assert "license: llama3.2" in front and f"base_model: {GATED}" in front
+    assert "Licence: the source's, **`llama3.2`**." in body
+    assert "The source model is gated" in body and "was pushed private" in body
+
+    public = service.wait(api.submit(make_spec(GATED, private=False, push_repo=f"{OWNER}/gated-made-public")))
+    assert public["state"] == "finished" and not service.hub.store.repos[f"{OWNER}/gated-made-public"].private
+    assert "made public by the person who converted it" in service.hub.files(f"{OWNER}/gated-made-public")["README.md"].decode()
+
+
+def test_a_user_over_the_limit_of_conversions_is_told_to_wait(service):
+    slow = {"sequence_length": "128"}
+    first = api.submit(make_spec(repos.SLOW, options=slow, push_repo=f"{OWNER}/quota-1"))
+    second = api.submit(make_spec(repos.SLOW, options=slow, push_repo=f"{OWNER}/quota-2"))
+    assert api.submit(make_spec(repos.SLOW, options=slow, push_repo=f"{OWNER}/quota-2")) == second  # the same request joins
+    with pytest.raises(UserInputError, match="You have 2 conversions queued or running.*Wait for one to end"):
+        api.submit(make_spec(repos.SLOW, options=slow, push_repo=f"{OWNER}/quota-3"))
+    for job_id in (first, second):
+        api.cancel(job_id, OWNER)
+        assert service.wait(job_id)["state"] == "cancelled"
+    assert service.wait(api.submit(make_spec(push_repo=f"{OWNER}/quota-3")))["state"] == "finished"  # free again
+
+
+def test_two_jobs_pushing_to_one_repo_both_land(service):
+    service.ensure_worker("second")
+    target = f"{OWNER}/shared-target"
+    # Slow writes to the target: whichever job pushes first holds the repo while the other waits.
+    service.hub.inject_fault(target, status=None, delay=1.0)
+    try:
+        jobs = [api.submit(make_spec(task=task, push_repo=target)) for task in ("fill-mask", "token-classification")]
+        ended = [service.wait(job_id, timeout=240) for job_id in jobs]
+    finally:
+        service.hub.clear_faults(target)
+    assert [s["state"] for s in ended] == ["finished", "finished"], ended
+    titles = [c["title"] for c in service.hub.commits(target)]
+    assert sum("(fill-mask," in t for t in titles) == 1 and sum("(token-classification," in t for t in titles) == 1
+    assert all(s["links"]["commit"].rsplit("/", 1)[-1] in {c["oid"] for c in service.hub.commits(target)} for s in ended)
+    assert not service.redis.client().exists(repo_lock.key(target))  # released
+
+
+def test_a_worker_killed_mid_push_says_what_landed(service):
+    worker = service.ensure_worker("first")
+    target = f"{OWNER}/killed-mid-push"
+    service.hub.inject_fault(target, status=None, delay=60)  # the push hangs
+    try:
+        job_id = api.submit(make_spec(push_repo=target))
+        wait_until(lambda: "Pushing to" in (api.status(job_id).get("message") or ""), 120, what="the push to start")
+        (horse,) = worker.children()
+        os.kill(horse, signal.SIGKILL)
+    finally:
+        service.hub.clear_faults(target)
+    status = service.wait(job_id, timeout=60)
+    assert status["state"] == "failed"
+    assert f"Nothing was pushed to {target} (checked on the Hub)." in status["error"], status["error"]
+    assert target not in service.hub.repo_ids() or not service.hub.commits(target)[1:]
+    assert not service.job_dir(job_id).exists() and not service.token_key_exists(job_id)
+
+
+def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
+    service.ensure_worker("first")
+    job = service.wait(api.submit(make_spec(repos.TINY_LLAMA, task="text-generation",
+                                            push_repo=f"{OWNER}/try-cached")))
+    assert job["state"] == "finished", job
+
+    def attempt():
+        try_id = api.submit_try(job["job_id"], repos.REVOCABLE_TOKEN, OWNER, "generate",
+                                {"text": "the capital of france is", "new_tokens": 2})
+        return wait_until(lambda: (s := api.try_status(try_id, OWNER))["state"] in ("finished", "failed") and s, 180,
+                          what="the try")
+
+    first = attempt()
+    assert first["state"] == "finished" and first["result"]["package"]["tokens"] >= 1, first
+    repos.revoke(service.hub, repos.REVOCABLE_TOKEN)
+    second = attempt()  # both repos are in the worker's cache now
+    assert second["state"] == "failed" and "rejected the token" in second["error"], second
+    assert not list((service.tmp / "state" / "jobs").glob("try-*"))  # the tries' temp folders are gone
