@@ -249,7 +249,9 @@ def preflight(
     model.license, model.base_model = card_licence(info)
     model.pipeline_tag = info.pipeline_tag
     model.files = [s.rfilename for s in info.siblings or []]
-    model.weight_bytes = sum(s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors"))
+    # The top level's weights: what is downloaded and converted (a checkpoint-*/ folder is not).
+    model.weight_bytes = sum(s.size or 0 for s in info.siblings or []
+                             if s.rfilename.endswith(".safetensors") and "/" not in s.rfilename)
     model.parameters = info.safetensors.total if info.safetensors else None
     with hub_errors(ref, token):
         # Gated repos show their metadata to anyone; their files need the user's access.

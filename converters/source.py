@@ -98,7 +98,7 @@ def check_files(filenames: list[str], where: str) -> None:
             f"{where} is a Core ML repo (it holds {', '.join(packages[:3])}), not a transformers model: there is "
             "nothing to convert. Choose the model it was converted from (its model card names it as base_model)."
         )
-    names = [f.split("/")[-1] for f in filenames]
+    names = [f for f in filenames if "/" not in f]  # transformers reads the repo's top level only
     if "config.json" not in names:
         raise UserInputError(
             f"{where} has no config.json, so it is not a transformers model we can read. "
@@ -111,7 +111,10 @@ def check_files(filenames: list[str], where: str) -> None:
                 "loaded, so we do not load them. Ask the author for safetensors weights, or convert them "
                 "yourself (for example with the 'convert to safetensors' Space) and try again."
             )
-        raise UserInputError(f"{where} has no model weights (*.safetensors). Check the ID and revision.")
+        nested = next((f for f in filenames if f.endswith(".safetensors")), None)
+        where_else = f" (only in a subfolder: {nested})" if nested else ""
+        raise UserInputError(f"{where} has no model weights (*.safetensors) at its top level{where_else}. "
+                             "Check the ID and revision, or save the model with save_pretrained and upload that.")
 
 
 def check_config(config: dict, where: str) -> None:

@@ -16,12 +16,14 @@ from tests.conftest import OWNER, OWNER_TOKEN
 from tests.e2e import repos
 from tests.e2e.harness import wait_until
 from tests.e2e.service import JobService
+from tests.models import build_model
 from worker import api, repo_lock
 from worker.spec import JobSpec
 
 pytestmark = pytest.mark.e2e
 
 GATED = f"{OWNER}/licensed-gated-bert"
+SLOW_LLAMA = f"{OWNER}/slow-llama"  # four layers of 256: a few seconds a chunk
 LICENCE_CARD = "---\nlicense: llama3.2\n---\n\nA gated test model.\n"
 
 
@@ -30,8 +32,14 @@ def service(worker_repos, tiny_model, tmp_path_factory):
     from tests.hub_server.server import _read_folder
 
     worker_repos.add_repo(GATED, {**_read_folder(tiny_model("bert")), "README.md": LICENCE_CARD}, gated=True)
+    slow_llama = build_model("llama", tmp_path_factory.mktemp("slow-llama") / "slow-llama", hidden_size=256,
+                             intermediate_size=1024, num_hidden_layers=4)
+    worker_repos.add_repo_from_folder(SLOW_LLAMA, slow_llama)
+    machine_tmp = tmp_path_factory.mktemp("machine-tmp")  # the workers' system temp folder, watched below
     service = JobService(tmp_path_factory.mktemp("shared"), worker_repos, COREML_CONVERTER_USER_ACTIVE_JOBS="2",
-                         COREML_CONVERTER_PUSH_LOCK_WAIT="120").start()
+                         COREML_CONVERTER_PUSH_LOCK_WAIT="120", TMPDIR=str(machine_tmp),
+                         COREML_CONVERTER_LAYERS_PER_CHUNK="1").start()  # LLMs convert a layer at a time
+    service.machine_tmp = machine_tmp
     service.add_worker("first").wait_ready()
     yield service
     service.stop()
@@ -41,6 +49,12 @@ def make_spec(model: str = repos.TINY, token: str = OWNER_TOKEN, **kwargs) -> Jo
     kwargs.setdefault("options", {"sequence_length": "8"})
     kwargs.setdefault("task", "fill-mask")
     return JobSpec.build(model, token=token, **kwargs)
+
+
+def horse_of(service) -> int:
+    """The one job process running (whichever worker took the job)."""
+    (horse,) = [pid for worker in service.workers if worker.process.poll() is None for pid in worker.children()]
+    return horse
 
 
 def test_a_gated_models_copy_is_private_by_default_and_carries_its_licence(service):
@@ -91,14 +105,14 @@ def test_two_jobs_pushing_to_one_repo_both_land(service):
 
 
 def test_a_worker_killed_mid_push_says_what_landed(service):
-    worker = service.ensure_worker("first")
+    service.ensure_worker("first")
     target = f"{OWNER}/killed-mid-push"
     service.hub.inject_fault(target, status=None, delay=60)  # the push hangs
     try:
         job_id = api.submit(make_spec(push_repo=target))
         wait_until(lambda: "Pushing to" in (api.status(job_id).get("message") or ""), 120, what="the push to start")
-        (horse,) = worker.children()
-        os.kill(horse, signal.SIGKILL)
+        assert (service.job_dir(job_id) / "tmp").is_dir()  # the job's temporary files go to its own folder
+        os.kill(horse_of(service), signal.SIGKILL)
     finally:
         service.hub.clear_faults(target)
     status = service.wait(job_id, timeout=60)
@@ -106,6 +120,19 @@ def test_a_worker_killed_mid_push_says_what_landed(service):
     assert f"Nothing was pushed to {target} (checked on the Hub)." in status["error"], status["error"]
     assert target not in service.hub.repo_ids() or not service.hub.commits(target)[1:]
     assert not service.job_dir(job_id).exists() and not service.token_key_exists(job_id)
+    assert not list(service.machine_tmp.rglob("*.mlpackage"))  # the kill left none in the machine's temp
+
+
+def test_a_worker_killed_mid_chunk_leaves_nothing_behind(service):
+    service.ensure_worker("first")
+    job_id = api.submit(make_spec(SLOW_LLAMA, task="text-generation", push_repo=f"{OWNER}/killed-mid-chunk"))
+    wait_until(lambda: "(chunk 2 of 4)" in (api.status(job_id).get("message") or ""), 120, what="the second chunk")
+    assert list(service.job_dir(job_id).rglob("*.mlpackage"))  # the first chunk, set aside in the job's folder
+    os.kill(horse_of(service), signal.SIGKILL)
+    status = service.wait(job_id, timeout=60)
+    assert status["state"] == "failed" and "was killed" in status["error"]
+    assert not service.job_dir(job_id).exists() and not list(service.machine_tmp.rglob("*.mlpackage"))
+    assert f"{OWNER}/killed-mid-chunk" not in service.hub.repo_ids()
 
 
 def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):

@@ -65,8 +65,9 @@ def test_the_worker_passes_the_name_to_the_engine(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_convert(source, task, output_dir, options, progress=None, validate=True, hub_name=None, time_limit=None):
-        seen["hub_name"], seen["time_limit"] = hub_name, time_limit
+    def fake_convert(source, task, output_dir, options, progress=None, validate=True, hub_name=None, time_limit=None,
+                     layers_per_chunk=None):
+        seen["hub_name"], seen["time_limit"], seen["layers_per_chunk"] = hub_name, time_limit, layers_per_chunk
         return converters.export.ConversionResult(report={"validation": {"passed": True}})
 
     monkeypatch.setattr(converters.export, "convert", fake_convert)
@@ -75,6 +76,10 @@ def test_the_worker_passes_the_name_to_the_engine(monkeypatch, tmp_path):
     from worker.settings import job_timeout
 
     assert seen["time_limit"] == job_timeout()  # the job's limit: what could not finish in it is refused up front
+    assert seen["layers_per_chunk"] is None  # unset: the engine decides by size
+    monkeypatch.setenv("COREML_CONVERTER_LAYERS_PER_CHUNK", "2")
+    convert_and_validate("src", "text-generation", tmp_path, None, None, hub_name="bob/m-coreml")
+    assert seen["layers_per_chunk"] == 2
 
 
 # ---------------------------------------------------------------------- the card says which and why

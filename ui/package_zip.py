@@ -69,6 +69,7 @@ def build_zip(status: dict, token: str | None, workdir: Path | None = None) -> P
                 if file.is_file():
                     zf.write(file, file.relative_to(folder).as_posix())
                     written += 1
+    shutil.rmtree(folder, ignore_errors=True)  # the zip holds them: one copy on disk, not two
     if not written:
         raise UserInputError(f"The package files were not found in {repo_id}: they may have been removed since.")
     return archive

@@ -18,9 +18,9 @@ def convert_and_validate(source: ModelSource, task: str, output_dir: Path, optio
     """`hub_name`: the repo the packages name for their tokenizer (co.huggingface.exporters.name)."""
     from converters.export import convert
 
-    from .settings import job_timeout
+    from .settings import job_timeout, layers_per_chunk
 
     # The engine lives in this repo: it always validates and always returns a `validation` entry;
     # what could not finish within the job's time limit is refused before any work.
     return convert(source, task, output_dir, options, progress=progress, validate=True, hub_name=hub_name,
-                   time_limit=job_timeout())
+                   time_limit=job_timeout(), layers_per_chunk=layers_per_chunk())

@@ -183,7 +183,7 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
 
     progress.stage("download", f"Downloading {resolved.weight_bytes / 1e6:.1f} MB of weights")
     source = retry("the download", download, HubReference(resolved.repo_id, resolved.revision), token=token,
-                   cache_dir=workdir / "hub")
+                   cache_dir=workdir / "hub", max_bytes=settings.max_download_bytes())
 
     progress.stage("convert", "Converting to Core ML")
     output_dir = workdir / "out"

@@ -121,3 +121,15 @@ def user_active_tries() -> int:
 def try_cache_bytes() -> int:
     """Bytes the Try it cache (source models and packages, shared by users) may hold."""
     return _int("COREML_CONVERTER_TRY_CACHE_BYTES", 20 * 10**9)
+
+
+def max_download_bytes() -> int | None:
+    """Bytes one job may download (the files conversion reads); refused before it starts."""
+    return _int("COREML_CONVERTER_MAX_DOWNLOAD_BYTES", 40 * 10**9) or None
+
+
+def layers_per_chunk() -> int | None:
+    """Decoder layers per chunk when a text-generation model converts in chunks (unset: by
+    size, and small models whole). A worker with little memory can chunk smaller."""
+    value = _int("COREML_CONVERTER_LAYERS_PER_CHUNK", -1)
+    return None if value < 0 else value

@@ -91,7 +91,8 @@ def _try(connection, request: dict, token: str | None) -> dict:
     for used in dict.fromkeys([meta["model"], repo]):
         confirm_access(used, token)
     cache = cache_dir()
-    source = download(HubReference(meta["model"], meta.get("revision")), token=token, cache_dir=cache)
+    source = download(HubReference(meta["model"], meta.get("revision")), token=token, cache_dir=cache,
+                      max_bytes=settings.max_download_bytes())
     package = _download_package(repo, commit, package_path, token, cache)
     for used in {meta["model"], repo}:  # most recently used: kept by _prune
         (cache / f"models--{used.replace('/', '--')}").touch(exist_ok=True)
