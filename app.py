@@ -156,6 +156,9 @@ class Page:
     job_view: JobView
     results: Results
     my_jobs: MyJobs
+    # A running try's event: opening or starting another job cancels it, so no answer of an
+    # earlier job's try lands in the panel of the job shown now.
+    try_event: object = None
 
     @property
     def view_outputs(self) -> list:
@@ -193,8 +196,8 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
         target = wire_target(page)
         visibility = wire_visibility(page)
         wire_model_choice(page, check, sizes, target, visibility)
+        wire_results(page)  # first: the events below cancel its try
         wire_job(page)
-        wire_results(page)
         wire_my_jobs(page)
     return demo
 
@@ -375,7 +378,6 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
         job_view.cancel_button: gr.update(visible=active),
         shown.download_button: gr.update(visible=package_zip.can_download(status)),
         shown.float32_button: gr.update(visible=render.float32_is_the_remedy(status)),
-        page.timer: gr.Timer(active=active),
     }
     if fresh or log_text != view.get("log"):
         updates[job_view.log_box] = log_text
@@ -385,21 +387,47 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
         updates[shown.outcome_html] = ended
     if fresh:
         updates[shown.download_file] = gr.update(value=None, visible=False)
-    # "My jobs" follows the shown job at each new stage (not at every poll: it reads every job).
+    # "My jobs" is read again when the shown job moves to a new stage or any listed job changes
+    # state (one cheap read of the listed jobs' states per poll, not every job's status).
     moved = fresh or view.get("state") != state or view.get("stage") != status.get("stage")
-    view.update(state=state, stage=status.get("stage"), log=log_text, results=results, outcome=ended)
-    updates[page.view] = view
-    if moved:
+    listed = view.get("listed") or {}
+    if moved or listed_changed(listed):
         updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
-        updates.update(try_it_setup(page.results.try_it, render.try_kind(status), fresh, render.try_unavailable(status)))
+        listed = listed_states(updates[page.job_ids])
+    # A panel prepared for another job is emptied: its prompt and answer were that job's.
+    switched = view.get("job_id") != status.get("job_id")
+    if moved or switched:
+        updates.update(try_it_setup(page.results.try_it, render.try_kind(status), fresh or switched,
+                                    render.try_unavailable(status)))
+    view.update(state=state, stage=status.get("stage"), log=log_text, results=results, outcome=ended,
+                listed=listed, job_id=status.get("job_id"))
+    updates[page.view] = view
+    # Polling goes on while this job or any listed one is active, so the list never shows a stale state.
+    updates[page.timer] = gr.Timer(active=active or any(s in ACTIVE_STATES for s in listed.values()))
     return updates
+
+
+ACTIVE_STATES = ("queued", "running")
+
+
+def listed_states(job_ids: list[str]) -> dict[str, str]:
+    try:
+        return api.states(list(job_ids))
+    except Exception:  # noqa: BLE001 - the list is secondary
+        log.exception("reading the listed jobs' states failed")
+        return {}
+
+
+def listed_changed(listed: dict[str, str]) -> bool:
+    return bool(listed) and listed_states(list(listed)) != listed
 
 
 def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str | None = None) -> dict:
     """The Try it panel for a job: shown with the boxes its kind needs (typed text is kept
     while the same job is shown), or only with why it can't be tried (`unavailable`)."""
-    if kind is None:
-        return {panel.group: gr.update(visible=False)}
+    if kind is None:  # hidden, and emptied: nothing of an earlier job's try may reappear with it
+        return {panel.group: gr.update(visible=False), panel.output_html: "", panel.text_box: gr.update(value=""),
+                panel.other_box: gr.update(value="")}
     if unavailable:
         return {panel.group: gr.update(visible=True), panel.note_html: unavailable, panel.output_html: "",
                 panel.text_box: gr.update(visible=False), panel.other_box: gr.update(visible=False),
@@ -411,7 +439,8 @@ def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str |
                panel.other_box: gr.update(label=other, visible=bool(other), placeholder=other_example),
                panel.run_button: gr.update(visible=True)}
     if fresh:
-        updates[panel.text_box] = gr.update(label=label, placeholder=example, value="")
+        updates[panel.text_box] = gr.update(label=label, placeholder=example, value="", visible=True)
+        updates[panel.other_box] = gr.update(label=other, visible=bool(other), placeholder=other_example, value="")
         updates[panel.output_html] = ""
     return updates
 
@@ -685,7 +714,7 @@ def wire_job(page: Page) -> None:
         submit,
         {chosen.model_box, chosen.task_radio, *options.fields.values(), options.runner, options.push_anyway,
          where.push, where.push_repo, where.visibility, where.confirm_public, page.summary, page.view, page.session},
-        [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, **QUIET,
+        [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, cancels=[page.try_event], **QUIET,
     ).then(None, js=SCROLL_TO_JOB)  # the job view appears below the form: bring it into sight
 
     def stop_polling() -> dict:  # made when called: a Timer made while building would join the page
@@ -767,12 +796,12 @@ def wire_results(page: Page) -> None:
             time.sleep(POLL_SECONDS)
         yield render.message("No worker answered in time: run it again in a moment.", "error")
 
-    panel.run_button.click(try_package, {page.job, page.session, panel.text_box, panel.other_box},
-                           [panel.output_html], concurrency_limit=None, show_progress="hidden", **QUIET)
+    page.try_event = panel.run_button.click(try_package, {page.job, page.session, panel.text_box, panel.other_box},
+                                            [panel.output_html], concurrency_limit=None, show_progress="hidden", **QUIET)
 
     shown.float32_button.click(
         convert_in_float32, {page.job, page.view, page.session}, [message, precision, page.job, *page.view_outputs],
-        concurrency_limit=None, **QUIET)
+        concurrency_limit=None, cancels=[page.try_event], **QUIET)
 
     def download(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
         user, token = identity(data[page.session], profile, oauth)
@@ -825,7 +854,8 @@ def wire_my_jobs(page: Page) -> None:
                 **show(page, status, data[page.view], user, fresh=True)}
 
     jobs.jobs_table.select(open_job, {page.job_ids, page.view, page.session},
-                           [page.job, page.model.model_box, *page.view_outputs], concurrency_limit=None, **QUIET)
+                           [page.job, page.model.model_box, *page.view_outputs], concurrency_limit=None,
+                           cancels=[page.try_event], **QUIET)
 
 
 # ---------------------------------------------------------------------- running it

@@ -221,6 +221,7 @@ def test_my_jobs_rows():
     ])
     assert rows[0] == ["2026-11-24 12:00 UTC", "alice/tiny-bert", "fill-mask", "Done",
                        "[alice/tiny-bert-coreml](http://hub/alice/tiny-bert-coreml)"]
+    assert rows[5][2] == "fill-mask · float16"  # the options it was asked for tell it apart
     assert rows[1][4] == "[pull request](http://hub/a/b/discussions/2)"
     assert rows[2][3] == "Failed" and rows[2][4] == "The model (x) is too large. Try a smaller one."
     assert rows[3][4] == "Validate"  # the stage: the live percent is the job view's
@@ -384,3 +385,47 @@ def test_try_it_is_offered_for_pushed_text_jobs_and_shows_both_sides():
                                 "package": {"label": "POSITIVE", "scores": [["POSITIVE", 0.98]]},
                                 "pytorch": {"label": "POSITIVE", "scores": [["POSITIVE", 0.981]]}})
     assert "Package (fp32)" in scores and "POSITIVE 98.0%" in scores
+
+
+def test_jobs_of_one_model_can_be_told_apart_everywhere_they_are_named():
+    def job(**options):
+        return status(model="HuggingFaceTB/SmolLM2-135M", task="text-generation",
+                      options={"format": "coreml", "precision": "float16", "quantize": "none", "kv_cache": "none",
+                               "minimum_deployment_target": "iOS17", **options})
+
+    plain, stateful = job(), job(kv_cache="stateful", minimum_deployment_target="iOS18")
+    int4 = job(quantize="int4", kv_cache="stateful", minimum_deployment_target="iOS18")
+    coreai = job(format="coreai", precision="float32")
+    assert render.job_identity(plain) == "SmolLM2-135M · text-generation · float16 · iOS17"
+    assert render.job_identity(int4) == "SmolLM2-135M · text-generation · int4 · stateful · iOS18"
+    assert render.job_identity(coreai) == "SmolLM2-135M · text-generation · float32 · Core AI"
+    names = [render.job_identity(j) for j in (plain, stateful, int4, coreai)]
+    assert len(set(names)) == 4
+    assert "int4 · stateful · iOS18" in render.job_status(int4) and "int4 · stateful" in render.job_rows([int4])[0][2]
+    assert render.job_variant(status(task="fill-mask", options={})) == "fill-mask"  # an older job: what is known
+
+
+def test_messages_in_the_page_never_name_command_line_flags():
+    html = render.message("Drop --kv-cache stateful, or set --minimum-target iOS18 and --group-size auto; see --hub-name.", "error")
+    assert "--" not in html
+    assert "Drop KV cache stateful, or set Minimum deployment target iOS18 and Group size auto; see the tokenizer repo." in html
+
+
+def test_the_engines_refusals_speak_of_options_by_name():
+    """Shared with the CLI, so they name options as the form does, not by flag."""
+    from converters.configs import config_class_for
+    from converters.errors import UserInputError
+    from converters.options import ConversionOptions
+    from tests.models import MODELS
+
+    refusals = []
+    for model_type, options in (("bert", {"kv_cache": "stateful", "minimum_deployment_target": "iOS18"}),
+                                ("bert", {"quantize": "lut6", "group_size": "4"}),
+                                ("llama", {"kv_cache": "stateful", "minimum_deployment_target": "iOS18"})):
+        task = "fill-mask" if model_type == "bert" or "quantize" in options else "text-classification"
+        cfg = config_class_for(model_type)(MODELS[model_type][0](), task, ConversionOptions.from_strings(**options))
+        with pytest.raises(UserInputError) as refused:
+            cfg.check_options()
+        refusals.append(str(refused.value))
+    assert all("--" not in text for text in refusals), refusals
+    assert "Set the KV cache to none." in refusals[0] and "Set the KV cache to none." in refusals[2]

@@ -11,6 +11,7 @@ part of a status, so none can end up here.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timezone
 from html import escape
 from urllib.parse import quote, urlencode
@@ -135,7 +136,21 @@ def message(text: str, level: str = "info") -> str:
     if not text:
         return ""
     css = {"error": "cm-error", "warning": "cm-warning", "ok": "cm-ok"}.get(level, "cm-info")
-    return f'<div class="{css}" data-level="{escape(level)}">{escape(text)}</div>'
+    return f'<div class="{css}" data-level="{escape(level)}">{escape(page_words(text))}</div>'
+
+
+# The command line's own words, as the page says them (messages are shared with the CLI).
+CLI_ONLY = {"--hub-name": "the tokenizer repo", "--no-validate": "skipping validation", "--output": "the output folder"}
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+def page_words(text: str) -> str:
+    """`text` with any command-line flag named by its field on the page ("--kv-cache" -> "KV
+    cache"): a person using the form never typed a flag."""
+    from converters.options import OPTIONS
+
+    labels = {flag: option.label for option in OPTIONS.values() for flag in option.cli_flags}
+    return _FLAG.sub(lambda m: labels.get(m.group(0)) or CLI_ONLY.get(m.group(0)) or m.group(0).lstrip("-"), text)
 
 
 # ---------------------------------------------------------------------- sign-in and model
@@ -235,9 +250,11 @@ def job_status(status: dict | None) -> str:
     if state == "unknown":
         return f'<div data-state="unknown" data-stage="unknown">{message(status.get("error") or "Unknown job.", "error")}</div>'
     percent = int(status.get("percent") or 0)
-    title = escape(status.get("model") or "")
-    if status.get("task"):
-        title += f" <span class='cm-muted'>({escape(status['task'])})</span>"
+    model, variant = str(status.get("model") or ""), job_variant(status)
+    title = f'<span data-role="job-identity" title="{escape(job_identity(status))}">{escape(model)}'
+    if variant:
+        title += f" <span class='cm-muted'>· {escape(variant)}</span>"
+    title += "</span>"
     badge = f'<span class="cm-badge" data-role="state">{escape(STATE_LABELS.get(state, state))}</span>'
 
     # Where the job is (or where it failed or was stopped). A cancelled job's stage is
@@ -699,7 +716,32 @@ def report_url(status: dict, base: str | None = None) -> str | None:
 # ---------------------------------------------------------------------- my jobs
 
 
-JOB_HEADERS = ["Submitted", "Model", "Task", "State", "Result"]
+JOB_HEADERS = ["Submitted", "Model", "Conversion", "State", "Result"]
+FORMAT_LABELS = {"coreai": "Core AI", "both": "Core ML + Core AI"}
+
+
+def job_variant(status: dict) -> str:
+    """What tells a job apart from another conversion of the same model: "text-generation ·
+    int4 · stateful · iOS18" (the options it was asked for; the defaults' words too, so a
+    float16 job reads as one)."""
+    options = status.get("options") or (status.get("report") or {}).get("options") or {}
+    parts = [status.get("task") or (status.get("report") or {}).get("task") or ""]
+    if options:
+        quantize = options.get("quantize") or "none"
+        parts.append(quantize if quantize != "none" else options.get("precision") or "float16")
+        if options.get("kv_cache") == "stateful":
+            parts.append("stateful")
+        if options.get("format") in FORMAT_LABELS:
+            parts.append(FORMAT_LABELS[options["format"]])
+        if options.get("format") != "coreai" and options.get("minimum_deployment_target"):
+            parts.append(options["minimum_deployment_target"])
+    return " · ".join(p for p in parts if p)
+
+
+def job_identity(status: dict) -> str:
+    """The job's name wherever it is shown: "SmolLM2-135M · text-generation · int4 · stateful · iOS18"."""
+    model = str(status.get("model") or "").split("/")[-1]
+    return " · ".join(p for p in (model, job_variant(status)) if p)
 
 
 def job_rows(jobs: list[dict]) -> list[list[str]]:
@@ -723,7 +765,7 @@ def job_rows(jobs: list[dict]) -> list[list[str]]:
         rows.append([
             when(job.get("submitted_at")),
             str(job.get("model") or ""),
-            str(job.get("task") or ""),
+            job_variant(job),
             STATE_LABELS.get(job.get("state"), str(job.get("state"))),
             result,
         ])

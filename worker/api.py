@@ -97,6 +97,7 @@ def submit(spec: JobSpec) -> str:
         "user": spec.user,
         "model": spec.repo_id,
         "task": spec.task,
+        "options": spec.options.to_dict(),  # what tells this job apart from another of the same model
         "push_target": spec.push_repo_id,
         "push_kind": spec.push.kind,
     }
@@ -230,6 +231,7 @@ def status(job_id: str) -> dict:
         "user": meta.get("user"),
         "model": meta.get("model"),
         "task": meta.get("task"),
+        "options": meta.get("options") or (meta.get("report") or {}).get("options") or {},
         "push_target": meta.get("push_target"),
         "submitted_at": meta.get("submitted_at"),
         "started_at": meta.get("started_at"),
@@ -265,6 +267,15 @@ def recent_jobs(user: str, limit: int = 10) -> list[dict]:
         if len(found) >= limit:
             break
     return found
+
+
+def states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: state} for a list of jobs, in one round trip (what "My jobs" watches)."""
+    from rq.job import Job
+
+    jobs = Job.fetch_many(job_ids, connection=connection(), serializer=queues.SERIALIZER) if job_ids else []
+    return {job_id: str(STATES.get(job.get_status(refresh=False), JobState.QUEUED)) if job else str(JobState.UNKNOWN)
+            for job_id, job in zip(job_ids, jobs)}
 
 
 def workers() -> list[dict]:

@@ -226,7 +226,7 @@ class CoreMLConfig:
         if self.options.kv_cache != "none" and not self.supports_kv_cache:
             raise UserInputError(
                 f"A stateful KV cache is for decoder (text-generation) models; {self.hf_config.model_type} has none. "
-                "Drop --kv-cache stateful."
+                "Set the KV cache to none."
             )
         sequence = self.options.sequence_length
         limit = self.max_sequence_length()

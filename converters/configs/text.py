@@ -399,7 +399,7 @@ class DecoderConfig(TextConfig):
     def _check_stateful(self) -> None:
         options = self.options
         if self.task != "text-generation":
-            raise UserInputError(f"A stateful KV cache is for text-generation only, not {self.task}. Drop --kv-cache stateful.")
+            raise UserInputError(f"A stateful KV cache is for text-generation only, not {self.task}. Set the KV cache to none.")
         if options.makes_coreml and options.minimum_deployment_target not in ("iOS18", "macOS15"):
             raise UserInputError("A stateful KV cache needs Core ML states: choose minimum deployment target iOS18 or macOS15.")
         if options.naming != "swift-transformers":

@@ -82,7 +82,7 @@ def check_options(options) -> None:
         )
     if SCHEMES[scheme].family == "lut" and not meets(target, _IOS18) and options.group_size is not None:
         raise UserInputError(
-            f"A LUT per group of {options.group_size} channels (--group-size) needs minimum deployment target "
+            f"A lookup table per group of {options.group_size} channels needs minimum deployment target "
             f"iOS18 or macOS15; below it, {scheme} uses one lookup table per weight. "
             "Choose iOS18/macOS15, or leave the group size at auto."
         )
