@@ -134,11 +134,23 @@ def test_continuation_check_in_the_card():
     validation = {"passed": True, "kind": "reference executor", "message": "ok", "checks": [],
                   "continuation": CONTINUATION}
     section = body(report(validation=validation)).split("## Continuation check", 1)[1].split("\n## ", 1)[0]
-    assert "Continuation check FAILED: the prompt «The capital of France is» continued greedily for 8 tokens" in section
+    assert ("Continuation check FAILED: the prompt «The capital of France is» continued greedily by each package and "
+            "by the PyTorch model: up to 8 new tokens; PyTorch wrote 2 and stopped at its end-of-text token.") in section
     fp32, fp16 = [line for line in section.splitlines() if line.startswith("- ")]
-    assert fp32.startswith("- Core ML (fp32): « Paris. It is \\*the\\* &lt;b&gt;capital&lt;/b&gt;» / PyTorch: «")
-    assert "matches (8/8 tokens)" in fp32 and "driven as swift-transformers, non-stateful" in fp32
-    assert fp16.startswith("- Core ML (fp16): « Lyon⏎and» / PyTorch:") and "differs (2/8 tokens)" in fp16
+    assert fp32.startswith("- Core ML (fp32): the same 8 tokens — driven as swift-transformers, non-stateful. « Paris.")
+    assert "« Paris. It is \\*the\\* &lt;b&gt;capital&lt;/b&gt;» / PyTorch: «" in fp32
+    assert fp16.startswith("- Core ML (fp16): differs at token 3: the first 2 are the same") and "« Lyon⏎and» / PyTorch:" in fp16
+
+
+def test_the_card_shows_what_the_continuation_counted():
+    run = {"package": "model", "mode": "fp16", "text": " Paris. The answer is:", "token_ids": [1, 2, 3, 4, 5, 9],
+           "matching_tokens": 5, "tokens_compared": 6, "passed": True, "same_text": " Paris. The",
+           "own_rest": " answer is:", "pytorch_rest": " United States has"}
+    validation = {"passed": True, "checks": [], "continuation": {**CONTINUATION, "runs": [run], "passed": True}}
+    section = body(report(validation=validation)).split("## Continuation check", 1)[1].split("\n## ", 1)[0]
+    (line,) = [line for line in section.splitlines() if line.startswith("- ")]
+    assert "the same first 5 tokens; at token 6 PyTorch itself was torn" in line
+    assert line.endswith("both « Paris. The», then the package « answer is:» / PyTorch « United States has»")
 
 
 @pytest.mark.parametrize("validation", [
@@ -166,8 +178,8 @@ def test_a_run_that_failed_or_was_not_checked_says_why_in_the_card():
     validation = {"passed": True, "checks": [], "continuation": {**CONTINUATION, "runs": runs, "passed": None}}
     section = body(report(validation=validation)).split("## Continuation check", 1)[1].split("\n## ", 1)[0]
     failed, unchecked = [line for line in section.splitlines() if line.startswith("- ")]
-    assert "(no text)" in failed and "differs (0/8 tokens)" in failed and "KeyError: 'inputIds'" in failed
-    assert "— not checked — the 9-token prompt does not fit the package" in unchecked
+    assert "(no text)" in failed and "could not be run" in failed and "KeyError: 'inputIds'" in failed
+    assert "the 9-token prompt does not fit the package: continuation not checked" in unchecked
     assert "Continuation check not run (nothing could be compared)" in section
 
 

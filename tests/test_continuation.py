@@ -313,3 +313,13 @@ def test_try_it_says_plainly_that_a_model_without_a_tokenizer_cannot_be_tried(tm
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(UserInputError, match="can't be tried here: the repo has no tokenizer files.*its base model"):
         try_it.run("generate", tmp_path / "model.mlpackage", tmp_path, {"text": "Hello"}, "fp32")
+
+
+def test_the_texts_are_split_where_the_package_and_pytorch_part():
+    class Words:
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(f" w{i}" for i in ids)
+
+    ref = cont.Reference("p", [1], set(), [5, 6, 7, 8], [], 8, Words())
+    assert cont.split_texts(ref, [5, 6, 9], 2) == {"same_text": " w5 w6", "own_rest": " w9", "pytorch_rest": " w7 w8"}
+    assert cont.split_texts(cont.Reference(None, [1], set(), [5], [], 8, None), [5], 1) == {}  # no tokenizer: ids only

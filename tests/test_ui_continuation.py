@@ -33,13 +33,30 @@ def test_each_run_next_to_pytorch_marked_matching_or_not():
     html = render.continuation_section(VALIDATION)
     assert 'data-role="continuation"' in html and 'data-passed="no"' in html
     assert "Continuation check: <span class=\"cm-fail\">failed</span>" in html
-    assert "for 8 tokens" in html and "«<span class=\"cm-text\">The capital of &lt;France&gt; is</span>»" in html
+    # It says how far it went as counted: PyTorch wrote 2 tokens of the 8 allowed.
+    assert "up to 8 new tokens; PyTorch wrote 2 and stopped at its end-of-text token" in html
+    assert "«<span class=\"cm-text\">The capital of &lt;France&gt; is</span>»" in html
     fp32, fp16 = html.split("<li ")[1:]
-    assert fp32.startswith('data-passed="yes"><strong>Core ML (fp32)</strong>: «')
-    assert "/ <strong>PyTorch</strong>: «" in fp32 and "✓ matching" in fp32 and "(8/8 tokens)" in fp32
-    assert "driven as swift-transformers, non-stateful" in fp32
-    assert fp16.startswith('data-passed="no"><strong>Core ML (fp16)</strong>: «<span class="cm-text"> Lyon\nand</span>»')
-    assert "✗ not matching" in fp16 and "(3/8 tokens)" in fp16
+    assert fp32.startswith('data-passed="yes"><strong>Core ML (fp32)</strong>: <span class="cm-pass">✓ the same 8 tokens')
+    assert "/ <strong>PyTorch</strong>: «" in fp32 and "driven as swift-transformers, non-stateful" in fp32
+    assert fp16.startswith('data-passed="no"><strong>Core ML (fp16)</strong>: <span class="cm-fail">✗ differs at token 4')
+    assert "«<span class=\"cm-text\"> Lyon⏎and</span>»" in fp16  # a newline shown, the quotes on one line
+
+
+def test_a_near_tie_says_what_was_counted_and_the_texts_part_where_they_part():
+    """The issue's case: "✓ matching (5/6 tokens)" beside visibly different texts."""
+    run = {"package": "model", "mode": "fp16", "text": " Paris. The answer is:", "token_ids": [1, 2, 3, 4, 5, 9],
+           "matching_tokens": 5, "tokens_compared": 6, "passed": True, "same_text": " Paris. The",
+           "own_rest": " answer is:", "pytorch_rest": " United States has",
+           "note": "step 6: the package chose token 9, PyTorch 6, a near-tie"}
+    html = render.continuation_section({"continuation": {**CONTINUATION, "runs": [run], "passed": True,
+                                                         "pytorch": {"text": " Paris. The United States has",
+                                                                     "token_ids": [1, 2, 3, 4, 5, 6, 7, 8]}}})
+    assert "8 new tokens" in html and "up to" not in html
+    assert "✓ the same first 5 tokens; at token 6 PyTorch itself was torn" in html
+    assert "the texts after it are not compared" in html
+    assert 'both: «<span class="cm-text"> Paris. The</span>»' in html
+    assert 'then the package: «<span class="cm-text"> answer is:</span>» · PyTorch: «<span class="cm-text"> United States has</span>»' in html
 
 
 def test_model_text_is_escaped():
@@ -79,7 +96,7 @@ def test_a_run_that_failed_or_was_not_checked_says_why():
     html = render.continuation_section({"continuation": {**CONTINUATION, "runs": runs, "passed": None}})
     failed, unchecked = html.split("<li ")[1:]
     assert 'data-role="continuation" data-passed="unchecked"' in html and "not checked</span></h4>" in html
-    assert "(no text)" in failed and "✗ not matching" in failed and "(0/8 tokens)" in failed
+    assert "(no text)" in failed and "✗ could not be run" in failed
     assert "KeyError: &lt;&#x27;inputIds&#x27;&gt;" in failed
     assert unchecked.startswith('data-passed="unchecked"') and "not checked" in unchecked
     assert "does not fit the package" in unchecked

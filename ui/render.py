@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from html import escape
 from urllib.parse import quote, urlencode
 
-from converters.report import METRIC_LABELS, MODE_LABELS, ContinuationRun, ConversionReport, ValidationReport
+from converters.report import (METRIC_LABELS, MODE_LABELS, ContinuationRun, ConversionReport, ValidationReport,
+                               continuation_reach, continuation_verdict)
 from converters.report import number as report_number
 from worker import card
 from worker.progress import STAGES
@@ -484,26 +485,20 @@ def continuation_section(validation: dict) -> str:
         return ""
     verdict = {True: '<span class="cm-pass">passed</span>', False: '<span class="cm-fail">failed</span>'}.get(
         continuation.passed, '<span class="cm-muted">not checked</span>')
-    new_tokens = continuation.new_tokens
-    about = (f"Prompt {_quoted(continuation.prompt)}, continued greedily"
-             + (f" for {escape(str(new_tokens))} tokens" if new_tokens else "") + " by each package and by PyTorch.")
+    about = f"Prompt {_quoted(continuation.prompt)}, continued greedily by each package and by PyTorch: {escape(continuation_reach(continuation))}."
     items = []
     for run in continuation.runs:
-        compared = run.tokens_compared if run.tokens_compared is not None else new_tokens
-        count_text = (f" ({escape(str(run.matching_tokens))}/{escape(str(compared))} tokens)"
-                      if run.matching_tokens is not None and compared else "")
-        mark = {True: '<span class="cm-pass">✓ matching</span>', False: '<span class="cm-fail">✗ not matching</span>'}.get(
-            run.passed, '<span class="cm-muted">not checked</span>')
-        text = _quoted(run.text) if run.text is not None else '<span class="cm-muted">(no text)</span>'
-        why = " · ".join(escape(str(reason)) for reason in (run.error, run.note) if reason)
+        verdict_words = continuation_verdict(run)
+        mark = {True: f'<span class="cm-pass">✓ {escape(verdict_words)}</span>',
+                False: f'<span class="cm-fail">✗ {escape(verdict_words)}</span>'}.get(
+            run.passed, f'<span class="cm-muted">{escape(verdict_words)}</span>')
+        why = " · ".join(escape(str(reason)) for reason in (run.error,) if reason)
         details = [f"driven as {escape(str(run.driven_as))}"] if run.driven_as else []
         details += [why] if why else []
         details_html = f' <span class="cm-muted">· {" · ".join(details)}</span>' if details else ""
         state = {True: "yes", False: "no"}.get(run.passed, "unchecked")
-        items.append(
-            f'<li data-passed="{state}"><strong>{escape(run.label)}</strong>: '
-            f"{text} / <strong>PyTorch</strong>: {_quoted(continuation.pytorch_text)} {mark}{count_text}{details_html}</li>"
-        )
+        items.append(f'<li data-passed="{state}"><strong>{escape(run.label)}</strong>: {mark}{details_html}'
+                     f"{_texts(run, continuation.pytorch_text)}</li>")
     overall = {True: "yes", False: "no"}.get(continuation.passed, "unchecked")
     return (
         f'<div class="cm-continuation" data-role="continuation" data-passed="{overall}">'
@@ -517,8 +512,23 @@ def continuation_label(run: dict) -> str:
     return ContinuationRun.from_json(run).label
 
 
+def _texts(run, pytorch_text) -> str:
+    """The package's text and PyTorch's, split where they part (when the report says where)."""
+    extra = run.extra or {}
+    if "same_text" in extra:
+        same = extra.get("same_text") or ""
+        own, theirs = extra.get("own_rest") or "", extra.get("pytorch_rest") or ""
+        rest = ("" if not (own or theirs) else
+                f'<div class="cm-muted" data-role="after">then the package: {_quoted(own)} · PyTorch: {_quoted(theirs)}</div>')
+        return f'<div data-role="same">both: {_quoted(same)}</div>{rest}'
+    text = _quoted(run.text) if run.text is not None else '<span class="cm-muted">(no text)</span>'
+    return f"<div>{text} / <strong>PyTorch</strong>: {_quoted(pytorch_text)}</div>"
+
+
 def _quoted(text) -> str:
-    return f'«<span class="cm-text">{escape(str(text if text is not None else ""))}</span>»'
+    """Model text, literal: a newline shown as ⏎ so the quotes stay on one line."""
+    text = str(text if text is not None else "").replace("\r\n", "\n").replace("\n", "⏎")
+    return f'«<span class="cm-text">{escape(text)}</span>»'
 
 
 def compute_units_section(validation: dict, report: dict | None = None) -> str:

@@ -15,7 +15,8 @@ from huggingface_hub import ModelCardData
 
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
-from converters.report import ContinuationRun, ConversionReport, ValidationReport, number
+from converters.report import (ContinuationRun, ConversionReport, ValidationReport, continuation_reach,
+                               continuation_verdict, number)
 from converters.size_estimate import megabytes
 
 # Our task names -> the Hub's pipeline tags (most are the same).
@@ -405,23 +406,25 @@ def continuation_section(validation: dict) -> list[str]:
     continuation = ValidationReport.from_json(validation).continuation
     if continuation is None or not continuation.runs:
         return []
-    new_tokens = continuation.new_tokens
     verdict = {True: "passed", False: "FAILED"}.get(continuation.passed, "not run (nothing could be compared)")
     lines = [
-        f"Continuation check {verdict}: the prompt {_quote(continuation.prompt)} continued greedily"
-        + (f" for {new_tokens} tokens" if new_tokens else "") + " by each package and by the PyTorch model.",
+        f"Continuation check {verdict}: the prompt {_quote(continuation.prompt)} continued greedily by each package "
+        f"and by the PyTorch model: {continuation_reach(continuation)}.",
         "",
     ]
     for run in continuation.runs:
-        compared = run.tokens_compared if run.tokens_compared is not None else new_tokens
-        result = {True: "matches", False: "differs"}.get(run.passed, "not checked")
-        if run.matching_tokens is not None and compared:
-            result += f" ({run.matching_tokens}/{compared} tokens)"
-        text = _quote(run.text) if run.text is not None else "(no text)"
         details = [f"driven as {run.driven_as}"] if run.driven_as else []
-        details += [_plain(reason) for reason in (run.error, run.note) if reason]
+        details += [_plain(run.error)] if run.error else []
         more = "".join(f" — {d}" for d in details)
-        lines.append(f"- {run.label}: {text} / PyTorch: {_quote(continuation.pytorch_text)} — {result}{more}")
+        extra = run.extra or {}
+        if "same_text" in extra:  # split where the two part: what was counted is what is shown
+            texts = f"both {_quote(extra.get('same_text'))}"
+            if extra.get("own_rest") or extra.get("pytorch_rest"):
+                texts += f", then the package {_quote(extra.get('own_rest'))} / PyTorch {_quote(extra.get('pytorch_rest'))}"
+        else:
+            text = _quote(run.text) if run.text is not None else "(no text)"
+            texts = f"{text} / PyTorch: {_quote(continuation.pytorch_text)}"
+        lines.append(f"- {run.label}: {continuation_verdict(run)}{more}. {texts}")
     return lines
 
 

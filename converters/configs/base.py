@@ -93,13 +93,21 @@ class QualityBar:
 # embedder): each bit removed costs ~6 dB of weight SNR, so 0.99 / 0.98 / 0.95 for 8 / 6 / 4
 # bits. A classifier's label may flip only where PyTorch's top-2 probability margin is below
 # the noise each scheme adds to a probability (0.02 / 0.05 / 0.10).
+def _reason(what: str, ratio: float) -> str:
+    """The bar in a reader's words: what a perplexity ratio means for the text the model writes."""
+    less = round(100 - 100 / ratio)  # perplexity is 1 / the geometric-mean probability of each right word
+    return (f"{what}: on real text, the right next word may get at most about {less}% less probability than from "
+            f"the original ({ratio:.2f}x its perplexity): generated text stays close to the original's, though it can "
+            "take another word where the original hesitated")
+
+
 COMPRESSED_QUALITY = {
-    "int8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, "8-bit linear, per channel: near-lossless; held to the int8 bar of 1.05x perplexity"),
-    "lut8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, "8-bit palettes are at least as fine as int8: the same bar"),
-    "lut6": QualityBar(0.85, math.log(1.10), 1.10, 0.98, 0.05, "6-bit palettes: 1.10x perplexity, the issue's lut6 bar"),
-    "int4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, "4-bit linear, per block: 1.40x perplexity, the issue's 4-bit bar"),
-    "lut4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, "4-bit palettes: 1.40x perplexity, the issue's 4-bit bar"),
-    "mixed": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, "4-bit layers with 8-bit embeddings and head: the 4-bit bar"),
+    "int8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, _reason("8-bit weights", 1.05)),
+    "lut8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, _reason("8-bit palettes", 1.05)),
+    "lut6": QualityBar(0.85, math.log(1.10), 1.10, 0.98, 0.05, _reason("6-bit palettes", 1.10)),
+    "int4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, _reason("4-bit weights", 1.40)),
+    "lut4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, _reason("4-bit palettes", 1.40)),
+    "mixed": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, _reason("4-bit layers with 8-bit embeddings and head", 1.40)),
 }
 
 

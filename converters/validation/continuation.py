@@ -298,7 +298,16 @@ def run_package(ref: Reference, executor, info: dict, part: str, mode: str, atol
     result = compare(ref, run.tokens, atol)
     if run.stopped == "length" and len(run.tokens) < len(ref.tokens):
         result.setdefault("note", f"the package's length allowed only {len(run.tokens)} new tokens")
-    return {**entry, **result}
+    return {**entry, **result, **split_texts(ref, run.tokens, result["matching_tokens"])}
+
+
+def split_texts(ref: Reference, tokens: list[int], same: int) -> dict:
+    """The texts as counted: what both wrote (the first `same` tokens), then each one's own
+    rest, so a reader sees exactly where the two part (None without a tokenizer)."""
+    if ref.tokenizer is None:
+        return {}
+    return {"same_text": ref.text(tokens[:same]), "own_rest": ref.text(tokens[same:]),
+            "pytorch_rest": ref.text(ref.tokens[same:])}
 
 
 def check_row(ref: Reference, run: dict) -> Check | None:
