@@ -664,19 +664,29 @@ def wire_model_choice(page: Page, check: dict, sizes: dict, target: dict, visibi
         summary = models.inspect_model(text, token)
         if summary.error:
             summary.error = Redactor(token)(summary.error)
-        return {page.summary: summary, chosen.summary_html: render.model_summary(summary, render.tracker_url()),
-                chosen.task_radio: gr.update(choices=form.task_choices(summary.tasks, summary.default_task),
-                                             value=summary.default_task, visible=summary.convertible),
-                chosen.size_radio: gr.update(visible=summary.convertible),
-                page.destination.convert_button: gr.update(interactive=summary.convertible),
-                page.destination.push_repo: gr.update(
-                    placeholder=form.default_push_repo(user, summary.name if summary.repo_id else None))}
+        previous = data[page.summary].repo_id if data[page.summary] else None
+        changes, notes = form.adapt_to_model(previous, summary.repo_id, summary.tasks, data[kv_cache], data[push_repo])
+        summary_html = render.model_summary(summary, render.tracker_url())
+        if notes:  # said where the person is looking: under the model they just chose
+            summary_html += render.message(" ".join(notes), "info", role="adapted")
+        updates = {page.summary: summary, chosen.summary_html: summary_html,
+                   chosen.task_radio: gr.update(choices=form.task_choices(summary.tasks, summary.default_task),
+                                                value=summary.default_task, visible=summary.convertible),
+                   chosen.size_radio: gr.update(visible=summary.convertible),
+                   page.destination.convert_button: gr.update(interactive=summary.convertible),
+                   push_repo: gr.update(placeholder=form.default_push_repo(user, summary.name if summary.repo_id else None))}
+        if "kv_cache" in changes:
+            updates[kv_cache] = changes["kv_cache"]
+        if "push_repo" in changes:
+            updates[push_repo] = gr.update(value="", placeholder=updates[push_repo]["placeholder"])
+        return updates
 
     # The model's summary first, then the option checks and the expected sizes for it.
+    kv_cache, push_repo = page.options.fields["kv_cache"], page.destination.push_repo
     read = chosen.model_box.change(
-        inspect, {chosen.model_box, page.session},
+        inspect, {chosen.model_box, page.session, page.summary, kv_cache, push_repo},
         [page.summary, chosen.summary_html, chosen.task_radio, chosen.size_radio, page.destination.convert_button,
-         page.options.tolerance_html, page.destination.push_repo],
+         page.options.tolerance_html, push_repo, kv_cache],
         concurrency_limit=None, trigger_mode="always_last", **QUIET,
     )
     read.then(**check, concurrency_limit=None, **QUIET)

@@ -268,3 +268,13 @@ def test_a_gated_models_copy_is_public_only_when_the_user_confirms_its_licence_a
     assert note == "alice/gated-llama is gated (its authors grant access on conditions), so its copy is pushed to a private repo."
     assert "tick the box below only if its licence lets you publish it" in form.restricted_note("a/b", True, False, form.PUBLIC)
     assert form.restricted_note("a/b", False, False, form.PUBLIC) is None
+
+
+def test_choices_made_for_another_model_are_reset_and_said_so():
+    changes, notes = form.adapt_to_model("alice/llama", "alice/minilm", ["feature-extraction"], "stateful",
+                                         "alice/llama-int4-coreml")
+    assert changes == {"kv_cache": "none", "push_repo": ""}
+    assert notes == ["KV cache set back to None: only text-generation models keep one.",
+                     "The repo name you typed for alice/llama was cleared: this model goes to its own repo by default."]
+    assert form.adapt_to_model("alice/llama", "alice/qwen", ["text-generation"], "stateful", "") == ({}, [])
+    assert form.adapt_to_model(None, "alice/minilm", ["fill-mask"], "none", "alice/mine") == ({}, [])  # typed first

@@ -429,3 +429,11 @@ def test_the_engines_refusals_speak_of_options_by_name():
         refusals.append(str(refused.value))
     assert all("--" not in text for text in refusals), refusals
     assert "Set the KV cache to none." in refusals[0] and "Set the KV cache to none." in refusals[2]
+
+
+def test_a_push_refused_after_the_work_says_the_model_converted():
+    failed = status(state="failed", stage="push", error_kind="user_input", validation={"passed": True, "checks": []},
+                    error="Your token may not create or write to alice/x: it is read-only.")
+    html = render.outcome(failed)
+    assert "The model converted and passed validation, but it could not be pushed." in html
+    assert "cannot be converted as given" not in html and "(during:" not in html

@@ -297,6 +297,17 @@ REFUSED_BEFORE_QUEUEING = [
     pytest.param(dict(push_repo="alice/has space"), "is not a valid Hub ID", id="bad-target-repo"),
     pytest.param(dict(push="pull-request", push_repo="alice/x"), "leave the target repo empty", id="pr-with-target"),
     pytest.param(dict(runner="windows"), "Unknown runner 'windows'", id="bad-runner"),
+    # Where the result goes is checked with the user's token before any work (not after the conversion).
+    pytest.param(dict(token="hf_not_a_real_token", user=OWNER), "The Hub rejected the token", id="token-rejected"),
+    pytest.param(dict(task="fill-mask", token=repos.OWNER_READ_TOKEN, push_repo="alice/read-only-target"),
+                 "Your token may not create or write to alice/read-only-target: it is read-only",
+                 id="read-only-token-new-repo"),
+    pytest.param(dict(model=repos.PR_SOURCE, task="fill-mask", token=repos.OTHER_READ_TOKEN, push="pull-request"),
+                 "Your token may not open a pull request on alice/pr-bert: it is read-only", id="read-only-token-pull-request"),
+    pytest.param(dict(task="fill-mask", push_repo=f"{OTHER}/not-yours"),
+                 f"may not create or write to {OTHER}/not-yours: {OTHER} is not your account", id="other-namespace"),
+    pytest.param(dict(task="fill-mask", push_repo="alice/secret-bert", token=OTHER_TOKEN, user=OTHER),
+                 "may not create or write to alice/secret-bert: alice is not your account", id="another-users-repo"),
 ]
 
 
@@ -332,13 +343,6 @@ REFUSED_BY_THE_JOB = [
     pytest.param(dict(model=repos.HUGE), "is too large for this worker: 7.0 B parameters", id="too-large"),
     pytest.param(dict(task="fill-mask", options={"sequence_length": "1024"}),
                  "Sequence length 1024 is beyond this model's maximum of 512", id="length-beyond-model"),
-    pytest.param(dict(token="hf_not_a_real_token", user=OWNER), "The Hub rejected the token", id="token-rejected"),
-    pytest.param(dict(task="fill-mask", token=repos.OWNER_READ_TOKEN, push_repo="alice/read-only-target"),
-                 "may not create or write to alice/read-only-target", id="read-only-token-new-repo"),
-    pytest.param(dict(model=repos.PR_SOURCE, task="fill-mask", token=repos.OTHER_READ_TOKEN, push="pull-request"),
-                 "may not open a pull request on alice/pr-bert", id="read-only-token-pull-request"),
-    pytest.param(dict(task="fill-mask", push_repo=f"{OTHER}/not-yours"),
-                 f"may not create or write to {OTHER}/not-yours", id="other-namespace"),
 ]
 
 

@@ -189,6 +189,20 @@ class FormValues:
         )
 
 
+def adapt_to_model(previous: str | None, repo_id: str | None, tasks, kv_cache: str | None,
+                   push_repo: str | None) -> tuple[dict[str, str], list[str]]:
+    """What the form changes when another model is chosen (field -> new value), and the
+    sentences that say so: choices made for the previous model that don't fit this one."""
+    changes, notes = {}, []
+    if kv_cache == "stateful" and "text-generation" not in (tasks or ()):
+        changes["kv_cache"] = "none"
+        notes.append("KV cache set back to None: only text-generation models keep one.")
+    if (push_repo or "").strip() and previous and repo_id and previous != repo_id:
+        changes["push_repo"] = ""
+        notes.append(f"The repo name you typed for {previous} was cleared: this model goes to its own repo by default.")
+    return changes, notes
+
+
 def push_target(typed: str | None, user: str | None, model_name: str | None,
                 options: ConversionOptions | None = None) -> str | None:
     """The repo a new-repo push goes to, as the job will name it: the typed ID, or the default

@@ -132,12 +132,13 @@ def link(url: str, text: str) -> str:
     return f'<a href="{escape(url, quote=True)}" target="_blank" rel="noopener">{escape(text)}</a>'
 
 
-def message(text: str, level: str = "info") -> str:
-    """A one-paragraph note: level error | warning | ok | info."""
+def message(text: str, level: str = "info", role: str | None = None) -> str:
+    """A one-paragraph note: level error | warning | ok | info (`role`: a data-role to find it by)."""
     if not text:
         return ""
     css = {"error": "cm-error", "warning": "cm-warning", "ok": "cm-ok"}.get(level, "cm-info")
-    return f'<div class="{css}" data-level="{escape(level)}">{escape(page_words(text))}</div>'
+    marked = f' data-role="{escape(role)}"' if role else ""
+    return f'<div class="{css}" data-level="{escape(level)}"{marked}>{escape(page_words(text))}</div>'
 
 
 # The command line's own words, as the page says them (messages are shared with the CLI).
@@ -421,6 +422,10 @@ def _failure(status: dict, report_url: str | None) -> str:
     }.get(kind, "The job failed.")
     stage = status.get("stage")
     where = f" (during: {STAGE_LABELS.get(stage, stage)})" if stage and stage not in ("queued", "done") else ""
+    validated = (_validation(status) or {}).get("passed") is True
+    if stage == "push" and kind == "user_input" and validated:
+        # The work was done: say so, and that only the push was refused.
+        lead, where = "The model converted and passed validation, but it could not be pushed.", ""
     report = ""
     lossy = bool(((_validation(status) or {}).get("quality") or {}).get("scheme"))  # a size to choose, not a fault
     if report_url and kind in ("validation", "internal") and not float32_is_the_remedy(status) and not lossy:

@@ -74,8 +74,10 @@ def submit(spec: JobSpec) -> str:
     Raises UserInputError for what can be known before queueing (a token the Hub rejects).
     """
     redis = connection()
+    account = account_of(spec.token)
     if not spec.user:
-        spec = spec.with_user(whoami(spec.token))
+        spec = spec.with_user(account["name"])
+    check_push_access(spec, account)
     request = spec.job_id()  # the same request, the same id: while it runs, asking again joins it
     latest_key = f"{settings.KEY_PREFIX}:latest-run:{request}"
     latest = (redis.get(latest_key) or request.encode()).decode()
@@ -178,10 +180,48 @@ def try_status(try_id: str, user: str | None) -> dict:
 
 def whoami(token: str | None) -> str:
     """The Hub user name behind `token`."""
+    return account_of(token)["name"]
+
+
+def check_push_access(spec: JobSpec, account: dict) -> None:
+    """Refuse, before any work, a push the token could not make: a read-only token, a new repo
+    outside the user's account and organisations, an existing repo it may not write to."""
+    from huggingface_hub import HfApi, errors
+
+    from .spec import PULL_REQUEST
+
+    target = spec.push_repo_id
+    action = "open a pull request on" if spec.push.kind == PULL_REQUEST else "create or write to"
+    remedy = "Give a token with write access (or pick a repo in your own account) and convert again."
+    role = ((account.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise UserInputError(f"Your token may not {action} {target}: it is read-only. {remedy}")
+    if spec.push.kind == PULL_REQUEST:
+        return
+    namespace = target.split("/")[0]
+    if namespace != account.get("name") and namespace not in {o.get("name") for o in account.get("orgs") or []}:
+        raise UserInputError(f"Your token may not {action} {target}: {namespace} is not your account or one of your "
+                             f"organisations. {remedy}")
+    client = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    try:
+        client.auth_check(target, token=spec.token, write=True)
+    except errors.RepositoryNotFoundError:
+        return  # a new repo in the user's own namespace: theirs to create
+    except errors.HfHubHTTPError as error:
+        if getattr(error.response, "status_code", None) == 403:
+            raise UserInputError(f"Your token may not {action} {target}: it has no write access there. {remedy}") from None
+        unavailable = hub_unavailable(error, "while checking where the result goes")
+        if unavailable is not None:
+            raise unavailable from None
+        raise
+
+
+def account_of(token: str | None) -> dict:
+    """The Hub account behind `token` (whoami: name, orgs, the token's role)."""
     from huggingface_hub import HfApi, errors
 
     try:
-        return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).whoami(token=token or False)["name"]
+        return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).whoami(token=token or False)
     except Exception as error:
         unavailable = hub_unavailable(error, "while checking the token")
         if unavailable is not None:
