@@ -23,7 +23,7 @@ import gradio as gr
 from converters.errors import ConverterError, UserInputError
 from converters.options import OPTIONS, ConversionOptions
 from ui import form, models, package_zip, render
-from worker import api
+from worker import api, sessions
 from worker.progress import Redactor
 
 log = logging.getLogger("app")
@@ -148,6 +148,7 @@ class Page:
     job: gr.State  # the job shown in the job view
     view: gr.State  # what the job view shows now (to skip unchanged updates)
     job_ids: gr.State  # job ids of the "My jobs" rows
+    remembered: gr.BrowserState  # in the browser: {"session": a sign-in's reference (worker/sessions.py)}
     timer: gr.Timer  # polls the job shown while it runs
     sign_in: SignIn
     model: ModelChoice
@@ -168,13 +169,14 @@ class Page:
                 self.results.download_button, self.results.download_file, self.timer,
                 self.results.try_it.group, self.results.try_it.note_html, self.results.try_it.text_box,
                 self.results.try_it.other_box, self.results.try_it.run_button, self.results.try_it.output_html,
-                self.view, self.my_jobs.jobs_table, self.job_ids]
+                self.view, self.my_jobs.jobs_table, self.job_ids, self.destination.target_html]
 
 
 def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
     with gr.Blocks(title="Core ML Converter", delete_cache=(1800, 3600)) as demo:
         states = {name: gr.State(value) for name, value in
                   (("session", {}), ("summary", None), ("job", None), ("view", {}), ("job_ids", []))}
+        remembered = gr.BrowserState({}, storage_key="coreml-converter")  # a reference only, never the token
         timer = gr.Timer(POLL_SECONDS, active=False)
         gr.Markdown(INTRO)
         sign_in = sign_in_section(on_spaces)
@@ -186,7 +188,7 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
             job_view = job_view_section(job_group)
             results = results_section()
         my_jobs = my_jobs_section()
-        page = Page(**states, timer=timer, sign_in=sign_in, model=model, options=options, destination=destination,
+        page = Page(**states, remembered=remembered, timer=timer, sign_in=sign_in, model=model, options=options, destination=destination,
                     job_view=job_view, results=results, my_jobs=my_jobs)
 
         wire_page_load(demo, page)
@@ -394,6 +396,9 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
     if moved or listed_changed(listed):
         updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
         listed = listed_states(updates[page.job_ids])
+    if moved and state == "finished" and status.get("pushed") and status.get("push_kind") != form.PULL_REQUEST:
+        # The repo exists now: converting again into it (the form still names it) is warned about at once.
+        updates[page.destination.target_html] = render.message(form.existing_target_note(status["push_target"]), "warning")
     # A panel prepared for another job is emptied: its prompt and answer were that job's.
     switched = view.get("job_id") != status.get("job_id")
     if moved or switched:
@@ -449,15 +454,39 @@ def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str |
 
 
 def wire_page_load(demo: gr.Blocks, page: Page) -> None:
-    def on_load(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
-        user, _ = identity(data[page.session], profile, oauth)
-        rows, ids = jobs_for(user)
-        return {page.sign_in.user_html: render.signed_in(user, "Hugging Face" if profile is not None else ""),
-                page.options.workers_html: workers_text(), page.my_jobs.jobs_table: rows, page.job_ids: ids}
+    """A reload or a second tab finds the user signed in (a token sign-in's session, by the
+    reference the browser kept), their jobs listed and their newest running job shown."""
+    box = page.sign_in
 
-    demo.load(on_load, {page.session},
-              [page.sign_in.user_html, page.options.workers_html, page.my_jobs.jobs_table, page.job_ids],
-              concurrency_limit=None, **QUIET)
+    def on_load(data: dict, profile: gr.OAuthProfile | None, oauth: gr.OAuthToken | None) -> dict:
+        session, updates = data[page.session], {}
+        reference = (data[page.remembered] or {}).get("session")
+        if profile is None and not session.get("user") and reference and box.token_box is not None:
+            restored = sessions.restore(api.connection(), reference)
+            if restored:
+                session = restored
+                updates.update({page.session: restored, **signed_in_updates(page, restored["user"])})
+            else:  # expired or signed out elsewhere
+                updates[page.remembered] = {}
+        user, _ = identity(session, profile, oauth)
+        rows, ids = jobs_for(user)
+        updates.update({box.user_html: render.signed_in(user, "Hugging Face" if profile is not None else ""),
+                        page.options.workers_html: workers_text(), page.my_jobs.jobs_table: rows, page.job_ids: ids})
+        running = next((s for s in map(api.status, ids) if render.is_active(s) and owned(s, user)), None)
+        if running is not None:
+            updates.update({page.job: running["job_id"], **show(page, running, {}, user, fresh=True)})
+        return updates
+
+    sign_in_outputs = [c for c in (box.token_box, box.sign_in_button, box.sign_out_button) if c is not None]
+    demo.load(on_load, {page.session, page.remembered},
+              [page.session, page.remembered, box.user_html, *sign_in_outputs, page.options.workers_html, page.job,
+               *page.view_outputs], concurrency_limit=None, **QUIET)
+
+
+def signed_in_updates(page: Page, user: str) -> dict:
+    box = page.sign_in
+    return {box.token_box: gr.update(value="", visible=False), box.user_html: render.signed_in(user),
+            box.sign_in_button: gr.update(visible=False), box.sign_out_button: gr.update(visible=True)}
 
 
 def wire_sign_in(page: Page) -> None:
@@ -465,8 +494,8 @@ def wire_sign_in(page: Page) -> None:
     box = page.sign_in
     if box.token_box is None:
         return
-    outputs = [page.session, box.token_box, box.user_html, box.sign_in_button, box.sign_out_button,
-               page.my_jobs.jobs_table, page.job_ids]
+    outputs = [page.session, page.remembered, box.token_box, box.user_html, box.sign_in_button, box.sign_out_button,
+               page.my_jobs.jobs_table, page.job_ids, page.destination.submit_html]
 
     def sign_in(data: dict) -> dict:
         token = (data[box.token_box] or "").strip()
@@ -478,19 +507,22 @@ def wire_sign_in(page: Page) -> None:
             return {box.token_box: "", box.user_html: render.message(safe_text(error, token), "error"),
                     box.sign_in_button: gr.update(visible=True), box.sign_out_button: gr.update(visible=False)}
         rows, ids = jobs_for(user)
-        return {page.session: {"user": user, "token": token}, box.token_box: gr.update(value="", visible=False),
-                box.user_html: render.signed_in(user), box.sign_in_button: gr.update(visible=False),
-                box.sign_out_button: gr.update(visible=True), page.my_jobs.jobs_table: rows, page.job_ids: ids}
+        # The browser keeps a reference to this sign-in, so a reload or another tab needs no token again.
+        reference = sessions.create(api.connection(), user, token)
+        return {page.session: {"user": user, "token": token}, page.remembered: {"session": reference},
+                **signed_in_updates(page, user), page.my_jobs.jobs_table: rows, page.job_ids: ids,
+                page.destination.submit_html: ""}  # a "Sign in first" message is answered
 
     box.sign_in_button.click(sign_in, {box.token_box}, outputs, **QUIET)
     box.token_box.submit(sign_in, {box.token_box}, outputs, **QUIET)
 
-    def sign_out() -> dict:
-        return {page.session: {}, box.token_box: gr.update(value="", visible=True), box.user_html: render.signed_in(None),
-                box.sign_in_button: gr.update(visible=True), box.sign_out_button: gr.update(visible=False),
-                page.my_jobs.jobs_table: [], page.job_ids: []}
+    def sign_out(data: dict) -> dict:
+        sessions.end(api.connection(), (data[page.remembered] or {}).get("session"))
+        return {page.session: {}, page.remembered: {}, box.token_box: gr.update(value="", visible=True),
+                box.user_html: render.signed_in(None), box.sign_in_button: gr.update(visible=True),
+                box.sign_out_button: gr.update(visible=False), page.my_jobs.jobs_table: [], page.job_ids: []}
 
-    box.sign_out_button.click(sign_out, None, outputs, **QUIET)
+    box.sign_out_button.click(sign_out, {page.remembered}, outputs, **QUIET)
 
 
 def wire_options(page: Page) -> dict:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.conftest import OWNER, OWNER_TOKEN
+from tests.conftest import OTHER, OWNER, OWNER_TOKEN
 from tests.e2e import repos
 from tests.e2e.harness import free_port, wait_until, worker_env
 from tests.e2e.service import JobService
@@ -124,6 +124,7 @@ def page(browser_context, app_url):
     page.goto(app_url, wait_until="domcontentloaded")
     page.wait_for_selector("#token input")
     yield page
+    page.evaluate("() => localStorage.clear()")  # each test starts signed out (a sign-in is remembered)
     page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
@@ -301,8 +302,8 @@ def test_convert_a_tiny_model_and_get_the_pushed_package(page, service, tmp_path
     assert OWNER_TOKEN not in page_text(page)
     screenshot(page, tmp_path, "1-converted-and-pushed")
 
-    # Converting into it again is announced before Convert: the push would replace its package.
-    assert page.inner_text("#push-target-note").strip() == ""
+    # Converting into it again is announced before Convert, at once after the push (the form still names it).
+    assert f"{target} already exists" in page.inner_text("#push-target-note")
     page.fill("#push-repo textarea, #push-repo input", "")
     page.fill("#push-repo textarea, #push-repo input", target)
     # (The emptied field announced the default target first: wait for the answer to the typed one.)
@@ -322,11 +323,15 @@ def start_task_job(page, model: str, task: str) -> None:
     page.locator("#try-it").wait_for()
 
 
-def test_try_a_text_generation_package_beside_pytorch(page, tmp_path):
-    """A worker runs the pushed package on the typed prompt, driven as swift-transformers drives it,
-    and PyTorch beside it: both continuations and their speeds; the tiny random model continues
-    alike in fp16 emulation (the real LLM's agreement is tests/test_real_models.py's)."""
+def test_each_job_shows_only_its_own_data_and_tries(page, tmp_path):
+    """Try a text-generation package (driven as swift-transformers drives it, PyTorch beside it),
+    then convert an embedder in the same page: nothing of the first job's try remains, each job
+    is named with its variant, the embedder's try compares two sentences; reopening the first
+    job shows its own empty panel, not the embedder's."""
     start_task_job(page, repos.TINY_LLAMA, "text-generation")
+    assert "job-llama · text-generation · float16 · iOS17" in page.inner_text("#job-status")
+    # The continuation verdict says what it counted.
+    assert "the same" in page.inner_text("#job-results [data-role=continuation]")
     assert page.locator("#try-text").get_attribute("class") is not None
     assert "swift-transformers" in page.inner_text("#try-note")
     page.fill("#try-text textarea", "hello world")
@@ -338,10 +343,20 @@ def test_try_a_text_generation_package_beside_pytorch(page, tmp_path):
     page.locator("#try-it").scroll_into_view_if_needed()
     screenshot(page, tmp_path, "4-try-text-generation")
 
+    choose_model(page, repos.TINY)
+    page.locator("#task input[value=feature-extraction]").check()
+    set_options(page, "8")
+    submit(page)
+    assert watch_job(page)[-1][0] == "finished"
+    page.locator("#try-other").wait_for()
+    assert "job-bert · feature-extraction · float16 · iOS17" in page.inner_text("#job-status")
+    assert page.locator("#try-output [data-kind]").count() == 0, "the first job's try is still shown"
+    assert page.input_value("#try-text textarea") == "" and "hello world" not in page.inner_text("#try-it")
+    table = page.inner_text("#jobs-table")
+    assert "text-generation · float16 · iOS17" in table and "feature-extraction · float16 · iOS17" in table
+    page.locator("#try-it").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "4b-another-job-nothing-of-the-first")
 
-def test_try_an_embedder_package_with_two_sentences(page, tmp_path):
-    start_task_job(page, repos.TINY, "feature-extraction")
-    assert page.locator("#try-other").is_visible()
     page.fill("#try-text textarea", "hello world")
     page.fill("#try-other textarea", "the world")
     page.click("#try-run")
@@ -350,6 +365,36 @@ def test_try_an_embedder_package_with_two_sentences(page, tmp_path):
     assert len(values) == 2 and abs(values[0] - values[1]) < 0.01, values  # the package agrees with PyTorch
     page.locator("#try-it").scroll_into_view_if_needed()
     screenshot(page, tmp_path, "5-try-embedder")
+
+    page.locator("#jobs-table").get_by_text("text-generation").first.click()
+    page.wait_for_function("() => document.querySelector('#job-status')?.innerText.includes('text-generation')")
+    page.locator("#try-other").wait_for(state="hidden")
+    assert page.locator("#try-output [data-kind]").count() == 0 and page.input_value("#try-text textarea") == ""
+    screenshot(page, tmp_path, "5b-first-job-reopened")
+
+
+def test_choices_for_another_model_are_reset_and_a_repo_you_cannot_write_is_refused_at_once(page, service, tmp_path):
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    choose_model(page, repos.TINY_LLAMA)
+    page.click("#options")
+    page.locator("#kv-cache input[value=stateful]").check()
+    page.fill("#push-repo textarea, #push-repo input", f"{OWNER}/llama-stateful")
+    choose_model(page, repos.TINY)
+    page.locator("#model-summary [data-role=adapted]").wait_for()
+    assert "KV cache set back to None" in page.inner_text("#model-summary [data-role=adapted]")
+    assert page.locator("#kv-cache input[value=none]").is_checked()
+    assert page.input_value("#push-repo textarea, #push-repo input") == ""
+    screenshot(page, tmp_path, "2d-options-reset-for-another-model")
+
+    before = service.hub_state()
+    page.fill("#push-repo textarea, #push-repo input", f"{OTHER}/not-yours")
+    page.click("#convert")
+    page.wait_for_function("() => document.querySelector('#submit-message')?.innerText.includes('may not')")
+    assert f"Your token may not create or write to {OTHER}/not-yours" in page.inner_text("#submit-message")
+    assert page.query_selector("#job-status [data-state]") is None and service.hub_state() == before
+    assert "--" not in page.inner_text("#submit-message")
+    screenshot(page, tmp_path, "2e-wrong-repo-refused-before-any-work")
 
 
 def test_convert_waits_for_a_request_that_can_run(page, tmp_path):
@@ -477,11 +522,24 @@ def test_a_float16_only_failure_says_so_once_and_its_float32_action_converts(pag
     page.wait_for_function("m => document.querySelector('#model input').value === m", arg=repos.FRAGILE)
 
 
-def test_cancel_a_running_job(page, service, tmp_path):
+def test_a_reload_keeps_the_sign_in_and_the_running_job_which_can_be_cancelled(page, browser_context, app_url,
+                                                                             service, tmp_path):
     before = service.hub_state()
     start_job(page, repos.SLOW)
     watch_job(page, until=("running",) + ENDED)
     assert job_state(page)[0] == "running", "the job ended before it could be cancelled"
+    # A reload, and a second tab, find the user signed in and the running job shown.
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_selector("[data-signed-in=yes]")
+    page.wait_for_selector("#job-status [data-state=running]")
+    assert "slow-bert" in page.inner_text("#job-status") and "slow-bert" in page.inner_text("#jobs-table")
+    assert OWNER_TOKEN not in page.evaluate("() => JSON.stringify(localStorage)")  # a reference, not the token
+    other = browser_context.new_page()
+    other.goto(app_url, wait_until="domcontentloaded")
+    other.wait_for_selector("[data-signed-in=yes]")
+    other.wait_for_selector("#job-status [data-state]")
+    screenshot(other, tmp_path, "4c-second-tab-signed-in")
+    other.close()
     page.click("#cancel")
     assert watch_job(page, timeout=30)[-1][0] == "cancelled"
     assert "Cancelled" in page.inner_text("#job-results")

@@ -94,3 +94,21 @@ def test_a_try_whose_reference_would_not_fit_memory_is_refused(monkeypatch):
 def test_available_memory_is_read_from_this_machine():
     free = try_it.available_memory()
     assert free is not None and 10**8 < free < 10**13
+
+
+def test_a_sign_in_session_is_a_reference_to_an_encrypted_token(redis, tmp_path, monkeypatch):
+    from cryptography.fernet import Fernet
+
+    from worker import sessions
+
+    monkeypatch.setenv("COREML_CONVERTER_SECRET_KEY", Fernet.generate_key().decode())
+    reference = sessions.create(redis, "alice", "hf_alice_secret")
+    assert sessions.restore(redis, reference) == {"user": "alice", "token": "hf_alice_secret"}
+    (key,) = redis.keys("coreml:session:*")
+    assert reference.encode() not in key and b"hf_alice_secret" not in redis.get(key)  # neither kept in the clear
+    assert 0 < redis.ttl(key) <= sessions.SESSION_SECONDS
+    assert sessions.restore(redis, "a-guess") is None and sessions.restore(redis, None) is None
+    monkeypatch.setenv("COREML_CONVERTER_SECRET_KEY", Fernet.generate_key().decode())  # another deployment's key
+    assert sessions.restore(redis, reference) is None
+    sessions.end(redis, reference)
+    assert redis.keys("coreml:session:*") == []

@@ -93,13 +93,19 @@ def test_two_jobs_pushing_to_one_repo_both_land(service):
     # Slow writes to the target: whichever job pushes first holds the repo while the other waits.
     service.hub.inject_fault(target, status=None, delay=1.0)
     try:
-        jobs = [api.submit(make_spec(task=task, push_repo=target)) for task in ("fill-mask", "token-classification")]
+        # A Core ML package and a Core AI one: the repo ends holding both, and its card says so.
+        jobs = [api.submit(make_spec(push_repo=target)),
+                api.submit(make_spec(push_repo=target, options={"sequence_length": "8", "format": "coreai",
+                                                                "precision": "float32"}))]
         ended = [service.wait(job_id, timeout=240) for job_id in jobs]
     finally:
         service.hub.clear_faults(target)
     assert [s["state"] for s in ended] == ["finished", "finished"], ended
     titles = [c["title"] for c in service.hub.commits(target)]
-    assert sum("(fill-mask," in t for t in titles) == 1 and sum("(token-classification," in t for t in titles) == 1
+    assert len([t for t in titles if "fill-mask" in t]) == 2, titles
+    files = service.hub.files(target)
+    assert any(f.startswith("job-bert.mlpackage/") for f in files) and any(f.startswith("job-bert.aimodel") for f in files)
+    assert "## Other packages in this repo" in files["README.md"].decode()  # the later card names the earlier package
     assert all(s["links"]["commit"].rsplit("/", 1)[-1] in {c["oid"] for c in service.hub.commits(target)} for s in ended)
     assert not service.redis.client().exists(repo_lock.key(target))  # released
 

@@ -131,3 +131,14 @@ def test_card_of_a_model_without_a_tokenizer_says_so_and_what_an_app_needs():
     assert "for a fine-tune, usually its base model's" in section and "pass it to the model" in section
     assert "names **`bob/finetune-coreml`**, which has no tokenizer for swift-transformers to download" in section
     assert "--" not in section  # no command-line flags in the card
+
+
+def test_the_card_lists_the_packages_earlier_conversions_left_in_the_repo():
+    from worker import card
+
+    readme = card.model_card(source_repo="alice/llama", revision="0123456789abcdef", source_url="http://hub/alice/llama",
+                             report=TEXT_REPORT, package_paths=["m.aimodel"], other_packages=["m.mlpackage"])
+    section = readme.split("## Other packages in this repo", 1)[1]
+    assert "- `m.mlpackage`" in section and "do not describe" in section
+    assert "## Other packages" not in card.model_card(source_repo="alice/llama", revision="0123456789abcdef",
+                                                        source_url="x", report=TEXT_REPORT, package_paths=["m.mlpackage"])

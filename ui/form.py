@@ -214,8 +214,8 @@ def push_target(typed: str | None, user: str | None, model_name: str | None,
 
 
 def existing_target_note(repo_id: str) -> str:
-    return (f"{repo_id} already exists: converting into it replaces the Core ML package and the model card "
-            "it holds (its other files stay). Type another repo name to keep them.")
+    return (f"{repo_id} already exists: converting into it replaces its package of the same name and its model card; "
+            "its other packages stay, and the new card lists them. Type another repo name to keep it as it is.")
 
 
 def default_push_repo(user: str | None, model_name: str | None, options: ConversionOptions | None = None) -> str:

@@ -273,6 +273,7 @@ def status(job_id: str) -> dict:
         "task": meta.get("task"),
         "options": meta.get("options") or (meta.get("report") or {}).get("options") or {},
         "push_target": meta.get("push_target"),
+        "push_kind": meta.get("push_kind"),
         "submitted_at": meta.get("submitted_at"),
         "started_at": meta.get("started_at"),
         "ended_at": meta.get("ended_at") or (_iso(job.ended_at) if not state.active else None),

@@ -628,6 +628,11 @@ def _context_tokens(options: dict) -> int | None:
 def swift_transformers_caveats(options: dict) -> list[str]:
     """What in these options swift-transformers 1.3 cannot run (read in its LanguageModel.swift)."""
     caveats = []
+    target = str(options.get("minimum_deployment_target") or "")
+    if target and target not in ("iOS18", "macOS15"):
+        caveats.append(f"swift-transformers' `LanguageModel` itself needs iOS 18 / macOS 15 (it is declared "
+                       f"`@available(macOS 15.0, iOS 18.0, …)`), hence the snippet's `@available`; the package runs from "
+                       f"{target} when you call it with Core ML's own API.")
     if options.get("naming") == "exporters":
         caveats.append("this package uses the exporters names (`input_ids`, `attention_mask`); swift-transformers' "
                        "`LanguageModel` reads `inputIds` and stops on a package without it: convert with the "
@@ -663,7 +668,7 @@ def licence_lines(source_repo: str, licence: str | None, gated: bool, private: b
 
 def model_card(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str],
                modality: str | None = None, tokenizer_files: list[str] | None = None, licence: str | None = None,
-               terms: list[str] | None = None) -> str:
+               terms: list[str] | None = None, other_packages: list[str] | None = None) -> str:
     """README.md for a new repo: YAML metadata (with the source's `licence`), then the body
     (`terms`: licence_lines, after the introduction)."""
     tags = ["coreml", "core-ml-converter"] + (["coreai"] if any(p.endswith(AIMODEL) for p in package_paths) else [])
@@ -677,4 +682,14 @@ def model_card(*, source_repo: str, revision: str, source_url: str, report: dict
     )
     body = card_body(source_repo=source_repo, revision=revision, source_url=source_url, report=report,
                      package_paths=package_paths, tokenizer_files=tokenizer_files, terms=terms)
-    return f"---\n{data.to_yaml()}\n---\n\n{body}"
+    return f"---\n{data.to_yaml()}\n---\n\n{body}" + other_packages_section(other_packages or [])
+
+
+def other_packages_section(paths: list[str]) -> str:
+    """The packages an earlier conversion left in this repo, which this card does not describe."""
+    if not paths:
+        return ""
+    listed = "\n".join(f"- `{path}`" for path in paths)
+    return ("\n## Other packages in this repo\n\nThis repo also holds packages from earlier conversions, which the "
+            "sections above do not describe (they describe this conversion's). Each one's details are in the commit "
+            f"that added it.\n\n{listed}\n")

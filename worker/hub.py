@@ -138,6 +138,28 @@ def push_pull_request(*, token: str, repo_id: str, user: str, files: dict[str, P
                       reused_pull_request=ours is not None)
 
 
+PACKAGE_SUFFIXES = (".mlpackage", ".aimodel")
+
+
+def packages_in(token: str, repo_id: str) -> list[str]:
+    """The packages (folders or files named *.mlpackage / *.aimodel) a repo holds now; [] if it is new."""
+    from huggingface_hub import errors
+
+    try:
+        with push_errors(repo_id, "read"):
+            files = _api(token).list_repo_files(repo_id)
+    except (errors.RepositoryNotFoundError, UserInputError):
+        return []
+    found = []
+    for path in files:
+        parts = path.split("/")
+        for depth, part in enumerate(parts):
+            if part.endswith(PACKAGE_SUFFIXES):
+                found.append("/".join(parts[: depth + 1]))
+                break
+    return sorted(set(found))
+
+
 def landed_commit(token: str | None, repo_id: str, title: str, since_iso: str) -> str | None:
     """The URL of a commit titled `title` made to `repo_id` since `since_iso`, or None
     (what a job killed mid-push actually left)."""

@@ -218,14 +218,16 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
         private = spec.private_for(resolved.gated, resolved.private)
         if private and spec.push.private is None:
             progress.log(f"{resolved.repo_id} is {'gated' if resolved.gated else 'private'}: its copy is pushed private")
-        readme = card.model_card(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
-                                 report=report, package_paths=roots, modality=_modality(report),
-                                 tokenizer_files=tokenizer_files, licence=resolved.license,
-                                 terms=card.licence_lines(resolved.repo_id, resolved.license, resolved.gated,
-                                                          resolved.private, private))
         commit_message = f"{title} of {resolved.repo_id}@{resolved.revision[:12]}"
         progress.stage("push", f"Waiting for other pushes to {target}")
         with repo_lock(progress.job.connection, target):  # one writer per repo, from "does it exist" to the commit
+            # The card describes every package the repo will hold: earlier conversions' too.
+            others = [p for p in hub.packages_in(token, target) if p not in roots]
+            readme = card.model_card(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
+                                     report=report, package_paths=roots, modality=_modality(report),
+                                     tokenizer_files=tokenizer_files, licence=resolved.license,
+                                     terms=card.licence_lines(resolved.repo_id, resolved.license, resolved.gated,
+                                                              resolved.private, private), other_packages=others)
             progress.stage("push", f"Pushing to {target}")
             progress.set(push_commit=commit_message, push_started_at=now_iso())  # what landed, if the worker dies
             pushed = hub.push_new_repo(
