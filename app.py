@@ -403,7 +403,7 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
     switched = view.get("job_id") != status.get("job_id")
     if moved or switched:
         updates.update(try_it_setup(page.results.try_it, render.try_kind(status), fresh or switched,
-                                    render.try_unavailable(status)))
+                                    render.try_unavailable(status), status))
     view.update(state=state, stage=status.get("stage"), log=log_text, results=results, outcome=ended,
                 listed=listed, job_id=status.get("job_id"))
     updates[page.view] = view
@@ -427,7 +427,8 @@ def listed_changed(listed: dict[str, str]) -> bool:
     return bool(listed) and listed_states(list(listed)) != listed
 
 
-def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str | None = None) -> dict:
+def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str | None = None,
+                 status: dict | None = None) -> dict:
     """The Try it panel for a job: shown with the boxes its kind needs (typed text is kept
     while the same job is shown), or only with why it can't be tried (`unavailable`)."""
     if kind is None:  # hidden, and emptied: nothing of an earlier job's try may reappear with it
@@ -439,7 +440,7 @@ def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str |
                 panel.run_button: gr.update(visible=False)}
     label, example, second = render.TRY_LABELS[kind]
     other, other_example = second or ("", "")
-    updates = {panel.group: gr.update(visible=True), panel.note_html: render.try_note(kind),
+    updates = {panel.group: gr.update(visible=True), panel.note_html: render.try_note(kind, status),
                panel.text_box: gr.update(label=label, placeholder=example, visible=True),
                panel.other_box: gr.update(label=other, visible=bool(other), placeholder=other_example),
                panel.run_button: gr.update(visible=True)}
@@ -547,6 +548,8 @@ def wire_options(page: Page) -> dict:
         thresholds = models.tolerances(summary, entered["precision"], entered["tolerance"])
         # A request that cannot run is not queued: Convert waits until the form says yes.
         runnable = summary is not None and summary.convertible and level != "error" and not problem
+        if problem and "equence length" in problem:
+            note, level = "", "info"  # the refusal says it; a note describing the refused length would contradict it
         return {notes.sequence_html: render.message(note, level),
                 page.destination.problem_html: render.message(problem, "error") if problem else "",
                 notes.tolerance_html: render.tolerance(thresholds, entered["precision"]),
@@ -829,7 +832,7 @@ def wire_results(page: Page) -> None:
         while time.monotonic() < deadline:
             state = api.try_status(try_id, user)
             if state["state"] == "finished" and state.get("result"):
-                yield render.try_result(state["result"])
+                yield render.try_result(state["result"], inputs)
                 return
             if state["state"] in ("failed", "cancelled", "unknown"):
                 yield render.message(safe_text(state.get("error") or "The try failed.", token), "error")

@@ -437,3 +437,18 @@ def test_a_push_refused_after_the_work_says_the_model_converted():
     html = render.outcome(failed)
     assert "The model converted and passed validation, but it could not be pushed." in html
     assert "cannot be converted as given" not in html and "(during:" not in html
+
+
+def test_try_says_what_runs_and_what_the_numbers_mean():
+    status_ = {"options": {"format": "coreai"}}
+    assert "runs the pushed .aimodel in Apple's Core AI runtime" in render.try_note("generate", status_)
+    both = render.try_note("generate", {"options": {"format": "both"}})
+    assert "runs the pushed Core ML package (the .aimodel beside it was validated, not tried here)" in both
+    assert "reference executor" in render.try_note("generate", {"options": {"format": "coreml"}})
+    html = render.try_result({"kind": "similarity", "mode": "fp16", "package": {"similarity": 0.81, "seconds": 0.1},
+                              "pytorch": {"similarity": 0.8102, "seconds": 0.2}}, {"text": "A cat sat.", "other": "A dog\nran."})
+    assert "«<span class=\"cm-text\">A cat sat.</span>» and «<span class=\"cm-text\">A dog⏎ran.</span>»" in html
+    assert "1 means the same meaning" in html
+    generated = render.try_result({"kind": "generate", "mode": "fp16", "prompt": "Hi", "matching_tokens": 2,
+                                   "package": {"text": " a\nb", "tokens": 2}, "pytorch": {"text": " a\nb", "tokens": 2}})
+    assert "a⏎b" in generated  # a newline shown, not breaking the row

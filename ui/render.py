@@ -844,12 +844,16 @@ def try_unavailable(status: dict | None) -> str | None:
     return f'<div class="cm-warning" data-try-unavailable="1">{escape(NO_TOKENIZER.format(why=why))}</div>' if why else None
 
 
-def try_note(kind: str | None) -> str:
+def try_note(kind: str | None, status: dict | None = None) -> str:
     if not kind:
         return ""
-    return (f'<div class="cm-muted">{escape(TRY_NOTES[kind])} A worker runs it on the pushed package, in the '
-            "reference executor (float16 packages in float16 emulation): its speed is this server's CPU, not a "
-            "device's.</div>")
+    made = ((status or {}).get("options") or ((status or {}).get("report") or {}).get("options") or {}).get("format")
+    where = {
+        "coreai": "A worker runs the pushed .aimodel in Apple's Core AI runtime, on this server's CPU",
+        "both": "A worker runs the pushed Core ML package (the .aimodel beside it was validated, not tried here), in "
+                "the reference executor (float16 packages in float16 emulation)",
+    }.get(made, "A worker runs the pushed package in the reference executor (float16 packages in float16 emulation)")
+    return f'<div class="cm-muted">{escape(TRY_NOTES[kind])} {where}: its speed is this server\'s CPU, not a device\'s.</div>'
 
 
 def try_waiting(state: dict) -> str:
@@ -864,8 +868,8 @@ def _rate(side: dict) -> str:
     return f"{side.get('tokens', 0)} tokens" + (f", {rate:g} tokens/s" if rate else "")
 
 
-def try_result(result: dict) -> str:
-    """A try's answer: the package's beside PyTorch's."""
+def try_result(result: dict, inputs: dict | None = None) -> str:
+    """A try's answer: the package's beside PyTorch's (`inputs`: what was typed, repeated)."""
     kind, package, pytorch = result.get("kind"), result.get("package") or {}, result.get("pytorch") or {}
     mode = {"fp16": "fp16 emulation", "coreai": "Core AI runtime"}.get(result.get("mode"), "fp32")
     if kind == "generate":
@@ -879,7 +883,7 @@ def try_result(result: dict) -> str:
             verdict += (f" The package stopped when full ({held} tokens): convert with a longer sequence length, "
                         "or a stateful KV cache, to generate more.")
         head = f"<div class='cm-muted'>Prompt: {escape(result.get('prompt', ''))}</div>"
-        body = "".join(f"<tr><td>{escape(who)}</td><td data-role='continuation'>{escape(text)}</td>"
+        body = "".join(f"<tr><td>{escape(who)}</td><td data-role='continuation'>{_quoted(text)}</td>"
                        f"<td class='cm-num'>{escape(speed)}</td></tr>" for who, text, speed in rows)
         return (f'<div class="cm-try" data-kind="generate">{head}<table class="cm-table"><thead><tr><th></th>'
                 f"<th>Continuation</th><th>Speed</th></tr></thead><tbody>{body}</tbody></table>"
@@ -888,8 +892,14 @@ def try_result(result: dict) -> str:
         body = "".join(f"<tr><td>{escape(who)}</td><td class='cm-num' data-role='similarity'>{side.get('similarity', 0):.4f}</td>"
                        f"<td class='cm-num'>{side.get('seconds', 0):.2f} s</td></tr>"
                        for who, side in (("Package (" + mode + ")", package), ("PyTorch (float32)", pytorch)))
-        return (f'<div class="cm-try" data-kind="similarity"><table class="cm-table"><thead><tr><th></th>'
-                f"<th>Similarity</th><th>Time</th></tr></thead><tbody>{body}</tbody></table></div>")
+        typed = inputs or {}
+        sentences = (f"<div class='cm-muted' data-role='sentences'>{_quoted(typed.get('text'))} and "
+                     f"{_quoted(typed.get('other'))}</div>" if typed.get("text") else "")
+        meaning = ("Cosine similarity of the two sentences' embeddings: 1 means the same meaning, near 0 unrelated. "
+                   "The package should give what PyTorch gives, to about two decimals.")
+        return (f'<div class="cm-try" data-kind="similarity">{sentences}<table class="cm-table"><thead><tr><th></th>'
+                f"<th>Similarity</th><th>Time</th></tr></thead><tbody>{body}</tbody></table>"
+                f"<div class='cm-muted' data-role='meaning'>{escape(meaning)}</div></div>")
     if kind == "classify":
         def scores(side):
             return ", ".join(f"{label} {value:.1%}" for label, value in side.get("scores") or [])
