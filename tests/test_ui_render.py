@@ -452,3 +452,10 @@ def test_try_says_what_runs_and_what_the_numbers_mean():
     generated = render.try_result({"kind": "generate", "mode": "fp16", "prompt": "Hi", "matching_tokens": 2,
                                    "package": {"text": " a\nb", "tokens": 2}, "pytorch": {"text": " a\nb", "tokens": 2}})
     assert "a⏎b" in generated  # a newline shown, not breaking the row
+
+
+def test_a_passed_packages_size_is_shown_compressed_or_not():
+    done = status(state="finished", stage="done", pushed=True, links={"repo": "http://hub/a/b"},
+                  validation={"passed": True, "checks": []},
+                  report={"packages": [{"path": "m.mlpackage", "size_bytes": 270_000_000}]})
+    assert "Size: m.mlpackage: 270.0 MB." in render.outcome(done)

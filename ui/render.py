@@ -386,9 +386,10 @@ def _success(status: dict, validation: dict | None = None) -> str:
     if not validation:
         return f'<div class="cm-ok" data-role="done"><strong>Done.</strong> The package was pushed to {where}.{links_html}</div>'
     report = ValidationReport.from_json(validation)
+    sizes = package_sizes(status.get("report") or {})
     if report.passed is True:
         return (f'<div class="cm-ok" data-role="done" data-validation="passed"><strong>Done.</strong> '
-                f"The package passed validation and was pushed to {where}.{links_html}</div>")
+                f"The package passed validation and was pushed to {where}.{sizes}{links_html}</div>")
     if report.passed is False:
         head = "Pushed anyway: the package FAILED validation."
         text = (f"It does not compute what the PyTorch model computes, and was pushed to {where} anyway because "
@@ -400,6 +401,13 @@ def _success(status: dict, validation: dict | None = None) -> str:
     state = "failed" if report.passed is False else "not-run"
     return (f'<div class="cm-warning" data-role="done" data-validation="{state}"><strong>{escape(head)}</strong> {text}'
             f'<div data-role="validation-summary">Validation {escape(report.summary())}</div>{links_html}</div>')
+
+
+def package_sizes(report: dict) -> str:
+    """Each package's size on disk, compressed or not (what an app bundle grows by)."""
+    parts = [f"{escape(str(p.get('path') or 'package'))}: {size(p['size_bytes'])}"
+             for p in report.get("packages") or [] if p.get("size_bytes")]
+    return f' <span data-role="package-sizes">Size: {"; ".join(parts)}.</span>' if parts else ""
 
 
 def float32_is_the_remedy(status: dict | None) -> bool:
