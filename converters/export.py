@@ -33,8 +33,15 @@ from .source import ModelSource, open_source
 from .source_tokenizer import check_tokenizer
 from .transforms import transforms_for
 
+# progress(stage, fraction, message). "resolve", "load" and "convert" share one span of
+# fractions (0 to 0.9 when the last part is converted), "validate" has its own (0 to 1): the
+# worker shows each span as its page stage, so fractions only grow within one.
 Progress = Callable[[str, float, str], None]
+# step(done, total, detail): `done` (may be fractional) of `total` steps of a long stage.
+Steps = Callable[[float, int, str], None]
 FORMAT_NAMES = {"coreml": "Core ML", "coreai": "Core AI"}
+CALIBRATION_SPAN = (0.12, 0.5)  # GPTQ takes minutes where converting the parts takes seconds
+CONVERSION_END = 0.9
 
 
 @dataclass
@@ -104,21 +111,13 @@ def convert(
     timings["load"] = time.perf_counter() - mark
     calibrated = _calibrate(plan, model, progress, timings) if lazy is None else _no_calibration(plan)
 
-    packages, package_reports, built = [], [], []
-    steps = [(part, writer) for writer in writers for part in plan.parts]
-    for index, (part, writer) in enumerate(steps):
-        progress("convert", 0.2 + 0.7 * index / len(steps), f"Converting {part}" + (f" to {FORMAT_NAMES[writer.name]}" if len(writers) > 1 else ""))
-        if lazy is None:
-            path, package_report = _build_part(plan, model, part, writer, output_dir, timings)
-        else:
-            path, package_report = _build_chunked(plan, lazy, part, writer, output_dir, timings, progress)
-        packages.append(path)
-        package_reports.append(package_report)
-        built.append((part, path, writer))
+    start = CALIBRATION_SPAN[1] if calibrated else 0.2
+    packages, package_reports, built = _build_parts(plan, model, lazy, writers, output_dir, timings, progress, start)
 
     if lazy is not None:  # too big to load whole: validated against the model streamed layer by layer
         model = lazy.streaming()
     elif calibrated and validate:  # validation judges the package against the model's own weights, not GPTQ's
+        progress("convert", CONVERSION_END, "Loading the original weights again for validation")
         del model
         gc.collect()
         model = load(plan)
@@ -131,6 +130,41 @@ def convert(
     if tokenizer is not None and tokenizer.missing:
         report["tokenizer_missing"] = tokenizer.missing
     return ConversionResult(report=report, packages=packages)
+
+
+def _span(progress: Progress, stage: str, start: float, end: float, label: str) -> Steps:
+    """Steps of a long stage as progress from `start` to `end`, each said as "<label>: <detail>"."""
+
+    def step(done: float, total: int, detail: str) -> None:
+        fraction = start + (end - start) * min(done / max(total, 1), 1.0)
+        progress(stage, round(fraction, 4), f"{label}: {detail}")  # rounded: a step's end is the next one's start
+
+    return step
+
+
+def _no_steps(done: float, total: int, detail: str) -> None:
+    pass
+
+
+def _build_parts(plan: Plan, model, lazy, writers: list, output_dir: Path, timings: dict, progress: Progress,
+                 start: float) -> tuple[list[Path], list[dict], list[tuple]]:
+    """Each part by each writer, sharing the progress from `start` to CONVERSION_END: (package
+    paths, their report entries, (part, path, writer) for validation)."""
+    packages, package_reports, built = [], [], []
+    steps = [(part, writer) for writer in writers for part in plan.parts]
+    share = (CONVERSION_END - start) / len(steps)
+    for index, (part, writer) in enumerate(steps):
+        label = f"Converting {part}" + (f" to {FORMAT_NAMES[writer.name]}" if len(writers) > 1 else "")
+        if lazy is None:
+            step = _span(progress, "convert", start + share * index, start + share * (index + 1), label)
+            path, package_report = _build_part(plan, model, part, writer, output_dir, timings, step)
+        else:
+            progress("convert", start + share * index, label)
+            path, package_report = _build_chunked(plan, lazy, part, writer, output_dir, timings, progress)
+        packages.append(path)
+        package_reports.append(package_report)
+        built.append((part, path, writer))
+    return packages, package_reports, built
 
 
 def _check_core_ai_validation_time(plan: Plan, parameters: int, time_limit: float | None) -> None:
@@ -165,8 +199,12 @@ def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
         plan.warnings.append(f"Weight compression {plan.options.quantize}: no tokenizer to calibrate with; "
                              "the weights are compressed data-free (expect lower quality).")
         return False
-    progress("convert", 0.12, "Calibrating 4-bit weights on real text (GPTQ)")
-    plan.calibration = calibrate(plan, model, tokenizer)
+    from .transforms.compress import SCHEMES
+
+    label = f"Calibrating {SCHEMES[plan.options.quantize].bits}-bit weights (GPTQ)"
+    start, end = CALIBRATION_SPAN
+    progress("convert", start, f"{label} on real text")
+    plan.calibration = calibrate(plan, model, tokenizer, _span(progress, "convert", start, end, label))
     timings["calibrate"] = plan.calibration["seconds"]
     return True
 
@@ -182,25 +220,32 @@ def _no_calibration(plan: Plan) -> bool:
     return False
 
 
-def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings: dict) -> tuple[Path, dict]:
+def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings: dict,
+                step: Steps = _no_steps) -> tuple[Path, dict]:
     """capture -> convert -> transforms -> save, for one part; its entry in the report."""
-    artifact, exporter, safe_norms = _convert_part(plan, model, part, writer, timings)
+    artifact, exporter, safe_norms = _convert_part(plan, model, part, writer, timings, step=step)
+    step(3, 4, "saving the package")
     return _save_part(plan, part, artifact, writer, output_dir, timings, exporter, safe_norms)
 
 
-def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=None) -> tuple[object, str, int]:
-    """capture -> convert -> transforms: (the in-memory package, exporter, float16-safe norms)."""
+def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=None,
+                  step: Steps = _no_steps) -> tuple[object, str, int]:
+    """capture -> convert -> transforms: (the in-memory package, exporter, float16-safe norms).
+    `step` hears of each as it starts (steps 0-2 of 4; saving is the 4th)."""
     captured = None
     try:
+        step(0, 4, "exporting the PyTorch program")
         captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs)
         _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
+        step(1, 4, f"converting to {FORMAT_NAMES[writer.name]}")
         artifact = writer.convert(plan, captured)
     except (ConversionError, *EXPORT_FAILURES) as error:
         raise conversion_failure(plan.cfg, part, error, getattr(captured, "program", None)) from error
     exporter, safe_norms = captured.exporter, captured.float16_safe_norms
     del captured  # the torch program can be as large as the model
     for transform in transforms_for(plan):
+        step(2, 4, f"compressing the weights ({plan.options.quantize})")
         transformed = transform(plan, part, artifact, writer)
         if transformed is not artifact:
             writer.discard(artifact)
@@ -296,9 +341,10 @@ def _validate(plan: Plan, model, packages: list[tuple], validate: bool, progress
     if not validate:
         plan.warnings.append("Validation was skipped: nothing checks that these packages compute what the model computes.")
         return skipped()
-    progress("validate", 0.9, "Validating against PyTorch")
+    progress("validate", 0.0, "Validating against PyTorch")
     mark = time.perf_counter()
-    validation = validate_packages(plan.cfg, model, packages, plan.source.path)
+    validation = validate_packages(plan.cfg, model, packages, plan.source.path,
+                                   progress=_span(progress, "validate", 0.0, 1.0, "Validating"))
     timings["validate"] = time.perf_counter() - mark
     return validation
 

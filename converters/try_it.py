@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -33,6 +34,13 @@ NO_TOKENIZER = ("This model can't be tried here: {why}, so there is no way to tu
                 "needs the tokenizer of the model this one was trained from (for a fine-tune, its base model): load "
                 "that tokenizer and pass it to the model, as the model card shows.")
 KINDS = {"text-generation": "generate", "feature-extraction": "similarity", "text-classification": "classify"}
+# progress(message, fraction): what a try is doing, for the page while it waits.
+Progress = Callable[[str, float], None]
+PYTORCH_SHARE = 0.2  # of a generation's wait: PyTorch is quick beside the package in the executor
+
+
+def _no_progress(message: str, fraction: float) -> None:
+    pass
 
 
 def kind_for(task: str | None, modality: str | None = "text") -> str | None:
@@ -49,21 +57,23 @@ def check_text(text: str | None, what: str = "The text") -> str:
     return text
 
 
-def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str) -> dict:
+def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str, progress: Progress | None = None) -> dict:
     """`inputs`: {"text"} (and {"other"} for similarity, {"new_tokens"} for generate). An
-    .aimodel runs in Core AI's runtime, as it is (its one mode)."""
+    .aimodel runs in Core AI's runtime, as it is (its one mode). `progress(message, fraction)`
+    hears what the try is doing ("PyTorch: 5 of 16 tokens")."""
+    progress = progress or _no_progress
     if _format(package) == "coreai":
         from .validation.coreai_runtime import MODE
 
         mode = MODE
     if kind == "generate":
         return generate(package, model_dir, check_text(inputs.get("text"), "The prompt"), mode,
-                        int(inputs.get("new_tokens") or DEFAULT_NEW_TOKENS))
+                        int(inputs.get("new_tokens") or DEFAULT_NEW_TOKENS), progress)
     if kind == "similarity":
         return similarity(package, model_dir, check_text(inputs.get("text"), "The first sentence"),
-                          check_text(inputs.get("other"), "The second sentence"), mode)
+                          check_text(inputs.get("other"), "The second sentence"), mode, progress)
     if kind == "classify":
-        return classify(package, model_dir, check_text(inputs.get("text")), mode)
+        return classify(package, model_dir, check_text(inputs.get("text")), mode, progress=progress)
     raise UserInputError(f"There is no try-it for '{kind}'.")
 
 
@@ -98,24 +108,40 @@ def _timed(fn):
 # ---------------------------------------------------------------------- text generation
 
 
-def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens: int = DEFAULT_NEW_TOKENS) -> dict:
+def _token_counter(progress: Progress, who: str, new_tokens: int, start: float, end: float):
+    """on_token(count) for a greedy run: "<who>: 5 of 16 tokens", from `start` to `end`."""
+
+    def on_token(count: int) -> None:
+        progress(f"{who}: {count} of {new_tokens} tokens", round(start + (end - start) * count / new_tokens, 4))
+
+    return on_token
+
+
+def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens: int = DEFAULT_NEW_TOKENS,
+             progress: Progress | None = None) -> dict:
     from transformers import AutoModelForCausalLM
 
     from .backends import backend_for
     from .validation import continuation
 
+    progress = progress or _no_progress
     new_tokens = max(1, min(int(new_tokens), MAX_NEW_TOKENS))
+    progress("Loading the PyTorch model", 0.0)
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForCausalLM, model_dir)
     ids = [int(i) for i in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
     eos = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-    (reference, _), torch_seconds = _timed(lambda: continuation.pytorch_greedy(model, ids, new_tokens, eos))
+    pytorch_counter = _token_counter(progress, "PyTorch", new_tokens, 0.0, PYTORCH_SHARE)
+    (reference, _), torch_seconds = _timed(lambda: continuation.pytorch_greedy(model, ids, new_tokens, eos, pytorch_counter))
 
+    progress("Loading the package", PYTORCH_SHARE)
     backend = backend_for(_format(package))
     layout = continuation.layout(backend.describe(package))
     if layout is None:
         raise UserInputError("This package takes no token ids: it cannot continue a prompt.")
     runner = backend.runner(package)
-    generation, package_seconds = _timed(lambda: continuation.drive(runner, mode, layout, ids, new_tokens, eos))
+    package_counter = _token_counter(progress, "The package", new_tokens, PYTORCH_SHARE, 1.0)
+    generation, package_seconds = _timed(
+        lambda: continuation.drive(runner, mode, layout, ids, new_tokens, eos, on_token=package_counter))
     if generation.stopped == "length" and not generation.tokens:
         raise UserInputError(f"The prompt is {len(ids)} tokens: more than this package holds. Try a shorter one.")
     matching = next((i for i, (a, b) in enumerate(zip(reference, generation.tokens)) if a != b),
@@ -173,7 +199,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def similarity(package: Path, model_dir: Path, first: str, second: str, mode: str) -> dict:
+def similarity(package: Path, model_dir: Path, first: str, second: str, mode: str,
+               progress: Progress | None = None) -> dict:
     import torch
     from transformers import AutoModel
 
@@ -181,6 +208,8 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
     from .configs.text import sentence_embedding
     from .loading import sentence_pooling
 
+    progress = progress or _no_progress
+    progress("Loading the PyTorch model and the package", 0.0)
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModel, model_dir)
     backend = backend_for(_format(package))
     info, runner = backend.describe(package), backend.runner(package)
@@ -208,7 +237,9 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
                 vectors.append(sentence_embedding(hidden, encoded["attention_mask"], recipe)[0].double().numpy())
         return vectors
 
+    progress("The package: embedding both sentences", 0.5)
     (pa, pb), package_seconds = _timed(embed_package)
+    progress("PyTorch: embedding both sentences", 0.8)
     (ta, tb), torch_seconds = _timed(embed_pytorch)
     pooling = f"{recipe['mode']} pooling" + (", normalized" if recipe["normalize"] else "") + (
         " (the package's sentence_embedding)" if pooled else " of last_hidden_state")
@@ -218,12 +249,14 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
             "embedding_cosine": [round(_cosine(pa, ta), 4), round(_cosine(pb, tb), 4)]}
 
 
-def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3) -> dict:
+def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3, progress: Progress | None = None) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from .backends import backend_for
 
+    progress = progress or _no_progress
+    progress("Loading the PyTorch model and the package", 0.0)
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForSequenceClassification, model_dir)
     backend = backend_for(_format(package))
     info, runner = backend.describe(package), backend.runner(package)
@@ -245,6 +278,7 @@ def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3)
             logits = model(**tokenizer(text, return_tensors="pt")).logits[0].double().numpy()
         return dict(zip(labels, _softmax(logits)))
 
+    progress("The package and PyTorch: classifying the text", 0.5)
     (ours, package_seconds), (theirs, torch_seconds) = _timed(package_scores), _timed(pytorch_scores)
 
     def side(scores: dict[str, float], seconds: float) -> dict:

@@ -9,6 +9,8 @@ converts, validates and is driven as swift-transformers drives it, per family.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from converters.configs import ARCHITECTURES
@@ -115,11 +117,27 @@ def test_validation_judges_against_the_original_weights(tiny_model, tmp_path, mo
     monkeypatch.setattr(export, "load", lambda plan: loads.append(plan.options.quantize) or real_load(plan))
     folder = build_model("llama", tmp_path / "m", intermediate_size=128)
     options = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", quantize="int4")
-    result = convert(str(folder), "text-generation", tmp_path / "out", options)
+    calls = []
+    result = convert(str(folder), "text-generation", tmp_path / "out", options, progress=lambda *call: calls.append(call))
     assert loads == ["int4", "int4"] and result.report["validation"]["checks"]
     assert result.report["timings"]["calibrate"] > 0
+    _calibration_says_each_layer(calls, json.loads((folder / "config.json").read_text())["num_hidden_layers"])
     loads.clear()
     convert(str(folder), "text-generation", tmp_path / "out8",
             ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", quantize="int8"),
             validate=False)
     assert loads == ["int8"]
+
+
+def _calibration_says_each_layer(calls: list[tuple], count: int) -> None:
+    """GPTQ's minutes move the job view's bar layer by layer, between its start and end fractions."""
+    from converters.export import CALIBRATION_SPAN
+
+    converting = [(fraction, message) for stage, fraction, message in calls if stage != "validate"]
+    assert all(a[0] <= b[0] for a, b in zip(converting, converting[1:])), converting
+    steps = [(f, m) for f, m in converting if m.startswith("Calibrating 4-bit weights (GPTQ): layer")]
+    assert count >= 2 and [m for _, m in steps] == [
+        f"Calibrating 4-bit weights (GPTQ): layer {i} of {count}" for i in range(1, count + 1)], converting
+    start, end = CALIBRATION_SPAN
+    assert steps[0][0] == start and all(start <= f < end for f, _ in steps)
+    assert any(f == end and m.startswith("Converting model") for f, m in converting)  # conversion starts where GPTQ ends

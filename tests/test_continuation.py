@@ -99,6 +99,15 @@ def test_padded_driving_stops_at_eos_and_at_the_length():
     assert (run.tokens, run.stopped, len(executor.calls)) == ([7, 8, 9], "length", 3)
 
 
+def test_driving_reports_each_token_as_it_is_written():
+    counts = []
+    run = cont.drive(RecordingExecutor([7, 8, 2]), "fp32", _padded_layout(8), [3, 4], 8, eos={2}, on_token=counts.append)
+    assert run.stopped == "eos" and counts == [1, 2, 3]  # the EOS token counted too
+    counts.clear()
+    cont.drive(RecordingExecutor([7, 8, 9]), "fp32", _stateful_layout(), [3, 4], 3, eos=set(), on_token=counts.append)
+    assert counts == [1, 2, 3]
+
+
 def test_exporters_names_are_driven_by_the_package_input_names():
     executor = RecordingExecutor([7])
     layout = _padded_layout(6, ("input_ids", "attention_mask"))
@@ -229,8 +238,11 @@ def test_only_text_generation_decoders_are_checked():
 
 @pytest.fixture(scope="module")
 def llama_result(tiny_model, tmp_path_factory):
-    return convert(str(tiny_model("llama")), "text-generation", tmp_path_factory.mktemp("llama"),
-                   ConversionOptions.from_strings(sequence_length=CONTEXT))
+    calls = []
+    result = convert(str(tiny_model("llama")), "text-generation", tmp_path_factory.mktemp("llama"),
+                     ConversionOptions.from_strings(sequence_length=CONTEXT), progress=lambda *call: calls.append(call))
+    result.progress_calls = calls  # (stage, fraction, message), as the job view hears them
+    return result
 
 
 def test_non_stateful_package_continues_the_prompt_as_pytorch_does(llama_result):
@@ -246,6 +258,44 @@ def test_non_stateful_package_continues_the_prompt_as_pytorch_does(llama_result)
     rows = [r for r in validation["checks"] if r["metric"] == "continuation_match"]
     assert [(r["mode"], r["inputs"], r["output"], r["value"], r["threshold"]) for r in rows] == [
         ("fp32", "continuation, 8 tokens", "logits", 1.0, 1.0), ("fp16", "continuation, 8 tokens", "logits", 1.0, 1.0)]
+
+
+def _growing(fractions: list[float]) -> bool:
+    return all(a <= b for a, b in zip(fractions, fractions[1:]))
+
+
+def test_conversion_and_validation_say_each_step_with_growing_fractions(llama_result):
+    """The job view's bar moves within a part's conversion and through validation, never back."""
+    calls = llama_result.progress_calls
+    converting = [(f, m) for stage, f, m in calls if stage != "validate"]
+    validating = [(f, m) for stage, f, m in calls if stage == "validate"]
+    assert _growing([f for f, _ in converting]) and converting[-1][0] <= 0.9
+    assert [m for _, m in converting if m.startswith("Converting model: ")] == [
+        "Converting model: exporting the PyTorch program", "Converting model: converting to Core ML",
+        "Converting model: saving the package"]
+    assert _growing([f for f, _ in validating]) and validating[0][0] == 0.0 and validating[-1][0] == 1.0
+    messages = [m for _, m in validating]
+    groups = [m for m in messages if m.startswith("Validating: text")]
+    total = int(groups[0].rsplit(" of ", 1)[1])
+    assert groups[0] == f"Validating: text, {CONTEXT} tokens (exact fp32), 1 of {total}", messages
+    assert f"Validating: text, {CONTEXT} tokens (fp16 emulation), 2 of {total}" in messages
+    # the continuation, token by token, in each mode: the last groups
+    assert f"Validating: continuation, 3 of 8 tokens (exact fp32), {total - 1} of {total}" in messages
+    assert f"Validating: continuation, 8 of 8 tokens (fp16 emulation), {total} of {total}" in messages
+    assert messages[-1] == llama_result.report["validation"]["message"]
+
+
+def test_try_it_says_how_far_each_side_has_written(llama_result, tiny_model):
+    from converters import try_it
+
+    calls = []
+    result = try_it.generate(llama_result.packages[0], tiny_model("llama"), "The capital of France is", "fp32", 3,
+                             progress=lambda message, fraction: calls.append((message, fraction)))
+    assert result["package"]["tokens"] == 3
+    assert [m for m, _ in calls] == [
+        "Loading the PyTorch model", "PyTorch: 1 of 3 tokens", "PyTorch: 2 of 3 tokens", "PyTorch: 3 of 3 tokens",
+        "Loading the package", "The package: 1 of 3 tokens", "The package: 2 of 3 tokens", "The package: 3 of 3 tokens"]
+    assert _growing([f for _, f in calls]) and calls[0][1] == 0.0 and calls[-1][1] == 1.0
 
 
 def test_tampered_package_fails_the_continuation(llama_result, tiny_model, tmp_path):

@@ -164,8 +164,17 @@ def submit_try(job_id: str, token: str | None, user: str | None, kind: str, inpu
 
 
 def try_status(try_id: str, user: str | None) -> dict:
-    """{"state": queued | running | finished | failed | unknown, "position", "result", "error"}."""
-    job = queues.fetch_job(try_id, connection())
+    """{"state": queued | running | finished | failed | unknown, "position", "result", "error",
+    "progress", "waiting_for"}.
+
+    position (queued): 1 = next among the tries. waiting_for (queued): what the try waits for,
+    in words: "1 try ahead", "a conversion is running on the only worker", "2 tries ahead; all 2
+    workers are busy (1 conversion, 1 try)", "a free worker is starting it", "no worker is
+    running: …". progress (running): {"message": what the try is doing, e.g. "PyTorch: 5 of
+    16 tokens", "The package: 9 of 16 tokens", "fraction": 0 to 1, never going back}, or None
+    before its first report; both keys are None in other states."""
+    redis = connection()
+    job = queues.fetch_job(try_id, redis)
     if job is None or (job.meta or {}).get("user") != user:
         return {"state": "unknown", "error": "This try is gone: run it again."}
     rq_status = job.get_status(refresh=True)
@@ -174,8 +183,10 @@ def try_status(try_id: str, user: str | None) -> dict:
     error = meta.get("error")
     if state == JobState.FAILED and not error:
         error = "The worker running this try stopped before it ended: run it again."
-    return {"state": str(state), "position": _position(job) if state == JobState.QUEUED else None,
-            "result": meta.get("result"), "error": error}
+    position = _position(job) if state == JobState.QUEUED else None
+    return {"state": str(state), "position": position, "result": meta.get("result"), "error": error,
+            "progress": meta.get("progress") if state == JobState.RUNNING else None,
+            "waiting_for": _try_waiting_for(position, redis) if state == JobState.QUEUED else None}
 
 
 def whoami(token: str | None) -> str:
@@ -412,6 +423,39 @@ def _waiting_note(queue_name: str, redis: Redis) -> str | None:
             return "No macOS runner is connected: the job waits until one connects."
         return "No worker is running: the job waits until one starts."
     return None
+
+
+def _try_waiting_for(position: int | None, redis: Redis) -> str:
+    """What a queued try waits for: the tries ahead of it, and the workers that run tries when
+    every one of them is busy (a try starts only when one ends what it is running)."""
+    serving = [w["name"] for w in capabilities.announced(redis) if settings.TRY_QUEUE in w.get("queues", "").split(",")]
+    if not serving:
+        return "no worker is running: the try waits until one starts"
+    ahead = max((position or 1) - 1, 0)
+    waits = [f"{ahead} {'try' if ahead == 1 else 'tries'} ahead"] if ahead else []
+    running = [_running_job_id(name, redis) for name in serving]
+    if all(running):
+        waits.append(_busy_workers(running))
+    return "; ".join(waits) or "a free worker is starting it"
+
+
+def _running_job_id(worker_name: str, redis: Redis) -> str | None:
+    from rq.worker import Worker
+
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + worker_name, connection=redis,
+                                serializer=queues.SERIALIZER)
+    return worker.get_current_job_id() if worker is not None else None
+
+
+def _busy_workers(job_ids: list[str]) -> str:
+    """What busy workers run, in words, from their jobs' ids (a try's starts with "try-")."""
+    tries = sum(1 for job_id in job_ids if job_id.startswith("try-"))
+    conversions = len(job_ids) - tries
+    if len(job_ids) == 1:
+        return f"{'another try' if tries else 'a conversion'} is running on the only worker"
+    running = [f"{count} {word if count == 1 else plural}"
+               for count, word, plural in ((conversions, "conversion", "conversions"), (tries, "try", "tries")) if count]
+    return f"all {len(job_ids)} workers are busy ({', '.join(running)})"
 
 
 def _error_kind(value: str | None) -> ErrorKind | str | None:

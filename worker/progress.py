@@ -26,6 +26,12 @@ LOG_LINES = 50
 _SAVE_INTERVAL = 0.5  # seconds between meta writes for progress within one stage
 
 
+def step_of(message: str) -> str:
+    """A progress message's step: its words before the first colon. What follows counts within
+    the step ("Calibrating 4-bit weights (GPTQ): layer 7 of 30") and changes often."""
+    return message.split(":", 1)[0]
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -51,28 +57,42 @@ class JobProgress:
         self.redact = redact
         self.log_tail: deque[str] = deque(job.meta.get("log") or [], maxlen=LOG_LINES)
         self._last_save = 0.0
+        self._message_line: str | None = None  # the log line of the current message, while it is the last
 
     def stage(self, stage: str, message: str, fraction: float = 0.0) -> None:
-        """Enter `stage` (fraction 0..1 of the way to the next stage)."""
+        """Enter `stage` (fraction 0..1 of the way to the next stage); entered again, its
+        percent stays where it got to (the page's bar never goes back)."""
         meta = self.job.meta
+        percent = _percent(stage, fraction)
         if meta.get("stage") != stage:
             meta.setdefault("stage_started_at", {})[stage] = now_iso()
+        else:
+            percent = max(meta.get("percent", 0), percent)
         meta["stage"] = stage
-        meta["percent"] = _percent(stage, fraction)
+        meta["percent"] = percent
         self.log(message, save=False)
         meta["message"] = self.redact(message)
         self.save(force=True)
 
     def update(self, fraction: float, message: str | None = None) -> None:
-        """Progress within the current stage: a new message (a log line) is saved at once, a
-        percent alone at most twice a second."""
+        """Progress within the current stage: a new step's message (a log line) is saved at
+        once; a count within the step ("layer 7 of 30") replaces its line, and it and a percent
+        alone are saved at most twice a second."""
         meta = self.job.meta
         meta["percent"] = max(meta.get("percent", 0), _percent(meta.get("stage", "queued"), fraction))
-        if message and message != meta.get("message"):
-            meta["message"] = self.redact(message)
-            self.log(message)
+        if not message or message == meta.get("message"):
+            self.save()
             return
-        self.save()
+        counting = step_of(message) == step_of(meta.get("message") or "") and self._is_last_line(self._message_line)
+        if counting:
+            self.log_tail.pop()
+        meta["message"] = self.redact(message)
+        self.log(message, save=False)
+        self._message_line = self.log_tail[-1]
+        self.save(force=not counting)
+
+    def _is_last_line(self, line: str | None) -> bool:
+        return line is not None and bool(self.log_tail) and self.log_tail[-1] == line
 
     def log(self, line: str, save: bool = True) -> None:
         stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")

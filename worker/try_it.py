@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from converters import try_it
@@ -26,12 +27,13 @@ from converters.source import HubReference, download
 
 from . import queues, settings, tokens, workdirs
 from .job import JobFailed
-from .progress import Redactor
+from .progress import Redactor, step_of
 
 log = logging.getLogger(__name__)
 
 CACHE_KEEP = 6  # repos (source models and pushed packages) kept in the try-it cache
 TIMEOUT = 600  # seconds: a try is a few calls, not a conversion
+SAVE_INTERVAL = 0.5  # seconds between saves of a try's progress within one step
 
 
 def cache_dir() -> Path:
@@ -50,7 +52,7 @@ def run(request: dict) -> dict:
     redact = Redactor(token)
     try:
         workdirs.hold_temporary_files(workdirs.create(job.id))
-        result = _try(job.connection, request, token)
+        result = _try(job.connection, request, token, meta_progress(job, redact))
         job.meta["result"] = result
         job.save_meta()
         return result
@@ -68,7 +70,23 @@ def run(request: dict) -> dict:
         workdirs.remove(job.id)
 
 
-def _try(connection, request: dict, token: str | None) -> dict:
+def meta_progress(job, redact: Redactor) -> try_it.Progress:
+    """progress(message, fraction) into job.meta["progress"] (api.try_status reads it): a new
+    step is saved at once; counts within a step ("5 of 16 tokens") at most every SAVE_INTERVAL."""
+    saved_at = 0.0
+
+    def report(message: str, fraction: float) -> None:
+        nonlocal saved_at
+        previous = (job.meta.get("progress") or {}).get("message") or ""
+        job.meta["progress"] = {"message": redact(message), "fraction": round(min(max(fraction, 0.0), 1.0), 3)}
+        if step_of(message) != step_of(previous) or time.monotonic() - saved_at >= SAVE_INTERVAL:
+            job.save_meta()
+            saved_at = time.monotonic()
+
+    return report
+
+
+def _try(connection, request: dict, token: str | None, progress: try_it.Progress) -> dict:
     conversion = queues.fetch_job(request["job_id"], connection)
     meta = (conversion.meta or {}) if conversion is not None else {}
     links, report = meta.get("links") or {}, meta.get("report") or {}
@@ -88,18 +106,21 @@ def _try(connection, request: dict, token: str | None) -> dict:
     check_memory(report)
     # The cache is shared by every user: the Hub confirms this token's access to both repos
     # first (a cached commit would otherwise be served with no request at all).
+    progress("Checking access on the Hub", 0.0)
     for used in dict.fromkeys([meta["model"], repo]):
         confirm_access(used, token)
     cache = cache_dir()
+    progress(f"Getting {meta['model']}'s files", 0.0)
     source = download(HubReference(meta["model"], meta.get("revision")), token=token, cache_dir=cache,
                       max_bytes=settings.max_download_bytes())
+    progress(f"Getting the package from {repo}", 0.0)
     package = _download_package(repo, commit, package_path, token, cache)
     for used in {meta["model"], repo}:  # most recently used: kept by _prune
         (cache / f"models--{used.replace('/', '--')}").touch(exist_ok=True)
     _prune(cache)
     mode = "fp16" if (report.get("options") or {}).get("precision", "float16") == "float16" else "fp32"
     try:
-        return try_it.run(kind, package, source.path, request.get("inputs") or {}, mode)
+        return try_it.run(kind, package, source.path, request.get("inputs") or {}, mode, progress)
     finally:
         if meta.get("source_restricted"):  # a gated or private model's files leave with its try
             for used in {meta["model"], repo}:

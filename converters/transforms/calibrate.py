@@ -30,6 +30,7 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -70,10 +71,30 @@ def calibration_samples(tokenizer, max_tokens: int | None = None) -> list[torch.
 def decoder_layers(model: torch.nn.Module, layer_count: int) -> str:
     """The qualified name of the model's stack of decoder layers (the ModuleList holding
     `layer_count` blocks), as the regex coremltools' LayerwiseCompressor takes."""
+    return re.escape(_decoder_stack(model, layer_count)[0]) + r"\.\d+"
+
+
+def _decoder_stack(model: torch.nn.Module, layer_count: int) -> tuple[str, torch.nn.ModuleList]:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == layer_count and name:
-            return re.escape(name) + r"\.\d+"
+            return name, module
     raise ValueError(f"no list of {layer_count} decoder layers in {type(model).__name__}")
+
+
+def _say_each_layer(stack: torch.nn.ModuleList, step: Callable[[float, int, str], None]) -> list:
+    """step(index, count, "layer i of n") as GPTQ reaches each layer (its first forward call:
+    the compressor walks them in order). Returns the hooks' handles, to remove."""
+    reached: set[int] = set()
+
+    def hook(index: int):
+        def before_forward(module, args):
+            if index not in reached:
+                reached.add(index)
+                step(index, len(stack), f"layer {index + 1} of {len(stack)}")
+
+        return before_forward
+
+    return [layer.register_forward_pre_hook(hook(index)) for index, layer in enumerate(stack)]
 
 
 def _let_go_of_the_checkpoint_file(model: torch.nn.Module) -> None:
@@ -120,13 +141,14 @@ def algorithm(options) -> dict:
             "block_size": options.block_size, "hessian_dampening": HESSIAN_DAMPENING}
 
 
-def calibrate(plan, model: torch.nn.Module, tokenizer) -> dict:
+def calibrate(plan, model: torch.nn.Module, tokenizer, step: Callable[[float, int, str], None] | None = None) -> dict:
     """GPTQ, in place, on the linear weights of every decoder layer (`algorithm`). Returns the
-    report's calibration entry."""
+    report's calibration entry. `step(done, total, detail)` hears of each layer as it starts."""
     from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressor, LayerwiseCompressorConfig
 
     started = time.perf_counter()
     layers = decoder_layers(model, plan.hf_config.num_hidden_layers)
+    stack = _decoder_stack(model, plan.hf_config.num_hidden_layers)[1]
     max_positions = getattr(plan.hf_config, "max_position_embeddings", None)
     samples = calibration_samples(tokenizer, max_positions)
     # The rule the compression transform keeps: weights of at most WEIGHT_THRESHOLD elements stay float.
@@ -144,9 +166,12 @@ def calibrate(plan, model: torch.nn.Module, tokenizer) -> dict:
     quiet = logging.getLogger("coremltools.optimize.torch")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # one INFO line per weight otherwise
+    hooks = _say_each_layer(stack, step) if step else []
     try:
         LayerwiseCompressor(model, config).compress(samples, device="cpu", inplace=True)
     finally:
+        for handle in hooks:
+            handle.remove()
         quiet.setLevel(level)
         model.config.use_cache = use_cache
     _let_go_of_the_checkpoint_file(model)

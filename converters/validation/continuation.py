@@ -25,6 +25,7 @@ an app feeds it (padding, mask layout, cache positions across calls).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +38,11 @@ NEW_TOKENS = 8
 PAD_ID = 0  # swift-transformers pads with `config.padTokenId ?? 0` (GenerationConfig's, unset by default)
 SWIFT, EXPLICIT = "swift-transformers", "explicit"
 INPUT_NAMES = {"ids": ("inputIds", "input_ids"), "mask": ("attentionMask", "attention_mask"), "causal": ("causalMask",)}
+OnToken = Callable[[int], None]  # on_token(tokens so far), after each new token
+
+
+def _no_count(count: int) -> None:
+    pass
 
 
 @dataclass
@@ -108,7 +114,8 @@ def eos_ids(cfg, tokenizer) -> set[int]:
     return inside(value if isinstance(value, (list, tuple)) else [value])
 
 
-def pytorch_greedy(model, prompt: list[int], new_tokens: int, eos: set[int]) -> tuple[list[int], list[np.ndarray]]:
+def pytorch_greedy(model, prompt: list[int], new_tokens: int, eos: set[int],
+                   on_token: OnToken = _no_count) -> tuple[list[int], list[np.ndarray]]:
     tokens, scores = [], []
     with torch.no_grad():
         for _ in range(new_tokens):
@@ -116,6 +123,7 @@ def pytorch_greedy(model, prompt: list[int], new_tokens: int, eos: set[int]) -> 
             row = model(input_ids=ids, use_cache=False).logits[0, -1].float().numpy()
             scores.append(row)
             tokens.append(int(row.argmax()))
+            on_token(len(tokens))
             if tokens[-1] in eos:
                 break
     return tokens, scores
@@ -182,7 +190,8 @@ def padded_feed(layout_: Layout, sequence: list[int]) -> dict[str, np.ndarray]:
     return feed
 
 
-def drive_padded(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int]) -> Generation:
+def drive_padded(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int],
+                 on_token: OnToken = _no_count) -> Generation:
     run = Generation()
     while len(run.tokens) < new_tokens:
         sequence = prompt + run.tokens
@@ -190,7 +199,9 @@ def drive_padded(executor, mode: str, layout_: Layout, prompt: list[int], new_to
             run.stopped = "length"
             break
         outputs = executor.predict(padded_feed(layout_, sequence), mode=mode)
-        if _next(_logits(outputs)[0, len(sequence) - 1], run.tokens, eos):
+        stop = _next(_logits(outputs)[0, len(sequence) - 1], run.tokens, eos)
+        on_token(len(run.tokens))
+        if stop:
             run.stopped = "eos"
             break
     return run
@@ -215,7 +226,8 @@ def stateful_feed(layout_: Layout, new: list[int], total: int, pattern: str = SW
     return feed
 
 
-def drive_stateful(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int], pattern: str = SWIFT) -> Generation:
+def drive_stateful(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int], pattern: str = SWIFT,
+                   on_token: OnToken = _no_count) -> Generation:
     run = Generation()
     state = executor.make_state()  # swift-transformers: resetState() = makeState(), per generation
     while len(run.tokens) < new_tokens:
@@ -226,7 +238,9 @@ def drive_stateful(executor, mode: str, layout_: Layout, prompt: list[int], new_
             run.stopped = "length"
             break
         outputs = executor.predict(feed, mode=mode, state=state)
-        if _next(_logits(outputs)[0, len(new) - 1], run.tokens, eos):
+        stop = _next(_logits(outputs)[0, len(new) - 1], run.tokens, eos)
+        on_token(len(run.tokens))
+        if stop:
             run.stopped = "eos"
             break
     return run
@@ -242,10 +256,12 @@ def driven_as(layout_: Layout, pattern: str = SWIFT) -> str:
     return f"Apple's recipe (stateful: prefill with a -inf upper-triangle {mask} [1,1,n,n], then zeros [1,1,1,T])"
 
 
-def drive(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int], pattern: str = SWIFT) -> Generation:
+def drive(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int], pattern: str = SWIFT,
+          on_token: OnToken = _no_count) -> Generation:
+    """The package's greedy continuation of `prompt`; `on_token(count)` after each new token."""
     if layout_.stateful:
-        return drive_stateful(executor, mode, layout_, prompt, new_tokens, eos, pattern)
-    return drive_padded(executor, mode, layout_, prompt, new_tokens, eos)
+        return drive_stateful(executor, mode, layout_, prompt, new_tokens, eos, pattern, on_token)
+    return drive_padded(executor, mode, layout_, prompt, new_tokens, eos, on_token)
 
 
 # ------------------------------------------------------------------------- comparing
@@ -278,15 +294,16 @@ def compare(ref: Reference, tokens: list[int], atol: float) -> dict:
     return {"matching_tokens": compared, "tokens_compared": compared, "value": 1.0, "passed": True}
 
 
-def run_package(ref: Reference, executor, info: dict, part: str, mode: str, atol: float, pattern: str = SWIFT) -> dict | None:
+def run_package(ref: Reference, executor, info: dict, part: str, mode: str, atol: float, pattern: str = SWIFT,
+                on_token: OnToken = _no_count) -> dict | None:
     """Drive one package in one mode and compare; the report's run entry (None: the package
-    has no token ids input)."""
+    has no token ids input). `on_token(count)` after each token the package writes."""
     layout_ = layout(info)
     if layout_ is None:
         return None
     entry = {"package": part, "mode": mode, "driven_as": driven_as(layout_, pattern)}
     try:
-        run = drive(executor, mode, layout_, ref.prompt_ids, len(ref.tokens), ref.eos, pattern)
+        run = drive(executor, mode, layout_, ref.prompt_ids, len(ref.tokens), ref.eos, pattern, on_token)
     except Exception as error:  # noqa: BLE001 - a package that cannot be driven fails the check, with the reason
         return {**entry, "text": None, "token_ids": [], "matching_tokens": 0, "tokens_compared": len(ref.tokens), "value": 0.0,
                 "passed": False, "stopped": "error", "error": f"{type(error).__name__}: {error}"}

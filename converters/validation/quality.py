@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -88,8 +89,10 @@ def token_metrics(reference: np.ndarray, actual: np.ndarray, ids: np.ndarray) ->
     }
 
 
-def passage_checks(cfg, part: str, module, executor, tokenizer, modes, bar: QualityBar, scheme_name: str, logits: str) -> tuple[list[Check], dict]:
-    """The passage's check rows for a text-generation package, and the numbers by mode."""
+def passage_checks(cfg, part: str, module, executor, tokenizer, modes, bar: QualityBar, scheme_name: str, logits: str,
+                   before_mode: Callable[[str, str], None] | None = None) -> tuple[list[Check], dict]:
+    """The passage's check rows for a text-generation package, and the numbers by mode.
+    `before_mode(input name, mode)` hears of each mode's run as it starts."""
     inputs = passage_inputs(cfg, part, tokenizer)
     if inputs is None:
         return [], {}
@@ -101,6 +104,8 @@ def passage_checks(cfg, part: str, module, executor, tokenizer, modes, bar: Qual
     ids = np.asarray(inputs.torch_args[0][0, :n])
     rows, numbers = [], {}
     for mode in modes:
+        if before_mode:
+            before_mode(inputs.name, mode)
         state = executor.make_state()
         got = [executor.predict(feed, mode=mode, state=state) for feed in (inputs.steps or [inputs.package])]
         actual = np.concatenate([np.asarray(o[logits]) for o in got], axis=1)[0, :n]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,39 @@ from ..source_tokenizer import load_tokenizer
 from .inputs import input_sets
 
 MODES = ("fp32", "fp16")
+MODE_WORDS = {"fp32": "exact fp32", "fp16": "fp16 emulation", coreai_runtime.MODE: "Core AI runtime"}  # in progress lines
+
+
+class _Steps:
+    """Validation's progress: each package an equal share; within one, a step per group of
+    checks (an input set in one mode, the passage in one mode, a continuation), said as it
+    starts: "text, 128 tokens (fp16 emulation), 3 of 8"."""
+
+    def __init__(self, report: Callable[[float, int, str], None] | None, packages: int):
+        self.report, self.packages = report or (lambda done, total, detail: None), packages
+        self.package, self.done, self.count, self.prefix = -1, 0, 1, ""
+
+    def begin(self, name: str, count: int) -> None:
+        """The next package, with `count` groups of checks."""
+        self.package, self.done, self.count = self.package + 1, 0, max(count, 1)
+        self.prefix = f"{name}, " if self.packages > 1 else ""
+
+    def before(self, what: str) -> None:
+        """Said before the first package's checks."""
+        self.report(0, 1, what)
+
+    def next(self, what: str) -> None:
+        self.done += 1
+        self.within(0.0, what)
+
+    def within(self, share: float, what: str) -> None:
+        """`share` (0 to 1) of the group begun by `next` done."""
+        done = self.package * self.count + self.done - 1 + min(share, 1.0)
+        self.report(done, self.packages * self.count, f"{self.prefix}{what}, {self.done} of {self.count}")
+
+
+def _mode_words(mode: str) -> str:
+    return MODE_WORDS.get(mode) or mode.replace("coreml-", "Core ML, ")
 
 
 def validate(
@@ -37,12 +71,14 @@ def validate(
     modes: tuple[str, ...] = MODES,
     compute_units: tuple[str, ...] = coreml_runtime.COMPUTE_UNITS,
     backend=None,
+    progress: Callable[[float, int, str], None] | None = None,
 ) -> dict:
     """Validate `packages` converted from `model` with `cfg`; returns the report's
     `validation` section. `packages`: {part: path}, run and described by `backend`
     (backends.Backend, Core ML by default), or [(part, path, backend)] when packages of
     several formats are judged together. A runner with its own `modes` (Core AI's runtime
-    executes the package as it is) is run in those instead of the emulation modes."""
+    executes the package as it is) is run in those instead of the emulation modes.
+    `progress(done, total, detail)` hears of each group of checks as it starts."""
     from ..backends import backend_for
 
     if isinstance(packages, dict):
@@ -60,9 +96,13 @@ def validate(
     notes: list[str] = []
     placement: dict = {}
     units: dict = {}
+    steps = _Steps(progress, len(packages))
     # Text generation: PyTorch's greedy continuation of a real prompt, which each package
     # must reproduce when driven as swift-transformers drives it (continuation.py).
-    greedy = continuation.reference(cfg, model, tokenizer) if any(continuation.applies(cfg, p) for p, _, _ in packages) else None
+    greedy = None
+    if any(continuation.applies(cfg, p) for p, _, _ in packages):
+        steps.before("PyTorch's greedy continuation of the prompt")
+        greedy = continuation.reference(cfg, model, tokenizer)
     runs: list[dict] = []
     # A compressed package is judged on real text by its scheme's quality bar (quality.py),
     # not by element-wise differences; float packages keep the element-wise checks.
@@ -76,6 +116,7 @@ def validate(
         try:
             executor = backend.runner(path)
         except UnsupportedOpError as error:
+            steps.begin(Path(path).name, 1)
             errors.append(f"{part}: the reference executor cannot run op(s) {error}: validation cannot vouch for this package")
             checks.append(Check(part, "-", "-", "fp32", "executor_supports_all_ops", 0.0, 1.0, False, True))
             continue
@@ -88,29 +129,23 @@ def validate(
         feeder = cfg.fed_by(part)
         encoder = cfg.wrap(model, feeder).eval() if feeder else None
         coreml_models = {cu: coreml_runtime.load(path, cu) for cu in compute_units} if on_device and backend.name == "coreml" else {}
-        for inputs in input_sets(cfg, part, tokenizer, encoder):
-            with torch.no_grad():
-                reference = _reference_outputs(cfg, part, module(*inputs.torch_args))
-            notes += [
-                f"{part}: PyTorch's {name} is constant for {inputs.name}, so comparing it proves little"
-                for name, value in reference.items()
-                if value.dtype.kind == "f" and value.size > 1 and np.ptp(value) == 0
-            ]
-            feeds = inputs.steps or [inputs.package]
-            for mode in package_modes:
-                state = executor.make_state()
-                actual = _joined([executor.predict(feed, mode=mode, state=state) for feed in feeds])
-                checks += _judge(cfg, part, inputs, reference, actual, mode, _precision_key(cfg, mode), bar)
-            for cu, coreml_model in coreml_models.items():
-                actual = _joined(coreml_runtime.predict(coreml_model, feeds, stateful=bool(executor.state_names)))
-                checks += _judge(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"), bar)
+        sets = list(input_sets(cfg, part, tokenizer, encoder))
         logits = _generated_scores(cfg, part)
-        if bar is not None and tokenizer is not None and logits:
-            rows, numbers = quality.passage_checks(cfg, part, module, executor, tokenizer, package_modes, bar, scheme, logits)
+        passage = bar is not None and tokenizer is not None and bool(logits)
+        continues = greedy is not None and continuation.applies(cfg, part)
+        steps.begin(Path(path).name, len(sets) * (len(package_modes) + len(coreml_models))
+                    + len(package_modes) * (passage + continues))
+        for inputs in sets:
+            rows, constant = _input_set_checks(cfg, part, module, executor, inputs, package_modes, coreml_models, bar, steps)
+            checks += rows
+            notes += constant
+        if passage:
+            rows, numbers = quality.passage_checks(cfg, part, module, executor, tokenizer, package_modes, bar, scheme, logits,
+                                                   before_mode=lambda name, mode: steps.next(f"{name} ({_mode_words(mode)})"))
             checks += rows
             quality_numbers[part] = numbers
-        if greedy is not None and continuation.applies(cfg, part):
-            checks += _continuation(cfg, greedy, executor, info, part, package_modes, runs, compressed=bar is not None)
+        if continues:
+            checks += _continuation(cfg, greedy, executor, info, part, package_modes, runs, steps, compressed=bar is not None)
         for cu, coreml_model in coreml_models.items():
             placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
         getattr(executor, "close", lambda: None)()
@@ -151,6 +186,31 @@ def validate(
         result["continuation"] = continuation.section(greedy, runs)
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def _input_set_checks(cfg, part: str, module, executor, inputs, modes, coreml_models: dict, bar,
+                      steps: _Steps) -> tuple[list[Check], list[str]]:
+    """One input set's check rows in each mode (and on each Core ML compute unit), and notes
+    on reference outputs too constant to prove anything."""
+    with torch.no_grad():
+        reference = _reference_outputs(cfg, part, module(*inputs.torch_args))
+    notes = [
+        f"{part}: PyTorch's {name} is constant for {inputs.name}, so comparing it proves little"
+        for name, value in reference.items()
+        if value.dtype.kind == "f" and value.size > 1 and np.ptp(value) == 0
+    ]
+    checks: list[Check] = []
+    feeds = inputs.steps or [inputs.package]
+    for mode in modes:
+        steps.next(f"{inputs.name} ({_mode_words(mode)})")
+        state = executor.make_state()
+        actual = _joined([executor.predict(feed, mode=mode, state=state) for feed in feeds])
+        checks += _judge(cfg, part, inputs, reference, actual, mode, _precision_key(cfg, mode), bar)
+    for cu, coreml_model in coreml_models.items():
+        steps.next(f"{inputs.name} ({_mode_words(f'coreml-{cu}')})")
+        actual = _joined(coreml_runtime.predict(coreml_model, feeds, stateful=bool(executor.state_names)))
+        checks += _judge(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"), bar)
+    return checks, notes
 
 
 def skipped(reason: str = "validation was skipped (--no-validate)") -> dict:
@@ -224,14 +284,18 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
     return rows
 
 
-def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: list[dict], compressed: bool = False) -> list[Check]:
+def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: list[dict], steps: _Steps,
+                  compressed: bool = False) -> list[Check]:
     """Drive `part` as swift-transformers does in each mode; its runs go to `runs`, and its
     check rows are returned. A compressed package's greedy text may drift from PyTorch's
     (its quality is judged on the passage): its row checks that it can be driven."""
     tol = cfg.validation_tolerances()
+    total = len(greedy.tokens)
     rows = []
     for mode in modes:
-        run = continuation.run_package(greedy, executor, info, part, mode, tol.atol[_precision_key(cfg, mode)])
+        steps.next(f"continuation, 0 of {total} tokens ({_mode_words(mode)})")
+        run = continuation.run_package(greedy, executor, info, part, mode, tol.atol[_precision_key(cfg, mode)],
+                                       on_token=_token_counter(steps, total, mode))
         if run is None:
             continue
         if compressed and run["passed"] is not None:
@@ -245,6 +309,13 @@ def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: lis
         rows += [row] if row else []
         # A driving error or a near-tie stays with its run in the continuation section.
     return rows
+
+
+def _token_counter(steps: _Steps, total: int, mode: str) -> Callable[[int], None]:
+    def on_token(count: int) -> None:
+        steps.within(count / max(total, 1), f"continuation, {count} of {total} tokens ({_mode_words(mode)})")
+
+    return on_token
 
 
 def _joined(step_outputs: list[dict]) -> dict:
