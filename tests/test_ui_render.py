@@ -459,3 +459,12 @@ def test_a_passed_packages_size_is_shown_compressed_or_not():
                   validation={"passed": True, "checks": []},
                   report={"packages": [{"path": "m.mlpackage", "size_bytes": 270_000_000}]})
     assert "Size: m.mlpackage: 270.0 MB." in render.outcome(done)
+
+
+def test_a_try_says_what_it_waits_for_and_how_far_it_is():
+    queued = render.try_waiting({"state": "queued", "position": 2, "waiting_for": "1 try ahead; a conversion is running on the only worker"})
+    assert "Queued: 1 try ahead; a conversion is running on the only worker…" in queued
+    assert "Queued (position 2)…" in render.try_waiting({"state": "queued", "position": 2})
+    running = render.try_waiting({"state": "running", "progress": {"message": "The package: 9 of 16 tokens", "fraction": 0.6}})
+    assert "The package: 9 of 16 tokens…" in running and 'value="0.600"' in running
+    assert "Running the package and the PyTorch model…" in render.try_waiting({"state": "running"})

@@ -865,10 +865,17 @@ def try_note(kind: str | None, status: dict | None = None) -> str:
 
 
 def try_waiting(state: dict) -> str:
-    position = state.get("position")
-    text = ("Queued" + (f" (position {position})" if position else "") + "…") if state.get("state") == "queued" \
-        else "Running the package and the PyTorch model…"
-    return f'<div class="cm-info" data-try-state="{escape(str(state.get("state")))}">{escape(text)}</div>'
+    """While a try waits or runs: what it waits for, or how far each side has written."""
+    progress = state.get("progress") or {}
+    if state.get("state") == "queued":
+        waiting = state.get("waiting_for")
+        text = "Queued" + (f": {waiting}" if waiting else (f" (position {state['position']})" if state.get("position") else "")) + "…"
+    else:
+        text = (progress.get("message") or "Running the package and the PyTorch model") + "…"
+    fraction = progress.get("fraction")
+    bar = (f'<progress max="1" value="{float(fraction):.3f}" data-role="try-progress"></progress>'
+           if isinstance(fraction, (int, float)) and state.get("state") != "queued" else "")
+    return f'<div class="cm-info" data-try-state="{escape(str(state.get("state")))}">{escape(text)}{bar}</div>'
 
 
 def _rate(side: dict) -> str:
