@@ -112,3 +112,25 @@ def test_a_sign_in_session_is_a_reference_to_an_encrypted_token(redis, tmp_path,
     assert sessions.restore(redis, reference) is None
     sessions.end(redis, reference)
     assert redis.keys("coreml:session:*") == []
+
+
+def test_a_job_that_died_mid_push_says_what_landed_read_back_from_the_hub(local_hub, monkeypatch):
+    """The failure callbacks' wording, made true by asking the Hub (real HTTP to the local Hub)."""
+    from tests.conftest import OWNER, OWNER_TOKEN
+    from worker import lifecycle
+    from worker.progress import now_iso
+
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    repo, title = f"{OWNER}/landed-or-not", "Add Core ML conversion (fill-mask) of alice/x@0123"
+    local_hub.add_repo(repo, {"README.md": "old"}, owner_token=OWNER_TOKEN)
+    meta = {"push_target": repo, "push_commit": title, "push_started_at": now_iso()}
+    error = "The conversion process was killed. Nothing was pushed. Try again."
+    assert lifecycle._after_push(dict(meta), OWNER_TOKEN, error) == (
+        f"The conversion process was killed. Nothing was pushed to {repo} (checked on the Hub). Try again.")
+    sha = local_hub.add_files(repo, {"m.mlpackage/Manifest.json": "{}"}, message=title)
+    landed = dict(meta)
+    said = lifecycle._after_push(landed, OWNER_TOKEN, error)
+    assert f"It stopped after its commit to {repo} had landed" in said and sha in said
+    assert landed["links"]["commit"].endswith(sha) and "Nothing was pushed" not in said
+    meta["push_target"] = f"{OWNER}/never-created"
+    assert "Nothing was pushed to alice/never-created (checked on the Hub)" in lifecycle._after_push(meta, OWNER_TOKEN, error)

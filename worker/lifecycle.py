@@ -87,6 +87,11 @@ def on_stopped(job, connection: Redis) -> None:
     end(job, connection, error=None, kind=ErrorKind.CANCELLED)
 
 
+TRY_KILLED_MESSAGE = ("The process running this try was killed (most often: out of memory). Nothing of it was kept. "
+                      "Run it again; if it happens again, download the package and try it in your app.")
+
+
 def on_horse_killed(job, retpid, ret_val, rusage) -> None:
     """Worker handler: the job's process died without reporting (no rq callback runs then)."""
-    end(job, job.connection, error=HORSE_KILLED_MESSAGE, kind=ErrorKind.INTERNAL)
+    is_try = (job.meta or {}).get("kind") == "try"
+    end(job, job.connection, error=TRY_KILLED_MESSAGE if is_try else HORSE_KILLED_MESSAGE, kind=ErrorKind.INTERNAL)
