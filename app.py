@@ -98,6 +98,7 @@ class Destination:
     confirm_public: gr.Checkbox  # shown when a gated or private model's copy is to be public
     licence_html: gr.HTML  # why a gated or private model's copy is private
     target_html: gr.HTML  # says so when the target repo exists (a push replaces its package)
+    remove_others: gr.Checkbox  # a push into an existing repo also removes its other packages
     problem_html: gr.HTML  # the engine's refusal of these options for this model
     convert_button: gr.Button
     submit_html: gr.HTML  # why a job was not queued
@@ -289,11 +290,12 @@ def destination_section() -> Destination:
     licence_html = gr.HTML(elem_id="licence-note")
     confirm_public = gr.Checkbox(False, label=form.CONFIRM_PUBLIC, visible=False, elem_id="confirm-public")
     target_html = gr.HTML(elem_id="push-target-note")
+    remove_others = gr.Checkbox(False, label=form.REMOVE_OTHERS, elem_id="remove-others")
     problem_html = gr.HTML(elem_id="option-check")
     convert_button = gr.Button("Convert", variant="primary", interactive=False, elem_id="convert")
     submit_html = gr.HTML(elem_id="submit-message")
-    return Destination(push, push_repo, visibility, confirm_public, licence_html, target_html, problem_html,
-                       convert_button, submit_html)
+    return Destination(push, push_repo, visibility, confirm_public, licence_html, target_html, remove_others,
+                       problem_html, convert_button, submit_html)
 
 
 def job_view_section(group: gr.Column) -> JobView:
@@ -563,10 +565,12 @@ def wire_options(page: Page) -> dict:
     def push_changed(data: dict) -> dict:
         new_repo = data[page.destination.push] != form.PULL_REQUEST
         return {page.destination.push_repo: gr.update(visible=new_repo),
-                page.destination.visibility: gr.update(visible=new_repo)}
+                page.destination.visibility: gr.update(visible=new_repo),
+                page.destination.remove_others: gr.update(visible=new_repo)}
 
     page.destination.push.change(push_changed, {page.destination.push},
-                                 [page.destination.push_repo, page.destination.visibility], **QUIET)
+                                 [page.destination.push_repo, page.destination.visibility,
+                                  page.destination.remove_others], **QUIET)
     return {"fn": check, "inputs": inputs, "outputs": outputs}
 
 
@@ -740,7 +744,8 @@ def wire_job(page: Page) -> None:
             model=data[chosen.model_box] or "", task=data[chosen.task_radio],
             option_values={name: data[field] for name, field in options.fields.items()},
             runner=data[options.runner], push=data[where.push], push_repo=data[where.push_repo],
-            visibility=data[where.visibility], push_even_if_invalid=data[options.push_anyway],
+            visibility=data[where.visibility], remove_others=data[where.remove_others],
+            push_even_if_invalid=data[options.push_anyway],
             restricted=restricted(data[page.summary]), confirmed_public=data[where.confirm_public])
         try:
             if not token:
@@ -758,7 +763,8 @@ def wire_job(page: Page) -> None:
     where.convert_button.click(
         submit,
         {chosen.model_box, chosen.task_radio, *options.fields.values(), options.runner, options.push_anyway,
-         where.push, where.push_repo, where.visibility, where.confirm_public, page.summary, page.view, page.session},
+         where.push, where.push_repo, where.visibility, where.confirm_public, where.remove_others, page.summary,
+         page.view, page.session},
         [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, cancels=[page.try_event], **QUIET,
     ).then(None, js=SCROLL_TO_JOB)  # the job view appears below the form: bring it into sight
 

@@ -106,6 +106,12 @@ def test_two_jobs_pushing_to_one_repo_both_land(service):
     files = service.hub.files(target)
     assert any(f.startswith("job-bert.mlpackage/") for f in files) and any(f.startswith("job-bert.aimodel") for f in files)
     assert "## Other packages in this repo" in files["README.md"].decode()  # the later card names the earlier package
+    # Asked to, a push removes the other packages: the repo then holds its package only.
+    alone = service.wait(api.submit(make_spec(push_repo=target, remove_others=True, options={"sequence_length": "16"})))
+    assert alone["state"] == "finished", alone
+    files = service.hub.files(target)
+    assert any(f.startswith("job-bert.mlpackage/") for f in files) and not any(f.startswith("job-bert.aimodel") for f in files)
+    assert "## Other packages" not in files["README.md"].decode()
     assert all(s["links"]["commit"].rsplit("/", 1)[-1] in {c["oid"] for c in service.hub.commits(target)} for s in ended)
     assert not service.redis.client().exists(repo_lock.key(target))  # released
 

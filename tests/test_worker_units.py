@@ -367,3 +367,10 @@ def test_an_expected_job_ending_is_one_log_line_and_a_crash_keeps_its_traceback(
         worker.handle_exception(job, *sys.exc_info())
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert errors and "Traceback" in errors[0].getMessage() and "boom" in errors[0].getMessage()
+
+
+def test_removing_the_repos_other_packages_is_asked_for_and_kept_through_the_queue():
+    spec = build(user="bob", remove_others=True)
+    assert spec.push.remove_others and JobSpec.from_json(spec.to_json()).push.remove_others
+    assert not build(user="bob").push.remove_others
+    assert not build(push="pull-request", remove_others=True).push.remove_others  # a pull request removes nothing

@@ -157,6 +157,7 @@ class FormValues:
     push: str = NEW_REPO
     push_repo: str = ""
     visibility: str = AUTO  # VISIBILITY_CHOICES
+    remove_others: bool = False  # remove the target repo's other packages with this push
     push_even_if_invalid: bool = False
     restricted: bool = False  # the model is gated or private (from its summary)
     confirmed_public: bool = False  # CONFIRM_PUBLIC ticked
@@ -183,6 +184,7 @@ class FormValues:
             push=self.push or NEW_REPO,
             push_repo=push_repo or None,
             private={PRIVATE: True, PUBLIC: False}.get(self.visibility),
+            remove_others=bool(self.remove_others),
             push_even_if_invalid=bool(self.push_even_if_invalid),
             runner=self.runner or "any",
             user=user,
@@ -213,9 +215,13 @@ def push_target(typed: str | None, user: str | None, model_name: str | None,
     return default_push_repo(user, model_name, options) if user and model_name else None
 
 
+REMOVE_OTHERS = "Remove the repo's other packages (from earlier conversions)"
+
+
 def existing_target_note(repo_id: str) -> str:
-    return (f"{repo_id} already exists: converting into it replaces its package of the same name and its model card; "
-            "its other packages stay, and the new card lists them. Type another repo name to keep it as it is.")
+    return (f"{repo_id} already exists: converting into it replaces its package of the same name and its model card. "
+            "Its other packages stay, and the new card lists them, unless you tick the box below to remove them. "
+            "Type another repo name to keep it as it is.")
 
 
 def default_push_repo(user: str | None, model_name: str | None, options: ConversionOptions | None = None) -> str:

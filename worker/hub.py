@@ -179,15 +179,14 @@ def landed_commit(token: str | None, repo_id: str, title: str, since_iso: str) -
 
 
 def _replace_ops(api, repo_id: str, revision: str | None, folders: list[str]) -> list:
-    """Delete a previous version of each package folder, so no stale file survives in it."""
+    """Delete a previous version of each package (folder or file), so no stale file survives in it."""
     from huggingface_hub import CommitOperationDelete
 
     existing = api.list_repo_files(repo_id, revision=revision)
-    return [
-        CommitOperationDelete(f"{folder}/", is_folder=True)
-        for folder in folders
-        if any(f.startswith(f"{folder}/") for f in existing)
-    ]
+    folders_ = [CommitOperationDelete(f"{folder}/", is_folder=True) for folder in folders
+                if any(f.startswith(f"{folder}/") for f in existing)]
+    files = [CommitOperationDelete(name) for name in folders if name in existing]  # a package stored as one file
+    return folders_ + files
 
 
 def _delete_quietly(api, repo_id: str) -> None:

@@ -221,8 +221,12 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
         commit_message = f"{title} of {resolved.repo_id}@{resolved.revision[:12]}"
         progress.stage("push", f"Waiting for other pushes to {target}")
         with repo_lock(progress.job.connection, target):  # one writer per repo, from "does it exist" to the commit
-            # The card describes every package the repo will hold: earlier conversions' too.
+            # The card describes every package the repo will hold: earlier conversions' too,
+            # unless the user chose to remove them with this push.
             others = [p for p in hub.packages_in(token, target) if p not in roots]
+            removed, others = (others, []) if spec.push.remove_others else ([], others)
+            if removed:
+                progress.log(f"removing {len(removed)} other package(s) from {target}, as asked: {', '.join(removed)}")
             readme = card.model_card(source_repo=resolved.repo_id, revision=resolved.revision, source_url=source_url,
                                      report=report, package_paths=roots, modality=_modality(report),
                                      tokenizer_files=tokenizer_files, licence=resolved.license,
@@ -233,7 +237,7 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
             pushed = hub.push_new_repo(
                 token=token, repo_id=target, private=private, readme=readme,
                 files=hub.upload_plan(output_dir, result.packages, source.path),
-                commit_message=commit_message, replace_folders=roots,
+                commit_message=commit_message, replace_folders=roots + removed,
             )
     progress.set(links=pushed.links(), pushed=True)
     progress.log(f"pushed: {pushed.pull_request_url or pushed.commit_url}")

@@ -40,9 +40,12 @@ class PushTarget:
     # None: follow the source (private when it is gated or private: its licence may forbid a
     # public copy); True/False: the user's explicit choice.
     private: bool | None = None
+    # The repo's other packages (earlier conversions' of other names or formats): kept and
+    # listed in the new card (False), or removed by this push (True), as the user chose.
+    remove_others: bool = False
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "repo_id": self.repo_id, "private": self.private}
+        return {"kind": self.kind, "repo_id": self.repo_id, "private": self.private, "remove_others": self.remove_others}
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class JobSpec:
         push: str | PushTarget | dict = NEW_REPO,
         push_repo: str | None = None,
         private: bool | None = None,
+        remove_others: bool = False,
         push_even_if_invalid: bool = False,
         runner: str = "any",
         user: str | None = None,
@@ -80,7 +84,7 @@ class JobSpec:
         revision = _revision(revision, ref.revision, model)
         task = _task(task)
         options = _options(options)
-        target = _push_target(push, push_repo, private)
+        target = _push_target(push, push_repo, private, remove_others)
         if runner not in RUNNERS:
             raise UserInputError(f"Unknown runner '{runner}'. Choose one of: {', '.join(RUNNERS)}.")
         if user is not None and not _USER.match(user):
@@ -165,7 +169,8 @@ class JobSpec:
             revision=data.get("revision"),
             task=data["task"],
             options=ConversionOptions.from_dict(data.get("options") or {}),
-            push=PushTarget(push.get("kind", NEW_REPO), push.get("repo_id"), _visibility(push.get("private"))),
+            push=PushTarget(push.get("kind", NEW_REPO), push.get("repo_id"), _visibility(push.get("private")),
+                            bool(push.get("remove_others", False))),
             push_even_if_invalid=bool(data.get("push_even_if_invalid", False)),
             runner=data.get("runner", "any"),
             user=data.get("user"),
@@ -230,11 +235,13 @@ def _visibility(private) -> bool | None:
     return None if private is None else bool(private)
 
 
-def _push_target(push: str | PushTarget | dict, push_repo: str | None, private: bool | None) -> PushTarget:
+def _push_target(push: str | PushTarget | dict, push_repo: str | None, private: bool | None,
+                 remove_others: bool = False) -> PushTarget:
     if isinstance(push, PushTarget):
-        kind, push_repo, private = push.kind, push.repo_id, push.private
+        kind, push_repo, private, remove_others = push.kind, push.repo_id, push.private, push.remove_others
     elif isinstance(push, dict):
         kind, push_repo, private = push.get("kind", NEW_REPO), push.get("repo_id"), push.get("private")
+        remove_others = bool(push.get("remove_others", remove_others))
     else:
         kind = push
     kind = (kind or NEW_REPO).strip().lower().replace("_", "-")
@@ -253,4 +260,5 @@ def _push_target(push: str | PushTarget | dict, push_repo: str | None, private: 
             raise UserInputError(
                 f"The target repo '{push_repo}' is not a valid Hub ID: use 'you/name' with letters, digits, '-', '_' and '.'."
             ) from None
-    return PushTarget(kind, push_repo, _visibility(private) if kind == NEW_REPO else None)
+    new_repo = kind == NEW_REPO
+    return PushTarget(kind, push_repo, _visibility(private) if new_repo else None, bool(remove_others) and new_repo)
