@@ -154,7 +154,7 @@ def _build_parts(plan: Plan, model, lazy, writers: list, output_dir: Path, timin
     steps = [(part, writer) for writer in writers for part in plan.parts]
     share = (CONVERSION_END - start) / len(steps)
     for index, (part, writer) in enumerate(steps):
-        label = f"Converting {part}" + (f" to {FORMAT_NAMES[writer.name]}" if len(writers) > 1 else "")
+        label = f"Converting {part}" + (f" to {FORMAT_NAMES.get(writer.name, writer.name)}" if len(writers) > 1 else "")
         if lazy is None:
             step = _span(progress, "convert", start + share * index, start + share * (index + 1), label)
             path, package_report = _build_part(plan, model, part, writer, output_dir, timings, step)
@@ -238,7 +238,7 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
         captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs)
         _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
-        step(1, 4, f"converting to {FORMAT_NAMES[writer.name]}")
+        step(1, 4, f"converting to {FORMAT_NAMES.get(writer.name, writer.name)}")
         artifact = writer.convert(plan, captured)
     except (ConversionError, *EXPORT_FAILURES) as error:
         raise conversion_failure(plan.cfg, part, error, getattr(captured, "program", None)) from error

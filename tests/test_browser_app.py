@@ -149,7 +149,9 @@ def choose_model(page, model: str) -> None:
     field = page.locator("#model input")
     field.fill(model)
     field.press("Enter")
-    page.wait_for_selector("#model-summary [data-model-ok]")
+    # This model's summary (a previous model's may still be shown while it is read).
+    page.wait_for_selector(f'#model-summary [data-model-ok][data-model="{model}"]')
+    page.wait_for_timeout(300)  # the task choices arrive with the summary; let the form settle before clicking
 
 
 def set_options(page, sequence_length: str = "8") -> None:

@@ -96,7 +96,7 @@ def test_grouped_palettization_needs_ios18_but_per_tensor_does_not(tiny_model):
     llama = tiny_model("llama")
     check(llama, "text-generation", quantize="lut6", minimum_deployment_target="iOS16")  # default group: per tensor there
     check(llama, "text-generation", quantize="lut6", group_size="8", minimum_deployment_target="iOS18")
-    with pytest.raises(UserInputError, match="--group-size.*needs minimum deployment target iOS18 or macOS15"):
+    with pytest.raises(UserInputError, match="per group of 8 channels needs minimum deployment target iOS18 or macOS15"):
         check(llama, "text-generation", quantize="lut6", group_size="8", minimum_deployment_target="macOS14")
 
 

@@ -180,8 +180,8 @@ def model_summary(summary, request_base: str | None = None) -> str:
         if request_base and summary.unsupported_architecture:
             ask = (f'<div class="cm-links" data-role="request">'
                    f"{link(architecture_request_url(summary, request_base), 'Ask for this architecture (opens a pre-filled request)')}</div>")
-        return (f'<div class="cm-error" data-model-ok="no"><strong>This model cannot be converted.</strong> '
-                f"{escape(summary.error)}{known}{ask}</div>")
+        return (f'<div class="cm-error" data-model-ok="no" data-model="{escape(summary.repo_id or "")}">'
+                f"<strong>This model cannot be converted.</strong> {escape(summary.error)}{known}{ask}</div>")
     badges = ""
     if summary.private:
         badges += '<span class="cm-badge">private</span>'
@@ -195,7 +195,7 @@ def model_summary(summary, request_base: str | None = None) -> str:
     pipeline = escape(summary.pipeline_tag) if summary.pipeline_tag else "none"
     revision = f"@{escape(summary.revision)}" if summary.revision else ""
     return (
-        f'<div class="cm-card" data-model-ok="yes">'
+        f'<div class="cm-card" data-model-ok="yes" data-model="{escape(summary.repo_id or "")}">'
         f"<div><strong>{link(hub_url(summary.repo_id), summary.repo_id)}</strong>{revision}{badges}</div>"
         f"<div>Architecture: {arch}</div>"
         f"{family_line(summary)}"

@@ -221,6 +221,8 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
         commit_message = f"{title} of {resolved.repo_id}@{resolved.revision[:12]}"
         progress.stage("push", f"Waiting for other pushes to {target}")
         with repo_lock(progress.job.connection, target):  # one writer per repo, from "does it exist" to the commit
+            progress.stage("push", f"Pushing to {target}")
+            progress.set(push_commit=commit_message, push_started_at=now_iso())  # what landed, if the worker dies
             # The card describes every package the repo will hold: earlier conversions' too,
             # unless the user chose to remove them with this push.
             others = [p for p in hub.packages_in(token, target) if p not in roots]
@@ -232,8 +234,6 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
                                      tokenizer_files=tokenizer_files, licence=resolved.license,
                                      terms=card.licence_lines(resolved.repo_id, resolved.license, resolved.gated,
                                                               resolved.private, private), other_packages=others)
-            progress.stage("push", f"Pushing to {target}")
-            progress.set(push_commit=commit_message, push_started_at=now_iso())  # what landed, if the worker dies
             pushed = hub.push_new_repo(
                 token=token, repo_id=target, private=private, readme=readme,
                 files=hub.upload_plan(output_dir, result.packages, source.path),
