@@ -38,7 +38,8 @@ def service(worker_repos, tiny_model, tmp_path_factory):
     machine_tmp = tmp_path_factory.mktemp("machine-tmp")  # the workers' system temp folder, watched below
     service = JobService(tmp_path_factory.mktemp("shared"), worker_repos, COREML_CONVERTER_USER_ACTIVE_JOBS="2",
                          COREML_CONVERTER_PUSH_LOCK_WAIT="120", TMPDIR=str(machine_tmp),
-                         COREML_CONVERTER_LAYERS_PER_CHUNK="1").start()  # LLMs convert a layer at a time
+                         COREML_CONVERTER_LAYERS_PER_CHUNK="1",  # LLMs convert a layer at a time
+                         COREML_CONVERTER_USER_TRIES_PER_HOUR="3").start()
     service.machine_tmp = machine_tmp
     service.add_worker("first").wait_ready()
     yield service
@@ -179,4 +180,7 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
     repos.revoke(service.hub, repos.REVOCABLE_TOKEN)
     second = attempt()  # both repos are in the worker's cache now
     assert second["state"] == "failed" and "rejected the token" in second["error"], second
+    # Three tries this hour: a fourth is refused, with when to try again, before anything is queued.
+    with pytest.raises(UserInputError, match=r"You have started 3 tries in the last hour.*Try again in \d+ minutes"):
+        api.submit_try(job["job_id"], OWNER_TOKEN, OWNER, "generate", {"text": "hello"})
     assert not list((service.tmp / "state" / "jobs").glob("try-*"))  # the tries' temp folders are gone
