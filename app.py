@@ -714,20 +714,27 @@ def wire_model_choice(page: Page, check: dict, sizes: dict, target: dict, visibi
                    chosen.size_radio: gr.update(visible=summary.convertible),
                    page.destination.convert_button: gr.update(interactive=summary.convertible),
                    push_repo: gr.update(placeholder=form.default_push_repo(user, summary.name if summary.repo_id else None))}
-        if "kv_cache" in changes:
-            updates[kv_cache] = changes["kv_cache"]
-        if "push_repo" in changes:
-            updates[push_repo] = gr.update(value="", placeholder=updates[push_repo]["placeholder"])
+        updates[adapted] = changes
         return updates
+
+    def adapt(data: dict) -> dict:
+        """Applied once the new model's choices are on the page: a field changed here re-runs
+        the option checks, which must see this model's tasks, not the previous one's."""
+        changes = data[adapted] or {}
+        updates = {kv_cache: changes["kv_cache"]} if "kv_cache" in changes else {}
+        if "push_repo" in changes:
+            updates[push_repo] = gr.update(value="")
+        return updates or gr.skip()
 
     # The model's summary first, then the option checks and the expected sizes for it.
     kv_cache, push_repo = page.options.fields["kv_cache"], page.destination.push_repo
+    adapted = gr.State({})  # what adapt_to_model changes, between the two steps
     read = chosen.model_box.change(
         inspect, {chosen.model_box, page.session, page.summary, kv_cache, push_repo},
         [page.summary, chosen.summary_html, chosen.task_radio, chosen.size_radio, page.destination.convert_button,
-         page.options.tolerance_html, push_repo, kv_cache],
+         page.options.tolerance_html, push_repo, adapted],
         concurrency_limit=None, trigger_mode="always_last", **QUIET,
-    )
+    ).then(adapt, {adapted}, [kv_cache, push_repo], concurrency_limit=None, **QUIET)
     read.then(**check, concurrency_limit=None, **QUIET)
     read.then(**sizes, concurrency_limit=None, **QUIET)
     read.then(**target, concurrency_limit=None, **QUIET)
