@@ -374,3 +374,21 @@ def test_removing_the_repos_other_packages_is_asked_for_and_kept_through_the_que
     assert spec.push.remove_others and JobSpec.from_json(spec.to_json()).push.remove_others
     assert not build(user="bob").push.remove_others
     assert not build(push="pull-request", remove_others=True).push.remove_others  # a pull request removes nothing
+
+
+def test_where_the_result_goes_is_checked_from_the_account_before_any_work():
+    from worker.api import check_push_access
+
+    def account(role="write", orgs=()):
+        return {"name": "bob", "orgs": [{"name": n, "roleInOrg": r} for n, r in orgs],
+                "auth": {"accessToken": {"role": role}}}
+
+    with pytest.raises(UserInputError, match="may not create or write to bob/tiny-bert-coreml: it is read-only"):
+        check_push_access(build(user="bob"), account(role="read"))
+    with pytest.raises(UserInputError, match="may not open a pull request on alice/tiny-bert: it is read-only"):
+        check_push_access(build(user="bob", push="pull-request"), account(role="read"))
+    with pytest.raises(UserInputError, match="carol is not your account or one of your organisations"):
+        check_push_access(build(user="bob", push_repo="carol/x"), account())
+    with pytest.raises(UserInputError, match="your role in team is read-only"):
+        check_push_access(build(user="bob", push_repo="team/x"), account(orgs=[("team", "read")]))
+    check_push_access(build(user="bob", push="pull-request"), account())  # a write token may open one

@@ -210,9 +210,12 @@ def check_push_access(spec: JobSpec, account: dict) -> None:
     if spec.push.kind == PULL_REQUEST:
         return
     namespace = target.split("/")[0]
-    if namespace != account.get("name") and namespace not in {o.get("name") for o in account.get("orgs") or []}:
+    orgs = {o.get("name"): o for o in account.get("orgs") or []}
+    if namespace != account.get("name") and namespace not in orgs:
         raise UserInputError(f"Your token may not {action} {target}: {namespace} is not your account or one of your "
                              f"organisations. {remedy}")
+    if namespace in orgs and orgs[namespace].get("roleInOrg") == "read":
+        raise UserInputError(f"Your token may not {action} {target}: your role in {namespace} is read-only. {remedy}")
     client = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
     try:
         client.auth_check(target, token=spec.token, write=True)
