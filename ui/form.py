@@ -47,8 +47,8 @@ HELP = {
     "runner": "Every package is checked against PyTorch. A Mac runner also runs it on real Core ML hardware.",
     "push_anyway": "Off by default: a package that fails validation is not pushed.",
     "push": "Where the converted package goes.",
-    "push_repo": "Leave empty for <you>/<model>-coreml, with the size and cache you chose in the name "
-                 "(<model>-int4-stateful-coreml), so each conversion of a model has its own repo.",
+    "push_repo": "Leave empty for <you>/<model>-coreml, named with the size and cache you chose "
+                 "(<model>-int4-stateful-coreml): one repo per conversion.",
     "private": "Only you (and your organisation) can see a private repo. A gated or private model's copy is "
                "private unless you choose otherwise.",
 }
