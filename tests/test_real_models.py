@@ -49,6 +49,21 @@ def encoder_default(real_encoder, tmp_path_factory):
     return _convert(real_encoder, "feature-extraction", tmp_path_factory.mktemp("minilm-default"), ConversionOptions())
 
 
+@pytest.fixture(scope="module")
+def transformers_greedy(real_llm) -> list[int]:
+    """The independent oracle: transformers' own `generate` (greedy, 8 new tokens, stopping at
+    the tokenizer's EOS as swift-transformers does), none of the product's comparison code."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_llm)
+    model = AutoModelForCausalLM.from_pretrained(real_llm, dtype=torch.float32).eval()
+    inputs = tokenizer(PROMPT, return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=tokenizer.eos_token_id)
+    return [int(t) for t in output[0, inputs.input_ids.shape[1]:]]
+
+
 def test_real_llm_loads_and_pytorch_says_paris(real_llm):
     import json
 
@@ -88,20 +103,22 @@ def test_real_encoder_loads_and_embeds_meaningfully(real_encoder):
     assert similar > 0.5 and similar > unrelated + 0.3, (similar, unrelated)
 
 
-def _assert_continues_like_pytorch(validation: dict, driven_as: str) -> None:
+def _assert_continues_like_pytorch(validation: dict, driven_as: str, oracle: list[int]) -> None:
     """fp32 and fp16-emulated greedy continuations, driven as swift-transformers drives the
-    package, equal PyTorch's for all 8 tokens (no near-tie allowance used)."""
+    package, equal transformers' own `generate` (`oracle`) for all 8 tokens — and so does the
+    product's PyTorch side (no near-tie allowance used)."""
     continuation = validation["continuation"]
     assert continuation["prompt"] == PROMPT and "Paris" in continuation["pytorch"]["text"]
+    assert len(oracle) == 8 and continuation["pytorch"]["token_ids"] == oracle
     runs = {run["mode"]: run for run in continuation["runs"]}
     assert set(runs) == {"fp32", "fp16"}
     for run in runs.values():
         assert driven_as in run["driven_as"]
-        assert run["token_ids"] == continuation["pytorch"]["token_ids"] and len(run["token_ids"]) == 8, run
+        assert run["token_ids"] == oracle, run
         assert run["matching_tokens"] == run["tokens_compared"] == 8 and "note" not in run
 
 
-def test_real_llm_default_float16_package_validates(llm_default):
+def test_real_llm_default_float16_package_validates(llm_default, transformers_greedy):
     report = llm_default.report
     assert report["options"]["precision"] == "float16" and report["options"]["sequence_length"] == "128"
     assert report["validation"]["passed"] is True, _failures(report["validation"])
@@ -109,10 +126,10 @@ def test_real_llm_default_float16_package_validates(llm_default):
     assert report["packages"][0]["float16_safe_norms"] == 61
     fp16 = {row["metric"]: row["value"] for row in report["validation"]["checks"] if row["mode"] == "fp16" and row["inputs"].startswith("text")}
     assert fp16["top1_agreement"] == 1.0 and fp16["psnr_db"] > 40, fp16
-    _assert_continues_like_pytorch(report["validation"], "right-padded to 128 with attentionMask")
+    _assert_continues_like_pytorch(report["validation"], "right-padded to 128 with attentionMask", transformers_greedy)
 
 
-def test_real_llm_stateful_package_validates(llm_stateful):
+def test_real_llm_stateful_package_validates(llm_stateful, transformers_greedy):
     report = llm_stateful.report
     assert report["options"]["kv_cache"] == "stateful" and report["options"]["minimum_deployment_target"] == "iOS18"
     assert report["validation"]["passed"] is True, _failures(report["validation"])
@@ -122,7 +139,8 @@ def test_real_llm_stateful_package_validates(llm_stateful):
         (mode, masks) for mode in ("fp32", "fp16") for masks in ("swift-transformers masks)", "explicit masks)")
     }
     assert all(row["value"] == 1.0 for row in top1)
-    _assert_continues_like_pytorch(report["validation"], "stateful: prefill then one token per call, causalMask zeros [1,1,1,T+1]")
+    _assert_continues_like_pytorch(report["validation"], "stateful: prefill then one token per call, causalMask zeros [1,1,1,T+1]",
+                                   transformers_greedy)
 
 
 def test_real_encoder_float16_package_validates(encoder_default):
