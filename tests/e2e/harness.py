@@ -105,6 +105,13 @@ class WorkerProcess:
         wait_until(announced, timeout, interval=0.1, what=f"worker {self.name}")
         return self
 
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code; on a timeout, the worker's log says where it was."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker {self.name} still running after {timeout} s:\n{self.log()[-3000:]}") from None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
