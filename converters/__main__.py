@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         options = ConversionOptions.from_dict(vars(args))  # the option table's flags; unset: defaults
         hub_name = hub_name_option(args.hub_name)
         from .export import convert
+        from .memory import settle_imports
 
+        settle_imports()
         result = convert(
             args.source, args.task, args.output, options,
             token=args.token or os.environ.get("HF_TOKEN"), validate=not args.no_validate, hub_name=hub_name,

@@ -56,6 +56,15 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: rank[item.path])  # stable: a file's tests keep their own order
 
 
+def pytest_collection_finish(session):
+    """The test modules have imported torch, transformers and coremltools by now: each of the
+    suite's thousand-odd conversions then collects garbage without walking them (a third of a
+    small model's conversion time otherwise; converters/memory.py)."""
+    from converters.memory import settle_imports
+
+    settle_imports()
+
+
 # ---------------------------------------------------------------- fixtures
 
 

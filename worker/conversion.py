@@ -17,8 +17,11 @@ def convert_and_validate(source: ModelSource, task: str, output_dir: Path, optio
                          hub_name: str | None = None):
     """`hub_name`: the repo the packages name for their tokenizer (co.huggingface.exporters.name)."""
     from converters.export import convert
+    from converters.memory import settle_imports
 
     from .settings import job_timeout, layers_per_chunk
+
+    settle_imports()  # a spawned job process (macOS) imported the engine just now
 
     # The engine lives in this repo: it always validates and always returns a `validation` entry;
     # what could not finish within the job's time limit is refused before any work.

@@ -97,6 +97,9 @@ def preload() -> None:
 
     import converters.export  # noqa: F401
     import worker.job  # noqa: F401
+    from converters.memory import settle_imports
+
+    settle_imports()
 
 
 def redact_url(url: str) -> str:
