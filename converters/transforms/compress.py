@@ -49,6 +49,7 @@ LUT_GROUP = 16
 LUT4_GROUP = 1
 _LAYER_OPS = ("linear", "matmul", "conv", "conv_transpose")
 _IOS18 = ("iOS18", "macOS15")
+_SPEC_IOS16 = 7  # the oldest specification compression writes (coremltools._SPECIFICATION_VERSION_IOS_16)
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,10 @@ def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 1
     import coremltools.optimize.coreml as cto
 
     outer = [w for w in weights.compressible if w.roles & {"embedding", "head"}] if bits == 4 else []
-    if outer:
-        mlmodel = _linear_quantize(mlmodel, {w.name: _linear_config(8, block_size=0) for w in outer})
+    steps = [(LINEAR_PASS, {w.name: _linear_config(8, block_size=0) for w in outer})] if outer else []
     tables = [w for w in weights.compressible if w not in outer]
     if not tables:
-        return mlmodel
+        return _with_passes(mlmodel, steps)
 
     # k-means per table: coremltools' "kmeans" mode is scikit-learn's below 10 000 weights per
     # table (a group of 16 x 576: over 20 minutes for a 135 M LLM) and kmeans1d above; ours
@@ -192,13 +192,7 @@ def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 1
     else:
         config = cto.OpPalettizerConfig(**kmeans, granularity="per_grouped_channel", group_size=group_size,
                                         weight_threshold=WEIGHT_THRESHOLD)
-    names = {w.name: config for w in tables}
-    palettized = cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
-    if outer and palettized is not mlmodel:  # the int8 step's model, ours alone (the caller's is the one passed in)
-        from ..backends.coreml import discard_temporary
-
-        discard_temporary(mlmodel)
-    return palettized
+    return _with_passes(mlmodel, [*steps, (PALETTIZE_PASS, {w.name: config for w in tables})])
 
 
 def _kmeans_table(bits: int, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,9 +226,44 @@ def _linear_config(bits: int, block_size: int):
 
 
 def _linear_quantize(mlmodel, names: dict):
-    import coremltools.optimize.coreml as cto
+    return _with_passes(mlmodel, [(LINEAR_PASS, names)])
 
-    return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=names))
+
+LINEAR_PASS, PALETTIZE_PASS = "compression::linear_quantize_weights", "compression::palettize_weights"
+
+
+def _with_passes(mlmodel, steps: list[tuple[str, dict]]):
+    """The model with coremltools' compression passes applied, each with its per-weight configs
+    ({const op name: op config}), in order.
+
+    Why not coremltools' linear_quantize_weights / palettize_weights, which apply the same passes:
+    each loads the program, applies one pass, and converts it back through the whole default
+    pipeline (95 passes, each followed by a validation of the whole program) — a program that
+    pipeline optimised a moment ago. On a 135 M LLM that is about 20 s per call, and lut4 made
+    two calls. Here every pass runs on one loaded program, and only the cleanup passes follow
+    (the ones that fold what compression leaves: dead constants, duplicates, dequantize merges),
+    as coremltools' own `_apply_graph_pass` does it otherwise (models/utils.py)."""
+    if not steps:
+        return mlmodel
+    import coremltools.optimize.coreml as cto
+    from coremltools.converters.mil.converter import mil_convert
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+    from coremltools.converters.mil.mil.passes.pass_pipeline import PassPipeline
+    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+    from coremltools.models import utils as model_utils
+
+    spec = mlmodel.get_spec()
+    version = max(spec.specificationVersion, _SPEC_IOS16)
+    prog = model_utils._convert_model_spec_to_pymil_prog(mlmodel, version, milproto_load)
+    for name, configs in steps:
+        graph_pass = PASS_REGISTRY[name]
+        graph_pass.set_options([PassOption("config", cto.OptimizationConfig(op_name_configs=configs)),
+                                PassOption("joint_compression", False)])
+        graph_pass.apply(prog)
+    return mil_convert(prog, convert_from="milinternal", convert_to="mlprogram", specification_version=version,
+                       compute_units=mlmodel.compute_unit, model_description=spec.description,
+                       skip_model_load=True, pass_pipeline=PassPipeline.CLEANUP)
 
 
 # ---------------------------------------------------------------------- the program's weights
