@@ -60,7 +60,12 @@ def _lloyd(ordered: torch.Tensor, running_counts: torch.Tensor, running_sums: to
     return tables
 
 
-def assign(values: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """Each value's nearest entry in its row's sorted table."""
-    midpoints = ((tables[:, 1:] + tables[:, :-1]) / 2).contiguous()
-    return torch.searchsorted(midpoints, values.contiguous())
+def assign(values: torch.Tensor, tables: torch.Tensor, midpoints: torch.Tensor | None = None) -> torch.Tensor:
+    """Each value's nearest entry in its row's sorted table (`midpoints`: the tables' `boundaries`,
+    when the caller assigns to the same tables many times)."""
+    return torch.searchsorted(boundaries(tables) if midpoints is None else midpoints, values.contiguous())
+
+
+def boundaries(tables: torch.Tensor) -> torch.Tensor:
+    """The midpoints between each row's neighbouring entries: where the nearest entry changes."""
+    return ((tables[:, 1:] + tables[:, :-1]) / 2).contiguous()

@@ -35,7 +35,7 @@ from coremltools.optimize.torch.layerwise_compression.algorithms import (
     OBSCompressionAlgorithm,
 )
 
-from .kmeans import assign, weighted_tables
+from .kmeans import assign, boundaries, weighted_tables
 
 ALGORITHM = "gptq_lut"
 
@@ -89,6 +89,7 @@ class LutGPTQ(OBSCompressionAlgorithm):
 
         self._lut = weighted_tables(weight, importance.clamp_min(1e-12), self._bits, self._group_size)
         row_tables = self._lut.repeat_interleave(self._group_size, dim=0)  # [rows, 2**bits], sorted
+        midpoints = boundaries(row_tables)  # once: every column is rounded onto the same tables
 
         order = torch.argsort(importance, descending=True)  # GPTQ's activation-order heuristic
         weight, hessian = weight[:, order], hessian[order][:, order]
@@ -103,12 +104,13 @@ class LutGPTQ(OBSCompressionAlgorithm):
             block = weight[:, start:end].clone()
             errors = torch.empty_like(block)
             block_inverse = inverse[start:end, start:end]
+            pivots = block_inverse.diagonal().tolist()  # Python floats: a scalar divide per column, not a tensor op
             for i in range(end - start):
                 column = block[:, i]
-                nearest = nearest_entries(column, row_tables)
+                nearest = nearest_entries(column, row_tables, midpoints)
                 rounded[:, start + i] = nearest
-                error = (column - nearest) / block_inverse[i, i]
-                block[:, i:] -= error.unsqueeze(1) * block_inverse[i, i:].unsqueeze(0)
+                error = (column - nearest) / pivots[i]
+                block[:, i:].addr_(error, block_inverse[i, i:], alpha=-1)  # one fused rank-1 update
                 errors[:, i] = error
             weight[:, end:] -= errors @ inverse[start:end, end:]
 
@@ -122,7 +124,7 @@ class LutGPTQ(OBSCompressionAlgorithm):
         return metadata
 
 
-def nearest_entries(column: torch.Tensor, row_tables: torch.Tensor) -> torch.Tensor:
+def nearest_entries(column: torch.Tensor, row_tables: torch.Tensor, midpoints: torch.Tensor | None = None) -> torch.Tensor:
     """Each row's weight in `column` [rows] moved to the nearest entry of that row's table."""
-    index = assign(column.unsqueeze(1), row_tables)
+    index = assign(column.unsqueeze(1), row_tables, midpoints)
     return row_tables.gather(1, index).squeeze(1)
