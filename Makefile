@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Both cores: the conversions dominate and parallelise well. A file's tests stay on one
 # worker (--dist loadfile): its module fixtures (a real LLM's conversions, minutes each) are
-# then built once, not once per worker. The slowest tests are listed at the end.
-# Override: make test PYTEST_ARGS=.
-PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
+# then built once, not once per worker. Files go out longest first (tests/conftest.py; xdist's
+# own reorder, by number of tests, would send the few-test, minutes-long files last). The
+# slowest tests are listed at the end. Override: make test PYTEST_ARGS=.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 # apt-get needs root: use sudo when not already root (CI and containers run as root).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -7,6 +7,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -40,6 +41,26 @@ def pytest_configure(config):
         os.environ.setdefault(ORDER_SEED, str(random.SystemRandom().randrange(1, 10**6)))
 
 
+# ---------------------------------------------------------------- the suite's time
+
+# The budget is 20 minutes of pytest on the 2-core machine; CI stops at 90. Past this many the
+# run fails, so that the suite's growth is seen long before the cap (SUITE_MINUTES_LIMIT=0: off).
+SUITE_MINUTES_LIMIT = "SUITE_MINUTES_LIMIT"
+_started = time.monotonic()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    limit = float(os.environ.get(SUITE_MINUTES_LIMIT, "30"))
+    minutes = (time.monotonic() - _started) / 60
+    if hasattr(session.config, "workerinput") or not limit or minutes <= limit:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"The suite took {minutes:.1f} minutes, past its limit of {limit:g} (budget: 20): "
+                            "make a slow test cheaper (see the slowest durations above).", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_report_header(config):
     seed = os.environ.get(ORDER_SEED, "0")
     order = "name order" if seed == "0" else f"shuffled, {ORDER_SEED}={seed} (set it to repeat this order)"
@@ -47,12 +68,19 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
+    """Files longest first (tests/durations.py: the two workers then end close together), each
+    file's expected time drawn from [0.7, 1.4] of its figure by the seed, so that files of
+    similar length change places and neighbours from run to run. Seed 0: name order."""
     seed = int(os.environ.get(ORDER_SEED, "0") or 0)
     if not seed:
         return
+    from tests.durations import expected, seconds_of
+
+    table, draw = expected(), random.Random(seed)
     files = list(dict.fromkeys(item.path for item in items))
-    random.Random(seed).shuffle(files)
-    rank = {path: index for index, path in enumerate(files)}
+    draw.shuffle(files)
+    weight = {path: seconds_of(path.relative_to(ROOT).as_posix(), table) * draw.uniform(0.7, 1.4) for path in files}
+    rank = {path: index for index, path in enumerate(sorted(files, key=lambda path: -weight[path]))}
     items.sort(key=lambda item: rank[item.path])  # stable: a file's tests keep their own order
 
 
