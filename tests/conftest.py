@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -175,14 +176,39 @@ def real_encoder() -> Path:
     return minilm_l6()
 
 
-@pytest.fixture(scope="module")
-def real_float16(real_llm, tmp_path_factory):
-    """SmolLM2-135M converted once per module to float16 (iOS18), the base every scheme compresses
-    (tests/test_compression*.py)."""
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory) -> Path:
+    """A folder every xdist worker of this run shares (each worker's own temp folder is a child of
+    it): what one worker builds there, the others reuse. Gone with the run's temp folders, so
+    nothing in it outlives the code that made it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(folder: Path, build) -> Path:
+    """`folder`, made by build(folder) in the first process of the run that asks; the others wait
+    for it under a lock and reuse it. Read-only for its users."""
+    from filelock import FileLock
+
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half way
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_float16(real_llm, run_folder):
+    """SmolLM2-135M converted to float16 (iOS18) once per run, the base every scheme compresses
+    (tests/test_compression*.py, which may run on both workers)."""
     from converters.export import convert
     from converters.options import ConversionOptions
 
-    out = tmp_path_factory.mktemp("real-float16")
-    result = convert(str(real_llm), "text-generation", out,
-                     ConversionOptions.from_strings(minimum_deployment_target="iOS18"), validate=False)
-    return result.packages[0]
+    def build(out: Path) -> None:
+        convert(str(real_llm), "text-generation", out, ConversionOptions.from_strings(minimum_deployment_target="iOS18"),
+                validate=False)
+
+    (package,) = built_once(run_folder / "real-float16", build).glob("*.mlpackage")
+    return package
