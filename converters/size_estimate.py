@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .transforms.compress import EMBEDDING_BLOCK, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
+from .options import meets
+from .transforms.schemes import CALIBRATED_SCHEMES, EMBEDDING_BLOCK, IOS18, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
 
 CHOICES = ("none", *SCHEMES)  # the quantize option's values
 
@@ -93,10 +94,7 @@ def _bits(weight: WeightShape, storage: str, block_size: int, group_size: int | 
 def estimates(weights, options, task: str | None = None) -> dict[str, int]:
     """Expected bytes for every choice of the quantize option, under the other `options`
     (ConversionOptions: precision, deployment target, block and group size) for `task`."""
-    from .options import meets
-    from .transforms.calibrate import CALIBRATED_SCHEMES
-
-    settings = dict(block_size=options.block_size, grouped=meets(options.minimum_deployment_target, ("iOS18", "macOS15")),
+    settings = dict(block_size=options.block_size, grouped=meets(options.minimum_deployment_target, IOS18),
                     float_bits=32 if options.precision == "float32" else 16)
     return {scheme: estimate_bytes(weights, scheme, **settings,
                                    group_size=lut_group_size(replace(options, quantize=scheme)),
@@ -119,6 +117,8 @@ def weight_shapes(hf_config, task: str) -> list[WeightShape]:
     """The weights of every package a conversion for `task` writes (encoder-decoder models:
     both halves, each with the embedding it reads), from the task's transformers class built on
     the meta device."""
+    # Deferred: torch, transformers and the families (which import them) are heavy, and the
+    # web process imports this module for the form's estimates without them.
     import torch
     import transformers
 

@@ -228,7 +228,7 @@ class CoreMLConfig:
 
     def check_options(self) -> None:
         """Refuse options this model cannot honour, before any work is done."""
-        from ..transforms.compress import check_options as check_compression
+        from ..transforms.schemes import check_options as check_compression
 
         check_compression(self.options)
         if self.options.kv_cache != "none" and not self.supports_kv_cache:

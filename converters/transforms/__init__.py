@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .compress import compress as compress_weights  # not `compress`: that name is the module's
+
 Transform = Callable[..., object]
 
 
@@ -17,7 +19,5 @@ def transforms_for(plan) -> list[Transform]:
     """The transforms the options ask for, in the order they apply."""
     transforms: list[Transform] = []
     if plan.options.quantize != "none":
-        from .compress import compress
-
-        transforms.append(compress)
+        transforms.append(compress_weights)
     return transforms

@@ -34,12 +34,10 @@ from typing import Callable
 
 import torch
 
-from .compress import _IOS18, WEIGHT_THRESHOLD
+from ..options import meets
+from .schemes import CALIBRATED_SCHEMES, IOS18, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
-# lut8 is not among them: data-free 8-bit tables already keep the model (as int8 does). All of
-# them need iOS18/macOS15: 4-bit blocks and per-group tables are iOS18 ops.
-CALIBRATED_SCHEMES = frozenset({"int4", "mixed", "lut6", "lut4"})
 SAMPLE_TOKENS = 128  # tokens per calibration sample (the text gives ~17 of them)
 HESSIAN_DAMPENING = 0.01  # coremltools' default
 
@@ -49,9 +47,7 @@ def calibrates(plan) -> bool:
     table schemes for iOS18+ (or Core AI alone, whose schemes are per block or channel too) on a
     text-generation model (the family whose layers GPTQ walks in sequence). Below iOS18, tables
     are per tensor and stay data-free."""
-    from ..options import meets
-
-    grouped = meets(plan.options.minimum_deployment_target, _IOS18) or not plan.options.makes_coreml
+    grouped = meets(plan.options.minimum_deployment_target, IOS18) or not plan.options.makes_coreml
     return plan.options.quantize in CALIBRATED_SCHEMES and plan.task == "text-generation" and grouped
 
 
@@ -129,11 +125,9 @@ def _return_freed_memory() -> None:
 def algorithm(options) -> dict:
     """The LayerwiseCompressor's settings for the scheme: int4 per block of `block_size` input
     channels, symmetric, as the package stores int4; or k-means tables per group of output channels."""
-    from .compress import SCHEMES, lut_group_size
-
     scheme = SCHEMES[options.quantize]
     if scheme.family == "lut":
-        from . import lut_gptq  # registers the algorithm with coremltools
+        from . import lut_gptq  # registers the algorithm with coremltools (loaded only here: it is heavy)
 
         return {"algorithm": lut_gptq.ALGORITHM, "bits": scheme.bits, "group_size": lut_group_size(options),
                 "hessian_dampening": HESSIAN_DAMPENING}

@@ -19,10 +19,8 @@ compressed, each named explicitly (`OptimizationConfig(op_name_configs=...)`): c
 as a causal mask or rotary tables stay as they are, and so do weights of `WEIGHT_THRESHOLD`
 elements or fewer (coremltools' own default `weight_threshold`: not worth a lookup table).
 
-Deployment targets (refused in `check_options`, at plan time): coremltools writes per-channel
-int8 and per-tensor LUTs with iOS16 ops (`constexpr_affine_dequantize`, `constexpr_lut_to_dense`),
-int4, per-block and grouped-channel ones only with iOS18 ops (`constexpr_blockwise_shift_scale`,
-`constexpr_lut_to_dense` iOS18).
+The schemes, their shared settings and the deployment targets they need (refused at plan
+time) are schemes.py's; an .aimodel is compressed by compress_coreai.py.
 """
 
 from __future__ import annotations
@@ -34,70 +32,12 @@ from functools import partial
 import numpy as np
 
 from ..errors import UserInputError
-from ..options import OPTIONS, meets
+from ..options import meets
+from .compress_coreai import compress_coreai
+from .schemes import EMBEDDING_BLOCK, IOS18, SCHEMES, WEIGHT_THRESHOLD, Scheme, lut_group_size
 
-WEIGHT_THRESHOLD = 2048  # coremltools' default: weights of at most this many elements stay float
-# int4's embeddings and output head: one scale per 8 input channels (6 bits per weight with the
-# scales). SmolLM2-135M, GPTQ layers: its tied embedding/head at blocks of 32 costs 1.35x
-# perplexity (KL 0.40, over the 4-bit bar), at 16 1.27x (KL 0.37), at 8 1.21x (KL 0.31).
-EMBEDDING_BLOCK = 8
-# Output channels per lookup table when the option says "auto". SmolLM2-135M, GPTQ onto the tables
-# (lut_gptq.py), int8 embeddings: 4-bit tables per channel 1.17x perplexity (KL 0.13; +0.4 bits per
-# weight for the tables), per 16 channels 1.44x (KL 0.25: over the 4-bit bar); 6-bit tables per 16
-# channels 1.02x (KL 0.04).
-LUT_GROUP = 16
-LUT4_GROUP = 1
 _LAYER_OPS = ("linear", "matmul", "conv", "conv_transpose")
-_IOS18 = ("iOS18", "macOS15")
 _SPEC_IOS16 = 7  # the oldest specification compression writes (coremltools._SPECIFICATION_VERSION_IOS_16)
-
-
-@dataclass(frozen=True)
-class Scheme:
-    name: str
-    family: str  # "linear" (int8/int4), "lut" (palettization) or "mixed"
-    bits: int  # of the bulk of the weights
-
-
-SCHEMES: dict[str, Scheme] = {
-    "int8": Scheme("int8", "linear", 8),
-    "int4": Scheme("int4", "linear", 4),
-    "lut8": Scheme("lut8", "lut", 8),
-    "lut6": Scheme("lut6", "lut", 6),
-    "lut4": Scheme("lut4", "lut", 4),
-    "mixed": Scheme("mixed", "mixed", 4),
-}
-
-
-def check_options(options) -> None:
-    """Refuse a compression the deployment target cannot run, naming the target it needs."""
-    scheme, target = options.quantize, options.minimum_deployment_target
-    if scheme == "none" or not options.makes_coreml:  # an .aimodel runs on iOS/macOS 27 only
-        return
-    needs = OPTIONS["quantize"].needed_targets(scheme)
-    if not meets(target, needs):
-        raise UserInputError(
-            f"Weight compression {scheme} needs minimum deployment target {' or '.join(needs)} "
-            f"(coremltools writes {_what(scheme)} only for it); {target} is older. "
-            f"Choose {'/'.join(needs)}" + (", or int8 or lut8/lut6 for older systems." if needs == _IOS18 else ".")
-        )
-    if SCHEMES[scheme].family == "lut" and not meets(target, _IOS18) and options.group_size is not None:
-        raise UserInputError(
-            f"A lookup table per group of {options.group_size} channels needs minimum deployment target "
-            f"iOS18 or macOS15; below it, {scheme} uses one lookup table per weight. "
-            "Choose iOS18/macOS15, or leave the group size at auto."
-        )
-
-
-def lut_group_size(options) -> int:
-    """Output channels per lookup table (iOS18+): the option's, or for "auto" 16, and 1 for lut4."""
-    if options.group_size is not None:
-        return options.group_size
-    return LUT4_GROUP if options.quantize == "lut4" else LUT_GROUP
-
-
-def _what(scheme: str) -> str:
-    return {"int4": "4-bit per-block weights", "mixed": "4-bit per-block weights"}.get(scheme, f"{scheme} weights")
 
 
 # ---------------------------------------------------------------------- the transform
@@ -107,14 +47,12 @@ def compress(plan, part: str, artifact, backend):
     """The transform (`transforms_for`): the Core ML model with its weights compressed as
     `plan.options` asks; what it did goes to `plan.compression[part]` for the report."""
     if backend.name == "coreai":
-        from .compress_coreai import compress_coreai
-
         return compress_coreai(plan, part, artifact)
     if backend.name != "coreml":
         raise UserInputError(f"Weight compression is not available for the {backend.name} backend yet.")
     options = plan.options
     scheme = SCHEMES[options.quantize]
-    grouped = meets(options.minimum_deployment_target, _IOS18)
+    grouped = meets(options.minimum_deployment_target, IOS18)
     chunk = plan.cfg.chunk  # a chunk of a big decoder's layers (chunks.py): no output head before the last
     with_head = chunk is None or chunk.last
     before = program_weights(_program(artifact), with_head)

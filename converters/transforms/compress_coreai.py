@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from ..package_info import directory_size
-from .compress import EMBEDDING_BLOCK, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
+from .schemes import EMBEDDING_BLOCK, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
 
 _FLOAT_BITS = {"float16": 16, "float32": 32}
 
