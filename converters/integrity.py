@@ -68,7 +68,7 @@ def check_folder(path: Path, where: str) -> None:
     """Every file conversion reads is inside the folder, readable and of the kind its name says.
     Only those: a JSON-lines file in eval/ or a checkpoint-1000/ folder is not ours to judge."""
     path = Path(path)
-    # A local folder's model card is read for its pipeline tag (preflight.card_pipeline_tag);
+    # A local folder's model card is read for its pipeline tag (source.card_pipeline_tag);
     # every top-level *.safetensors is read (chunks.py, loading._first_mismatch).
     files = [f for f in sorted(path.iterdir())
              if f.is_file() and (reads(f.name) or f.suffix == ".safetensors" or f.name == "README.md")]

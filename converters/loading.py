@@ -9,17 +9,16 @@ from pathlib import Path
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
-from .configs import CoreMLConfig
+from .configs import CoreMLConfig, config_class_for, model_tasks
 from .errors import UserInputError
 from .integrity import pooling_config, read_json
+from .source import source_pipeline_tag
 
 
 def resolve_task(requested: str, hf_config, source=None) -> str:
     """The task to convert for: the requested one, or for 'auto' the model's own, by the rule
-    the form and the worker use too (preflight.model_tasks). `source` (a ModelSource) gives
+    the form and the worker use too (configs.model_tasks). `source` (a ModelSource) gives
     the pipeline tag that rule reads: the Hub's for a Hub repo, the model card's for a folder."""
-    from .preflight import model_tasks, source_pipeline_tag
-
     pipeline_tag = source_pipeline_tag(source) if source is not None else None
     return model_tasks(hf_config, pipeline_tag).choose(requested)
 
@@ -33,8 +32,6 @@ LOAD_FAILURES = (ValueError, TypeError, KeyError, AttributeError, AssertionError
 def load_hf_config(path: Path):
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    from .configs import config_class_for
 
     model_type = read_json(Path(path) / "config.json", "The model").get("model_type")
     if model_type not in CONFIG_MAPPING_NAMES:

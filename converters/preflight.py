@@ -4,16 +4,20 @@ One rule and one preflight, used by the form (ui/models.py), the worker's resolv
 (worker/resolve.py) and the engine (converters/loading.py), so all three say "no" for the
 same reasons and pick the same task for `auto`:
 
-- `model_tasks(config, pipeline_tag)`: the tasks we can convert a model for (its
+- `configs.model_tasks(config, pipeline_tag)`: the tasks we can convert a model for (its
   architecture's config class, and the transformers classes for its model type) and its
-  own task, the one `auto` means (`automatic_task`).
+  own task, the one `auto` means (the rule: `tasks.automatic_task`).
+- `check_options`: the plan stage's refusals of these options for this model (plan.check_request).
 - `preflight(ref, token, ...)`: everything about a Hub repo that can be checked before any
   weights are downloaded: it exists and the token may read it (private, gated, revision),
   safetensors weights, a config.json that needs no remote code, an architecture we support
   with at least one task, then (when asked) the task, the options, and a size limit.
 
 The engine's own checks of a local folder (converters/source.py open_local) use the same
-functions: check_files, check_config, then model_tasks.
+functions: check_files, check_config, then (at plan time, loading.resolve_task) model_tasks.
+
+This module stands above the families and the loading of configs, yet the web process imports
+it without torch or transformers: what needs them is imported where it is used.
 """
 
 from __future__ import annotations
@@ -25,123 +29,12 @@ from pathlib import Path
 from .errors import UserInputError
 from .integrity import check_preprocessor, read_json
 from .source import HubReference, check_config, check_files, hub_api, hub_errors, inspect_hub_model
-from .tasks import normalize_task, task_from_architectures
-
-# Hub pipeline tags -> the task we convert for.
-PIPELINE_TASKS = {
-    "text-generation": "text-generation",
-    "fill-mask": "fill-mask",
-    "feature-extraction": "feature-extraction",
-    "sentence-similarity": "feature-extraction",
-    "image-feature-extraction": "feature-extraction",
-    "text-classification": "text-classification",
-    "zero-shot-classification": "text-classification",
-    "token-classification": "token-classification",
-    "question-answering": "question-answering",
-    "multiple-choice": "multiple-choice",
-    "text2text-generation": "text2text-generation",
-    "translation": "text2text-generation",
-    "summarization": "text2text-generation",
-    "image-classification": "image-classification",
-    "image-segmentation": "semantic-segmentation",
-    "object-detection": "object-detection",
-}
-BASE_MODEL_TASK = "feature-extraction"  # served by any checkpoint: it needs no task head
-
-
-def automatic_task(available: list[str], architectures: list[str] | None, pipeline_tag: str | None = None) -> str:
-    """The model's own task (what `auto` converts for), one of `available`.
-
-    The pipeline tag (the Hub's, or the model card's `pipeline_tag`) says what the model is
-    for; `architectures` (config.json) says which task head its weights hold. The tag's task
-    is taken when the checkpoint has the weights for it — it is the architecture's own task,
-    or the base model (feature-extraction: a sentence-similarity model saved with an MLM
-    head), or the architecture names no task. Otherwise the architecture's task (a wrong tag
-    must not pick a head the checkpoint lacks, which would be initialised randomly), then
-    the tag's, then the first available."""
-    if not available:
-        raise ValueError("no task available")
-    trained_for = task_from_architectures(architectures)
-    tagged = PIPELINE_TASKS.get(pipeline_tag or "")
-    if tagged in available and (trained_for is None or tagged in (trained_for, BASE_MODEL_TASK)):
-        return tagged
-    for candidate in (trained_for, tagged):
-        if candidate in available:
-            return candidate
-    return available[0]
-
-
-@dataclass(frozen=True)
-class ModelTasks:
-    """What a model can be converted for, and which task is its own."""
-
-    model_type: str
-    available: tuple[str, ...]
-    automatic: str
-
-    def choose(self, requested: str | None) -> str:
-        """The task to convert for: `requested`, or for 'auto' (or nothing) the model's own."""
-        if not requested or requested.strip().lower() == "auto":
-            return self.automatic
-        task = normalize_task(requested)
-        if task not in self.available:
-            raise UserInputError(
-                f"The task '{task}' is not available for {self.model_type} models. "
-                f"Available for {self.model_type}: {', '.join(self.available)}."
-            )
-        return task
-
-
-def model_tasks(config, pipeline_tag: str | None = None, where: str = "The model") -> ModelTasks:
-    """The tasks for a model, from its config: config.json as a dict (or the Hub's ModelInfo
-    `config`, which carries model_type and architectures) or the transformers config object.
-    Raises UnsupportedArchitecture for a model type we have no config for, and
-    UserInputError when transformers offers none of the family's tasks for it."""
-    from .configs import config_class_for
-
-    if isinstance(config, dict):
-        model_type, architectures = config.get("model_type"), config.get("architectures")
-    else:
-        model_type, architectures = config.model_type, getattr(config, "architectures", None)
-    if not model_type:
-        raise UserInputError(f"{where}'s config.json has no 'model_type', so its architecture is unknown.")
-    config_cls = config_class_for(model_type)
-    hf_config = _default_config(model_type) if isinstance(config, dict) else config
-    available = tuple(config_cls.available_tasks(hf_config))
-    if not available:
-        raise UserInputError(f"{where} is a {model_type} model, but transformers offers no task we can convert for it.")
-    return ModelTasks(model_type, available, automatic_task(list(available), architectures, pipeline_tag))
-
-
-def _default_config(model_type: str):
-    """A transformers config of this model type: which task classes exist depends on the type."""
-    from transformers import AutoConfig
-
-    return AutoConfig.for_model(model_type)
-
-
-def card_pipeline_tag(folder: Path) -> str | None:
-    """The `pipeline_tag` in a folder's model card (README.md front matter), as the Hub reads it."""
-    readme = Path(folder) / "README.md"
-    if not readme.is_file():
-        return None
-    from huggingface_hub.repocard import metadata_load
-
-    try:
-        tag = (metadata_load(readme) or {}).get("pipeline_tag")
-    except Exception:  # noqa: BLE001 - an unreadable card carries no tag
-        return None
-    return tag if isinstance(tag, str) else None
-
-
-def source_pipeline_tag(source) -> str | None:
-    """A ModelSource's pipeline tag: the Hub's (ModelInfo) for a Hub repo, else its model card's."""
-    return getattr(source, "pipeline_tag", None) or card_pipeline_tag(source.path)
-
+# automatic_task: the form (ui/models.py) reads the rule from here too.
+from .tasks import ModelTasks, automatic_task  # noqa: F401
 
 def check_options(hf_config, task: str, options, preprocessor: dict | None = None) -> None:
     """Refuse options this model cannot honour for `task` (UserInputError saying why)."""
-    from .configs import config_class_for
+    from .configs import config_class_for  # deferred: the families import torch and transformers
 
     config_class_for(hf_config.model_type)(hf_config, task, options, preprocessor or {}).check_options()
 
@@ -203,7 +96,7 @@ class HubModel:
     @property
     def config_class(self):
         """The config class that would convert it (registry or family), None if none would."""
-        from .configs import config_class_for
+        from .configs import config_class_for  # deferred: the families import torch and transformers
 
         try:
             return config_class_for(self.model_type or "")
@@ -273,7 +166,8 @@ def preflight(
 
 
 def _read_configs(model: HubModel, token: str | None, folder: Path) -> None:
-    from .loading import load_hf_config
+    from .configs import model_tasks  # deferred: the families import torch and transformers
+    from .loading import load_hf_config  # deferred: so does loading
 
     revision = model.sha or model.ref.revision
     path = _download(model.ref, "config.json", revision, token, folder)

@@ -78,7 +78,7 @@ class ModelSource:
     config: dict
     hub_id: str | None = None
     revision: str | None = None
-    pipeline_tag: str | None = None  # the Hub's (a folder's is in its README: preflight.card_pipeline_tag)
+    pipeline_tag: str | None = None  # the Hub's (a folder's is in its README: card_pipeline_tag)
 
     @property
     def name(self) -> str:
@@ -87,6 +87,26 @@ class ModelSource:
     @property
     def display(self) -> str:
         return self.hub_id or str(self.path)
+
+
+def card_pipeline_tag(folder: Path) -> str | None:
+    """The `pipeline_tag` in a folder's model card (README.md front matter), as the Hub reads it."""
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        return None
+    from huggingface_hub.repocard import metadata_load
+
+    try:
+        tag = (metadata_load(readme) or {}).get("pipeline_tag")
+    except Exception:  # noqa: BLE001 - an unreadable card carries no tag
+        return None
+    return tag if isinstance(tag, str) else None
+
+
+def source_pipeline_tag(source) -> str | None:
+    """A ModelSource's pipeline tag (what the `auto` task reads, tasks.automatic_task): the Hub's
+    (ModelInfo) for a Hub repo, else its model card's."""
+    return getattr(source, "pipeline_tag", None) or card_pipeline_tag(source.path)
 
 
 def check_files(filenames: list[str], where: str) -> None:

@@ -1,6 +1,9 @@
-"""The task registry: which tasks exist, their exporters-era aliases, and the task a
-checkpoint's architecture was trained for (preflight.automatic_task picks the one `auto`
-means from it and the pipeline tag)."""
+"""The task registry: which tasks exist, their exporters-era aliases, the task a checkpoint's
+architecture was trained for, and the rule that picks the one `auto` means from that and the
+pipeline tag (`automatic_task`), which the form, the worker and the engine share.
+
+Which tasks a model type can be converted for is the families' to say (configs.model_tasks,
+which returns a `ModelTasks`)."""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ ALIASES = {
     "sequence-classification": "text-classification",
 }
 
-# transformers architecture suffixes that name our tasks (Hub pipeline tags: preflight.PIPELINE_TASKS).
+# transformers architecture suffixes that name our tasks (Hub pipeline tags: PIPELINE_TASKS).
 _ARCHITECTURE_SUFFIXES = [
     ("ForCausalLM", "text-generation"),
     ("LMHeadModel", "text-generation"),
@@ -81,3 +84,68 @@ def task_from_architectures(architectures: list[str] | None) -> str | None:
             if arch.endswith(suffix):
                 return task
     return None
+
+
+# Hub pipeline tags -> the task we convert for.
+PIPELINE_TASKS = {
+    "text-generation": "text-generation",
+    "fill-mask": "fill-mask",
+    "feature-extraction": "feature-extraction",
+    "sentence-similarity": "feature-extraction",
+    "image-feature-extraction": "feature-extraction",
+    "text-classification": "text-classification",
+    "zero-shot-classification": "text-classification",
+    "token-classification": "token-classification",
+    "question-answering": "question-answering",
+    "multiple-choice": "multiple-choice",
+    "text2text-generation": "text2text-generation",
+    "translation": "text2text-generation",
+    "summarization": "text2text-generation",
+    "image-classification": "image-classification",
+    "image-segmentation": "semantic-segmentation",
+    "object-detection": "object-detection",
+}
+BASE_MODEL_TASK = "feature-extraction"  # served by any checkpoint: it needs no task head
+
+
+def automatic_task(available: list[str], architectures: list[str] | None, pipeline_tag: str | None = None) -> str:
+    """The model's own task (what `auto` converts for), one of `available`.
+
+    The pipeline tag (the Hub's, or the model card's `pipeline_tag`) says what the model is
+    for; `architectures` (config.json) says which task head its weights hold. The tag's task
+    is taken when the checkpoint has the weights for it — it is the architecture's own task,
+    or the base model (feature-extraction: a sentence-similarity model saved with an MLM
+    head), or the architecture names no task. Otherwise the architecture's task (a wrong tag
+    must not pick a head the checkpoint lacks, which would be initialised randomly), then
+    the tag's, then the first available."""
+    if not available:
+        raise ValueError("no task available")
+    trained_for = task_from_architectures(architectures)
+    tagged = PIPELINE_TASKS.get(pipeline_tag or "")
+    if tagged in available and (trained_for is None or tagged in (trained_for, BASE_MODEL_TASK)):
+        return tagged
+    for candidate in (trained_for, tagged):
+        if candidate in available:
+            return candidate
+    return available[0]
+
+
+@dataclass(frozen=True)
+class ModelTasks:
+    """What a model can be converted for, and which task is its own."""
+
+    model_type: str
+    available: tuple[str, ...]
+    automatic: str
+
+    def choose(self, requested: str | None) -> str:
+        """The task to convert for: `requested`, or for 'auto' (or nothing) the model's own."""
+        if not requested or requested.strip().lower() == "auto":
+            return self.automatic
+        task = normalize_task(requested)
+        if task not in self.available:
+            raise UserInputError(
+                f"The task '{task}' is not available for {self.model_type} models. "
+                f"Available for {self.model_type}: {', '.join(self.available)}."
+            )
+        return task

@@ -8,11 +8,13 @@ import shutil
 
 import pytest
 
+from converters.configs import model_tasks
 from converters.errors import UnsupportedArchitecture, UserInputError
 from converters.export import convert
 from converters.options import ConversionOptions
-from converters.preflight import automatic_task, model_tasks, preflight
+from converters.preflight import preflight
 from converters.source import HubReference
+from converters.tasks import automatic_task
 from tests.conftest import OWNER, OWNER_TOKEN
 from ui import models
 from worker.resolve import resolve

@@ -9,7 +9,10 @@ deciding). To add an architecture, map its model_type to the family class it beh
 
 from __future__ import annotations
 
-from ..errors import UnsupportedArchitecture
+from transformers import AutoConfig
+
+from ..errors import UnsupportedArchitecture, UserInputError
+from ..tasks import ModelTasks, automatic_task
 from .base import CoreMLConfig, InputSpec, OutputSpec, Tolerances
 from .generic import generic_config_class
 from .seq2seq import Seq2SeqConfig
@@ -61,10 +64,33 @@ def config_class_for(model_type: str) -> type[CoreMLConfig]:
 
 def supported_tasks(model_type: str) -> list[str]:
     """Every task we can convert for this model type (from a default config of it)."""
-    from transformers import AutoConfig
-
     cls = config_class_for(model_type)
-    return cls.available_tasks(AutoConfig.for_model(model_type))
+    return cls.available_tasks(_default_config(model_type))
+
+
+def model_tasks(config, pipeline_tag: str | None = None, where: str = "The model") -> ModelTasks:
+    """The tasks for a model, from its config: config.json as a dict (or the Hub's ModelInfo
+    `config`, which carries model_type and architectures) or the transformers config object,
+    and its own (tasks.automatic_task, from `pipeline_tag` too). Raises UnsupportedArchitecture
+    for a model type we have no config for, and UserInputError when transformers offers none of
+    the family's tasks for it."""
+    if isinstance(config, dict):
+        model_type, architectures = config.get("model_type"), config.get("architectures")
+    else:
+        model_type, architectures = config.model_type, getattr(config, "architectures", None)
+    if not model_type:
+        raise UserInputError(f"{where}'s config.json has no 'model_type', so its architecture is unknown.")
+    config_cls = config_class_for(model_type)
+    hf_config = _default_config(model_type) if isinstance(config, dict) else config
+    available = tuple(config_cls.available_tasks(hf_config))
+    if not available:
+        raise UserInputError(f"{where} is a {model_type} model, but transformers offers no task we can convert for it.")
+    return ModelTasks(model_type, available, automatic_task(list(available), architectures, pipeline_tag))
+
+
+def _default_config(model_type: str):
+    """A transformers config of this model type: which task classes exist depends on the type."""
+    return AutoConfig.for_model(model_type)
 
 
 __all__ = [
@@ -74,5 +100,6 @@ __all__ = [
     "OutputSpec",
     "Tolerances",
     "config_class_for",
+    "model_tasks",
     "supported_tasks",
 ]
