@@ -8,6 +8,7 @@ import gradio as gr
 import pytest
 
 import app
+from ui import identity
 
 
 def components(demo, kind):
@@ -71,13 +72,13 @@ def test_no_event_is_a_public_api(self_hosted, space):
 def test_identity_prefers_the_oauth_sign_in():
     profile = gr.OAuthProfile({"preferred_username": "alice", "name": "Alice", "profile": "", "picture": ""})
     oauth = gr.OAuthToken(token="hf_oauth_token", scope="openid profile", expires_at=0)
-    assert app.identity({"user": "bob", "token": "hf_bob"}, profile, oauth) == ("alice", "hf_oauth_token")
-    assert app.identity({"user": "bob", "token": "hf_bob"}, None, None) == ("bob", "hf_bob")
-    assert app.identity(None, None, None) == (None, None)
+    assert identity.identity({"user": "bob", "token": "hf_bob"}, profile, oauth) == ("alice", "hf_oauth_token")
+    assert identity.identity({"user": "bob", "token": "hf_bob"}, None, None) == ("bob", "hf_bob")
+    assert identity.identity(None, None, None) == (None, None)
 
 
 def test_error_texts_never_carry_the_token():
-    assert app.safe_text(RuntimeError("bad header Bearer hf_secret_value"), "hf_secret_value") == "bad header Bearer [token]"
+    assert identity.safe_text(RuntimeError("bad header Bearer hf_secret_value"), "hf_secret_value") == "bad header Bearer [token]"
 
 
 def test_launch_settings(monkeypatch):

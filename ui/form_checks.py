@@ -1,0 +1,104 @@
+"""What the form says before Convert, as the person fills it in: what the engine would refuse,
+what the sequence length means, the tolerance's thresholds, the expected package size of each
+Size choice, why a gated or private model's copy is private, and whether the target repo exists.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from converters.errors import UserInputError
+from converters.options import ConversionOptions
+from ui import form, models, render
+from ui.identity import Who, signed_in
+from ui.page import Page
+
+# The options that change the expected package sizes (with the model and the task).
+SIZE_INPUTS = ("precision", "minimum_deployment_target", "block_size", "group_size")
+# The options a default repo name carries (worker.spec.variant).
+NAMING_OPTIONS = ("precision", "quantize", "kv_cache", "format")
+
+
+def restricted(summary) -> bool:
+    """Whether the model read is gated or private (its copy is then private by default)."""
+    return bool(summary and (summary.gated or summary.private))
+
+
+def check(page: Page, data: dict) -> dict:
+    """The engine's refusal of these options for this model, the sequence length's note, the
+    tolerance's thresholds, and whether Convert may be pressed."""
+    fields, notes = page.options.fields, page.options
+    summary, task = data[page.summary], data[page.model.task_radio]
+    entered = {name: data[field] for name, field in fields.items()}
+    level, note = form.sequence_note(entered["sequence_length"], summary.modality if summary is not None else "text",
+                                     entered.get("kv_cache"))
+    problem = None
+    if level != "error" and summary is not None:
+        try:
+            problem = models.check_options(summary, task, form.FormValues("", task, entered).options())
+        except UserInputError as error:
+            problem = str(error)
+    thresholds = models.tolerances(summary, entered["precision"], entered["tolerance"])
+    # A request that cannot run is not queued: Convert waits until the form says yes.
+    runnable = summary is not None and summary.convertible and level != "error" and not problem
+    if problem and "equence length" in problem:
+        note, level = "", "info"  # the refusal says it; a note describing the refused length would contradict it
+    return {notes.sequence_html: render.message(note, level),
+            page.destination.problem_html: render.message(problem, "error") if problem else "",
+            notes.tolerance_html: render.tolerance(thresholds, entered["precision"]),
+            page.destination.convert_button: gr.update(interactive=runnable)}
+
+
+def push_changed(page: Page, data: dict) -> dict:
+    """A pull request goes into the model's own repo: no repo name, visibility or clean-up."""
+    where = page.destination
+    new_repo = data[where.push] != form.PULL_REQUEST
+    return {where.push_repo: gr.update(visible=new_repo), where.visibility: gr.update(visible=new_repo),
+            where.remove_others: gr.update(visible=new_repo)}
+
+
+def sizes(page: Page, data: dict):
+    """Each Size choice with the package size it gives the chosen model and task, and which
+    choices the deployment target cannot run."""
+    affecting = {name: page.options.fields[name] for name in SIZE_INPUTS}
+    try:
+        options = form.FormValues("", None, {name: data[f] for name, f in affecting.items()}).options()
+    except UserInputError:  # a mistake the option check already shows
+        return gr.skip()
+    estimated = models.size_estimates(data[page.summary], data[page.model.task_radio], options)
+    return {page.model.size_radio: gr.update(choices=form.size_choices(estimated, options.precision,
+                                                                       options.minimum_deployment_target))}
+
+
+def explain(page: Page, data: dict) -> dict:
+    """Why a gated or private model's copy is private, and the confirmation its public copy needs."""
+    where = page.destination
+    summary = data[page.summary]
+    note = form.restricted_note(summary.repo_id, summary.gated, summary.private, data[where.visibility]) \
+        if restricted(summary) else None
+    public = restricted(summary) and data[where.visibility] == form.PUBLIC
+    return {where.licence_html: render.message(note, "warning" if public else "info") if note else "",
+            where.confirm_public: gr.update(visible=public, value=False if not public else data[where.confirm_public])}
+
+
+@signed_in()
+def announce(page: Page, data: dict, who: Who, request: gr.Request):
+    """Say when the target repo exists (a push replaces the package in it). Every edit is
+    looked up with its own text, and only a session's newest answer is shown
+    (models.NewestQuery): Gradio's `always_last` re-sends a stale value for the run it defers."""
+    newest, where = page.target_lookups, page.destination
+    ticket = newest.begin(request.session_hash)
+    summary = data[page.summary]
+    note = ""
+    try:
+        options = ConversionOptions.from_strings(
+            **{name: data[page.options.fields[name]] for name in NAMING_OPTIONS})
+    except UserInputError:
+        options = None  # the option check says what is wrong; name the repo by the defaults meanwhile
+    name = summary.name if summary and summary.repo_id else None
+    repo = form.push_target(data[where.push_repo], who.user, name, options)
+    if data[where.push] != form.PULL_REQUEST and repo and models.repo_exists(repo, who.token):
+        note = render.message(form.existing_target_note(repo), "warning")
+    if not newest.is_newest(request.session_hash, ticket):
+        return gr.skip()
+    return {where.target_html: note, where.push_repo: gr.update(placeholder=form.default_push_repo(who.user, name, options))}
