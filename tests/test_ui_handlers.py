@@ -1,0 +1,200 @@
+"""The page's handlers (ui/) called as plain functions, without a browser or a server: the
+@signed_in decorator (who is asking, a required sign-in, errors shown with the token
+redacted), what Gradio reads of an event function, and the handlers' error paths with the
+job service stubbed."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+import app
+from converters.errors import ConverterError, UserInputError
+from ui import jobs, render, results, sign_in, try_panel
+from ui.identity import Who, signed_in
+
+TOKEN = "hf_secret_token_value"
+SESSION = {"user": "alice", "token": TOKEN}
+PROFILE = gr.OAuthProfile({"preferred_username": "carol", "name": "Carol", "profile": "", "picture": ""})
+OAUTH = gr.OAuthToken(token="hf_oauth_token", scope="openid profile", expires_at=0)
+
+
+# ---- the decorator, on a stand-in page: a handler only needs page.session as a key
+
+
+STAND_IN = SimpleNamespace(session="session")
+
+
+def said(page, data, text):
+    return {"error": text}
+
+
+def test_the_handler_gets_who_is_signed_in_and_oauth_comes_first():
+    @signed_in()
+    def whoami(page, data, who):
+        return who
+
+    assert whoami(STAND_IN, {"session": SESSION}, None, None) == Who("alice", TOKEN)
+    assert whoami(STAND_IN, {"session": SESSION}, PROFILE, OAUTH) == Who("carol", "hf_oauth_token")
+    assert whoami(STAND_IN, {"session": None}, None, None) == Who(None, None)
+
+
+def test_a_required_sign_in_is_said_and_the_handler_does_not_run():
+    ran = []
+
+    @signed_in(said, required="Sign in first.")
+    def act(page, data, who):
+        ran.append(who)
+        return {"done": True}
+
+    assert act(STAND_IN, {"session": {}}, None, None) == {"error": "Sign in first."}
+    assert not ran
+    assert act(STAND_IN, {"session": SESSION}, None, None) == {"done": True}
+
+
+def test_an_error_is_shown_with_the_token_redacted_and_other_errors_are_not_caught():
+    @signed_in(said, catch=UserInputError)
+    def act(page, data, who, kind):
+        raise kind(f"The Hub refused {who.token} for alice/model")
+
+    shown = act(STAND_IN, {"session": SESSION}, UserInputError, None, None)
+    assert shown == {"error": "The Hub refused [token] for alice/model"}
+    with pytest.raises(ConverterError):  # not the type asked for: Gradio's own error, as before
+        act(STAND_IN, {"session": SESSION}, ConverterError, None, None)
+
+
+def test_a_generator_handler_stays_one_and_yields_its_error():
+    @signed_in(lambda page, data, text: f"<error>{text}</error>")
+    def steps(page, data, who):
+        yield "queued"
+        raise ConverterError(f"gone ({who.token})")
+
+    assert inspect.isgeneratorfunction(steps)
+    assert list(steps(STAND_IN, {"session": SESSION}, None, None)) == ["queued", "<error>gone ([token])</error>"]
+
+
+# ---- what Gradio reads of an event function, and the real handlers on a real page
+
+
+@pytest.fixture(scope="module")
+def page():
+    with gr.Blocks():
+        return app.lay_out_page(on_spaces=False)
+
+
+def values(page) -> dict:
+    """Every component's value as laid out, keyed by component (what a handler reads)."""
+    found = {}
+
+    def walk(item):
+        if dataclasses.is_dataclass(item):
+            for field in dataclasses.fields(item):
+                walk(getattr(item, field.name))
+        elif isinstance(item, dict):
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, gr.blocks.Block):
+            found[item] = getattr(item, "value", None)
+
+    walk(page)
+    return found
+
+
+def test_an_event_function_shows_gradio_the_handlers_name_and_what_to_inject(page):
+    opened = app.bind(page, jobs.open_job)
+    assert opened.__name__ == "open_job" and opened.__module__ == "app"
+    parameters = inspect.signature(opened).parameters
+    assert list(parameters) == ["data", "event", "profile", "oauth"]
+    assert [p.annotation for p in parameters.values()] == [dict, gr.SelectData, gr.OAuthProfile | None,
+                                                           gr.OAuthToken | None]
+    assert list(inspect.signature(app.bind(page, sign_in.sign_in)).parameters) == ["data"]
+    assert inspect.isgeneratorfunction(app.bind(page, try_panel.try_package))
+
+
+def test_convert_without_a_sign_in_asks_for_one(page):
+    shown = jobs.submit(page, {**values(page), page.session: {}}, None, None)
+    assert shown == {page.destination.submit_html: render.message(jobs.SIGN_IN_FIRST, "error")}
+
+
+def form_data(page) -> dict:
+    return {**values(page), page.session: SESSION, page.model.model_box: "alice/tiny-bert",
+            page.model.task_radio: "fill-mask", page.view: {}}
+
+
+def test_convert_says_a_refusal_without_the_token(page, monkeypatch):
+    def refuse(spec):
+        raise UserInputError(f"Your token {spec.token} may not create alice/tiny-bert-coreml.")
+
+    monkeypatch.setattr(jobs.api, "submit", refuse)
+    shown = jobs.submit(page, form_data(page), None, None)
+    assert shown == {page.destination.submit_html: render.message(
+        "Your token [token] may not create alice/tiny-bert-coreml.", "error")}
+
+
+def test_convert_says_plainly_when_the_job_service_fails_and_logs_no_token(page, monkeypatch, caplog):
+    def down(spec):
+        raise ConnectionError(f"Redis closed the connection (AUTH {TOKEN})")
+
+    monkeypatch.setattr(jobs.api, "submit", down)
+    with caplog.at_level(logging.ERROR):
+        shown = jobs.submit(page, form_data(page), None, None)
+    assert shown == {page.destination.submit_html: render.message(jobs.NOT_QUEUED, "error")}
+    assert "Redis closed the connection" in caplog.text and TOKEN not in caplog.text
+
+
+def test_polling_stops_at_another_users_job(page, monkeypatch):
+    monkeypatch.setattr(jobs.api, "status", lambda job_id: {"job_id": job_id, "user": "bob", "state": "running"})
+    updates = jobs.poll(page, {page.session: SESSION, page.job: "job-1", page.view: {}}, None, None)
+    assert list(updates) == [page.timer] and updates[page.timer].active is False
+
+
+def test_a_failed_download_is_said_above_the_outcome_without_the_token(page, monkeypatch):
+    status = {"job_id": "job-1", "user": "alice", "state": "finished", "pushed": True}
+    monkeypatch.setattr(results.api, "status", lambda job_id: status)
+
+    def refuse(status, token):
+        raise UserInputError(f"The package files were not found (token {token}).")
+
+    monkeypatch.setattr(results.package_zip, "build_zip", refuse)
+    shown = results.download(page, {page.session: SESSION, page.job: "job-1"}, None, None)
+    assert shown[page.results.outcome_html] == (render.message("The package files were not found (token [token]).",
+                                                               "error") + render.outcome(status))
+    assert shown[page.results.download_file]["visible"] is False
+    assert shown[page.results.download_button]["value"] == results.DOWNLOAD_LABEL
+
+
+def test_a_try_without_a_package_and_a_refused_try(page, monkeypatch):
+    data = {page.session: SESSION, page.job: None, page.results.try_it.text_box: "",
+            page.results.try_it.other_box: ""}
+    assert list(try_panel.try_package(page, data, None, None)) == [
+        render.message("There is no package to try: convert a model first.", "error")]
+
+    monkeypatch.setattr(try_panel.api, "status", lambda job_id: {"job_id": job_id, "user": "alice"})
+    monkeypatch.setattr(try_panel.render, "try_kind", lambda status: "fill-mask")
+    monkeypatch.setattr(try_panel.render, "TRY_LABELS", {"fill-mask": ("Text", "Paris is the [MASK].", None)})
+
+    def refuse(job_id, token, user, kind, inputs):
+        raise UserInputError(f"That conversion is gone ({token}).")
+
+    monkeypatch.setattr(try_panel.api, "submit_try", refuse)
+    assert list(try_panel.try_package(page, {**data, page.job: "job-1"}, None, None)) == [
+        render.message("That conversion is gone ([token]).", "error")]
+
+
+def test_a_refused_token_is_said_without_it_and_the_field_emptied(page, monkeypatch):
+    box = page.sign_in
+    assert sign_in.sign_in(page, {box.token_box: "  "}) == {
+        box.user_html: render.message("Paste a Hugging Face token first.", "error")}
+
+    def refuse(token):
+        raise UserInputError(f"The Hub rejected the token {token}: sign in again or give a valid token.")
+
+    monkeypatch.setattr(sign_in.api, "whoami", refuse)
+    shown = sign_in.sign_in(page, {box.token_box: TOKEN})
+    assert shown[box.token_box] == "" and TOKEN not in shown[box.user_html]
+    assert "The Hub rejected the token [token]" in shown[box.user_html]
