@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .backends.coreai import refusal as core_ai_refusal
 from .configs import CoreMLConfig, config_class_for
+from .errors import UserInputError
 from .loading import load_hf_config, load_preprocessor, resolve_task
 from .options import ConversionOptions
 from .source import ModelSource
+from .transforms.schemes import check_options as check_compression
 
 
 @dataclass
@@ -45,7 +48,7 @@ def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_na
     config_cls = config_class_for(hf_config.model_type)
     resolved_task = resolve_task(task, hf_config, source=source)
     cfg = config_cls(hf_config, resolved_task, options, load_preprocessor(source.path))
-    cfg.check_options()
+    check_request(cfg)
     plan = Plan(source, task, cfg, options, hub_name or source.hub_id or source.name)
     if options.sequence_length.kind == "range" and cfg.modality == "text":
         plan.warnings.append(
@@ -53,3 +56,17 @@ def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_na
             "Neural Engine only at the default length. Use a list of lengths to let the Neural Engine run each."
         )
     return plan
+
+
+def check_request(cfg: CoreMLConfig) -> None:
+    """Every refusal of the options `cfg` carries for its model and task (UserInputError saying
+    why), before any weights load: the compression's deployment target, what the architecture's
+    family cannot honour (cfg.check_options), then what an output format cannot take. The form
+    and the worker ask the same (preflight.check_options)."""
+    options = cfg.options
+    check_compression(options)
+    cfg.check_options()
+    if "coreai" in options.formats:
+        reason = core_ai_refusal(cfg, options)
+        if reason:
+            raise UserInputError(reason)

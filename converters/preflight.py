@@ -33,10 +33,12 @@ from .source import HubReference, check_config, check_files, hub_api, hub_errors
 from .tasks import ModelTasks, automatic_task  # noqa: F401
 
 def check_options(hf_config, task: str, options, preprocessor: dict | None = None) -> None:
-    """Refuse options this model cannot honour for `task` (UserInputError saying why)."""
+    """Refuse options this model cannot honour for `task` (UserInputError saying why): the plan
+    stage's own refusals (plan.check_request)."""
     from .configs import config_class_for  # deferred: the families import torch and transformers
+    from .plan import check_request  # deferred: so does the plan stage
 
-    config_class_for(hf_config.model_type)(hf_config, task, options, preprocessor or {}).check_options()
+    check_request(config_class_for(hf_config.model_type)(hf_config, task, options, preprocessor or {}))
 
 
 def check_size(repo_id: str, parameters: int | None, weight_bytes: int, max_parameters: int | None,

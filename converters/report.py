@@ -14,9 +14,7 @@ model card, the UI's result view and its report link all use them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-
-from .validation.compare import Check
+from dataclasses import asdict, dataclass, field, fields
 
 
 def _with_extra(cls, data: dict):
@@ -59,6 +57,37 @@ def number(value, metric: str | None = None) -> str:
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
         return f"{value:.2e}"
     return f"{value:.4g}"
+
+
+@dataclass
+class Check:
+    """One row of validation: which output, inputs and mode, which metric, its value, the
+    threshold and whether it passed (validation/compare.py measures them)."""
+
+    package: str
+    inputs: str
+    output: str
+    mode: str
+    metric: str
+    value: float
+    threshold: float
+    passed: bool
+    higher_is_better: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["value"] = _json_number(self.value)
+        data["threshold"] = _json_number(self.threshold)
+        return data
+
+
+def _json_number(value: float):
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return round(value, 6) if abs(value) >= 1e-4 else float(f"{value:.3e}")
 
 
 def check_from_json(data: dict) -> Check:

@@ -50,9 +50,10 @@ def check(model_folder: Path, task: str, **options):
     from transformers import AutoConfig
 
     from converters.configs import config_class_for
+    from converters.plan import check_request
 
     config = AutoConfig.from_pretrained(model_folder)
-    config_class_for(config.model_type)(config, task, ConversionOptions.from_strings(**options)).check_options()
+    check_request(config_class_for(config.model_type)(config, task, ConversionOptions.from_strings(**options)))
 
 
 # ---------------------------------------------------------------------- options and refusals

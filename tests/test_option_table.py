@@ -144,10 +144,12 @@ def test_messages_name_the_option_and_its_choices():
 
 
 def test_declared_minimum_targets_match_the_engine_check(tiny_model):
-    """kv_cache=stateful declares iOS18/macOS15; configs/text.py refuses older targets."""
+    """kv_cache=stateful declares iOS18/macOS15; configs/text.py refuses older targets (and
+    compression's schemes, transforms/schemes.py: every refusal is the plan stage's)."""
     from transformers import AutoConfig
 
     from converters.configs import config_class_for
+    from converters.plan import check_request
 
     declared = [(name, choice) for name, option in OPTIONS.items() for choice in option.choices if choice.needs]
     assert ("kv_cache", "stateful") in [(name, choice.value) for name, choice in declared]
@@ -156,7 +158,8 @@ def test_declared_minimum_targets_match_the_engine_check(tiny_model):
         for target in DEPLOYMENT_TARGETS:
             options = ConversionOptions.from_strings(**{name: choice.value, "minimum_deployment_target": target,
                                                         "sequence_length": "32"})
-            check = config_class_for("llama")(config, "text-generation", options).check_options
+            cfg = config_class_for("llama")(config, "text-generation", options)
+            check = lambda cfg=cfg: check_request(cfg)  # noqa: E731
             if meets(target, choice.needs):
                 check()
             else:

@@ -9,7 +9,7 @@ Why these calls (shared/reference/core-ai-facts.md): coreai-torch needs the prog
 decomposed with its own table (it keeps SDPA whole); float16 is coreai-opt's FP32 -> FP16
 pass over the program, with the norms kept in float32 (`_inside_a_norm`); the only minimum
 OS is 27. What Core AI cannot take from this converter is refused at plan time
-(`refusal`), with the reason.
+(`refusal`, which plan.py asks), with the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 from ..configs.base import SEQ
 from ..errors import ConversionError
 from ..metadata import package_description, package_metadata, package_version
-from .coreml import package_filename
+from ..validation.coreai_runtime import CoreAIRunner, described
+from .naming import package_filename
 
 # (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai_registry.py).
 NOT_CONVERTED = {
@@ -31,7 +32,8 @@ NOT_CONVERTED = {
 
 
 def refusal(cfg, options) -> str | None:
-    """Why this model and these options cannot become an .aimodel here, or None."""
+    """Why this model and these options cannot become an .aimodel here, or None (asked at plan
+    time: plan.check_request)."""
     reason = NOT_CONVERTED.get((cfg.hf_config.model_type, cfg.task))
     if reason:
         return f"Core AI output is not available for {cfg.hf_config.model_type} {cfg.task}: {reason}. Choose the Core ML format."
@@ -107,13 +109,9 @@ class CoreAIBackend:
     def describe(self, path: Path) -> dict:
         """Inputs, outputs, states and metadata as saved, in describe_spec's shape: a `?`
         axis takes its bounds from the package's own metadata (the .aimodel keeps none)."""
-        from ..validation.coreai_runtime import described
-
         return described(path)
 
     def runner(self, path: Path):
-        from ..validation.coreai_runtime import CoreAIRunner
-
         return CoreAIRunner(path)
 
 

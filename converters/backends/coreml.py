@@ -22,8 +22,10 @@ from ..metadata import package_description, package_metadata
 from ..options import ConversionOptions, meets
 from ..package_info import describe_spec, program_summary
 from ..source import ModelSource
+from ..validation.executor import ReferenceExecutor
 from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches
-from .coreml_stitch import WEIGHT_FILE, weight_file
+from .coreml_stitch import WEIGHT_FILE, stitch, weight_file
+from .naming import package_filename
 
 
 class CoreMLBackend:
@@ -89,8 +91,6 @@ class CoreMLBackend:
         """One package of the chunks' programs run in order (coreml_stitch.py)."""
         import coremltools as ct
 
-        from .coreml_stitch import stitch
-
         weights, empty = Path(scratch) / "stitched-weights", Path(scratch) / "no-weights"
         spec = stitch([Path(chunk.package_path) for chunk in chunks], weights)
         empty.mkdir()
@@ -109,8 +109,6 @@ class CoreMLBackend:
         return {**describe_spec(spec), "program": program_summary(spec)}
 
     def runner(self, path: Path):
-        from ..validation.executor import ReferenceExecutor
-
         return ReferenceExecutor(path)
 
 
@@ -213,13 +211,3 @@ def _describe(mlmodel, cfg: CoreMLConfig, part: str, source: ModelSource, option
             part=part,
         )
     )
-
-
-def package_filename(model_name: str, task: str, options: ConversionOptions, part: str, part_count: int) -> str:
-    """swift-transformers: '<name>.mlpackage'; exporters: 'coreml/<task>/<precision>_model.mlpackage'."""
-    if options.naming == "exporters":
-        prefix = f"{part}_" if part_count > 1 else ""
-        return f"coreml/{task}/{prefix}{options.precision}_model.mlpackage"
-    suffix = f"-{part}" if part_count > 1 else ""
-    return f"{model_name}{suffix}.mlpackage"
-

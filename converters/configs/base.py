@@ -18,7 +18,7 @@ from enum import Enum
 import torch
 
 from ..errors import UserInputError
-from ..options import ConversionOptions
+from ..options import TOLERANCES, ConversionOptions, meets
 from ..tasks import TASKS
 from .attributes import ModelAttributes
 
@@ -222,15 +222,11 @@ class CoreMLConfig:
 
     def validation_tolerances(self) -> Tolerances:
         """This architecture's thresholds, scaled by the user's tolerance option."""
-        from ..options import TOLERANCES
-
         return self.tolerances.scaled(TOLERANCES[self.options.tolerance])
 
     def check_options(self) -> None:
-        """Refuse options this model cannot honour, before any work is done."""
-        from ..transforms.schemes import check_options as check_compression
-
-        check_compression(self.options)
+        """Refuse options this family cannot honour for this model, before any work is done
+        (plan.check_request runs this among every refusal of a request)."""
         if self.options.kv_cache != "none" and not self.supports_kv_cache:
             raise UserInputError(
                 f"A stateful KV cache is for decoder (text-generation) models; {self.hf_config.model_type} has none. "
@@ -245,12 +241,6 @@ class CoreMLConfig:
                 f"({self.hf_config.model_type}). Choose {limit} or less."
             )
         flexible_inputs = max(sum(SEQ in spec.shape for spec in self.inputs(part)) for part in self.parts())
-        if "coreai" in self.options.formats:
-            from ..backends.coreai import refusal
-
-            reason = refusal(self, self.options)
-            if reason:
-                raise UserInputError(reason)
         if (sequence.kind == "enumerated" and flexible_inputs > 1 and self.options.makes_coreml
                 and self.options.minimum_deployment_target not in ("iOS18", "macOS15")):
             raise UserInputError(
@@ -275,8 +265,6 @@ class CoreMLConfig:
         return kwargs
 
     def _fused_attention_target(self) -> bool:
-        from ..options import meets
-
         return meets(self.options.minimum_deployment_target, ("iOS18", "macOS15"))
 
     def _model_class_supports_sdpa(self) -> bool:

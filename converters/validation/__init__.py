@@ -1,7 +1,7 @@
 """Validation of converted Core ML packages on Linux."""
 
-# The executor (coremltools, torch) loads on first use, so the check rows (compare.py) can be
-# read by a process that never runs a package (the web UI reads reports through converters.report).
+# The executor (coremltools, torch) loads on first use: importing a light module of this package
+# (compare.py, coreai_runtime.py) does not load it.
 __all__ = ["ReferenceExecutor", "UnsupportedOpError"]
 
 

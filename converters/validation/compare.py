@@ -1,42 +1,14 @@
 """Comparing a package's outputs with PyTorch's: the numbers every check row reports.
 
-Each check is a row: which output, which mode, which metric, its value, the threshold
-and whether it passed. Thresholds come from the architecture's config (`Tolerances`).
+Each check is a row (report.Check): which output, which mode, which metric, its value, the
+threshold and whether it passed. Thresholds come from the architecture's config (`Tolerances`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-
-@dataclass
-class Check:
-    package: str
-    inputs: str
-    output: str
-    mode: str
-    metric: str
-    value: float
-    threshold: float
-    passed: bool
-    higher_is_better: bool = False
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["value"] = _json_number(self.value)
-        data["threshold"] = _json_number(self.threshold)
-        return data
-
-
-def _json_number(value: float):
-    value = float(value)
-    if np.isnan(value):
-        return "nan"
-    if np.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return round(value, 6) if abs(value) >= 1e-4 else float(f"{value:.3e}")
+from ..report import Check
 
 
 def max_abs_diff(reference: np.ndarray, actual: np.ndarray) -> float:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..configs.base import OutputKind
-from .compare import Check
+from ..report import Check
 
 PROMPT = "The capital of France is"
 NEW_TOKENS = 8

@@ -20,11 +20,12 @@ import torch
 
 from ..configs import CoreMLConfig
 from ..configs.base import OutputKind
+from ..report import METRIC_LABELS, Check, number  # the words and numbers every other reader shows
+from ..source_tokenizer import load_tokenizer
 from . import continuation, coreai_runtime, coreml_runtime, quality
-from .compare import Check, Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
+from .compare import Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
 from .compute_units import analyse
 from .executor import UnsupportedOpError
-from ..source_tokenizer import load_tokenizer
 from .inputs import input_sets
 
 MODES = ("fp32", "fp16")
@@ -75,14 +76,13 @@ def validate(
 ) -> dict:
     """Validate `packages` converted from `model` with `cfg`; returns the report's
     `validation` section. `packages`: {part: path}, run and described by `backend`
-    (backends.Backend, Core ML by default), or [(part, path, backend)] when packages of
+    (backends.Backend), or [(part, path, backend)] when packages of
     several formats are judged together. A runner with its own `modes` (Core AI's runtime
     executes the package as it is) is run in those instead of the emulation modes.
     `progress(done, total, detail)` hears of each group of checks as it starts."""
-    from ..backends import backend_for
-
     if isinstance(packages, dict):
-        backend = backend or backend_for("coreml")
+        if backend is None:
+            raise TypeError("validate: packages given as {part: path} need the backend that runs them")
         packages = [(part, path, backend) for part, path in packages.items()]
     if cfg.options.precision == "float32":
         # A float32 package computes in float32 on every unit that runs it (the CPU and GPU; the
@@ -157,8 +157,6 @@ def validate(
     elif failed:
         # A compressed package is named as such, with a failed passage check first if any.
         worst = next((c for c in failed if c.inputs.startswith("passage")), failed[0]) if scheme else failed[0]
-        from ..report import METRIC_LABELS, number  # the words and numbers every other reader shows
-
         bound = "≥" if worst.higher_is_better else "≤"
         message = (
             f"{len(failed)} of {len(checks)} checks failed, e.g. {worst.output} ({worst.mode}, {worst.inputs}): "
