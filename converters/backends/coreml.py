@@ -23,7 +23,7 @@ from ..options import ConversionOptions, meets
 from ..package_info import describe_spec, program_summary
 from ..source import ModelSource
 from ..validation.executor import ReferenceExecutor
-from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches
+from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches, validated_once_per_pipeline
 from .coreml_stitch import WEIGHT_FILE, stitch, weight_file
 from .naming import package_filename
 
@@ -38,7 +38,8 @@ class CoreMLBackend:
 
         cfg, options, part = plan.cfg, plan.options, captured.part
         fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
-        with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16", fused_attention=fused_attention):
+        with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16", fused_attention=fused_attention), \
+                validated_once_per_pipeline():
             try:
                 mlmodel = ct.convert(
                     captured.program,

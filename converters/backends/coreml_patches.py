@@ -1,4 +1,5 @@
-"""Torch-op converters added to coremltools only while one conversion runs (Core ML backend).
+"""Torch-op converters added to coremltools only while one conversion runs (Core ML backend),
+and one change to how its pass pipelines check the program (`validated_once_per_pipeline`).
 
 coremltools 9.0 was tested up to torch 2.7; torch 2.13's exported graphs contain ops its
 frontend has no converter for. Each patch maps such an op to MIL, is registered for the
@@ -19,6 +20,8 @@ from coremltools.converters.mil.frontend.torch import ops as torch_ops
 from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 from coremltools.converters.mil.mil import types
 from coremltools.converters.mil.mil.block import is_current_opset_version_compatible_with
+from coremltools.converters.mil.mil.passes.pass_pipeline import PassPipelineManager
+from coremltools.converters.mil.mil.program import Program
 from coremltools.converters.mil.mil.types.symbolic import is_symbolic
 from coremltools.converters.mil.mil.types.type_mapping import builtin_to_string
 
@@ -213,3 +216,34 @@ def _naming_failing_node(convert_single_node):
             raise
 
     return convert
+
+
+@contextmanager
+def validated_once_per_pipeline():
+    """coremltools checks the whole program after every pass of a pipeline (Program.validate:
+    each op's inputs, outputs and visibility), about 100 times per conversion: a quarter of the
+    time of a small model's conversion, 10-20 s of a 135 M LLM's. While this is on, a pipeline
+    checks the program once before its first pass (as coremltools does) and once after its last
+    (as strictly: with the scope check that coremltools adds after dead-code elimination, when
+    that is the last pass). A program that converts is the same either way (the checks only
+    raise); a pass that broke the program is found at the pipeline's end instead of at once."""
+    apply_pipeline, validate = PassPipelineManager.__dict__["apply_pipeline"], Program.validate
+
+    def unchecked(self, check_essential_scope=False):
+        return None
+
+    def apply_checked_once(prog, pass_pipeline):
+        validate(prog)
+        Program.validate = unchecked
+        try:
+            apply_pipeline.__func__(prog, pass_pipeline)
+        finally:
+            Program.validate = validate
+        passes = pass_pipeline.passes
+        validate(prog, check_essential_scope=bool(passes) and passes[-1] == "common::dead_code_elimination")
+
+    PassPipelineManager.apply_pipeline = staticmethod(apply_checked_once)
+    try:
+        yield
+    finally:
+        PassPipelineManager.apply_pipeline = apply_pipeline
