@@ -1,0 +1,121 @@
+"""Benchmark: the conversion's overheads that issue 25 removed, each against the previous code in
+the same run, on the same model.
+
+1. Garbage collection: a conversion's stages call gc.collect() (and coremltools' convert does);
+   each walked every object the imported libraries hold. Now the imports are frozen out of
+   collections first (converters/memory.py). Measured: one gc.collect() before and after.
+2. Program checks: coremltools validates the whole program after each of ~100 passes; the
+   Core ML backend now validates once per pass pipeline (backends/coreml_patches.py). Measured:
+   the same conversion (validation off) with the previous behaviour and the current one.
+3. Compression: coremltools' linear_quantize_weights / palettize_weights re-ran the whole
+   default pipeline after their pass; the transform now runs the cleanup passes only
+   (transforms/compress.py `_with_passes`). Measured: int8 and lut4 (two passes) on the same
+   float16 package, both ways.
+
+Model: SmolLM2-135M-Instruct (tests/real_models.py, cached after the first run), or `--random`
+for a tiny random Llama. Printed as ratios current / previous (below 1 is faster).
+
+    python bench/overheads.py [--random] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[0] = str(ROOT)  # bench/queue.py must not shadow the standard library's queue module
+
+
+def best(repeat: int, run) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--random", action="store_true", help="a tiny random Llama instead of SmolLM2-135M")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+
+    from converters.backends import coreml as backend
+    from converters.export import convert
+    from converters.memory import settle_imports
+    from converters.options import ConversionOptions
+    from converters.transforms import compress
+    from converters.transforms.schemes import LUT4_GROUP
+
+    work = Path(tempfile.mkdtemp(prefix="bench-overheads-"))
+    if args.random:
+        from tests.models import build_model
+
+        model = build_model("llama", work / "model")
+    else:
+        from tests.real_models import smollm2_135m
+
+        model = smollm2_135m()
+    rows = []
+
+    collect = lambda: gc.collect()  # noqa: E731
+    before = best(args.repeat, collect)
+    settle_imports()
+    rows.append(("one gc.collect()", before, best(args.repeat, collect)))
+
+    options = ConversionOptions.from_strings(minimum_deployment_target="iOS18")
+    made = []
+
+    def conversion():
+        made.append(convert(str(model), "text-generation", work / f"out{len(made)}", options, validate=False))
+
+    conversion()  # warm-up: first-use costs (imports, torch's caches) would count against whichever runs first
+    current = best(args.repeat, conversion)
+    checked_once = backend.validated_once_per_pipeline
+    backend.validated_once_per_pipeline = contextlib.nullcontext  # coremltools' own: a check after every pass
+    try:
+        previous = best(args.repeat, conversion)
+    finally:
+        backend.validated_once_per_pipeline = checked_once
+    rows.append(("conversion, float16 (validation off)", previous, current))
+
+    package = ct.models.MLModel(str(made[0].packages[0]), skip_model_load=True)
+    weights = compress.program_weights(compress._program(package))
+
+    def with_coremltools_functions(mlmodel, steps):
+        for name, configs in steps:
+            apply = cto.linear_quantize_weights if name == compress.LINEAR_PASS else cto.palettize_weights
+            mlmodel = apply(mlmodel, cto.OptimizationConfig(op_name_configs=configs))
+        return mlmodel
+
+    for scheme, run in (("int8", lambda: compress.quantize_linear(package, weights, 8)),
+                        ("lut4", lambda: compress.palettize(package, weights, 4, LUT4_GROUP))):
+        current = best(args.repeat, run)
+        ours = compress._with_passes
+        compress._with_passes = with_coremltools_functions
+        try:
+            previous = best(args.repeat, run)
+        finally:
+            compress._with_passes = ours
+        rows.append((f"compression {scheme} of the float16 package", previous, current))
+
+    print(f"\nmodel: {'tiny random Llama' if args.random else 'SmolLM2-135M-Instruct'}; best of {args.repeat}")
+    print(f"{'':45} {'previous':>9} {'current':>9} {'ratio':>7}")
+    for name, previous, current in rows:
+        print(f"{name:45} {previous:8.3f}s {current:8.3f}s {current / previous:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
