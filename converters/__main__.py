@@ -16,7 +16,10 @@ import warnings
 from pathlib import Path
 
 from .errors import HubUnavailable, UserInputError
+from .memory import settle_imports
 from .options import OPTIONS, ConversionOptions, Option
+from .report import ConversionReport
+from .source import parse_hub_reference
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = ConversionOptions.from_dict(vars(args))  # the option table's flags; unset: defaults
         hub_name = hub_name_option(args.hub_name)
-        from .export import convert
-        from .memory import settle_imports
+        from .export import convert  # deferred: torch and transformers load only to convert (not for --help)
 
         settle_imports()
         result = convert(
@@ -99,8 +101,6 @@ def hub_name_option(value: str | None) -> str | None:
     tokenizer at the repo's main branch only, so a revision is refused."""
     if value is None:
         return None
-    from .source import parse_hub_reference
-
     try:
         reference = parse_hub_reference(value)
     except UserInputError as error:
@@ -116,8 +116,6 @@ def hub_name_option(value: str | None) -> str | None:
 def print_outcome(report) -> int:
     """What a person reads at the end of a run (`report`: result.report, or a ConversionReport);
     the exit code (1 if validation failed)."""
-    from .report import ConversionReport
-
     if not isinstance(report, ConversionReport):
         report = ConversionReport.from_json(report)
     for package in report.packages:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import traceback
 
+from .errors import ArchitectureNotConvertible, ConversionError
+
 _MODELING_FILE = re.compile(r"[\\/]transformers[\\/]models[\\/][^\\/]+[\\/](modeling_[^\\/]+\.py)$")
 _UNSUPPORTED_OP = re.compile(r"convert function for op '([^']+)' not implemented")
 _UNSUPPORTED_NODE = re.compile(r"Unsupported fx node (\S+), kind (\S+)")  # coremltools' graph import
@@ -70,8 +72,6 @@ def conversion_failure(cfg, part: str, error: BaseException, program=None) -> Ex
     """The error to raise for a part that could not be captured or converted: for an
     architecture outside the tested list a request to change (ArchitectureNotConvertible,
     exit 2) that names the op or layer and what to try; else our own ConversionError."""
-    from .errors import ArchitectureNotConvertible, ConversionError
-
     model_type = cfg.hf_config.model_type
     where = where_it_failed(error, program)
     # The backend's ConversionError wraps coremltools' own error: its reason is the one to show.

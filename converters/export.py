@@ -22,7 +22,7 @@ from typing import Callable
 
 from .backends import backend_for
 from .capture import EXPORT_FAILURES, capture, load
-from .chunks import ChunkModule, chunk_config, chunk_view, chunked_model
+from .chunks import ChunkModule, chunk_config, chunk_view, chunked_model, stored_elements
 from .diagnose import conversion_failure
 from .errors import ConversionError, UserInputError
 from .metadata import toolchain_versions
@@ -30,8 +30,13 @@ from .options import ConversionOptions
 from .package_info import directory_size
 from .plan import Plan, make_plan
 from .source import ModelSource, open_source
-from .source_tokenizer import check_tokenizer
+from .source_tokenizer import check_tokenizer, load_tokenizer
 from .transforms import transforms_for
+from .transforms.calibrate import calibrate, calibrates
+from .transforms.compress import finish as finish_coreml
+from .transforms.compress_coreai import finish as finish_coreai
+from .transforms.schemes import SCHEMES
+from .validation.coreai_runtime import SPEED, validation_seconds
 
 # progress(stage, fraction, message). "resolve", "load" and "convert" share one span of
 # fractions (0 to 0.9 when the last part is converted), "validate" has its own (0 to 1): the
@@ -94,8 +99,6 @@ def convert(
                              "tested list, and validation is what says whether its package is right.")
 
     if validate and any(writer.name == "coreai" for writer in writers):
-        from .chunks import stored_elements
-
         _check_core_ai_validation_time(plan, stored_elements(plan.source.path), time_limit)
 
     progress("load", 0.1, "Loading the PyTorch model")
@@ -171,8 +174,6 @@ def _check_core_ai_validation_time(plan: Plan, parameters: int, time_limit: floa
     """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): refuse, before any
     work, what would not finish within `time_limit` seconds (a job's limit); else say so, with
     the float32 alternative, when it takes more than a few minutes."""
-    from .validation.coreai_runtime import SPEED, validation_seconds
-
     seconds = validation_seconds(plan.cfg, parameters)
     if plan.options.precision != "float16" or seconds <= 300:
         return
@@ -188,19 +189,13 @@ def _check_core_ai_validation_time(plan: Plan, parameters: int, time_limit: floa
 
 def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
     """GPTQ on the model's decoder layers when the scheme calls for it (calibrate.py)."""
-    from .transforms.calibrate import calibrate, calibrates
-
     if not calibrates(plan):
         return False
-    from .source_tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(plan.source.path, plan.cfg.attributes.vocab_size)
     if tokenizer is None:
         plan.warnings.append(f"Weight compression {plan.options.quantize}: no tokenizer to calibrate with; "
                              "the weights are compressed data-free (expect lower quality).")
         return False
-    from .transforms.compress import SCHEMES
-
     label = f"Calibrating {SCHEMES[plan.options.quantize].bits}-bit weights (GPTQ)"
     start, end = CALIBRATION_SPAN
     progress("convert", start, f"{label} on real text")
@@ -210,8 +205,6 @@ def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
 
 
 def _no_calibration(plan: Plan) -> bool:
-    from .transforms.calibrate import calibrates
-
     if calibrates(plan):
         plan.warnings.append(
             f"Weight compression {plan.options.quantize}: this model is converted a chunk of layers at a time to fit "
@@ -321,13 +314,9 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
         "program": info["program"],  # fused attention, stateful, weight bits, op counts
     }
     if part in plan.compression and writer.name == "coreai":
-        from .transforms.compress_coreai import finish as finish_coreai
-
         entry["compression"] = finish_coreai(plan.compression.pop(part), entry["size_bytes"])
     elif part in plan.compression:  # scheme, bits per weight, size before and after
-        from .transforms.compress import finish
-
-        entry["compression"] = finish(plan.compression[part], entry["size_bytes"],
+        entry["compression"] = finish_coreml(plan.compression[part], entry["size_bytes"],
                                       (info["program"] or {}).get("weight_bits"))
     if entry.get("compression"):
         if plan.calibration:
@@ -336,6 +325,8 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
 
 
 def _validate(plan: Plan, model, packages: list[tuple], validate: bool, progress: Progress, timings: dict) -> dict:
+    # Deferred: validation loads coremltools (the reference executor); a conversion loads it only
+    # when it validates or makes a Core ML package.
     from .validation.validate import skipped, validate as validate_packages
 
     if not validate:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from importlib.metadata import PackageNotFoundError, version
 
+from . import __version__
+from .tasks import TASKS
+
 PREFIX = "co.huggingface.exporters."
 
 
@@ -19,8 +22,6 @@ def package_version(name: str) -> str:
 
 
 def toolchain_versions() -> dict[str, str]:
-    from . import __version__
-
     return {
         "converter": __version__,
         "coremltools": package_version("coremltools"),
@@ -55,7 +56,5 @@ def package_metadata(*, name: str, task: str, architecture: str, precision: str,
 def package_description(source_display: str, cfg, part: str) -> str:
     """The one-line description every package carries (Core ML's short description, Core AI's
     model description): what the model is, its task, and the part."""
-    from .tasks import TASKS
-
     return (f"{source_display} ({cfg.hf_config.model_type}) for {cfg.task}: {TASKS[cfg.task].summary}"
             + (f"; {part}" if part != "model" else "") + ". Converted by Core ML Converter.")

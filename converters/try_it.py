@@ -21,10 +21,14 @@ from typing import Callable
 
 import numpy as np
 
+from .backends import backend_for
 from .errors import UserInputError
+from .source_tokenizer import check_tokenizer
+from .validation.coreai_runtime import MODE as CORE_AI_MODE
 
-# torch, the backend and the continuation driver are imported where a package runs: the web
-# process reads KINDS, MAX_CHARS and check_text from here and must not load torch for them.
+# torch, transformers and what imports them (the continuation driver, the families, loading)
+# are imported where a package runs: the web process reads KINDS, MAX_CHARS and check_text from
+# here and must not load torch for them.
 
 MAX_CHARS = 500
 MAX_NEW_TOKENS = 32
@@ -63,9 +67,7 @@ def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str, prog
     hears what the try is doing ("PyTorch: 5 of 16 tokens")."""
     progress = progress or _no_progress
     if _format(package) == "coreai":
-        from .validation.coreai_runtime import MODE
-
-        mode = MODE
+        mode = CORE_AI_MODE
     if kind == "generate":
         return generate(package, model_dir, check_text(inputs.get("text"), "The prompt"), mode,
                         int(inputs.get("new_tokens") or DEFAULT_NEW_TOKENS), progress)
@@ -91,8 +93,6 @@ def _format(package: Path) -> str:
 
 
 def _tokenizer(model_dir: Path):
-    from .source_tokenizer import check_tokenizer
-
     check = check_tokenizer(model_dir)
     if check.tokenizer is None:
         raise UserInputError(NO_TOKENIZER.format(why=check.missing))
@@ -121,8 +121,7 @@ def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens:
              progress: Progress | None = None) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from .backends import backend_for
-    from .validation import continuation
+    from .validation import continuation  # torch
 
     progress = progress or _no_progress
     new_tokens = max(1, min(int(new_tokens), MAX_NEW_TOKENS))
@@ -204,9 +203,8 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
     import torch
     from transformers import AutoModel
 
-    from .backends import backend_for
-    from .configs.text import sentence_embedding
-    from .loading import sentence_pooling
+    from .configs.text import sentence_embedding  # torch
+    from .loading import sentence_pooling  # torch
 
     progress = progress or _no_progress
     progress("Loading the PyTorch model and the package", 0.0)
@@ -252,8 +250,6 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
 def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3, progress: Progress | None = None) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification
-
-    from .backends import backend_for
 
     progress = progress or _no_progress
     progress("Loading the PyTorch model and the package", 0.0)

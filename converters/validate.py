@@ -15,13 +15,16 @@ import os
 import sys
 from pathlib import Path
 
+from .__main__ import _quiet_libraries, print_validation
+from .backends import backend_for
 from .errors import UserInputError
+from .options import ConversionOptions
+from .package_info import describe_package
 from .report import ValidationReport
+from .source import open_source
 
 
 def options_from_package(info: dict):
-    from .options import ConversionOptions
-
     metadata = info["metadata"]
     if "coreml_converter_options" in metadata:
         return ConversionOptions.from_dict(json.loads(metadata["coreml_converter_options"]))
@@ -31,13 +34,10 @@ def options_from_package(info: dict):
 
 
 def validate_package(package: Path, source: str, task: str, token: str | None = None) -> dict:
+    # Deferred: torch, transformers and coremltools load only to validate (not for --help).
     from .configs import config_class_for
     from .loading import load_hf_config, load_model, load_preprocessor, resolve_task
-    from .package_info import describe_package
-    from .source import open_source
     from .validation.validate import validate
-
-    from .backends import backend_for
 
     if package.suffix == ".aimodel":  # Core AI: run in its runtime
         if not (package / "main.mlirb").exists():
@@ -64,8 +64,6 @@ def validate_package(package: Path, source: str, task: str, token: str | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .__main__ import _quiet_libraries
-
     parser = argparse.ArgumentParser(prog="python -m converters.validate", description=__doc__.split("\n\n")[0])
     parser.add_argument("package", type=Path, help="the .mlpackage (or Core AI .aimodel) to check")
     parser.add_argument("--source", required=True, help="the model it came from: folder, Hub ID or URL")
@@ -81,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.report:
         args.report.write_text(json.dumps(report, indent=2))
-    from .__main__ import print_validation
-
     return print_validation(ValidationReport.from_json(report["validation"]))
 
 

@@ -64,7 +64,7 @@ def _coreml() -> Backend:
 
 
 def _coreai() -> Backend:
-    from .coreai import CoreAIBackend  # coreai-torch loads only when an .aimodel is made
+    from .coreai import CoreAIBackend  # torch (and then coreai-torch) loads only when an .aimodel is made
 
     return CoreAIBackend()
 

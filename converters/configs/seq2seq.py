@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .base import SEQ, CoreMLConfig, InputSpec, OutputKind, OutputSpec, additive_mask
+from .text import _TASK_OUTPUTS
 
 
 class EncoderWrapper(torch.nn.Module):
@@ -117,8 +118,6 @@ class Seq2SeqConfig(CoreMLConfig):
 
     def outputs(self, part: str = "encoder") -> list[OutputSpec]:
         if self.task in self.HEADS:
-            from .text import _TASK_OUTPUTS
-
             return list(_TASK_OUTPUTS[self.task])
         if part == "encoder":
             return [OutputSpec("last_hidden_state", "Hidden state of each input token at the encoder's last layer", kind=OutputKind.EMBEDDINGS)]

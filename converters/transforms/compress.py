@@ -135,7 +135,7 @@ def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 1
 
 def _kmeans_table(bits: int, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A table of 2**bits entries for one weight (or group) and each weight's index in it."""
-    import torch
+    import torch  # deferred, as kmeans.py (torch) is: loaded only when a weight is palettized
 
     from .kmeans import assign, weighted_tables
 

@@ -82,6 +82,7 @@ class CoreAIRunner:
 def validation_seconds(cfg, parameters: int) -> float:
     """About how long validation runs an .aimodel of `parameters` here: the tokens its input
     sets and continuation send (validation/inputs.py, continuation.py), at SPEED."""
+    # Deferred: both import torch, and this module is read without it (try_it.py in the web process).
     from .continuation import NEW_TOKENS
     from .inputs import sequence_lengths
 
