@@ -29,8 +29,7 @@ from pathlib import Path
 from .errors import UserInputError
 from .integrity import check_preprocessor, read_json
 from .source import HubReference, check_config, check_files, hub_api, hub_errors, inspect_hub_model
-# automatic_task: the form (ui/models.py) reads the rule from here too.
-from .tasks import ModelTasks, automatic_task  # noqa: F401
+from .tasks import ModelTasks
 
 def check_options(hf_config, task: str, options, preprocessor: dict | None = None) -> None:
     """Refuse options this model cannot honour for `task` (UserInputError saying why): the plan

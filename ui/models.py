@@ -22,7 +22,8 @@ from pathlib import Path
 
 from converters.errors import HubUnavailable, UserInputError
 from converters.options import ConversionOptions
-from converters.preflight import HubModel, automatic_task, preflight
+from converters.preflight import HubModel, preflight
+from converters.tasks import automatic_task
 from converters.source import parse_hub_reference
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def _describe(summary: ModelSummary, model: HubModel) -> None:
 
 
 def default_task(tasks: list[str], pipeline_tag: str | None, architectures: list[str]) -> str:
-    """The model's own task (what `auto` converts for): converters.preflight.automatic_task."""
+    """The model's own task (what `auto` converts for): converters.tasks.automatic_task."""
     return automatic_task(tasks, architectures, pipeline_tag)
 
 
