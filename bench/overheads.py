@@ -52,7 +52,7 @@ def main() -> None:
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
-    from converters.backends import coreml as backend
+    from converters.backends import coreml_patches as backend  # the Core ML backend reads its patches from here as it converts
     from converters.export import convert
     from converters.memory import settle_imports
     from converters.options import ConversionOptions

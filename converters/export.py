@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .backends import backend_for
+from .backends import all_backends, backend_for
 from .capture import EXPORT_FAILURES, capture, load
-from .chunks import ChunkModule, chunk_config, chunk_view, chunked_model, stored_elements
+from .chunks import ChunkModule, chunk_config, chunk_view, chunked_model
 from .diagnose import conversion_failure
 from .errors import ConversionError, UserInputError
 from .metadata import toolchain_versions
@@ -33,10 +33,7 @@ from .source import ModelSource, open_source
 from .source_tokenizer import check_tokenizer, load_tokenizer
 from .transforms import transforms_for
 from .transforms.calibrate import calibrate, calibrates
-from .transforms.compress import finish as finish_coreml
-from .transforms.compress_coreai import finish as finish_coreai
 from .transforms.schemes import SCHEMES
-from .validation.coreai_runtime import SPEED, validation_seconds
 
 # progress(stage, fraction, message). "resolve", "load" and "convert" share one span of
 # fractions (0 to 0.9 when the last part is converted), "validate" has its own (0 to 1): the
@@ -44,7 +41,6 @@ from .validation.coreai_runtime import SPEED, validation_seconds
 Progress = Callable[[str, float, str], None]
 # step(done, total, detail): `done` (may be fractional) of `total` steps of a long stage.
 Steps = Callable[[float, int, str], None]
-FORMAT_NAMES = {"coreml": "Core ML", "coreai": "Core AI"}
 CALIBRATION_SPAN = (0.12, 0.5)  # GPTQ takes minutes where converting the parts takes seconds
 CONVERSION_END = 0.9
 
@@ -98,17 +94,19 @@ def convert(
         plan.warnings.append("Validation runs even though skipping it was asked: this architecture is not in the "
                              "tested list, and validation is what says whether its package is right.")
 
-    if validate and any(writer.name == "coreai" for writer in writers):
-        _check_core_ai_validation_time(plan, stored_elements(plan.source.path), time_limit)
+    if validate:  # a format whose validation would outlast the job is refused before any weights load
+        for writer in writers:
+            writer.check_validation_time(plan, time_limit)
 
     progress("load", 0.1, "Loading the PyTorch model")
     mark = time.perf_counter()
     lazy = chunked_model(plan, layers_per_chunk)  # a big decoder: its layers a chunk at a time
-    if lazy is not None and any(writer.name != "coreml" for writer in writers):
+    if lazy is not None and not all(writer.converts_in_chunks for writer in writers):
+        chunked = " or ".join(b.label for b in all_backends() if b.converts_in_chunks)
         raise UserInputError(
             f"This model ({sum(p.numel() for p in lazy.model.parameters()) / 1e9:.1f} B parameters) converts a chunk "
-            "of layers at a time to fit in memory, and only Core ML output is made that way so far. "
-            "Choose the Core ML format for it.")
+            f"of layers at a time to fit in memory, and only {chunked} output is made that way so far. "
+            f"Choose the {chunked} format for it.")
     model = load(plan) if lazy is None else None
     parameters = sum(p.numel() for p in (model or lazy.model).parameters())
     timings["load"] = time.perf_counter() - mark
@@ -157,7 +155,7 @@ def _build_parts(plan: Plan, model, lazy, writers: list, output_dir: Path, timin
     steps = [(part, writer) for writer in writers for part in plan.parts]
     share = (CONVERSION_END - start) / len(steps)
     for index, (part, writer) in enumerate(steps):
-        label = f"Converting {part}" + (f" to {FORMAT_NAMES.get(writer.name, writer.name)}" if len(writers) > 1 else "")
+        label = f"Converting {part}" + (f" to {writer.label}" if len(writers) > 1 else "")
         if lazy is None:
             step = _span(progress, "convert", start + share * index, start + share * (index + 1), label)
             path, package_report = _build_part(plan, model, part, writer, output_dir, timings, step)
@@ -168,23 +166,6 @@ def _build_parts(plan: Plan, model, lazy, writers: list, output_dir: Path, timin
         package_reports.append(package_report)
         built.append((part, path, writer))
     return packages, package_reports, built
-
-
-def _check_core_ai_validation_time(plan: Plan, parameters: int, time_limit: float | None) -> None:
-    """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): refuse, before any
-    work, what would not finish within `time_limit` seconds (a job's limit); else say so, with
-    the float32 alternative, when it takes more than a few minutes."""
-    seconds = validation_seconds(plan.cfg, parameters)
-    if plan.options.precision != "float16" or seconds <= 300:
-        return
-    faster = seconds * SPEED["float16"] / SPEED["float32"]
-    why = (f"Validating the float16 .aimodel takes about {seconds / 60:.0f} minutes here: Apple's Linux runtime computes "
-           f"float16 in software")
-    if time_limit and seconds > 0.8 * time_limit:
-        raise UserInputError(
-            f"{why}, beyond this worker's {time_limit / 60:.0f}-minute job limit. Choose float32 (its .aimodel validates in "
-            f"about {max(1, round(faster / 60))} minute(s)), a stateful KV cache (one token per call), or the Core ML format.")
-    plan.warnings.append(f"{why}. A float32 .aimodel validates in about {max(1, round(faster / 60))} minute(s).")
 
 
 def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
@@ -231,7 +212,7 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
         captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs)
         _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
-        step(1, 4, f"converting to {FORMAT_NAMES.get(writer.name, writer.name)}")
+        step(1, 4, f"converting to {writer.label}")
         artifact = writer.convert(plan, captured)
     except (ConversionError, *EXPORT_FAILURES) as error:
         raise conversion_failure(plan.cfg, part, error, getattr(captured, "program", None)) from error
@@ -313,11 +294,8 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
         "states": info["states"],
         "program": info["program"],  # fused attention, stateful, weight bits, op counts
     }
-    if part in plan.compression and writer.name == "coreai":
-        entry["compression"] = finish_coreai(plan.compression.pop(part), entry["size_bytes"])
-    elif part in plan.compression:  # scheme, bits per weight, size before and after
-        entry["compression"] = finish_coreml(plan.compression[part], entry["size_bytes"],
-                                      (info["program"] or {}).get("weight_bits"))
+    if part in plan.compression:  # scheme, bits per weight, size before and after
+        entry["compression"] = writer.compression_entry(plan, part, entry["size_bytes"], info)
     if entry.get("compression"):
         if plan.calibration:
             entry["compression"]["calibration"] = plan.calibration

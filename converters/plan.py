@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .backends.coreai import refusal as core_ai_refusal
+from .backends import backend_for
 from .configs import CoreMLConfig, config_class_for
 from .errors import UserInputError
 from .loading import load_hf_config, load_preprocessor, resolve_task
@@ -66,7 +66,7 @@ def check_request(cfg: CoreMLConfig) -> None:
     options = cfg.options
     check_compression(options)
     cfg.check_options()
-    if "coreai" in options.formats:
-        reason = core_ai_refusal(cfg, options)
+    for name in options.formats:
+        reason = backend_for(name).refusal(cfg, options)
         if reason:
             raise UserInputError(reason)

@@ -21,10 +21,9 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import backend_for
+from .backends import backend_for_package
 from .errors import UserInputError
 from .source_tokenizer import check_tokenizer
-from .validation.coreai_runtime import MODE as CORE_AI_MODE
 
 # torch, transformers and what imports them (the continuation driver, the families, loading)
 # are imported where a package runs: the web process reads KINDS, MAX_CHARS and check_text from
@@ -66,8 +65,9 @@ def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str, prog
     .aimodel runs in Core AI's runtime, as it is (its one mode). `progress(message, fraction)`
     hears what the try is doing ("PyTorch: 5 of 16 tokens")."""
     progress = progress or _no_progress
-    if _format(package) == "coreai":
-        mode = CORE_AI_MODE
+    modes = backend_for_package(package, check=False).modes
+    if modes:  # a runner with modes of its own (Core AI's runtime) runs the package as it is
+        mode = modes[0]
     if kind == "generate":
         return generate(package, model_dir, check_text(inputs.get("text"), "The prompt"), mode,
                         int(inputs.get("new_tokens") or DEFAULT_NEW_TOKENS), progress)
@@ -85,11 +85,6 @@ def _pretrained(cls, model_dir: Path):
     # Safetensors only and never remote code, as everywhere in the service.
     return cls.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
                                torch_dtype=torch.float32).eval()
-
-
-def _format(package: Path) -> str:
-    """The backend that made `package`: Core AI's .aimodel, else a Core ML package."""
-    return "coreai" if Path(package).suffix == ".aimodel" else "coreml"
 
 
 def _tokenizer(model_dir: Path):
@@ -133,7 +128,7 @@ def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens:
     (reference, _), torch_seconds = _timed(lambda: continuation.pytorch_greedy(model, ids, new_tokens, eos, pytorch_counter))
 
     progress("Loading the package", PYTORCH_SHARE)
-    backend = backend_for(_format(package))
+    backend = backend_for_package(package, check=False)
     layout = continuation.layout(backend.describe(package))
     if layout is None:
         raise UserInputError("This package takes no token ids: it cannot continue a prompt.")
@@ -209,7 +204,7 @@ def similarity(package: Path, model_dir: Path, first: str, second: str, mode: st
     progress = progress or _no_progress
     progress("Loading the PyTorch model and the package", 0.0)
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModel, model_dir)
-    backend = backend_for(_format(package))
+    backend = backend_for_package(package, check=False)
     info, runner = backend.describe(package), backend.runner(package)
     names = [o["name"] for o in info["outputs"]]
     # The package's own sentence embedding when it has one (its sentence-transformers recipe),
@@ -254,7 +249,7 @@ def classify(package: Path, model_dir: Path, text: str, mode: str, top: int = 3,
     progress = progress or _no_progress
     progress("Loading the PyTorch model and the package", 0.0)
     tokenizer, model = _tokenizer(model_dir), _pretrained(AutoModelForSequenceClassification, model_dir)
-    backend = backend_for(_format(package))
+    backend = backend_for_package(package, check=False)
     info, runner = backend.describe(package), backend.runner(package)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 

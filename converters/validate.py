@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 from .__main__ import _quiet_libraries, print_validation
-from .backends import backend_for
+from .backends import backend_for_package
 from .errors import UserInputError
 from .options import ConversionOptions
-from .package_info import describe_package
 from .report import ValidationReport
 from .source import open_source
 
@@ -39,16 +38,8 @@ def validate_package(package: Path, source: str, task: str, token: str | None = 
     from .loading import load_hf_config, load_model, load_preprocessor, resolve_task
     from .validation.validate import validate
 
-    if package.suffix == ".aimodel":  # Core AI: run in its runtime
-        if not (package / "main.mlirb").exists():
-            raise UserInputError(f"{package} is not a Core AI model (.aimodel folder with a main.mlirb).")
-        backend = backend_for("coreai")
-    elif not (package / "Manifest.json").exists():
-        raise UserInputError(f"{package} is not a Core ML package (.mlpackage folder with a Manifest.json) "
-                             "or a Core AI model (.aimodel).")
-    else:
-        backend = backend_for("coreml")
-    info = describe_package(package) if backend.name == "coreml" else backend.describe(package)
+    backend = backend_for_package(package)  # the format that made it runs and describes it
+    info = backend.describe(package)
     model_source = open_source(source, token=token)
     hf_config = load_hf_config(model_source.path)
     config_cls = config_class_for(hf_config.model_type)

@@ -235,7 +235,7 @@ def test_real_llm_float16_aimodel_keeps_its_norms_in_float32(real_llm, tmp_path)
 
 
 def test_a_slow_float16_validation_is_announced_with_the_float32_alternative(real_llm):
-    from converters.export import _check_core_ai_validation_time
+    from converters.backends.coreai import check_validation_time as _check_core_ai_validation_time
     from converters.plan import make_plan
     from converters.source import open_source
     from converters.validation.coreai_runtime import validation_seconds

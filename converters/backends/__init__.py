@@ -1,8 +1,10 @@
 """Stages 3 and 5, the output formats: a backend turns a captured torch program into a
-package, saves it, describes it, and gives validation a runner for what it saved.
+package, saves it, describes it, compresses it, refuses what its format cannot take, and
+gives validation a runner for what it saved.
 
 Core ML (coreml.py) and Core AI (coreai.py) today; a new output format is one more module
-here that implements `Backend` and one line in `BACKENDS`.
+here that implements `Backend` and one line in `BACKENDS` — nothing outside backends/ asks
+for a format by its name (tests/test_backends.py adds a third one in a test).
 """
 
 from __future__ import annotations
@@ -25,12 +27,39 @@ class Runner(Protocol):
 
 
 class Backend(Protocol):
-    name: str
+    name: str  # the option's value (`--format`) and the report's "format"
+    label: str  # the format as people read it: "Core ML"
+    package_words: str  # what its package is, for an error: "a Core ML package (.mlpackage folder with a Manifest.json)"
     float16_safe_norms: bool  # whether a float16 capture for it takes float16_safe.py's norms
     image_inputs: bool  # whether its image inputs scale pixels themselves (else the program does)
+    converts_in_chunks: bool  # whether `keep_chunk` and `stitch` work: a big decoder a few layers at a time (chunks.py)
+    modes: tuple[str, ...] | None  # the modes its runner runs a package in (None: validation's fp32 and fp16 emulation)
+
+    def refusal(self, cfg, options) -> str | None:
+        """Why this model (`cfg`) and these options cannot become this format's package, or
+        None; asked at plan time (plan.check_request) for every format the options ask for."""
+
+    def check_validation_time(self, plan, time_limit: float | None) -> None:
+        """Refuse (UserInputError), before any weights load, a validation that would not finish
+        within `time_limit` seconds (a job's limit), or warn in `plan.warnings`; asked only when
+        validation runs."""
+
+    def owns(self, path: Path) -> bool:
+        """Whether `path` is (by its name, or what it holds) a package of this format."""
+
+    def check_package(self, path: Path) -> None:
+        """Refuse (UserInputError) a `path` that `owns` claims but that is not a saved package."""
 
     def convert(self, plan, captured):
         """The in-memory package for one part (`captured`: capture.Captured)."""
+
+    def compress(self, plan, part: str, artifact):
+        """The in-memory package with its weights compressed as `plan.options.quantize` asks
+        (transforms/: each format its own compressor); what it did goes to `plan.compression[part]`."""
+
+    def compression_entry(self, plan, part: str, size_bytes: int, info: dict) -> dict | None:
+        """The report's compression entry of a saved, compressed part (`plan.compression[part]`
+        finished with the saved package's figures; `info`: `describe`'s)."""
 
     def package_path(self, plan, part: str) -> str:
         """Where the part's package goes, relative to the output folder."""
@@ -56,9 +85,17 @@ class Backend(Protocol):
         """A runner for the saved package on any OS (validation's exact and fp16 modes);
         raises UnsupportedOpError naming ops it cannot run."""
 
+    def device_models(self, path: Path, compute_units: tuple[str, ...]) -> dict:
+        """{compute unit: the package loaded on this Mac's hardware} for validation's on-device
+        rows (validation/coreml_runtime.py runs them), asked only where that runtime is
+        available; {} for a format without one."""
+
+    def validation_kind(self, on_device: bool) -> str:
+        """What ran its packages in validation, for the report's `kind`."""
+
 
 def _coreml() -> Backend:
-    from .coreml import CoreMLBackend  # coremltools loads only when a package is made
+    from .coreml import CoreMLBackend  # numpy and the families only: coremltools loads when a package is made
 
     return CoreMLBackend()
 
@@ -78,3 +115,21 @@ def backend_for(name: str = "coreml") -> Backend:
         return BACKENDS[name]()
     except KeyError:
         raise UserInputError(f"Unknown output format '{name}'. Choose one of: {', '.join(BACKENDS)}.") from None
+
+
+def all_backends() -> list[Backend]:
+    """Every registered backend, in `BACKENDS`' order."""
+    return [factory() for factory in BACKENDS.values()]
+
+
+def backend_for_package(path: str | Path, check: bool = True) -> Backend:
+    """The backend that made the saved package at `path` (the first whose `owns` claims it),
+    with its shape checked (`check_package`) unless `check` is False; UserInputError when no
+    backend claims it."""
+    path = Path(path)
+    for backend in all_backends():
+        if backend.owns(path):
+            if check:
+                backend.check_package(path)
+            return backend
+    raise UserInputError(f"{path} is not " + " or ".join(b.package_words for b in all_backends()) + ".")

@@ -9,7 +9,9 @@ Why these calls (shared/reference/core-ai-facts.md): coreai-torch needs the prog
 decomposed with its own table (it keeps SDPA whole); float16 is coreai-opt's FP32 -> FP16
 pass over the program, with the norms kept in float32 (`_inside_a_norm`); the only minimum
 OS is 27. What Core AI cannot take from this converter is refused at plan time
-(`refusal`, which plan.py asks), with the reason.
+(`refusal`, which plan.py asks), with the reason; a float16 validation too slow for a job's
+limit before any weights load (`check_validation_time`). Compression is coreai-opt's
+(transforms/compress_coreai.py).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import json
 import warnings
 from pathlib import Path
 
+from ..chunks import stored_elements
 from ..configs.base import SEQ
-from ..errors import ConversionError
+from ..errors import ConversionError, UserInputError
 from ..metadata import package_description, package_metadata, package_version
-from ..validation.coreai_runtime import CoreAIRunner, described
+from ..transforms import compress_coreai as compressor
+from ..validation.coreai_runtime import MODE, SPEED, CoreAIRunner, described, validation_seconds
 from .naming import package_filename
 
 # (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai_registry.py).
@@ -43,14 +47,55 @@ def refusal(cfg, options) -> str | None:
     return None
 
 
+def check_validation_time(plan, parameters: int, time_limit: float | None) -> None:
+    """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): refuse, before any
+    work, what would not finish within `time_limit` seconds (a job's limit); else say so, with
+    the float32 alternative, when it takes more than a few minutes."""
+    seconds = validation_seconds(plan.cfg, parameters)
+    if plan.options.precision != "float16" or seconds <= 300:
+        return
+    faster = seconds * SPEED["float16"] / SPEED["float32"]
+    why = (f"Validating the float16 .aimodel takes about {seconds / 60:.0f} minutes here: Apple's Linux runtime computes "
+           f"float16 in software")
+    if time_limit and seconds > 0.8 * time_limit:
+        raise UserInputError(
+            f"{why}, beyond this worker's {time_limit / 60:.0f}-minute job limit. Choose float32 (its .aimodel validates in "
+            f"about {max(1, round(faster / 60))} minute(s)), a stateful KV cache (one token per call), or the Core ML format.")
+    plan.warnings.append(f"{why}. A float32 .aimodel validates in about {max(1, round(faster / 60))} minute(s).")
+
+
 class CoreAIBackend:
     name = "coreai"
+    label = "Core AI"
+    package_words = "a Core AI model (.aimodel folder with a main.mlirb)"
+    converts_in_chunks = False  # an AIProgram converts whole
+    modes = (MODE,)  # its runtime executes the package as it is: one mode, no emulation
     # float16: every op inside a norm module stays float32 (`_inside_a_norm`), so float16_safe.py's
     # scaled form is not needed — and it would hurt: its eps / s² (1e-6 and less) is a float16
     # subnormal, which the Core AI runtime flushes to zero, so a row of zeros (a padding token's
     # embedding) became rsqrt(0) = inf and NaN logits (measured).
     float16_safe_norms = False
     image_inputs = False  # pixel tensors: the program scales them (capture.ScaledImageInputs)
+
+    def refusal(self, cfg, options) -> str | None:
+        return refusal(cfg, options)
+
+    def check_validation_time(self, plan, time_limit: float | None) -> None:
+        check_validation_time(plan, stored_elements(plan.source.path), time_limit)
+
+    def owns(self, path: Path) -> bool:
+        return Path(path).suffix == ".aimodel"
+
+    def check_package(self, path: Path) -> None:
+        if not (Path(path) / "main.mlirb").exists():
+            raise UserInputError(f"{path} is not {self.package_words}.")
+
+    def compress(self, plan, part: str, artifact):
+        return compressor.compress_coreai(plan, part, artifact)
+
+    def compression_entry(self, plan, part: str, size_bytes: int, info: dict) -> dict | None:
+        """Scheme, bits per weight (the float width scaled by the saved size), size before and after."""
+        return compressor.finish(plan.compression.pop(part), size_bytes)
 
     def convert(self, plan, captured):
         if captured.exporter != "torch.export":
@@ -113,6 +158,12 @@ class CoreAIBackend:
 
     def runner(self, path: Path):
         return CoreAIRunner(path)
+
+    def device_models(self, path: Path, compute_units: tuple[str, ...]) -> dict:
+        return {}  # its runtime's run is the runner's: no separate on-device rows
+
+    def validation_kind(self, on_device: bool) -> str:
+        return "the Core AI runtime (the .aimodel executed on this machine's CPU)"
 
 
 def _to_coreai(plan, captured):

@@ -4,7 +4,11 @@ output names, image inputs, classifier outputs, states, `co.huggingface.exporter
 metadata); validation runs the saved package in the reference executor on any OS.
 
 coremltools' op patches live beside it (coreml_patches.py): they apply only while
-coremltools converts.
+coremltools converts. Compression is transforms/compress.py's (coremltools.optimize); the
+on-device runs, on a Mac, validation/coreml_runtime.py's.
+
+The module stays light (no coremltools, no executor at its top): plan.py asks every backend
+the options name for its refusal, and the web process asks the plan (preflight.check_options).
 """
 
 from __future__ import annotations
@@ -17,24 +21,46 @@ import numpy as np
 
 from ..configs import CoreMLConfig
 from ..configs.base import SEQ, InputSpec
-from ..errors import ConversionError
+from ..errors import ConversionError, UserInputError
 from ..metadata import package_description, package_metadata
 from ..options import ConversionOptions, meets
 from ..package_info import describe_spec, program_summary
 from ..source import ModelSource
-from ..validation.executor import ReferenceExecutor
-from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches, validated_once_per_pipeline
+from ..transforms import compress as compressor
+from ..validation import coreml_runtime
 from .coreml_stitch import WEIGHT_FILE, stitch, weight_file
 from .naming import package_filename
 
 
 class CoreMLBackend:
     name = "coreml"
+    label = "Core ML"
+    package_words = "a Core ML package (.mlpackage folder with a Manifest.json)"
     float16_safe_norms = True  # float16 packages are captured with float16_safe.py's norms
     image_inputs = True  # ImageType applies the image processor's scale and bias
+    converts_in_chunks = True  # keep_chunk + stitch (coreml_stitch.py)
+    modes = None  # the reference executor: validation's exact fp32 and fp16 emulation
+
+    def refusal(self, cfg, options) -> str | None:
+        return None  # what Core ML cannot take is refused by the families and the schemes' targets
+
+    def check_validation_time(self, plan, time_limit: float | None) -> None:
+        pass  # the reference executor validates within minutes at any size the worker takes
+
+    def owns(self, path: Path) -> bool:
+        """An .mlpackage, or any folder with a Core ML manifest (packages of other tools)."""
+        path = Path(path)
+        return path.suffix == ".mlpackage" or (path / "Manifest.json").exists()
+
+    def check_package(self, path: Path) -> None:
+        if not (Path(path) / "Manifest.json").exists():
+            raise UserInputError(f"{path} is not {self.package_words}.")
 
     def convert(self, plan, captured):
         import coremltools as ct
+
+        # coremltools' op patches import coremltools' torch frontend: loaded only when a package is made
+        from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches, validated_once_per_pipeline
 
         cfg, options, part = plan.cfg, plan.options, captured.part
         fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
@@ -60,6 +86,13 @@ class CoreMLBackend:
             discard_temporary(mlmodel)
             mlmodel = renamed
         return mlmodel
+
+    def compress(self, plan, part: str, artifact):
+        return compressor.compress_coreml(plan, part, artifact)
+
+    def compression_entry(self, plan, part: str, size_bytes: int, info: dict) -> dict | None:
+        """Scheme, bits per weight (the saved program's), size before and after."""
+        return compressor.finish(plan.compression[part], size_bytes, (info["program"] or {}).get("weight_bits"))
 
     def package_path(self, plan, part: str) -> str:
         return package_filename(plan.source.name, plan.task, plan.options, part, len(plan.parts))
@@ -110,7 +143,15 @@ class CoreMLBackend:
         return {**describe_spec(spec), "program": program_summary(spec)}
 
     def runner(self, path: Path):
+        from ..validation.executor import ReferenceExecutor  # coremltools and torch: loaded only to run a package
+
         return ReferenceExecutor(path)
+
+    def device_models(self, path: Path, compute_units: tuple[str, ...]) -> dict:
+        return {unit: coreml_runtime.load(path, unit) for unit in compute_units}
+
+    def validation_kind(self, on_device: bool) -> str:
+        return "Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)"
 
 
 def discard_temporary(mlmodel) -> None:

@@ -3,16 +3,22 @@ for compression (weight quantization, palettization).
 
 A transform is one function `(plan, part, artifact, backend) -> artifact`, in its own
 module, chosen from the options by `transforms_for`:
-- compress.py: weight compression (`quantize`: int8, int4, lut8/6/4, mixed).
+- `compress_weights`: weight compression (`quantize`: int8, int4, lut8/6/4, mixed), which the
+  backend does with its own compressor (`Backend.compress`: Core ML's compress.py, Core AI's
+  compress_coreai.py).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from .compress import compress as compress_weights  # not `compress`: that name is the module's
-
 Transform = Callable[..., object]
+
+
+def compress_weights(plan, part: str, artifact, backend):
+    """The compression transform: the package's weights compressed by its backend's own
+    compressor; what it did goes to `plan.compression[part]` for the report."""
+    return backend.compress(plan, part, artifact)
 
 
 def transforms_for(plan) -> list[Transform]:

@@ -20,7 +20,8 @@ as a causal mask or rotary tables stay as they are, and so do weights of `WEIGHT
 elements or fewer (coremltools' own default `weight_threshold`: not worth a lookup table).
 
 The schemes, their shared settings and the deployment targets they need (refused at plan
-time) are schemes.py's; an .aimodel is compressed by compress_coreai.py.
+time) are schemes.py's; an .aimodel is compressed by compress_coreai.py. Each backend calls
+its own compressor (`Backend.compress`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ from functools import partial
 
 import numpy as np
 
-from ..errors import UserInputError
 from ..options import meets
-from .compress_coreai import compress_coreai
 from .schemes import EMBEDDING_BLOCK, IOS18, SCHEMES, WEIGHT_THRESHOLD, Scheme, lut_group_size
 
 _LAYER_OPS = ("linear", "matmul", "conv", "conv_transpose")
@@ -43,13 +42,10 @@ _SPEC_IOS16 = 7  # the oldest specification compression writes (coremltools._SPE
 # ---------------------------------------------------------------------- the transform
 
 
-def compress(plan, part: str, artifact, backend):
-    """The transform (`transforms_for`): the Core ML model with its weights compressed as
-    `plan.options` asks; what it did goes to `plan.compression[part]` for the report."""
-    if backend.name == "coreai":
-        return compress_coreai(plan, part, artifact)
-    if backend.name != "coreml":
-        raise UserInputError(f"Weight compression is not available for the {backend.name} backend yet.")
+def compress_coreml(plan, part: str, artifact):
+    """Core ML's compressor (its backend's `compress`, which the transform `transforms_for`
+    gives calls): the Core ML model with its weights compressed as `plan.options` asks; what
+    it did goes to `plan.compression[part]` for the report."""
     options = plan.options
     scheme = SCHEMES[options.quantize]
     grouped = meets(options.minimum_deployment_target, IOS18)

@@ -128,7 +128,7 @@ def validate(
         module = cfg.reference_module(model, part).eval()
         feeder = cfg.fed_by(part)
         encoder = cfg.wrap(model, feeder).eval() if feeder else None
-        coreml_models = {cu: coreml_runtime.load(path, cu) for cu in compute_units} if on_device and backend.name == "coreml" else {}
+        coreml_models = backend.device_models(path, compute_units) if on_device else {}  # {} for a format with no on-device runs
         sets = list(input_sets(cfg, part, tokenizer, encoder))
         logits = _generated_scores(cfg, part)
         passage = bar is not None and tokenizer is not None and bool(logits)
@@ -169,7 +169,7 @@ def validate(
         message = f"all {len(checks)} checks passed"
     result = {
         "passed": passed,
-        "kind": _kind(on_device, {backend.name for _, _, backend in packages}),
+        "kind": _kind(on_device, [backend for _, _, backend in packages]),
         "runtime": device_note,
         "modes": ran_modes + ([f"coreml-{cu}" for cu in compute_units] if on_device else []),
         "message": message,
@@ -215,12 +215,13 @@ def skipped(reason: str = "validation was skipped (--no-validate)") -> dict:
     return {"passed": None, "skipped": True, "message": reason, "checks": []}
 
 
-def _kind(on_device: bool, formats: set[str]) -> str:
-    kinds = []
-    if "coreml" in formats:
-        kinds.append("Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)")
-    if "coreai" in formats:
-        kinds.append("the Core AI runtime (the .aimodel executed on this machine's CPU)")
+def _kind(on_device: bool, backends: list) -> str:
+    """What ran the packages, each format's words once, in the order the packages came."""
+    kinds: list[str] = []
+    for backend in backends:
+        kind = backend.validation_kind(on_device)
+        if kind not in kinds:
+            kinds.append(kind)
     return "; ".join(kinds)
 
 
