@@ -1,0 +1,163 @@
+"""A backend owns its format (converters/backends/): adding one is a module implementing
+`Backend` and a line in `BACKENDS` — the plan, the pipeline, compression, the package
+look-up and validation's report reach it through the protocol, never by its name.
+
+A third, fake format is registered here (the test stands for its module) and a tiny BERT
+goes through the pipeline to it, its weights "compressed" by its own compressor."""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import converters.backends as backends
+import converters.export as export
+from converters.errors import UserInputError
+from converters.options import OPTIONS, Choice, ConversionOptions
+from converters.plan import make_plan
+from converters.source import open_source
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeBackend:
+    """A format that writes each part's interface as JSON: what a new backend implements."""
+
+    name = "fake"
+    label = "Fake"
+    package_words = "a fake package (.fake folder with an interface.json)"
+    float16_safe_norms = False
+    image_inputs = False
+    converts_in_chunks = False
+    modes = ("fake",)
+    calls: list = []
+
+    def refusal(self, cfg, options):
+        self.calls.append(("refusal", cfg.task))
+        return "Fake output takes float32 only." if options.precision != "float32" else None
+
+    def check_validation_time(self, plan, time_limit):
+        self.calls.append(("check_validation_time", time_limit))
+        raise UserInputError("Validating a fake package would take forever.")
+
+    def owns(self, path):
+        return Path(path).suffix == ".fake"
+
+    def check_package(self, path):
+        if not (Path(path) / "interface.json").exists():
+            raise UserInputError(f"{path} is not {self.package_words}.")
+
+    def convert(self, plan, captured):
+        self.calls.append(("convert", captured.part, captured.exporter))
+        return {"inputs": [spec.name for spec in plan.cfg.inputs(captured.part)],
+                "outputs": [spec.name for spec in plan.cfg.outputs(captured.part)]}
+
+    def compress(self, plan, part, artifact):
+        self.calls.append(("compress", part, plan.options.quantize))
+        plan.compression[part] = {"scheme": plan.options.quantize}
+        return {**artifact, "compressed": True}
+
+    def compression_entry(self, plan, part, size_bytes, info):
+        return {**plan.compression.pop(part), "size_after_bytes": size_bytes}
+
+    def package_path(self, plan, part):
+        return f"{plan.source.name}-{part}.fake"
+
+    def save(self, plan, part, artifact, path):
+        self.calls.append(("save", part, artifact.get("compressed", False)))
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "interface.json").write_text(json.dumps(artifact))
+
+    def discard(self, artifact):
+        pass
+
+    def keep_chunk(self, plan, part, artifact, scratch):
+        raise AssertionError("a fake package converts whole")
+
+    def stitch(self, plan, part, chunks, scratch):
+        raise AssertionError("a fake package converts whole")
+
+    def describe(self, path):
+        saved = json.loads((Path(path) / "interface.json").read_text())
+        return {"inputs": [{"name": n} for n in saved["inputs"]], "outputs": [{"name": n} for n in saved["outputs"]],
+                "states": [], "metadata": {}, "program": None}
+
+    def runner(self, path):
+        raise AssertionError("validation is not run in these tests")
+
+    def device_models(self, path, compute_units):
+        return {}
+
+    def validation_kind(self, on_device):
+        return "the fake runtime"
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """The fake format registered (one line in BACKENDS) and offered by the `format` option."""
+    FakeBackend.calls = []
+    monkeypatch.setitem(backends.BACKENDS, "fake", FakeBackend)
+    row = OPTIONS["format"]
+    monkeypatch.setitem(OPTIONS, "format", replace(row, choices=(*row.choices, Choice("fake", "Fake (.fake)"))))
+    return FakeBackend
+
+
+def _options(**given) -> ConversionOptions:
+    return ConversionOptions.from_strings(**{"format": "fake", "precision": "float32", **given})
+
+
+def test_the_plan_asks_the_new_format_for_its_refusal(fake, tiny_model):
+    source = open_source(str(tiny_model("bert")))
+    plan = make_plan(source, "fill-mask", _options())
+    assert plan.options.formats == ("fake",) and ("refusal", "fill-mask") in fake.calls
+    with pytest.raises(UserInputError, match="Fake output takes float32 only"):
+        make_plan(source, "fill-mask", _options(precision="float16"))
+
+
+def test_the_pipeline_converts_compresses_and_saves_through_the_protocol(fake, tiny_model, tmp_path, monkeypatch):
+    folder = tiny_model("bert")
+    result = export.convert(str(folder), "fill-mask", tmp_path, _options(quantize="int8"), validate=False)
+    assert fake.calls == [("refusal", "fill-mask"), ("convert", "model", "torch.export"), ("compress", "model", "int8"),
+                          ("save", "model", True)]
+    [package] = result.packages
+    [entry] = result.report["packages"]
+    assert package == tmp_path / "bert-model.fake" and entry["format"] == "fake"
+    assert entry["compression"] == {"scheme": "int8", "size_after_bytes": entry["size_bytes"]}
+    assert backends.backend_for_package(package).name == "fake"  # the validation CLI's and Try it's look-up
+
+    # Its validation-time check runs before any weights load.
+    monkeypatch.setattr(export, "load", lambda plan: pytest.fail("weights loaded before the validation-time check"))
+    fake.calls = []
+    with pytest.raises(UserInputError, match="would take forever"):
+        export.convert(str(folder), "fill-mask", tmp_path / "again", _options())
+    assert fake.calls[-1] == ("check_validation_time", None)
+
+
+def test_a_folder_no_backend_claims_is_refused_naming_every_format(fake, tmp_path):
+    with pytest.raises(UserInputError, match=r"is not a Core ML package .* or a Core AI model .* or a fake package"):
+        backends.backend_for_package(tmp_path / "model.bin")
+    with pytest.raises(UserInputError, match="is not a fake package"):
+        backends.backend_for_package(tmp_path / "empty.fake")
+
+
+def test_nothing_outside_backends_compares_with_a_format_s_name():
+    """`x == "coreml"`, `"coreai" in formats` and the like stand in backends/ only. The option
+    table (what the user asked for) and the report's reading of its saved rows name formats as
+    data, and may."""
+    names = set(backends.BACKENDS)
+    allowed = {"converters/options.py", "converters/report.py"}
+    found = []
+    for path in sorted((ROOT / "converters").rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        if where.startswith("converters/backends/") or where in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                values = [node.left, *node.comparators]
+                if any(isinstance(v, ast.Constant) and v.value in names for v in values):
+                    found.append(f"{where}:{node.lineno}")
+    assert not found, found
