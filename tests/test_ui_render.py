@@ -416,6 +416,7 @@ def test_the_engines_refusals_speak_of_options_by_name():
     from converters.configs import config_class_for
     from converters.errors import UserInputError
     from converters.options import ConversionOptions
+    from converters.plan import check_request
     from tests.models import MODELS
 
     refusals = []
@@ -425,7 +426,7 @@ def test_the_engines_refusals_speak_of_options_by_name():
         task = "fill-mask" if model_type == "bert" or "quantize" in options else "text-classification"
         cfg = config_class_for(model_type)(MODELS[model_type][0](), task, ConversionOptions.from_strings(**options))
         with pytest.raises(UserInputError) as refused:
-            cfg.check_options()
+            check_request(cfg)  # every refusal the engine decides before any work
         refusals.append(str(refused.value))
     assert all("--" not in text for text in refusals), refusals
     assert "Set the KV cache to none." in refusals[0] and "Set the KV cache to none." in refusals[2]
