@@ -26,6 +26,14 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-")
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 warnings.filterwarnings("ignore")
 logging.getLogger("coremltools").setLevel(logging.ERROR)
+# Each xdist worker (and every process a test starts: rq workers, the app) gets its share of the
+# cores for torch's OpenMP threads, set before torch loads. By default each takes them all, and two
+# busy workers on two cores then fight: measured here, a loop of small torch ops (what GPTQ's
+# column sweep and the reference executor's per-op calls are) ran 27x slower, 584 s against 21 s.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 # ---------------------------------------------------------------- file order
