@@ -25,21 +25,13 @@ import contextlib
 import gc
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # bench/queue.py must not shadow the standard library's queue module
 
-
-def best(repeat: int, run) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from bench.validate import best_of as best  # noqa: E402
 
 
 def main() -> None:
