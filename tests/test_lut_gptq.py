@@ -88,3 +88,60 @@ def test_tables_come_within_reach_of_the_exact_k_means(bits):
     tables = weighted_tables(values, torch.ones(values.shape[1]), bits, group_size=1)
     ours = float(((nearest_entries(values[0], tables.expand(values.shape[1], -1)) - values[0]) ** 2).sum())
     assert ours <= 1.15 * optimal
+
+
+class _Attention(torch.nn.Module):
+    """Three projections of one input (as a decoder layer's query, key and value), then one of
+    another input: the first three share a Hessian, the last has its own."""
+
+    def __init__(self, columns=64, generator=None):
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(columns, rows, bias=False) for rows in (32, 16, 16))
+        self.o = torch.nn.Linear(columns, 32, bias=False)
+        for layer in (self.q, self.k, self.v, self.o):
+            layer.weight.data = torch.randn(layer.weight.shape, generator=generator)
+
+    def forward(self, x):
+        return self.q(x), self.k(x), self.v(x), self.o(torch.tanh(x))
+
+
+def _calibrated(model, batches, bits=4, group=4):
+    """Drive the layers as coremltools' LayerwiseCompressor does: hooks hand each layer's input to
+    its algorithm during forward calls, then each layer is compressed in order."""
+    algorithms = {name: LutGPTQ(getattr(model, name), ModuleLutGPTQConfig(bits=bits, group_size=group)) for name in "qkvo"}
+    hooks = [getattr(model, name).register_forward_hook(lambda _, inp, out, a=a: a.add_batch(inp[0].data, out.data))
+             for name, a in algorithms.items()]
+    for batch in batches:
+        model(batch)
+    for hook in hooks:
+        hook.remove()
+    for algorithm in algorithms.values():
+        algorithm.compress()
+        algorithm.cleanup()
+    LutGPTQ.forget_inputs()
+    return algorithms
+
+
+def test_layers_reading_one_input_share_a_hessian_and_get_what_each_would_alone():
+    generator = torch.Generator().manual_seed(2)
+    model = _Attention(generator=generator)
+    batches = [torch.randn(1, 128, 64, generator=generator) * torch.logspace(-1, 1, 64) for _ in range(3)]
+    alone = {}
+    for name in "qkvo":  # each layer calibrated on its own: nothing to share
+        single = torch.nn.Linear(64, getattr(model, name).out_features, bias=False)
+        single.weight.data = getattr(model, name).weight.data.clone()
+        algorithm = LutGPTQ(single, ModuleLutGPTQConfig(bits=4, group_size=4))
+        for batch in batches:
+            x = torch.tanh(batch) if name == "o" else batch
+            algorithm.add_batch(x, single(x))
+        algorithm.compress()
+        LutGPTQ.forget_inputs()
+        alone[name] = (single.weight.data, single.get_buffer("_COREML_/weight/lut"))
+
+    algorithms = _calibrated(model, batches)
+    shared = algorithms["q"]._shared
+    assert shared.members == [algorithms[n] for n in "qkv"] and algorithms["o"]._shared.members == [algorithms["o"]]
+    for name in "qkvo":
+        weight, lut = alone[name]
+        assert torch.equal(getattr(model, name).get_buffer("_COREML_/weight/lut"), lut), name
+        assert torch.allclose(getattr(model, name).weight.data, weight, atol=1e-6), name

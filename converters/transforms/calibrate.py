@@ -166,6 +166,10 @@ def calibrate(plan, model: torch.nn.Module, tokenizer, step: Callable[[float, in
     finally:
         for handle in hooks:
             handle.remove()
+        if SCHEMES[plan.options.quantize].family == "lut":
+            from .lut_gptq import LutGPTQ
+
+            LutGPTQ.forget_inputs()
         quiet.setLevel(level)
         model.config.use_cache = use_cache
     _let_go_of_the_checkpoint_file(model)

@@ -60,7 +60,19 @@ class ModuleLutGPTQConfig(LayerwiseCompressionAlgorithmConfig):
 
 @LayerwiseCompressionAlgorithm.register(ALGORITHM)
 class LutGPTQ(OBSCompressionAlgorithm):
-    """GPTQ's sweep onto per-group k-means tables, for one torch.nn.Linear."""
+    """GPTQ's sweep onto per-group k-means tables, for one torch.nn.Linear.
+
+    Linear layers fed the very same activations (a decoder layer's query/key/value projections;
+    its gate and up projections) have the same Hessian, so the same column order and inverse:
+    the first of them accumulates the Hessian for all (`SharedInput`), and the first to be
+    compressed sweeps all their rows at once. The result is the one each would get alone
+    (tested); the time is about a third less on SmolLM2 (fewer Hessians, Cholesky solves and
+    column steps)."""
+
+    # The latest batch seen by any LutGPTQ: (input tensor, its SharedInput). The layers of one
+    # forward call read one input after another, so one entry is enough. (Nothing writes into
+    # a layer's input in place between its readers in transformers' models.)
+    _latest: tuple | None = None
 
     def __init__(self, layer: torch.nn.Module, config: ModuleLutGPTQConfig):
         if not isinstance(layer, torch.nn.Linear):
@@ -77,51 +89,116 @@ class LutGPTQ(OBSCompressionAlgorithm):
         self._dampening = config.hessian_dampening
         self._processing_group_size = config.processing_group_size
         self._lut = None
+        self._shared: SharedInput | None = None
+
+    @property
+    def _settings(self) -> tuple:
+        return self._bits, self._dampening, self._processing_group_size, self._columns
+
+    def add_batch(self, inp: torch.Tensor, out: torch.Tensor):
+        latest = LutGPTQ._latest
+        if latest is not None and _same_tensor(latest[0], inp) and latest[1].settings == self._settings:
+            latest[1].join(self)  # the first reader of this input has added it to the Hessian already
+            return
+        if self._shared is not None and self._shared.owner is not self:
+            raise RuntimeError("a layer that shared its input with another got a different one")
+        self._shared = self._shared or SharedInput(self)
+        self._compute_hessian(inp, out)
+        LutGPTQ._latest = (inp, self._shared)
+
+    @classmethod
+    def forget_inputs(cls) -> None:
+        """Let go of the latest input (the calibration is over)."""
+        cls._latest = None
 
     def _compress_impl(self):
-        weight = self._layer.weight.data.float().clone()
-        hessian = self._hessian
-        del self._hessian
-        importance = torch.diag(hessian).clone()
-        dead = importance == 0  # inputs that were always zero: their weights never matter
-        hessian[dead, dead] = 1
-        weight[:, dead] = 0
-
-        self._lut = weighted_tables(weight, importance.clamp_min(1e-12), self._bits, self._group_size)
-        row_tables = self._lut.repeat_interleave(self._group_size, dim=0)  # [rows, 2**bits], sorted
-        midpoints = boundaries(row_tables)  # once: every column is rounded onto the same tables
-
-        order = torch.argsort(importance, descending=True)  # GPTQ's activation-order heuristic
-        weight, hessian = weight[:, order], hessian[order][:, order]
-        columns = torch.arange(self._columns)
-        hessian[columns, columns] += self._dampening * torch.mean(torch.diag(hessian))
-        inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
-
-        rounded = torch.empty_like(weight)
-        step = self._processing_group_size
-        for start in range(0, self._columns, step):
-            end = min(start + step, self._columns)
-            block = weight[:, start:end].clone()
-            errors = torch.empty_like(block)
-            block_inverse = inverse[start:end, start:end]
-            pivots = block_inverse.diagonal().tolist()  # Python floats: a scalar divide per column, not a tensor op
-            for i in range(end - start):
-                column = block[:, i]
-                nearest = nearest_entries(column, row_tables, midpoints)
-                rounded[:, start + i] = nearest
-                error = (column - nearest) / pivots[i]
-                block[:, i:].addr_(error, block_inverse[i, i:], alpha=-1)  # one fused rank-1 update
-                errors[:, i] = error
-            weight[:, end:] -= errors @ inverse[start:end, end:]
-
-        rounded = rounded[:, torch.argsort(order)]
-        self._layer.weight.data = rounded.to(self._layer.weight.dtype)
+        shared = self._shared or SharedInput(self)
+        if shared.rounded is None:
+            shared.sweep()
+        self._layer.weight.data = shared.rounded.pop(self).to(self._layer.weight.dtype)
+        self._lut = shared.tables.pop(self)
+        self._hessian = None
 
     def _get_compression_metadata(self, param_name, param):
         metadata = CompressionMetadata(param_name)
         metadata.compression_type = ["palettization"]
         metadata.lut = self._lut.reshape(self._lut.shape[0], 1, self._lut.shape[1], 1)  # [groups, 1, entries, 1]
         return metadata
+
+
+class SharedInput:
+    """The LutGPTQ layers that read one input, its Hessian (accumulated by the first, `owner`)
+    and, once swept, each layer's rounded weight and tables."""
+
+    def __init__(self, owner: LutGPTQ):
+        self.owner, self.members = owner, [owner]
+        self.settings = owner._settings
+        self.rounded: dict | None = None
+        self.tables: dict = {}
+
+    def join(self, member: LutGPTQ) -> None:
+        if member not in self.members:
+            if member._shared is not None:
+                raise RuntimeError("a layer that read its own input got another layer's")
+            member._shared = self
+            self.members.append(member)
+
+    def sweep(self) -> None:
+        """GPTQ over the rows of every member at once: their weights stacked, each row rounded
+        onto its own group's table, columns in the shared order of importance."""
+        owner = self.owner
+        hessian = owner._hessian
+        importance = torch.diag(hessian).clone()
+        dead = importance == 0  # inputs that were always zero: their weights never matter
+        hessian[dead, dead] = 1
+        weights, row_tables = [], []
+        for member in self.members:
+            weight = member._layer.weight.data.float().clone()
+            weight[:, dead] = 0
+            self.tables[member] = weighted_tables(weight, importance.clamp_min(1e-12), member._bits, member._group_size)
+            weights.append(weight)
+            row_tables.append(self.tables[member].repeat_interleave(member._group_size, dim=0))  # [rows, 2**bits], sorted
+        rounded = _gptq_sweep(torch.cat(weights), hessian, importance, torch.cat(row_tables),
+                              owner._dampening, owner._processing_group_size)
+        self.rounded = dict(zip(self.members, rounded.split([len(w) for w in weights])))
+        for member in self.members:
+            member._hessian = None
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same values in the same memory (`a` is held, so its memory is not reused meanwhile)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+
+
+def _gptq_sweep(weight: torch.Tensor, hessian: torch.Tensor, importance: torch.Tensor, row_tables: torch.Tensor,
+                dampening: float, step: int) -> torch.Tensor:
+    """GPTQ's sweep with `row_tables` as the grid: columns in order of importance, each weight
+    rounded to the nearest entry of its row's table, the error folded into the columns not yet
+    rounded (the same update as coremltools' GPTQ). Returns the rounded weight."""
+    rows, columns = weight.shape
+    midpoints = boundaries(row_tables)  # once: every column is rounded onto the same tables
+    order = torch.argsort(importance, descending=True)  # GPTQ's activation-order heuristic
+    weight, hessian = weight[:, order], hessian[order][:, order]
+    diagonal = torch.arange(columns)
+    hessian[diagonal, diagonal] += dampening * torch.mean(torch.diag(hessian))
+    inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+
+    rounded = torch.empty_like(weight)
+    for start in range(0, columns, step):
+        end = min(start + step, columns)
+        block = weight[:, start:end].clone()
+        errors = torch.empty_like(block)
+        block_inverse = inverse[start:end, start:end]
+        pivots = block_inverse.diagonal().tolist()  # Python floats: a scalar divide per column, not a tensor op
+        for i in range(end - start):
+            column = block[:, i]
+            nearest = nearest_entries(column, row_tables, midpoints)
+            rounded[:, start + i] = nearest
+            error = (column - nearest) / pivots[i]
+            block[:, i:].addr_(error, block_inverse[i, i:], alpha=-1)  # one fused rank-1 update
+            errors[:, i] = error
+        weight[:, end:] -= errors @ inverse[start:end, end:]
+    return rounded[:, torch.argsort(order)]
 
 
 def nearest_entries(column: torch.Tensor, row_tables: torch.Tensor, midpoints: torch.Tensor | None = None) -> torch.Tensor:
