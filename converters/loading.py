@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from huggingface_hub.errors import StrictDataclassError
 
-from .configs import CoreMLConfig, config_class_for, model_tasks
+from .configs import ExportConfig, config_class_for, model_tasks
 from .errors import UserInputError
 from .integrity import pooling_config, read_json
 from .source import source_pipeline_tag
@@ -90,7 +90,7 @@ def sentence_pooling(path: Path) -> dict | None:
     return {"mode": modes[0], "normalize": "Normalize" in kinds}
 
 
-def load_model(path: Path, cfg: CoreMLConfig, warnings_out: list[str]):
+def load_model(path: Path, cfg: ExportConfig, warnings_out: list[str]):
     """The transformers model for the task, from safetensors only, never remote code."""
     import transformers
 
@@ -130,7 +130,7 @@ def _size_mismatch(error: BaseException) -> bool:
     return "size mismatch" in str(error) or "ignore_mismatched_sizes" in str(error)
 
 
-def _first_mismatch(path: Path, cfg: CoreMLConfig) -> str | None:
+def _first_mismatch(path: Path, cfg: ExportConfig) -> str | None:
     """The first weight whose shape in the files differs from the model config.json describes
     (transformers only logs them), as "name: [..] in the file, [..] for config.json"."""
     import transformers
@@ -149,7 +149,7 @@ def _first_mismatch(path: Path, cfg: CoreMLConfig) -> str | None:
     return None
 
 
-def _unloadable(error: BaseException, cfg: CoreMLConfig, path: Path) -> BaseException:
+def _unloadable(error: BaseException, cfg: ExportConfig, path: Path) -> BaseException:
     """A UserInputError for a checkpoint transformers cannot load as config.json describes it."""
     text = str(error)
     model_type = cfg.hf_config.model_type

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .backends import backend_for
-from .configs import CoreMLConfig, config_class_for
+from .configs import ExportConfig, config_class_for
 from .errors import UserInputError
 from .loading import load_hf_config, load_preprocessor, resolve_task
 from .options import ConversionOptions
@@ -23,7 +23,7 @@ from .transforms.schemes import check_options as check_compression
 class Plan:
     source: ModelSource
     requested_task: str
-    cfg: CoreMLConfig
+    cfg: ExportConfig
     options: ConversionOptions
     hub_name: str  # the repo the packages name for their tokenizer (co.huggingface.exporters.name)
     warnings: list[str] = field(default_factory=list)
@@ -58,7 +58,7 @@ def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_na
     return plan
 
 
-def check_request(cfg: CoreMLConfig) -> None:
+def check_request(cfg: ExportConfig) -> None:
     """Every refusal of the options `cfg` carries for its model and task (UserInputError saying
     why), before any weights load: the compression's deployment target, what the architecture's
     family cannot honour (cfg.check_options), then what an output format cannot take. The form

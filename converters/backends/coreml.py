@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..configs import CoreMLConfig
+from ..configs import ExportConfig
 from ..configs.base import SEQ, InputSpec
 from ..errors import ConversionError, UserInputError
 from ..metadata import package_description, package_metadata
@@ -163,7 +163,7 @@ def discard_temporary(mlmodel) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _coreml_inputs(cfg: CoreMLConfig, part: str, options: ConversionOptions):
+def _coreml_inputs(cfg: ExportConfig, part: str, options: ConversionOptions):
     import coremltools as ct
 
     sequence = options.sequence_length
@@ -185,7 +185,7 @@ def _coreml_inputs(cfg: CoreMLConfig, part: str, options: ConversionOptions):
     return inputs
 
 
-def _coreml_states(cfg: CoreMLConfig, part: str):
+def _coreml_states(cfg: ExportConfig, part: str):
     import coremltools as ct
 
     # Core ML keeps states in float16 only.
@@ -209,7 +209,7 @@ def _coreml_shape(spec: InputSpec, sequence, ranged: dict[str, tuple[int, int]])
     return ct.EnumeratedShapes(shapes=shapes, default=shapes[-1])
 
 
-def _classifier(cfg: CoreMLConfig):
+def _classifier(cfg: ExportConfig):
     import coremltools as ct
 
     labels = cfg.class_labels()
@@ -229,7 +229,7 @@ def _rename_classifier_probabilities(mlmodel):
     return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
 
 
-def _describe(mlmodel, cfg: CoreMLConfig, part: str, source: ModelSource, options: ConversionOptions, hub_name: str) -> None:
+def _describe(mlmodel, cfg: ExportConfig, part: str, source: ModelSource, options: ConversionOptions, hub_name: str) -> None:
     """Descriptions and metadata a person (and Xcode) sees in the package."""
     for spec in cfg.inputs(part):
         mlmodel.input_description[spec.name] = spec.description

@@ -152,7 +152,7 @@ def _repeat_heads(x, repeats: int, name: str):
     return mb.reshape(x=tiled, shape=[-1 if is_symbolic(d) else d for d in shape], name=name)
 
 
-# Per quirk a model config declares (CoreMLConfig.quirks): the op converters it needs.
+# Per quirk a model config declares (ExportConfig.quirks): the op converters it needs.
 QUIRK_PATCHES = {
     "same_size_bicubic_resize": {"upsample_bicubic2d": bicubic_to_same_size, "upsample_bicubic2d.vec": bicubic_to_same_size},
 }

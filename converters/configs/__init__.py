@@ -1,4 +1,4 @@
-"""The architecture registry: model_type (from config.json) -> its CoreMLConfig class.
+"""The architecture registry: model_type (from config.json) -> its ExportConfig class.
 
 The registry is the tested list: every entry is converted and validated in the test suite
 (tests/models.py). A model type outside it still converts through the generic path
@@ -13,13 +13,13 @@ from transformers import AutoConfig
 
 from ..errors import UnsupportedArchitecture, UserInputError
 from ..tasks import ModelTasks, automatic_task
-from .base import CoreMLConfig, InputSpec, OutputSpec, Tolerances
+from .base import ExportConfig, InputSpec, OutputSpec, Tolerances
 from .generic import generic_config_class
 from .seq2seq import Seq2SeqConfig
 from .text import BertConfig, DebertaV2Config, DecoderConfig, DistilBertConfig, MobileBertConfig, ModernBertConfig
 from .vision import SegformerConfig, VisionConfig, YolosConfig
 
-ARCHITECTURES: dict[str, type[CoreMLConfig]] = {
+ARCHITECTURES: dict[str, type[ExportConfig]] = {
     # decoders
     "gpt2": DecoderConfig,
     "gpt_neox": DecoderConfig,
@@ -52,7 +52,7 @@ ARCHITECTURES: dict[str, type[CoreMLConfig]] = {
 }
 
 
-def config_class_for(model_type: str) -> type[CoreMLConfig]:
+def config_class_for(model_type: str) -> type[ExportConfig]:
     """The registry's config class, or for another model type its family's, marked untested
     (generic.py; UnsupportedArchitecture when it belongs to no family we convert)."""
     if model_type in ARCHITECTURES:
@@ -95,7 +95,7 @@ def _default_config(model_type: str):
 
 __all__ = [
     "ARCHITECTURES",
-    "CoreMLConfig",
+    "ExportConfig",
     "InputSpec",
     "OutputSpec",
     "Tolerances",

@@ -1,5 +1,7 @@
-"""`CoreMLConfig`: everything the export pipeline needs to know about one architecture
-family, in the spirit of exporters' class of the same name.
+"""`ExportConfig`: everything the export pipeline needs to know about one architecture
+family, whatever the output format. It is named as optimum names its base
+(exporters/base.py), where `OnnxConfig` is the format-specific subclass; here no family is
+tied to a format: the formats live in `converters/backends/`.
 
 A config answers, for a model config + task + options:
 - which packages to build (`parts`: one, or encoder and decoder),
@@ -142,7 +144,7 @@ class Tolerances:
         )
 
 
-class CoreMLConfig:
+class ExportConfig:
     modality = "text"
     family = ""  # "decoder", "encoder", "encoder-decoder", "vision": the wrappers it uses
     tested = True  # False: an architecture outside the registry, served by its family (generic.py)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 
 from ..errors import UnsupportedArchitecture
-from .base import CoreMLConfig
+from .base import ExportConfig
 from .seq2seq import Seq2SeqConfig
 from .text import DecoderConfig, EncoderConfig
 from .vision import VisionConfig
@@ -65,7 +65,7 @@ def _listed(model_type: str, mappings: tuple[str, ...]) -> bool:
     return any(model_type in getattr(modeling_auto, name, {}) for name in mappings)
 
 
-def _untested(family: type[CoreMLConfig], **overrides) -> type[CoreMLConfig]:
+def _untested(family: type[ExportConfig], **overrides) -> type[ExportConfig]:
     """The family's config class, marked as serving an architecture it was not tested on."""
     return type(f"Untested{family.__name__}", (family,), {"tested": False, **overrides})
 
@@ -73,7 +73,7 @@ def _untested(family: type[CoreMLConfig], **overrides) -> type[CoreMLConfig]:
 # Outputs and mask conventions the registry's members share but an unknown member may lack:
 # the generic encoder and vision classes export no pooler (not every model has one), and a
 # text model's mask convention is probed on the model itself (TextConfig.probe_mask).
-GENERIC_FAMILIES: dict[str, type[CoreMLConfig]] = {
+GENERIC_FAMILIES: dict[str, type[ExportConfig]] = {
     "encoder-decoder": _untested(Seq2SeqConfig),
     "encoder": _untested(EncoderConfig, probe_mask=True),
     "decoder": _untested(DecoderConfig, probe_mask=True),
@@ -82,7 +82,7 @@ GENERIC_FAMILIES: dict[str, type[CoreMLConfig]] = {
 
 
 @functools.lru_cache(maxsize=None)
-def generic_config_class(model_type: str) -> type[CoreMLConfig]:
+def generic_config_class(model_type: str) -> type[ExportConfig]:
     """The family config class for a model type outside the registry (UnsupportedArchitecture
     saying why when there is none)."""
     return GENERIC_FAMILIES[family_of(model_type)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import SEQ, CoreMLConfig, InputSpec, OutputKind, OutputSpec, additive_mask
+from .base import SEQ, ExportConfig, InputSpec, OutputKind, OutputSpec, additive_mask
 from .text import _TASK_OUTPUTS
 
 
@@ -74,7 +74,7 @@ class Seq2SeqHeadWrapper(torch.nn.Module):
         return (torch.softmax(self.model.classification_head(sentence).float(), dim=-1),)
 
 
-class Seq2SeqConfig(CoreMLConfig):
+class Seq2SeqConfig(ExportConfig):
     modality = "text"
     family = "encoder-decoder"
     supported_tasks = ("text2text-generation", "feature-extraction", "text-classification", "question-answering")

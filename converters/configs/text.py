@@ -7,7 +7,7 @@ from transformers.cache_utils import Cache
 
 from ..chunks import hidden_name
 from ..errors import UserInputError
-from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, CoreMLConfig, InputSpec, OutputKind, OutputSpec, StateSpec, additive_mask, first_output
+from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, ExportConfig, InputSpec, OutputKind, OutputSpec, StateSpec, additive_mask, first_output
 
 TOKENS = OutputKind.TOKEN_SCORES
 NUM_CHOICES = 4  # multiple-choice packages score this many candidate texts at once
@@ -185,7 +185,7 @@ class StatefulCausalLM(torch.nn.Module):
         return (result.logits,)
 
 
-class TextConfig(CoreMLConfig):
+class TextConfig(ExportConfig):
     modality = "text"
     causal = False
     native_mask = False  # True: pass the 0/1 mask through (models that build their own)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import CoreMLConfig, InputSpec, OutputKind, OutputSpec, first_output
+from .base import ExportConfig, InputSpec, OutputKind, OutputSpec, first_output
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -44,7 +44,7 @@ class VisionWrapper(torch.nn.Module):
         return tuple(values)
 
 
-class VisionConfig(CoreMLConfig):
+class VisionConfig(ExportConfig):
     modality = "vision"
     family = "vision"
     supported_tasks = ("feature-extraction", "image-classification", "semantic-segmentation", "object-detection")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..configs import CoreMLConfig
+from ..configs import ExportConfig
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -32,7 +32,7 @@ class InputSet:
     steps: list[dict[str, np.ndarray]] | None = None  # stateful: successive feeds sharing one state
 
 
-def sequence_lengths(cfg: CoreMLConfig) -> list[int]:
+def sequence_lengths(cfg: ExportConfig) -> list[int]:
     """Lengths to validate at: each enumerated size (up to four), both ends of a range."""
     sequence = cfg.options.sequence_length
     if sequence.kind == "range":
@@ -43,7 +43,7 @@ def sequence_lengths(cfg: CoreMLConfig) -> list[int]:
     return sizes
 
 
-def _ids(tokenizer, cfg: CoreMLConfig, length: int, text: str, pair: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _ids(tokenizer, cfg: ExportConfig, length: int, text: str, pair: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     if tokenizer is None:
         vocab = max(cfg.attributes.vocab_size or 100, 8)
         rng = np.random.default_rng(length)
@@ -63,7 +63,7 @@ def _ids(tokenizer, cfg: CoreMLConfig, length: int, text: str, pair: str | None 
     return out_ids, out_mask
 
 
-def text_inputs(cfg: CoreMLConfig, tokenizer, part: str, length: int) -> InputSet:
+def text_inputs(cfg: ExportConfig, tokenizer, part: str, length: int) -> InputSet:
     names = [spec.name for spec in cfg.inputs(part)]
     if cfg.task == "multiple-choice":
         pairs = [_ids(tokenizer, cfg, length, CONTEXT, choice) for choice in CHOICES[: _choices(cfg)]]
@@ -81,7 +81,7 @@ def text_inputs(cfg: CoreMLConfig, tokenizer, part: str, length: int) -> InputSe
     return InputSet(f"text, {length} tokens", package, tuple(torch.from_numpy(a) for a in arrays), valid)
 
 
-def _choices(cfg: CoreMLConfig) -> int:
+def _choices(cfg: ExportConfig) -> int:
     return cfg.inputs()[0].shape[1]
 
 
@@ -95,7 +95,7 @@ def _token_types(mask: np.ndarray) -> np.ndarray:
     return types
 
 
-def decoder_inputs(cfg: CoreMLConfig, part: str, tokenizer, length: int, encoder) -> InputSet:
+def decoder_inputs(cfg: ExportConfig, part: str, tokenizer, length: int, encoder) -> InputSet:
     """Decoder inputs, with the encoder side computed by the PyTorch `encoder` wrapper so
     the decoder package is checked on its own."""
     start = cfg.attributes.decoder_start_token_id or 0
@@ -121,7 +121,7 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
     return np.stack([red, green, blue])[None].astype(np.float32)
 
 
-def image_inputs(cfg: CoreMLConfig) -> InputSet:
+def image_inputs(cfg: ExportConfig) -> InputSet:
     spec = cfg.inputs()[0]
     _, _, height, width = spec.shape
     image = synthetic_image(height, width)
@@ -133,7 +133,7 @@ def image_inputs(cfg: CoreMLConfig) -> InputSet:
 EXTENDS = 8  # one-token calls after the prefill in each stateful input set
 
 
-def stateful_inputs(cfg: CoreMLConfig, tokenizer) -> list[InputSet]:
+def stateful_inputs(cfg: ExportConfig, tokenizer) -> list[InputSet]:
     """A prompt prefilled at once, then 8 tokens one at a time on the same state, sent the
     two ways callers send them; the package's logits for every token are compared with the
     plain model run on the whole sequence.
@@ -165,7 +165,7 @@ def stateful_inputs(cfg: CoreMLConfig, tokenizer) -> list[InputSet]:
     ]
 
 
-def input_sets(cfg: CoreMLConfig, part: str, tokenizer, encoder=None) -> list[InputSet]:
+def input_sets(cfg: ExportConfig, part: str, tokenizer, encoder=None) -> list[InputSet]:
     """The inputs to validate `part` with; `encoder` (the PyTorch encoder wrapper) is needed
     for a text2text decoder."""
     if cfg.states(part):

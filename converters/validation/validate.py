@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..configs import CoreMLConfig
+from ..configs import ExportConfig
 from ..configs.base import OutputKind
 from ..report import METRIC_LABELS, Check, number  # the words and numbers every other reader shows
 from ..source_tokenizer import load_tokenizer
@@ -65,7 +65,7 @@ def _mode_words(mode: str) -> str:
 
 
 def validate(
-    cfg: CoreMLConfig,
+    cfg: ExportConfig,
     model: torch.nn.Module,
     packages: dict[str, Path] | list[tuple[str, Path, object]],
     source_path: Path,
@@ -225,13 +225,13 @@ def _kind(on_device: bool, backends: list) -> str:
     return "; ".join(kinds)
 
 
-def _precision_key(cfg: CoreMLConfig, mode: str) -> str:
+def _precision_key(cfg: ExportConfig, mode: str) -> str:
     if mode == coreai_runtime.MODE:  # the package runs in its own precision
         return cfg.options.precision
     return "float32" if mode == "fp32" and cfg.options.precision == "float32" else "float16"
 
 
-def _reference_outputs(cfg: CoreMLConfig, part: str, values: tuple) -> dict[str, np.ndarray]:
+def _reference_outputs(cfg: ExportConfig, part: str, values: tuple) -> dict[str, np.ndarray]:
     names = [spec.name for spec in cfg.outputs(part)]
     return {name: value.detach().float().numpy() if value.is_floating_point() else value.numpy() for name, value in zip(names, values)}
 
