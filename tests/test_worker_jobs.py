@@ -376,6 +376,43 @@ def test_token_revoked_before_the_push(service):
     assert_job_ended_cleanly(service, job_id)
 
 
+def test_a_push_refused_at_the_end_keeps_the_validated_package_for_that_job_until_it_expires(service):
+    """Write access checked at submit, then lost before the push (a role changed, a token's
+    rights narrowed): the package that passed its checks is kept as a zip for its job alone."""
+    import os
+    import zipfile
+
+    from worker import kept
+
+    target = f"{OWNER}/refused-at-push"
+    job_id = api.submit(make_spec(task="fill-mask", push_repo=target))
+    service.hub.inject_fault(target, status=403)  # after the check at submit; the job reaches the target only to push
+    try:
+        status = service.wait(job_id)
+    finally:
+        service.hub.clear_faults(target)
+    assert status["state"] == "failed" and status["stage"] == "push", status
+    assert status["validation"]["passed"] is True and f"may not create or write to {target}" in status["error"]
+    assert_job_ended_cleanly(service, job_id)  # the temp folder and the token are gone; the zip is not there
+
+    info, path = status["kept_package"], kept.path_for(job_id)
+    assert path is not None and path.parent == service.tmp / "state" / "kept" / job_id and path.name == info["file"]
+    assert path.name == "refused-at-push.zip" and path.stat().st_size == info["size_bytes"]
+    names = zipfile.ZipFile(path).namelist()
+    assert "job-bert.mlpackage/Manifest.json" in names and any(n.endswith("weight.bin") for n in names), names
+    assert OWNER_TOKEN.encode() not in path.read_bytes() and OWNER_TOKEN not in str(info)
+    # Only that job's own folder: another job has none, and an id that is a path is refused.
+    assert kept.path_for(job_id + "x") is None and kept.path_for("../kept/" + job_id) is None
+    with pytest.raises(ValueError):
+        kept.folder("../" + job_id)
+
+    # Past its time (24 h by default) it is no longer offered, and the sweep removes it.
+    old = path.parent.stat().st_mtime - 25 * 3600
+    os.utime(path.parent, (old, old))
+    assert kept.path_for(job_id) is None and api.status(job_id)["kept_package"] is None
+    assert job_id in kept.sweep() and not path.parent.exists()
+
+
 # ---------------------------------------------------------------------- Hub outage
 
 

@@ -27,7 +27,7 @@ from converters.errors import UserInputError
 from converters.options import ConversionOptions
 from converters.source import hub_unavailable
 
-from . import capabilities, queues, quotas, settings, tokens, workdirs
+from . import capabilities, kept, queues, quotas, settings, tokens, workdirs
 from .progress import now_iso
 from .spec import JobSpec
 from .states import ErrorKind, JobState
@@ -257,7 +257,9 @@ def status(job_id: str) -> dict:
     validation, links (repo, commit, pull_request), pushed, error, error_kind (an ErrorKind:
     user_input, validation, hub_unavailable, internal, cancelled), user_error, cancelled,
     retrying (waiting to retry an unavailable Hub; the message says so), retries (how many
-    times it did), note (e.g. no worker for this queue).
+    times it did), note (e.g. no worker for this queue), kept_package (a push that failed after
+    the package passed its checks: {"file", "size_bytes", "expires_at"} while its zip can be
+    downloaded from this service, else None; worker/kept.py).
     """
     redis = connection()
     cleanup_abandoned()
@@ -303,6 +305,7 @@ def status(job_id: str) -> dict:
         "retrying": state == JobState.RUNNING and bool(meta.get("retrying")),
         "retries": meta.get("retries", 0),
         "note": _waiting_note(job.origin, redis) if state == JobState.QUEUED else None,
+        "kept_package": meta.get("kept_package") if meta.get("kept_package") and kept.path_for(job_id) else None,
     }
     return result
 
@@ -402,9 +405,11 @@ def cleanup_abandoned(force: bool = False) -> None:
 
 
 def maintenance() -> None:
-    """For a periodic timer in the app: recover abandoned jobs; sweep local temp folders."""
+    """For a periodic timer in the app: recover abandoned jobs; sweep local temp folders and
+    expired kept packages."""
     cleanup_abandoned(force=True)
     workdirs.sweep(connection())
+    kept.sweep()
 
 
 # ------------------------------------------------------------------ helpers

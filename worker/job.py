@@ -25,7 +25,7 @@ from pathlib import Path
 from converters.errors import HubUnavailable, UserInputError
 from converters.source import HubReference, download
 
-from . import card, hub, settings, tokens, workdirs
+from . import card, hub, kept, settings, tokens, workdirs
 from .conversion import convert_and_validate
 from .lifecycle import timeout_message
 from .repo_lock import repo_lock
@@ -62,6 +62,7 @@ def run(spec: dict) -> dict:
     handler = LogTailHandler(progress)
     logging.getLogger().addHandler(handler)
     watchdog = _watchdog(progress, job.timeout)
+    workdir = None
     try:
         token = tokens.load(connection, job.id)
         progress.redact = Redactor(token)
@@ -74,11 +75,13 @@ def run(spec: dict) -> dict:
         progress.set(ended_at=now_iso())
         return result
     except UserInputError as error:
+        keep_if_push_failed(progress, workdir)
         _fail(progress, str(error), ErrorKind.USER_INPUT)
     except ValidationFailed as error:
         _fail(progress, str(error), ErrorKind.VALIDATION)
     except HubUnavailable as error:
         pushing = progress.job.meta.get("stage") == "push"  # push_errors says what a failed push left
+        keep_if_push_failed(progress, workdir)
         retried = progress.job.meta.get("retries", 0)
         message = str(error) + ("" if pushing else " Nothing was pushed.")
         if retried:
@@ -99,6 +102,23 @@ def run(spec: dict) -> dict:
         logging.getLogger().removeHandler(handler)
         tokens.delete(connection, job.id)
         workdirs.remove(job.id)
+
+
+def keep_if_push_failed(progress: JobProgress, workdir: Path | None) -> None:
+    """A push the Hub refused after the package converted and passed its checks: keep the
+    package(s) as one zip for the page's download (worker/kept.py), and say so in the job's
+    status. A failure here is only logged: why the push failed is what the user must see."""
+    meta = progress.job.meta
+    if workdir is None or meta.get("stage") != "push" or (meta.get("validation") or {}).get("passed") is not True:
+        return
+    packages = [p["path"] for p in (meta.get("report") or {}).get("packages") or [] if p.get("path")]
+    try:
+        info = kept.keep(progress.job.id, workdir / "out", packages, (meta.get("push_target") or "package").split("/")[-1])
+    except Exception as error:  # noqa: BLE001 - never hide why the push failed
+        log.warning("job %s: could not keep its package: %s", progress.job.id, type(error).__name__)
+        return
+    if info:
+        progress.set(kept_package=info)
 
 
 def _watchdog(progress: JobProgress, timeout: int | None) -> threading.Timer | None:

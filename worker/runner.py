@@ -20,7 +20,7 @@ import warnings
 
 from rq.worker import SpawnWorker, Worker
 
-from . import capabilities, lifecycle, settings, workdirs
+from . import capabilities, kept, lifecycle, settings, workdirs
 from .job import JobFailed
 from .queues import SERIALIZER, connect
 
@@ -52,6 +52,7 @@ class _ConverterWorkerMixin:
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
         workdirs.sweep(self.connection)
+        kept.sweep()  # packages of failed pushes, past their time
 
     def handle_exception(self, job, *exc_info):
         # A job that ended as its message says (fix the request, validation failed, the Hub
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot reach Redis at {redact_url(args.url)}: {error}", file=sys.stderr)
         return 2
     workdirs.sweep(connection)  # folders of jobs that ended while no worker was here
+    kept.sweep()
     if not spawn:
         preload()
     worker_class = ConverterSpawnWorker if spawn else ConverterWorker

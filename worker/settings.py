@@ -133,3 +133,13 @@ def layers_per_chunk() -> int | None:
     size, and small models whole). A worker with little memory can chunk smaller."""
     value = _int("COREML_CONVERTER_LAYERS_PER_CHUNK", -1)
     return None if value < 0 else value
+
+
+def kept_ttl() -> int:
+    """Seconds a package whose push failed stays downloadable (worker/kept.py)."""
+    return _int("COREML_CONVERTER_KEPT_TTL", 24 * 3600)
+
+
+def kept_bytes() -> int:
+    """Bytes all kept packages (pushes that failed) may hold together; 0: no limit."""
+    return _int("COREML_CONVERTER_KEPT_BYTES", 20 * 10**9)
