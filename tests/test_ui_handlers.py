@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -166,6 +167,24 @@ def test_a_failed_download_is_said_above_the_outcome_without_the_token(page, mon
                                                                "error") + render.outcome(status))
     assert shown[page.results.download_file]["visible"] is False
     assert shown[page.results.download_button]["value"] == results.DOWNLOAD_LABEL
+
+
+def test_a_kept_package_is_served_to_its_owner_only(page, monkeypatch, tmp_path):
+    """A push that failed after the checks passed: the zip the worker kept, to the job's owner."""
+    kept_zip = tmp_path / "tiny-coreml.zip"
+    kept_zip.write_bytes(b"PK zip")
+    status = {"job_id": "job-1", "user": "bob", "state": "failed", "pushed": False,
+              "kept_package": {"file": kept_zip.name, "size_bytes": 6, "expires_at": "2026-11-25T12:00:00+00:00"}}
+    monkeypatch.setattr(results.api, "status", lambda job_id: status)
+    monkeypatch.setattr(results.package_zip.kept, "path_for", lambda job_id: kept_zip if job_id == "job-1" else None)
+    monkeypatch.setattr(results.package_zip, "build_zip", lambda *a: pytest.fail("a kept package is not fetched from the Hub"))
+    data = {page.session: SESSION, page.job: "job-1"}
+    assert results.download(page, data, None, None)[page.results.outcome_html] == render.message(
+        "There is no package to download.", "error")  # alice asks for bob's job
+    status["user"] = "alice"
+    served = results.download(page, data, None, None)[page.results.download_file]
+    assert served["visible"] is True and Path(served["value"]).read_bytes() == b"PK zip"
+    assert Path(served["value"]).name == kept_zip.name and Path(served["value"]) != kept_zip
 
 
 def test_a_try_without_a_package_and_a_refused_try(page, monkeypatch):

@@ -440,6 +440,19 @@ def test_a_push_refused_after_the_work_says_the_model_converted():
     assert "cannot be converted as given" not in html and "(during:" not in html
 
 
+def test_a_push_refused_after_the_work_offers_the_kept_package():
+    failed = status(state="failed", stage="push", error_kind="user_input", validation={"passed": True, "checks": []},
+                    error="Your token may not create or write to alice/tiny-bert-coreml: it is read-only.",
+                    kept_package={"file": "tiny-bert-coreml.zip", "size_bytes": 2_500_000,
+                                  "expires_at": "2026-11-25T12:00:00+00:00"})
+    html = render.outcome(failed)
+    assert ("Your model converted and passed its checks, but it could not be pushed to alice/tiny-bert-coreml."
+            in html and 'data-kept="yes"' in html and "it is read-only" in html)
+    assert ("Download the package below (2.5 MB zip, kept until 2026-11-25 12:00 UTC), or fix the access and "
+            "convert again.") in html
+    assert "cannot be converted as given" not in html and "--" not in html and "Report this problem" not in html
+
+
 def test_try_says_what_runs_and_what_the_numbers_mean():
     status_ = {"options": {"format": "coreai"}}
     assert "runs the pushed .aimodel in Apple's Core AI runtime" in render.try_note("generate", status_)

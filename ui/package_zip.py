@@ -1,10 +1,13 @@
 """The "Download the package" button: fetch the pushed package(s) back from the Hub (the
 exact commit the job made, with the user's token, so private repos and pull requests
-work) and zip them. The worker keeps nothing after a job, so the Hub is the source.
+work) and zip them. The worker keeps nothing after a pushed job, so the Hub is the source;
+when the push failed after the package passed its checks, the worker kept it as a zip
+(worker/kept.py), served from there.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from converters.errors import UserInputError
 from converters.source import HubReference, hub_api, hub_errors
+from worker import kept
 
 _COMMIT = re.compile(r"/commit/([0-9a-fA-F]{7,64})/?$")
 KEEP_SECONDS = 3600  # zips older than this are removed (Gradio has copied them by then)
@@ -38,13 +42,33 @@ def pushed_revision(status: dict) -> str | None:
 
 
 def can_download(status: dict | None) -> bool:
+    return pushed_package(status) or bool(status and status.get("kept_package"))
+
+
+def pushed_package(status: dict | None) -> bool:
     return bool(status) and status.get("state") == "finished" and bool(status.get("pushed")) \
         and bool(package_paths(status)) and bool(status.get("push_target"))
 
 
+def kept_zip(status: dict) -> Path:
+    """A copy of the zip the worker kept for a job whose push failed, in a folder Gradio
+    serves from (the state folder is not one); a hard link when it can, so no second copy."""
+    source = kept.path_for(status.get("job_id") or "") if status.get("kept_package") else None
+    if source is None:
+        raise UserInputError("The package of this job is no longer kept (it is kept for a limited time): "
+                             "convert it again.")
+    sweep()
+    copy = Path(tempfile.mkdtemp(prefix="kept-", dir=zip_root())) / source.name
+    try:
+        os.link(source, copy)
+    except OSError:  # another file system
+        shutil.copyfile(source, copy)
+    return copy
+
+
 def build_zip(status: dict, token: str | None, workdir: Path | None = None) -> Path:
     """Download the job's packages from the Hub and zip them; returns the zip's path."""
-    if not can_download(status):
+    if not pushed_package(status):
         raise UserInputError("There is no pushed package to download for this job.")
     repo_id = status["push_target"]
     revision = pushed_revision(status)

@@ -434,6 +434,8 @@ def _failure(status: dict, report_url: str | None) -> str:
     if stage == "push" and kind == "user_input" and validated:
         # The work was done: say so, and that only the push was refused.
         lead, where = "The model converted and passed validation, but it could not be pushed.", ""
+    if status.get("kept_package"):
+        return _kept_after_failed_push(status, error, kind)
     report = ""
     lossy = bool(((_validation(status) or {}).get("quality") or {}).get("scheme"))  # a size to choose, not a fault
     if report_url and kind in ("validation", "internal") and not float32_is_the_remedy(status) and not lossy:
@@ -443,6 +445,21 @@ def _failure(status: dict, report_url: str | None) -> str:
         f'<div class="cm-error" data-role="error" data-kind="{escape(kind or "")}">'
         f"<strong>{escape(lead)}</strong>{escape(where)}<div data-role='error-message'>{escape(error)}</div>"
         f"{report}</div>"
+    )
+
+
+def _kept_after_failed_push(status: dict, error: str, kind: str | None) -> str:
+    """The push failed after the package passed its checks, and the service kept the package:
+    say it converted, why the push failed, and that it can be downloaded (the button below)."""
+    kept = status["kept_package"]
+    target = status.get("push_target") or "your repo"
+    until = when(kept.get("expires_at"))
+    note = f"Download the package below ({size(kept.get('size_bytes'))} zip, kept until {until}), or fix the access and convert again."
+    return (
+        f'<div class="cm-error" data-role="error" data-kind="{escape(kind or "")}" data-kept="yes">'
+        f"<strong>{escape(f'Your model converted and passed its checks, but it could not be pushed to {target}.')}</strong>"
+        f"<div data-role='error-message'>{escape(error)}</div>"
+        f"<div data-role='kept-package'>{escape(note)}</div></div>"
     )
 
 
