@@ -399,6 +399,39 @@ def test_choices_for_another_model_are_reset_and_a_repo_you_cannot_write_is_refu
     screenshot(page, tmp_path, "2e-wrong-repo-refused-before-any-work")
 
 
+def test_a_push_refused_at_the_end_says_it_converted_and_offers_the_package(page, service, tmp_path):
+    """Write access passed the check at submit, then was lost before the push: the page says the
+    model converted and passed, why the push failed, and hands over the package it kept."""
+    target = f"{OWNER}/browser-refused-at-push"
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    choose_model(page, repos.TINY)
+    set_options(page, "8")
+    page.fill("#push-repo textarea, #push-repo input", target)
+    submit(page)
+    service.hub.inject_fault(target, status=403)  # after the check at submit: the job meets it at the push
+    try:
+        assert watch_job(page)[-1][0] == "failed"
+    finally:
+        service.hub.clear_faults(target)
+    error = page.locator("#job-outcome [data-role=error][data-kept=yes]")
+    error.wait_for()
+    text = error.inner_text()
+    assert f"Your model converted and passed its checks, but it could not be pushed to {target}." in text
+    assert f"may not create or write to {target}" in text and "Download the package below" in text
+    assert "or fix the access and convert again" in text and "--" not in text and "cannot be converted" not in text
+    page.click("#download")
+    file_link = page.wait_for_selector("#download-file a[href*='.zip']")
+    with page.expect_download() as download:
+        file_link.click()
+    archive = tmp_path / download.value.suggested_filename
+    download.value.save_as(archive)
+    assert archive.name == "browser-refused-at-push.zip"
+    assert "job-bert.mlpackage/Manifest.json" in zipfile.ZipFile(archive).namelist()
+    assert OWNER_TOKEN not in page_text(page)
+    screenshot(page, tmp_path, "2f-push-refused-package-offered")
+
+
 def test_convert_waits_for_a_request_that_can_run(page, tmp_path):
     """A stateful KV cache needs iOS 18: with the default iOS 17 the form says so and Convert
     stays disabled (nothing is queued to fail at Check); choosing iOS 18 enables it."""
