@@ -392,3 +392,31 @@ def test_where_the_result_goes_is_checked_from_the_account_before_any_work():
     with pytest.raises(UserInputError, match="your role in team is read-only"):
         check_push_access(build(user="bob", push_repo="team/x"), account(orgs=[("team", "read")]))
     check_push_access(build(user="bob", push="pull-request"), account())  # a write token may open one
+
+
+# ---------------------------------------------------------------------- packages kept after a failed push
+
+
+def test_kept_packages_fit_their_budget_oldest_first_and_expire(monkeypatch, tmp_path):
+    import os
+    import time
+
+    from worker import kept
+
+    monkeypatch.setenv("COREML_CONVERTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("COREML_CONVERTER_KEPT_TTL", "3600")
+    out = tmp_path / "out"
+    (out / "m.mlpackage" / "Data").mkdir(parents=True)
+    (out / "m.mlpackage" / "Data" / "weight.bin").write_bytes(os.urandom(4000))  # incompressible
+    monkeypatch.setenv("COREML_CONVERTER_KEPT_BYTES", "10000")
+    first = kept.keep("cv-1", out, ["m.mlpackage"], "alice/x")
+    assert first["file"] == "alice-x.zip" and first["size_bytes"] > 4000 and kept.path_for("cv-1")
+    old = time.time() - 60
+    os.utime(kept.folder("cv-1"), (old, old))
+    kept.keep("cv-2", out, ["m.mlpackage"], "y")
+    kept.keep("cv-3", out, ["m.mlpackage"], "z")  # over the budget: the oldest (cv-1) goes
+    assert kept.path_for("cv-1") is None and kept.path_for("cv-2") and kept.path_for("cv-3")
+    monkeypatch.setenv("COREML_CONVERTER_KEPT_BYTES", "100")
+    assert kept.keep("cv-4", out, ["m.mlpackage"], "w") is None and not kept.folder("cv-4").exists()  # alone too big
+    assert kept.sweep() == [] and sorted(kept.sweep(now=time.time() + 3601)) == ["cv-2", "cv-3"]
+    assert not list(kept.root().iterdir())
