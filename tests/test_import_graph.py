@@ -25,7 +25,8 @@ FLOORS: list[tuple[str, ...]] = [
     # the small shared modules: the option and task tables, input checks, the typed report
     ("converters.options", "converters.tasks", "converters.configs.attributes", "converters.integrity",
      "converters.diagnose", "converters.metadata", "converters.package_info", "converters.source",
-     "converters.source_tokenizer", "converters.report", "converters.chunks", "converters.float16_safe"),
+     "converters.source_tokenizer", "converters.report", "converters.chunks", "converters.float16_safe",
+     "converters.tolerances"),
     # the families: one config class per architecture family, and the registry
     ("converters.configs",),
     # compression, before saving (the scheme table is its own module, below both compressors)

@@ -13,7 +13,7 @@ from transformers import AutoConfig
 
 from ..errors import UnsupportedArchitecture, UserInputError
 from ..tasks import ModelTasks, automatic_task
-from .base import ExportConfig, InputSpec, OutputSpec, Tolerances
+from .base import ExportConfig, InputSpec, OutputSpec
 from .generic import generic_config_class
 from .seq2seq import Seq2SeqConfig
 from .text import BertConfig, DebertaV2Config, DecoderConfig, DistilBertConfig, MobileBertConfig, ModernBertConfig
@@ -98,7 +98,6 @@ __all__ = [
     "ExportConfig",
     "InputSpec",
     "OutputSpec",
-    "Tolerances",
     "config_class_for",
     "model_tasks",
     "supported_tasks",

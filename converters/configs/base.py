@@ -7,14 +7,14 @@ A config answers, for a model config + task + options:
 - which packages to build (`parts`: one, or encoder and decoder),
 - each package's inputs and outputs (names, shapes, dtypes, descriptions, post-processing),
 - how to wrap the transformers model so its forward takes exactly those inputs,
-- example inputs for tracing, quirks a backend must handle, validation tolerances.
+- example inputs for tracing, quirks a backend must handle, its element-wise validation
+  thresholds (`tolerances`: plain data that validation reads; the checks live in validation/).
 Subclasses override the small hooks; the pipeline in `converters/export.py` does the rest.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from enum import Enum
 
 import torch
@@ -22,6 +22,7 @@ import torch
 from ..errors import UserInputError
 from ..options import TOLERANCES, ConversionOptions, meets
 from ..tasks import TASKS
+from ..tolerances import Tolerances
 from .attributes import ModelAttributes
 
 SEQ = "seq"  # marks the sequence-length axis in a shape (fixed, enumerated or a range, per options)
@@ -65,85 +66,6 @@ class OutputSpec:
     kind: OutputKind = OutputKind.VALUES
 
 
-@dataclass(frozen=True)
-class QualityBar:
-    """What a compressed (lossy) package must still do, judged on real inputs against the
-    fp32 PyTorch model (converters/validation/quality.py). Element-wise differences do not
-    fit a lossy package; these measure what a user sees: the same next token, nearly the
-    same distribution, nearly the same perplexity on real text, the same label."""
-
-    min_top1: float  # next-token (or per-token label) agreement on real text
-    max_kl: float  # mean KL(PyTorch || package) per position, nats
-    max_perplexity_ratio: float  # package perplexity / PyTorch perplexity on the passage
-    min_cosine: float  # embeddings, probabilities and other values
-    label_margin: float  # a classifier's label may flip only where PyTorch's top-2 margin is below this
-    reason: str = ""
-
-
-# Per compression scheme ("effective precision"). The perplexity bars are the issue's
-# acceptance bars (int8 1.05, lut6 1.10, 4-bit 1.40; lut8 is at least as fine as int8). The
-# KL bar is the log of the perplexity bar: the mean KL is the expected extra nats per token,
-# which is what log(perplexity ratio) measures on the one passage, so the two bars agree
-# and KL (a per-position average over the whole distribution) is the steadier of the two.
-# Top-1 floors, from SmolLM2-135M on the passage (data-free coremltools compression):
-# int8 per channel reaches 0.96-0.97 at KL 0.005, lut6 (a substitute 1-D k-means) 0.76 at
-# KL 0.17, naive int4 per block 32 0.59 at KL 0.62, naive lut4 0.33 at KL 1.45.
-# 8-bit floors sit at 0.90 (~8 positions of slack in 121: near-ties flip freely); 6-bit at
-# 0.85; 4-bit at 0.70, about where that KL/top-1 relation crosses the 4-bit KL bar (ln 1.4),
-# so a 4-bit package that meets its perplexity bar is not failed by top-1 alone. Cosine
-# floors (embeddings, probabilities, other values; estimates, not yet measured on a real
-# embedder): each bit removed costs ~6 dB of weight SNR, so 0.99 / 0.98 / 0.95 for 8 / 6 / 4
-# bits. A classifier's label may flip only where PyTorch's top-2 probability margin is below
-# the noise each scheme adds to a probability (0.02 / 0.05 / 0.10).
-def _reason(what: str, ratio: float) -> str:
-    """The bar in a reader's words: what a perplexity ratio means for the text the model writes."""
-    less = round(100 - 100 / ratio)  # perplexity is 1 / the geometric-mean probability of each right word
-    return (f"{what}: on real text, the right next word may get at most about {less}% less probability than from "
-            f"the original ({ratio:.2f}x its perplexity): generated text stays close to the original's, though it can "
-            "take another word where the original hesitated")
-
-
-COMPRESSED_QUALITY = {
-    "int8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, _reason("8-bit weights", 1.05)),
-    "lut8": QualityBar(0.90, math.log(1.05), 1.05, 0.99, 0.02, _reason("8-bit palettes", 1.05)),
-    "lut6": QualityBar(0.85, math.log(1.10), 1.10, 0.98, 0.05, _reason("6-bit palettes", 1.10)),
-    "int4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, _reason("4-bit weights", 1.40)),
-    "lut4": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, _reason("4-bit palettes", 1.40)),
-    "mixed": QualityBar(0.70, math.log(1.40), 1.40, 0.95, 0.10, _reason("4-bit layers with 8-bit embeddings and head", 1.40)),
-}
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Validation thresholds (converters/validation), per effective precision: "float32"
-    (an fp32 package run exactly) or "float16" (fp16 weights or fp16 device emulation);
-    a compressed package's effective precision is its scheme ("int8", "lut6", ...), judged
-    by `compressed[scheme]` (a QualityBar) in both modes instead of atol/PSNR.
-
-    atol is relative to the output's scale: |diff| <= atol * max(1, max|reference|).
-    """
-
-    atol: dict = field(default_factory=lambda: {"float32": 1e-3, "float16": 5e-2})
-    min_psnr: dict = field(default_factory=lambda: {"float32": 60.0, "float16": 30.0})
-    min_top1: dict = field(default_factory=lambda: {"float32": 1.0, "float16": 0.95})
-    min_cosine: dict = field(default_factory=lambda: {"float32": 0.9999, "float16": 0.995})
-    min_label_agreement: dict = field(default_factory=lambda: {"float32": 0.99, "float16": 0.95})
-    # Compressed packages: quality bars by scheme (the element-wise fields above do not apply).
-    compressed: dict = field(default_factory=lambda: dict(COMPRESSED_QUALITY))
-
-    def scaled(self, factor: float) -> "Tolerances":
-        """Thresholds `factor` times as permissive in max difference, with the PSNR floor moved
-        by the same ratio in dB; agreement and similarity floors stay (they are not scales)."""
-        if factor == 1.0:
-            return self
-        shift = 20 * math.log10(factor)
-        return replace(
-            self,
-            atol={k: v * factor for k, v in self.atol.items()},
-            min_psnr={k: v - shift for k, v in self.min_psnr.items()},
-        )
-
-
 class ExportConfig:
     modality = "text"
     family = ""  # "decoder", "encoder", "encoder-decoder", "vision": the wrappers it uses
@@ -151,6 +73,9 @@ class ExportConfig:
     supports_kv_cache = False  # True for decoders that can export a stateful KV cache
     # The tasks this family can serve; those transformers has no model class for are dropped.
     supported_tasks: tuple[str, ...] = ()
+    # Element-wise validation thresholds, as data: validation (and the form) read them; the
+    # type sits on the shared floor (converters/tolerances.py) since configs import nothing
+    # above them. Compressed packages are judged by their scheme's bar instead (validation/).
     tolerances = Tolerances()
     # Graph features a backend must handle specially, by name (a backend maps each to its own
     # fix: the Core ML backend to op converters in backends/coreml_patches.py).

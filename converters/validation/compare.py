@@ -1,7 +1,7 @@
 """Comparing a package's outputs with PyTorch's: the numbers every check row reports.
 
 Each check is a row (report.Check): which output, which mode, which metric, its value, the
-threshold and whether it passed. Thresholds come from the architecture's config (`Tolerances`).
+threshold and whether it passed. Thresholds come from the architecture's config (its `Tolerances`, converters/tolerances.py).
 """
 
 from __future__ import annotations

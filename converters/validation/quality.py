@@ -2,7 +2,7 @@
 
 A compressed package (int8, int4, palettised weights) differs from PyTorch everywhere by
 design, so element-wise bounds (max difference, PSNR) do not fit it. Instead, per scheme
-(`Tolerances.compressed`, a `QualityBar`), in each mode:
+(a `QualityBar`, quality_bars.py), in each mode:
 
 - text generation, over a real public-domain passage (passage.txt, ~128 tokens):
   * top1_agreement: share of positions whose most likely next token is PyTorch's;
@@ -24,9 +24,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..configs.base import OutputKind, QualityBar
+from ..configs.base import OutputKind
 from .compare import Check, Rows, classifier_reading, cosine_similarity, finite_share, label_agreement
 from .inputs import InputSet, _ids, sequence_lengths
+from .quality_bars import COMPRESSED_QUALITY, QualityBar
 
 PASSAGE_FILE = Path(__file__).with_name("passage.txt")
 
@@ -38,7 +39,7 @@ def scheme(cfg) -> str | None:
 
 
 def bar_for(cfg) -> QualityBar | None:
-    return cfg.validation_tolerances().compressed.get(scheme(cfg))
+    return COMPRESSED_QUALITY.get(scheme(cfg))
 
 
 def passage() -> str:
