@@ -162,6 +162,14 @@ def test_compose_app_and_workers_share_the_queue_and_the_token_key():
     assert any(p.endswith(f":{app['GRADIO_SERVER_PORT']}") for p in services["app"]["ports"])
 
 
+def test_compose_app_and_workers_share_the_state_folder():
+    """A package kept after a refused push is written by a worker and served by the app."""
+    services = compose()["services"]
+    state = re.search(r"COREML_CONVERTER_STATE_DIR=(\S+)", (ROOT / "Dockerfile").read_text()).group(1)
+    mounts = [{m.split(":")[0] for m in services[name]["volumes"] if m.split(":")[1] == state} for name in ("app", "worker")]
+    assert mounts[0] and mounts[0] == mounts[1] and next(iter(mounts[0])) in compose()["volumes"]
+
+
 def test_the_compose_env_example_names_every_required_variable():
     required = set(re.findall(r"\$\{(\w+):\?", (ROOT / "docker-compose.yml").read_text()))
     example = (ROOT / "deploy" / "compose.env.example").read_text()
