@@ -58,7 +58,8 @@ def _flag_help(option: Option) -> str:
     return text.replace("%", "%%") + f" Default: {option.default}."
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
+    """Library warnings and progress bars off (both command lines: this one and validate_package)."""
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -68,7 +69,7 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
-        _quiet_libraries()
+        quiet_libraries()
     try:
         options = ConversionOptions.from_dict(vars(args))  # the option table's flags; unset: defaults
         hub_name = hub_name_option(args.hub_name)

@@ -305,7 +305,7 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
 def _validate(plan: Plan, model, packages: list[tuple], validate: bool, progress: Progress, timings: dict) -> dict:
     # Deferred: validation loads coremltools (the reference executor); a conversion loads it only
     # when it validates or makes a Core ML package.
-    from .validation.validate import skipped, validate as validate_packages
+    from .validation.checks import skipped, validate as validate_packages
 
     if not validate:
         plan.warnings.append("Validation was skipped: nothing checks that these packages compute what the model computes.")

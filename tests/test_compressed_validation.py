@@ -147,7 +147,7 @@ def test_unpack_bits_lsb_first():
 
 
 def _validate_as(package: Path, source: Path, scheme: str, monkeypatch) -> dict:
-    import converters.validate as validate_cli
+    import converters.validate_package as validate_cli
 
     read = validate_cli.options_from_package
     # The packages are compressed by hand here; their options say which scheme they carry.
@@ -217,7 +217,7 @@ def test_a_scheme_without_a_quality_bar_cannot_be_judged(float_packages, tiny_mo
 
 
 def test_float_package_keeps_element_wise_checks(float_packages, tiny_model):
-    import converters.validate as validate_cli
+    import converters.validate_package as validate_cli
 
     validation = validate_cli.validate_package(float_packages("iOS18"), str(tiny_model("llama")), "text-generation")["validation"]
     metrics = {c["metric"] for c in validation["checks"]}
@@ -252,7 +252,7 @@ def _tiny_classifier(folder: Path) -> Path:
     ("distilbert", "feature-extraction", {"cosine_similarity", "finite_share"}),
 ])
 def test_classifier_and_embedder_quality_rows(model_type, task, metrics, tiny_model, tmp_path, monkeypatch):
-    import converters.validate as validate_cli
+    import converters.validate_package as validate_cli
 
     options = ConversionOptions.from_strings(sequence_length=12, minimum_deployment_target="iOS18")
     source = _tiny_classifier(tmp_path / "classifier") if model_type == "bert-classifier" else tiny_model(model_type)

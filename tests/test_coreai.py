@@ -260,7 +260,7 @@ def test_a_slow_float16_validation_is_announced_with_the_float32_alternative(rea
 
 
 def test_the_validation_command_checks_a_saved_aimodel(tiny_model, tmp_path):
-    from converters.validate import validate_package
+    from converters.validate_package import validate_package
 
     folder = tiny_model("bert")
     package = convert(str(folder), "fill-mask", tmp_path, _options(), validate=False).packages[0]

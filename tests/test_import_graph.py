@@ -45,7 +45,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("converters.export", "converters.try_it", "converters.supported"),
     # the command lines
     ("converters.__main__",),
-    ("converters.validate",),
+    ("converters.validate_package",),
     # the job service
     ("worker",),
     # the web UI's helpers

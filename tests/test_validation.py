@@ -14,7 +14,7 @@ import pytest
 from converters.__main__ import main as convert_main
 from converters.export import convert
 from converters.options import ConversionOptions
-from converters.validate import main as validate_main
+from converters.validate_package import main as validate_main
 from converters.validation import executor as executor_module
 from tests.models import build_model
 

@@ -134,7 +134,7 @@ def top1_floor(min_top1: float, positions: int) -> float:
 
 def compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, bar: QualityBar) -> list[Check]:
     """A compressed package's rows for one input set: the element-wise rows of
-    validate._compare replaced by agreement and similarity against the scheme's bar."""
+    checks._compare replaced by agreement and similarity against the scheme's bar."""
     rows = Rows(part, inputs.name, mode)
     row = rows.add
     labels = cfg.class_labels()
