@@ -280,7 +280,7 @@ def perplexities(numbers: dict) -> str:
 
 
 def bar_reason(validation: dict | None) -> str:
-    """Why the scheme's quality bar is where it is (configs/base.py COMPRESSED_QUALITY)."""
+    """Why the scheme's quality bar is where it is (validation/quality_bars.py COMPRESSED_QUALITY)."""
     return ((((validation or {}).get("quality") or {}).get("bar")) or {}).get("reason") or ""
 
 
