@@ -525,32 +525,3 @@ class ConversionReport:
 
     def failures(self) -> list[str]:
         return self.validation.failures()
-
-
-# The continuation check in words, the same on the page, in the card and in the CLI.
-
-
-def continuation_reach(continuation) -> str:
-    """How far the continuation went, in tokens, as counted."""
-    wrote = len(continuation.pytorch_token_ids or [])
-    budget = continuation.new_tokens
-    if budget and wrote < budget:
-        return f"up to {budget} new tokens; PyTorch wrote {wrote} and stopped at its end-of-text token"
-    return f"{wrote or budget} new tokens"
-
-
-def continuation_verdict(run) -> str:
-    """What the check counted, in words: all the same, the same up to a near-tie, or where they part."""
-    same, compared = run.matching_tokens, run.tokens_compared
-    if run.passed is None or same is None:
-        return run.note or "not checked"
-    if run.error:
-        return "could not be run"
-    if run.passed and (compared is None or same >= compared):  # older reports did not say what was compared
-        return f"the same {same} token{'s' if same != 1 else ''}"
-    if run.passed:
-        return (f"the same first {same} token{'s' if same != 1 else ''}; at token {same + 1} PyTorch itself was torn "
-                "between its word and the package's (a near-tie, which float16 rounding may tip), so the texts after "
-                "it are not compared")
-    of = f" of {compared}" if compared else ""
-    return f"differs at token {same + 1}{of}: the first {same} are the same"

@@ -102,14 +102,6 @@ def estimates(weights, options, task: str | None = None) -> dict[str, int]:
             for scheme in CHOICES}
 
 
-def megabytes(size_bytes: int | float) -> str:
-    """A package size as shown next to the choices and in reports: '0.15 MB', '6.8 MB', '1,350 MB'."""
-    mb = size_bytes / 1e6
-    if mb >= 10:
-        return f"{mb:,.0f} MB"
-    return f"{mb:.1f} MB" if mb >= 1 else f"{mb:.2f} MB"
-
-
 # ---------------------------------------------------------------------- the model's weights
 
 

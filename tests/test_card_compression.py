@@ -11,8 +11,9 @@ import json
 
 import pytest
 
-from converters.size_estimate import megabytes
+from converters import wording
 from converters.transforms.compress import SCHEMES
+from converters.wording import megabytes
 from worker import card
 
 
@@ -80,18 +81,18 @@ def test_where_the_model_can_run_names_the_unit_the_scheme_suits(compressed):
     units = compressed["validation"]["compute_units"]["model"]["units"]
     words = [card.UNIT_WORDS[units[key]] for key in ("cpu", "gpu", "neural_engine")]
     assert "| model | " + " | ".join(words) + " |" in where
-    assert f"- {card.PLACEMENT_NOTES['int8']}" in where and f"- {card.DECOMPRESSION_NOTE}" in where
+    assert f"- {wording.PLACEMENT_NOTES['int8']}" in where and f"- {wording.DECOMPRESSION_NOTE}" in where
     float_where = section(body(uncompressed(compressed)), "Where the model can run")
     assert "| model |" in float_where and "coremltools" not in float_where
 
 
 def test_every_scheme_has_a_placement_note_from_the_guide():
     for scheme in SCHEMES:
-        assert card.placement_note(scheme), scheme
-    assert card.placement_note("none") is None and card.placement_note(None) is None
-    assert card.placement_note("lut4") == card.placement_note("lut6") == card.placement_note("lut8")
-    assert "GPU" in card.placement_note("int4") and "GPU" in card.placement_note("mixed")
-    assert "Neural Engine" in card.placement_note("int8") and "Neural Engine" in card.placement_note("lut6")
+        assert wording.placement_note(scheme), scheme
+    assert wording.placement_note("none") is None and wording.placement_note(None) is None
+    assert wording.placement_note("lut4") == wording.placement_note("lut6") == wording.placement_note("lut8")
+    assert "GPU" in wording.placement_note("int4") and "GPU" in wording.placement_note("mixed")
+    assert "Neural Engine" in wording.placement_note("int8") and "Neural Engine" in wording.placement_note("lut6")
 
 
 def test_an_uncompressed_card_has_no_compression_section(compressed):

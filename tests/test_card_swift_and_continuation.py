@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from converters import wording
 from worker import card
 
 OPTIONS = {"precision": "float16", "sequence_length": "128", "minimum_deployment_target": "iOS17",
@@ -166,9 +167,9 @@ def test_no_continuation_section_without_runs(validation):
 
 
 def test_continuation_label_names_real_core_ml_units_and_other_packages():
-    assert card.continuation_label({"mode": "coreml-CPU_AND_GPU"}) == "Core ML (CPU_AND_GPU)"
-    assert card.continuation_label({"package": "decoder", "mode": "fp16"}) == "Core ML (decoder, fp16)"
-    assert card.continuation_label({"mode": "coreai"}) == "Core AI (runtime)"
+    assert wording.continuation_label({"mode": "coreml-CPU_AND_GPU"}) == "Core ML (CPU_AND_GPU)"
+    assert wording.continuation_label({"package": "decoder", "mode": "fp16"}) == "Core ML (decoder, fp16)"
+    assert wording.continuation_label({"mode": "coreai"}) == "Core AI (runtime)"
 
 
 def test_a_run_that_failed_or_was_not_checked_says_why_in_the_card():

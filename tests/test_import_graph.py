@@ -11,6 +11,8 @@ else to the package. docs/architecture.md ("Floors") says what each floor is for
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,11 +24,11 @@ SOURCES = ("app.py", "converters", "worker", "ui", "bench")
 FLOORS: list[tuple[str, ...]] = [
     # the ground: nothing of the project below it
     ("converters", "converters.errors", "converters.memory"),
-    # the small shared modules: the option and task tables, input checks, the typed report
+    # the small shared modules: the option and task tables, input checks, the typed report and its words
     ("converters.options", "converters.tasks", "converters.configs.attributes", "converters.integrity",
      "converters.diagnose", "converters.metadata", "converters.package_info", "converters.source",
      "converters.source_tokenizer", "converters.report", "converters.chunks", "converters.float16_safe",
-     "converters.tolerances"),
+     "converters.tolerances", "converters.wording"),
     # the families: one config class per architecture family, and the registry
     ("converters.configs",),
     # compression, before saving (the scheme table is its own module, below both compressors)
@@ -168,3 +170,11 @@ def test_no_import_runs_back_up_a_floor():
             if low is not None and high is not None and high > low:
                 upward.append(f"{_where(module)}:{line} (floor {low}) imports {target} (floor {high})")
     assert not upward, "imports that run back up a floor:\n  " + "\n  ".join(upward)
+
+
+def test_the_web_process_reads_the_report_and_its_words_without_torch():
+    """The web process imports the typed report and its words: neither loads torch."""
+    code = ("import sys, converters.report, converters.wording; "
+            "heavy = [m for m in ('torch', 'transformers', 'coremltools') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from converters import wording
 from ui import render
 
 CONTINUATION = {
@@ -82,8 +83,8 @@ def test_absent_or_empty_continuation_shows_nothing(validation):
 
 
 def test_labels():
-    assert render.continuation_label({"mode": "coreml-CPU_AND_NE"}) == "Core ML (CPU_AND_NE)"
-    assert render.continuation_label({"package": "decoder", "mode": "fp16"}) == "Core ML (decoder, fp16)"
+    assert wording.continuation_label({"mode": "coreml-CPU_AND_NE"}) == "Core ML (CPU_AND_NE)"
+    assert wording.continuation_label({"package": "decoder", "mode": "fp16"}) == "Core ML (decoder, fp16)"
 
 
 def test_a_run_that_failed_or_was_not_checked_says_why():

@@ -266,7 +266,7 @@ def finished(report: dict) -> dict:
 
 
 def test_the_compression_section_shows_scheme_sizes_and_quality_against_its_bar(compressed):
-    from converters.size_estimate import megabytes
+    from converters.wording import megabytes
 
     entry = compressed["packages"][0]["compression"]
     html = render.results(finished(compressed))
@@ -308,12 +308,12 @@ def test_a_quality_number_past_its_bar_is_marked(compressed):
 
 
 def test_where_the_model_can_run_says_which_unit_the_scheme_suits(compressed):
-    from worker import card
+    from converters import wording
 
     html = render.compute_units_section(compressed["validation"], compressed)
     notes = html.split('data-role="placement-notes"', 1)[1]
     assert '<li data-scheme="int8">' in notes and "Neural Engine" in notes.split("</li>")[0]
-    assert render.escape(card.DECOMPRESSION_NOTE) in notes
+    assert render.escape(wording.DECOMPRESSION_NOTE) in notes
     assert 'data-role="compute-units"' in html
     # float packages: no note; a compressed package without a compute-units analysis: the note alone
     assert "placement-notes" not in render.compute_units_section(compressed["validation"], _float(compressed))

@@ -9,8 +9,8 @@ from typing import Any
 
 from converters.errors import UserInputError
 from converters.options import OPTIONS, ConversionOptions, SequenceLength, meets
-from converters.size_estimate import megabytes
 from converters.tasks import TASKS
+from converters.wording import megabytes
 from worker.spec import NEW_REPO, PULL_REQUEST, JobSpec, default_repo_name
 
 RUNNER_CHOICES = [

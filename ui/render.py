@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from html import escape
 from urllib.parse import quote, urlencode
 
-from converters.report import (METRIC_LABELS, MODE_LABELS, ContinuationRun, ConversionReport, ValidationReport,
-                               continuation_reach, continuation_verdict)
+from converters import wording
+from converters.report import METRIC_LABELS, MODE_LABELS, ConversionReport, ValidationReport
 from converters.report import number as report_number
-from worker import card
+from converters.wording import continuation_reach, continuation_verdict
 from worker.progress import STAGES
 
 # The stages a job walks through, as the person reads them.
@@ -537,11 +537,6 @@ def continuation_section(validation: dict) -> str:
     )
 
 
-def continuation_label(run: dict) -> str:
-    """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)'; the package too when it is not the only one."""
-    return ContinuationRun.from_json(run).label
-
-
 def _texts(run, pytorch_text) -> str:
     """The package's text and PyTorch's, split where they part (when the report says where)."""
     extra = run.extra or {}
@@ -588,18 +583,18 @@ def compute_units_section(validation: dict, report: dict | None = None) -> str:
 
 
 def placement_notes(report: dict) -> str:
-    """One line per compression scheme in the report: the compute unit it suits (worker.card's
+    """One line per compression scheme in the report: the compute unit it suits (converters/wording.py's
     notes, from coremltools' guide), then how Core ML decompresses weights."""
     items, seen = [], set()
-    for _, entry in card.compressed_packages(report):
+    for _, entry in wording.compressed_packages(report):
         scheme = str(entry.get("scheme") or "")
-        note = card.placement_note(scheme)
+        note = wording.placement_note(scheme)
         if note and note not in seen:
             seen.add(note)
             items.append(f'<li data-scheme="{escape(scheme)}">{escape(note)}</li>')
     if not items:
         return ""
-    items.append(f"<li>{escape(card.DECOMPRESSION_NOTE)}</li>")
+    items.append(f"<li>{escape(wording.DECOMPRESSION_NOTE)}</li>")
     return f'<ul class="cm-muted" data-role="placement-notes">{"".join(items)}</ul>'
 
 
@@ -610,7 +605,7 @@ def compression_section(report: dict, validation: dict | None = None) -> str:
     """Each compressed package: scheme, method, granularity, bits per weight, size before and
     after, weights compressed and left float; then its quality on real text, each number next to
     the scheme's bar, and why the bar is there. Float packages: nothing."""
-    packages = card.compressed_packages(report)
+    packages = wording.compressed_packages(report)
     if not packages:
         return ""
     schemes = ", ".join(dict.fromkeys(str(entry.get("scheme")) for _, entry in packages))
@@ -619,8 +614,8 @@ def compression_section(report: dict, validation: dict | None = None) -> str:
         f"<td>{escape(part)}</td><td>{escape(str(entry.get('scheme')))}</td><td>{escape(str(entry.get('method', '')))}</td>"
         f"<td>{escape(str(entry.get('granularity', '')))}</td>"
         f"<td class='cm-num'>{escape(number(entry.get('bits_per_weight')))}</td>"
-        f"<td class='cm-num' data-role='size'>{escape(card.size_change(entry))}</td>"
-        f"<td>{escape(card.weights_line(entry))}</td></tr>"
+        f"<td class='cm-num' data-role='size'>{escape(wording.size_change(entry))}</td>"
+        f"<td>{escape(wording.weights_line(entry))}</td></tr>"
         for part, entry in packages)
     table = ('<table class="cm-table" data-role="compression-table"><thead><tr><th>Package</th><th>Scheme</th>'
              "<th>Method</th><th>Granularity</th><th>Bits per weight</th><th>Size</th><th>Weights</th></tr></thead>"
@@ -632,10 +627,10 @@ def compression_section(report: dict, validation: dict | None = None) -> str:
 def quality_table(validation: dict | None) -> str:
     """The quality numbers on real text (validation["quality"]), per package and mode, each next
     to the scheme's bar, then why the bar is there."""
-    rows = card.quality_rows(validation)
+    rows = wording.quality_rows(validation)
     if not rows:
         return ""
-    labels = [label for _, label, _, _ in card.QUALITY_METRICS]
+    labels = [label for _, label, _, _ in wording.QUALITY_METRICS]
     body = []
     for row in rows:
         cells = {check["label"]: _quality_cell(check) for check in row["checks"]}
@@ -645,8 +640,8 @@ def quality_table(validation: dict | None) -> str:
             f'<tr data-passed="{state}" data-mode="{escape(row["mode"])}"><td>{escape(row["part"])}</td>'
             f"<td>{escape(MODES.get(row['mode'], row['mode']))}</td>"
             + "".join(cells.get(label, "<td></td>") for label in labels)
-            + f"<td class='cm-num'>{escape(card.perplexities(row['numbers']))}</td></tr>")
-    reason = card.bar_reason(validation)
+            + f"<td class='cm-num'>{escape(wording.perplexities(row['numbers']))}</td></tr>")
+    reason = wording.bar_reason(validation)
     reason_html = f'<div class="cm-muted" data-role="quality-bar">The bar: {escape(reason)}.</div>' if reason else ""
     return ('<div class="cm-muted">Quality on a passage of real English prose, against PyTorch (float32):</div>'
             '<table class="cm-table" data-role="quality-table"><thead><tr><th>Package</th><th>Mode</th>'
@@ -659,7 +654,7 @@ def _quality_cell(check: dict) -> str:
     mark = {True: " <span class=cm-pass>✓</span>", False: " <span class=cm-fail>✗</span>"}.get(check["passed"], "")
     state = {True: "yes", False: "no"}.get(check["passed"], "unjudged")
     return (f'<td class="cm-num" data-metric="{escape(check["metric"])}" data-passed="{state}">'
-            f"{escape(card.quality_cell(check))}{mark}</td>")
+            f"{escape(wording.quality_cell(check))}{mark}</td>")
 
 
 def program_section(report: dict) -> str:
@@ -673,10 +668,10 @@ def program_section(report: dict) -> str:
         part = str(package.get("part") or "model")
         rows.append(
             f'<tr data-package="{escape(part)}"><td>{escape(part)}</td>'
-            f"<td data-role='fused-attention'>{escape(card.yes_no(program.get('fused_attention')))}</td>"
-            f"<td data-role='stateful'>{escape(card.yes_no(program.get('stateful')))}</td>"
+            f"<td data-role='fused-attention'>{escape(wording.yes_no(program.get('fused_attention')))}</td>"
+            f"<td data-role='stateful'>{escape(wording.yes_no(program.get('stateful')))}</td>"
             f"<td class='cm-num'>{escape(number(program.get('weight_bits')))}</td>"
-            f"<td>{escape(card.top_ops(program.get('op_counts')))}</td></tr>")
+            f"<td>{escape(wording.top_ops(program.get('op_counts')))}</td></tr>")
     if not rows:
         return ""
     return ('<div class="cm-program" data-role="program"><h4>Program</h4><table class="cm-table"><thead><tr>'
@@ -757,31 +752,21 @@ def report_url(status: dict, base: str | None = None) -> str | None:
 
 
 JOB_HEADERS = ["Submitted", "Model", "Conversion", "State", "Result"]
-FORMAT_LABELS = {"coreai": "Core AI", "both": "Core ML + Core AI"}
+FORMAT_LABELS = wording.FORMAT_LABELS
 
 
 def job_variant(status: dict) -> str:
     """What tells a job apart from another conversion of the same model: "text-generation ·
-    int4 · stateful · iOS18" (the options it was asked for; the defaults' words too, so a
-    float16 job reads as one)."""
-    options = status.get("options") or (status.get("report") or {}).get("options") or {}
-    parts = [status.get("task") or (status.get("report") or {}).get("task") or ""]
-    if options:
-        quantize = options.get("quantize") or "none"
-        parts.append(quantize if quantize != "none" else options.get("precision") or "float16")
-        if options.get("kv_cache") == "stateful":
-            parts.append("stateful")
-        if options.get("format") in FORMAT_LABELS:
-            parts.append(FORMAT_LABELS[options["format"]])
-        if options.get("format") != "coreai" and options.get("minimum_deployment_target"):
-            parts.append(options["minimum_deployment_target"])
-    return " · ".join(p for p in parts if p)
+    int4 · stateful · iOS18" (converters.wording.variant of the options it was asked for)."""
+    report = status.get("report") or {}
+    return wording.variant(status.get("task") or report.get("task"), status.get("options") or report.get("options"))
 
 
 def job_identity(status: dict) -> str:
     """The job's name wherever it is shown: "SmolLM2-135M · text-generation · int4 · stateful · iOS18"."""
-    model = str(status.get("model") or "").split("/")[-1]
-    return " · ".join(p for p in (model, job_variant(status)) if p)
+    report = status.get("report") or {}
+    return wording.identity(status.get("model"), status.get("task") or report.get("task"),
+                            status.get("options") or report.get("options"))
 
 
 def job_rows(jobs: list[dict]) -> list[list[str]]:

@@ -15,9 +15,10 @@ from huggingface_hub import ModelCardData
 
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
-from converters.report import (ContinuationRun, ConversionReport, ValidationReport, continuation_reach,
-                               continuation_verdict, number)
-from converters.size_estimate import megabytes
+from converters.report import ConversionReport, ValidationReport, number
+from converters.wording import (DECOMPRESSION_NOTE, QUALITY_METRICS, bar_reason, compressed_packages, continuation_reach,
+                                continuation_verdict, perplexities, placement_note, quality_cell, quality_rows,
+                                size_change, top_ops, weights_line, yes_no)
 
 # Our task names -> the Hub's pipeline tags (most are the same).
 PIPELINE_TAGS = {
@@ -30,27 +31,6 @@ SWIFT_TRANSFORMERS_FROM = "1.3.0"
 # The tokenizer files swift-transformers' LanguageModel downloads from the named repo.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json")
 MARKDOWN_SPECIAL = set("\\`*_[]#|~!")
-
-# Where each compression scheme runs best: the gist of coremltools' optimization guide
-# (docs-guides opt-overview, opt-quantization-perf, opt-palettization-perf), no more.
-PLACEMENT_NOTES = {
-    "int8": "Per-channel int8 weights: the quantization coremltools recommends for models that run on the Neural Engine.",
-    "int4": ("Per-block int4 weights: coremltools finds these work really well on a Mac's GPU (runtime memory and, "
-             "depending on the model, speed); on the Neural Engine it recommends per-channel scales (int8) instead."),
-    "lut": ("Palettized (lookup-table) weights: coremltools finds these typically work best on the Neural Engine; "
-            "on the GPU they may still save runtime memory."),
-    "mixed": ("Mostly per-block int4 weights (embeddings and output head per-channel int8): like int4, suited to a "
-              "Mac's GPU, per coremltools."),
-}
-DECOMPRESSION_NOTE = ("Depending on the hardware and compute unit, Core ML decompresses compressed weights either "
-                      "before running (then the model runs as fast as its float16 version) or on the fly, moving less "
-                      "data (coremltools' optimization guide).")
-# The quality numbers on real text, against the scheme's bar: (metric, label, bar key, higher is better).
-QUALITY_METRICS = (
-    ("top1_agreement", "top-1 agreement", "min_top1", True),
-    ("mean_kl_divergence", "mean KL divergence (nats)", "max_kl", False),
-    ("perplexity_ratio", "perplexity ratio", "max_perplexity_ratio", False),
-)
 
 
 def pipeline_tag(task: str, modality: str | None = None) -> str:
@@ -223,80 +203,6 @@ def validation_section(validation: dict) -> list[str]:
 # ---------------------------------------------------------------------- compression and program
 
 
-def compressed_packages(report: dict) -> list[tuple[str, dict]]:
-    """(part, compression entry) of each compressed package (report["packages"][i]["compression"])."""
-    return [(p.get("part") or "model", p["compression"]) for p in report.get("packages") or []
-            if isinstance(p.get("compression"), dict)]
-
-
-def size_change(entry: dict) -> str:
-    """The package's size before and after compression, and their ratio: '0.22 MB → 0.15 MB (0.71×)'."""
-    before, after, ratio = entry.get("size_before_bytes"), entry.get("size_after_bytes"), entry.get("size_ratio")
-    if not before or not after:
-        return ""
-    return f"{megabytes(before)} → {megabytes(after)}" + (f" ({ratio:.2f}×)" if ratio else "")
-
-
-def weights_line(entry: dict) -> str:
-    share = entry.get("compressed_share")
-    text = f"{entry.get('weights_compressed', 0)} compressed"
-    if share is not None:
-        text += f" ({number(share, 'top1_agreement')} of all weight values)"
-    return text + f", {entry.get('float_weights_left', 0)} left float"
-
-
-def quality_rows(validation: dict | None) -> list[dict]:
-    """The quality numbers on real text (validation["quality"]: compressed text generation), one
-    row per package and mode: {part, mode, numbers, checks}, each check {metric, label, value,
-    bar, higher, passed} against the scheme's bar (passed None: no bar); [] when there are none."""
-    quality = (validation or {}).get("quality") or {}
-    bar = quality.get("bar") or {}
-    rows = []
-    for part, modes in (quality.get("packages") or {}).items():
-        for mode, numbers in (modes or {}).items():
-            checks = []
-            for metric, label, key, higher in QUALITY_METRICS:
-                value, threshold = numbers.get(metric), bar.get(key)
-                if value is None:
-                    continue
-                passed = None if threshold is None else bool(value >= threshold if higher else value <= threshold)
-                checks.append({"metric": metric, "label": label, "value": value, "bar": threshold, "higher": higher,
-                               "passed": passed})
-            rows.append({"part": part, "mode": mode, "numbers": numbers, "checks": checks})
-    return rows
-
-
-def quality_cell(check: dict) -> str:
-    """'100.0% (bar ≥ 90.0%)'."""
-    return f"{number(check['value'], check['metric'])} (bar {bar_text(check)})"
-
-
-def perplexities(numbers: dict) -> str:
-    """'PyTorch 120.91 → package 120.98'."""
-    pytorch, package = numbers.get("perplexity_pytorch"), numbers.get("perplexity_package")
-    if pytorch is None or package is None:
-        return ""
-    return f"PyTorch {pytorch:,.2f} → package {package:,.2f}"
-
-
-def bar_reason(validation: dict | None) -> str:
-    """Why the scheme's quality bar is where it is (validation/quality_bars.py COMPRESSED_QUALITY)."""
-    return ((((validation or {}).get("quality") or {}).get("bar")) or {}).get("reason") or ""
-
-
-def bar_text(check: dict) -> str:
-    if check["bar"] is None:
-        return "none"
-    return f"{'≥' if check['higher'] else '≤'} {number(check['bar'], check['metric'])}"
-
-
-def placement_note(scheme: str | None) -> str | None:
-    """Where a compression scheme runs best (coremltools' guide), or None for float weights."""
-    if not scheme or scheme == "none":
-        return None
-    return PLACEMENT_NOTES.get("lut" if scheme.startswith("lut") else scheme)
-
-
 def compression_section(report: dict) -> list[str]:
     """Each compressed package's scheme, size before and after, and its quality on real text
     against the scheme's bar (absent: nothing)."""
@@ -342,12 +248,6 @@ def program_section(report: dict) -> list[str]:
     return lines
 
 
-def top_ops(op_counts: dict | None, limit: int = 8) -> str:
-    """'linear 15, mul 27, ...': the most frequent op types first."""
-    counts = sorted((op_counts or {}).items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{op} {n}" for op, n in counts[:limit]) + (", …" if len(counts) > limit else "")
-
-
 def shape_text(info: dict) -> str:
     """An input's shapes as a caller meets them: [1, 128]; a range as [1, 1…2048] (any length
     in it); a list of shapes as [1, 64] | [1, 128]."""
@@ -373,10 +273,6 @@ def swift_compute_units(report: dict) -> str:
     if first.get("gpu", "yes") != "no":
         return ".cpuAndGPU"
     return ".cpuOnly"
-
-
-def yes_no(value) -> str:
-    return {True: "yes", False: "no"}.get(value, "unknown")
 
 
 def placement_section(report: dict) -> list[str]:
@@ -426,11 +322,6 @@ def continuation_section(validation: dict) -> list[str]:
             texts = f"{text} / PyTorch: {_quote(continuation.pytorch_text)}"
         lines.append(f"- {run.label}: {continuation_verdict(run)}{more}. {texts}")
     return lines
-
-
-def continuation_label(run: dict) -> str:
-    """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', with the package when there are several."""
-    return ContinuationRun.from_json(run).label
 
 
 def _plain(text) -> str:
