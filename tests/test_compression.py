@@ -251,6 +251,34 @@ def test_stateful_and_enumerated_packages_compress(converted):
     assert report["packages"][0]["inputs"][0]["flexibility"] == "enumerated"
 
 
+def test_palettization_makes_a_weights_tables_at_once_the_same_as_group_by_group(converted, monkeypatch):
+    """coremltools asks for one group's table at a time (a 135 M LLM's embedding: 3072 calls);
+    every table is made per weight before the pass, each call finds its group's, and the
+    tables are the ones each group gets alone."""
+    import coremltools as ct
+    import numpy as np
+
+    from converters.transforms import compress
+
+    weight = (np.random.default_rng(0).standard_t(4, size=(64, 48)) * 0.02).astype(np.float16)
+    tables = compress.TablesByGroup(6, 16)
+    tables._prepare_weight(weight)
+    for group in np.split(weight, 4):
+        lut, indices = tables(group)
+        alone_lut, alone_indices = compress.TablesByGroup(6, 16)(group)
+        assert np.array_equal(lut, alone_lut) and np.array_equal(indices, alone_indices)
+    assert not tables.prepared  # each prepared table was asked for once
+
+    found = []
+    ask = compress.TablesByGroup.__call__
+    monkeypatch.setattr(compress.TablesByGroup, "__call__",
+                        lambda self, group: found.append(compress._content_key(group) in self.prepared) or ask(self, group))
+    _, package = converted("llama", "text-generation", sequence_length="16,32", minimum_deployment_target="iOS18")
+    mlmodel = ct.models.MLModel(str(package), skip_model_load=True)
+    compress.palettize(mlmodel, compress.program_weights(compress._program(mlmodel)), 6, 16)
+    assert found and all(found), found
+
+
 # ---------------------------------------------------------------------- the real LLM: sizes
 
 

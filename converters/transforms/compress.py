@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -120,24 +119,78 @@ def palettize(mlmodel, weights: "Weights", bits: int, group_size: int | None = 1
     # k-means per table: coremltools' "kmeans" mode is scikit-learn's below 10 000 weights per
     # table (a group of 16 x 576: over 20 minutes for a 135 M LLM) and kmeans1d above; ours
     # (kmeans.py) takes seconds and stays within 1.1x of the exact optimum at 4 and 6 bits.
-    kmeans = {"mode": "custom", "lut_function": partial(_kmeans_table, bits)}
+    tables_by_group = TablesByGroup(bits, group_size)
+    kmeans = {"mode": "custom", "lut_function": tables_by_group}
     if group_size is None:
         config = cto.OpPalettizerConfig(**kmeans, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD)
     else:
         config = cto.OpPalettizerConfig(**kmeans, granularity="per_grouped_channel", group_size=group_size,
                                         weight_threshold=WEIGHT_THRESHOLD)
-    return _with_passes(mlmodel, [*steps, (PALETTIZE_PASS, {w.name: config for w in tables})])
+    return _with_passes(mlmodel, [*steps, (PALETTIZE_PASS, {w.name: config for w in tables})], tables_by_group.prepare)
 
 
-def _kmeans_table(bits: int, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A table of 2**bits entries for one weight (or group) and each weight's index in it."""
-    import torch  # deferred, as kmeans.py (torch) is: loaded only when a weight is palettized
+class TablesByGroup:
+    """The palettizer's `lut_function`: a table of 2**bits entries for one group of output
+    channels (or one weight) and each weight's index in it.
 
-    from .kmeans import assign, weighted_tables
+    coremltools asks for one group at a time: SmolLM2's tied embedding/head alone is 3072 groups
+    of 16 channels, and k-means group by group took about 35 s of per-call work for its 6-bit
+    tables (data-free lut6 of the whole model: over 2 minutes). kmeans.py makes all of a weight's
+    groups at once, so `prepare` computes every weight's tables before the pass, and each call
+    looks its group up by content (a group not prepared, e.g. grouped along another axis, is
+    computed on its own: the same tables either way)."""
 
-    values = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)).reshape(1, -1)
-    table = weighted_tables(values, torch.ones(values.shape[1]), bits, group_size=1)
-    return table[0].numpy().astype(weight.dtype), assign(values, table)[0].numpy().astype(np.uint8)
+    CHUNK_ELEMENTS = 1 << 24  # groups per k-means call, bounded: a 7 B model's embedding would take GBs at once
+
+    def __init__(self, bits: int, group_size: int | None):
+        self.bits, self.group_size = bits, group_size
+        self.prepared: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def prepare(self, prog, names) -> None:
+        """Tables for every const op in `names` (grouped along the output channels, axis 0)."""
+        if not self.group_size:
+            return  # one table per weight: one call each already
+        for function in prog.functions.values():
+            for op in function.find_ops(op_type="const"):
+                value = op.outputs[0].val
+                if op.name in names and isinstance(value, np.ndarray) and value.ndim >= 2 and len(value) % self.group_size == 0:
+                    self._prepare_weight(value)
+
+    def _prepare_weight(self, value: np.ndarray) -> None:
+        import torch  # deferred, as kmeans.py (torch) is: loaded only when a weight is palettized
+
+        from .kmeans import assign, weighted_tables
+
+        groups = value.reshape(len(value) // self.group_size, -1)  # each row: one group, in C order
+        per_call = max(1, self.CHUNK_ELEMENTS // groups.shape[1])
+        for start in range(0, len(groups), per_call):
+            chunk = np.ascontiguousarray(groups[start:start + per_call])
+            values = torch.from_numpy(chunk.astype(np.float32))
+            tables = weighted_tables(values, torch.ones(values.shape[1]), self.bits, group_size=1)
+            indices = assign(values, tables).numpy().astype(np.uint8)
+            tables = tables.numpy().astype(value.dtype)
+            for row, group in enumerate(chunk):
+                self.prepared[_content_key(group)] = (tables[row], indices[row])
+
+    def __call__(self, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = self.prepared.pop(_content_key(weight), None) if self.prepared else None
+        if found is not None:
+            return found
+        import torch
+
+        from .kmeans import assign, weighted_tables
+
+        values = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)).reshape(1, -1)
+        table = weighted_tables(values, torch.ones(values.shape[1]), self.bits, group_size=1)
+        return table[0].numpy().astype(weight.dtype), assign(values, table)[0].numpy().astype(np.uint8)
+
+
+def _content_key(values: np.ndarray) -> bytes:
+    """A group's values in C order (its shape aside: prepared flat, asked for as rows x columns)."""
+    import hashlib
+
+    array = np.ascontiguousarray(values).reshape(-1)
+    return hashlib.blake2b(array.view(np.uint8), digest_size=16).digest() + array.dtype.str.encode()
 
 
 def quantize_mixed(mlmodel, weights: "Weights", block_size: int = 32):
@@ -166,7 +219,7 @@ def _linear_quantize(mlmodel, names: dict):
 LINEAR_PASS, PALETTIZE_PASS = "compression::linear_quantize_weights", "compression::palettize_weights"
 
 
-def _with_passes(mlmodel, steps: list[tuple[str, dict]]):
+def _with_passes(mlmodel, steps: list[tuple[str, dict]], prepare=None):
     """The model with coremltools' compression passes applied, each with its per-weight configs
     ({const op name: op config}), in order.
 
@@ -176,7 +229,8 @@ def _with_passes(mlmodel, steps: list[tuple[str, dict]]):
     pipeline optimised a moment ago. On a 135 M LLM that is about 20 s per call, and lut4 made
     two calls. Here every pass runs on one loaded program, and only the cleanup passes follow
     (the ones that fold what compression leaves: dead constants, duplicates, dequantize merges),
-    as coremltools' own `_apply_graph_pass` does it otherwise (models/utils.py)."""
+    as coremltools' own `_apply_graph_pass` does it otherwise (models/utils.py). `prepare(prog,
+    names)` sees the loaded program and the last step's weight names first."""
     if not steps:
         return mlmodel
     import coremltools.optimize.coreml as cto
@@ -190,6 +244,8 @@ def _with_passes(mlmodel, steps: list[tuple[str, dict]]):
     spec = mlmodel.get_spec()
     version = max(spec.specificationVersion, _SPEC_IOS16)
     prog = model_utils._convert_model_spec_to_pymil_prog(mlmodel, version, milproto_load)
+    if prepare is not None:
+        prepare(prog, set(steps[-1][1]))
     for name, configs in steps:
         graph_pass = PASS_REGISTRY[name]
         graph_pass.set_options([PassOption("config", cto.OptimizationConfig(op_name_configs=configs)),
