@@ -19,6 +19,8 @@ from tests.e2e.repos import _bert
 from ui import render
 from worker import card
 from worker.job import validation_failure_message, public_report
+from worker.states import ErrorKind, JobState
+from worker.status import JobStatus, Links
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +104,12 @@ def test_every_reader_shows_the_same_failures(reports, capsys):
                           report=report, package_paths=["fragile.mlpackage"])
     assert card._plain(summary) in body  # markdown-escaped
 
-    status = {"job_id": "cv-9", "state": "failed", "stage": "validate", "model": "alice/fragile", "task": "fill-mask",
-              "error": validation_failure_message(report["validation"], "float16"), "error_kind": "validation",
-              "validation": report["validation"], "report": report}
+    status = JobStatus(job_id="cv-9", state=JobState.FAILED, stage="validate", model="alice/fragile", task="fill-mask",
+                       error=validation_failure_message(report["validation"], "float16"),
+                       error_kind=ErrorKind.VALIDATION, validation=report["validation"], report=report)
     # The job's message: the worst failure in plain words and the one remedy (only float16 failed).
-    assert lines[0] in status["error"] and "Convert in float32" in status["error"]
-    assert "authors" not in status["error"] and "_" not in lines[0].split(": ", 1)[1]
+    assert lines[0] in status.error and "Convert in float32" in status.error
+    assert "authors" not in status.error and "_" not in lines[0].split(": ", 1)[1]
     assert validation_failure_message(report["validation"], "float32").count("please report it") == 1
     html = render.results(status, "https://tracker/new")
     assert render.escape(summary) in html
@@ -118,10 +120,10 @@ def test_every_reader_shows_the_same_failures(reports, capsys):
 # ---------------------------------------------------------------------- pushed anyway
 
 
-def _finished(validation: dict | None) -> dict:
-    return {"job_id": "cv-1", "state": "finished", "stage": "done", "percent": 100, "pushed": True,
-            "model": "alice/fragile", "push_target": "alice/fragile-coreml", "validation": validation,
-            "links": {"repo": "http://hub/alice/fragile-coreml"}}
+def _finished(validation: dict | None) -> JobStatus:
+    return JobStatus(job_id="cv-1", state=JobState.FINISHED, stage="done", percent=100, pushed=True,
+                     model="alice/fragile", push_target="alice/fragile-coreml", validation=validation,
+                     links=Links(repo="http://hub/alice/fragile-coreml"))
 
 
 def test_the_view_of_a_package_pushed_anyway_says_it_failed_validation(reports):
@@ -185,7 +187,8 @@ def test_an_unlisted_architecture_is_marked_in_the_report_cli_page_and_card(pass
     print_outcome(report)
     assert f"olmo2: {mark}" in capsys.readouterr().out
     data = report.to_json()
-    html = render.results({"state": "finished" if passed else "failed", "report": data, "validation": data["validation"]})
+    html = render.results(JobStatus(job_id="cv-1", state=JobState.FINISHED if passed else JobState.FAILED, report=data,
+                                    validation=data["validation"]))
     assert 'data-role="untested"' in html and mark in html
     lines = card.untested_lines(data)
     assert lines and mark[0].upper() + mark[1:] in lines[0] and "validation against PyTorch" in lines[0]

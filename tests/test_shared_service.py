@@ -60,10 +60,10 @@ def horse_of(service) -> int:
 
 def test_a_gated_models_copy_is_private_by_default_and_carries_its_licence(service):
     status = service.wait(api.submit(make_spec(GATED)))
-    assert status["state"] == "finished", status
+    assert status.state == "finished", status
     target = f"{OWNER}/licensed-gated-bert-coreml"
     assert service.hub.store.repos[target].private  # nothing was chosen: the source's terms decide
-    assert any("is gated: its copy is pushed private" in line for line in status["log"])
+    assert any("is gated: its copy is pushed private" in line for line in status.log)
     readme = service.hub.files(target)["README.md"].decode()
     front, body = readme.split("\n---\n", 1)
     assert "license: llama3.2" in front and f"base_model: {GATED}" in front
@@ -71,7 +71,7 @@ def test_a_gated_models_copy_is_private_by_default_and_carries_its_licence(servi
     assert "The source model is gated" in body and "was pushed private" in body
 
     public = service.wait(api.submit(make_spec(GATED, private=False, push_repo=f"{OWNER}/gated-made-public")))
-    assert public["state"] == "finished" and not service.hub.store.repos[f"{OWNER}/gated-made-public"].private
+    assert public.state == "finished" and not service.hub.store.repos[f"{OWNER}/gated-made-public"].private
     assert "made public by the person who converted it" in service.hub.files(f"{OWNER}/gated-made-public")["README.md"].decode()
 
 
@@ -84,8 +84,8 @@ def test_a_user_over_the_limit_of_conversions_is_told_to_wait(service):
         api.submit(make_spec(repos.SLOW, options=slow, push_repo=f"{OWNER}/quota-3"))
     for job_id in (first, second):
         api.cancel(job_id, OWNER)
-        assert service.wait(job_id)["state"] == "cancelled"
-    assert service.wait(api.submit(make_spec(push_repo=f"{OWNER}/quota-3")))["state"] == "finished"  # free again
+        assert service.wait(job_id).state == "cancelled"
+    assert service.wait(api.submit(make_spec(push_repo=f"{OWNER}/quota-3"))).state == "finished"  # free again
 
 
 def test_two_jobs_pushing_to_one_repo_both_land(service):
@@ -101,7 +101,7 @@ def test_two_jobs_pushing_to_one_repo_both_land(service):
         ended = [service.wait(job_id, timeout=240) for job_id in jobs]
     finally:
         service.hub.clear_faults(target)
-    assert [s["state"] for s in ended] == ["finished", "finished"], ended
+    assert [s.state for s in ended] == ["finished", "finished"], ended
     titles = [c["title"] for c in service.hub.commits(target)]
     assert len([t for t in titles if "fill-mask" in t]) == 2, titles
     files = service.hub.files(target)
@@ -109,11 +109,11 @@ def test_two_jobs_pushing_to_one_repo_both_land(service):
     assert "## Other packages in this repo" in files["README.md"].decode()  # the later card names the earlier package
     # Asked to, a push removes the other packages: the repo then holds its package only.
     alone = service.wait(api.submit(make_spec(push_repo=target, remove_others=True, options={"sequence_length": "16"})))
-    assert alone["state"] == "finished", alone
+    assert alone.state == "finished", alone
     files = service.hub.files(target)
     assert any(f.startswith("job-bert.mlpackage/") for f in files) and not any(f.startswith("job-bert.aimodel") for f in files)
     assert "## Other packages" not in files["README.md"].decode()
-    assert all(s["links"]["commit"].rsplit("/", 1)[-1] in {c["oid"] for c in service.hub.commits(target)} for s in ended)
+    assert all(s.links.commit.rsplit("/", 1)[-1] in {c["oid"] for c in service.hub.commits(target)} for s in ended)
     assert not service.redis.client().exists(repo_lock.key(target))  # released
 
 
@@ -123,14 +123,14 @@ def test_a_worker_killed_mid_push_says_what_landed(service):
     service.hub.inject_fault(target, status=None, delay=60)  # the push hangs
     try:
         job_id = api.submit(make_spec(push_repo=target))
-        wait_until(lambda: "Pushing to" in (api.status(job_id).get("message") or ""), 120, what="the push to start")
+        wait_until(lambda: "Pushing to" in (api.status(job_id).message or ""), 120, what="the push to start")
         assert (service.job_dir(job_id) / "tmp").is_dir()  # the job's temporary files go to its own folder
         os.kill(horse_of(service), signal.SIGKILL)
     finally:
         service.hub.clear_faults(target)
     status = service.wait(job_id, timeout=60)
-    assert status["state"] == "failed"
-    assert f"Nothing was pushed to {target} (checked on the Hub)." in status["error"], status["error"]
+    assert status.state == "failed"
+    assert f"Nothing was pushed to {target} (checked on the Hub)." in status.error, status.error
     assert target not in service.hub.repo_ids() or not service.hub.commits(target)[1:]
     assert not service.job_dir(job_id).exists() and not service.token_key_exists(job_id)
     assert not list(service.machine_tmp.rglob("*.mlpackage"))  # the kill left none in the machine's temp
@@ -139,11 +139,11 @@ def test_a_worker_killed_mid_push_says_what_landed(service):
 def test_a_worker_killed_mid_chunk_leaves_nothing_behind(service):
     service.ensure_worker("first")
     job_id = api.submit(make_spec(SLOW_LLAMA, task="text-generation", push_repo=f"{OWNER}/killed-mid-chunk"))
-    wait_until(lambda: "(chunk 2 of 4)" in (api.status(job_id).get("message") or ""), 120, what="the second chunk")
+    wait_until(lambda: "(chunk 2 of 4)" in (api.status(job_id).message or ""), 120, what="the second chunk")
     assert list(service.job_dir(job_id).rglob("*.mlpackage"))  # the first chunk, set aside in the job's folder
     os.kill(horse_of(service), signal.SIGKILL)
     status = service.wait(job_id, timeout=60)
-    assert status["state"] == "failed" and "was killed" in status["error"]
+    assert status.state == "failed" and "was killed" in status.error
     assert not service.job_dir(job_id).exists() and not list(service.machine_tmp.rglob("*.mlpackage"))
     assert f"{OWNER}/killed-mid-chunk" not in service.hub.repo_ids()
 
@@ -152,10 +152,10 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
     service.ensure_worker("first")
     job = service.wait(api.submit(make_spec(repos.TINY_LLAMA, task="text-generation",
                                             push_repo=f"{OWNER}/try-cached")))
-    assert job["state"] == "finished", job
+    assert job.state == "finished", job
 
     def attempt():
-        try_id = api.submit_try(job["job_id"], repos.REVOCABLE_TOKEN, OWNER, "generate",
+        try_id = api.submit_try(job.job_id, repos.REVOCABLE_TOKEN, OWNER, "generate",
                                 {"text": "the capital of france is", "new_tokens": 2})
         return wait_until(lambda: (s := api.try_status(try_id, OWNER))["state"] in ("finished", "failed") and s, 180,
                           what="the try")
@@ -166,7 +166,7 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
     # A worker killed mid-try: the try ends failed, with nothing of it left behind.
     service.hub.inject_fault(repos.TINY_LLAMA, status=None, delay=60)  # the try waits on the Hub
     try:
-        try_id = api.submit_try(job["job_id"], OWNER_TOKEN, OWNER, "generate", {"text": "hello", "new_tokens": 2})
+        try_id = api.submit_try(job.job_id, OWNER_TOKEN, OWNER, "generate", {"text": "hello", "new_tokens": 2})
         wait_until(lambda: api.try_status(try_id, OWNER)["state"] == "running", 60, what="the try to start")
         wait_until(lambda: list((service.tmp / "state" / "jobs").glob("try-*")), 30, what="the try's folder")
         os.kill(horse_of(service), signal.SIGKILL)
@@ -182,5 +182,5 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
     assert second["state"] == "failed" and "rejected the token" in second["error"], second
     # Three tries this hour: a fourth is refused, with when to try again, before anything is queued.
     with pytest.raises(UserInputError, match=r"You have started 3 tries in the last hour.*Try again in \d+ minutes"):
-        api.submit_try(job["job_id"], OWNER_TOKEN, OWNER, "generate", {"text": "hello"})
+        api.submit_try(job.job_id, OWNER_TOKEN, OWNER, "generate", {"text": "hello"})
     assert not list((service.tmp / "state" / "jobs").glob("try-*"))  # the tries' temp folders are gone

@@ -8,6 +8,8 @@ import pytest
 
 from converters import wording
 from ui import render
+from worker.states import JobState
+from worker.status import JobStatus
 
 CONTINUATION = {
     "prompt": "The capital of <France> is", "new_tokens": 8,
@@ -25,9 +27,9 @@ VALIDATION = {"passed": True, "kind": "reference executor", "message": "all chec
      "passed": True}], "continuation": CONTINUATION}
 
 
-def finished(validation: dict) -> dict:
-    return {"job_id": "cv-1", "state": "finished", "stage": "done", "percent": 100, "pushed": True,
-            "validation": validation, "report": {"validation": validation}, "links": {}, "model": "alice/llama"}
+def finished(validation: dict) -> JobStatus:
+    return JobStatus(job_id="cv-1", state=JobState.FINISHED, stage="done", percent=100, pushed=True,
+                     validation=validation, report={"validation": validation}, model="alice/llama")
 
 
 def test_each_run_next_to_pytorch_marked_matching_or_not():

@@ -18,6 +18,8 @@ import app
 from converters.errors import ConverterError, UserInputError
 from ui import jobs, render, results, sign_in, try_panel
 from ui.identity import Who, signed_in
+from worker.states import JobState
+from worker.status import JobStatus, KeptPackage
 
 TOKEN = "hf_secret_token_value"
 SESSION = {"user": "alice", "token": TOKEN}
@@ -149,13 +151,13 @@ def test_convert_says_plainly_when_the_job_service_fails_and_logs_no_token(page,
 
 
 def test_polling_stops_at_another_users_job(page, monkeypatch):
-    monkeypatch.setattr(jobs.api, "status", lambda job_id: {"job_id": job_id, "user": "bob", "state": "running"})
+    monkeypatch.setattr(jobs.api, "status", lambda job_id: JobStatus(job_id, JobState.RUNNING, user="bob"))
     updates = jobs.poll(page, {page.session: SESSION, page.job: "job-1", page.view: {}}, None, None)
     assert list(updates) == [page.timer] and updates[page.timer].active is False
 
 
 def test_a_failed_download_is_said_above_the_outcome_without_the_token(page, monkeypatch):
-    status = {"job_id": "job-1", "user": "alice", "state": "finished", "pushed": True}
+    status = JobStatus("job-1", JobState.FINISHED, user="alice", pushed=True)
     monkeypatch.setattr(results.api, "status", lambda job_id: status)
 
     def refuse(status, token):
@@ -173,15 +175,15 @@ def test_a_kept_package_is_served_to_its_owner_only(page, monkeypatch, tmp_path)
     """A push that failed after the checks passed: the zip the worker kept, to the job's owner."""
     kept_zip = tmp_path / "tiny-coreml.zip"
     kept_zip.write_bytes(b"PK zip")
-    status = {"job_id": "job-1", "user": "bob", "state": "failed", "pushed": False,
-              "kept_package": {"file": kept_zip.name, "size_bytes": 6, "expires_at": "2026-11-25T12:00:00+00:00"}}
+    status = JobStatus("job-1", JobState.FAILED, user="bob", pushed=False,
+                       kept_package=KeptPackage(kept_zip.name, size_bytes=6, expires_at="2026-11-25T12:00:00+00:00"))
     monkeypatch.setattr(results.api, "status", lambda job_id: status)
     monkeypatch.setattr(results.package_zip.kept, "path_for", lambda job_id: kept_zip if job_id == "job-1" else None)
     monkeypatch.setattr(results.package_zip, "build_zip", lambda *a: pytest.fail("a kept package is not fetched from the Hub"))
     data = {page.session: SESSION, page.job: "job-1"}
     assert results.download(page, data, None, None)[page.results.outcome_html] == render.message(
         "There is no package to download.", "error")  # alice asks for bob's job
-    status["user"] = "alice"
+    status.user = "alice"
     served = results.download(page, data, None, None)[page.results.download_file]
     assert served["visible"] is True and Path(served["value"]).read_bytes() == b"PK zip"
     assert Path(served["value"]).name == kept_zip.name and Path(served["value"]) != kept_zip
@@ -193,7 +195,7 @@ def test_a_try_without_a_package_and_a_refused_try(page, monkeypatch):
     assert list(try_panel.try_package(page, data, None, None)) == [
         render.message("There is no package to try: convert a model first.", "error")]
 
-    monkeypatch.setattr(try_panel.api, "status", lambda job_id: {"job_id": job_id, "user": "alice"})
+    monkeypatch.setattr(try_panel.api, "status", lambda job_id: JobStatus(job_id, user="alice"))
     monkeypatch.setattr(try_panel.render, "try_kind", lambda status: "fill-mask")
     monkeypatch.setattr(try_panel.render, "TRY_LABELS", {"fill-mask": ("Text", "Paris is the [MASK].", None)})
 

@@ -10,6 +10,7 @@ import pytest
 from converters.errors import UserInputError
 from tests.conftest import OWNER, OWNER_TOKEN
 from ui import package_zip
+from worker.status import JobStatus
 
 REPO = f"{OWNER}/zip-me-coreml"
 
@@ -29,15 +30,15 @@ def hub(local_hub, monkeypatch):
     return local_hub
 
 
-def finished(hub, **overrides) -> dict:
+def finished(hub, **overrides) -> JobStatus:
     sha = hub.sha(REPO)
     status = {
-        "state": "finished", "pushed": True, "push_target": REPO,
+        "job_id": "cv-1", "state": "finished", "pushed": True, "push_target": REPO,
         "links": {"repo": f"{hub.url}/{REPO}", "commit": f"{hub.url}/{REPO}/commit/{sha}"},
         "report": {"packages": [{"part": "model", "path": "tiny.mlpackage"}]},
     }
     status.update(overrides)
-    return status
+    return JobStatus.from_dict(status)
 
 
 def test_the_pushed_package_comes_back_as_a_zip(hub, tmp_path):

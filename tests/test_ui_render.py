@@ -4,12 +4,14 @@ pass/fail, where the model can run, links, failures with a pre-filled report lin
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from ui import render
 from ui.models import ModelSummary
+from worker.status import JobStatus
 
 CHECKS = [
     {"package": "model", "inputs": "text, 8 tokens", "output": "token_scores", "mode": "fp32", "metric": "finite_share",
@@ -33,7 +35,8 @@ VALIDATION = {
 }
 
 
-def status(**overrides) -> dict:
+def status(**overrides) -> JobStatus:
+    """A job's status as api.status() returns it (built from its JSON form)."""
     base = {
         "job_id": "cv-123", "state": "running", "queue": "default", "queue_position": None, "stage": "convert",
         "percent": 40, "message": "Converting to Core ML", "log": ["12:00:00 Checking", "12:00:01 Converting"],
@@ -43,7 +46,7 @@ def status(**overrides) -> dict:
         "note": None,
     }
     base.update(overrides)
-    return base
+    return JobStatus.from_dict(base)
 
 
 def test_the_running_job_view_shows_stage_progress_message_and_elapsed_time():
@@ -124,10 +127,10 @@ def test_float32_is_offered_only_when_just_float16_failed():
     assert render.float32_is_the_remedy(fp16_only)
     assert 'data-role="report"' not in render.results(fp16_only, "https://example.org/new")
     exact_fails = dict(VALIDATION, checks=[dict(CHECKS[0], passed=False, value=0.5)] + CHECKS[1:])
-    assert not render.float32_is_the_remedy(dict(fp16_only, validation=exact_fails, report={
+    assert not render.float32_is_the_remedy(replace(fp16_only, validation=exact_fails, report={
         "options": {"precision": "float16"}, "validation": exact_fails}))
-    assert not render.float32_is_the_remedy(dict(fp16_only, report={"options": {"precision": "float32"}}))
-    assert not render.float32_is_the_remedy(dict(fp16_only, state="finished"))
+    assert not render.float32_is_the_remedy(replace(fp16_only, report={"options": {"precision": "float32"}}))
+    assert not render.float32_is_the_remedy(replace(fp16_only, state="finished"))
 
 
 def test_a_cancelled_job_says_nothing_was_pushed():
@@ -367,11 +370,11 @@ def test_try_it_is_offered_for_pushed_text_jobs_and_shows_both_sides():
     llm = status(state="finished", stage="done", pushed=True, task="text-generation",
                  report={"task": "text-generation", "packages": [{"inputs": [{"name": "inputIds"}]}]})
     assert render.try_kind(llm) == "generate"
-    assert render.try_kind(dict(llm, pushed=False)) is None and render.try_kind(dict(llm, state="failed")) is None
-    vision = dict(llm, report={"task": "image-classification", "packages": [{"inputs": [{"name": "image"}]}]})
+    assert render.try_kind(replace(llm, pushed=False)) is None and render.try_kind(replace(llm, state="failed")) is None
+    vision = replace(llm, report={"task": "image-classification", "packages": [{"inputs": [{"name": "image"}]}]})
     assert render.try_kind(vision) is None
     assert render.try_unavailable(llm) is None
-    weights_only = dict(llm, report={**llm["report"], "tokenizer_missing": "the repo has no tokenizer files"})
+    weights_only = replace(llm, report={**llm.report, "tokenizer_missing": "the repo has no tokenizer files"})
     note = render.try_unavailable(weights_only)
     assert "can&#x27;t be tried here: the repo has no tokenizer files" in note and "its base model" in note
     html = render.try_result({
@@ -454,11 +457,11 @@ def test_a_push_refused_after_the_work_offers_the_kept_package():
 
 
 def test_try_says_what_runs_and_what_the_numbers_mean():
-    status_ = {"options": {"format": "coreai"}}
+    status_ = JobStatus(job_id="cv-1", options={"format": "coreai"})
     assert "runs the pushed .aimodel in Apple's Core AI runtime" in render.try_note("generate", status_)
-    both = render.try_note("generate", {"options": {"format": "both"}})
+    both = render.try_note("generate", JobStatus(job_id="cv-1", options={"format": "both"}))
     assert "runs the pushed Core ML package (the .aimodel beside it was validated, not tried here)" in both
-    assert "reference executor" in render.try_note("generate", {"options": {"format": "coreml"}})
+    assert "reference executor" in render.try_note("generate", JobStatus(job_id="cv-1", options={"format": "coreml"}))
     html = render.try_result({"kind": "similarity", "mode": "fp16", "package": {"similarity": 0.81, "seconds": 0.1},
                               "pytorch": {"similarity": 0.8102, "seconds": 0.2}}, {"text": "A cat sat.", "other": "A dog\nran."})
     assert "«<span class=\"cm-text\">A cat sat.</span>» and «<span class=\"cm-text\">A dog⏎ran.</span>»" in html

@@ -68,13 +68,13 @@ def new_repo_job(service):
 
 def test_hub_id_to_pushed_validated_package_in_a_new_repo(service, new_repo_job, tmp_path):
     job_id, status, before = new_repo_job
-    assert status["state"] == "finished", status
-    assert status["stage"] == "done" and status["percent"] == 100 and status["pushed"]
-    assert status["validation"]["passed"] is True and status["validation"]["checks"]
-    assert status["links"]["repo"] == f"{service.hub.url}/{OWNER}/job-bert-coreml"
-    assert status["report"]["task"] == "fill-mask" and status["report"]["packages"][0]["path"] == "job-bert.mlpackage"
-    assert any("Validation passed" in line for line in status["log"])
-    assert status["error"] is None and status["elapsed_seconds"] > 0
+    assert status.state == "finished", status
+    assert status.stage == "done" and status.percent == 100 and status.pushed
+    assert status.validation["passed"] is True and status.validation["checks"]
+    assert status.links.repo == f"{service.hub.url}/{OWNER}/job-bert-coreml"
+    assert status.report["task"] == "fill-mask" and status.report["packages"][0]["path"] == "job-bert.mlpackage"
+    assert any("Validation passed" in line for line in status.log)
+    assert status.error is None and status.elapsed_seconds > 0
     assert_job_ended_cleanly(service, job_id)
 
     target = f"{OWNER}/job-bert-coreml"
@@ -90,7 +90,7 @@ def test_hub_id_to_pushed_validated_package_in_a_new_repo(service, new_repo_job,
     assert [i.name for i in spec.description.input] == ["input_ids", "attention_mask"]
     assert [o.name for o in spec.description.output] == ["token_scores"]
     # The new repo carries the tokenizer files, so the package names it (an app may not read a gated source).
-    assert metadata["co.huggingface.exporters.name"] == target == status["report"]["tokenizer_repo"]
+    assert metadata["co.huggingface.exporters.name"] == target == status.report["tokenizer_repo"]
     assert metadata["co.huggingface.exporters.task"] == "fill-mask"
 
 
@@ -152,7 +152,7 @@ def leaks(client, secret: bytes) -> list[str]:
 
 def test_token_is_not_in_redis_logs_or_files_after_a_full_job(service, new_repo_job):
     job_id, status, _ = new_repo_job
-    assert status["state"] == "finished"
+    assert status.state == "finished"
     client = service.redis.client()
     secret = OWNER_TOKEN.encode()
 
@@ -179,12 +179,12 @@ def test_pull_request_flavour_and_reuse_of_our_open_pull_request(service, tmp_pa
     main_before = service.hub.sha(repos.PR_SOURCE)
 
     first = service.wait(api.submit(spec))
-    assert first["state"] == "finished", first
+    assert first.state == "finished", first
     prs = service.hub.discussions(repos.PR_SOURCE)
     assert len(prs) == 1 and prs[0]["is_pull_request"] and prs[0]["author"] == OTHER and prs[0]["status"] == "open"
     assert prs[0]["title"] == ("Add Core ML conversion (feature-extraction, float16, sequence length 8, iOS17, "
                                "swift-transformers naming)")
-    assert first["links"]["pull_request"].endswith(f"/{repos.PR_SOURCE}/discussions/{prs[0]['num']}")
+    assert first.links.pull_request.endswith(f"/{repos.PR_SOURCE}/discussions/{prs[0]['num']}")
     assert service.hub.sha(repos.PR_SOURCE) == main_before  # main is untouched
     ref = prs[0]["ref"]
     assert "pr-bert.mlpackage/Manifest.json" in service.hub.files(repos.PR_SOURCE, ref)
@@ -192,19 +192,19 @@ def test_pull_request_flavour_and_reuse_of_our_open_pull_request(service, tmp_pa
     # The same conversion again: a new commit on the same PR, not a second PR; a new job, so
     # "My jobs" keeps both runs.
     second = service.wait(api.submit(spec))
-    assert second["state"] == "finished", second
-    assert second["job_id"] != first["job_id"] and second["job_id"].startswith(first["job_id"])
-    mine = [job["job_id"] for job in api.recent_jobs(OTHER, 20)]
-    assert first["job_id"] in mine and second["job_id"] in mine
+    assert second.state == "finished", second
+    assert second.job_id != first.job_id and second.job_id.startswith(first.job_id)
+    mine = [job.job_id for job in api.recent_jobs(OTHER, 20)]
+    assert first.job_id in mine and second.job_id in mine
     assert len(service.hub.discussions(repos.PR_SOURCE)) == 1
-    assert second["links"]["pull_request"] == first["links"]["pull_request"]
+    assert second.links.pull_request == first.links.pull_request
     on_pr = [c for c in service.hub.commits(repos.PR_SOURCE) if c["ref"] == ref]
     assert len(on_pr) == 2 and on_pr[-1]["title"].startswith("Update: Add Core ML conversion")
 
     _, package, metadata = download_and_load(service.hub, repos.PR_SOURCE, OTHER_TOKEN, tmp_path, revision=ref)
     assert [o.name for o in package.description.output][0] == "last_hidden_state"
     assert metadata["co.huggingface.exporters.task"] == "feature-extraction"
-    assert metadata["co.huggingface.exporters.name"] == repos.PR_SOURCE == second["report"]["tokenizer_repo"]
+    assert metadata["co.huggingface.exporters.name"] == repos.PR_SOURCE == second.report["tokenizer_repo"]
 
 
 # ---------------------------------------------------------------------- Core AI
@@ -218,10 +218,10 @@ def test_format_both_pushes_the_aimodel_beside_the_mlpackage(service, tmp_path):
     target = f"{OWNER}/job-llama-both"
     options = {"sequence_length": "8", "format": "both"}
     status = service.wait(api.submit(make_spec(repos.TINY_LLAMA, task="text-generation", push_repo=target, options=options)))
-    assert status["state"] == "finished" and status["pushed"], status
-    report = status["report"]
+    assert status.state == "finished" and status.pushed, status
+    report = status.report
     assert [(p["path"], p["format"]) for p in report["packages"]] == [("job-llama.mlpackage", "coreml"), ("job-llama.aimodel", "coreai")]
-    assert status["validation"]["passed"] is True and MODE in status["validation"]["modes"]
+    assert status.validation["passed"] is True and MODE in status.validation["modes"]
     files = service.hub.files(target)
     for name in ("job-llama.mlpackage/Manifest.json", "job-llama.aimodel/main.mlirb", "job-llama.aimodel/metadata.json",
                  "tokenizer.json", "README.md"):
@@ -249,19 +249,19 @@ def test_format_both_pushes_the_aimodel_beside_the_mlpackage(service, tmp_path):
 def test_failed_validation_pushes_nothing(service):
     before = service.hub_state()
     status = service.wait(api.submit(make_spec(repos.FRAGILE, task="fill-mask")))
-    assert status["state"] == "failed" and status["error_kind"] == "validation"
+    assert status.state == "failed" and status.error_kind == "validation"
     # Only its float16 runs fail: the message names float32 as the remedy, once.
-    assert "float16 arithmetic" in status["error"] and "Nothing was pushed" in status["error"]
-    assert status["error"].count("Convert in float32") == 1 and "authors" not in status["error"]
-    assert status["validation"]["passed"] is False and status["report"]["packages"]
+    assert "float16 arithmetic" in status.error and "Nothing was pushed" in status.error
+    assert status.error.count("Convert in float32") == 1 and "authors" not in status.error
+    assert status.validation["passed"] is False and status.report["packages"]
     assert service.hub_state() == before
-    assert_job_ended_cleanly(service, status["job_id"])
+    assert_job_ended_cleanly(service, status.job_id)
 
 
 def test_push_anyway_says_so_in_the_cards_first_lines(service):
     spec = make_spec(repos.FRAGILE, task="fill-mask", push_even_if_invalid=True, private=True)
     status = service.wait(api.submit(spec))
-    assert status["state"] == "finished" and status["validation"]["passed"] is False
+    assert status.state == "finished" and status.validation["passed"] is False
     assert service.hub.store.repos[f"{OWNER}/fragile-bert-coreml"].private  # as asked
     readme = service.hub.files(f"{OWNER}/fragile-bert-coreml")["README.md"].decode()
     front, body = readme.split("\n---\n", 1)
@@ -353,10 +353,10 @@ def test_bad_request_fails_the_job_with_a_message(service, request_fields, messa
     token = fields["token"]
     job_id = api.submit(JobSpec.build(fields.pop("model"), **fields))
     status = service.wait(job_id)
-    assert status["state"] == "failed", status
-    assert message in status["error"], status["error"]
-    assert status["error_kind"] == "user_input" and status["user_error"] is True
-    assert token not in status["error"] and not any(token in line for line in status["log"])
+    assert status.state == "failed", status
+    assert message in status.error, status.error
+    assert status.error_kind == "user_input" and status.user_error is True
+    assert token not in status.error and not any(token in line for line in status.log)
     assert service.hub_state() == before, "something was pushed"
     assert_job_ended_cleanly(service, job_id)
 
@@ -367,11 +367,11 @@ def test_token_revoked_before_the_push(service):
     job_id = api.submit(make_spec(repos.SLOW, token=repos.REVOCABLE_TOKEN, task="fill-mask",
                                   options={"sequence_length": "128"}, push_repo="alice/revoked-target"))
     at = service.wait_stage(job_id, ("convert", "validate", "package", "push", "done"))
-    assert at["stage"] in ("convert", "validate"), "the job got too far to test this"
+    assert at.stage in ("convert", "validate"), "the job got too far to test this"
     repos.revoke(service.hub, repos.REVOCABLE_TOKEN)
     status = service.wait(job_id)
-    assert status["state"] == "failed" and status["error_kind"] == "user_input"
-    assert "The Hub rejected your token while pushing to alice/revoked-target" in status["error"]
+    assert status.state == "failed" and status.error_kind == "user_input"
+    assert "The Hub rejected your token while pushing to alice/revoked-target" in status.error
     assert service.hub_state() == before and "alice/revoked-target" not in service.hub.repo_ids()
     assert_job_ended_cleanly(service, job_id)
 
@@ -391,13 +391,13 @@ def test_a_push_refused_at_the_end_keeps_the_validated_package_for_that_job_unti
         status = service.wait(job_id)
     finally:
         service.hub.clear_faults(target)
-    assert status["state"] == "failed" and status["stage"] == "push", status
-    assert status["validation"]["passed"] is True and f"may not create or write to {target}" in status["error"]
+    assert status.state == "failed" and status.stage == "push", status
+    assert status.validation["passed"] is True and f"may not create or write to {target}" in status.error
     assert_job_ended_cleanly(service, job_id)  # the temp folder and the token are gone; the zip is not there
 
-    info, path = status["kept_package"], kept.path_for(job_id)
-    assert path is not None and path.parent == service.tmp / "state" / "kept" / job_id and path.name == info["file"]
-    assert path.name == "refused-at-push.zip" and path.stat().st_size == info["size_bytes"]
+    info, path = status.kept_package, kept.path_for(job_id)
+    assert path is not None and path.parent == service.tmp / "state" / "kept" / job_id and path.name == info.file
+    assert path.name == "refused-at-push.zip" and path.stat().st_size == info.size_bytes
     names = zipfile.ZipFile(path).namelist()
     assert "job-bert.mlpackage/Manifest.json" in names and any(n.endswith("weight.bin") for n in names), names
     assert OWNER_TOKEN.encode() not in path.read_bytes() and OWNER_TOKEN not in str(info)
@@ -409,7 +409,7 @@ def test_a_push_refused_at_the_end_keeps_the_validated_package_for_that_job_unti
     # Past its time (24 h by default) it is no longer offered, and the sweep removes it.
     old = path.parent.stat().st_mtime - 25 * 3600
     os.utime(path.parent, (old, old))
-    assert kept.path_for(job_id) is None and api.status(job_id)["kept_package"] is None
+    assert kept.path_for(job_id) is None and api.status(job_id).kept_package is None
     assert job_id in kept.sweep() and not path.parent.exists()
 
 
@@ -426,19 +426,19 @@ def test_hub_outage_is_retried_once_then_fails_saying_the_hub_is_unavailable(ser
     service.hub.inject_fault(repo_id, status=503)
     try:
         job_id = api.submit(make_spec(repo_id, task="fill-mask"))
-        retrying = wait_until(lambda: (s := api.status(job_id))["retrying"] and s, 60, interval=0.02,
+        retrying = wait_until(lambda: (s := api.status(job_id)).retrying and s, 60, interval=0.02,
                               what="the job to say it is retrying")
-        assert retrying["state"] == "running" and retrying["retries"] == 1
-        assert "The Hub is unavailable (HTTP 503): retrying the check in 2 s" in retrying["message"]
+        assert retrying.state == "running" and retrying.retries == 1
+        assert "The Hub is unavailable (HTTP 503): retrying the check in 2 s" in retrying.message
         status = service.wait(job_id)
     finally:
         service.hub.clear_faults(repo_id)
-    assert status["state"] == "failed", status
-    assert status["error_kind"] == "hub_unavailable" and status["user_error"] is False
-    assert status["error"].startswith("The Hub is unavailable: it answered HTTP 503 for alice/outage-bert")
-    assert "try again" in status["error"] and "Nothing was pushed" in status["error"]
-    assert "(It was tried 2 times.)" in status["error"] and status["retries"] == 1 and not status["retrying"]
-    assert "cannot be converted as given" not in status["error"] and "not found" not in status["error"]
+    assert status.state == "failed", status
+    assert status.error_kind == "hub_unavailable" and status.user_error is False
+    assert status.error.startswith("The Hub is unavailable: it answered HTTP 503 for alice/outage-bert")
+    assert "try again" in status.error and "Nothing was pushed" in status.error
+    assert "(It was tried 2 times.)" in status.error and status.retries == 1 and not status.retrying
+    assert "cannot be converted as given" not in status.error and "not found" not in status.error
     assert _model_info_answers(service.hub, repo_id) == [503, 503]  # tried once, retried once, no more
     assert service.hub_state() == before, "something was pushed"
     assert_job_ended_cleanly(service, job_id)
@@ -453,8 +453,8 @@ def test_a_brief_hub_outage_is_retried_and_the_job_pushes_once(service):
         status = service.wait(job_id)
     finally:
         service.hub.clear_faults(repos.TINY)
-    assert status["state"] == "finished", status
-    assert status["retries"] == 1 and any("retrying the check" in line for line in status["log"])
+    assert status.state == "finished", status
+    assert status.retries == 1 and any("retrying the check" in line for line in status.log)
     pushes = [c for c in service.hub.commits(target) if c["title"].startswith("Add Core ML conversion")]
     assert len(pushes) == 1, service.hub.commits(target)  # pushed once
     assert_job_ended_cleanly(service, job_id)
@@ -470,19 +470,19 @@ def test_cancel_a_queued_job_and_identical_requests_share_it(service):
     assert api.submit(spec) == job_id
     assert api.submit(make_spec(task="fill-mask", runner="macos", options={"sequence_length": "16"})) != job_id
     status = api.status(job_id)
-    assert status["state"] == "queued" and status["queue"] == "macos" and status["queue_position"] == 1
-    assert "No macOS runner is connected" in status["note"]
+    assert status.state == "queued" and status.queue == "macos" and status.queue_position == 1
+    assert "No macOS runner is connected" in status.note
     assert service.token_key_exists(job_id)
 
     with pytest.raises(UserInputError, match="belongs to someone else"):
         api.cancel(job_id, user="mallory")
-    assert api.status(job_id)["state"] == "queued"
+    assert api.status(job_id).state == "queued"
     status = api.cancel(job_id, user=OWNER)
-    assert status["state"] == "cancelled" and status["cancelled"] and status["error"] is None
+    assert status.state == "cancelled" and status.cancelled and status.error is None
     assert not service.token_key_exists(job_id)
-    assert api.status(job_id)["state"] == "cancelled"
+    assert api.status(job_id).state == "cancelled"
     other = make_spec(task="fill-mask", runner="macos", options={"sequence_length": "16"}).with_user(OWNER).job_id()
-    assert api.cancel(other)["state"] == "cancelled"
+    assert api.cancel(other).state == "cancelled"
 
 
 def test_cancel_a_running_job(service):
@@ -493,23 +493,23 @@ def test_cancel_a_running_job(service):
     assert api.submit(spec) == job_id  # the same request while it runs: the same job
     api.cancel(job_id)
     status = service.wait(job_id, timeout=30)
-    assert status["state"] == "cancelled" and status["cancelled"] and status["stage"] == "cancelled"
+    assert status.state == "cancelled" and status.cancelled and status.stage == "cancelled"
     assert service.hub_state() == before
     assert_job_ended_cleanly(service, job_id)
     # The worker goes on to the next job.
     after = make_spec(task="question-answering", push_repo="alice/after-cancel")
-    assert service.wait(api.submit(after))["state"] == "finished"
+    assert service.wait(api.submit(after)).state == "finished"
 
 
 def test_recent_jobs_and_workers(service, new_repo_job):
     job_id, _, _ = new_repo_job
     recent = api.recent_jobs(OWNER, limit=50)
-    assert job_id in [j["job_id"] for j in recent] and all("log" not in j for j in recent)
-    assert recent == sorted(recent, key=lambda j: j["submitted_at"] or "", reverse=True)
+    assert job_id in [j.job_id for j in recent] and all(not j.log for j in recent)
+    assert recent == sorted(recent, key=lambda j: j.submitted_at or "", reverse=True)
     (worker,) = api.workers()
     assert worker["name"] == "jobs-worker" and worker["os"] == "Linux" and worker["coreml_runtime"] == "no"
     assert worker["queues"] == "tries,default" and int(worker["max_params"]) == 50_000_000  # tries first
-    assert api.status("cv-unknown")["state"] == "unknown"
+    assert api.status("cv-unknown").state == "unknown"
 
 
 ALL_TOKENS = [OWNER_TOKEN, OTHER_TOKEN, repos.OWNER_READ_TOKEN, repos.OTHER_READ_TOKEN, repos.REVOCABLE_TOKEN,

@@ -61,8 +61,8 @@ def test_worker_killed_mid_job_is_reported_failed_without_another_worker(service
     # No worker is left on the queue: the app's status() runs rq's registry cleanup itself.
     status = service.wait(job_id, timeout=120)
     assert time.monotonic() - killed < 120
-    assert status["state"] == "failed" and status["error_kind"] == "internal"
-    assert "The worker running this job stopped unexpectedly" in status["error"]
+    assert status.state == "failed" and status.error_kind == "internal"
+    assert "The worker running this job stopped unexpectedly" in status.error
     assert not service.token_key_exists(job_id)
     assert not service.job_dir(job_id).exists()  # reclaimed by the failure callback
     assert service.hub_state() == before  # the killed horse did not go on to push
@@ -87,21 +87,21 @@ def test_redis_restart_keeps_queued_and_finished_jobs(service):
     service.ensure_worker("steady")
     finished_id = api.submit(make_spec(push_repo="alice/restart-target"))
     finished = service.wait(finished_id)
-    assert finished["state"] == "finished"
+    assert finished.state == "finished"
     queued_id = api.submit(make_spec(runner="macos", push_repo="alice/restart-queued"))
 
     service.redis.restart()
 
     after = api.status(finished_id)
-    assert after["state"] == "finished" and after["links"] == finished["links"]
-    assert after["validation"] == finished["validation"] and after["log"] == finished["log"]
+    assert after.state == "finished" and after.links == finished.links
+    assert after.validation == finished.validation and after.log == finished.log
     queued = api.status(queued_id)
-    assert queued["state"] == "queued" and queued["queue_position"] == 1
+    assert queued.state == "queued" and queued.queue_position == 1
     assert service.token_key_exists(queued_id)  # still needed by the job that waits
     # The worker reconnects by itself and takes new jobs.
     again = service.wait(api.submit(make_spec(task="token-classification", push_repo="alice/restart-again")), timeout=90)
-    assert again["state"] == "finished", again
-    assert api.cancel(queued_id)["state"] == "cancelled"
+    assert again.state == "finished", again
+    assert api.cancel(queued_id).state == "cancelled"
 
 
 def test_a_killed_job_process_fails_the_job_at_once_and_the_worker_goes_on(service):
@@ -113,10 +113,10 @@ def test_a_killed_job_process_fails_the_job_at_once_and_the_worker_goes_on(servi
     (horse,) = worker.children()
     os.kill(horse, signal.SIGKILL)
     status = service.wait(job_id, timeout=30)
-    assert status["state"] == "failed" and "was killed (most often: out of memory)" in status["error"]
+    assert status.state == "failed" and "was killed (most often: out of memory)" in status.error
     assert not service.token_key_exists(job_id) and not service.job_dir(job_id).exists()
     assert service.hub_state() == before
-    assert service.wait(api.submit(make_spec(task="question-answering", push_repo="alice/after-oom")))["state"] == "finished"
+    assert service.wait(api.submit(make_spec(task="question-answering", push_repo="alice/after-oom"))).state == "finished"
 
 
 def test_job_timeout_ends_the_job_with_a_message(service, monkeypatch):
@@ -124,8 +124,8 @@ def test_job_timeout_ends_the_job_with_a_message(service, monkeypatch):
     monkeypatch.setenv("COREML_CONVERTER_JOB_TIMEOUT", "1")
     job_id = api.submit(make_spec(repos.SLOW, options={"sequence_length": "128"}, push_repo="alice/timeout-target"))
     status = service.wait(job_id, timeout=60)
-    assert status["state"] == "failed" and status["error_kind"] == "internal"
-    assert "took longer than this service allows (1 s)" in status["error"]
+    assert status.state == "failed" and status.error_kind == "internal"
+    assert "took longer than this service allows (1 s)" in status.error
     assert not service.token_key_exists(job_id) and not service.job_dir(job_id).exists()
 
 
@@ -134,8 +134,8 @@ def test_spawn_worker_runs_a_job(service):
     service.stop_workers()
     service.ensure_worker("spawner", "--worker-class", "spawn")
     status = service.wait(api.submit(make_spec(task="feature-extraction", push_repo="alice/spawned")), timeout=120)
-    assert status["state"] == "finished", status
-    assert status["validation"]["passed"] is True
+    assert status.state == "finished", status
+    assert status.validation["passed"] is True
     service.stop_workers()
 
 
@@ -176,8 +176,8 @@ def test_embedded_backend_starts_keeps_jobs_across_restarts_and_stops(worker_rep
         for process in [backend.redis, *backend.workers]:
             assert password not in Path(f"/proc/{process.pid}/cmdline").read_text()
         done_id = api.submit(make_spec(push_repo="alice/embedded-target"))
-        done = wait_until(lambda: (s := api.status(done_id))["state"] in ("finished", "failed") and s, 120)
-        assert done["state"] == "finished", done
+        done = wait_until(lambda: (s := api.status(done_id)).state in ("finished", "failed") and s, 120)
+        assert done.state == "finished", done
         queued_id = api.submit(make_spec(runner="macos", push_repo="alice/embedded-queued"))
     finally:
         processes = [backend.redis, *backend.workers]
@@ -187,9 +187,9 @@ def test_embedded_backend_starts_keeps_jobs_across_restarts_and_stops(worker_rep
 
     backend = start_backend(log_file=tmp_path / "embedded.log")  # a new port, the same data
     try:
-        assert api.status(done_id)["state"] == "finished"
-        assert api.status(queued_id)["state"] == "queued"
-        assert api.cancel(queued_id)["state"] == "cancelled"
+        assert api.status(done_id).state == "finished"
+        assert api.status(queued_id).state == "queued"
+        assert api.cancel(queued_id).state == "cancelled"
     finally:
         backend.stop()
     assert OWNER_TOKEN not in (tmp_path / "embedded.log").read_text(errors="replace")

@@ -420,3 +420,25 @@ def test_kept_packages_fit_their_budget_oldest_first_and_expire(monkeypatch, tmp
     assert kept.keep("cv-4", out, ["m.mlpackage"], "w") is None and not kept.folder("cv-4").exists()  # alone too big
     assert kept.sweep() == [] and sorted(kept.sweep(now=time.time() + 3601)) == ["cv-2", "cv-3"]
     assert not list(kept.root().iterdir())
+
+
+def test_a_job_status_is_typed_and_round_trips_through_json():
+    """api.status's JobStatus: enums for its state and error kind, typed links and kept package,
+    and the same data back from its JSON (a newer service's unknown state or kind stays a string)."""
+    from worker.states import ErrorKind, JobState
+    from worker.status import JobStatus, KeptPackage, Links
+
+    status = JobStatus("cv-1", JobState.FAILED, stage="push", percent=90, log=["12:00:00 Pushing"], user="alice", model="alice/m",
+                       options={"precision": "float16"}, links=Links(repo="http://hub/alice/m-coreml"),
+                       error="The Hub refused the push.", error_kind=ErrorKind.USER_INPUT, user_error=True,
+                       kept_package=KeptPackage("m-coreml.zip", 6, "2026-11-25T12:00:00+00:00"),
+                       validation={"passed": True, "checks": []})
+    data = json.loads(json.dumps(status.to_dict()))
+    assert data["state"] == "failed" and data["links"] == {"repo": "http://hub/alice/m-coreml"}
+    assert data["kept_package"] == {"file": "m-coreml.zip", "size_bytes": 6, "expires_at": "2026-11-25T12:00:00+00:00"}
+    again = JobStatus.from_dict(data)
+    assert again == status and again.state is JobState.FAILED and again.error_kind is ErrorKind.USER_INPUT
+    assert again.validation_report.passed is True and again.requested_options == {"precision": "float16"}
+    assert not again.active and again.owned_by("alice") and not again.owned_by("bob") and JobStatus("cv-2").owned_by("bob")
+    newer = JobStatus.from_dict({"job_id": "cv-3", "state": "paused", "error_kind": "quota"})
+    assert (newer.state, newer.error_kind, newer.links, newer.kept_package) == ("paused", "quota", Links(), None)

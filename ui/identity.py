@@ -17,6 +17,7 @@ import gradio as gr
 from converters.errors import ConverterError
 from ui.page import Page, presented_like
 from worker.progress import Redactor
+from worker.status import JobStatus
 
 # What Gradio passes last to a @signed_in handler: the OAuth sign-in (None when self-hosted).
 SIGN_IN_PARAMETERS = (("profile", gr.OAuthProfile | None), ("oauth", gr.OAuthToken | None))
@@ -39,9 +40,9 @@ def safe_text(error: BaseException | str, token: str | None) -> str:
     return Redactor(token)(str(error))
 
 
-def owned(status: dict, user: str | None) -> bool:
+def owned(status: JobStatus, user: str | None) -> bool:
     """Whether `user` may see the job (a job with no user is anyone's)."""
-    return not status.get("user") or status.get("user") == user
+    return status.owned_by(user)
 
 
 # How a handler shows an error: (page, event inputs, the error's text) -> what to return (or yield).

@@ -15,6 +15,7 @@ from ui.identity import Who, owned, safe_text, signed_in
 from ui.page import Page
 from ui.try_panel import try_it_setup
 from worker import api
+from worker.status import JobStatus
 
 log = logging.getLogger("app")  # the web process's log
 
@@ -36,7 +37,7 @@ def jobs_for(user: str | None) -> tuple[list, list]:
     except Exception:  # noqa: BLE001 - the list is secondary; the page must keep working
         log.exception("listing jobs failed")
         return [], []
-    return render.job_rows(jobs), [j["job_id"] for j in jobs]
+    return render.job_rows(jobs), [j.job_id for j in jobs]
 
 
 def workers_text() -> str:
@@ -47,12 +48,12 @@ def workers_text() -> str:
         return render.message("Cannot reach the job queue right now.", "warning")
 
 
-def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: bool = False) -> dict:
+def show(page: Page, status: JobStatus, view: dict | None, user: str | None, fresh: bool = False) -> dict:
     """The job view's updates for a job's status, by component (some of page.view_outputs):
     parts that did not change are left out."""
     view = dict(view or {})
     active = render.is_active(status)
-    state = status.get("state")
+    state = status.state
     log_text = render.log_html(status)
     report_link = render.report_url(status) if state == "failed" else None
     ended = render.outcome(status, report_link)
@@ -75,21 +76,21 @@ def show(page: Page, status: dict, view: dict | None, user: str | None, fresh: b
         updates[shown.download_file] = gr.update(value=None, visible=False)
     # "My jobs" is read again when the shown job moves to a new stage or any listed job changes
     # state (one cheap read of the listed jobs' states per poll, not every job's status).
-    moved = fresh or view.get("state") != state or view.get("stage") != status.get("stage")
+    moved = fresh or view.get("state") != state or view.get("stage") != status.stage
     listed = view.get("listed") or {}
     if moved or listed_changed(listed):
         updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
         listed = listed_states(updates[page.job_ids])
-    if moved and state == "finished" and status.get("pushed") and status.get("push_kind") != form.PULL_REQUEST:
+    if moved and state == "finished" and status.pushed and status.push_kind != form.PULL_REQUEST:
         # The repo exists now: converting again into it (the form still names it) is warned about at once.
-        updates[page.destination.target_html] = render.message(form.existing_target_note(status["push_target"]), "warning")
+        updates[page.destination.target_html] = render.message(form.existing_target_note(status.push_target), "warning")
     # A panel prepared for another job is emptied: its prompt and answer were that job's.
-    switched = view.get("job_id") != status.get("job_id")
+    switched = view.get("job_id") != status.job_id
     if moved or switched:
         updates.update(try_it_setup(page.results.try_it, render.try_kind(status), fresh or switched,
                                     render.try_unavailable(status), status))
-    view.update(state=state, stage=status.get("stage"), log=log_text, results=results, outcome=ended,
-                listed=listed, job_id=status.get("job_id"))
+    view.update(state=state, stage=status.stage, log=log_text, results=results, outcome=ended,
+                listed=listed, job_id=status.job_id)
     updates[page.view] = view
     # Polling goes on while this job or any listed one is active, so the list never shows a stale state.
     updates[page.timer] = gr.Timer(active=active or any(s in ACTIVE_STATES for s in listed.values()))
@@ -186,5 +187,5 @@ def open_job(page: Page, data: dict, who: Who, event: gr.SelectData):
     if not owned(status, who.user):
         return gr.skip()
     # The form shows the reopened job's model (read again: its summary, tasks and sizes).
-    return {page.job: ids[row], page.model.model_box: gr.update(value=status.get("model")),
+    return {page.job: ids[row], page.model.model_box: gr.update(value=status.model),
             **show(page, status, data[page.view], who.user, fresh=True)}

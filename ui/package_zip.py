@@ -18,6 +18,7 @@ from pathlib import Path
 from converters.errors import UserInputError
 from converters.source import HubReference, hub_api, hub_errors
 from worker import kept
+from worker.status import JobStatus
 
 _COMMIT = re.compile(r"/commit/([0-9a-fA-F]{7,64})/?$")
 KEEP_SECONDS = 3600  # zips older than this are removed (Gradio has copied them by then)
@@ -29,31 +30,31 @@ def zip_root() -> Path:
     return root
 
 
-def package_paths(status: dict) -> list[str]:
+def package_paths(status: JobStatus) -> list[str]:
     """Paths in the repo of the job's packages (e.g. 'tiny-bert.mlpackage')."""
-    report = status.get("report") or {}
+    report = status.report or {}
     return [p["path"] for p in report.get("packages") or [] if p.get("path")]
 
 
-def pushed_revision(status: dict) -> str | None:
+def pushed_revision(status: JobStatus) -> str | None:
     """The commit the job pushed (read from its commit link)."""
-    match = _COMMIT.search((status.get("links") or {}).get("commit") or "")
+    match = _COMMIT.search(status.links.commit or "")
     return match.group(1) if match else None
 
 
-def can_download(status: dict | None) -> bool:
-    return pushed_package(status) or bool(status and status.get("kept_package"))
+def can_download(status: JobStatus | None) -> bool:
+    return pushed_package(status) or bool(status and status.kept_package)
 
 
-def pushed_package(status: dict | None) -> bool:
-    return bool(status) and status.get("state") == "finished" and bool(status.get("pushed")) \
-        and bool(package_paths(status)) and bool(status.get("push_target"))
+def pushed_package(status: JobStatus | None) -> bool:
+    return bool(status) and status.state == "finished" and status.pushed \
+        and bool(package_paths(status)) and bool(status.push_target)
 
 
-def kept_zip(status: dict) -> Path:
+def kept_zip(status: JobStatus) -> Path:
     """A copy of the zip the worker kept for a job whose push failed, in a folder Gradio
     serves from (the state folder is not one); a hard link when it can, so no second copy."""
-    source = kept.path_for(status.get("job_id") or "") if status.get("kept_package") else None
+    source = kept.path_for(status.job_id or "") if status.kept_package else None
     if source is None:
         raise UserInputError("The package of this job is no longer kept (it is kept for a limited time): "
                              "convert it again.")
@@ -66,11 +67,11 @@ def kept_zip(status: dict) -> Path:
     return copy
 
 
-def build_zip(status: dict, token: str | None, workdir: Path | None = None) -> Path:
+def build_zip(status: JobStatus, token: str | None, workdir: Path | None = None) -> Path:
     """Download the job's packages from the Hub and zip them; returns the zip's path."""
     if not pushed_package(status):
         raise UserInputError("There is no pushed package to download for this job.")
-    repo_id = status["push_target"]
+    repo_id = status.push_target
     revision = pushed_revision(status)
     paths = package_paths(status)
     if workdir is None:

@@ -3,7 +3,7 @@ quality on real text against its bar), the validation table and the continuation
 the model can run (with where its compression suits), the program's make-up, links, failures
 with a pre-filled report link, and "My jobs" rows.
 
-Input is what worker.api.status() returns (and ui.models.ModelSummary); every value is
+Input is what worker.api.status() returns (a worker.status.JobStatus; and ui.models.ModelSummary); every value is
 escaped, since model IDs and messages come from users and the Hub. No token is ever
 part of a status, so none can end up here.
 """
@@ -21,6 +21,7 @@ from converters.report import METRIC_LABELS, MODE_LABELS, ConversionReport, Vali
 from converters.report import number as report_number
 from converters.wording import continuation_reach, continuation_verdict
 from worker.progress import STAGES
+from worker.status import JobStatus
 
 # The stages a job walks through, as the person reads them.
 STAGE_LABELS = {
@@ -244,15 +245,15 @@ def workers_note(workers: list[dict]) -> str:
 # ---------------------------------------------------------------------- the live job view
 
 
-def job_status(status: dict | None) -> str:
+def job_status(status: JobStatus | None) -> str:
     if not status:
         return ""
-    state = status.get("state", "unknown")
-    stage = status.get("stage") or "queued"
+    state = status.state
+    stage = status.stage or "queued"
     if state == "unknown":
-        return f'<div data-state="unknown" data-stage="unknown">{message(status.get("error") or "Unknown job.", "error")}</div>'
-    percent = int(status.get("percent") or 0)
-    model, variant = str(status.get("model") or ""), job_variant(status)
+        return f'<div data-state="unknown" data-stage="unknown">{message(status.error or "Unknown job.", "error")}</div>'
+    percent = int(status.percent or 0)
+    model, variant = str(status.model or ""), job_variant(status)
     title = f'<span data-role="job-identity" title="{escape(job_identity(status))}">{escape(model)}'
     if variant:
         title += f" <span class='cm-muted'>· {escape(variant)}</span>"
@@ -286,15 +287,15 @@ def job_status(status: dict | None) -> str:
                else "cm-bar-done" if state == "finished" else "")
     lines = []
     if state == "queued":
-        position = status.get("queue_position")
+        position = status.queue_position
         if position:
             lines.append(f"Position in the queue: {position}" + (" (next)" if position == 1 else ""))
-        if status.get("note"):
-            lines.append(status["note"])
-    if status.get("elapsed_seconds") is not None:
-        lines.append(f"Elapsed: {duration(status['elapsed_seconds'])}")
-    lines.append(f"Job {status.get('job_id', '')}")
-    text = status.get("message") or ""
+        if status.note:
+            lines.append(status.note)
+    if status.elapsed_seconds is not None:
+        lines.append(f"Elapsed: {duration(status.elapsed_seconds)}")
+    lines.append(f"Job {status.job_id}")
+    text = status.message or ""
     return (
         f'<div class="cm-job" data-state="{escape(state)}" data-stage="{escape(stage)}" data-percent="{percent}">'
         f"<div><strong>{title}</strong>{badge}</div>"
@@ -307,11 +308,11 @@ def job_status(status: dict | None) -> str:
     )
 
 
-def log_text(status: dict | None) -> str:
-    return "\n".join((status or {}).get("log") or [])
+def log_text(status: JobStatus | None) -> str:
+    return "\n".join(status.log if status else [])
 
 
-def log_html(status: dict | None) -> str:
+def log_html(status: JobStatus | None) -> str:
     """The job's log tail, newest line at the bottom and in view (the box scrolls from the end)."""
     text = log_text(status)
     if not text:
@@ -320,36 +321,36 @@ def log_html(status: dict | None) -> str:
             f"<pre>{escape(text)}</pre></div>")
 
 
-def is_active(status: dict | None) -> bool:
-    return bool(status) and status.get("state") in ("queued", "running")
+def is_active(status: JobStatus | None) -> bool:
+    return status is not None and status.active
 
 
 # ---------------------------------------------------------------------- results
 
 
-def outcome(status: dict | None, report_url: str | None = None) -> str:
+def outcome(status: JobStatus | None, report_url: str | None = None) -> str:
     """How the job ended, in one box: pushed where, or why not and what to do."""
-    if not status or status.get("state") in (None, "unknown"):
+    if not status or status.state in (None, "unknown"):
         return ""
-    state = status["state"]
+    state = status.state
     if state == "finished":
-        return _success(status, _validation(status))
+        return _success(status, status.validation_json)
     if state == "failed":
         return _failure(status, report_url)
     if state == "cancelled":
-        return message("Cancelled. Nothing was pushed." if not status.get("pushed") else "Cancelled.", "warning")
+        return message("Cancelled. Nothing was pushed." if not status.pushed else "Cancelled.", "warning")
     return ""
 
 
-def results(status: dict | None, report_url: str | None = None, with_outcome: bool = True) -> str:
+def results(status: JobStatus | None, report_url: str | None = None, with_outcome: bool = True) -> str:
     """Everything shown once a job has ended (or its validation is known): the outcome (unless
     the page shows it apart, with its actions under it), then the evidence."""
-    if not status or status.get("state") in (None, "unknown"):
+    if not status or status.state in (None, "unknown"):
         return ""
-    state = status["state"]
-    validation = _validation(status)
+    state = status.state
+    validation = status.validation_json
     parts = [outcome(status, report_url)] if with_outcome else []
-    report = status.get("report") or {}
+    report = status.report or {}
     if state in ("finished", "failed"):
         parts.append(compression_section(report, validation))
     if validation and state in ("finished", "failed", "cancelled"):
@@ -365,28 +366,23 @@ def results(status: dict | None, report_url: str | None = None, with_outcome: bo
     return f'<div class="cm-results" data-state="{escape(state)}">{"".join(parts)}</div>'
 
 
-def _validation(status: dict) -> dict | None:
-    """The job's validation section (its own entry, else its report's)."""
-    return status.get("validation") or (status.get("report") or {}).get("validation")
-
-
-def _success(status: dict, validation: dict | None = None) -> str:
+def _success(status: JobStatus, validation: dict | None = None) -> str:
     """Pushed: where, and whether the package passed validation or was pushed anyway (the
     person asked to push even if validation fails)."""
-    links = status.get("links") or {}
+    links = status.links
     items = []
-    if links.get("pull_request"):
-        items.append(link(links["pull_request"], "Open the pull request"))
-    if links.get("repo"):
-        items.append(link(links["repo"], f"Open the repo {status.get('push_target') or ''}".strip()))
-    if links.get("commit"):
-        items.append(link(links["commit"], "See the commit"))
-    where = escape("a pull request" if links.get("pull_request") else status.get("push_target") or "the Hub")
+    if links.pull_request:
+        items.append(link(links.pull_request, "Open the pull request"))
+    if links.repo:
+        items.append(link(links.repo, f"Open the repo {status.push_target or ''}".strip()))
+    if links.commit:
+        items.append(link(links.commit, "See the commit"))
+    where = escape("a pull request" if links.pull_request else status.push_target or "the Hub")
     links_html = f'<div class="cm-links" data-role="links">{"".join(items)}</div>'
     if not validation:
         return f'<div class="cm-ok" data-role="done"><strong>Done.</strong> The package was pushed to {where}.{links_html}</div>'
     report = ValidationReport.from_json(validation)
-    sizes = package_sizes(status.get("report") or {})
+    sizes = package_sizes(status.report or {})
     if report.passed is True:
         return (f'<div class="cm-ok" data-role="done" data-validation="passed"><strong>Done.</strong> '
                 f"The package passed validation and was pushed to {where}.{sizes}{links_html}</div>")
@@ -410,34 +406,34 @@ def package_sizes(report: dict) -> str:
     return f' <span data-role="package-sizes">Size: {"; ".join(parts)}.</span>' if parts else ""
 
 
-def float32_is_the_remedy(status: dict | None) -> bool:
+def float32_is_the_remedy(status: JobStatus | None) -> bool:
     """A float16 job whose exact (fp32) runs passed and only float16 ones failed: converting in
     float32 gives a package that passes (the failure message says so; the page offers it)."""
-    if not status or status.get("state") != "failed" or status.get("error_kind") != "validation":
+    if not status or status.state != "failed" or status.error_kind != "validation":
         return False
-    options = (status.get("report") or {}).get("options") or {}
-    return options.get("precision") == "float16" and ValidationReport.from_json(_validation(status)).only_float16_fails
+    options = (status.report or {}).get("options") or {}
+    return options.get("precision") == "float16" and status.validation_report.only_float16_fails
 
 
-def _failure(status: dict, report_url: str | None) -> str:
-    error = status.get("error") or "The job failed."
-    kind = status.get("error_kind")
+def _failure(status: JobStatus, report_url: str | None) -> str:
+    error = status.error or "The job failed."
+    kind = status.error_kind
     lead = {
         "user_input": "This request cannot be converted as given.",
         "validation": "Validation failed.",
         "internal": "Something went wrong on our side.",
         "hub_unavailable": "The Hugging Face Hub is unavailable right now.",
     }.get(kind, "The job failed.")
-    stage = status.get("stage")
+    stage = status.stage
     where = f" (during: {STAGE_LABELS.get(stage, stage)})" if stage and stage not in ("queued", "done") else ""
-    validated = (_validation(status) or {}).get("passed") is True
+    validated = (status.validation_json or {}).get("passed") is True
     if stage == "push" and kind == "user_input" and validated:
         # The work was done: say so, and that only the push was refused.
         lead, where = "The model converted and passed validation, but it could not be pushed.", ""
-    if status.get("kept_package"):
+    if status.kept_package:
         return _kept_after_failed_push(status, error, kind)
     report = ""
-    lossy = bool(((_validation(status) or {}).get("quality") or {}).get("scheme"))  # a size to choose, not a fault
+    lossy = bool(((status.validation_json or {}).get("quality") or {}).get("scheme"))  # a size to choose, not a fault
     if report_url and kind in ("validation", "internal") and not float32_is_the_remedy(status) and not lossy:
         # Our fault to fix: the report goes to this service's tracker, never the model's authors.
         report = f'<div class="cm-links" data-role="report">{link(report_url, "Report this problem (opens a pre-filled report)")}</div>'
@@ -448,13 +444,13 @@ def _failure(status: dict, report_url: str | None) -> str:
     )
 
 
-def _kept_after_failed_push(status: dict, error: str, kind: str | None) -> str:
+def _kept_after_failed_push(status: JobStatus, error: str, kind: str | None) -> str:
     """The push failed after the package passed its checks, and the service kept the package:
     say it converted, why the push failed, and that it can be downloaded (the button below)."""
-    kept = status["kept_package"]
-    target = status.get("push_target") or "your repo"
-    until = when(kept.get("expires_at"))
-    note = f"Download the package below ({size(kept.get('size_bytes'))} zip, kept until {until}), or fix the access and convert again."
+    kept = status.kept_package
+    target = status.push_target or "your repo"
+    until = when(kept.expires_at)
+    note = f"Download the package below ({size(kept.size_bytes)} zip, kept until {until}), or fix the access and convert again."
     return (
         f'<div class="cm-error" data-role="error" data-kind="{escape(kind or "")}" data-kept="yes">'
         f"<strong>{escape(f'Your model converted and passed its checks, but it could not be pushed to {target}.')}</strong>"
@@ -717,21 +713,21 @@ def _prefilled(base: str, title: str, body: str) -> str:
     return base + separator + urlencode({"title": title, field: body[:3000]}, quote_via=quote)
 
 
-def report_url(status: dict, base: str | None = None) -> str | None:
+def report_url(status: JobStatus, base: str | None = None) -> str | None:
     """A link that opens a pre-filled issue or discussion about this failed job (never a token)."""
-    base = base if base is not None else report_base_url(status.get("model"))
+    base = base if base is not None else report_base_url(status.model)
     if not base:
         return None
-    report = status.get("report") or {}
+    report = status.report or {}
     options = report.get("options") or {}
-    validation = ValidationReport.from_json(_validation(status))
+    validation = status.validation_report
     failed = validation.failures()[:5]
     lines = [
-        f"Converting `{status.get('model')}` ({status.get('task') or 'task not resolved'}) to Core ML failed.",
+        f"Converting `{status.model}` ({status.task or 'task not resolved'}) to Core ML failed.",
         "",
-        f"- job: `{status.get('job_id')}`",
-        f"- failed during: {STAGE_LABELS.get(status.get('stage'), status.get('stage'))}",
-        f"- kind: {status.get('error_kind') or 'unknown'}",
+        f"- job: `{status.job_id}`",
+        f"- failed during: {STAGE_LABELS.get(status.stage, status.stage)}",
+        f"- kind: {status.error_kind or 'unknown'}",
     ]
     if options:
         lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
@@ -739,12 +735,12 @@ def report_url(status: dict, base: str | None = None) -> str | None:
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     if validation.passed is not None:
         lines.append(f"- validation: {validation.summary()}")
-    lines += ["", "Message:", "", "> " + (status.get("error") or "").replace("\n", "\n> ")]
+    lines += ["", "Message:", "", "> " + (status.error or "").replace("\n", "\n> ")]
     if failed:
         lines += ["", "Failed checks:", ""] + [f"- {line}" for line in failed]
         more = len(validation.failed_checks) - len(failed)
         lines += [f"- ... and {more} more"] if more > 0 else []
-    title = f"Conversion failed: {status.get('model')} ({status.get('task') or '?'})"
+    title = f"Conversion failed: {status.model} ({status.task or '?'})"
     return _prefilled(base, title, "\n".join(lines))
 
 
@@ -755,43 +751,40 @@ JOB_HEADERS = ["Submitted", "Model", "Conversion", "State", "Result"]
 FORMAT_LABELS = wording.FORMAT_LABELS
 
 
-def job_variant(status: dict) -> str:
+def job_variant(status: JobStatus) -> str:
     """What tells a job apart from another conversion of the same model: "text-generation ·
     int4 · stateful · iOS18" (converters.wording.variant of the options it was asked for)."""
-    report = status.get("report") or {}
-    return wording.variant(status.get("task") or report.get("task"), status.get("options") or report.get("options"))
+    return wording.variant(status.resolved_task, status.requested_options)
 
 
-def job_identity(status: dict) -> str:
+def job_identity(status: JobStatus) -> str:
     """The job's name wherever it is shown: "SmolLM2-135M · text-generation · int4 · stateful · iOS18"."""
-    report = status.get("report") or {}
-    return wording.identity(status.get("model"), status.get("task") or report.get("task"),
-                            status.get("options") or report.get("options"))
+    return wording.identity(status.model, status.resolved_task, status.requested_options)
 
 
-def job_rows(jobs: list[dict]) -> list[list[str]]:
+def job_rows(jobs: list[JobStatus]) -> list[list[str]]:
     rows = []
     for job in jobs:
-        links = job.get("links") or {}
-        if links.get("pull_request"):
-            result = f"[pull request]({links['pull_request']})"
-        elif links.get("repo") and job.get("state") == "finished":
-            result = f"[{job.get('push_target') or 'repo'}]({links['repo']})"
-        elif job.get("state") == "failed" and job.get("error_kind") == "validation":
+        links = job.links
+        if links.pull_request:
+            result = f"[pull request]({links.pull_request})"
+        elif links.repo and job.state == "finished":
+            result = f"[{job.push_target or 'repo'}]({links.repo})"
+        elif job.state == "failed" and job.error_kind == "validation":
             result = ("Failed validation in float16 only: convert in float32" if float32_is_the_remedy(job)
                       else "Failed validation: nothing was pushed")
-        elif job.get("state") == "failed":
-            result = _one_line(job.get("error") or "failed")
-        elif job.get("state") in ("queued", "running"):
+        elif job.state == "failed":
+            result = _one_line(job.error or "failed")
+        elif job.state in ("queued", "running"):
             # The stage only: the job view above has the live percent (the table refreshes per stage).
-            result = STAGE_LABELS.get(job.get("stage"), job.get("stage")) if job.get("state") == "running" else ""
+            result = STAGE_LABELS.get(job.stage, job.stage) if job.state == "running" else ""
         else:
             result = ""
         rows.append([
-            when(job.get("submitted_at")),
-            str(job.get("model") or ""),
+            when(job.submitted_at),
+            str(job.model or ""),
             job_variant(job),
-            STATE_LABELS.get(job.get("state"), str(job.get("state"))),
+            STATE_LABELS.get(job.state, str(job.state)),
             result,
         ])
     return rows
@@ -834,30 +827,30 @@ TRY_NOTES = {
 }
 
 
-def try_kind(status: dict | None) -> str | None:
+def try_kind(status: JobStatus | None) -> str | None:
     """The try-it a finished, pushed job offers (converters.try_it.kind_for), else None."""
     from converters.try_it import kind_for
 
-    if not status or status.get("state") != "finished" or not status.get("pushed"):
+    if not status or status.state != "finished" or not status.pushed:
         return None
-    report = status.get("report") or {}
+    report = status.report or {}
     inputs = {i.get("name") for p in report.get("packages") or [] for i in p.get("inputs") or []}
     modality = "vision" if inputs & {"image", "pixel_values", "pixelValues"} else "text"
-    return kind_for(report.get("task") or status.get("task"), modality)
+    return kind_for(report.get("task") or status.task, modality)
 
 
-def try_unavailable(status: dict | None) -> str | None:
+def try_unavailable(status: JobStatus | None) -> str | None:
     """Why a finished job's package can't be tried on text (the repo has no usable tokenizer), else None."""
     from converters.try_it import NO_TOKENIZER
 
-    why = ((status or {}).get("report") or {}).get("tokenizer_missing")
+    why = ((status.report if status else None) or {}).get("tokenizer_missing")
     return f'<div class="cm-warning" data-try-unavailable="1">{escape(NO_TOKENIZER.format(why=why))}</div>' if why else None
 
 
-def try_note(kind: str | None, status: dict | None = None) -> str:
+def try_note(kind: str | None, status: JobStatus | None = None) -> str:
     if not kind:
         return ""
-    made = ((status or {}).get("options") or ((status or {}).get("report") or {}).get("options") or {}).get("format")
+    made = (status.requested_options if status else {}).get("format")
     where = {
         "coreai": "A worker runs the pushed .aimodel in Apple's Core AI runtime, on this server's CPU",
         "both": "A worker runs the pushed Core ML package (the .aimodel beside it was validated, not tried here), in "

@@ -51,5 +51,5 @@ def download(page: Page, data: dict, who: Who) -> dict:
         return {shown.download_file: gr.update(visible=False), shown.download_button: ready,
                 shown.outcome_html: render.message("There is no package to download.", "error")}
     # A push that failed after the checks passed: the zip the worker kept; else the pushed commit's.
-    path = package_zip.kept_zip(status) if status.get("kept_package") else package_zip.build_zip(status, who.token)
+    path = package_zip.kept_zip(status) if status.kept_package else package_zip.build_zip(status, who.token)
     return {shown.download_file: gr.update(value=str(path), visible=True), shown.download_button: ready}

@@ -66,5 +66,5 @@ def on_load(page: Page, data: dict, profile: gr.OAuthProfile | None, oauth: gr.O
                     page.options.workers_html: workers_text(), page.my_jobs.jobs_table: rows, page.job_ids: ids})
     running = next((s for s in map(api.status, ids) if render.is_active(s) and owned(s, user)), None)
     if running is not None:
-        updates.update({page.job: running["job_id"], **show(page, running, {}, user, fresh=True)})
+        updates.update({page.job: running.job_id, **show(page, running, {}, user, fresh=True)})
     return updates

@@ -12,10 +12,11 @@ from ui import render
 from ui.identity import Who, owned, safe_text, signed_in
 from ui.page import POLL_SECONDS, Page, TryIt
 from worker import api
+from worker.status import JobStatus
 
 
 def try_it_setup(panel: TryIt, kind: str | None, fresh: bool, unavailable: str | None = None,
-                 status: dict | None = None) -> dict:
+                 status: JobStatus | None = None) -> dict:
     """The Try it panel for a job: shown with the boxes its kind needs (typed text is kept
     while the same job is shown), or only with why it can't be tried (`unavailable`)."""
     if kind is None:  # hidden, and emptied: nothing of an earlier job's try may reappear with it

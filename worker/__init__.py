@@ -5,6 +5,8 @@ Modules, one concern each:
 - tokens: the user's token, encrypted with the server key, in its own Redis key
 - queues: Redis connection and the rq queues (JSON serializer, never pickle)
 - api: what the app calls: submit, status, cancel, recent_jobs, workers
+- status: JobStatus, what api.status returns (typed fields; JSON through to_dict / from_dict)
+- states: JobState and ErrorKind, the words a status is made of
 - job: the job function (resolve -> download -> convert -> validate -> package -> push -> cleanup)
 - resolve / conversion / card / hub: the stages' own work (checks, engine call, model card, push)
 - progress: stage, percent, message and log tail in the job's meta

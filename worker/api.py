@@ -19,7 +19,7 @@ from redis import Redis
 from rq.command import send_stop_job_command
 from rq.exceptions import DuplicateJobError, InvalidJobOperation
 from rq import Callback
-from rq.job import JobStatus
+from rq.job import JobStatus as RqStatus
 from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
@@ -31,17 +31,18 @@ from . import capabilities, kept, queues, quotas, settings, tokens, workdirs
 from .progress import now_iso
 from .spec import JobSpec
 from .states import ErrorKind, JobState
+from .status import JobStatus, KeptPackage, Links, error_kind_of
 
-WAITING = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
-ACTIVE = WAITING | {JobStatus.STARTED}
+WAITING = {RqStatus.CREATED, RqStatus.QUEUED, RqStatus.DEFERRED, RqStatus.SCHEDULED}
+ACTIVE = WAITING | {RqStatus.STARTED}
 TRY_TIMEOUT = 600  # seconds: a try is a few calls of a package, not a conversion
 TRY_KEEP = 900  # seconds a try's result is kept
 STATES = {  # rq's status -> ours; any other (created, queued, deferred, scheduled) is QUEUED
-    JobStatus.FINISHED: JobState.FINISHED,
-    JobStatus.FAILED: JobState.FAILED,
-    JobStatus.STOPPED: JobState.CANCELLED,
-    JobStatus.CANCELED: JobState.CANCELLED,
-    JobStatus.STARTED: JobState.RUNNING,
+    RqStatus.FINISHED: JobState.FINISHED,
+    RqStatus.FAILED: JobState.FAILED,
+    RqStatus.STOPPED: JobState.CANCELLED,
+    RqStatus.CANCELED: JobState.CANCELLED,
+    RqStatus.STARTED: JobState.RUNNING,
 }
 RECENT_PER_USER = 100
 CLEANUP_INTERVAL = 5.0  # seconds between registry cleanups from this process
@@ -248,80 +249,73 @@ def account_of(token: str | None) -> dict:
 # ------------------------------------------------------------------ status
 
 
-def status(job_id: str) -> dict:
-    """Everything the app shows about a job:
+def status(job_id: str) -> JobStatus:
+    """Everything the app shows about a job (worker/status.py says what each field holds).
 
-    state (a JobState: queued, running, finished, failed, cancelled, unknown), queue,
-    queue_position (1 = next), stage, percent, message, log (last lines), model, task, user,
-    push_target, submitted_at / started_at / ended_at (ISO), elapsed_seconds, report,
-    validation, links (repo, commit, pull_request), pushed, error, error_kind (an ErrorKind:
-    user_input, validation, hub_unavailable, internal, cancelled), user_error, cancelled,
-    retrying (waiting to retry an unavailable Hub; the message says so), retries (how many
-    times it did), note (e.g. no worker for this queue), kept_package (a push that failed after
-    the package passed its checks: {"file", "size_bytes", "expires_at"} while its zip can be
-    downloaded from this service, else None; worker/kept.py).
+    Its state is a JobState (queued, running, finished, failed, cancelled, unknown); a failed
+    job's error_kind an ErrorKind (user_input, validation, hub_unavailable, internal, cancelled).
     """
     redis = connection()
     cleanup_abandoned()
     job = queues.fetch_job(job_id, redis)
     if job is None:
-        return {"job_id": job_id, "state": JobState.UNKNOWN, "cancelled": False,
-                "error": "This job is unknown: it never existed, or it ended too long ago to be kept."}
+        return JobStatus(job_id=job_id, state=JobState.UNKNOWN,
+                         error="This job is unknown: it never existed, or it ended too long ago to be kept.")
     rq_status = job.get_status(refresh=False)
     meta = job.meta or {}
     state = STATES.get(rq_status, JobState.QUEUED)
     if not state.active:
         tokens.delete(redis, job_id)  # whatever ended the job, its token must not outlive it
     error = meta.get("error")
-    if rq_status == JobStatus.FAILED and not error:
+    if rq_status == RqStatus.FAILED and not error:
         error = "The job failed on our side. Nothing was pushed."
-    result = {
-        "job_id": job_id,
-        "state": state,
-        "queue": job.origin,
-        "queue_position": _position(job) if state == JobState.QUEUED else None,
-        "stage": "cancelled" if state == JobState.CANCELLED else meta.get("stage", "queued"),
-        "percent": 100 if state == JobState.FINISHED else meta.get("percent", 0),
-        "message": "Cancelled" if state == JobState.CANCELLED else meta.get("message", ""),
-        "log": meta.get("log", []),
-        "user": meta.get("user"),
-        "model": meta.get("model"),
-        "task": meta.get("task"),
-        "options": meta.get("options") or (meta.get("report") or {}).get("options") or {},
-        "push_target": meta.get("push_target"),
-        "push_kind": meta.get("push_kind"),
-        "submitted_at": meta.get("submitted_at"),
-        "started_at": meta.get("started_at"),
-        "ended_at": meta.get("ended_at") or (_iso(job.ended_at) if not state.active else None),
-        "elapsed_seconds": _elapsed(meta, state),
-        "report": meta.get("report"),
-        "validation": meta.get("validation"),
-        "links": meta.get("links", {}),
-        "pushed": bool(meta.get("pushed")),
-        "error": None if state == JobState.CANCELLED else error,
-        "error_kind": ErrorKind.CANCELLED if state == JobState.CANCELLED else _error_kind(meta.get("error_kind")),
-        "user_error": bool(meta.get("user_error")),
-        "cancelled": state == JobState.CANCELLED,
-        "retrying": state == JobState.RUNNING and bool(meta.get("retrying")),
-        "retries": meta.get("retries", 0),
-        "note": _waiting_note(job.origin, redis) if state == JobState.QUEUED else None,
-        "kept_package": meta.get("kept_package") if meta.get("kept_package") and kept.path_for(job_id) else None,
-    }
-    return result
+    cancelled = state == JobState.CANCELLED
+    return JobStatus(
+        job_id=job_id,
+        state=state,
+        queue=job.origin,
+        queue_position=_position(job) if state == JobState.QUEUED else None,
+        stage="cancelled" if cancelled else meta.get("stage", "queued"),
+        percent=100 if state == JobState.FINISHED else meta.get("percent", 0),
+        message="Cancelled" if cancelled else meta.get("message", ""),
+        log=list(meta.get("log", [])),
+        user=meta.get("user"),
+        model=meta.get("model"),
+        task=meta.get("task"),
+        options=meta.get("options") or (meta.get("report") or {}).get("options") or {},
+        push_target=meta.get("push_target"),
+        push_kind=meta.get("push_kind"),
+        submitted_at=meta.get("submitted_at"),
+        started_at=meta.get("started_at"),
+        ended_at=meta.get("ended_at") or (_iso(job.ended_at) if not state.active else None),
+        elapsed_seconds=_elapsed(meta, state),
+        report=meta.get("report"),
+        validation=meta.get("validation"),
+        links=Links.from_dict(meta.get("links")),
+        pushed=bool(meta.get("pushed")),
+        error=None if cancelled else error,
+        error_kind=ErrorKind.CANCELLED if cancelled else error_kind_of(meta.get("error_kind")),
+        user_error=bool(meta.get("user_error")),
+        cancelled=cancelled,
+        retrying=state == JobState.RUNNING and bool(meta.get("retrying")),
+        retries=meta.get("retries", 0),
+        note=_waiting_note(job.origin, redis) if state == JobState.QUEUED else None,
+        kept_package=KeptPackage.from_dict(meta.get("kept_package"))
+        if meta.get("kept_package") and kept.path_for(job_id) else None,
+    )
 
 
-def recent_jobs(user: str, limit: int = 10) -> list[dict]:
+def recent_jobs(user: str, limit: int = 10) -> list[JobStatus]:
     """The user's latest jobs, newest first (status without the log)."""
     redis = connection()
     found = []
     for raw in redis.zrevrange(_user_key(user), 0, RECENT_PER_USER):
         job_id = raw.decode()
         info = status(job_id)
-        if info["state"] == JobState.UNKNOWN:
+        if info.state == JobState.UNKNOWN:
             redis.zrem(_user_key(user), job_id)
             continue
-        info.pop("log", None)
-        found.append(info)
+        found.append(dataclasses.replace(info, log=[]))
         if len(found) >= limit:
             break
     return found
@@ -344,7 +338,7 @@ def workers() -> list[dict]:
 # ------------------------------------------------------------------ cancel
 
 
-def cancel(job_id: str, user: str | None = None) -> dict:
+def cancel(job_id: str, user: str | None = None) -> JobStatus:
     """Cancel a queued or running job; returns its status. Ended jobs are left as they are.
     With `user`, only that user's own jobs can be cancelled (UserInputError otherwise)."""
     redis = connection()
@@ -363,9 +357,9 @@ def cancel(job_id: str, user: str | None = None) -> dict:
             except InvalidJobOperation:
                 pass
             time.sleep(0.2)  # a worker may have popped it just before: then stop it below
-            if job.get_status() in WAITING | {JobStatus.CANCELED}:
+            if job.get_status() in WAITING | {RqStatus.CANCELED}:
                 break
-        elif current == JobStatus.STARTED:
+        elif current == RqStatus.STARTED:
             try:
                 send_stop_job_command(redis, job_id, serializer=queues.SERIALIZER)
                 break
@@ -376,7 +370,7 @@ def cancel(job_id: str, user: str | None = None) -> dict:
     tokens.delete(redis, job_id)
     # rq's registry of cancelled jobs has no expiry of its own: bound it like the jobs.
     redis.expire(f"rq:canceled:{job.origin}", settings.result_ttl())
-    if job.get_status() == JobStatus.CANCELED:
+    if job.get_status() == RqStatus.CANCELED:
         meta = job.get_meta(refresh=True)
         meta.update(cancelled=True, message="Cancelled", ended_at=now_iso())
         job.save_meta()
@@ -464,14 +458,6 @@ def _busy_workers(job_ids: list[str]) -> str:
     running = [f"{count} {word if count == 1 else plural}"
                for count, word, plural in ((conversions, "conversion", "conversions"), (tries, "try", "tries")) if count]
     return f"all {len(job_ids)} workers are busy ({', '.join(running)})"
-
-
-def _error_kind(value: str | None) -> ErrorKind | str | None:
-    """meta's error_kind as an ErrorKind (a value from a newer worker stays as it is)."""
-    try:
-        return ErrorKind(value) if value else None
-    except ValueError:
-        return value
 
 
 def _elapsed(meta: dict, state: JobState) -> float | None:

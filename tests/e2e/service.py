@@ -5,11 +5,15 @@ process (configured through the same environment variables the app would have)."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.fernet import Fernet
 
 from .harness import RedisServer, WorkerProcess, wait_until, worker_env
+
+if TYPE_CHECKING:  # the worker is imported once the service's environment is set
+    from worker.status import JobStatus
 
 ENDED = ("finished", "failed", "cancelled")
 
@@ -63,16 +67,16 @@ class JobService:
 
     # ------------------------------------------------------------------ waiting
 
-    def wait(self, job_id: str, states=ENDED, timeout: float = 120) -> dict:
+    def wait(self, job_id: str, states=ENDED, timeout: float = 120) -> JobStatus:
         from worker import api
 
-        return wait_until(lambda: (s := api.status(job_id))["state"] in states and s, timeout, interval=0.05,
+        return wait_until(lambda: (s := api.status(job_id)).state in states and s, timeout, interval=0.05,
                           what=f"job {job_id} in {states}")
 
-    def wait_stage(self, job_id: str, stages, timeout: float = 60) -> dict:
+    def wait_stage(self, job_id: str, stages, timeout: float = 60) -> JobStatus:
         from worker import api
 
-        return wait_until(lambda: (s := api.status(job_id))["stage"] in stages and s, timeout, interval=0.02,
+        return wait_until(lambda: (s := api.status(job_id)).stage in stages and s, timeout, interval=0.02,
                           what=f"job {job_id} at {stages}")
 
     # ------------------------------------------------------------------ inspection
