@@ -13,6 +13,8 @@ Light imports only (no torch): the web process reads it.
 
 from __future__ import annotations
 
+from .errors import UserInputError
+from .options import ConversionOptions
 from .report import ContinuationRun, number
 
 
@@ -34,9 +36,17 @@ def variant(task: str | None, options: dict | None) -> str:
             parts.append("stateful")
         if options.get("format") in FORMAT_LABELS:
             parts.append(FORMAT_LABELS[options["format"]])
-        if options.get("format") != "coreai" and options.get("minimum_deployment_target"):
+        if options.get("minimum_deployment_target") and _makes_coreml(options):
             parts.append(options["minimum_deployment_target"])
     return " · ".join(p for p in parts if p)
+
+
+def _makes_coreml(options: dict) -> bool:
+    """Whether the options made a Core ML package: the deployment target is its alone."""
+    try:
+        return ConversionOptions.from_dict(options).makes_coreml
+    except UserInputError:  # options an older version stored: say the target, as it was asked
+        return True
 
 
 def identity(model: str | None, task: str | None, options: dict | None) -> str:
