@@ -134,13 +134,27 @@ def test_hub_timing_out_is_unavailable(outage, tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
 
 
-def test_a_503_while_downloading_files_is_unavailable_too(outage, tmp_path):
-    """huggingface_hub reports a failed file lookup as LocalEntryNotFoundError, the 503 chained."""
+def test_a_503_while_downloading_files_is_unavailable_too(outage, tmp_path, monkeypatch):
+    """huggingface_hub reports a failed file lookup as LocalEntryNotFoundError, the 503 chained.
+    It retries first, with waits of 1+2+4+8+8 s: the retries are kept, the waits only recorded."""
+    import time
+
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import _http
 
     from converters.errors import HubUnavailable, UserInputError
     from converters.source import HubReference, hub_errors
 
+    waits = []
+
+    class Clock:  # huggingface_hub's own `time`, without the waiting
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        def sleep(self, seconds):
+            waits.append(seconds)
+
+    monkeypatch.setattr(_http, "time", Clock())
     outage.inject_fault(f"{OWNER}/tiny-bert", status=503)
     with pytest.raises(HubUnavailable) as error:
         with hub_errors(HubReference(f"{OWNER}/tiny-bert"), None):
@@ -149,6 +163,7 @@ def test_a_503_while_downloading_files_is_unavailable_too(outage, tmp_path):
     assert error.value.status == 503 and error.value.transient and error.value.exit_code == 1
     assert not isinstance(error.value, UserInputError)
     assert "The Hub is unavailable" in str(error.value)
+    assert waits == [1, 2, 4, 8, 8]  # it did retry, as it would against the real Hub
 
 
 def test_faults_are_per_repo_and_can_be_limited(outage, tmp_path):
