@@ -52,9 +52,16 @@ def make_spec(model: str = repos.TINY, token: str = OWNER_TOKEN, **kwargs) -> Jo
     return JobSpec.build(model, token=token, **kwargs)
 
 
-def horse_of(service) -> int:
-    """The one job process running (whichever worker took the job)."""
-    (horse,) = [pid for worker in service.workers if worker.process.poll() is None for pid in worker.children()]
+def horse_of(service, job_id: str) -> int:
+    """The process running `job_id`: the child of the worker that took it (another worker may
+    still be ending a job of an earlier test, so "the one child there is" is not enough)."""
+    from worker.queues import connect, fetch_job
+
+    connection = connect(service.redis.url)
+    name = wait_until(lambda: (job := fetch_job(job_id, connection)) is not None and job.worker_name, 30,
+                      what=f"the worker of {job_id}")
+    (worker,) = [w for w in service.workers if w.name == name and w.process.poll() is None]
+    (horse,) = worker.children()
     return horse
 
 
@@ -125,7 +132,7 @@ def test_a_worker_killed_mid_push_says_what_landed(service):
         job_id = api.submit(make_spec(push_repo=target))
         wait_until(lambda: "Pushing to" in (api.status(job_id).message or ""), 120, what="the push to start")
         assert (service.job_dir(job_id) / "tmp").is_dir()  # the job's temporary files go to its own folder
-        os.kill(horse_of(service), signal.SIGKILL)
+        os.kill(horse_of(service, job_id), signal.SIGKILL)
     finally:
         service.hub.clear_faults(target)
     status = service.wait(job_id, timeout=60)
@@ -141,7 +148,7 @@ def test_a_worker_killed_mid_chunk_leaves_nothing_behind(service):
     job_id = api.submit(make_spec(SLOW_LLAMA, task="text-generation", push_repo=f"{OWNER}/killed-mid-chunk"))
     wait_until(lambda: "(chunk 2 of 4)" in (api.status(job_id).message or ""), 120, what="the second chunk")
     assert list(service.job_dir(job_id).rglob("*.mlpackage"))  # the first chunk, set aside in the job's folder
-    os.kill(horse_of(service), signal.SIGKILL)
+    os.kill(horse_of(service, job_id), signal.SIGKILL)
     status = service.wait(job_id, timeout=60)
     assert status.state == "failed" and "was killed" in status.error
     assert not service.job_dir(job_id).exists() and not list(service.machine_tmp.rglob("*.mlpackage"))
@@ -169,7 +176,7 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
         try_id = api.submit_try(job.job_id, OWNER_TOKEN, OWNER, "generate", {"text": "hello", "new_tokens": 2})
         wait_until(lambda: api.try_status(try_id, OWNER)["state"] == "running", 60, what="the try to start")
         wait_until(lambda: list((service.tmp / "state" / "jobs").glob("try-*")), 30, what="the try's folder")
-        os.kill(horse_of(service), signal.SIGKILL)
+        os.kill(horse_of(service, try_id), signal.SIGKILL)
     finally:
         service.hub.clear_faults(repos.TINY_LLAMA)
     killed = wait_until(lambda: (s := api.try_status(try_id, OWNER))["state"] == "failed" and s, 60, what="the failure")
