@@ -127,9 +127,14 @@ def test_two_jobs_pushing_to_one_repo_both_land(service):
 def test_a_worker_killed_mid_push_says_what_landed(service):
     service.ensure_worker("first")
     target = f"{OWNER}/killed-mid-push"
-    service.hub.inject_fault(target, status=None, delay=60)  # the push hangs
+    job_id = api.submit(make_spec(push_repo=target))
+    # The push hangs: the fault is set once the checks before the push (the form's access check, the
+    # worker's look at the repo) are behind the job, or they would wait out its minute instead.
+    stage = wait_until(lambda: (s := api.status(job_id).stage) in ("validate", "package", "push") and s, 120,
+                       interval=0.02, what="the conversion to end")
+    assert stage != "push", "the job reached its push before the fault was set"
+    service.hub.inject_fault(target, status=None, delay=60)
     try:
-        job_id = api.submit(make_spec(push_repo=target))
         wait_until(lambda: "Pushing to" in (api.status(job_id).message or ""), 120, what="the push to start")
         assert (service.job_dir(job_id) / "tmp").is_dir()  # the job's temporary files go to its own folder
         os.kill(horse_of(service, job_id), signal.SIGKILL)
