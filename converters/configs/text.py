@@ -8,6 +8,7 @@ from transformers.cache_utils import Cache
 from ..chunks import hidden_name
 from ..errors import UserInputError
 from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, ExportConfig, InputSpec, OutputKind, OutputSpec, StateSpec, additive_mask, first_output
+from .sliding import Sliding, UnknownLayerTypes, attention_masks, outside_window, sliding_of
 
 TOKENS = OutputKind.TOKEN_SCORES
 NUM_CHOICES = 4  # multiple-choice packages score this many candidate texts at once
@@ -44,9 +45,10 @@ class TextModelWrapper(torch.nn.Module):
     """
 
     def __init__(self, model, outputs: list[OutputSpec], causal: bool, native_mask: bool, flatten_choices: bool,
-                 pooling: dict | None = None):
+                 pooling: dict | None = None, sliding: Sliding | None = None):
         super().__init__()
         self.model = model
+        self.sliding = sliding  # set when the package is longer than the window: sliding layers get a banded mask
         self.outputs = outputs
         self.causal = causal
         self.native_mask = native_mask
@@ -65,7 +67,12 @@ class TextModelWrapper(torch.nn.Module):
         elif self.flatten_choices:
             result = self._forward_choices(kwargs, attention_mask)
         else:
-            kwargs["attention_mask"] = additive_mask(attention_mask, self.causal)
+            mask = additive_mask(attention_mask, self.causal)
+            banded = None
+            if self.sliding is not None:  # right-padded: a token's position is its index
+                index = torch.arange(attention_mask.shape[-1])
+                banded = mask + (outside_window(index, index, self.sliding.window) * MASK_VALUE)[None, None]
+            kwargs["attention_mask"] = attention_masks(self.sliding, mask, banded)
             result = self.model(**kwargs)
         values = []
         for spec in self.outputs:
@@ -154,11 +161,16 @@ class StatefulCausalLM(torch.nn.Module):
       slot swift-transformers' longer mask leaves empty) are masked, and token positions
       count written slots only, so both conventions give the same positions and logits;
     - causality inside the call is applied here; the caller's last mask row (padding, if
-      any) is added on top."""
+      any) is added on top.
+    A package longer than the model's sliding window (`sliding`, configs/sliding.py) gives
+    its sliding layers the same mask with the slots `window` or more behind each query
+    masked too: the unwritten slots are a prefix (none, or swift-transformers' first), so
+    slot distances are position distances."""
 
-    def __init__(self, model, cache_shape: tuple[int, ...], probe_layer: int = 0):
+    def __init__(self, model, cache_shape: tuple[int, ...], probe_layer: int = 0, sliding: Sliding | None = None):
         super().__init__()
         self.model = model
+        self.sliding = sliding
         # The layer whose keys tell written slots from fresh ones: one this call has not
         # written yet (a chunk of layers, chunks.py, runs after earlier chunks wrote theirs).
         self.probe_layer = probe_layer
@@ -177,10 +189,16 @@ class StatefulCausalLM(torch.nn.Module):
         query_slots = torch.arange(query) + past
         future = (slots[None, :] > query_slots[:, None]).float()
         masked = (future + unwritten_before[None, :]).clamp(max=1.0)
-        mask = (masked * MASK_VALUE)[None, None] + causal_mask[:, :, -1:, :].float()
+        row = causal_mask[:, :, -1:, :].float()
+        mask = (masked * MASK_VALUE)[None, None] + row
+        banded = None
+        if self.sliding is not None:
+            far = outside_window(query_slots, slots, self.sliding.window)
+            banded = ((masked + far).clamp(max=1.0) * MASK_VALUE)[None, None] + row
         cache = SliceUpdateCache(self.keyCache, self.valueCache, past, end)
         result = self.model(
-            input_ids=input_ids, attention_mask=mask, past_key_values=cache, position_ids=positions[None], use_cache=True
+            input_ids=input_ids, attention_mask=attention_masks(self.sliding, mask, banded), past_key_values=cache,
+            position_ids=positions[None], use_cache=True,
         )
         return (result.logits,)
 
@@ -235,6 +253,7 @@ class TextConfig(ExportConfig):
             native_mask=native_mask,
             flatten_choices=self.task == "multiple-choice",
             pooling=self.sentence_pooling,
+            sliding=self.sliding_beyond_window(),
         )
 
     def inputs(self, part: str = "model") -> list[InputSpec]:
@@ -273,6 +292,20 @@ class TextConfig(ExportConfig):
 
     def wrap(self, model, part: str = "model"):
         return self._text_wrapper(model, self.mask_convention(model), part)
+
+    def sliding_beyond_window(self) -> Sliding | None:
+        """The model's sliding layers when the package is longer than their window (their
+        banded mask is then built in the program), else None: within the window a sliding
+        layer sees every token, and the package is the same as without it."""
+        if not self.causal:
+            return None
+        try:
+            sliding = sliding_of(self.hf_config)
+        except UnknownLayerTypes:
+            return None  # refused in check_options when it matters
+        if sliding is None or self.options.sequence_length.maximum <= sliding.window:
+            return None
+        return sliding
 
     @property
     def sentence_pooling(self) -> dict | None:
@@ -375,26 +408,34 @@ class DecoderConfig(TextConfig):
     def wrap(self, model, part: str = "model"):
         if not self.stateful:
             return super().wrap(model, part)
-        return StatefulCausalLM(model, self.states(part)[0].shape, probe_layer=self.chunk.start if self.chunk else 0)
+        return StatefulCausalLM(model, self.states(part)[0].shape, probe_layer=self.chunk.start if self.chunk else 0,
+                                sliding=self.sliding_beyond_window())
 
     def reference_module(self, model, part: str = "model"):
-        """A stateful package is checked against the plain model run on the whole sequence."""
+        """A stateful package is checked against the plain model run on the whole sequence.
+
+        Longer than a sliding window, the reference is the model with its own 0/1 mask:
+        transformers builds each sliding layer's band itself, so the package's in-program
+        bands are checked against transformers' rather than against a copy of themselves."""
         if not self.stateful:
             return super().reference_module(model, part)
-        return TextModelWrapper(model, self.outputs(part), causal=True, native_mask=self.mask_convention(model),
-                                flatten_choices=False)
+        native = self.mask_convention(model) or self.sliding_beyond_window() is not None
+        return TextModelWrapper(model, self.outputs(part), causal=True, native_mask=native, flatten_choices=False)
 
     def check_options(self) -> None:
         super().check_options()
         if self.stateful:
             self._check_stateful()
-        window = self.attributes.sliding_window
-        wanted = self.options.sequence_length.maximum
-        if isinstance(window, int) and 0 < window < wanted:
-            raise UserInputError(
-                f"Sequence length {wanted} is longer than this model's sliding attention window ({window}); "
-                f"packages longer than the window are not supported yet. Choose {window} or less."
-            )
+        try:
+            sliding_of(self.hf_config)
+        except UnknownLayerTypes as error:
+            window = self.attributes.sliding_window
+            wanted = self.options.sequence_length.maximum
+            if isinstance(window, int) and 0 < window < wanted:
+                raise UserInputError(
+                    f"Sequence length {wanted} is longer than this model's sliding attention window ({window}), and {error}. "
+                    f"Choose {window} or less."
+                ) from None
 
     def _check_stateful(self) -> None:
         options = self.options
