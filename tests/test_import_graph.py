@@ -28,7 +28,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("converters.options", "converters.tasks", "converters.configs.attributes", "converters.integrity",
      "converters.diagnose", "converters.metadata", "converters.package_info", "converters.source",
      "converters.source_tokenizer", "converters.report", "converters.chunks", "converters.float16_safe",
-     "converters.tolerances", "converters.wording"),
+     "converters.tolerances", "converters.wording", "converters.device_fit"),
     # the families: one config class per architecture family, and the registry
     ("converters.configs",),
     # compression, before saving (the scheme table is its own module, below both compressors)

@@ -1,0 +1,408 @@
+"""Whether a package fits the devices people ship apps to: its load size and its memory while it
+runs, against what an app may use on each device class (docs/device-fit.md has the table and
+every source).
+
+A package's memory while it runs, estimated (`Footprint`):
+- weights: the package's size (what Core ML loads; compressed weights stay compressed when Core
+  ML decompresses them on the fly, else they take their float16 size — coremltools' guide);
+- KV cache: a stateful text-generation package's `keyCache` and `valueCache` states, float16
+  (layers × key/value heads × context × head size, twice);
+- the largest activation of one call: the biggest of the logits (tokens × vocabulary, a float32
+  output), the attention scores (heads × tokens × context), the feed-forward layer (tokens × its
+  width) and the hidden states, at the longest call the package takes (a stateful package's
+  prompt can fill its whole context) — one tensor, so a call's working memory is at least this.
+
+Two ways in: before converting, from the model's config.json and the size estimate
+(`from_config`); after, from the conversion's report (`from_report`: the package sizes, its
+states and outputs as written). Pure Python: the web page imports it; no torch.
+
+What an app may use (`DEVICES`), each limit with its source:
+- iPhone and iPad: iOS kills an app past its memory limit (jetsam); the limit depends on the
+  device, and the `com.apple.developer.kernel.increased-memory-limit` entitlement raises it "on
+  supported devices" (Apple: developer.apple.com/documentation/bundleresources/entitlements/
+  com.apple.developer.kernel.increased-memory-limit). Apple publishes no numbers:
+  `os_proc_available_memory()` tells a running app what it has left (developer.apple.com/
+  documentation/os/os_proc_available_memory). The numbers below are measured with it by
+  developers, each cited at its device.
+- Mac: no per-app limit, but Core ML runs an LLM on the GPU, and Metal's
+  `recommendedMaxWorkingSetSize` — what the GPU can use "without affecting its runtime
+  performance" — is two thirds of the memory on 8 and 16 GB Macs (as logged by llama.cpp's Metal
+  backend, cited at each Mac).
+- The Neural Engine: Apple's Stable Diffusion recipe splits its UNet into chunks "each with less
+  than 1GB of weights", "required for Neural Engine deployment on iOS and iPadOS", not on macOS
+  (github.com/apple/ml-stable-diffusion, README, --chunk-unet); ANEMLL's converter splits LLMs so
+  that "iOS models are limited to 1GB per file, macOS supports up to ~2GB per file"
+  (github.com/Anemll/Anemll, docs/convert.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UserInputError
+from .options import SequenceLength
+
+GB = 10**9
+MIB = 2**20
+FLOAT16 = 2
+OUTPUT_BYTES = 4  # a package's outputs are float32 (coremltools' default when no dtype is given)
+DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8, "int32": 4, "int8": 1}
+# Tasks whose package scores every token of a vocabulary (their outputs are logits).
+VOCABULARY_TASKS = ("text-generation", "fill-mask", "text2text-generation")
+
+# The Neural Engine's practical model size: Apple's Stable Diffusion recipe (github.com/apple/
+# ml-stable-diffusion, README: --chunk-unet splits the UNet "in two approximately equal chunks
+# (each with less than 1GB of weights) ... required for Neural Engine deployment on iOS and
+# iPadOS. This is not required for macOS") and ANEMLL (github.com/Anemll/Anemll, docs/convert.md:
+# "iOS models are limited to 1GB per file, macOS supports up to ~2GB per file").
+NEURAL_ENGINE_MOBILE = 1 * GB
+NEURAL_ENGINE_MAC = 2 * GB
+
+ENTITLEMENT = "com.apple.developer.kernel.increased-memory-limit"
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device class: `name` as a person knows it, its memory (`ram_gb`), the memory an app may
+    use by default (`app_limit`, bytes) and with the increased-memory-limit entitlement
+    (`entitled_limit`; None: no such entitlement, a Mac), the Neural Engine's model size limit,
+    and where each number comes from (`sources`)."""
+
+    key: str
+    name: str
+    family: str  # "iPhone", "iPad" or "Mac"
+    ram_gb: int
+    app_limit: int
+    entitled_limit: int | None
+    neural_engine_limit: int
+    sources: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.ram_gb} GB)"
+
+
+DEVICES: tuple[Device, ...] = (
+    # iPhone 12 Pro to iPhone 15 Plus have 6 GB. Measured on an iPhone 13 Pro with
+    # os_proc_available_memory at launch: 3.12 GB, with the entitlement 4.20 GB
+    # (github.com/a-ghorbani/pocketpal-ai/pull/651); taken as 3 GB without it, as on 8 GB iPhones
+    # (a phone with less memory does not give an app more).
+    Device("iphone-6", "iPhone 15", "iPhone", 6, 3 * GB, int(4.2 * GB), NEURAL_ENGINE_MOBILE,
+           ("https://github.com/a-ghorbani/pocketpal-ai/pull/651",)),
+    # Every iPhone from the 15 Pro on has 8 GB or more (Xcode 15's device files, reported by
+    # appleosophy.com/2023/09/13/iphone-15-pro-now-officially-features-8-gb-ram). Measured on an
+    # iPhone 15 Pro: 3 GB, with the entitlement 6 GB (github.com/introlab/rtabmap/pull/1446).
+    Device("iphone-8", "iPhone 15 Pro and newer", "iPhone", 8, 3 * GB, 6 * GB, NEURAL_ENGINE_MOBILE,
+           ("https://github.com/introlab/rtabmap/pull/1446",
+            "https://appleosophy.com/2023/09/13/iphone-15-pro-now-officially-features-8-gb-ram")),
+    # M-series iPads with 8 GB: up to 6 GB with the entitlement from iPadOS 15 (Artstudio Pro's
+    # developers, macrumors.com/2021/09/17/ipados-15-up-to-12gb-ram-high-end-ipad-pro), ~6 GB on
+    # iPadOS 26.0-26.3 and ~3 GB from iPadOS 26.4 (developer.apple.com/forums/thread/826325).
+    Device("ipad-8", "iPad with M1 or later", "iPad", 8, 3 * GB, 6 * GB, NEURAL_ENGINE_MOBILE,
+           ("https://macrumors.com/2021/09/17/ipados-15-up-to-12gb-ram-high-end-ipad-pro",
+            "https://developer.apple.com/forums/thread/826325")),
+    # iPad Pro with 16 GB (1 and 2 TB): ~5 GB per app before iPadOS 15 (mattedwards.org/2021/05/28,
+    # from 9to5Mac), up to 12 GB with the entitlement (MacRumors, as above).
+    Device("ipad-16", "iPad Pro", "iPad", 16, 5 * GB, 12 * GB, NEURAL_ENGINE_MOBILE,
+           ("https://macrumors.com/2021/09/17/ipados-15-up-to-12gb-ram-high-end-ipad-pro",
+            "https://mattedwards.org/2021/05/28/ipados-limits-ipad-pro-power-apps-only-able-to-use-up-to-5-gb-ram-each/")),
+    # Metal's recommendedMaxWorkingSetSize as llama.cpp logs it: 5461.34 MB on an 8 GB M2 MacBook
+    # Air (github.com/li-plus/chatglm.cpp/issues/76), 10922.67 MiB on a 16 GB M1 MacBook Air
+    # (github.com/ise-uiuc/magicoder/issues/19).
+    Device("mac-8", "Mac", "Mac", 8, int(5461.34 * MIB), None, NEURAL_ENGINE_MAC,
+           ("https://github.com/li-plus/chatglm.cpp/issues/76",)),
+    Device("mac-16", "Mac", "Mac", 16, int(10922.67 * MIB), None, NEURAL_ENGINE_MAC,
+           ("https://github.com/ise-uiuc/magicoder/issues/19",)),
+)
+
+FITS, ENTITLED, TOO_LARGE = "fits", "with the entitlement", "too large"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A package's memory: `weights` (bytes it loads: all its packages together), `kv_cache`
+    (its states), `activation` (the largest activation of one call, estimated), `context` (the
+    tokens a stateful package's cache holds, else the longest sequence it takes; None for images),
+    `stateful`, and `largest_package` (the biggest single package, for the Neural Engine)."""
+
+    weights: int
+    kv_cache: int = 0
+    activation: int = 0
+    context: int | None = None
+    stateful: bool = False
+    largest_package: int = 0
+
+    @property
+    def running(self) -> int:
+        """Bytes while it runs: weights, cache and the largest activation."""
+        return self.weights + self.kv_cache + self.activation
+
+
+@dataclass(frozen=True)
+class Verdict:
+    device: Device
+    level: str  # FITS, ENTITLED or TOO_LARGE
+    limit: int  # the limit it was judged against (the entitled one when that decided)
+
+
+def verdicts(footprint: Footprint, devices: tuple[Device, ...] = DEVICES) -> list[Verdict]:
+    """Each device class: whether the package fits what an app may use there by default, only with
+    the increased-memory-limit entitlement, or not at all."""
+    found = []
+    for device in devices:
+        if footprint.running <= device.app_limit:
+            found.append(Verdict(device, FITS, device.app_limit))
+        elif device.entitled_limit and footprint.running <= device.entitled_limit:
+            found.append(Verdict(device, ENTITLED, device.entitled_limit))
+        else:
+            found.append(Verdict(device, TOO_LARGE, device.entitled_limit or device.app_limit))
+    return found
+
+
+# ---------------------------------------------------------------------- before converting
+
+
+def model_dimensions(config: dict) -> dict[str, int | None]:
+    """The sizes the estimate needs, from a config.json as a dict (a multimodal model's
+    `text_config` when the top level has none), under the names families use."""
+    if not _first(config, "hidden_size", "n_embd", "d_model", "dim") and isinstance(config.get("text_config"), dict):
+        config = {**config, **config["text_config"]}
+    hidden = _first(config, "hidden_size", "n_embd", "d_model", "dim")
+    heads = _first(config, "num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "n_heads")
+    kv_heads = _first(config, "num_key_value_heads", "num_kv_heads")
+    if kv_heads is None and config.get("multi_query"):
+        kv_heads = 1  # multi-query attention (GPT-BigCode, old Falcon)
+    head_dim = _first(config, "head_dim")
+    if head_dim is None and hidden and heads:
+        head_dim = hidden // heads
+    intermediate = _first(config, "intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "hidden_dim")
+    return {
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": kv_heads or heads,
+        "head_dim": head_dim,
+        "layers": _first(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+        "intermediate": intermediate or (4 * hidden if hidden else None),
+        "vocab": _first(config, "vocab_size"),
+        "image_size": _side(config.get("image_size")),
+        "patch_size": _side(config.get("patch_size")),
+        "channels": _first(config, "embedding_size") or (config.get("hidden_sizes") or [None])[0],
+    }
+
+
+def kv_cache_bytes(config: dict, context: int) -> int:
+    """A stateful package's keyCache and valueCache: float16 (Core ML keeps states in float16),
+    [layers, 1, key/value heads, context, head size] each."""
+    dims = model_dimensions(config)
+    if not (dims["layers"] and dims["kv_heads"] and dims["head_dim"]):
+        return 0
+    return 2 * dims["layers"] * dims["kv_heads"] * context * dims["head_dim"] * FLOAT16
+
+
+def activation_bytes(config: dict, task: str, tokens: int | None, context: int | None, element_bytes: int) -> int:
+    """The largest activation of one call of `tokens` tokens attending over `context` positions
+    (an image model: its patches or its first feature map), `element_bytes` per element."""
+    dims = model_dimensions(config)
+    if tokens is None:  # an image model
+        image = dims["image_size"]
+        if not image:
+            return 0
+        if dims["patch_size"]:
+            tokens = context = (image // dims["patch_size"]) ** 2 + 1
+        else:  # a convolutional network: its stem's feature map at half the image's side
+            return (dims["channels"] or 64) * (image // 2) ** 2 * element_bytes
+    context = context or tokens
+    candidates = [tokens * (dims["hidden"] or 0) * element_bytes, tokens * (dims["intermediate"] or 0) * element_bytes,
+                  (dims["heads"] or 0) * tokens * context * element_bytes]
+    if task in VOCABULARY_TASKS and dims["vocab"]:  # the logits, a float32 output (coremltools' default)
+        candidates.append(tokens * dims["vocab"] * OUTPUT_BYTES)
+    return max(candidates)
+
+
+def from_config(config: dict, task: str, weight_bytes: int, options, modality: str | None = "text") -> Footprint:
+    """The footprint the form shows before Convert: `weight_bytes` from the size estimate for the
+    chosen Size, the cache and the activation from the model's config at the chosen context
+    (`options`: ConversionOptions — sequence length, KV cache, precision)."""
+    element = 4 if options.precision == "float32" else FLOAT16
+    stateful = options.kv_cache == "stateful"
+    if modality == "vision":
+        return Footprint(weight_bytes, 0, activation_bytes(config, task, None, None, element), None, False, weight_bytes)
+    length = options.sequence_length.maximum
+    cache = kv_cache_bytes(config, length) if stateful else 0
+    return Footprint(weight_bytes, cache, activation_bytes(config, task, length, length, element), length, stateful,
+                     weight_bytes)
+
+
+# ---------------------------------------------------------------------- after converting
+
+
+def from_report(report: dict) -> Footprint | None:
+    """The footprint of a conversion's packages, from its report: their sizes on disk (when it
+    wrote the model in more than one format, an app loads one: the largest set counts), their
+    states, and their largest output at its longest shape or the attention over the cache,
+    whichever is larger. None when the report lists no package size."""
+    packages = [p for p in report.get("packages") or [] if p.get("size_bytes")]
+    if not packages:
+        return None
+    by_format: dict[str, list[dict]] = {}
+    for package in packages:
+        by_format.setdefault(str(package.get("format") or ""), []).append(package)
+    chosen = max(by_format.values(), key=lambda group: sum(p["size_bytes"] for p in group))
+    weights = sum(p["size_bytes"] for p in chosen)
+    cache = sum(_elements(_longest(s)) * DTYPE_BYTES.get(s.get("dtype"), FLOAT16)
+                for p in chosen for s in p.get("states") or [])
+    activation = 0
+    for package in chosen:
+        for output in package.get("outputs") or []:
+            activation = max(activation, _elements(_longest(output)) * DTYPE_BYTES.get(output.get("dtype"), 4))
+        for state in package.get("states") or []:  # [layers, 1, kv heads, context, head size]
+            shape = _longest(state)
+            if len(shape) == 5:
+                activation = max(activation, shape[2] * shape[3] * shape[3] * FLOAT16)
+    options = report.get("options") or {}
+    stateful = options.get("kv_cache") == "stateful"
+    context = None
+    if not any(i.get("type") == "image" for p in chosen for i in p.get("inputs") or []):
+        try:
+            context = SequenceLength.parse(options.get("sequence_length") or None).maximum
+        except UserInputError:  # an older or foreign report: the sizes still stand
+            context = None
+    return Footprint(weights, cache, activation, context, stateful, max(p["size_bytes"] for p in chosen))
+
+
+# ---------------------------------------------------------------------- in words
+
+
+def gigabytes(size: int | float) -> str:
+    """A memory size as the page and the card say it: '85 MB', '1.3 GB', '14 GB'."""
+    gb = size / GB
+    if gb < 1:
+        return f"{size / 1e6:,.0f} MB"
+    return f"{gb:.0f} GB" if gb >= 10 else f"{gb:.1f} GB"
+
+
+def context_words(footprint: Footprint) -> str:
+    """'at 4 k context', 'at 128 tokens', or '' (an image model)."""
+    if footprint.context is None:
+        return ""
+    if footprint.stateful:
+        amount = f"{footprint.context // 1024} k" if footprint.context % 1024 == 0 else f"{footprint.context:,}-token"
+        return f"at {amount} context"
+    return f"at {footprint.context:,} tokens"
+
+
+def breakdown(footprint: Footprint) -> str:
+    """'about 1.3 GB while it runs at 4 k context: weights 0.70 GB, KV cache 0.45 GB, largest activation 0.20 GB'."""
+    parts = [f"weights {gigabytes(footprint.weights)}"]
+    if footprint.kv_cache:
+        parts.append(f"KV cache {gigabytes(footprint.kv_cache)}")
+    if footprint.activation:
+        parts.append(f"largest activation {gigabytes(footprint.activation)}")
+    where = context_words(footprint)
+    return f"about {gigabytes(footprint.running)} while it runs{' ' + where if where else ''}: {', '.join(parts)}"
+
+
+def _names(found: list[Verdict]) -> str:
+    """'iPhone 15 Pro and newer (8 GB), iPads (8 and 16 GB) and Macs with 16 GB': a family whose
+    every class is listed is named once."""
+    labels, done = [], set()
+    for verdict in found:
+        family = verdict.device.family
+        if family in done:
+            continue
+        members = [v for v in found if v.device.family == family]
+        memory = " and ".join(str(v.device.ram_gb) for v in members)
+        if len(members) == len([d for d in DEVICES if d.family == family]) > 1:
+            done.add(family)
+            labels.append(f"{family}s ({memory} GB)")
+        elif family == "Mac":
+            done.add(family)
+            labels.append(f"Macs with {memory} GB")
+        else:
+            labels.append(verdict.device.label)
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def fit_sentence(footprint: Footprint, devices: tuple[Device, ...] = DEVICES) -> str:
+    """The verdict in plain words: 'Fits iPhone 15 Pro and newer (8 GB), iPads (8 and 16 GB) and
+    Macs (8 and 16 GB); too large for iPhone 15 (6 GB) at 4 k context.'"""
+    found = verdicts(footprint, devices)
+    groups = {level: [v for v in found if v.level == level] for level in (FITS, ENTITLED, TOO_LARGE)}
+    where = context_words(footprint)
+    clauses = []
+    if groups[FITS]:
+        clauses.append(f"fits {_names(groups[FITS])}")
+    if groups[ENTITLED]:
+        clauses.append(f"fits {_names(groups[ENTITLED])} only with the increased memory limit entitlement")
+    if groups[TOO_LARGE]:
+        clauses.append(f"too large for {_names(groups[TOO_LARGE])}{' ' + where if where else ''}")
+    text = "; ".join(clauses)
+    return text[0].upper() + text[1:] + "."
+
+
+def neural_engine_note(footprint: Footprint) -> str | None:
+    """Said when a package is larger than the Neural Engine takes (Apple's and ANEMLL's recipes
+    split models below 1 GB for iPhone and iPad, ~2 GB for a Mac)."""
+    size = footprint.largest_package
+    if size > NEURAL_ENGINE_MAC:
+        return (f"At {gigabytes(size)} the package is larger than the Neural Engine takes (about 1 GB on iPhone and iPad, "
+                "2 GB on a Mac): Core ML runs it on the GPU.")
+    if size > NEURAL_ENGINE_MOBILE:
+        return (f"At {gigabytes(size)} the package is larger than the Neural Engine takes on iPhone and iPad (about 1 GB): "
+                "Core ML runs it on the GPU there.")
+    return None
+
+
+def summary(footprint: Footprint) -> str:
+    """Everything in two or three sentences: the memory, the verdict, the Neural Engine."""
+    needs = breakdown(footprint)
+    text = f"Needs {needs} (estimated). {fit_sentence(footprint)}"
+    note = neural_engine_note(footprint)
+    return f"{text} {note}" if note else text
+
+
+def table(footprint: Footprint, devices: tuple[Device, ...] = DEVICES) -> list[tuple[str, str, str, str]]:
+    """One row per device class: (device, what an app may use, with the entitlement, verdict)."""
+    rows = []
+    for verdict in verdicts(footprint, devices):
+        device = verdict.device
+        entitled = gigabytes(device.entitled_limit) if device.entitled_limit else "no such limit"
+        word = {FITS: "fits", ENTITLED: "fits with the entitlement", TOO_LARGE: "too large"}[verdict.level]
+        rows.append((device.label, gigabytes(device.app_limit), entitled, word))
+    return rows
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _first(config: dict, *names: str):
+    for name in names:
+        value = config.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _side(value) -> int | None:
+    """An image or patch size given as one number or as [height, width] (the larger side)."""
+    if isinstance(value, (list, tuple)) and value:
+        value = max(v for v in value if isinstance(v, int)) if any(isinstance(v, int) for v in value) else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _longest(feature: dict) -> list[int]:
+    """A feature's shape at its longest: a range's upper bounds (unbounded: its default shape),
+    the largest of a list of shapes, else its shape."""
+    shape = [int(d) for d in feature.get("shape") or []]
+    if feature.get("flexibility") == "range" and feature.get("ranges"):
+        return [hi if hi > 0 else (shape[i] if i < len(shape) else lo) for i, (lo, hi) in enumerate(feature["ranges"])]
+    if feature.get("flexibility") == "enumerated" and feature.get("shapes"):
+        return max(([int(d) for d in s] for s in feature["shapes"]), key=_elements)
+    return shape
+
+
+def _elements(shape) -> int:
+    count = 1
+    for size in shape:
+        count *= max(int(size), 1)
+    return count

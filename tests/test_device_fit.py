@@ -1,0 +1,207 @@
+"""Device fit (converters/device_fit.py): a package's memory while it runs — weights, KV cache,
+largest activation — against what an app may use on each device class, from the config before
+converting and from the report after, and the words the form, the result and the card say.
+Pure Python: no conversion here (tests/test_ui_form.py checks the estimate against the engine's
+packages).
+
+    python -m pytest -q tests/test_device_fit.py
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from converters import device_fit as fit
+from converters.options import ConversionOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# SmolLM2-135M-Instruct's config.json (the real model tests/real_models.py builds), and the
+# Llama 3.2 1B shape (tied 128 k vocabulary, grouped-query attention).
+SMOLLM2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+           "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152,
+           "max_position_embeddings": 8192, "tie_word_embeddings": True}
+LLAMA_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256}
+
+
+def stateful(context: int, **extra) -> ConversionOptions:
+    return ConversionOptions.from_strings(kv_cache="stateful", sequence_length=str(context),
+                                          minimum_deployment_target="iOS18", **extra)
+
+
+def test_the_kv_cache_is_two_float16_states_over_the_whole_context():
+    # keyCache and valueCache [30 layers, 1, 3 heads, 2048, 64], 2 bytes each
+    assert fit.kv_cache_bytes(SMOLLM2, 2048) == 2 * 30 * 3 * 2048 * 64 * 2 == 47_185_920
+    assert fit.kv_cache_bytes(SMOLLM2, 4096) == 2 * fit.kv_cache_bytes(SMOLLM2, 2048)
+    # GPT-2's names, plain multi-head attention (the heads are the key/value heads)
+    gpt2 = {"n_embd": 768, "n_head": 12, "n_layer": 12, "vocab_size": 50257}
+    assert fit.kv_cache_bytes(gpt2, 1024) == 2 * 12 * 12 * 1024 * 64 * 2
+    # multi-query attention: one key/value head
+    assert fit.kv_cache_bytes({**gpt2, "multi_query": True}, 1024) == 2 * 12 * 1 * 1024 * 64 * 2
+    # a multimodal config: its text_config
+    assert fit.kv_cache_bytes({"model_type": "gemma3", "text_config": SMOLLM2}, 2048) == 47_185_920
+
+
+def test_the_largest_activation_is_the_biggest_tensor_of_the_longest_call():
+    # a 2048-token prompt: its float32 logits (2048 x 49152) outgrow the attention scores (9 x 2048 x 2048)
+    assert fit.activation_bytes(SMOLLM2, "text-generation", 2048, 2048, 2) == 2048 * 49152 * 4
+    # without a vocabulary output (an embedder): the attention scores, in float16
+    assert fit.activation_bytes(SMOLLM2, "feature-extraction", 2048, 2048, 2) == 9 * 2048 * 2048 * 2
+    # short sequences: the feed-forward layer
+    assert fit.activation_bytes(SMOLLM2, "feature-extraction", 8, 8, 4) == 8 * 1536 * 4
+    # a ViT: 14 x 14 patches and the class token
+    vit = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "image_size": 224, "patch_size": 16}
+    assert fit.activation_bytes(vit, "image-classification", None, None, 2) == 197 * 3072 * 2
+    # a ResNet: its stem's feature map
+    resnet = {"embedding_size": 64, "hidden_sizes": [256, 512], "image_size": 224}
+    assert fit.activation_bytes(resnet, "image-classification", None, None, 2) == 64 * 112 * 112 * 2
+
+
+def test_the_footprint_before_converting_follows_the_chosen_context_and_precision():
+    at_2k = fit.from_config(SMOLLM2, "text-generation", 269_000_000, stateful(2048))
+    assert (at_2k.weights, at_2k.kv_cache, at_2k.context, at_2k.stateful) == (269_000_000, 47_185_920, 2048, True)
+    assert at_2k.running == 269_000_000 + 47_185_920 + 2048 * 49152 * 4
+    at_4k = fit.from_config(SMOLLM2, "text-generation", 269_000_000, stateful(4096))
+    assert at_4k.kv_cache == 2 * at_2k.kv_cache and at_4k.running > at_2k.running
+    # no cache without a stateful package; float32 doubles the activations inside
+    plain = fit.from_config(SMOLLM2, "feature-extraction", 100, ConversionOptions.from_strings(sequence_length="128"))
+    exact = fit.from_config(SMOLLM2, "feature-extraction", 100,
+                            ConversionOptions.from_strings(sequence_length="128", precision="float32"))
+    assert plain.kv_cache == 0 and plain.context == 128 and not plain.stateful
+    assert exact.activation == 2 * plain.activation
+    # a vision model: no context
+    vision = fit.from_config({"image_size": 224, "patch_size": 16, "hidden_size": 768, "num_attention_heads": 12},
+                             "image-classification", 10**8, ConversionOptions(), modality="vision")
+    assert vision.context is None and fit.context_words(vision) == ""
+
+
+def test_each_device_is_judged_against_its_limit_then_the_entitled_one():
+    iphone_8 = next(d for d in fit.DEVICES if d.key == "iphone-8")
+    at = {level: fit.Footprint(weights) for level, weights in
+          (("default", iphone_8.app_limit), ("entitled", iphone_8.app_limit + 1), ("beyond", iphone_8.entitled_limit + 1))}
+    judged = {name: next(v for v in fit.verdicts(f) if v.device is iphone_8) for name, f in at.items()}
+    assert (judged["default"].level, judged["default"].limit) == (fit.FITS, iphone_8.app_limit)
+    assert (judged["entitled"].level, judged["entitled"].limit) == (fit.ENTITLED, iphone_8.entitled_limit)
+    assert judged["beyond"].level == fit.TOO_LARGE
+    # a Mac has no entitlement: past its GPU working set it is too large
+    mac = next(d for d in fit.DEVICES if d.key == "mac-8")
+    assert mac.entitled_limit is None
+    assert next(v for v in fit.verdicts(fit.Footprint(mac.app_limit + 1)) if v.device is mac).level == fit.TOO_LARGE
+
+
+def test_a_device_with_more_memory_never_gives_an_app_less():
+    for family in ("iPhone", "iPad", "Mac"):
+        members = sorted((d for d in fit.DEVICES if d.family == family), key=lambda d: d.ram_gb)
+        for smaller, larger in zip(members, members[1:]):
+            assert larger.app_limit >= smaller.app_limit and (larger.entitled_limit or 0) >= (smaller.entitled_limit or 0)
+    for device in fit.DEVICES:
+        assert device.app_limit < device.ram_gb * 2**30 and device.sources
+        assert all(source.startswith("https://") for source in device.sources)
+
+
+def test_the_sentence_says_what_fits_what_needs_the_entitlement_and_what_is_too_large():
+    # 4.5 GB while running: over the 6 GB iPhone's entitled 4.2 GB, within the 8 GB iPhone's 6 GB
+    text = fit.fit_sentence(fit.Footprint(4_000_000_000, 400_000_000, 100_000_000, 4096, True))
+    assert text == ("Fits iPad Pro (16 GB) and Macs (8 and 16 GB); fits iPhone 15 Pro and newer (8 GB) and "
+                    "iPad with M1 or later (8 GB) only with the increased memory limit entitlement; "
+                    "too large for iPhone 15 (6 GB) at 4 k context.")
+    small = fit.fit_sentence(fit.Footprint(300_000_000, 0, 1_000_000, 128))
+    assert small == "Fits iPhones (6 and 8 GB), iPads (8 and 16 GB) and Macs (8 and 16 GB)."
+    huge = fit.fit_sentence(fit.Footprint(15_000_000_000, 1_000_000_000, 0, 2048, True))
+    assert huge == "Too large for iPhones (6 and 8 GB), iPads (8 and 16 GB) and Macs (8 and 16 GB) at 2 k context."
+    # a Mac alone: "Macs with 16 GB"
+    assert "Macs with 16 GB" in fit.fit_sentence(fit.Footprint(9_000_000_000))
+    assert fit.context_words(fit.Footprint(1, context=128, stateful=True)) == "at 128-token context"
+    assert fit.context_words(fit.Footprint(1, context=128)) == "at 128 tokens"
+
+
+def test_the_summary_breaks_the_memory_down_and_says_when_the_neural_engine_cannot_take_it():
+    footprint = fit.from_config(LLAMA_1B, "text-generation", 2_471_628_800, stateful(2048))
+    text = fit.summary(footprint)
+    assert text.startswith("Needs about 3.6 GB while it runs at 2 k context: weights 2.5 GB, KV cache 67 MB, "
+                           "largest activation 1.1 GB (estimated). ")
+    assert text.endswith("At 2.5 GB the package is larger than the Neural Engine takes (about 1 GB on iPhone and iPad, "
+                         "2 GB on a Mac): Core ML runs it on the GPU.")
+    assert fit.neural_engine_note(fit.Footprint(900_000_000, largest_package=900_000_000)) is None
+    eight_bit = fit.neural_engine_note(fit.Footprint(1_236_892_160, largest_package=1_236_892_160))
+    assert eight_bit == ("At 1.2 GB the package is larger than the Neural Engine takes on iPhone and iPad (about 1 GB): "
+                         "Core ML runs it on the GPU there.")
+    assert [row[0] for row in fit.table(footprint)] == [d.label for d in fit.DEVICES]
+    assert fit.gigabytes(85_000_000) == "85 MB" and fit.gigabytes(1_340_000_000) == "1.3 GB" and fit.gigabytes(14e9) == "14 GB"
+
+
+def engine_report(context: int, size: int, formats=("coreml",)) -> dict:
+    """A stateful SmolLM2 report as converters/export.py writes it (package_info's features)."""
+    ranged = {"flexibility": "range"}
+    state = {"name": "keyCache", "type": "state", "shape": [30, 1, 3, context, 64], "dtype": "float16", "flexibility": "fixed"}
+    package = {
+        "part": "model", "size_bytes": size,
+        "inputs": [{"name": "inputIds", "type": "tensor", "shape": [1, 1], "dtype": "int32", **ranged,
+                    "ranges": [[1, 1], [1, context]]}],
+        "outputs": [{"name": "logits", "type": "tensor", "shape": [1, 1, 49152], "dtype": "float32", **ranged,
+                     "ranges": [[1, 1], [1, context], [49152, 49152]]}],
+        "states": [state, {**state, "name": "valueCache"}],
+    }
+    return {"task": "text-generation", "options": {"kv_cache": "stateful", "sequence_length": str(context)},
+            "packages": [{**package, "format": f} for f in formats]}
+
+
+def test_the_footprint_after_converting_reads_the_packages_states_and_outputs():
+    footprint = fit.from_report(engine_report(2048, 270_000_000))
+    before = fit.from_config(SMOLLM2, "text-generation", 270_000_000, stateful(2048))
+    assert footprint == before  # the same numbers before and after converting
+    # an .mlpackage and an .aimodel of the same model: an app loads one
+    both = fit.from_report(engine_report(2048, 270_000_000, formats=("coreml", "coreai")))
+    assert both.weights == 270_000_000
+    # an encoder and a decoder are both loaded
+    report = engine_report(128, 100)
+    report["packages"].append({**report["packages"][0], "part": "decoder", "size_bytes": 50})
+    assert fit.from_report(report).weights == 150 and fit.from_report(report).largest_package == 100
+    assert fit.from_report({"packages": []}) is None and fit.from_report({}) is None
+    # a fixed-length package without states: its outputs only, and its sequence length as context
+    fixed = {"options": {"sequence_length": "128"}, "packages": [{"size_bytes": 10, "outputs": [
+        {"name": "logits", "shape": [1, 128, 1000], "dtype": "float32", "flexibility": "fixed"}]}]}
+    assert fit.from_report(fixed) == fit.Footprint(10, 0, 128 * 1000 * 4, 128, False, 10)
+
+
+DOC = ROOT / "docs" / "device-fit.md"
+ROW = re.compile(r"^\| (?P<model>[^|]+) \| (?P<size>[^|]+) \| (?P<context>\d+) \| (?P<weights>\d[\d,]*) \|"
+                 r"(?P<rest>.*)\|$")
+
+
+def test_the_documented_table_is_what_the_module_says():
+    """docs/device-fit.md's table: for each row's weights (the size estimate's bytes) and context,
+    the module's memory and verdicts, cell for cell."""
+    configs = {"SmolLM2-135M": SMOLLM2, "Llama 3.2 1B": LLAMA_1B,
+               "Llama 3.2 3B": {**LLAMA_1B, "hidden_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 24,
+                                "head_dim": 128},
+               "Llama 2 7B": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                              "num_attention_heads": 32, "num_key_value_heads": 32, "head_dim": 128, "vocab_size": 32000}}
+    rows = [ROW.match(line) for line in DOC.read_text().splitlines()]
+    rows = [row for row in rows if row and row["model"].strip() in configs]
+    assert len(rows) >= 16
+    for row in rows:
+        footprint = fit.from_config(configs[row["model"].strip()], "text-generation", int(row["weights"].replace(",", "")),
+                                    stateful(int(row["context"])))
+        cells = [cell.strip() for cell in row["rest"].split("|")]
+        words = {fit.FITS: "fits", fit.ENTITLED: "entitlement", fit.TOO_LARGE: "too large"}
+        expected = [fit.gigabytes(footprint.kv_cache), fit.gigabytes(footprint.activation), fit.gigabytes(footprint.running),
+                    *(words[v.level] for v in fit.verdicts(footprint))]
+        assert cells == expected, row.group(0)
+
+
+def test_the_module_imports_no_torch():
+    code = "import sys, converters.device_fit; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@pytest.mark.parametrize("config", [{}, {"hidden_size": "x"}, {"image_size": [224, 224]}])
+def test_a_config_without_the_usual_sizes_gives_no_cache_and_no_activation(config):
+    assert fit.kv_cache_bytes(config, 128) == 0
+    assert fit.activation_bytes(config, "text-generation", 128, 128, 2) == 0
