@@ -209,7 +209,11 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
     captured = None
     try:
         step(0, 4, "exporting the PyTorch program")
-        captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs)
+        # A backend may capture a program of its own for a part (Core AI's LLM bundle: coreai_bundle.py).
+        own = getattr(writer, "own_capture", None) if module is None else None
+        captured = own(plan, model, part) if own else None
+        if captured is None:
+            captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs)
         _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
         step(1, 4, f"converting to {writer.label}")
@@ -312,8 +316,14 @@ def _validate(plan: Plan, model, packages: list[tuple], validate: bool, progress
         return skipped()
     progress("validate", 0.0, "Validating against PyTorch")
     mark = time.perf_counter()
-    validation = validate_packages(plan.cfg, model, packages, plan.source.path,
-                                   progress=_span(progress, "validate", 0.0, 1.0, "Validating"))
+    # A package its backend validates itself (Core AI's LLM bundle, driven as Apple's app drives it)
+    # joins its rows to the others' validation.
+    own = [entry for entry in packages if getattr(entry[2], "validates_itself", lambda plan, part: False)(plan, entry[0])]
+    rest = [entry for entry in packages if entry not in own]
+    validation = validate_packages(plan.cfg, model, rest, plan.source.path,
+                                   progress=_span(progress, "validate", 0.0, 1.0, "Validating")) if rest else None
+    for part, path, writer in own:
+        validation = writer.validate_itself(plan, model, part, path, validation, _span(progress, "validate", 0.0, 1.0, "Validating"))
     timings["validate"] = time.perf_counter() - mark
     return validation
 

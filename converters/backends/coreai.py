@@ -25,7 +25,9 @@ from ..configs.base import SEQ
 from ..errors import ConversionError, UserInputError
 from ..metadata import package_description, package_metadata, package_version
 from ..transforms import compress_coreai as compressor
-from ..validation.coreai_runtime import MODE, SPEED, CoreAIRunner, described, validation_seconds
+from ..validation.coreai_runtime import (MODE, SPEED, CoreAILanguageModelEngine, CoreAIRunner, bundle_folder, described,
+                                        validation_seconds)
+from . import coreai_bundle as bundle
 from .naming import package_filename
 
 # (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai_registry.py).
@@ -51,7 +53,7 @@ def check_validation_time(plan, parameters: int, time_limit: float | None) -> No
     """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): refuse, before any
     work, what would not finish within `time_limit` seconds (a job's limit); else say so, with
     the float32 alternative, when it takes more than a few minutes."""
-    seconds = validation_seconds(plan.cfg, parameters)
+    seconds = validation_seconds(plan.cfg, parameters, bundle=bundle.applies(plan.cfg))
     if plan.options.precision != "float16" or seconds <= 300:
         return
     faster = seconds * SPEED["float16"] / SPEED["float32"]
@@ -97,17 +99,30 @@ class CoreAIBackend:
         """Scheme, bits per weight (the float width scaled by the saved size), size before and after."""
         return compressor.finish(plan.compression.pop(part), size_bytes)
 
+    def own_capture(self, plan, model, part: str):
+        """Text generation: the LLM bundle's own program (coreai_bundle.py), captured here instead
+        of the Core ML package's interface; None: the shared capture."""
+        return bundle.capture(plan, model, part) if bundle.applies(plan.cfg) else None
+
     def convert(self, plan, captured):
+        if isinstance(captured, bundle.BundleCapture):
+            return _quiet(lambda: _to_coreai(plan, captured, bundle.INPUT_NAMES, bundle.OUTPUT_NAMES, bundle.STATE_NAMES))
         if captured.exporter != "torch.export":
             raise ConversionError("coreai-torch converts torch.export programs only, and torch.export could not "
                                   "capture it (it was traced instead, which Core ML alone converts); choose the Core ML format")
-        return _quiet(lambda: _to_coreai(plan, captured))
+        cfg, part = plan.cfg, captured.part
+        return _quiet(lambda: _to_coreai(plan, captured, [spec.name for spec in cfg.inputs(part)],
+                                         [spec.name for spec in cfg.outputs(part)], None))
 
     def package_path(self, plan, part: str) -> str:
         name = package_filename(plan.source.name, plan.task, plan.options, part, len(plan.parts))
         if plan.options.naming == "exporters":  # coreml/<task>/... -> coreai/<task>/...
             name = "coreai/" + name.split("/", 1)[1]
-        return name.removesuffix(".mlpackage") + ".aimodel"
+        stem = name.removesuffix(".mlpackage")
+        if bundle.applies(plan.cfg):  # the LLM bundle's folder, its .aimodel inside (export/pipeline.py:316-319)
+            folder, _, last = stem.rpartition("/")
+            return (folder + "/" if folder else "") + bundle.bundle_path(last)
+        return stem + ".aimodel"
 
     def save(self, plan, part: str, artifact, path: Path) -> None:
         from coreai.authoring.asset import AIModelAssetMetadata
@@ -123,6 +138,8 @@ class CoreAIBackend:
         for key, value in self.metadata(plan, part).items():
             metadata.set_custom(key, value)
         artifact.save_asset(Path(path), metadata=metadata)
+        if bundle.applies(cfg):
+            bundle.write(plan, Path(path))
 
     @staticmethod
     def metadata(plan, part: str) -> dict[str, str]:
@@ -135,7 +152,10 @@ class CoreAIBackend:
         values.pop("coremltools_version", None)
         values["coreai_torch_version"] = package_version("coreai-torch")
         values["coreai_core_version"] = package_version("coreai-core")
-        interface = {spec.name: _bounds(spec.shape, options, cfg.ranged_axes()) for spec in cfg.inputs(part)}
+        if bundle.applies(cfg):
+            interface = bundle.interface(cfg)
+        else:
+            interface = {spec.name: _bounds(spec.shape, options, cfg.ranged_axes()) for spec in cfg.inputs(part)}
         values["coreml_converter_input_shapes"] = json.dumps(interface)
         labels = cfg.class_labels()
         if labels:
@@ -157,7 +177,18 @@ class CoreAIBackend:
         return described(path)
 
     def runner(self, path: Path):
+        folder = bundle_folder(path)
+        if folder is not None:  # an LLM bundle's program runs as Apple's engine runs it
+            return CoreAILanguageModelEngine(path, bundle.read(folder)["language"]["max_context_length"])
         return CoreAIRunner(path)
+
+    def validates_itself(self, plan, part: str) -> bool:
+        """An LLM bundle is validated as the app drives it (coreai_bundle.validate), not with the
+        Core ML package's input sets."""
+        return bundle.applies(plan.cfg)
+
+    def validate_itself(self, plan, model, part: str, path: Path, earlier: dict | None, progress=None) -> dict:
+        return bundle.validate(plan, model, part, path, earlier, BUNDLE_KIND, progress)
 
     def device_models(self, path: Path, compute_units: tuple[str, ...]) -> dict:
         return {}  # its runtime's run is the runner's: no separate on-device rows
@@ -166,7 +197,11 @@ class CoreAIBackend:
         return "the Core AI runtime (the .aimodel executed on this machine's CPU)"
 
 
-def _to_coreai(plan, captured):
+BUNDLE_KIND = ("the Core AI runtime (the LLM bundle's .aimodel executed on this machine's CPU, driven as "
+               "CoreAILanguageModel drives it)")
+
+
+def _to_coreai(plan, captured, input_names, output_names, state_names):
     import coreai_torch
 
     cfg, part = plan.cfg, captured.part
@@ -177,9 +212,9 @@ def _to_coreai(plan, captured):
         program = cast_fp32_to_fp16(program, ignored_ops=_inside_a_norm)
     converter = coreai_torch.TorchConverter().add_exported_program(
         program,
-        input_names=[spec.name for spec in cfg.inputs(part)],
-        output_names=[spec.name for spec in cfg.outputs(part)],
-        state_names=_state_names(program, cfg, part) or None,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        state_names=list(state_names) if state_names else (_state_names(program, cfg, part) or None),
     )
     try:
         result = converter.to_coreai()
