@@ -73,7 +73,7 @@ def upload_plan(output_dir: Path, packages: list[Path], model_dir: Path | None) 
     them out under output_dir) and, when model_dir is given, the support files it has."""
     plan: dict[str, Path] = {}
     for package in packages:
-        for file in sorted(Path(package).rglob("*")):
+        for file in sorted(shipped_folder(package).rglob("*")):
             if file.is_file():
                 plan[file.relative_to(output_dir).as_posix()] = file
     if model_dir is not None:
@@ -81,6 +81,24 @@ def upload_plan(output_dir: Path, packages: list[Path], model_dir: Path | None) 
             if (model_dir / name).is_file():
                 plan[name] = model_dir / name
     return plan
+
+
+def shipped_folder(package: Path) -> Path:
+    """What goes up for a package: the package itself, or — for a Core AI LLM bundle's .aimodel —
+    the bundle folder around it, with its metadata.json and tokenizer/ (Apple's
+    `CoreAILanguageModel(resourcesAt:)` loads the folder: coreai-models export/pipeline.py:316-343)."""
+    package = Path(package)
+    if package.suffix == ".aimodel" and package.parent.name == package.stem and (package.parent / "metadata.json").is_file():
+        return package.parent
+    return package
+
+
+def _bundle_parts(root: str) -> list[str]:
+    """A bundle's own files beside its .aimodel (`<name>/<name>.aimodel`): replaced with it."""
+    folder, _, name = root.rpartition("/")
+    if name.endswith(".aimodel") and folder.rpartition("/")[2] == name.removesuffix(".aimodel"):
+        return [f"{folder}/metadata.json", f"{folder}/tokenizer"]
+    return []
 
 
 def package_roots(output_dir: Path, packages: list[Path]) -> list[str]:
@@ -183,6 +201,7 @@ def _replace_ops(api, repo_id: str, revision: str | None, folders: list[str]) ->
     from huggingface_hub import CommitOperationDelete
 
     existing = api.list_repo_files(repo_id, revision=revision)
+    folders = [*folders, *(part for folder in folders for part in _bundle_parts(folder))]
     folders_ = [CommitOperationDelete(f"{folder}/", is_folder=True) for folder in folders
                 if any(f.startswith(f"{folder}/") for f in existing)]
     files = [CommitOperationDelete(name) for name in folders if name in existing]  # a package stored as one file
