@@ -134,9 +134,72 @@ AIMODEL = ".aimodel"
 CORE_AI_DOCS = "https://developer.apple.com/documentation/coreai"
 
 
+CORE_AI_MODELS = "https://github.com/apple/coreai-models"
+
+
+def bundle_folder(path: str) -> str | None:
+    """The Core AI LLM bundle folder an .aimodel path names (`<name>/<name>.aimodel`), or None."""
+    folder, _, file = path.rpartition("/")
+    return folder if file.endswith(AIMODEL) and folder.rpartition("/")[2] == file.removesuffix(AIMODEL) else None
+
+
 def core_ai_snippet(report: dict, package_paths: list[str], coreai_paths: list[str]) -> list[str]:
+    """An LLM bundle: Apple's CoreAILanguageModel (coreai-models); any other .aimodel: Apple's raw
+    Core AI Swift API (developer.apple.com/documentation/coreai)."""
+    bundles = [p for p in coreai_paths if bundle_folder(p)] if report.get("task") == "text-generation" else []
+    lines = core_ai_bundle_snippet(bundles[0]) if bundles else []
+    others = [p for p in coreai_paths if p not in bundles]
+    if others:
+        lines += ([""] if lines else []) + core_ai_model_snippet(report, package_paths, others)
+    return lines
+
+
+def core_ai_bundle_snippet(path: str) -> list[str]:
+    """Load, generate and stream with `CoreAILanguageModel(resourcesAt:)` — the folder, never the
+    .aimodel (ModelBundle.swift:148-151) — as coreai-models' README shows it (models/qwen3/README.md:49-60),
+    through Foundation Models' LanguageModelSession; streaming is that session's `streamResponse(to:)`."""
+    folder = bundle_folder(path)
+    name = folder.rpartition("/")[2]
+    return [
+        f"`{folder}/` is a **Core AI LLM bundle** in Apple's layout (`{name}{AIMODEL}`, `metadata.json` 0.2, `tokenizer/`): "
+        f"what Apple's [`CoreAILanguageModel`]({CORE_AI_MODELS}) (the coreai-models Swift package) loads. It **needs iOS 27 / "
+        f"macOS 27** (Core AI is in beta; see [Apple's documentation]({CORE_AI_DOCS})). It was validated by running its program "
+        "in coreai-core's own runtime (on a Linux CPU), driven as CoreAILanguageModel drives it — the prompt, then one token "
+        "per call with growing position ids, greedy — against PyTorch.",
+        "",
+        f"Add the Swift package `{CORE_AI_MODELS}` (product `CoreAILM`) to your app, download the whole `{folder}/` folder and "
+        "add it to your target as a folder reference; then hand the **folder** (not the `.aimodel`) to the model:",
+        "",
+        "```swift",
+        "import CoreAILanguageModels",
+        "import FoundationModels",
+        "",
+        "@available(iOS 27.0, macOS 27.0, *)",
+        "func chat() async throws {",
+        f'    let modelURL = Bundle.main.url(forResource: "{name}", withExtension: nil)!  // the bundle folder',
+        "    let model = try await CoreAILanguageModel(resourcesAt: modelURL)",
+        "    let session = LanguageModelSession(model: model)",
+        "",
+        "    // Generate: the whole answer at once.",
+        '    let response = try await session.respond(to: "What is the capital of France?")',
+        "    print(response.content)",
+        "",
+        "    // Stream: the answer as it is written.",
+        '    for try await partial in session.streamResponse(to: "Tell me about Paris.") {',
+        "        print(partial.content)",
+        "    }",
+        "}",
+        "```",
+        "",
+        "On a Mac, coreai-models' command-line runner takes the same folder: "
+        f"`swift run -c release llm-runner --model path/to/{name} --prompt \"Hello\"`.",
+    ]
+
+
+def core_ai_model_snippet(report: dict, package_paths: list[str], coreai_paths: list[str]) -> list[str]:
     """Apple's Core AI Swift API (developer.apple.com/documentation/coreai: `AIModel(contentsOf:)`,
-    `loadFunction(named:)`, `InferenceFunction.run(inputs:states:)`); it needs iOS/macOS 27."""
+    `loadFunction(named:)`, `InferenceFunction.run(inputs:states:)`); it needs iOS/macOS 27. Embedders
+    and encoders stay bare .aimodel files: Apple's Swift package has no embedder API."""
     packages = dict(zip(package_paths, report.get("packages") or []))
     first = packages.get(coreai_paths[0], {})
     name = coreai_paths[0].split("/")[-1].removesuffix(AIMODEL)
@@ -169,6 +232,9 @@ def core_ai_snippet(report: dict, package_paths: list[str], coreai_paths: list[s
     if report.get("task") == "text-generation":
         lines += ["", "swift-transformers' `LanguageModel` loads Core ML packages only: drive the `.aimodel` with your "
                       "own loop (token ids in, `logits` out, one row per position)."]
+    elif report.get("task") in ("feature-extraction", "sentence-similarity", "fill-mask"):
+        lines += ["", "Apple's coreai-models Swift package has no embedder or encoder API (its products are language, "
+                      "diffusion, segmentation, speech and object detection models): this raw API is how an app runs it."]
     return lines
 
 
