@@ -68,6 +68,21 @@ class _ConverterWorkerMixin:
         capabilities.withdraw(self.connection, self.name)
         super().register_death()
 
+    def unsubscribe(self):
+        """rq's own order (unsubscribe, then stop the listener) makes every shutdown wait a minute
+        with redis-py 8: `PubSubWorkerThread.stop()` now joins its thread, which, no longer
+        subscribed, sits out its 60 s wait for a subscription. Stopping the listener first lets
+        the UNSUBSCRIBE reply wake it, and the join is bounded as rq meant it to be."""
+        if self.pubsub_thread:
+            self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+            try:
+                self.pubsub_thread.stop(timeout=0)  # clears its loop flag; returns at once
+            except TypeError:  # redis-py before 8.2: stop() only clears the flag
+                self.pubsub_thread.stop()
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.join(timeout=1)
+            self.pubsub.close()
+
 
 class ConverterWorker(_ConverterWorkerMixin, Worker):
     def main_work_horse(self, job, queue):
