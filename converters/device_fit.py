@@ -7,8 +7,8 @@ A package's memory while it runs, estimated (`Footprint`):
   ML decompresses them on the fly, else they take their float16 size — coremltools' guide);
 - KV cache: a stateful text-generation package's `keyCache` and `valueCache` states, float16
   (layers × key/value heads × context × head size, twice);
-- the largest activation of one call: the biggest of the logits (tokens × vocabulary, a float32
-  output), the attention scores (heads × tokens × context), the feed-forward layer (tokens × its
+- the largest activation of one call: the biggest of the logits (tokens × vocabulary: float16
+  from iOS16/macOS13, float32 before — coremltools' default outputs), the attention scores (heads × tokens × context), the feed-forward layer (tokens × its
   width) and the hidden states, at the longest call the package takes (a stateful package's
   prompt can fill its whole context) — one tensor, so a call's working memory is at least this.
 
@@ -40,12 +40,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UserInputError
-from .options import SequenceLength
+from .options import ConversionOptions, SequenceLength, meets
 
 GB = 10**9
 MIB = 2**20
 FLOAT16 = 2
-OUTPUT_BYTES = 4  # a package's outputs are float32 (coremltools' default when no dtype is given)
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8, "int32": 4, "int8": 1}
 # Tasks whose package scores every token of a vocabulary (their outputs are logits).
 VOCABULARY_TASKS = ("text-generation", "fill-mask", "text2text-generation")
@@ -199,9 +198,11 @@ def kv_cache_bytes(config: dict, context: int) -> int:
     return 2 * dims["layers"] * dims["kv_heads"] * context * dims["head_dim"] * FLOAT16
 
 
-def activation_bytes(config: dict, task: str, tokens: int | None, context: int | None, element_bytes: int) -> int:
+def activation_bytes(config: dict, task: str, tokens: int | None, context: int | None, element_bytes: int,
+                     output_bytes: int | None = None) -> int:
     """The largest activation of one call of `tokens` tokens attending over `context` positions
-    (an image model: its patches or its first feature map), `element_bytes` per element."""
+    (an image model: its patches or its first feature map), `element_bytes` per element inside,
+    `output_bytes` per element of the logits (default: the same)."""
     dims = model_dimensions(config)
     if tokens is None:  # an image model
         image = dims["image_size"]
@@ -214,33 +215,45 @@ def activation_bytes(config: dict, task: str, tokens: int | None, context: int |
     context = context or tokens
     candidates = [tokens * (dims["hidden"] or 0) * element_bytes, tokens * (dims["intermediate"] or 0) * element_bytes,
                   (dims["heads"] or 0) * tokens * context * element_bytes]
-    if task in VOCABULARY_TASKS and dims["vocab"]:  # the logits, a float32 output (coremltools' default)
-        candidates.append(tokens * dims["vocab"] * OUTPUT_BYTES)
+    if task in VOCABULARY_TASKS and dims["vocab"]:  # the logits, an output
+        candidates.append(tokens * dims["vocab"] * (output_bytes or element_bytes))
     return max(candidates)
+
+
+def element_sizes(options) -> tuple[int, int]:
+    """(bytes per element inside the program, bytes per element of its outputs): a float16 program
+    computes in float16 and, from iOS16/macOS13, returns float16 (coremltools' default outputs;
+    float32 before)."""
+    if options.precision == "float32":
+        return 4, 4
+    return FLOAT16, FLOAT16 if meets(options.minimum_deployment_target, ("iOS16", "macOS13")) else 4
 
 
 def from_config(config: dict, task: str, weight_bytes: int, options, modality: str | None = "text") -> Footprint:
     """The footprint the form shows before Convert: `weight_bytes` from the size estimate for the
     chosen Size, the cache and the activation from the model's config at the chosen context
-    (`options`: ConversionOptions — sequence length, KV cache, precision)."""
-    element = 4 if options.precision == "float32" else FLOAT16
+    (`options`: ConversionOptions — sequence length, KV cache, precision, deployment target)."""
+    element, output = element_sizes(options)
     stateful = options.kv_cache == "stateful"
     if modality == "vision":
-        return Footprint(weight_bytes, 0, activation_bytes(config, task, None, None, element), None, False, weight_bytes)
+        return Footprint(weight_bytes, 0, activation_bytes(config, task, None, None, element, output), None, False,
+                         weight_bytes)
     length = options.sequence_length.maximum
     cache = kv_cache_bytes(config, length) if stateful else 0
-    return Footprint(weight_bytes, cache, activation_bytes(config, task, length, length, element), length, stateful,
-                     weight_bytes)
+    return Footprint(weight_bytes, cache, activation_bytes(config, task, length, length, element, output), length,
+                     stateful, weight_bytes)
 
 
 # ---------------------------------------------------------------------- after converting
 
 
-def from_report(report: dict) -> Footprint | None:
+def from_report(report: dict, config: dict | None = None) -> Footprint | None:
     """The footprint of a conversion's packages, from its report: their sizes on disk (when it
-    wrote the model in more than one format, an app loads one: the largest set counts), their
-    states, and their largest output at its longest shape or the attention over the cache,
-    whichever is larger. None when the report lists no package size."""
+    wrote the model in more than one format, an app loads one: the largest set counts) and their
+    states, measured; the largest activation from the model's `config` as before converting when
+    it is given, else from what the report shows (outputs with a known shape, the attention over
+    the cache — a range-shaped output such as a stateful package's logits has none). None when
+    the report lists no package size."""
     packages = [p for p in report.get("packages") or [] if p.get("size_bytes")]
     if not packages:
         return None
@@ -251,22 +264,28 @@ def from_report(report: dict) -> Footprint | None:
     weights = sum(p["size_bytes"] for p in chosen)
     cache = sum(_elements(_longest(s)) * DTYPE_BYTES.get(s.get("dtype"), FLOAT16)
                 for p in chosen for s in p.get("states") or [])
-    activation = 0
-    for package in chosen:
-        for output in package.get("outputs") or []:
-            activation = max(activation, _elements(_longest(output)) * DTYPE_BYTES.get(output.get("dtype"), 4))
-        for state in package.get("states") or []:  # [layers, 1, kv heads, context, head size]
-            shape = _longest(state)
-            if len(shape) == 5:
-                activation = max(activation, shape[2] * shape[3] * shape[3] * FLOAT16)
     options = report.get("options") or {}
     stateful = options.get("kv_cache") == "stateful"
+    image = any(i.get("type") == "image" for p in chosen for i in p.get("inputs") or [])
     context = None
-    if not any(i.get("type") == "image" for p in chosen for i in p.get("inputs") or []):
-        try:
-            context = SequenceLength.parse(options.get("sequence_length") or None).maximum
-        except UserInputError:  # an older or foreign report: the sizes still stand
-            context = None
+    try:
+        parsed = ConversionOptions.from_strings(**{k: v for k, v in options.items()
+                                                   if k in ("precision", "sequence_length", "minimum_deployment_target")})
+        context = None if image else parsed.sequence_length.maximum
+    except UserInputError:  # an older or foreign report: the sizes still stand
+        parsed = None
+    if config and parsed is not None:
+        element, output = element_sizes(parsed)
+        activation = activation_bytes(config, str(report.get("task") or ""), context, context, element, output)
+    else:
+        activation = 0
+        for package in chosen:
+            for feature in package.get("outputs") or []:
+                activation = max(activation, _elements(_longest(feature)) * DTYPE_BYTES.get(feature.get("dtype"), 4))
+            for state in package.get("states") or []:  # [layers, 1, kv heads, context, head size]
+                shape = _longest(state)
+                if len(shape) == 5:
+                    activation = max(activation, shape[2] * shape[3] * shape[3] * FLOAT16)
     return Footprint(weights, cache, activation, context, stateful, max(p["size_bytes"] for p in chosen))
 
 
@@ -402,6 +421,9 @@ def _longest(feature: dict) -> list[int]:
 
 
 def _elements(shape) -> int:
+    """Elements of a shape; 0 for an unknown one ([]: a range-shaped output's spec gives none)."""
+    if not shape:
+        return 0
     count = 1
     for size in shape:
         count *= max(int(size), 1)

@@ -49,8 +49,9 @@ def test_the_kv_cache_is_two_float16_states_over_the_whole_context():
 
 
 def test_the_largest_activation_is_the_biggest_tensor_of_the_longest_call():
-    # a 2048-token prompt: its float32 logits (2048 x 49152) outgrow the attention scores (9 x 2048 x 2048)
-    assert fit.activation_bytes(SMOLLM2, "text-generation", 2048, 2048, 2) == 2048 * 49152 * 4
+    # a 2048-token prompt: its logits (2048 x 49152) outgrow the attention scores (9 x 2048 x 2048)
+    assert fit.activation_bytes(SMOLLM2, "text-generation", 2048, 2048, 2) == 2048 * 49152 * 2
+    assert fit.activation_bytes(SMOLLM2, "text-generation", 2048, 2048, 2, 4) == 2048 * 49152 * 4  # float32 logits
     # without a vocabulary output (an embedder): the attention scores, in float16
     assert fit.activation_bytes(SMOLLM2, "feature-extraction", 2048, 2048, 2) == 9 * 2048 * 2048 * 2
     # short sequences: the feed-forward layer
@@ -66,7 +67,9 @@ def test_the_largest_activation_is_the_biggest_tensor_of_the_longest_call():
 def test_the_footprint_before_converting_follows_the_chosen_context_and_precision():
     at_2k = fit.from_config(SMOLLM2, "text-generation", 269_000_000, stateful(2048))
     assert (at_2k.weights, at_2k.kv_cache, at_2k.context, at_2k.stateful) == (269_000_000, 47_185_920, 2048, True)
-    assert at_2k.running == 269_000_000 + 47_185_920 + 2048 * 49152 * 4
+    assert at_2k.running == 269_000_000 + 47_185_920 + 2048 * 49152 * 2  # iOS18: float16 logits
+    before_ios16 = ConversionOptions.from_strings(sequence_length="2048", minimum_deployment_target="iOS15")
+    assert fit.from_config(SMOLLM2, "text-generation", 1, before_ios16).activation == 2048 * 49152 * 4
     at_4k = fit.from_config(SMOLLM2, "text-generation", 269_000_000, stateful(4096))
     assert at_4k.kv_cache == 2 * at_2k.kv_cache and at_4k.running > at_2k.running
     # no cache without a stateful package; float32 doubles the activations inside
@@ -124,8 +127,8 @@ def test_the_sentence_says_what_fits_what_needs_the_entitlement_and_what_is_too_
 def test_the_summary_breaks_the_memory_down_and_says_when_the_neural_engine_cannot_take_it():
     footprint = fit.from_config(LLAMA_1B, "text-generation", 2_471_628_800, stateful(2048))
     text = fit.summary(footprint)
-    assert text.startswith("Needs about 3.6 GB while it runs at 2 k context: weights 2.5 GB, KV cache 67 MB, "
-                           "largest activation 1.1 GB (estimated). ")
+    assert text.startswith("Needs about 3.1 GB while it runs at 2 k context: weights 2.5 GB, KV cache 67 MB, "
+                           "largest activation 525 MB (estimated). ")
     assert text.endswith("At 2.5 GB the package is larger than the Neural Engine takes (about 1 GB on iPhone and iPad, "
                          "2 GB on a Mac): Core ML runs it on the GPU.")
     assert fit.neural_engine_note(fit.Footprint(900_000_000, largest_package=900_000_000)) is None
@@ -137,25 +140,30 @@ def test_the_summary_breaks_the_memory_down_and_says_when_the_neural_engine_cann
 
 
 def engine_report(context: int, size: int, formats=("coreml",)) -> dict:
-    """A stateful SmolLM2 report as converters/export.py writes it (package_info's features)."""
-    ranged = {"flexibility": "range"}
+    """A stateful SmolLM2 report as converters/export.py writes it (package_info's features, as
+    read from a converted package: a range-shaped output's spec has no shape)."""
     state = {"name": "keyCache", "type": "state", "shape": [30, 1, 3, context, 64], "dtype": "float16", "flexibility": "fixed"}
     package = {
         "part": "model", "size_bytes": size,
-        "inputs": [{"name": "inputIds", "type": "tensor", "shape": [1, 1], "dtype": "int32", **ranged,
+        "inputs": [{"name": "inputIds", "type": "tensor", "shape": [1, 1], "dtype": "int32", "flexibility": "range",
                     "ranges": [[1, 1], [1, context]]}],
-        "outputs": [{"name": "logits", "type": "tensor", "shape": [1, 1, 49152], "dtype": "float32", **ranged,
-                     "ranges": [[1, 1], [1, context], [49152, 49152]]}],
+        "outputs": [{"name": "logits", "type": "tensor", "shape": [], "dtype": "float16", "flexibility": "fixed"}],
         "states": [state, {**state, "name": "valueCache"}],
     }
-    return {"task": "text-generation", "options": {"kv_cache": "stateful", "sequence_length": str(context)},
-            "packages": [{**package, "format": f} for f in formats]}
+    return {"task": "text-generation", "packages": [{**package, "format": f} for f in formats],
+            "options": {"kv_cache": "stateful", "sequence_length": str(context), "minimum_deployment_target": "iOS18",
+                        "precision": "float16"}}
 
 
 def test_the_footprint_after_converting_reads_the_packages_states_and_outputs():
-    footprint = fit.from_report(engine_report(2048, 270_000_000))
     before = fit.from_config(SMOLLM2, "text-generation", 270_000_000, stateful(2048))
-    assert footprint == before  # the same numbers before and after converting
+    # with the model's config (the card, in the worker): the same numbers as before converting
+    assert fit.from_report(engine_report(2048, 270_000_000), SMOLLM2) == before
+    # from the report alone (the page): the same weights and cache; the logits' shape is not in
+    # the package's spec, so the activation is the attention over the cache
+    alone = fit.from_report(engine_report(2048, 270_000_000))
+    assert (alone.weights, alone.kv_cache, alone.context, alone.stateful) == (270_000_000, before.kv_cache, 2048, True)
+    assert alone.activation == 3 * 2048 * 2048 * 2
     # an .mlpackage and an .aimodel of the same model: an app loads one
     both = fit.from_report(engine_report(2048, 270_000_000, formats=("coreml", "coreai")))
     assert both.weights == 270_000_000
@@ -164,7 +172,7 @@ def test_the_footprint_after_converting_reads_the_packages_states_and_outputs():
     report["packages"].append({**report["packages"][0], "part": "decoder", "size_bytes": 50})
     assert fit.from_report(report).weights == 150 and fit.from_report(report).largest_package == 100
     assert fit.from_report({"packages": []}) is None and fit.from_report({}) is None
-    # a fixed-length package without states: its outputs only, and its sequence length as context
+    # a fixed-length package without states: its outputs, and its sequence length as context
     fixed = {"options": {"sequence_length": "128"}, "packages": [{"size_bytes": 10, "outputs": [
         {"name": "logits", "shape": [1, 128, 1000], "dtype": "float32", "flexibility": "fixed"}]}]}
     assert fit.from_report(fixed) == fit.Footprint(10, 0, 128 * 1000 * 4, 128, False, 10)
