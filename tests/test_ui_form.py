@@ -23,7 +23,7 @@ def values(**overrides) -> form.FormValues:
 def test_defaults_make_the_default_job():
     spec = values().to_spec(TOKEN, "alice")
     assert spec.repo_id == "alice/tiny-bert" and spec.task == "fill-mask" and spec.user == "alice"
-    assert spec.options.precision == "float16" and str(spec.options.sequence_length) == "128"
+    assert spec.options.precision == "float16" and str(spec.options.sequence_length) == "auto"
     assert spec.options.minimum_deployment_target == "iOS17" and spec.options.naming == "swift-transformers"
     assert spec.push.kind == NEW_REPO and spec.push.repo_id is None and spec.push.private is None  # like the source
     assert spec.runner == "any" and not spec.push_even_if_invalid
@@ -49,7 +49,7 @@ def test_a_pull_request_ignores_the_repo_name_field():
 
 
 def test_an_empty_sequence_length_means_the_default():
-    assert str(values(sequence_length="  ").options().sequence_length) == "128"
+    assert str(values(sequence_length="  ").options().sequence_length) == "auto"
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -80,6 +80,64 @@ def test_sequence_notes():
     assert form.sequence_note("128") == ("info", "The package takes exactly 128 tokens; shorter inputs are padded.")
     assert form.sequence_note("abc")[0] == "error"
     assert form.sequence_note("1-512", "vision")[0] == "info"
+
+
+# Llama 3.2 3B's shape (tied 128 k vocabulary, grouped-query attention): 6.4 GB in float16.
+LLAMA_3B = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 3072, "intermediate_size": 8192,
+            "num_hidden_layers": 28, "num_attention_heads": 24, "num_key_value_heads": 8, "head_dim": 128,
+            "vocab_size": 128256, "tie_word_embeddings": True, "max_position_embeddings": 131072}
+
+
+def test_a_stateful_context_says_the_memory_its_kv_cache_takes():
+    level, text = form.sequence_note("4096", kv_cache="stateful", config=LLAMA_3B)
+    # keyCache and valueCache: 2 x 28 layers x 8 heads x 4096 x 128 x 2 bytes
+    assert level == "info" and text.endswith("At this context the KV cache takes 470 MB of memory.")
+    assert "KV cache" not in form.sequence_note("4096", kv_cache="stateful")[1]  # no model read yet
+    assert "KV cache" not in form.sequence_note("128", config=LLAMA_3B)[1]  # no cache kept
+
+
+def test_before_convert_the_form_says_which_devices_the_package_fits():
+    """The page's own check handler, for a 3 B model: in float16 at 4 k context it is too large
+    for most devices (a warning, right above Convert); in 4 bits it fits more, and says how."""
+    from ui.models import ModelSummary
+
+    demo, handler, by_id = _check_handler()
+    summary = ModelSummary(text="meta/llama-3b", repo_id="meta/llama-3b", model_type="llama", config=LLAMA_3B,
+                           tasks=["text-generation"], default_task="text-generation", modality="text")
+    entered = {"task": "text-generation", "kv-cache": "stateful", "minimum-deployment-target": "iOS18",
+               "sequence-length": "4096", "quantize": "none"}
+
+    def said(**changed):
+        values = {**entered, **changed}
+        data = {c: values.get(getattr(c, "elem_id", None), getattr(c, "value", None)) for c in handler.inputs}
+        data[next(c for c in handler.inputs if c.elem_id is None)] = summary  # the model's summary (a State)
+        return handler.fn(data)[by_id["option-check"]]
+
+    full = said()
+    assert 'data-level="warning"' in full and 'data-role="device-fit"' in full
+    assert ("Needs about 7.9 GB while it runs at 4 k context: weights 6.4 GB, KV cache 470 MB, "
+            "largest activation 1.1 GB (estimated).") in full
+    assert "too large for iPhones (6 and 8 GB), iPad with M1 or later (8 GB) and Macs with 8 GB at 4 k context" in full
+    assert "Neural Engine" in full and "--" not in full
+    eight_bit = said(quantize="int8")
+    assert "weights 3.2 GB" in eight_bit and ("fits iPhone 15 Pro and newer (8 GB) and iPad with M1 or later (8 GB) "
+                                              "only with the increased memory limit entitlement; too large for "
+                                              "iPhone 15 (6 GB) at 4 k context.") in eight_bit
+    four_bit = said(quantize="int4", **{"sequence-length": "2048"})  # the context chosen: half the cache
+    assert 'data-level="info"' in four_bit and "KV cache 235 MB" in four_bit
+    assert "Fits iPhones (6 and 8 GB), iPads (8 and 16 GB) and Macs (8 and 16 GB)." in four_bit
+    # a refusal is said instead (stateful needs iOS 18)
+    refused = said(**{"minimum-deployment-target": "iOS17"})
+    assert 'data-level="error"' in refused and "device-fit" not in refused
+
+
+def _check_handler():
+    import app
+
+    demo = app.build_demo(on_spaces=False)
+    handler = next(f for f in demo.fns.values() if f.name == "check")
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    return demo, handler, by_id
 
 
 def test_task_choices_mark_the_models_own_task():

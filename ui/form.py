@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from converters import device_fit
 from converters.errors import UserInputError
 from converters.options import OPTIONS, ConversionOptions, SequenceLength, meets
 from converters.tasks import TASKS
@@ -120,10 +121,12 @@ def task_choices(tasks: list[str], default: str | None) -> list[tuple[str, str]]
     return choices
 
 
-def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None = None) -> tuple[str, str]:
+def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None = None,
+                  config: dict | None = None) -> tuple[str, str]:
     """(level, message) about a sequence length as typed: level is "error", "warning" or "info".
     Placement follows Apple's statement (developer forums thread 724930): range shapes run on the
-    GPU or CPU, and on the Neural Engine only at the default shape; enumerated shapes each can."""
+    GPU or CPU, and on the Neural Engine only at the default shape; enumerated shapes each can.
+    With the model's `config`, a stateful cache's note says the memory that context costs."""
     if modality == "vision":
         return "info", "Vision models take a fixed image size; the sequence length is not used."
     try:
@@ -131,10 +134,12 @@ def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None
     except UserInputError as error:
         return "error", str(error)
     if kv_cache == "stateful":
+        cache = device_fit.kv_cache_bytes(config, sequence.maximum) if config else 0
+        cost = f" At this context the KV cache takes {device_fit.gigabytes(cache)} of memory." if cache else ""
         return "info", (
             f"The context: prompt and generated tokens together up to {sequence.maximum - 1} tokens "
             f"(the cache holds {sequence.maximum}). Each call takes any number of new tokens, a range shape: "
-            "Core ML runs it on the GPU or CPU.")
+            f"Core ML runs it on the GPU or CPU.{cost}")
     if sequence.kind == "range":
         return "warning", (
             f"A range ({sequence}) lets the app pass any length from {sequence.minimum} to {sequence.maximum}. "
@@ -144,6 +149,19 @@ def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None
     if sequence.kind == "enumerated":
         return "info", f"The package accepts exactly these lengths: {sequence}. Pad inputs to the next one."
     return "info", f"The package takes exactly {sequence} tokens; shorter inputs are padded."
+
+
+def device_fit_note(config: dict, modality: str | None, task: str, sizes: dict[str, int] | None,
+                    options: ConversionOptions) -> tuple[str, str] | None:
+    """(level, message) said before Convert: the memory the package will need while it runs — the
+    size estimate of the chosen Size (`sizes`: bytes by choice), the KV cache of the chosen context,
+    the largest activation — and the devices it fits (converters/device_fit.py); "warning" when
+    some device cannot hold it. None while the size is not known."""
+    if not sizes or not sizes.get(options.quantize):
+        return None
+    footprint = device_fit.from_config(config, task, sizes[options.quantize], options, modality)
+    too_large = any(v.level == device_fit.TOO_LARGE for v in device_fit.verdicts(footprint))
+    return ("warning" if too_large else "info"), device_fit.summary(footprint)
 
 
 @dataclass
@@ -241,6 +259,7 @@ __all__ = [
     "restricted_note",
     "RUNNER_CHOICES",
     "default_push_repo",
+    "device_fit_note",
     "option_field",
     "sequence_note",
     "size_choices",

@@ -1,6 +1,7 @@
 """What the form says before Convert, as the person fills it in: what the engine would refuse,
-what the sequence length means, the tolerance's thresholds, the expected package size of each
-Size choice, why a gated or private model's copy is private, and whether the target repo exists.
+what the sequence length means (with a stateful cache: the memory its context costs), the
+tolerance's thresholds, the expected package size of each Size choice, the devices the package
+will fit, why a gated or private model's copy is private, and whether the target repo exists.
 """
 
 from __future__ import annotations
@@ -26,25 +27,31 @@ def restricted(summary) -> bool:
 
 def check(page: Page, data: dict) -> dict:
     """The engine's refusal of these options for this model, the sequence length's note, the
-    tolerance's thresholds, and whether Convert may be pressed."""
+    tolerance's thresholds, whether Convert may be pressed and, when nothing is refused, the
+    devices the package will fit (its memory at the chosen context and Size)."""
     fields, notes = page.options.fields, page.options
     summary, task = data[page.summary], data[page.model.task_radio]
     entered = {name: data[field] for name, field in fields.items()}
     level, note = form.sequence_note(entered["sequence_length"], summary.modality if summary is not None else "text",
-                                     entered.get("kv_cache"))
-    problem = None
+                                     entered.get("kv_cache"), summary.config if summary is not None else None)
+    problem, fit = None, None
     if level != "error" and summary is not None:
         try:
-            problem = models.check_options(summary, task, form.FormValues("", task, entered).options())
+            options = form.FormValues("", task, entered).options()
+            problem = models.check_options(summary, task, options)
         except UserInputError as error:
             problem = str(error)
+        if not problem and summary.convertible:
+            fit = form.device_fit_note(summary.config, summary.modality, task,
+                                       models.size_estimates(summary, task, options), options)
     thresholds = models.tolerances(summary, entered["precision"], entered["tolerance"])
     # A request that cannot run is not queued: Convert waits until the form says yes.
     runnable = summary is not None and summary.convertible and level != "error" and not problem
     if problem and "equence length" in problem:
         note, level = "", "info"  # the refusal says it; a note describing the refused length would contradict it
     return {notes.sequence_html: render.message(note, level),
-            page.destination.problem_html: render.message(problem, "error") if problem else "",
+            page.destination.problem_html: (render.message(problem, "error") if problem
+                                            else render.message(fit[1], fit[0], role="device-fit") if fit else ""),
             notes.tolerance_html: render.tolerance(thresholds, entered["precision"]),
             page.destination.convert_button: gr.update(interactive=runnable)}
 
