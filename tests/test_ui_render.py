@@ -485,3 +485,27 @@ def test_a_try_says_what_it_waits_for_and_how_far_it_is():
     running = render.try_waiting({"state": "running", "progress": {"message": "The package: 9 of 16 tokens", "fraction": 0.6}})
     assert "The package: 9 of 16 tokens…" in running and 'value="0.600"' in running
     assert "Running the package and the PyTorch model…" in render.try_waiting({"state": "running"})
+
+
+def test_a_finished_job_says_which_devices_its_package_fits():
+    """The result: the package's memory while it runs (its size and cache as written) and a verdict
+    per device class, in the page's words."""
+    state = {"type": "state", "shape": [28, 1, 8, 4096, 128], "dtype": "float16", "flexibility": "fixed"}
+    report = {"task": "text-generation",
+              "options": {"kv_cache": "stateful", "sequence_length": "4096", "minimum_deployment_target": "iOS18"},
+              "packages": [{"path": "m.mlpackage", "size_bytes": 3_600_000_000, "outputs": [{"name": "logits", "shape": []}],
+                            "states": [{**state, "name": "keyCache"}, {**state, "name": "valueCache"}]}]}
+    done = status(state="finished", stage="done", pushed=True, links={"repo": "http://hub/a/b"},
+                  validation={"passed": True, "checks": []}, report=report)
+    html = render.results(done)
+    section = html[html.index('data-role="device-fit"'):]
+    # the logits' range shape is not in the package's description: the activation is the attention over the cache
+    assert ("Needs about 4.3 GB while it runs at 4 k context: weights 3.6 GB, KV cache 470 MB, "
+            "largest activation 268 MB (estimated).") in section
+    assert "too large for iPhone 15 (6 GB) at 4 k context" in section
+    assert "fits iPhone 15 Pro and newer (8 GB) and iPad with M1 or later (8 GB) only with the increased memory" in section
+    assert 'data-device="iphone-6" data-fit="too large"' in section and 'data-device="mac-16" data-fit="fits"' in section
+    assert "larger than the Neural Engine takes (about 1 GB on iPhone and iPad, 2 GB on a Mac)" in section
+    assert "--" not in section
+    # nothing converted: no section
+    assert 'data-role="device-fit"' not in render.results(status(state="failed", stage="convert", error="x", report=None))

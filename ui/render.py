@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from html import escape
 from urllib.parse import quote, urlencode
 
-from converters import wording
+from converters import device_fit, wording
 from converters.report import METRIC_LABELS, MODE_LABELS, ConversionReport, ValidationReport
 from converters.report import number as report_number
 from converters.wording import continuation_reach, continuation_verdict
@@ -353,6 +353,7 @@ def results(status: JobStatus | None, report_url: str | None = None, with_outcom
     report = status.report or {}
     if state in ("finished", "failed"):
         parts.append(compression_section(report, validation))
+        parts.append(device_fit_section(report))
     if validation and state in ("finished", "failed", "cancelled"):
         parts.append(untested_section(report, validation))
         parts.append(validation_section(validation))
@@ -404,6 +405,27 @@ def package_sizes(report: dict) -> str:
     parts = [f"{escape(str(p.get('path') or 'package'))}: {size(p['size_bytes'])}"
              for p in report.get("packages") or [] if p.get("size_bytes")]
     return f' <span data-role="package-sizes">Size: {"; ".join(parts)}.</span>' if parts else ""
+
+
+def device_fit_section(report: dict) -> str:
+    """The devices the package fits: its memory while it runs (its size and cache as written, the
+    largest activation estimated) and each device class's verdict (converters/device_fit.py)."""
+    footprint = device_fit.from_report(report)
+    if footprint is None:
+        return ""
+    rows = "".join(
+        f'<tr data-device="{escape(v.device.key)}" data-fit="{escape(v.level)}"><td>{escape(v.device.label)}</td>'
+        f"<td class='cm-num'>{escape(device_fit.gigabytes(v.device.app_limit))}</td>"
+        f"<td class='cm-num'>{escape(device_fit.gigabytes(v.device.entitled_limit) if v.device.entitled_limit else '—')}</td>"
+        f"<td>{escape(FIT_WORDS[v.level])}</td></tr>"
+        for v in device_fit.verdicts(footprint))
+    table = ('<table class="cm-table" data-role="device-fit-table"><thead><tr><th>Device</th><th>An app may use</th>'
+             f"<th>With the increased memory limit entitlement</th><th>This package</th></tr></thead><tbody>{rows}</tbody></table>")
+    return (f'<div class="cm-device-fit" data-role="device-fit"><h4>Device fit</h4>'
+            f'<div data-role="device-fit-summary">{escape(device_fit.summary(footprint))}</div>{table}</div>')
+
+
+FIT_WORDS = {device_fit.FITS: "fits", device_fit.ENTITLED: "fits with the entitlement", device_fit.TOO_LARGE: "too large"}
 
 
 def float32_is_the_remedy(status: JobStatus | None) -> bool:
