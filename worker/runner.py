@@ -36,7 +36,25 @@ def heartbeat_grace() -> int:
     return int(os.environ.get("COREML_CONVERTER_HEARTBEAT_GRACE", "60"))
 
 
-class _ConverterWorkerMixin:
+class ListenerStopsAtOnce:
+    """rq's own order (unsubscribe, then stop the listener) makes a shutdown wait a minute
+    with redis-py 8 (one in three, measured): `PubSubWorkerThread.stop()` now joins its thread,
+    which, no longer subscribed, sits out its 60 s wait for a subscription. Stopping the listener
+    first lets the UNSUBSCRIBE reply wake it, and the join is bounded as rq meant it to be."""
+
+    def unsubscribe(self):
+        if self.pubsub_thread:
+            self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+            try:
+                self.pubsub_thread.stop(timeout=0)  # clears its loop flag; returns at once
+            except TypeError:  # redis-py before 8.2: stop() only clears the flag
+                self.pubsub_thread.stop()
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.join(timeout=1)
+            self.pubsub.close()
+
+
+class _ConverterWorkerMixin(ListenerStopsAtOnce):
     """What our workers add to rq's: capabilities, temp-folder sweeps, a tunable grace."""
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
@@ -67,21 +85,6 @@ class _ConverterWorkerMixin:
     def register_death(self):
         capabilities.withdraw(self.connection, self.name)
         super().register_death()
-
-    def unsubscribe(self):
-        """rq's own order (unsubscribe, then stop the listener) makes every shutdown wait a minute
-        with redis-py 8: `PubSubWorkerThread.stop()` now joins its thread, which, no longer
-        subscribed, sits out its 60 s wait for a subscription. Stopping the listener first lets
-        the UNSUBSCRIBE reply wake it, and the join is bounded as rq meant it to be."""
-        if self.pubsub_thread:
-            self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
-            try:
-                self.pubsub_thread.stop(timeout=0)  # clears its loop flag; returns at once
-            except TypeError:  # redis-py before 8.2: stop() only clears the flag
-                self.pubsub_thread.stop()
-            self.pubsub.unsubscribe()
-            self.pubsub_thread.join(timeout=1)
-            self.pubsub.close()
 
 
 class ConverterWorker(_ConverterWorkerMixin, Worker):

@@ -1,0 +1,142 @@
+"""Try it in a worker (worker/try_it.py) past its happy path, against a real redis-server and rq
+running the try as a worker does (in-process: none of these paths loads a model): another
+user's job is refused before anything is queued; a try that cannot run ends failed with what
+to do, and its token and folder are gone whatever the ending; the shared cache keeps its most
+recently used repos within its count and bytes. The happy path runs end to end in
+test_shared_service.py (a worker process, the local Hub) and in the browser tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import pytest
+from cryptography.fernet import Fernet
+from rq import SimpleWorker
+
+from converters.errors import UserInputError
+from tests.e2e.harness import RedisServer
+from worker import api, queues, settings, tokens, try_it, workdirs
+from worker.runner import ListenerStopsAtOnce
+
+TOKEN = "hf_try_it_worker_test_token_0123456789"
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield api.connect(server.url)
+    server.stop()
+
+
+class TryWorker(ListenerStopsAtOnce, SimpleWorker):
+    """rq's in-process worker, shut down as ours are (worker/runner.py)."""
+
+
+def _work(redis) -> None:
+    TryWorker([settings.TRY_QUEUE], connection=redis, serializer=queues.SERIALIZER).work(burst=True)
+
+
+@pytest.fixture(autouse=True)
+def state(monkeypatch, tmp_path):
+    monkeypatch.setenv("COREML_CONVERTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv(tokens.KEY_ENV, Fernet.generate_key().decode())
+    # A try sends its process's temporary files into its own folder: this process is the test's.
+    monkeypatch.setenv("TMPDIR", os.environ.get("TMPDIR", tempfile.gettempdir()))
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
+    return tmp_path / "state"
+
+
+def _conversion(redis, job_id: str, user: str = "alice", **meta):
+    """A finished conversion as the worker leaves it in Redis (only what a try reads)."""
+    meta = {"user": user, "pushed": True, "model": "alice/source", "push_target": "alice/source-coreml",
+            "links": {"commit": "https://hub/alice/source-coreml/commit/" + "a" * 40},
+            "report": {"task": "text-generation", "packages": [{"path": "model.mlpackage", "size_bytes": 10}]},
+            **meta}
+    job = queues.queue(settings.GENERAL_QUEUE, redis).enqueue("builtins.print", job_id=job_id, meta=meta)
+    queues.queue(settings.GENERAL_QUEUE, redis).remove(job_id)  # not to be run: it stands for a finished one
+    return job
+
+
+def _run_try(redis, conversion_id: str, kind: str = "generate") -> dict:
+    """Submit a try as the page does and let rq run it as a worker would; its status after."""
+    try_id = api.submit_try(conversion_id, TOKEN, "alice", kind, {"text": "hello"})
+    assert tokens.exists(redis, try_id)  # kept for the worker while the try waits
+    _work(redis)
+    status = api.try_status(try_id, "alice")
+    assert not tokens.exists(redis, try_id), "the try's token outlived it"
+    assert not workdirs.path_for(try_id).exists(), "the try's folder outlived it"
+    assert TOKEN not in (status.get("error") or "")
+    return status
+
+
+def test_a_try_of_another_users_job_is_refused_before_anything_is_queued(redis):
+    _conversion(redis, "cv-alices", user="alice")
+    before = queues.queue(settings.TRY_QUEUE, redis).count
+    with pytest.raises(UserInputError, match="That conversion is gone"):
+        api.submit_try("cv-alices", TOKEN, "bob", "generate", {"text": "hello"})
+    assert queues.queue(settings.TRY_QUEUE, redis).count == before
+    assert not [key for key in redis.scan_iter("coreml:token:*")]  # bob's token was never stored
+
+
+@pytest.mark.parametrize(("meta", "kind", "message"), [
+    ({"pushed": False}, "generate", "pushed nothing: there is no package to try"),
+    ({}, "classify", "There is no try-it for text-generation yet"),
+    ({"report": {"task": "text-generation", "tokenizer_missing": "the repo has no tokenizer files",
+                 "packages": [{"path": "model.mlpackage"}]}}, "generate", "the repo has no tokenizer files"),
+    ({"report": {"task": "text-generation", "packages": []}}, "generate", "names no package: convert it again"),
+])
+def test_a_try_that_cannot_run_says_why_and_leaves_nothing(redis, meta, kind, message):
+    job_id = f"cv-cannot-{time.time_ns():x}"
+    _conversion(redis, job_id, **meta)
+    if meta.get("pushed") is False:  # the page offers no try then; the worker checks again
+        redis_meta = queues.fetch_job(job_id, redis)
+        redis_meta.meta["pushed"] = True
+        redis_meta.save_meta()
+        submitted = api.submit_try(job_id, TOKEN, "alice", kind, {"text": "hello"})
+        redis_meta.meta["pushed"] = False  # unpushed by the time the worker takes it
+        redis_meta.save_meta()
+        _work(redis)
+        status = api.try_status(submitted, "alice")
+        assert not tokens.exists(redis, submitted) and not workdirs.path_for(submitted).exists()
+    else:
+        status = _run_try(redis, job_id, kind)
+    assert status["state"] == "failed" and message in status["error"], status
+
+
+def test_a_try_that_fails_on_our_side_says_so_without_the_token(redis, monkeypatch):
+    _conversion(redis, "cv-our-side")
+
+    def broken(repo_id, token):
+        raise RuntimeError(f"connection reset while sending {token}")
+
+    monkeypatch.setattr(try_it, "confirm_access", broken)
+    status = _run_try(redis, "cv-our-side")
+    assert status["state"] == "failed"
+    assert status["error"] == "Trying the package failed on our side (RuntimeError). Try again, or report it."
+
+
+def _repo(cache, name: str, size: int, age: float):
+    folder = cache / f"models--alice--{name}" / "blobs"
+    folder.mkdir(parents=True)
+    (folder / "weights").write_bytes(b"\0" * size)
+    stamp = time.time() - age
+    os.utime(folder.parent, (stamp, stamp))
+    return folder.parent
+
+
+def test_the_shared_cache_keeps_the_most_recently_used_repos_within_count_and_bytes(tmp_path):
+    cache = tmp_path / "try-cache"
+    repos = [_repo(cache, f"repo-{age}", 1000, age) for age in range(try_it.CACHE_KEEP + 2)]  # repo-0 newest
+    (cache / "not-a-repo").mkdir()
+    try_it._prune(cache, budget=None)
+    assert [r.exists() for r in repos] == [True] * try_it.CACHE_KEEP + [False, False]
+    assert (cache / "not-a-repo").is_dir()  # only huggingface_hub's repo folders are pruned
+
+    try_it._prune(cache, budget=2500)  # two repos' bytes fit; the third passes the budget
+    assert [r.exists() for r in repos[:4]] == [True, True, False, False]
+
+    big = _repo(cache, "big", 5000, -10)  # the newest, alone over the budget: kept, the rest go
+    try_it._prune(cache, budget=2500)
+    assert big.exists() and not any(r.exists() for r in repos)
