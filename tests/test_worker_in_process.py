@@ -1,5 +1,8 @@
-"""Try it in a worker (worker/try_it.py) past its happy path, against a real redis-server and rq
-running the try as a worker does (in-process: none of these paths loads a model): another
+"""Jobs and tries that end before any model is loaded, against a real redis-server and rq running
+them as a worker does (in-process): a conversion whose token expired while it waited, or was
+sealed with another server key, fails with what to do and leaves nothing.
+
+Try it in a worker (worker/try_it.py) past its happy path: another
 user's job is refused before anything is queued; a try that cannot run ends failed with what
 to do, and its token and folder are gone whatever the ending; the shared cache keeps its most
 recently used repos within its count and bytes. The happy path runs end to end in
@@ -19,6 +22,7 @@ from converters.errors import UserInputError
 from tests.e2e.harness import RedisServer
 from worker import api, queues, settings, tokens, try_it, workdirs
 from worker.runner import ListenerStopsAtOnce
+from worker.spec import JobSpec
 
 TOKEN = "hf_try_it_worker_test_token_0123456789"
 
@@ -30,12 +34,12 @@ def redis(tmp_path_factory):
     server.stop()
 
 
-class TryWorker(ListenerStopsAtOnce, SimpleWorker):
+class InProcessWorker(ListenerStopsAtOnce, SimpleWorker):
     """rq's in-process worker, shut down as ours are (worker/runner.py)."""
 
 
 def _work(redis) -> None:
-    TryWorker([settings.TRY_QUEUE], connection=redis, serializer=queues.SERIALIZER).work(burst=True)
+    InProcessWorker([settings.TRY_QUEUE, settings.GENERAL_QUEUE], connection=redis, serializer=queues.SERIALIZER).work(burst=True)
 
 
 @pytest.fixture(autouse=True)
@@ -140,3 +144,36 @@ def test_the_shared_cache_keeps_the_most_recently_used_repos_within_count_and_by
     big = _repo(cache, "big", 5000, -10)  # the newest, alone over the budget: kept, the rest go
     try_it._prune(cache, budget=2500)
     assert big.exists() and not any(r.exists() for r in repos)
+
+
+def _queued_conversion(redis) -> str:
+    """A conversion queued as api.submit queues it (the Hub's checks before it left out)."""
+    spec = JobSpec.build("alice/source", token=TOKEN, task="fill-mask", user="alice")
+    job_id = f"cv-waiting-{time.time_ns():x}"
+    tokens.store(redis, job_id, spec.token)
+    queues.queue(spec.queue_name, redis).enqueue("worker.job.run", kwargs={"spec": spec.to_json()}, job_id=job_id,
+                                                 meta={"user": "alice", "stage": "queued"})
+    return job_id
+
+
+def _ended(redis, job_id: str):
+    _work(redis)
+    status = api.status(job_id)
+    assert status.state == "failed" and TOKEN not in (status.error or ""), status
+    assert not tokens.exists(redis, job_id) and not workdirs.path_for(job_id).exists()
+    return status
+
+
+def test_a_job_whose_token_expired_while_it_waited_says_submit_again(redis):
+    job_id = _queued_conversion(redis)
+    tokens.delete(redis, job_id)  # its time in Redis ran out before a worker took it
+    status = _ended(redis, job_id)
+    assert status.error == "This job's token has expired (jobs keep it for a limited time). Submit it again."
+
+
+def test_a_worker_with_another_secret_key_says_which_setting_to_align(redis, monkeypatch):
+    job_id = _queued_conversion(redis)
+    monkeypatch.setenv(tokens.KEY_ENV, Fernet.generate_key().decode())  # this worker's key is not the app's
+    status = _ended(redis, job_id)
+    assert f"set the same {tokens.KEY_ENV} on the app and on every worker" in status.error
+    assert status.error.endswith("Nothing was pushed.")
