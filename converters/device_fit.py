@@ -183,6 +183,7 @@ def model_dimensions(config: dict) -> dict[str, int | None]:
         "layers": _first(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers"),
         "intermediate": intermediate or (4 * hidden if hidden else None),
         "vocab": _first(config, "vocab_size"),
+        "max_positions": _first(config, "max_position_embeddings", "n_positions", "max_seq_len"),
         "image_size": _side(config.get("image_size")),
         "patch_size": _side(config.get("patch_size")),
         "channels": _first(config, "embedding_size") or (config.get("hidden_sizes") or [None])[0],
@@ -229,6 +230,15 @@ def element_sizes(options) -> tuple[int, int]:
     return FLOAT16, FLOAT16 if meets(options.minimum_deployment_target, ("iOS16", "macOS13")) else 4
 
 
+def chosen_length(sequence: SequenceLength, stateful: bool, config: dict | None) -> int:
+    """The longest call (a stateful package: its context) of the sequence length as chosen; one
+    left to the model ("auto") resolved with its config as the conversion resolves it."""
+    resolve = getattr(sequence, "for_model", None)
+    if resolve is not None:
+        sequence = resolve(stateful, model_dimensions(config or {})["max_positions"])
+    return sequence.maximum
+
+
 def from_config(config: dict, task: str, weight_bytes: int, options, modality: str | None = "text") -> Footprint:
     """The footprint the form shows before Convert: `weight_bytes` from the size estimate for the
     chosen Size, the cache and the activation from the model's config at the chosen context
@@ -238,7 +248,7 @@ def from_config(config: dict, task: str, weight_bytes: int, options, modality: s
     if modality == "vision":
         return Footprint(weight_bytes, 0, activation_bytes(config, task, None, None, element, output), None, False,
                          weight_bytes)
-    length = options.sequence_length.maximum
+    length = chosen_length(options.sequence_length, stateful, config)
     cache = kv_cache_bytes(config, length) if stateful else 0
     return Footprint(weight_bytes, cache, activation_bytes(config, task, length, length, element, output), length,
                      stateful, weight_bytes)
@@ -271,9 +281,12 @@ def from_report(report: dict, config: dict | None = None) -> Footprint | None:
     try:
         parsed = ConversionOptions.from_strings(**{k: v for k, v in options.items()
                                                    if k in ("precision", "sequence_length", "minimum_deployment_target")})
-        context = None if image else parsed.sequence_length.maximum
+        context = None if image else chosen_length(parsed.sequence_length, stateful, config)
     except UserInputError:  # an older or foreign report: the sizes still stand
         parsed = None
+    contexts = [_longest(s)[3] for p in chosen for s in p.get("states") or [] if len(_longest(s)) == 5]
+    if stateful and contexts:
+        context = max(contexts)  # what the cache holds, as written
     if config and parsed is not None:
         element, output = element_sizes(parsed)
         activation = activation_bytes(config, str(report.get("task") or ""), context, context, element, output)
@@ -385,7 +398,7 @@ def table(footprint: Footprint, devices: tuple[Device, ...] = DEVICES) -> list[t
     rows = []
     for verdict in verdicts(footprint, devices):
         device = verdict.device
-        entitled = gigabytes(device.entitled_limit) if device.entitled_limit else "no such limit"
+        entitled = gigabytes(device.entitled_limit) if device.entitled_limit else "—"
         word = {FITS: "fits", ENTITLED: "fits with the entitlement", TOO_LARGE: "too large"}[verdict.level]
         rows.append((device.label, gigabytes(device.app_limit), entitled, word))
     return rows

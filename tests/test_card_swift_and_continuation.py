@@ -211,3 +211,25 @@ def test_an_aimodel_gets_its_own_core_ai_section_after_the_core_ml_one():
     card_text = card.model_card(source_repo="meta/llama", revision="0123456789abcdef", source_url="http://hub/meta/llama",
                                 report={**rep, "packages": rep["packages"][1:]}, package_paths=["llama.aimodel"])
     assert "- coreai" in card_text.split("\n---\n", 1)[0]
+
+
+def test_the_card_says_which_devices_the_package_fits(tmp_path):
+    """A stateful SmolLM2 package at 2 k context: its size and cache as written, the largest
+    activation (its logits for a 2 k-token prompt) from the config.json of the job's snapshot."""
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, '
+        '"num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152}')
+    state = {"type": "state", "shape": [30, 1, 3, 2048, 64], "dtype": "float16", "flexibility": "fixed"}
+    rep = report({"kv_cache": "stateful", "sequence_length": "2048", "minimum_deployment_target": "iOS18"})
+    rep["packages"][0].update(size_bytes=270_131_271, states=[{**state, "name": "keyCache"}, {**state, "name": "valueCache"}])
+    rep["source"] = {"path": str(tmp_path)}
+    text = body(rep)
+    section = text[text.index("## Device fit"):].split("\n## ")[0]
+    assert ("Needs about 519 MB while it runs at 2 k context: weights 270 MB, KV cache 47 MB, largest activation 201 MB "
+            "(estimated). Fits iPhones (6 and 8 GB), iPads (8 and 16 GB) and Macs (8 and 16 GB).") in section
+    assert "| iPhone 15 (6 GB) | 3.0 GB | 4.2 GB | fits |" in section and "| Mac (8 GB) | 5.7 GB | — | fits |" in section
+    assert "os_proc_available_memory()" in section
+    # the snapshot gone: the activation the report shows (the attention over the cache)
+    rep["source"] = {"path": str(tmp_path / "gone")}
+    assert "largest activation 25 MB" in body(rep)
+    assert "## Device fit" not in body(report())  # no package size: nothing to say

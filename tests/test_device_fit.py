@@ -172,6 +172,10 @@ def test_the_footprint_after_converting_reads_the_packages_states_and_outputs():
     report["packages"].append({**report["packages"][0], "part": "decoder", "size_bytes": 50})
     assert fit.from_report(report).weights == 150 and fit.from_report(report).largest_package == 100
     assert fit.from_report({"packages": []}) is None and fit.from_report({}) is None
+    # the context a stateful package holds is its cache's, whatever the options say (left to the model: "auto")
+    auto = engine_report(2048, 270_000_000)
+    auto["options"]["sequence_length"] = "auto"
+    assert fit.from_report(auto).context == 2048 and fit.from_report(auto).kv_cache == before.kv_cache
     # a fixed-length package without states: its outputs, and its sequence length as context
     fixed = {"options": {"sequence_length": "128"}, "packages": [{"size_bytes": 10, "outputs": [
         {"name": "logits", "shape": [1, 128, 1000], "dtype": "float32", "flexibility": "fixed"}]}]}

@@ -1,8 +1,8 @@
 """The model card pushed with a conversion: Hub metadata (base_model, tags, pipeline tag),
 the options used, weight compression (sizes, and quality on real text against its bar), the
 program's make-up, the validation table with its numbers, the continuation check, where the
-model can run, which repo the package names for its tokenizer, and a Swift snippet (for text
-generation: the swift-transformers 1.3 API, read in its source: Sources/Models/LanguageModel.swift,
+model can run, the devices it fits, which repo the package names for its tokenizer, and a
+Swift snippet (for text generation: the swift-transformers 1.3 API, read in its source: Sources/Models/LanguageModel.swift,
 Sources/Models/LanguageModelTypes.swift, Sources/Generation/Generation.swift).
 
 When the package is pushed although validation failed (the user asked for it), the
@@ -11,8 +11,12 @@ card's first lines say so; the same text is the description of a pull request.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from huggingface_hub import ModelCardData
 
+from converters import device_fit
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
 from converters.report import ConversionReport, ValidationReport, number
@@ -118,6 +122,9 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
     where = placement_section(report)
     if where:
         lines += ["", "## Where the model can run", ""] + where
+    fit = device_fit_section(report)
+    if fit:
+        lines += ["", "## Device fit", ""] + fit
     tokenizer = tokenizer_section(source_repo, report, tokenizer_files)
     if tokenizer:
         lines += ["", "## Tokenizer", ""] + tokenizer
@@ -361,6 +368,30 @@ def placement_section(report: dict) -> list[str]:
     if notes:
         lines += ([""] if lines else []) + [f"- {note}" for note in notes] + [f"- {DECOMPRESSION_NOTE}"]
     return lines
+
+
+def device_fit_section(report: dict) -> list[str]:
+    """The devices the package fits (converters/device_fit.py): its memory while it runs — its
+    size and cache as written, the largest activation from the model's config.json in the job's
+    snapshot while the worker has it — and a verdict per device class."""
+    footprint = device_fit.from_report(report, _source_config(report))
+    if footprint is None:
+        return []
+    lines = [device_fit.summary(footprint), "",
+             "| device | an app may use | with the increased memory limit entitlement | this package |",
+             "| --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(row) + " |" for row in device_fit.table(footprint)]
+    return lines + ["", "Apple publishes no per-app limits: these are developers' measurements. In your app, "
+                    "`os_proc_available_memory()` says what is left before loading."]
+
+
+def _source_config(report: dict) -> dict | None:
+    """config.json of the job's own snapshot (report["source"]["path"]), while it is there."""
+    folder = (report.get("source") or {}).get("path")
+    try:
+        return json.loads((Path(folder) / "config.json").read_text()) if folder else None
+    except (OSError, ValueError):
+        return None
 
 
 def continuation_section(validation: dict) -> list[str]:
