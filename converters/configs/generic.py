@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import functools
 
-from ..errors import UnsupportedArchitecture
+from ..errors import UnsupportedArchitecture, UserInputError
 from .base import ExportConfig
+from .cache_limits import stateful_cache_refusal
 from .seq2seq import Seq2SeqConfig
 from .text import DecoderConfig, EncoderConfig
 from .vision import VisionConfig
@@ -70,13 +71,30 @@ def _untested(family: type[ExportConfig], **overrides) -> type[ExportConfig]:
     return type(f"Untested{family.__name__}", (family,), {"tested": False, **overrides})
 
 
+class GenericDecoderConfig(DecoderConfig):
+    """The decoder family for an architecture outside the registry: it also refuses a stateful
+    package for a decoder whose cache the keyCache/valueCache states cannot hold (recurrent
+    layers, per-layer head sizes: cache_limits.py), before any weights load, instead of
+    failing inside the capture."""
+
+    def check_options(self) -> None:
+        if self.stateful:
+            why = stateful_cache_refusal(self.hf_config)
+            if why:
+                raise UserInputError(
+                    f"A stateful KV cache is not supported for {self.hf_config.model_type} yet: {why}. "
+                    "Set the KV cache to none (the package then takes the whole sequence each call), or ask for it in an issue."
+                )
+        super().check_options()
+
+
 # Outputs and mask conventions the registry's members share but an unknown member may lack:
 # the generic encoder and vision classes export no pooler (not every model has one), and a
 # text model's mask convention is probed on the model itself (TextConfig.probe_mask).
 GENERIC_FAMILIES: dict[str, type[ExportConfig]] = {
     "encoder-decoder": _untested(Seq2SeqConfig),
     "encoder": _untested(EncoderConfig, probe_mask=True),
-    "decoder": _untested(DecoderConfig, probe_mask=True),
+    "decoder": _untested(GenericDecoderConfig, probe_mask=True),
     "vision": _untested(VisionConfig, has_pooler=False),
 }
 

@@ -1,0 +1,45 @@
+"""Which decoders a stateful package's cache cannot hold yet, and why, in the user's words.
+
+A stateful package (text.py, StatefulCausalLM) keeps two Core ML states, keyCache and
+valueCache, of one shape: (layers, 1, key/value heads, context, head size). Two kinds of
+decoder in transformers 5.23 do not fit that shape, and are refused before any work is done
+(their default, uncached package converts):
+
+- layers that keep a recurrent state instead of keys and values — Gated DeltaNet / linear
+  attention (Qwen3.5, Qwen3-Next, OLMo-hybrid, Kimi-Linear, MiniMax), Mamba and other state
+  space layers (Jamba, Bamba, Zamba, Falcon-H1, Granite-MoE-hybrid, Nemotron-H), short
+  convolutions (LFM). Their cached step also needs a formulation without a loop over the
+  call's tokens, which transformers' reference kernels have (a Python loop over chunks);
+- layers whose attention heads differ in size (Gemma 4's full-attention layers have twice the
+  head size of its sliding ones; per-layer configs), which one state shape cannot hold.
+"""
+
+from __future__ import annotations
+
+# Layer kinds (config.layer_types) that keep a recurrent or convolution state, not keys and values.
+RECURRENT_LAYER_KINDS = frozenset({"linear_attention", "mamba", "conv", "hybrid", "hybrid_sliding", "recurrent"})
+# Per-layer attributes that change the shape of a layer's keys and values.
+_CACHE_SHAPE_ATTRIBUTES = ("head_dim", "num_key_value_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+
+
+def stateful_cache_refusal(hf_config) -> str | None:
+    """Why a stateful package cannot hold this decoder's cache (a sentence), or None."""
+    kinds = sorted(set(getattr(hf_config, "layer_types", None) or []) & RECURRENT_LAYER_KINDS)
+    if kinds:
+        return (f"its {' and '.join(kinds)} layers keep a recurrent state, not keys and values, and a stateful package "
+                "holds keys and values only")
+    overridden = sorted({name for layer in _per_layer_overrides(hf_config) for name in layer if name in _CACHE_SHAPE_ATTRIBUTES})
+    if overridden:
+        return (f"its layers' keys and values differ in shape ({', '.join(overridden)} set per layer), and a stateful "
+                "package keeps one shape for every layer")
+    return None
+
+
+def _per_layer_overrides(hf_config) -> list[dict]:
+    """The per-layer attribute overrides of a heterogeneous config (transformers 5's
+    `per_layer_config`), read from its serialised form (the attribute itself is a view)."""
+    try:
+        layers = (hf_config.to_dict().get("per_layer_config") or {}) if hasattr(hf_config, "to_dict") else {}
+    except Exception:  # noqa: BLE001 - a config that cannot serialise has no overrides we can read
+        return []
+    return [value for value in layers.values() if isinstance(value, dict)]
