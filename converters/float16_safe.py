@@ -80,7 +80,13 @@ def _takes_input_alone(module: torch.nn.Module) -> bool:
     it (never silently changed), as LayerNorm is. That is the safe side: it normalises a linear
     attention's per-head output, not the residual stream where massive activations live, and
     validation's float16 emulation still judges the package. (Mamba's optional gate multiplies
-    the input before the norm, so the scaling stays exact with it: those are rewritten.)"""
+    the input before the norm, so the scaling stays exact with it: those are rewritten.)
+
+    Read in transformers 5.23, all three compute RMSNorm(x) * silu(gate): the norm before the
+    gate, so the scaled form would be exact for them too (the gate never enters the mean
+    square). They stay as written until a real checkpoint shows their input near float16's
+    limit; tests/test_isolation.py pins that they are left alone and that the model still
+    converts and validates (Qwen3.5 in tests/test_generic_architectures.py)."""
     try:
         parameters = list(inspect.signature(module.forward).parameters.values())
     except (TypeError, ValueError):
