@@ -16,15 +16,22 @@ from .errors import UserInputError
 # How far a package may differ from PyTorch: a factor on the architecture's max-difference
 # thresholds (and the matching change of the PSNR floor). Keys: the tolerance option's choices.
 TOLERANCES = {"strict": 0.25, "default": 1.0, "loose": 4.0}
-DEFAULT_SEQUENCE_LENGTH = 128
+DEFAULT_SEQUENCE_LENGTH = 128  # a package without a KV cache: the tokens of one call
+# A stateful package's context unless chosen: what a chat app needs (Apple's stateful Llama
+# recipe uses 2048), never more than the model's own maximum (max_position_embeddings).
+DEFAULT_CONTEXT = 2048
 
 
 @dataclass(frozen=True)
 class SequenceLength:
-    """Fixed (one size), enumerated (several sizes) or a range (min..max) of tokens."""
+    """Fixed (one size), enumerated (several sizes) or a range (min..max) of tokens; or
+    "auto" (not chosen), which the model's config resolves (`for_model`): 128 tokens per call,
+    and with a stateful KV cache a context of min(2048, the model's maximum). Until then an
+    auto length reads as 128."""
 
     sizes: tuple[int, ...] = (DEFAULT_SEQUENCE_LENGTH,)
     is_range: bool = False
+    auto: bool = False
 
     @property
     def kind(self) -> str:
@@ -41,19 +48,31 @@ class SequenceLength:
         return min(self.sizes)
 
     def __str__(self) -> str:
+        if self.auto:
+            return "auto"
         if self.is_range:
             return f"{self.sizes[0]}-{self.sizes[1]}"
         return ",".join(str(s) for s in self.sizes)
 
+    def for_model(self, stateful: bool, max_positions: int | None) -> "SequenceLength":
+        """The length an auto one stands for with this model (a chosen one as it is): with a
+        stateful KV cache min(2048, the model's maximum), else min(128, that maximum)."""
+        if not self.auto:
+            return self
+        default = DEFAULT_CONTEXT if stateful else DEFAULT_SEQUENCE_LENGTH
+        if isinstance(max_positions, int) and max_positions > 0:
+            default = min(default, max_positions)
+        return SequenceLength((default,))
+
     @classmethod
     def parse(cls, text: str | int | None) -> "SequenceLength":
-        if text is None or text == "":
-            return cls()
+        if text is None or str(text).strip().lower() in ("", "auto"):
+            return cls(auto=True)
         if isinstance(text, int):
             text = str(text)
         value = str(text).replace(" ", "")
         help_text = (
-            "Use one number (128), a comma-separated list (64,128,256) or a range (1-512)."
+            "Use one number (128), a comma-separated list (64,128,256), a range (1-512) or auto."
         )
         if re.fullmatch(r"\d+", value):
             sizes: tuple[int, ...] = (int(value),)
@@ -211,8 +230,8 @@ class ConversionOptions:
         ],
     )
     sequence_length: SequenceLength = option(
-        label="Sequence length", default=str(DEFAULT_SEQUENCE_LENGTH), parse=SequenceLength.parse,
-        help="Tokens per input: one number (128), a list (64,128,256) or a range (1-512). A range runs on the GPU or CPU (the Neural Engine only at its default length).",
+        label="Sequence length", default="auto", parse=SequenceLength.parse,
+        help="Tokens per input: 128, a list (64,128,256), a range (1-512) or auto (128; a stateful cache's context: 2048 or the model's maximum).",
     )
     # ML Programs need iOS 15 / macOS 12 at least; iOS 18 / macOS 15 add states and the fused attention op.
     minimum_deployment_target: str = option(
@@ -233,7 +252,7 @@ class ConversionOptions:
     # stateful: keyCache/valueCache Core ML states (checked with the model in configs/text.py)
     kv_cache: str = option(
         label="KV cache", default="none",
-        help="Text generation: stateful is swift-transformers' fastest path (iOS18+); the sequence length is the context size.",
+        help="Text generation: stateful is swift-transformers' fastest path (iOS18+); the sequence length is the context (auto: 2048 tokens).",
         choices=[
             Choice("none", "None: each call reads the whole sequence (iOS 17+)"),
             Choice("stateful", "Stateful: keyCache/valueCache states, fastest generation, on the GPU (iOS 18+)", needs=_STATES),
@@ -276,6 +295,11 @@ class ConversionOptions:
     def __post_init__(self):
         for name, row in OPTIONS.items():
             row.check(getattr(self, name))
+
+    def for_model(self, max_positions: int | None) -> "ConversionOptions":
+        """These options with an auto sequence length resolved for a model whose maximum is
+        `max_positions` (SequenceLength.for_model): what a conversion of it uses and reports."""
+        return replace(self, sequence_length=self.sequence_length.for_model(self.kv_cache == "stateful", max_positions))
 
     @property
     def formats(self) -> tuple[str, ...]:

@@ -49,7 +49,8 @@ def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_na
     resolved_task = resolve_task(task, hf_config, source=source)
     cfg = config_cls(hf_config, resolved_task, options, load_preprocessor(source.path))
     check_request(cfg)
-    plan = Plan(source, task, cfg, options, hub_name or source.hub_id or source.name)
+    # cfg.options: the options with an auto sequence length resolved for this model.
+    plan = Plan(source, task, cfg, cfg.options, hub_name or source.hub_id or source.name)
     if options.sequence_length.kind == "range" and cfg.modality == "text":
         plan.warnings.append(
             "The sequence length is a range: Core ML runs range-shaped models on the GPU or CPU, and on the "

@@ -88,7 +88,8 @@ class ExportConfig:
         self.hf_config = hf_config
         self.attributes = ModelAttributes(hf_config)
         self.task = task
-        self.options = options or ConversionOptions()
+        # An auto sequence length becomes this model's (options.SequenceLength.for_model).
+        self.options = (options or ConversionOptions()).for_model(self.max_sequence_length())
         self.preprocessor = preprocessor or {}
 
     # --- what is available -------------------------------------------------------------

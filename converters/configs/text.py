@@ -448,7 +448,7 @@ class DecoderConfig(TextConfig):
         if options.sequence_length.kind != "fixed" or options.sequence_length.maximum < 8:
             raise UserInputError(
                 "With a stateful KV cache the sequence length is the context size (the most tokens a conversation can hold): "
-                "give one number, 8 or more (for example 2048)."
+                "give one number, 8 or more (for example 2048), or auto (2048, or the model's maximum if smaller)."
             )
 
 
