@@ -37,7 +37,8 @@ import torch
 # memory, smaller ones time (each chunk is captured and converted on its own).
 CHUNK_BYTES = 3 << 29  # 1.5 GiB
 # Models whose float32 weights pass this are converted in chunks (conversion="auto"): smaller
-# ones convert whole, which also lets 4-bit schemes calibrate (GPTQ walks the whole model).
+# ones convert whole. 4-bit schemes calibrate either way (GPTQ walks the layers in order:
+# transforms/calibrate_chunks.py carries its hidden states from chunk to chunk).
 WHOLE_MODEL_BYTES = 2 << 30
 
 
@@ -287,9 +288,13 @@ class LazyModel:
         """The modules whose weights are loaded together: each layer, each embedding, the head."""
         return list(self.layout.layers) + [getattr(parent, name) for parent, name in self.layout.before + self.layout.after]
 
+    def chunk_layers(self, chunk: Chunk) -> list[torch.nn.Module]:
+        """The chunk's decoder layers, in order."""
+        return list(self.layout.layers)[chunk.start:chunk.stop]
+
     def chunk_modules(self, chunk: Chunk) -> list[torch.nn.Module]:
         """The modules whose weights a chunk computes with."""
-        modules = list(self.layout.layers)[chunk.start:chunk.stop]
+        modules = self.chunk_layers(chunk)
         if chunk.first:
             modules += [getattr(parent, name) for parent, name in self.layout.before]
         if chunk.last:

@@ -33,6 +33,7 @@ from .source import ModelSource, open_source
 from .source_tokenizer import check_tokenizer, load_tokenizer
 from .transforms import transforms_for
 from .transforms.calibrate import calibrate, calibrates
+from .transforms.calibrate_chunks import ChunkCalibration
 from .transforms.schemes import SCHEMES
 
 # progress(stage, fraction, message). "resolve", "load" and "convert" share one span of
@@ -110,7 +111,7 @@ def convert(
     model = load(plan) if lazy is None else None
     parameters = sum(p.numel() for p in (model or lazy.model).parameters())
     timings["load"] = time.perf_counter() - mark
-    calibrated = _calibrate(plan, model, progress, timings) if lazy is None else _no_calibration(plan)
+    calibrated = _calibrate(plan, model, progress, timings) if lazy is None else False  # chunks: as each loads
 
     start = CALIBRATION_SPAN[1] if calibrated else 0.2
     packages, package_reports, built = _build_parts(plan, model, lazy, writers, output_dir, timings, progress, start)
@@ -168,14 +169,21 @@ def _build_parts(plan: Plan, model, lazy, writers: list, output_dir: Path, timin
     return packages, package_reports, built
 
 
-def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
-    """GPTQ on the model's decoder layers when the scheme calls for it (calibrate.py)."""
+def _calibration_tokenizer(plan: Plan):
+    """The tokenizer GPTQ reads its text with, when the scheme calls for calibration (calibrate.py)."""
     if not calibrates(plan):
-        return False
+        return None
     tokenizer = load_tokenizer(plan.source.path, plan.cfg.attributes.vocab_size)
     if tokenizer is None:
         plan.warnings.append(f"Weight compression {plan.options.quantize}: no tokenizer to calibrate with; "
                              "the weights are compressed data-free (expect lower quality).")
+    return tokenizer
+
+
+def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
+    """GPTQ on the model's decoder layers when the scheme calls for it (calibrate.py)."""
+    tokenizer = _calibration_tokenizer(plan)
+    if tokenizer is None:
         return False
     label = f"Calibrating {SCHEMES[plan.options.quantize].bits}-bit weights (GPTQ)"
     start, end = CALIBRATION_SPAN
@@ -183,15 +191,6 @@ def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
     plan.calibration = calibrate(plan, model, tokenizer, _span(progress, "convert", start, end, label))
     timings["calibrate"] = plan.calibration["seconds"]
     return True
-
-
-def _no_calibration(plan: Plan) -> bool:
-    if calibrates(plan):
-        plan.warnings.append(
-            f"Weight compression {plan.options.quantize}: this model is converted a chunk of layers at a time to fit "
-            "in memory, and calibration (GPTQ) needs it whole: its weights are compressed data-free (expect lower quality)."
-        )
-    return False
 
 
 def _build_part(plan: Plan, model, part: str, writer, output_dir: Path, timings: dict,
@@ -241,25 +240,35 @@ def _build_chunked(plan: Plan, lazy, part: str, writer, output_dir: Path, timing
     its weights let go; then the chunks stitched into the part's one package."""
     chunks = lazy.chunks
     output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _calibration_tokenizer(plan)  # GPTQ a chunk at a time, carrying hidden states (calibrate_chunks.py)
+    calibration = ChunkCalibration(plan, tokenizer) if tokenizer is not None else None
     scratch = Path(tempfile.mkdtemp(prefix=".chunks-", dir=output_dir))
     try:
         kept, exporters, safe_norms = [], set(), 0
         for chunk in chunks:
-            progress("convert", 0.2 + 0.7 * chunk.index / len(chunks), f"Converting {part}: {chunk.describe()}")
-            chunk_plan = replace(plan, cfg=chunk_config(plan.cfg, chunk))
+            fraction = 0.2 + 0.7 * chunk.index / len(chunks)
+            progress("convert", fraction, f"Converting {part}: {chunk.describe()}")
             modules = lazy.chunk_modules(chunk)
             lazy.load(modules)
             try:
+                if calibration is not None:  # before the chunk's plan is made: its compression reads the entry
+                    plan.calibration = calibration.calibrate(lazy.model, lazy.chunk_layers(chunk), chunk.start,
+                                                             _calibration_steps(plan, progress, fraction))
+                chunk_plan = replace(plan, cfg=chunk_config(plan.cfg, chunk))
                 with chunk_view(lazy.model, lazy.layout, chunk, plan.cfg.attributes.hidden_size) as layers:
                     module = ChunkModule(chunk_plan.cfg.wrap(lazy.model, part), layers, chunk)
                     artifact, exporter, norms = _convert_part(chunk_plan, lazy.model, part, writer, timings, module)
             finally:
+                if calibration is not None:
+                    calibration.forget(lazy.chunk_layers(chunk))
                 lazy.release(modules)
             exporters.add(exporter)
             safe_norms += norms
             kept.append(writer.keep_chunk(chunk_plan, part, artifact, scratch))
             del artifact, module
             gc.collect()
+        if calibration is not None:
+            _add(timings, "calibrate", calibration.seconds)
         progress("convert", 0.9, f"Joining the {len(chunks)} chunks of {part} into one package")
         mark = time.perf_counter()
         artifact = writer.stitch(plan, part, kept, scratch)
@@ -273,6 +282,12 @@ def _build_chunked(plan: Plan, lazy, part: str, writer, output_dir: Path, timing
         return path, entry
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _calibration_steps(plan: Plan, progress: Progress, fraction: float) -> Steps:
+    """GPTQ's layers said at the chunk's own point of the bar (the chunk's conversion follows)."""
+    label = f"Calibrating {SCHEMES[plan.options.quantize].bits}-bit weights (GPTQ)"
+    return lambda done, total, detail: progress("convert", fraction, f"{label}: {detail}")
 
 
 def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timings: dict, exporter: str,

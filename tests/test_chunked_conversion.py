@@ -33,7 +33,7 @@ def _build(model_type: str, folder, tokenizer: bool = True, **overrides):
     if types:  # one entry per layer (sliding or full attention)
         overrides["layer_types"] = [types[i % len(types)] for i in range(LAYERS)]
     build_model(model_type, folder, **overrides)
-    if not tokenizer:  # 4-bit schemes then compress data-free in both modes (GPTQ needs the whole model)
+    if not tokenizer:  # 4-bit schemes then compress data-free in both modes (GPTQ reads text)
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             (folder / name).unlink(missing_ok=True)
     return folder
@@ -246,12 +246,60 @@ def test_only_a_model_past_the_size_converts_in_chunks(tmp_path, monkeypatch):
     assert big.report["packages"][0]["chunks"] == [{"layers": [0, 2]}, {"layers": [2, 4]}]
 
 
-def test_a_4bit_chunked_conversion_says_its_weights_are_not_calibrated(tmp_path):
+def test_a_4bit_chunked_conversion_is_calibrated_to_the_whole_model_walks_weights(tmp_path, monkeypatch):
+    """GPTQ chunk by chunk (transforms/calibrate_chunks.py), each chunk fed the hidden states the
+    chunks before it computed with their quantized weights: the very weights and grids the
+    whole-model walk gives, with only the chunk's own layers holding weights while it calibrates."""
+    import torch
+
+    import converters.export as export
+    from converters.capture import load
+    from converters.plan import make_plan
+    from converters.source import open_source
+    from converters.source_tokenizer import load_tokenizer
+    from converters.transforms.calibrate import calibrate, calibration_samples
+
     folder = _build("llama", tmp_path / "model", hidden_size=64, intermediate_size=128)
-    result = convert(str(folder), "text-generation", tmp_path / "out", ConversionOptions.from_strings(
-        quantize="int4", minimum_deployment_target="iOS18"), validate=False, layers_per_chunk=2)
-    assert any("calibration (GPTQ) needs it whole" in w for w in result.report["warnings"]), result.report["warnings"]
-    assert "calibration" not in result.report["packages"][0]["compression"]
+    options = ConversionOptions.from_strings(quantize="int4", minimum_deployment_target="iOS18")
+    plan = make_plan(open_source(str(folder)), "text-generation", options)
+    tokenizer = load_tokenizer(plan.source.path, plan.cfg.attributes.vocab_size)
+    model = load(plan)
+    whole_entry = calibrate(plan, model, tokenizer)
+    whole = {name: tensor for name, tensor in model.state_dict().items() if ".layers." in name}
+    del model
+
+    seen, resident, models = {}, [], []
+    calibrate_chunk = export.ChunkCalibration.calibrate
+
+    def watched(self, lazy_model, layers, first, step=None):
+        models.append(lazy_model)
+        resident.append({name.split(".layers.")[1].split(".")[0] for name, p in lazy_model.named_parameters()
+                         if p.device.type != "meta" and ".layers." in name})
+        entry = calibrate_chunk(self, lazy_model, layers, first, step)
+        seen.update({name: t.clone() for name, t in lazy_model.state_dict().items() if f".layers.{first}." in name})
+        carried = self.inputs
+        samples = calibration_samples(tokenizer)
+        assert len(carried) == len(samples) and carried[0].shape == (1, samples[0].shape[1], 64)
+        return entry
+
+    monkeypatch.setattr(export.ChunkCalibration, "calibrate", watched)
+    calls = []
+    result = convert(str(folder), "text-generation", tmp_path / "out", options, validate=False, layers_per_chunk=1,
+                     progress=lambda *call: calls.append(call))
+    assert resident == [{str(i)} for i in range(LAYERS)], "a chunk calibrates with its own layers' weights only"
+    assert sorted(seen) == sorted(whole)
+    for name, tensor in whole.items():
+        torch.testing.assert_close(seen[name], tensor, rtol=0, atol=0, msg=name)
+    compression = result.report["packages"][0]["compression"]
+    entry = compression["calibration"]
+    assert entry["weights"] == whole_entry["weights"] > 0 and entry["in_chunks"] and "GPTQ" in compression["method"]
+    assert result.report["timings"]["calibrate"] > 0
+    assert not any("GPTQ" in w for w in result.report["warnings"]), result.report["warnings"]
+    steps = [m for stage, f, m in calls if m.startswith("Calibrating 4-bit weights (GPTQ): layer")]
+    assert steps == [f"Calibrating 4-bit weights (GPTQ): layer {i} of {LAYERS}" for i in range(1, LAYERS + 1)]
+    assert all(a[1] <= b[1] for a, b in zip(calls, calls[1:]))
+    # GPTQ's grids leave with their chunk's weights (int4 scales are 1/8 of the float32 weights)
+    assert not any("_COREML_" in name for name, _ in models[0].named_buffers())
 
 
 @pytest.mark.parametrize("layers_per_chunk", [0, 2])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -77,20 +78,22 @@ def _decoder_stack(model: torch.nn.Module, layer_count: int) -> tuple[str, torch
     raise ValueError(f"no list of {layer_count} decoder layers in {type(model).__name__}")
 
 
-def _say_each_layer(stack: torch.nn.ModuleList, step: Callable[[float, int, str], None]) -> list:
+def _say_each_layer(stack, step: Callable[[float, int, str], None], first: int = 0, count: int | None = None) -> list:
     """step(index, count, "layer i of n") as GPTQ reaches each layer (its first forward call:
-    the compressor walks them in order). Returns the hooks' handles, to remove."""
+    the compressor walks them in order); `stack` may be a chunk's layers, the model's from
+    `first` of `count`. Returns the hooks' handles, to remove."""
     reached: set[int] = set()
+    count = count or len(stack)
 
     def hook(index: int):
         def before_forward(module, args):
             if index not in reached:
                 reached.add(index)
-                step(index, len(stack), f"layer {index + 1} of {len(stack)}")
+                step(index, count, f"layer {index + 1} of {count}")
 
         return before_forward
 
-    return [layer.register_forward_pre_hook(hook(index)) for index, layer in enumerate(stack)]
+    return [layer.register_forward_pre_hook(hook(first + index)) for index, layer in enumerate(stack)]
 
 
 def _let_go_of_the_checkpoint_file(model: torch.nn.Module) -> None:
@@ -108,7 +111,7 @@ def _let_go_of_the_checkpoint_file(model: torch.nn.Module) -> None:
                     module._buffers[name] = buffer.clone()
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """GPTQ frees most of what it allocated, but glibc keeps the freed heap: the conversion that
     follows then peaks on top of it. malloc_trim hands it back to the system (Linux; elsewhere
     a no-op)."""
@@ -135,52 +138,79 @@ def algorithm(options) -> dict:
             "block_size": options.block_size, "hessian_dampening": HESSIAN_DAMPENING}
 
 
-def calibrate(plan, model: torch.nn.Module, tokenizer, step: Callable[[float, int, str], None] | None = None) -> dict:
-    """GPTQ, in place, on the linear weights of every decoder layer (`algorithm`). Returns the
-    report's calibration entry. `step(done, total, detail)` hears of each layer as it starts."""
-    from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressor, LayerwiseCompressorConfig
+def compressor_config(plan, model: torch.nn.Module, layers: str, samples: int):
+    """coremltools' LayerwiseCompressor settings: the scheme's algorithm on the linear weights of
+    the layers named by the regex `layers`, except those small enough to stay float."""
+    from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressorConfig
 
-    started = time.perf_counter()
-    layers = decoder_layers(model, plan.hf_config.num_hidden_layers)
-    stack = _decoder_stack(model, plan.hf_config.num_hidden_layers)[1]
-    max_positions = getattr(plan.hf_config, "max_position_embeddings", None)
-    samples = calibration_samples(tokenizer, max_positions)
     # The rule the compression transform keeps: weights of at most WEIGHT_THRESHOLD elements stay float.
     small = {re.escape(name): None for name, module in model.named_modules()
              if isinstance(module, torch.nn.Linear) and module.weight.numel() <= WEIGHT_THRESHOLD}
-    config = LayerwiseCompressorConfig.from_dict({
+    return LayerwiseCompressorConfig.from_dict({
         "module_name_configs": small,
         "global_config": algorithm(plan.options),
         "layers": [layers],
         "input_cacher": "gpt",
-        "calibration_nsamples": len(samples),
+        "calibration_nsamples": samples,
     })
+
+
+@contextmanager
+def walking(plan, model: torch.nn.Module):
+    """While GPTQ walks the layers: no KV cache (coremltools feeds the layers one by one), its
+    per-weight INFO lines silenced; after: the tables' sweep lets go of the last input it held."""
     use_cache = getattr(model.config, "use_cache", None)
-    model.config.use_cache = False  # coremltools: the layers are fed one by one, without a cache
+    model.config.use_cache = False
     quiet = logging.getLogger("coremltools.optimize.torch")
     level = quiet.level
-    quiet.setLevel(logging.WARNING)  # one INFO line per weight otherwise
-    hooks = _say_each_layer(stack, step) if step else []
+    quiet.setLevel(logging.WARNING)
     try:
-        LayerwiseCompressor(model, config).compress(samples, device="cpu", inplace=True)
+        yield
     finally:
-        for handle in hooks:
-            handle.remove()
         if SCHEMES[plan.options.quantize].family == "lut":
             from .lut_gptq import LutGPTQ
 
             LutGPTQ.forget_inputs()
         quiet.setLevel(level)
         model.config.use_cache = use_cache
-    _let_go_of_the_checkpoint_file(model)
-    _return_freed_memory()
-    calibrated = sum(1 for name, _ in model.named_buffers()
-                     if name.endswith(("_COREML_/weight/quantization_scale", "_COREML_/weight/lut")))
+
+
+def calibrated_weights(model: torch.nn.Module) -> int:
+    """How many weights carry GPTQ's grid (scales or tables) as compression metadata."""
+    return sum(1 for name, _ in model.named_buffers()
+               if name.endswith(("_COREML_/weight/quantization_scale", "_COREML_/weight/lut")))
+
+
+def entry(plan, weights: int, samples: list, layers: str, seconds: float) -> dict:
+    """The report's calibration entry."""
     tables = plan.options.quantize.startswith("lut")
     return {
         "method": "GPTQ onto k-means tables (coremltools.optimize.torch)" if tables else "GPTQ (coremltools.optimize.torch)",
-        "weights": calibrated,  # 0 when the layers hold no torch.nn.Linear (e.g. GPT-2's Conv1D)
+        "weights": weights,  # 0 when the layers hold no torch.nn.Linear (e.g. GPT-2's Conv1D)
         "text": f"{CALIBRATION_FILE.name}: {len(samples)} samples of {samples[0].shape[1]} tokens" if samples else "",
         "layers": layers,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
     }
+
+
+def calibrate(plan, model: torch.nn.Module, tokenizer, step: Callable[[float, int, str], None] | None = None) -> dict:
+    """GPTQ, in place, on the linear weights of every decoder layer (`algorithm`). Returns the
+    report's calibration entry. `step(done, total, detail)` hears of each layer as it starts."""
+    from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressor
+
+    started = time.perf_counter()
+    layers = decoder_layers(model, plan.hf_config.num_hidden_layers)
+    stack = _decoder_stack(model, plan.hf_config.num_hidden_layers)[1]
+    max_positions = getattr(plan.hf_config, "max_position_embeddings", None)
+    samples = calibration_samples(tokenizer, max_positions)
+    config = compressor_config(plan, model, layers, len(samples))
+    hooks = _say_each_layer(stack, step) if step else []
+    try:
+        with walking(plan, model):
+            LayerwiseCompressor(model, config).compress(samples, device="cpu", inplace=True)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    _let_go_of_the_checkpoint_file(model)
+    return_freed_memory()
+    return entry(plan, calibrated_weights(model), samples, layers, time.perf_counter() - started)
