@@ -22,6 +22,9 @@ evaluation passage (validation/passage.txt, "Pride and Prejudice").
 
 Calibration changes the model's weights in place: the pipeline loads the model again for
 validation, so the package is still judged against the original weights.
+
+A model converted a chunk of layers at a time takes the same walk a chunk at a time
+(calibrate_chunks.py, with this module's settings and report entry).
 """
 
 from __future__ import annotations
