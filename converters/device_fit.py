@@ -306,11 +306,13 @@ def from_report(report: dict, config: dict | None = None) -> Footprint | None:
 
 
 def gigabytes(size: int | float) -> str:
-    """A memory size as the page and the card say it: '85 MB', '1.3 GB', '14 GB'."""
-    gb = size / GB
-    if gb < 1:
-        return f"{size / 1e6:,.0f} MB"
-    return f"{gb:.0f} GB" if gb >= 10 else f"{gb:.1f} GB"
+    """A memory size as the page and the card say it: '0.05 MB', '6.8 MB', '85 MB', '1.3 GB', '14 GB'."""
+    gb, mb = size / GB, size / 1e6
+    if gb >= 1:
+        return f"{gb:.0f} GB" if gb >= 10 else f"{gb:.1f} GB"
+    if mb >= 10:
+        return f"{mb:,.0f} MB"
+    return f"{mb:.1f} MB" if mb >= 1 else f"{mb:.2f} MB"
 
 
 def context_words(footprint: Footprint) -> str:

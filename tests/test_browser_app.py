@@ -453,7 +453,12 @@ def test_convert_waits_for_a_request_that_can_run(page, tmp_path):
     target.fill("iOS18")
     target.press("Enter")
     page.wait_for_function("() => !document.querySelector('#convert').disabled")
-    assert page.inner_text("#option-check").strip() == ""
+    # no refusal left; in its place, the devices the package fits
+    page.locator("#option-check [data-role=device-fit]").wait_for()
+    assert page.locator("#option-check [data-level=error]").count() == 0
+    assert "Fits iPhones (6 and 8 GB), iPads (8 and 16 GB) and Macs (8 and 16 GB)." in page.inner_text("#option-check")
+    page.locator("#option-check").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "2b-device-fit")
 
 
 def test_a_gated_models_copy_is_private_and_public_needs_a_confirmation(page, tmp_path):

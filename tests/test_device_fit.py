@@ -136,7 +136,8 @@ def test_the_summary_breaks_the_memory_down_and_says_when_the_neural_engine_cann
     assert eight_bit == ("At 1.2 GB the package is larger than the Neural Engine takes on iPhone and iPad (about 1 GB): "
                          "Core ML runs it on the GPU there.")
     assert [row[0] for row in fit.table(footprint)] == [d.label for d in fit.DEVICES]
-    assert fit.gigabytes(85_000_000) == "85 MB" and fit.gigabytes(1_340_000_000) == "1.3 GB" and fit.gigabytes(14e9) == "14 GB"
+    assert [fit.gigabytes(n) for n in (50_000, 6_800_000, 85_000_000, 1_340_000_000, 14e9)] == [
+        "0.05 MB", "6.8 MB", "85 MB", "1.3 GB", "14 GB"]
 
 
 def engine_report(context: int, size: int, formats=("coreml",)) -> dict:

@@ -91,7 +91,7 @@ LLAMA_3B = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidde
 def test_a_stateful_context_says_the_memory_its_kv_cache_takes():
     level, text = form.sequence_note("4096", kv_cache="stateful", config=LLAMA_3B)
     # keyCache and valueCache: 2 x 28 layers x 8 heads x 4096 x 128 x 2 bytes
-    assert level == "info" and text.endswith("At this context the KV cache takes 470 MB of memory.")
+    assert level == "info" and text.endswith("A 4,096-token context's KV cache takes 470 MB of memory.")
     assert "KV cache" not in form.sequence_note("4096", kv_cache="stateful")[1]  # no model read yet
     assert "KV cache" not in form.sequence_note("128", config=LLAMA_3B)[1]  # no cache kept
 

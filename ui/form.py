@@ -134,8 +134,9 @@ def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None
     except UserInputError as error:
         return "error", str(error)
     if kv_cache == "stateful":
-        cache = device_fit.kv_cache_bytes(config, sequence.maximum) if config else 0
-        cost = f" At this context the KV cache takes {device_fit.gigabytes(cache)} of memory." if cache else ""
+        context = device_fit.chosen_length(sequence, True, config) if config else 0
+        cache = device_fit.kv_cache_bytes(config, context) if config else 0
+        cost = f" A {context:,}-token context's KV cache takes {device_fit.gigabytes(cache)} of memory." if cache else ""
         return "info", (
             f"The context: prompt and generated tokens together up to {sequence.maximum - 1} tokens "
             f"(the cache holds {sequence.maximum}). Each call takes any number of new tokens, a range shape: "

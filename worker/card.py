@@ -2,8 +2,9 @@
 the options used, weight compression (sizes, and quality on real text against its bar), the
 program's make-up, the validation table with its numbers, the continuation check, where the
 model can run, the devices it fits, which repo the package names for its tokenizer, and a
-Swift snippet (for text generation: the swift-transformers 1.3 API, read in its source: Sources/Models/LanguageModel.swift,
-Sources/Models/LanguageModelTypes.swift, Sources/Generation/Generation.swift).
+Swift snippet (for text generation: the swift-transformers 1.3 API, read in its source:
+Sources/Models/LanguageModel.swift, Sources/Models/LanguageModelTypes.swift,
+Sources/Generation/Generation.swift).
 
 When the package is pushed although validation failed (the user asked for it), the
 card's first lines say so; the same text is the description of a pull request.
