@@ -148,6 +148,25 @@ def test_a_worker_killed_mid_push_says_what_landed(service):
     assert not list(service.machine_tmp.rglob("*.mlpackage"))  # the kill left none in the machine's temp
 
 
+def test_a_job_cancelled_mid_push_says_what_landed(service):
+    service.ensure_worker("first")
+    target = f"{OWNER}/cancelled-mid-push"
+    job_id = api.submit(make_spec(push_repo=target))
+    wait_until(lambda: api.status(job_id).stage in ("validate", "package", "push"), 120, interval=0.02,
+               what="the conversion to end")
+    service.hub.inject_fault(target, status=None, delay=60)  # the push hangs
+    try:
+        wait_until(lambda: "Pushing to" in (api.status(job_id).message or ""), 120, what="the push to start")
+        api.cancel(job_id, OWNER)
+    finally:
+        service.hub.clear_faults(target)  # the worker's read-back of the push goes through
+    status = service.wait(job_id, timeout=60)
+    assert status.state == "cancelled" and status.error is None
+    assert status.message == f"Cancelled while pushing. Nothing was pushed to {target} (checked on the Hub).", status.message
+    assert target not in service.hub.repo_ids() or not service.hub.commits(target)[1:]
+    assert not service.job_dir(job_id).exists() and not service.token_key_exists(job_id)
+
+
 def test_a_worker_killed_mid_chunk_leaves_nothing_behind(service):
     service.ensure_worker("first")
     job_id = api.submit(make_spec(SLOW_LLAMA, task="text-generation", push_repo=f"{OWNER}/killed-mid-chunk"))

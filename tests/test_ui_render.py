@@ -137,6 +137,13 @@ def test_a_cancelled_job_says_nothing_was_pushed():
     assert "Cancelled. Nothing was pushed." in render.results(status(state="cancelled", stage="cancelled"))
 
 
+def test_a_job_cancelled_while_pushing_says_what_landed():
+    landed = ("Cancelled while pushing. It stopped after its commit to alice/m-coreml had landed "
+              "(https://hub/alice/m-coreml/commit/abc): the package is there, but the job did not finish.")
+    shown = render.results(status(state="cancelled", stage="cancelled", message=landed))
+    assert "the package is there" in shown and "Nothing was pushed" not in shown
+
+
 def test_report_links_are_prefilled_for_github_and_for_hub_discussions(monkeypatch):
     failed = status(state="failed", stage="validate", error="Validation failed.", error_kind="validation",
                     validation=VALIDATION, report={"options": {"precision": "float16"}, "versions": {"coremltools": "9.0"}})

@@ -338,6 +338,8 @@ def outcome(status: JobStatus | None, report_url: str | None = None) -> str:
     if state == "failed":
         return _failure(status, report_url)
     if state == "cancelled":
+        if status.message.startswith("Cancelled while pushing"):  # what landed, read back from the Hub
+            return message(status.message, "warning")
         return message("Cancelled. Nothing was pushed." if not status.pushed else "Cancelled.", "warning")
     return ""
 

@@ -28,6 +28,7 @@ from converters.options import ConversionOptions
 from converters.source import hub_unavailable
 
 from . import capabilities, kept, queues, quotas, settings, tokens, workdirs
+from .lifecycle import CANCELLED_MESSAGE
 from .progress import now_iso
 from .spec import JobSpec
 from .states import ErrorKind, JobState
@@ -249,6 +250,12 @@ def account_of(token: str | None) -> dict:
 # ------------------------------------------------------------------ status
 
 
+def _cancelled_message(meta: dict) -> str:
+    """"Cancelled", or, stopped while pushing, what landed (worker/lifecycle.py reads it back)."""
+    message = str(meta.get("message") or "")
+    return message if message.startswith(CANCELLED_MESSAGE) else CANCELLED_MESSAGE
+
+
 def status(job_id: str) -> JobStatus:
     """Everything the app shows about a job (worker/status.py says what each field holds).
 
@@ -277,7 +284,7 @@ def status(job_id: str) -> JobStatus:
         queue_position=_position(job) if state == JobState.QUEUED else None,
         stage="cancelled" if cancelled else meta.get("stage", "queued"),
         percent=100 if state == JobState.FINISHED else meta.get("percent", 0),
-        message="Cancelled" if cancelled else meta.get("message", ""),
+        message=_cancelled_message(meta) if cancelled else meta.get("message", ""),
         log=list(meta.get("log", [])),
         user=meta.get("user"),
         model=meta.get("model"),
@@ -362,7 +369,9 @@ def cancel(job_id: str, user: str | None = None) -> JobStatus:
         elif current == RqStatus.STARTED:
             try:
                 send_stop_job_command(redis, job_id, serializer=queues.SERIALIZER)
-                break
+                # The worker deletes the token once the job has stopped: stopped mid-push, it
+                # first reads back from the Hub (with that token) whether the commit landed.
+                return status(job_id)
             except InvalidJobOperation:  # dequeued, not yet marked with its worker
                 time.sleep(0.1)
         else:

@@ -23,6 +23,7 @@ ABANDONED_MESSAGE = (
     "The worker running this job stopped unexpectedly (it may have run out of memory or been restarted). "
     "Nothing was pushed. Try again; if it happens again, try a smaller model."
 )
+CANCELLED_MESSAGE = "Cancelled"
 HORSE_KILLED_MESSAGE = (
     "The conversion process was killed (most often: out of memory). Nothing was pushed. "
     "Try a smaller model, or a worker with more memory."
@@ -39,14 +40,22 @@ def end(job, connection: Redis, *, error: str | None, kind: ErrorKind | None) ->
     that died while pushing says what actually landed, read back from the Hub."""
     try:
         meta = job.get_meta(refresh=True)
-        if error and meta.get("push_started_at") and not meta.get("pushed"):
-            error = _after_push(meta, tokens.load(connection, job.id), error)
+        mid_push = meta.get("push_started_at") and not meta.get("pushed")
+        if mid_push and (error or kind == ErrorKind.CANCELLED):
+            token = tokens.load(connection, job.id)  # api.cancel leaves it to us for a running job
+            if error:
+                error = _after_push(meta, token, error)
+            else:  # cancelled while pushing: the commit may have landed all the same
+                landed = _after_push(meta, token, "Nothing was pushed.")
+                meta.update(message=f"{CANCELLED_MESSAGE} while pushing. {landed}")
         tokens.delete(connection, job.id)
         workdirs.remove(job.id)
         if error and not meta.get("error"):
             meta.update(error=error, error_kind=kind, user_error=kind == ErrorKind.USER_INPUT)
         if kind == ErrorKind.CANCELLED:
-            meta.update(cancelled=True, message="Cancelled")
+            meta["cancelled"] = True
+            if not str(meta.get("message", "")).startswith(CANCELLED_MESSAGE):
+                meta["message"] = CANCELLED_MESSAGE
         meta.setdefault("ended_at", now_iso())
         job.save_meta()
     except Exception:  # noqa: BLE001 - a failing callback would replace the job's own failure
