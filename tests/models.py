@@ -95,6 +95,22 @@ UNLISTED = {
                tf.ResNetForImageClassification, "vision"),
     "levit": (lambda: tf.LevitConfig(image_size=32, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1],
                                      key_dim=[8, 8, 8], **_LABELS), tf.LevitForImageClassification, "vision"),
+    # The newest decoder families of transformers 5.23: a mixture of experts (top-2 of 4), Qwen3.5's
+    # hybrid of Gated DeltaNet (linear attention, gated RMSNorm) and full-attention layers, and
+    # Gemma 4 (per-layer inputs, wider heads in its full-attention layer, its MoE block on).
+    "qwen3_moe": (lambda: tf.Qwen3MoeConfig(**_DECODER, head_dim=8, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2),
+                  tf.Qwen3MoeForCausalLM, "text"),
+    # (Its rotary sections must cover the rotary frequencies, 4 here, as 11 + 11 + 10 cover 32 in the real ones.)
+    "qwen3_5_text": (lambda: tf.Qwen3_5TextConfig(**_DECODER, head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                                                  linear_key_head_dim=8, linear_value_head_dim=8,
+                                                  layer_types=["linear_attention", "full_attention"],
+                                                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                                   "partial_rotary_factor": 0.5, "mrope_section": [2, 1, 1]}),
+                     tf.Qwen3_5ForCausalLM, "text"),
+    "gemma4_text": (lambda: tf.Gemma4TextConfig(**_DECODER, head_dim=8, global_head_dim=16, hidden_size_per_layer_input=8,
+                                                vocab_size_per_layer_input=VOCAB_SIZE, layer_types=["sliding_attention", "full_attention"],
+                                                enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32),
+                    tf.Gemma4ForCausalLM, "text"),
 }
 ALL_MODELS = {**MODELS, **UNLISTED}
 
@@ -181,6 +197,19 @@ def _like_trained_batch_norms(model: torch.nn.Module) -> None:
                 module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
 
 
+def _like_trained_routers(model: torch.nn.Module) -> None:
+    """A random router (std 0.02) scores every expert alike, so which experts a token picks
+    hangs on the last bits of its scores and float16 rounding flips picks that no trained
+    router leaves that close; trained routers separate the experts. Router weights ~ N(0, 1)."""
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for module in model.modules():
+            if "Router" in type(module).__name__ or "Gating" in type(module).__name__:
+                for weight in module.parameters():
+                    if weight.dim() == 2:
+                        weight.copy_(torch.randn(weight.shape, generator=generator))
+
+
 def build_model(model_type: str, folder: Path, seed: int = 0, model_class=None, **config_overrides) -> Path:
     """Write a tiny random `model_type` checkpoint into `folder` and return it (saved from
     `model_class`, default the one in MODELS: the class sets the checkpoint's weight names)."""
@@ -193,6 +222,7 @@ def build_model(model_type: str, folder: Path, seed: int = 0, model_class=None, 
     torch.manual_seed(seed)
     model = model_class(config).eval()
     _like_trained_batch_norms(model)
+    _like_trained_routers(model)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)  # safetensors by default
     if modality == "text":

@@ -9,13 +9,14 @@ import pytest
 
 from converters.configs import ARCHITECTURES, config_class_for
 from converters.configs.generic import family_of
-from converters.errors import ArchitectureNotConvertible, UnsupportedArchitecture
+from converters.errors import ArchitectureNotConvertible, UnsupportedArchitecture, UserInputError
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.report import ConversionReport
 from tests.models import UNLISTED
 
 OPTIONS = ConversionOptions.from_strings(sequence_length=16)
+STATEFUL = ConversionOptions.from_strings(sequence_length=32, minimum_deployment_target="iOS18", kv_cache="stateful")
 
 # model type -> (family, the task converted here). Each converts and passes validation.
 CONVERTS = {
@@ -26,6 +27,8 @@ CONVERTS = {
     "phi": ("decoder", "text-generation"),  # parallel attention and MLP, partial rotary
     "cohere": ("decoder", "text-generation"),  # logit scale, parallel block
     "granite": ("decoder", "feature-extraction"),  # multipliers on embeddings, residuals, logits
+    "qwen3_5_text": ("decoder", "text-generation"),  # Gated DeltaNet + full attention, gated RMSNorm
+    "gemma4_text": ("decoder", "text-generation"),  # per-layer inputs and head sizes, its MoE block
     "albert": ("encoder", "fill-mask"),  # factorised embeddings, shared layers
     "electra": ("encoder", "token-classification"),  # a discriminator
     "mpnet": ("encoder", "feature-extraction"),  # relative position buckets
@@ -52,7 +55,7 @@ FAILS = {
 
 def test_the_unlisted_models_are_outside_the_registry_and_cover_every_family():
     assert not set(UNLISTED) & set(ARCHITECTURES)
-    assert set(CONVERTS) | set(FAILS) == set(UNLISTED)
+    assert set(CONVERTS) | set(FAILS) | {STATEFUL_CONVERTS} == set(UNLISTED)
     assert {family for family, *_ in [*CONVERTS.values(), *FAILS.values()]} == {"decoder", "encoder", "encoder-decoder", "vision"}
 
 
@@ -92,12 +95,80 @@ def _mark(model_type: str, family: str, verdict: str) -> str:
 @pytest.mark.parametrize("model_type", sorted(CONVERTS))
 def test_an_unlisted_architecture_converts_and_validation_passes(model_type, tiny_model, tmp_path):
     family, task = CONVERTS[model_type]
-    result = convert(str(tiny_model(model_type)), task, tmp_path, OPTIONS)
+    # Phi's package is converted with validation "skipped": for an unlisted architecture it runs anyway.
+    skip_asked = model_type == "phi"
+    result = convert(str(tiny_model(model_type)), task, tmp_path, OPTIONS, validate=not skip_asked)
     report = ConversionReport.from_json(result.report)
     assert report.validation.passed is True, report.validation.message
     assert report.validation.notes == []  # live outputs, not a constant
     assert result.report["architecture"]["tested"] is False and result.report["architecture"]["family"] == family
     assert report.untested_mark() == _mark(model_type, family, "passed")
+    if skip_asked:
+        assert any("not in the tested list" in w for w in result.report["warnings"])
+
+
+# Stateful packages (keyCache/valueCache states, driven as swift-transformers drives them) of the
+# newest families: the mixture of experts (top-2 of 4, converters/configs/moe.py) converts — its
+# uncached package is Gemma 4's, whose MoE block is on —; the others are refused before any
+# work, saying why.
+STATEFUL_CONVERTS = "qwen3_moe"
+STATEFUL_REFUSED = {
+    "qwen3_5_text": "its linear_attention layers keep a recurrent state, not keys and values",
+    "gemma4_text": "its layers' keys and values differ in shape (head_dim set per layer)",
+}
+
+
+def test_an_unlisted_mixture_of_experts_converts_stateful_and_validates(tiny_model, tmp_path):
+    result = convert(str(tiny_model(STATEFUL_CONVERTS)), "text-generation", tmp_path, STATEFUL)
+    validation = result.report["validation"]
+    assert validation["passed"] is True, validation["message"]
+    assert validation["notes"] == []
+    steps = {row["inputs"].split("-token prompt")[1] for row in validation["checks"] if row["metric"] == "top1_agreement"}
+    assert steps == {" + 8 cached steps (swift-transformers masks)", " + 8 cached steps (explicit masks)"}
+    assert all(run["passed"] and "stateful" in run["driven_as"] for run in validation["continuation"]["runs"])
+
+
+@pytest.mark.parametrize("model_type", sorted(STATEFUL_REFUSED))
+def test_a_stateful_package_is_refused_before_any_work_for_a_cache_it_cannot_hold(model_type):
+    hf_config = UNLISTED[model_type][0]()
+    with pytest.raises(UserInputError) as refused:
+        config_class_for(model_type)(hf_config, "text-generation", STATEFUL).check_options()
+    message = str(refused.value)
+    assert f"A stateful KV cache is not supported for {model_type} yet: {STATEFUL_REFUSED[model_type]}" in message
+    assert "Set the KV cache to none" in message
+
+
+def test_dense_experts_compute_what_transformers_computes_and_are_switched_back():
+    """The capture's dense expert evaluation (converters/configs/moe.py) against transformers' own
+    implementation, for the expert layouts of the sweep: gated (Qwen3-MoE), Gemma 4's MoE block
+    (its router scales per expert), and ungated experts with a bias (GPT-OSS's interleaved,
+    clamped gate)."""
+    import torch
+    import transformers as tf
+
+    from converters.configs.moe import dense_experts
+    from tests.models import _DECODER, _like_trained_routers
+
+    models = [
+        tf.Qwen3MoeForCausalLM(UNLISTED["qwen3_moe"][0]()),
+        tf.Gemma4ForCausalLM(UNLISTED["gemma4_text"][0]()),
+        tf.GptOssForCausalLM(tf.GptOssConfig(**_DECODER, head_dim=8, num_local_experts=4, num_experts_per_tok=2, sliding_window=64)),
+    ]
+    ids = torch.randint(3, 100, (1, 12), generator=torch.Generator().manual_seed(0))
+    for model in models:
+        model.eval()
+        _like_trained_routers(model)
+        with torch.no_grad():
+            torch.nn.init.normal_(next(p for n, p in model.named_parameters() if "experts" in n and p.dim() == 3), std=0.5)
+            own = model(ids).logits
+            implementation = model.get_experts_implementation()
+            with dense_experts(model) as switched:
+                assert switched and model.config._experts_implementation == "coreml_dense"
+                dense = model(ids).logits
+            assert model.get_experts_implementation() == implementation
+        assert torch.allclose(dense, own, rtol=1e-4, atol=1e-5), (type(model).__name__, (dense - own).abs().max())
+    with dense_experts(tf.LlamaForCausalLM(tf.LlamaConfig(**_DECODER))) as switched:
+        assert switched is False  # no experts: nothing to switch
 
 
 @pytest.mark.parametrize("model_type", sorted(FAILS))
@@ -111,12 +182,6 @@ def test_an_unlisted_architecture_that_cannot_convert_names_the_op_and_layer(mod
     assert "ask for this architecture" in message
     assert failed.value.exit_code == 2
     assert not list(tmp_path.glob("*.mlpackage"))
-
-
-def test_validation_runs_for_an_unlisted_architecture_even_when_skipping_was_asked(tiny_model, tmp_path):
-    result = convert(str(tiny_model("phi")), "feature-extraction", tmp_path, OPTIONS, validate=False)
-    assert result.report["validation"]["passed"] is True
-    assert any("not in the tested list" in w for w in result.report["warnings"])
 
 
 def test_an_unlisted_decoder_keeps_the_additive_mask_when_it_gives_the_models_own_answer(tiny_model):
