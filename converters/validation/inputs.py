@@ -131,6 +131,7 @@ def image_inputs(cfg: ExportConfig) -> InputSet:
 
 
 EXTENDS = 8  # one-token calls after the prefill in each stateful input set
+SYNTHETIC_TOKENS = 96  # without a tokenizer: the synthetic ids of a stateful set (a 128-token context's 3/4)
 
 
 def stateful_inputs(cfg: ExportConfig, tokenizer) -> list[InputSet]:
@@ -141,11 +142,25 @@ def stateful_inputs(cfg: ExportConfig, tokenizer) -> list[InputSet]:
     - swift-transformers (`LanguageModelWithStatefulKVCache`): causalMask = zeros
       [1, 1, 1, T + 1], T = tokens so far including the new ones;
     - explicit (Apple's recipe): a -1e4 upper triangle [1, 1, n, n] at the prefill, then
-      zeros [1, 1, 1, T]."""
+      zeros [1, 1, 1, T].
+
+    The sequence is the two texts (a few dozen tokens), or SYNTHETIC_TOKENS synthetic ids: not
+    the whole context, which at 2048 would make every check a 2048-token prefill. A package
+    longer than the model's sliding window gets a sequence past the window (the texts
+    repeated), so the prefill and the extends both cross it."""
     context = cfg.options.sequence_length.maximum
-    ids, mask = _ids(tokenizer, cfg, context, TEXTS[0] + " " + TEXTS[1])
+    sliding = getattr(cfg, "sliding_beyond_window", lambda: None)()
+    reach = min(context - 1, sliding.window + 2 * EXTENDS) if sliding else 0  # tokens that pass the window
+    text = TEXTS[0] + " " + TEXTS[1]
+    for _ in range(16):  # doubling (a tokenizer that encodes to nothing never gets there)
+        if tokenizer is None or len(tokenizer(text)["input_ids"]) >= reach:
+            break
+        text = text + " " + text
+    ids, mask = _ids(tokenizer, cfg, context, text)
     # swift-transformers' mask is one longer than the tokens: at most context - 1 of them.
     total = min(int(mask.sum()), context - 1)
+    if tokenizer is None:
+        total = min(total, max(SYNTHETIC_TOKENS, reach))
     ids = ids[:total][None].astype(np.int32)
     prompt = max(1, total - EXTENDS)
     torch_args = (torch.from_numpy(ids), torch.ones_like(torch.from_numpy(ids)))
