@@ -92,3 +92,125 @@ def test_stateful_refused_for_an_encoder(tiny_model, tmp_path, capsys):
     code = main([str(tiny_model("bert")), "--kv-cache", "stateful", "--minimum-target", "iOS18", "--output", str(tmp_path / "o")])
     assert code == 2
     assert "A stateful KV cache is for decoder (text-generation) models; bert has none" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ sliding windows (issue 27)
+# Contexts several times a small window: the package derives each sliding layer's banded mask
+# from the one mask swift-transformers sends (configs/sliding.py).
+
+WINDOW = 8
+_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+             vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def _sliding_model(kind: str, folder, max_positions: int = 512):
+    """A weight-only tiny checkpoint: Gemma 3's shape (a sliding and a global layer, local and
+    global RoPE) or Mistral v0.1's (every layer slides), window 8."""
+    import torch
+    import transformers as tf
+
+    if kind == "gemma3":
+        config = tf.Gemma3TextConfig(**_TINY, head_dim=8, sliding_window=WINDOW, max_position_embeddings=max_positions,
+                                     layer_types=["sliding_attention", "full_attention"])
+        cls = tf.Gemma3ForCausalLM
+    else:
+        config = tf.MistralConfig(**_TINY, sliding_window=WINDOW, max_position_embeddings=max_positions)
+        cls = tf.MistralForCausalLM
+    config.architectures = [cls.__name__]
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def _drive_as_swift_transformers(package, ids):
+    """The package's next-token logits after each call: a 4-token prompt at once, then one token
+    per call (continuation.stateful_feed: zeros causalMask [1, 1, 1, T + 1], as swift-transformers)."""
+    import numpy as np
+
+    from converters.validation import continuation
+    from converters.validation.executor import ReferenceExecutor
+
+    layout = continuation.layout(describe_package(package))
+    executor = ReferenceExecutor(package)
+    state, rows = executor.make_state(), []
+    for total in range(4, len(ids) + 1):
+        new = ids[:total] if total == 4 else ids[total - 1 : total]
+        outputs = executor.predict(continuation.stateful_feed(layout, new, total), mode="fp32", state=state)
+        rows.append(np.asarray(outputs["logits"])[0, len(new) - 1])
+    return np.stack(rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,context", [("gemma3", None), ("mistral", 64)], ids=["gemma3-default-context", "mistral-64"])
+def test_a_stateful_package_longer_than_the_sliding_window_computes_what_transformers_computes(kind, context, tmp_path):
+    """Gemma 3's shape at the default context (2048: the model allows 4096) and Mistral v0.1's
+    (every layer slides) at 64, window 8: driven as swift-transformers drives it, a prompt
+    then one token per call up to five windows, every step's logits are transformers' own."""
+    import numpy as np
+    import torch
+
+    folder = tmp_path / kind
+    model = _sliding_model(kind, folder, max_positions=4096)
+    options = ConversionOptions.from_strings(minimum_deployment_target="iOS18", kv_cache="stateful",
+                                             sequence_length=context)
+    result = convert(str(folder), "text-generation", tmp_path / "out", options)
+    expected_context = context or 2048  # auto: min(2048, the model's 4096)
+    assert result.report["options"]["sequence_length"] == str(expected_context)
+    states = {s["name"]: s["shape"] for s in describe_package(result.packages[0])["states"]}
+    assert states["keyCache"] == [2, 1, 2, expected_context, 8]
+    validation = result.report["validation"]
+    assert validation["passed"], validation["message"]  # its prefills and extends pass the window too
+
+    ids = [int(i) for i in np.random.default_rng(1).integers(3, 128, 5 * WINDOW)]
+    got = _drive_as_swift_transformers(result.packages[0], ids)
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0, 3:].float().numpy()  # rows after the prompt, then each token
+        model.config.layer_types = ["full_attention"] * 2  # no window at all: what a package without bands computes
+        if kind == "mistral":
+            model.config.sliding_window = None
+        unbanded = model(torch.tensor([ids])).logits[0, 3:].float().numpy()
+    beyond = slice(WINDOW, None)  # steps whose query is past the window
+    assert np.abs(unbanded[beyond] - want[beyond]).max() > 0.1  # the window changes the logits: the check can fail
+    assert np.abs(got - want).max() < 0.01 * max(1.0, np.abs(want).max()), np.abs(got - want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+@pytest.mark.slow
+def test_a_padded_package_longer_than_the_sliding_window_continues_as_transformers(tmp_path):
+    """Without a cache the same bands come from the padded call's positions: the continuation
+    (a 5-token prompt and 8 new tokens, past the window of 8) matches PyTorch's."""
+    folder = tmp_path / "gemma3"
+    _sliding_model("gemma3", folder)
+    result = convert(str(folder), "text-generation", tmp_path / "out", ConversionOptions.from_strings(sequence_length=24))
+    validation = result.report["validation"]
+    assert validation["passed"], validation["message"]
+    runs = validation["continuation"]["runs"]
+    assert runs and all(run["passed"] and run["matching_tokens"] == 8 for run in runs)
+
+
+def test_which_layers_slide():
+    import transformers as tf
+
+    from converters.configs.sliding import UnknownLayerTypes, sliding_of
+
+    gemma3 = sliding_of(tf.Gemma3TextConfig(**_TINY, head_dim=8, sliding_window=WINDOW,
+                                            layer_types=["sliding_attention", "full_attention"]))
+    assert (gemma3.window, gemma3.layers, gemma3.by_layer_type) == (WINDOW, (0,), True)
+    mistral = sliding_of(tf.MistralConfig(**_TINY, sliding_window=WINDOW))
+    assert (mistral.layers, mistral.by_layer_type, mistral.every_layer) == ((0, 1), False, True)
+    # A sliding_window that no layer uses (SmolLM3, Qwen2 with use_sliding_window off) is no window.
+    assert sliding_of(tf.SmolLM3Config(**_TINY, sliding_window=WINDOW)) is None
+    assert sliding_of(tf.MistralConfig(**_TINY, sliding_window=None)) is None
+    with pytest.raises(UnknownLayerTypes, match="linear_attention"):
+        sliding_of(tf.Gemma3TextConfig(**_TINY, head_dim=8, sliding_window=WINDOW,
+                                       layer_types=["sliding_attention", "linear_attention"]))
+
+
+def test_the_stateful_context_defaults_to_2048_or_the_models_maximum():
+    stateful = ConversionOptions.from_strings(kv_cache="stateful", minimum_deployment_target="iOS18")
+    assert str(stateful.sequence_length) == "auto"
+    assert stateful.for_model(32768).sequence_length.sizes == (2048,)
+    assert stateful.for_model(512).sequence_length.sizes == (512,)
+    assert ConversionOptions().for_model(32768).sequence_length.sizes == (128,)  # without a cache: 128 per call
+    assert ConversionOptions.from_strings(sequence_length="64").for_model(32768).sequence_length.sizes == (64,)
