@@ -228,7 +228,7 @@ def test_the_card_says_which_devices_the_package_fits(tmp_path):
     assert ("Needs about 519 MB while it runs at 2 k context: weights 270 MB, KV cache 47 MB, largest activation 201 MB "
             "(estimated). Fits iPhones (6 and 8 GB), iPads (8 and 16 GB) and Macs (8 and 16 GB).") in section
     assert "| iPhone 15 (6 GB) | 3.0 GB | 4.2 GB | fits |" in section and "| Mac (8 GB) | 5.7 GB | — | fits |" in section
-    assert "os_proc_available_memory()" in section
+    assert "os_proc_available_memory()" in section and "`com.apple.developer.kernel.increased-memory-limit`" in section
     # the snapshot gone: the activation the report shows (the attention over the cache)
     rep["source"] = {"path": str(tmp_path / "gone")}
     assert "largest activation 25 MB" in body(rep)

@@ -382,8 +382,9 @@ def device_fit_section(report: dict) -> list[str]:
              "| device | an app may use | with the increased memory limit entitlement | this package |",
              "| --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(row) + " |" for row in device_fit.table(footprint)]
-    return lines + ["", "Apple publishes no per-app limits: these are developers' measurements. In your app, "
-                    "`os_proc_available_memory()` says what is left before loading."]
+    return lines + ["", f"The raised limit is the `{device_fit.ENTITLEMENT}` entitlement. Apple publishes no "
+                    "per-app limits: these are developers' measurements; in your app, `os_proc_available_memory()` "
+                    "says what is left before loading."]
 
 
 def _source_config(report: dict) -> dict | None:
