@@ -345,6 +345,11 @@ def _drive(cfg, part: str, model, engine, ref, compressed: bool):
     budget = len(ref.tokens)
     entry = {"package": part, "mode": MODE, "driven_as": DRIVEN_AS}
     got_rows, tokens, stopped = [], [], "new_tokens"
+    context = engine.max_context_length
+    if context and len(prompt) > context:  # the app refuses it too (StateHandler+NDArray.swift:101-104)
+        run = {**entry, "text": None, "token_ids": [], "matching_tokens": 0, "tokens_compared": 0, "passed": None,
+               "stopped": "length", "note": f"the {len(prompt)}-token prompt does not fit the {context}-token context: continuation not checked"}
+        return [], run
     try:
         prompt_logits = engine.prefill(prompt, state)[0].astype(np.float32)
         row = prompt_logits[-1]
@@ -355,6 +360,9 @@ def _drive(cfg, part: str, model, engine, ref, compressed: bool):
                 stopped = "eos"
                 break
             if len(tokens) >= budget:
+                break
+            if context and state.processed + 1 > context:  # the next call would pass the context
+                stopped = "length"
                 break
             row = engine.process([tokens[-1]], state)[0, -1].astype(np.float32)
     except ValueError as error:  # past the context, or the runtime refused the call
@@ -381,11 +389,14 @@ def _drive(cfg, part: str, model, engine, ref, compressed: bool):
         rows = list(rows) + list(steps)
     run = {**entry, "text": ref.text(tokens), "token_ids": tokens, "stopped": stopped}
     result = continuation.compare(ref, tokens, atol)
+    if stopped == "length" and len(tokens) < len(ref.tokens):
+        result.setdefault("note", f"the {context}-token context allowed only {len(tokens)} new tokens")
     run.update(result, **continuation.split_texts(ref, tokens, result["matching_tokens"]))
     if compressed:  # its greedy text may drift: the passage judges it; the row checks that it runs
         run.update(passed=True, note="compressed package: the greedy text may drift from PyTorch's; quality is judged on the passage")
         return list(rows) + [Check(part, f"continuation, {ref.new_tokens} tokens", "logits", MODE, "continuation_runs", 1.0, 1.0, True, True)], run
-    return list(rows) + [continuation.check_row(ref, run)], run
+    row = continuation.check_row(ref, run)
+    return list(rows) + ([row] if row else []), run
 
 
 def _passage(cfg, part: str, model, engine, tokenizer, bar, scheme: str):
@@ -423,7 +434,8 @@ def _joined(earlier: dict | None, checks: list, errors: list[str], run: dict | N
     section["checks"] = section["checks"] + [c.to_dict() for c in checks]
     if MODE not in section["modes"]:
         section["modes"] = [*section["modes"], MODE]
-    section["kind"] = "; ".join(k for k in (section["kind"], kind) if k and k not in section["kind"].split("; ")) or kind
+    kinds = [k for k in section["kind"].split("; ") if k]
+    section["kind"] = "; ".join(kinds + ([kind] if kind not in kinds else []))
     failed = [c for c in checks if not c.passed]
     before = earlier is None or earlier.get("passed") is not False
     section["passed"] = bool(before and not failed and not errors)
@@ -443,12 +455,11 @@ def _joined(earlier: dict | None, checks: list, errors: list[str], run: dict | N
         section["message"] = f"all {len(section['checks'])} checks passed"
     if run is not None:
         if section.get("continuation"):
-            pytorch = section["continuation"]["pytorch"]["token_ids"]
-            if pytorch != ref.tokens:  # Apple's stop tokens ended PyTorch's text elsewhere
+            if section["continuation"]["pytorch"]["token_ids"] != ref.tokens:  # Apple's stop tokens ended PyTorch's text elsewhere
                 run["pytorch_token_ids"] = ref.tokens
-            section["continuation"]["runs"].append({k: v for k, v in run.items() if k != "value"})
-            runs = section["continuation"]["runs"]
-            section["continuation"]["passed"] = all(r["passed"] is not False for r in runs)
+            runs = section["continuation"]["runs"] + [{k: v for k, v in run.items() if k != "value"}]
+            checked = [r for r in runs if r["passed"] is not None]
+            section["continuation"].update(runs=runs, passed=all(r["passed"] is not False for r in checked) if checked else None)
         else:
             section["continuation"] = continuation.section(ref, [run])
     if scheme:
