@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoConfig
 
+from converters.backends import coreai_bundle as bundle
 from converters.backends.coreai import NOT_CONVERTED
 from converters.configs import config_class_for
 from converters.errors import UserInputError
@@ -60,6 +61,9 @@ def test_every_registry_pair_converts_to_core_ai_and_runs_right(model_type, task
         assert metadata[PREFIX + "precision"] == "float16"
         assert metadata["coreai_torch_version"] == "0.4.3" and metadata["coreai_core_version"] == "1.0.0b3"
         assert info["minimum_os"] == "27.0"
+        if task == "text-generation":  # Apple's LLM bundle, driven as CoreAILanguageModel drives it (test_coreai_bundle.py)
+            assert bundle.problems(path.parent) == [] and [i["name"] for i in info["inputs"]] == ["input_ids", "position_ids"]
+            assert report["validation"]["continuation"]["runs"][0]["driven_as"].startswith("CoreAILanguageModel")
 
 
 @pytest.mark.parametrize("model_type,task", REFUSED, ids=[f"{m}-{t}" for m, t in REFUSED])
