@@ -25,6 +25,7 @@ from .capture import EXPORT_FAILURES, capture, load
 from .chunks import ChunkModule, chunk_config, chunk_view, chunked_model
 from .diagnose import conversion_failure
 from .errors import ConversionError, UserInputError
+from .memory import release
 from .metadata import toolchain_versions
 from .options import ConversionOptions
 from .package_info import directory_size
@@ -109,7 +110,7 @@ def convert(
             f"of layers at a time to fit in memory, and only {chunked} output is made that way so far. "
             f"Choose the {chunked} format for it.")
     model = load(plan) if lazy is None else None
-    parameters = sum(p.numel() for p in (model or lazy.model).parameters())
+    parameters = plan.parameters = sum(p.numel() for p in (model or lazy.model).parameters())
     timings["load"] = time.perf_counter() - mark
     calibrated = _calibrate(plan, model, progress, timings) if lazy is None else False  # chunks: as each loads
 
@@ -121,11 +122,11 @@ def convert(
     elif calibrated and validate:  # validation judges the package against the model's own weights, not GPTQ's
         progress("convert", CONVERSION_END, "Loading the original weights again for validation")
         del model
-        gc.collect()
+        release(plan.parameters)
         model = load(plan)
     validation = _validate(plan, model, built, validate, progress, timings)
     del model, lazy
-    gc.collect()
+    release(plan.parameters)
     timings["total"] = time.perf_counter() - started
     progress("validate" if validate else "convert", 1.0, validation["message"])
     report = _report(plan, parameters, package_reports, timings, validation)
@@ -298,7 +299,7 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
     writer.save(plan, part, artifact, path)
     writer.discard(artifact)
     del artifact
-    gc.collect()
+    release(plan.parameters)
     _add(timings, f"save_{part}", time.perf_counter() - mark)
     info = writer.describe(path)
     entry = {

@@ -29,6 +29,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     compression: dict[str, dict] = field(default_factory=dict)  # part -> what the compression transform did
     calibration: dict | None = None  # what calibrate.py did (GPTQ), for the report
+    parameters: int = 0  # the model's, counted once it loads (memory.release asks)
 
     @property
     def task(self) -> str:
