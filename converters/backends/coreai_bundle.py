@@ -252,12 +252,20 @@ def problems(folder: Path) -> list[str]:
     if function_map is not None and not (isinstance(function_map, dict)
                                          and all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in function_map.values())):
         found.append("language.function_map is not a map of name lists")
-    if language.get("embedded_tokenizer", True) and not (folder / "tokenizer" / "tokenizer.json").is_file():
-        found.append("tokenizer/tokenizer.json is missing: the app would download the tokenizer from the Hub (coreai-models#233)")
     source = data.get("source")
     if source is not None and not (isinstance(source, dict) and source.get("hf_model_id")):
         found.append("source.hf_model_id is missing")  # ModelConfig.swift:194-200
     return found
+
+
+def cautions(folder: Path) -> list[str]:
+    """What loads but may fail in an app: no tokenizer/tokenizer.json (a repo without tokenizer files)
+    makes the app download `language.tokenizer` from the Hub (LanguageBundle.swift:92-98), which
+    fails in apps (coreai-models#233)."""
+    if (Path(folder) / "tokenizer" / "tokenizer.json").is_file():
+        return []
+    return ["the bundle has no tokenizer/tokenizer.json: CoreAILanguageModel downloads the tokenizer named in "
+            "metadata.json from the Hub instead, which fails in apps (coreai-models#233); add the base model's tokenizer files"]
 
 
 def read(folder: Path) -> dict:
@@ -317,7 +325,8 @@ def validate(plan, model, part: str, aimodel: Path, earlier: dict | None, kind: 
         finally:
             if engine is not None:
                 engine.close()
-    return _joined(earlier, checks, errors, run, reference, kind, quality_numbers, scheme, bar, time.perf_counter() - started)
+    notes = [f"{part}: {caution}" for caution in cautions(folder)]
+    return _joined(earlier, checks, errors, run, reference, kind, quality_numbers, scheme, bar, time.perf_counter() - started, notes)
 
 
 def _bundle_tokenizer(folder: Path):
@@ -423,7 +432,7 @@ def _passage(cfg, part: str, model, engine, tokenizer, bar, scheme: str):
 
 
 def _joined(earlier: dict | None, checks: list, errors: list[str], run: dict | None, ref, kind: str, quality_numbers: dict,
-            scheme: str | None, bar, seconds: float) -> dict:
+            scheme: str | None, bar, seconds: float, notes: list[str]) -> dict:
     """The bundle's rows and run added to the other packages' validation section."""
     from ..report import METRIC_LABELS, number
     from ..validation import continuation
@@ -432,6 +441,7 @@ def _joined(earlier: dict | None, checks: list, errors: list[str], run: dict | N
     section = earlier or {"passed": True, "kind": "", "runtime": "", "modes": [], "message": "", "notes": [], "checks": [],
                           "compute_units": {}, "placement": {}}
     section["checks"] = section["checks"] + [c.to_dict() for c in checks]
+    section["notes"] = section.get("notes", []) + notes
     if MODE not in section["modes"]:
         section["modes"] = [*section["modes"], MODE]
     kinds = [k for k in section["kind"].split("; ") if k]
