@@ -143,6 +143,26 @@ def test_real_llm_stateful_package_validates(llm_stateful, transformers_greedy):
                                    transformers_greedy)
 
 
+def test_the_real_stateful_package_fits_the_devices_the_form_said(llm_stateful, real_llm):
+    """Device fit before converting (the size estimate, the config) and after (the package as
+    written): the same cache and context, the weights within 2 %, the same verdict everywhere."""
+    import json
+
+    from converters import device_fit
+    from converters.loading import load_hf_config
+    from converters.size_estimate import estimates, weight_shapes
+
+    report = llm_stateful.report
+    config = json.loads((real_llm / "config.json").read_text())
+    estimate = estimates(weight_shapes(load_hf_config(real_llm), "text-generation"), STATEFUL, "text-generation")["none"]
+    before = device_fit.from_config(config, "text-generation", estimate, STATEFUL)
+    after = device_fit.from_report(report, config)
+    assert (after.kv_cache, after.context, after.activation) == (before.kv_cache, 128, before.activation)
+    assert after.kv_cache == 2 * 30 * 3 * 128 * 64 * 2  # keyCache and valueCache as written
+    assert abs(after.weights / before.weights - 1) < 0.02, (after.weights, before.weights)
+    assert [v.level for v in device_fit.verdicts(after)] == [v.level for v in device_fit.verdicts(before)]
+
+
 def test_real_encoder_float16_package_validates(encoder_default):
     report = encoder_default.report
     assert report["options"]["precision"] == "float16"
