@@ -18,7 +18,7 @@ chunked/whole ratios (the bar: within 2 %), and the peak RSS of the conversion (
 quality check loads the reference) against the chunked data-free conversion's, measured in the
 same run.
 
-    python bench/chunked_calibration.py [--schemes int4,lut4] [--layers-per-chunk 10] [--json out.json]
+    python bench/chunked_calibration.py [--schemes int4,lut4] [--layers-per-chunk 10] [--parallel 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # bench/queue.py must not shadow the standard library's queue
+
+from concurrent.futures import ThreadPoolExecutor, as_completed  # noqa: E402  (its threads import queue)
 
 BOUND = 0.02  # chunked quality within 2 % of the whole-model GPTQ package's
 
@@ -93,20 +95,25 @@ def main() -> None:
     parser.add_argument("--layers-per-chunk", type=int, default=10)
     parser.add_argument("--model", type=Path, help="a transformers folder (default: real SmolLM2-135M)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--parallel", type=int, default=1, help="conversions at once (each in its own process)")
     args = parser.parse_args()
     if args.model is None:
         from tests.real_models import smollm2_135m
 
         args.model = smollm2_135m()
     runs = {"whole": (0, True), "chunked": (args.layers_per_chunk, True), "chunked data-free": (args.layers_per_chunk, False)}
+    jobs = [(scheme, label) for scheme in args.schemes.split(",") for label in runs]
     results: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for scheme in args.schemes.split(","):
-            for label, (layers_per_chunk, calibrated) in runs.items():
-                results[(scheme, label)] = run(args.model, Path(tmp) / f"{scheme}-{label}", scheme, layers_per_chunk, calibrated)
-                r = results[(scheme, label)]
-                print(f"# {scheme} {label}: {r['chunks']} chunks, {r['seconds']} s, calibrate {r['timings'].get('calibrate')} s",
-                      flush=True)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
+        # Each conversion is its own process either way (its peak RSS is its own); --parallel only
+        # overlaps them, which stretches their wall times on a busy machine.
+        futures = {pool.submit(run, args.model, Path(tmp) / f"{s}-{label}", s, *runs[label]): (s, label) for s, label in jobs}
+        for future in as_completed(futures):
+            scheme, label = futures[future]
+            r = results[(scheme, label)] = future.result()
+            print(f"# {scheme} {label}: {r['chunks']} chunks, {r['seconds']} s, calibrate {r['timings'].get('calibrate')} s",
+                  flush=True)
+    results = {job: results[job] for job in jobs}
 
     print(f"\nSmolLM2-135M, sequence length 128, iOS18; chunked = {args.layers_per_chunk} layers per chunk\n")
     print("| scheme | conversion | mode | perplexity ratio | top-1 | KL | peak RSS (convert) | time |")
