@@ -88,8 +88,8 @@ def validation_seconds(cfg, parameters: int, bundle: bool = False) -> float:
     from .inputs import sequence_lengths
 
     lengths = sequence_lengths(cfg)
-    if bundle:
-        tokens = 8 + NEW_TOKENS
+    if bundle:  # a compressed bundle also prefills the quality passage (about 128 tokens)
+        tokens = 8 + NEW_TOKENS + (128 if getattr(cfg.options, "quantize", "none") != "none" else 0)
     elif getattr(cfg, "stateful", False):  # two prefills of a short text plus one-token steps, and the prompt's
         tokens = 2 * min(32, max(lengths)) + 16
     elif cfg.task == "text-generation":  # every continuation step re-sends the whole padded sequence
