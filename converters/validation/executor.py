@@ -30,7 +30,7 @@ from coremltools.converters.mil.frontend.milproto.load import load as _load_milp
 from coremltools.converters.mil.mil import types
 from coremltools.optimize.coreml._quantization_passes import WeightDecompressor
 
-from .ops import CONSTEXPR_OPS, KERNELS, VALUE_PRESERVING, Args
+from .ops import CONSTEXPR_OPS, KERNELS, VALUE_PRESERVING, Args, _has_negative_stride, _index_tensors, _slice_plan
 
 MODES = ("fp32", "fp16")
 
@@ -390,9 +390,43 @@ def _fp16_values(y: torch.Tensor, step: _Step, env: dict, states: dict) -> torch
     return y.copy_(y.half())
 
 
+def _sole_reader(step: _Step, env: dict, states: dict) -> bool:
+    """Whether a slice_update may write into its `x` instead of a copy: this step is x's last
+    reader and nothing still live (another var, a view of x, a state) shares x's memory.
+
+    A stateful package chains one slice_update per layer on the whole cache (read_state ->
+    update layer 0 -> layer 1 ... -> coreml_update_state); a copy per link copied the cache
+    twice per layer per call — at a 2048-token context SmolLM2's is 47 MB a state in float32.
+    The first link reads the state itself and still copies, so the caller's state changes
+    only through coreml_update_state."""
+    var = step.names.get("x")
+    if not isinstance(var, str) or var not in step.release:
+        return False
+    x = env.get(var)
+    if x is None or x.dtype != torch.float32 or x._base is not None or not x.is_contiguous():
+        return False
+    memory = x.untyped_storage().data_ptr()
+    if any(t.untyped_storage().data_ptr() == memory for t in states.values()):
+        return False
+    return not any(name != var and isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == memory
+                   for name, t in env.items())
+
+
+def _slice_update_in_place(step: _Step, env: dict, states: dict) -> torch.Tensor:
+    a = Args(step.names, step.consts, env, states, len(step.outputs))
+    x, update = env[step.names["x"]], a.t("update")
+    plan = _slice_plan(x.shape, a)
+    index = _index_tensors(x.shape, plan) if _has_negative_stride(plan) else tuple(plan)
+    x[index] = update.reshape(x[index].shape).to(x.dtype)
+    return x
+
+
 def _run(step: _Step, env: dict, states: dict, fp16: bool) -> None:
     try:
-        result = step.kernel(Args(step.names, step.consts, env, states, len(step.outputs), fp16 and any(o.is_fp16 for o in step.outputs)))
+        if step.op_type == "slice_update" and _sole_reader(step, env, states):
+            result = _slice_update_in_place(step, env, states)
+        else:
+            result = step.kernel(Args(step.names, step.consts, env, states, len(step.outputs), fp16 and any(o.is_fp16 for o in step.outputs)))
     except NotImplementedError as e:
         raise UnsupportedOpError([step.op_type], f"op {step.op_name!r}: {e}") from e
     except Exception as e:
