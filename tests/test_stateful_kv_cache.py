@@ -154,13 +154,17 @@ def test_a_stateful_package_longer_than_the_sliding_window_computes_what_transfo
     model = _sliding_model(kind, folder, max_positions=4096)
     options = ConversionOptions.from_strings(minimum_deployment_target="iOS18", kv_cache="stateful",
                                              sequence_length=context)
-    result = convert(str(folder), "text-generation", tmp_path / "out", options)
+    # The pipeline's validation once (Gemma 3: its prefills and extends pass the window too);
+    # the drive below is the check for both.
+    validate = kind == "gemma3"
+    result = convert(str(folder), "text-generation", tmp_path / "out", options, validate=validate)
     expected_context = context or 2048  # auto: min(2048, the model's 4096)
     assert result.report["options"]["sequence_length"] == str(expected_context)
     states = {s["name"]: s["shape"] for s in describe_package(result.packages[0])["states"]}
     assert states["keyCache"] == [2, 1, 2, expected_context, 8]
-    validation = result.report["validation"]
-    assert validation["passed"], validation["message"]  # its prefills and extends pass the window too
+    if validate:
+        validation = result.report["validation"]
+        assert validation["passed"], validation["message"]
 
     ids = [int(i) for i in np.random.default_rng(1).integers(3, 128, 5 * WINDOW)]
     got = _drive_as_swift_transformers(result.packages[0], ids)
