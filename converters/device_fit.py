@@ -233,10 +233,7 @@ def element_sizes(options) -> tuple[int, int]:
 def chosen_length(sequence: SequenceLength, stateful: bool, config: dict | None) -> int:
     """The longest call (a stateful package: its context) of the sequence length as chosen; one
     left to the model ("auto") resolved with its config as the conversion resolves it."""
-    resolve = getattr(sequence, "for_model", None)
-    if resolve is not None:
-        sequence = resolve(stateful, model_dimensions(config or {})["max_positions"])
-    return sequence.maximum
+    return sequence.for_model(stateful, model_dimensions(config or {})["max_positions"]).maximum
 
 
 def from_config(config: dict, task: str, weight_bytes: int, options, modality: str | None = "text") -> Footprint:

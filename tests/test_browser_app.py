@@ -444,7 +444,7 @@ def test_convert_waits_for_a_request_that_can_run(page, tmp_path):
     page.locator("#option-check [data-level=error]").wait_for()
     assert "iOS18" in page.inner_text("#option-check") or "iOS 18" in page.inner_text("#option-check")
     page.wait_for_function("() => document.querySelector('#convert').disabled")
-    assert "up to 127 tokens" in page.inner_text("#sequence-note")  # the stateful note speaks of context
+    assert "up to 511 tokens" in page.inner_text("#sequence-note")  # the context the model allows (its maximum: 512)
     page.locator("#option-check").scroll_into_view_if_needed()
     screenshot(page, tmp_path, "2b-convert-disabled")
 

@@ -96,6 +96,17 @@ def test_a_stateful_context_says_the_memory_its_kv_cache_takes():
     assert "KV cache" not in form.sequence_note("128", config=LLAMA_3B)[1]  # no cache kept
 
 
+def test_a_length_left_to_the_model_is_said_as_the_conversion_will_resolve_it():
+    """ "auto": a stateful context of min(2048, the model's maximum), else 128 tokens a call."""
+    level, text = form.sequence_note("auto", kv_cache="stateful", config=LLAMA_3B)
+    assert "up to 2,047 tokens (the cache holds 2,048)." in text and "2,048-token context's KV cache" in text
+    small = {**LLAMA_3B, "max_position_embeddings": 512}
+    assert "up to 511 tokens (the cache holds 512)." in form.sequence_note("auto", kv_cache="stateful", config=small)[1]
+    assert "the model's own maximum, if smaller" in form.sequence_note("", kv_cache="stateful")[1]  # no model read yet
+    assert form.sequence_note("auto", config=LLAMA_3B)[1] == "The package takes exactly 128 tokens; shorter inputs are padded."
+    assert "auto" not in form.sequence_note("auto")[1]
+
+
 def test_before_convert_the_form_says_which_devices_the_package_fits():
     """The page's own check handler, for a 3 B model: in float16 at 4 k context it is too large
     for most devices (a warning, right above Convert); in 4 bits it fits more, and says how."""

@@ -130,16 +130,20 @@ def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None
     if modality == "vision":
         return "info", "Vision models take a fixed image size; the sequence length is not used."
     try:
-        sequence = SequenceLength.parse(text)
+        chosen = SequenceLength.parse(text)
     except UserInputError as error:
         return "error", str(error)
-    if kv_cache == "stateful":
-        context = device_fit.chosen_length(sequence, True, config) if config else 0
+    stateful = kv_cache == "stateful"
+    # Left to the model ("auto"): the length its config resolves, as the conversion will.
+    sequence = chosen.for_model(stateful, device_fit.model_dimensions(config)["max_positions"] if config else None)
+    capped = " (or the model's own maximum, if smaller)" if chosen.auto and not config else ""
+    if stateful:
+        context = sequence.maximum
         cache = device_fit.kv_cache_bytes(config, context) if config else 0
         cost = f" A {context:,}-token context's KV cache takes {device_fit.gigabytes(cache)} of memory." if cache else ""
         return "info", (
-            f"The context: prompt and generated tokens together up to {sequence.maximum - 1} tokens "
-            f"(the cache holds {sequence.maximum}). Each call takes any number of new tokens, a range shape: "
+            f"The context: prompt and generated tokens together up to {context - 1:,} tokens "
+            f"(the cache holds {context:,}){capped}. Each call takes any number of new tokens, a range shape: "
             f"Core ML runs it on the GPU or CPU.{cost}")
     if sequence.kind == "range":
         return "warning", (
@@ -149,7 +153,7 @@ def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None
         )
     if sequence.kind == "enumerated":
         return "info", f"The package accepts exactly these lengths: {sequence}. Pad inputs to the next one."
-    return "info", f"The package takes exactly {sequence} tokens; shorter inputs are padded."
+    return "info", f"The package takes exactly {sequence} tokens{capped}; shorter inputs are padded."
 
 
 def device_fit_note(config: dict, modality: str | None, task: str, sizes: dict[str, int] | None,
