@@ -211,33 +211,38 @@ def test_pull_request_flavour_and_reuse_of_our_open_pull_request(service, tmp_pa
 
 
 def test_format_both_pushes_the_aimodel_beside_the_mlpackage(service, tmp_path):
+    """Text generation in both formats: the Core ML package for swift-transformers, and the Core AI
+    LLM bundle (the folder Apple's CoreAILanguageModel loads) with its metadata and tokenizer."""
     from huggingface_hub import snapshot_download
 
-    from converters.validation.coreai_runtime import MODE, CoreAIRunner
+    from converters.backends.coreai import CoreAIBackend
+    from converters.validation.coreai_runtime import MODE
 
     target = f"{OWNER}/job-llama-both"
     options = {"sequence_length": "8", "format": "both"}
     status = service.wait(api.submit(make_spec(repos.TINY_LLAMA, task="text-generation", push_repo=target, options=options)))
     assert status.state == "finished" and status.pushed, status
     report = status.report
-    assert [(p["path"], p["format"]) for p in report["packages"]] == [("job-llama.mlpackage", "coreml"), ("job-llama.aimodel", "coreai")]
+    assert [(p["path"], p["format"]) for p in report["packages"]] == [
+        ("job-llama.mlpackage", "coreml"), ("job-llama/job-llama.aimodel", "coreai")]
     assert status.validation["passed"] is True and MODE in status.validation["modes"]
     files = service.hub.files(target)
-    for name in ("job-llama.mlpackage/Manifest.json", "job-llama.aimodel/main.mlirb", "job-llama.aimodel/metadata.json",
-                 "tokenizer.json", "README.md"):
+    for name in ("job-llama.mlpackage/Manifest.json", "job-llama/job-llama.aimodel/main.mlirb", "job-llama/metadata.json",
+                 "job-llama/tokenizer/tokenizer.json", "tokenizer.json", "README.md"):
         assert name in files, sorted(files)
     readme = files["README.md"].decode()
     assert "- coreai" in readme.split("\n---\n", 1)[0]
     assert "## Use it in Swift with Core AI (iOS/macOS 27)" in readme and "needs iOS 27 / macOS 27" in readme
+    assert "CoreAILanguageModel" in readme
     assert "## Use it in Swift\n" in readme and "LanguageModel.loadCompiled" in readme  # the Core ML section stays
 
-    # The pushed .aimodel, downloaded again, runs in Core AI's runtime.
+    # The pushed bundle, downloaded again, runs in Core AI's runtime as Apple's engine drives it.
     folder = Path(snapshot_download(target, token=OWNER_TOKEN, endpoint=service.hub.url, local_dir=tmp_path / "dl"))
-    runner = CoreAIRunner(folder / "job-llama.aimodel")
+    runner = CoreAIBackend().runner(folder / "job-llama" / "job-llama.aimodel")
     try:
         import numpy as np
 
-        logits = runner.predict({"inputIds": np.ones((1, 8), np.int32), "attentionMask": np.ones((1, 8), np.int32)})["logits"]
+        logits = runner.process([1] * 8, runner.make_state())
         assert logits.shape[:2] == (1, 8) and np.isfinite(logits).all()
     finally:
         runner.close()
