@@ -71,39 +71,15 @@ def context_length(cfg) -> int:
 # ------------------------------------------------------------------ the program
 
 
-def _cache_class():
-    from transformers.cache_utils import Cache
-
-    class SlotCache(Cache):
-        """This call's keys and values written into the caches at [past, end) in place (exported:
-        the state updates), and the slots [0, end) read back — never a slot past `end`, so what an
-        app's grown cache holds beyond the tokens so far is never attended."""
-
-        def __init__(self, keys, values, past, end):
-            super().__init__(layers=[])
-            self.keys, self.values, self.past, self.end = keys, values, past, end
-
-        def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
-            self.keys[layer_idx, :, :, self.past:self.end, :] = key_states
-            self.values[layer_idx, :, :, self.past:self.end, :] = value_states
-            return self.keys[layer_idx, :, :, :self.end, :], self.values[layer_idx, :, :, :self.end, :]
-
-        def get_seq_length(self, layer_idx: int = 0) -> int:
-            return self.past
-
-        def __len__(self) -> int:
-            return self.keys.shape[0]
-
-    return SlotCache
-
-
 def language_model(model):
     """The transformers model behind Apple's interface (see the module docstring)."""
     import torch
 
     from ..configs.base import MASK_VALUE
 
-    slot_cache = _cache_class()
+    # The Core ML stateful wrapper's cache: this call's keys and values written at [past, end) in
+    # place, and only slots [0, end) read back, so what a grown cache holds past them is never attended.
+    from ..configs.text import SliceUpdateCache as slot_cache
 
     class AppleLanguageModel(torch.nn.Module):
         def __init__(self, inner):
