@@ -28,7 +28,7 @@ if [ -f "$ENV_FILE" ]; then
 fi
 
 if [ "$(uname -s)" != "Darwin" ]; then
-    echo "error: this script starts a Mac runner; on Linux run: python -m worker --queues default" >&2
+    echo "error: this script starts a Mac runner; on Linux run: python -m worker --queues tries,default" >&2
     exit 2
 fi
 : "${REDIS_URL:?set REDIS_URL (in $ENV_FILE or the environment) to the Redis the app uses}"

@@ -1,0 +1,117 @@
+"""Claims of the shared-service design (SECURITY.md) that no other test pinned: the compose
+workers serve the tries queue, first; a try of a gated or private model leaves neither its
+files nor its package in the shared Try it cache; every setting is in the deployment guide;
+a job's download has a byte limit by default."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from rq import SimpleWorker
+
+from tests.conftest import OWNER, OWNER_TOKEN
+from tests.e2e.harness import RedisServer
+from tests.test_deployment import ROOT, compose, worker_args
+from worker import queues, settings
+from worker.runner import ListenerStopsAtOnce
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield queues.connect(server.url)
+    server.stop()
+
+
+class InProcessWorker(ListenerStopsAtOnce, SimpleWorker):
+    """rq's in-process worker, shut down as ours are (worker/runner.py)."""
+
+
+# ---------------------------------------------------------------- tries have their own queue, served first
+
+ran: list[str] = []
+
+
+def record(name: str) -> None:
+    ran.append(name)
+
+
+def test_a_compose_worker_takes_a_try_before_the_conversions_queued_ahead_of_it(redis):
+    """A worker that listened to 'default' only would leave every try waiting for ever."""
+    listens = worker_args(compose()["services"]["worker"]["command"])
+    assert listens[0] == settings.TRY_QUEUE and settings.GENERAL_QUEUE in listens, listens
+    for index in range(3):
+        queues.queue(settings.GENERAL_QUEUE, redis).enqueue("tests.test_hosting_claims.record", f"conversion {index}")
+    queues.queue(settings.TRY_QUEUE, redis).enqueue("tests.test_hosting_claims.record", "try")
+    ran.clear()
+    InProcessWorker(listens, connection=redis, serializer=queues.SERIALIZER).work(burst=True)
+    assert ran == ["try", "conversion 0", "conversion 1", "conversion 2"]
+
+
+# ---------------------------------------------------------------- the shared Try it cache
+
+
+def _finished_conversion(redis, job_id: str, source: str, package_repo: str, commit: str, restricted: bool) -> None:
+    """A pushed conversion as the worker leaves it in Redis (only what a try reads)."""
+    meta = {"user": OWNER, "pushed": True, "model": source, "push_target": package_repo,
+            "source_restricted": restricted, "links": {"commit": f"https://hub/{package_repo}/commit/{commit}"},
+            "report": {"task": "text-generation", "packages": [{"path": "m.mlpackage", "size_bytes": 2}]}}
+    queue = queues.queue(settings.GENERAL_QUEUE, redis)
+    queue.enqueue("builtins.print", job_id=job_id, meta=meta)
+    queue.remove(job_id)  # not to be run: it stands for a finished one
+
+
+@pytest.mark.parametrize("source, restricted", [(f"{OWNER}/secret-bert", True), (f"{OWNER}/gated-bert", True),
+                                                (f"{OWNER}/tiny-bert", False)])
+def test_a_try_of_a_gated_or_private_model_leaves_nothing_of_it_in_the_shared_cache(
+        redis, local_hub, tmp_path, monkeypatch, source, restricted):
+    from worker import try_it
+
+    for key, value in local_hub.client_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COREML_CONVERTER_STATE_DIR", str(tmp_path / "state"))
+    package_repo = f"{source}-try-package"
+    commit = local_hub.add_repo(package_repo, {"m.mlpackage/Manifest.json": "{}"}, private=restricted)
+    job_id = f"cv-{source.replace('/', '-')}"
+    _finished_conversion(redis, job_id, source, package_repo, commit, restricted)
+    seen = {}
+
+    def run(kind, package, source_folder, inputs, mode, progress):  # the model run is not what is tested here
+        seen.update(package=package.is_dir(), source=(source_folder / "model.safetensors").is_file())
+        return {"kind": kind}
+
+    monkeypatch.setattr(try_it.try_it, "run", run)
+    assert try_it._try(redis, {"job_id": job_id, "kind": "generate", "inputs": {}}, OWNER_TOKEN,
+                       lambda *_: None) == {"kind": "generate"}
+    assert seen == {"package": True, "source": True}  # the try had both
+    cached = sorted(p.name for p in try_it.cache_dir().iterdir() if p.name.startswith("models--"))
+    kept = [f"models--{repo.replace('/', '--')}" for repo in (source, package_repo)]
+    assert cached == ([] if restricted else sorted(kept))
+
+
+# ---------------------------------------------------------------- the settings, documented
+
+
+def _settings_named_in(path) -> set[str]:
+    return set(re.findall(r"COREML_CONVERTER_[A-Z_]+[A-Z]", path.read_text()))
+
+
+def test_every_setting_is_in_the_deployment_guide_and_every_limit_in_security_md():
+    code = _settings_named_in(ROOT / "worker" / "settings.py")
+    assert {"COREML_CONVERTER_USER_ACTIVE_JOBS", "COREML_CONVERTER_MAX_DOWNLOAD_BYTES"} <= code
+    assert code - _settings_named_in(ROOT / "docs" / "deployment.md") == set()
+    security = _settings_named_in(ROOT / "SECURITY.md")
+    assert security - code - _settings_named_in(ROOT / "worker" / "tokens.py") == set()  # no setting that does not exist
+    assert {"COREML_CONVERTER_USER_ACTIVE_JOBS", "COREML_CONVERTER_USER_TRIES_PER_HOUR", "COREML_CONVERTER_MAX_DOWNLOAD_BYTES", "COREML_CONVERTER_TRY_CACHE_BYTES",
+            "COREML_CONVERTER_PUSH_LOCK_HOLD"} <= security
+    readme = (ROOT / "README.md").read_text()
+    deployment = readme.split("## Deployment", 1)[1].split("\n## ", 1)[0]
+    assert "[SECURITY.md](SECURITY.md)" in deployment and "[docs/deployment.md](docs/deployment.md)" in deployment
+
+
+def test_a_jobs_download_has_a_byte_limit_by_default(monkeypatch):
+    monkeypatch.delenv("COREML_CONVERTER_MAX_DOWNLOAD_BYTES", raising=False)
+    assert settings.max_download_bytes() == 40 * 10**9
+    monkeypatch.setenv("COREML_CONVERTER_MAX_DOWNLOAD_BYTES", "0")  # an operator's choice: no limit
+    assert settings.max_download_bytes() is None
