@@ -115,3 +115,22 @@ def test_a_jobs_download_has_a_byte_limit_by_default(monkeypatch):
     assert settings.max_download_bytes() == 40 * 10**9
     monkeypatch.setenv("COREML_CONVERTER_MAX_DOWNLOAD_BYTES", "0")  # an operator's choice: no limit
     assert settings.max_download_bytes() is None
+
+
+# ---------------------------------------------------------------- a model without a tokenizer (issue 22)
+
+
+def test_the_command_line_says_what_an_app_needs_when_the_repo_has_no_tokenizer(capsys):
+    from converters.__main__ import print_outcome
+    from converters.report import ConversionReport
+    from converters.source_tokenizer import NO_FILES
+
+    warning = f"No usable tokenizer in the repo ({NO_FILES}): checks use synthetic token ids; the continuation is compared on ids."
+    report = {"task": "text-generation", "architecture": {"model_type": "qwen2", "family": "decoder", "tested": True},
+              "validation": {"passed": True, "message": "", "checks": []}}
+    assert print_outcome(ConversionReport.from_json({**report, "tokenizer_missing": NO_FILES, "warnings": [warning]})) == 0
+    err = capsys.readouterr().err
+    assert err.count("No usable tokenizer") == 1 and f"warning: {warning}" in err  # said once
+    assert "note: an app needs this model's tokenizer" in err and "convert again with --hub-name naming that repo" in err
+    print_outcome(ConversionReport.from_json(report))
+    assert "tokenizer" not in capsys.readouterr().err  # a repo with a usable tokenizer: nothing said
