@@ -16,7 +16,7 @@ from .errors import UserInputError
 class Task:
     name: str
     auto_class: str  # the transformers Auto class that loads a model for this task
-    modality: str  # "text" or "vision"
+    modality: str  # "text", "vision" or "audio"
     summary: str
 
 
@@ -34,6 +34,8 @@ TASKS: dict[str, Task] = {
         Task("image-classification", "AutoModelForImageClassification", "vision", "one label per image"),
         Task("semantic-segmentation", "AutoModelForSemanticSegmentation", "vision", "one label per pixel"),
         Task("object-detection", "AutoModelForObjectDetection", "vision", "boxes and their classes"),
+        Task("automatic-speech-recognition", "AutoModelForSpeechSeq2Seq", "audio",
+             "speech to text: the three packages WhisperKit loads"),
     ]
 }
 
@@ -104,6 +106,7 @@ PIPELINE_TASKS = {
     "image-classification": "image-classification",
     "image-segmentation": "semantic-segmentation",
     "object-detection": "object-detection",
+    "automatic-speech-recognition": "automatic-speech-recognition",
 }
 BASE_MODEL_TASK = "feature-extraction"  # served by any checkpoint: it needs no task head
 

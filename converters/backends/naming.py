@@ -7,7 +7,11 @@ from ..options import ConversionOptions
 
 
 def package_filename(model_name: str, task: str, options: ConversionOptions, part: str, part_count: int) -> str:
-    """swift-transformers: '<name>.mlpackage'; exporters: 'coreml/<task>/<precision>_model.mlpackage'."""
+    """swift-transformers: '<name>.mlpackage'; exporters: 'coreml/<task>/<precision>_model.mlpackage';
+    speech recognition: WhisperKit's '<name>/<part>.mlpackage' (MelSpectrogram, AudioEncoder, TextDecoder
+    in one variant folder: docs/whisperkit.md)."""
+    if task == "automatic-speech-recognition":
+        return f"{model_name}/{part}.mlpackage"
     if options.naming == "exporters":
         prefix = f"{part}_" if part_count > 1 else ""
         return f"coreml/{task}/{prefix}{options.precision}_model.mlpackage"

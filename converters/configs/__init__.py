@@ -18,6 +18,7 @@ from .generic import generic_config_class
 from .seq2seq import Seq2SeqConfig
 from .text import BertConfig, DebertaV2Config, DecoderConfig, DistilBertConfig, MobileBertConfig, ModernBertConfig
 from .vision import SegformerConfig, VisionConfig, YolosConfig
+from .whisper import WhisperExportConfig
 
 ARCHITECTURES: dict[str, type[ExportConfig]] = {
     # decoders
@@ -49,6 +50,8 @@ ARCHITECTURES: dict[str, type[ExportConfig]] = {
     "mobilevit": VisionConfig,
     "segformer": SegformerConfig,
     "yolos": YolosConfig,
+    # speech: the three packages WhisperKit loads
+    "whisper": WhisperExportConfig,
 }
 
 

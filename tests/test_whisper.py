@@ -1,0 +1,169 @@
+"""A tiny random Whisper converts into WhisperKit's three packages and decodes, driven as
+WhisperKit drives them (converters/validation/whisperkit.py), the very token ids transformers'
+greedy `generate` decodes from the same audio (docs/whisperkit.md: the contract)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from converters.backends.coreml.executor import ReferenceExecutor
+from converters.configs import model_tasks
+from converters.configs.whisper import DECODER, ENCODER, MEL, LogMelSpectrogram, mel_filters
+from converters.errors import UnsupportedArchitecture
+from converters.export import convert
+from converters.options import ConversionOptions
+from converters.validation.whisperkit import generate_tokens, transcribe_tokens, whisperkit_prompt
+
+SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>",
+            "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+IDS = {token: 256 + index for index, token in enumerate(SPECIALS)}  # after the 256 byte tokens, as in Whisper's vocabulary
+EOS, SLOTS, NEW_TOKENS = IDS["<|endoftext|>"], 64, 16
+
+
+def build_whisper(folder):
+    """A 2-layer, d_model-64 Whisper with Whisper's special tokens in a 300-token vocabulary;
+    weights drawn wide (init_std 0.2) so the greedy tokens depend on the audio."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    torch.manual_seed(1)
+    config = WhisperConfig(
+        vocab_size=300, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=1500,
+        max_target_positions=SLOTS, init_std=0.2, pad_token_id=EOS, bos_token_id=EOS, eos_token_id=EOS,
+        decoder_start_token_id=IDS["<|startoftranscript|>"], suppress_tokens=[], begin_suppress_tokens=[])
+    WhisperForConditionalGeneration(config).eval().save_pretrained(folder)
+    GenerationConfig(
+        decoder_start_token_id=IDS["<|startoftranscript|>"], eos_token_id=EOS, pad_token_id=EOS, bos_token_id=EOS,
+        is_multilingual=True, lang_to_id={"<|en|>": IDS["<|en|>"], "<|fr|>": IDS["<|fr|>"]},
+        task_to_id={"translate": IDS["<|translate|>"], "transcribe": IDS["<|transcribe|>"]},
+        no_timestamps_token_id=IDS["<|notimestamps|>"], prev_sot_token_id=IDS["<|startofprev|>"],
+        suppress_tokens=[], begin_suppress_tokens=[], max_length=SLOTS,
+    ).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    return folder
+
+
+def voiced_clip(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
+    """A speech-like 16 kHz clip: a gliding pitch with harmonics under a syllable-rate envelope."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    pitch = 2 * np.pi * (120 + 40 * t) * t
+    voiced = sum(np.sin(k * pitch) / k for k in range(1, 6)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    noise = np.random.default_rng(seed).standard_normal(t.shape)
+    return (0.2 * voiced + 0.01 * noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def whisper(tmp_path_factory):
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    folder = build_whisper(tmp_path_factory.mktemp("whisper-tiny"))
+    out = tmp_path_factory.mktemp("packages")
+    result = convert(str(folder), "automatic-speech-recognition", out, ConversionOptions(), validate=False)
+    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    return {
+        "folder": folder, "packages": result.packages, "model": model,
+        "features": WhisperFeatureExtractor.from_pretrained(folder),
+        "generation": json.loads((folder / "generation_config.json").read_text()),
+        "executors": {path.stem: ReferenceExecutor(path) for path in result.packages},
+    }
+
+
+def runners(whisper, mode: str):
+    return [lambda inputs, e=whisper["executors"][part]: e.predict(inputs, mode=mode) for part in (MEL, ENCODER, DECODER)]
+
+
+def test_packages_in_whisperkit_layout(whisper):
+    """One variant folder holding MelSpectrogram, AudioEncoder and TextDecoder packages
+    (WhisperKit.swift:372-380)."""
+    folder = whisper["packages"][0].parent
+    assert [p.relative_to(folder.parent).as_posix() for p in whisper["packages"]] == [
+        f"{folder.name}/MelSpectrogram.mlpackage", f"{folder.name}/AudioEncoder.mlpackage",
+        f"{folder.name}/TextDecoder.mlpackage"]
+
+
+def _interface(path):
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(path))
+    name = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name
+    described = lambda features: {f.name: (tuple(f.type.multiArrayType.shape), name(f.type.multiArrayType.dataType))
+                                  for f in features}
+    return described(spec.description.input), described(spec.description.output)
+
+
+def test_interface_is_whisperkits(whisper):
+    """Names, shapes and dtypes WhisperKit reads; its sampler and cache copy read the float
+    outputs as Float16 (TokenSampler.swift:86-104, TextDecoder.swift:225-263)."""
+    mel, encoder, decoder = (_interface(p) for p in whisper["packages"])
+    assert mel == ({"audio": ((480000,), "FLOAT32")}, {"melspectrogram_features": ((1, 80, 1, 3000), "FLOAT16")})
+    assert encoder == ({"melspectrogram_features": ((1, 80, 1, 3000), "FLOAT16")},
+                       {"encoder_output_embeds": ((1, 64, 1, 1500), "FLOAT16")})
+    width = 64 * 2
+    assert decoder == (
+        {"input_ids": ((1,), "INT32"), "cache_length": ((1,), "INT32"),
+         "key_cache": ((1, width, 1, SLOTS), "FLOAT16"), "value_cache": ((1, width, 1, SLOTS), "FLOAT16"),
+         "kv_cache_update_mask": ((1, SLOTS), "INT32"), "encoder_output_embeds": ((1, 64, 1, 1500), "FLOAT16"),
+         "decoder_key_padding_mask": ((1, SLOTS), "FLOAT16")},
+        {"logits": ((1, 1, 300), "FLOAT16"), "key_cache_updates": ((1, width, 1, 1), "FLOAT16"),
+         "value_cache_updates": ((1, width, 1, 1), "FLOAT16")})
+
+
+def test_log_mel_equals_feature_extractor(whisper):
+    """The MelSpectrogram program's torch module computes WhisperFeatureExtractor's features."""
+    extractor = whisper["features"]
+    audio = voiced_clip()
+    expected = extractor(audio, sampling_rate=16000, return_tensors="np").input_features[0]
+    module = LogMelSpectrogram(mel_filters({"feature_size": 80}), 400, 160)
+    padded = np.zeros(480000, dtype=np.float32)
+    padded[: len(audio)] = audio
+    got = module(torch.from_numpy(padded))[0].float().numpy()[0, :, 0]
+    # float16 output: half a unit in the last place of values around 1
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    silent = module(torch.zeros(480000))[0].float().numpy()[0, :, 0]
+    np.testing.assert_allclose(silent, extractor(np.zeros(16000, np.float32), sampling_rate=16000,
+                                                 return_tensors="np").input_features[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16"])
+def test_decoded_ids_equal_generate(whisper, mode):
+    """audio -> mel -> encoder -> greedy decoding with the cache, as WhisperKit runs it, decodes
+    what transformers' generate decodes (prompt: start, <|en|>, <|transcribe|>, no timestamps)."""
+    model, audio = whisper["model"], voiced_clip()
+    prompt = whisperkit_prompt(whisper["generation"], model.config.vocab_size)
+    assert prompt == [IDS["<|startoftranscript|>"], IDS["<|en|>"], IDS["<|transcribe|>"], IDS["<|notimestamps|>"]]
+    expected = generate_tokens(model, whisper["features"], audio, NEW_TOKENS)
+    got = transcribe_tokens(*runners(whisper, mode), audio, prompt, EOS, 480000, (128, SLOTS), NEW_TOKENS)
+    assert got == expected
+    assert len(expected) == NEW_TOKENS and len(set(expected)) > 4  # the tokens vary: a constant stream would prove little
+
+
+def test_cache_carries_the_context(whisper):
+    """The comparison can fail: a driver that never writes the new key and value back (each step
+    sees an empty cache) decodes other tokens than generate."""
+    model, audio = whisper["model"], voiced_clip()
+    prompt = whisperkit_prompt(whisper["generation"], model.config.vocab_size)
+    mel, encoder, decoder = runners(whisper, "fp32")
+
+    def forgetful(inputs):
+        out = decoder(inputs)
+        return {**out, "key_cache_updates": np.zeros_like(out["key_cache_updates"]),
+                "value_cache_updates": np.zeros_like(out["value_cache_updates"])}
+
+    expected = generate_tokens(model, whisper["features"], audio, NEW_TOKENS)
+    assert transcribe_tokens(mel, encoder, forgetful, audio, prompt, EOS, 480000, (128, SLOTS), NEW_TOKENS) != expected
+
+
+def test_whisper_is_a_speech_recognition_model(whisper):
+    config = json.loads((whisper["folder"] / "config.json").read_text())
+    tasks = model_tasks(config, pipeline_tag="automatic-speech-recognition")
+    assert tasks.available == ("automatic-speech-recognition",)
+    assert model_tasks(config).automatic == "automatic-speech-recognition"  # WhisperForConditionalGeneration names no task of ours
+
+
+def test_other_speech_models_are_still_refused():
+    with pytest.raises(UnsupportedArchitecture, match="speech or audio"):
+        model_tasks({"model_type": "wav2vec2"})
