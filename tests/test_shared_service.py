@@ -215,3 +215,41 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
     with pytest.raises(UserInputError, match=r"You have started 3 tries in the last hour.*Try again in \d+ minutes"):
         api.submit_try(job.job_id, OWNER_TOKEN, OWNER, "generate", {"text": "hello"})
     assert not list((service.tmp / "state" / "jobs").glob("try-*"))  # the tries' temp folders are gone
+
+
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
+def test_a_shard_index_naming_a_file_outside_the_repo_fails_the_job_as_the_users_input(service, tiny_model, kind):
+    """The reproduced attack, through a worker: an index naming a file in the worker's shared
+    Try it cache (another user's weights), by '..' or by absolute path."""
+    import json
+
+    from tests.hub_server.server import _read_folder
+
+    service.ensure_worker("first")
+    repo = f"{OWNER}/escaping-index-{kind}"
+    files = _read_folder(tiny_model("bert"))
+    files["model-00001-of-00001.safetensors"] = files.pop("model.safetensors")
+    cached = f"try-cache/models--{OWNER}--job-llama/snapshots/{'0' * 40}/model.safetensors"
+    name = f"../../../../{cached}" if kind == "relative" else str(service.tmp / "state" / cached)
+    index = {"weight_map": {"a": "model-00001-of-00001.safetensors", "w": name}}
+    service.hub.add_repo(repo, {**files, "model.safetensors.index.json": json.dumps(index)})
+    status = service.wait(api.submit(make_spec(repo)))
+    assert status.state == "failed" and status.error_kind == "user_input", status
+    assert "damaged model.safetensors.index.json" in status.error and json.dumps(name)[:120] in status.error, status.error
+    assert "which is not a file inside the model folder" in status.error
+    assert [r for r in service.hub.repo_ids() if r.startswith(repo)] == [repo]  # nothing pushed
+
+
+def test_every_key_the_service_wrote_has_a_ttl_or_a_bound(service):
+    """After this module's jobs, tries, cancels and kills. Our keys (tokens, sessions, job
+    indexes, push locks, try counters) and every job expire; rq's cancelled-jobs registry is
+    given the results' TTL. What is left without a TTL is rq's own bookkeeping, each bounded:
+    the names of queues and live workers, and per-queue lists and registries of job ids that rq
+    cleans as the jobs expire."""
+    client = service.redis.client()
+    keys = sorted(key.decode() for key in client.scan_iter("*"))
+    assert any(k.startswith("rq:job:") for k in keys), keys
+    without_ttl = [k for k in keys if client.ttl(k) == -1]
+    ours_or_jobs = [k for k in without_ttl if not k.startswith("rq:") or k.startswith(("rq:job:", "rq:canceled:"))]
+    assert ours_or_jobs == [], ours_or_jobs
+    print("no TTL (rq's bookkeeping):", without_ttl)
