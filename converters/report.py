@@ -26,7 +26,7 @@ def _with_extra(cls, data: dict):
     return instance
 
 # Metrics that are a share (shown as a percentage) and metrics where higher is better.
-SHARE_METRICS = frozenset({"finite_share", "top1_agreement", "label_agreement", "continuation_match"})
+SHARE_METRICS = frozenset({"finite_share", "top1_agreement", "label_agreement", "continuation_match", "ranking_agreement"})
 HIGHER_IS_BETTER = SHARE_METRICS | {"psnr_db", "cosine_similarity", "executor_supports_all_ops", "shape_matches"}
 # How bad a failed check is, worst first: the package cannot run or has the wrong shape; it
 # computes non-finite values; it picks other tokens or labels; its numbers are too far off.
@@ -37,6 +37,7 @@ _SEVERITY = {
     "continuation_match": 2,
     "top1_agreement": 2,
     "label_agreement": 2,
+    "ranking_agreement": 2,
 }
 _LATER = 3  # any other metric: a distance (max_abs_diff, psnr_db, cosine_similarity)
 
@@ -218,6 +219,8 @@ METRIC_LABELS = {
     "top1_agreement": "top-1 agreement",
     "cosine_similarity": "cosine similarity",
     "label_agreement": "label agreement",
+    "relative_error": "mean relative error",
+    "ranking_agreement": "label ranking agreement",
     "executor_supports_all_ops": "all ops runnable",
     "continuation_match": "greedy continuation matching",
 }

@@ -36,6 +36,9 @@ TASKS: dict[str, Task] = {
         Task("object-detection", "AutoModelForObjectDetection", "vision", "boxes and their classes"),
         Task("automatic-speech-recognition", "AutoModelForSpeechSeq2Seq", "audio",
              "speech to text: the three packages WhisperKit loads"),
+        Task("zero-shot-image-classification", "AutoModelForZeroShotImageClassification", "vision",
+             "image and text embeddings: an image scored against any labels"),
+        Task("depth-estimation", "AutoModelForDepthEstimation", "vision", "a depth map of the image"),
     ]
 }
 
@@ -62,6 +65,7 @@ _ARCHITECTURE_SUFFIXES = [
     ("ForImageClassificationWithTeacher", "image-classification"),
     ("ForSemanticSegmentation", "semantic-segmentation"),
     ("ForObjectDetection", "object-detection"),
+    ("ForDepthEstimation", "depth-estimation"),
 ]
 
 
@@ -106,6 +110,8 @@ PIPELINE_TASKS = {
     "image-classification": "image-classification",
     "image-segmentation": "semantic-segmentation",
     "object-detection": "object-detection",
+    "zero-shot-image-classification": "zero-shot-image-classification",
+    "depth-estimation": "depth-estimation",
     "automatic-speech-recognition": "automatic-speech-recognition",
 }
 BASE_MODEL_TASK = "feature-extraction"  # served by any checkpoint: it needs no task head

@@ -70,7 +70,7 @@ def test_the_family_is_what_transformers_says(model_type, family):
 @pytest.mark.parametrize("model_type, why", [
     ("whisper", "speech or audio"),
     ("wav2vec2", "speech or audio"),
-    ("clip", "image-and-text"),
+    ("blip-2", "image-and-text"),
     ("llava", "image-and-text"),
     ("videomae", "video"),
     ("encoder-decoder", "nests other models' configs"),

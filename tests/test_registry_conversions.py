@@ -15,6 +15,7 @@ from converters.options import ConversionOptions
 from converters.package_info import describe_package
 from converters.tasks import TASKS
 from converters.source_tokenizer import ENCODES_NOTHING, NO_FILES, UNREADABLE
+from tests.kind_models import KINDS  # image-text and depth: tests/test_vision_kinds.py
 from tests.models import MODELS, VOCAB_SIZE, build_model, empty_tokenizer_first, without_tokenizer
 
 SEQ = 16
@@ -38,11 +39,11 @@ OWN_CHECKPOINT = {("llama", "question-answering"), ("qwen2", "question-answering
 
 
 def test_every_architecture_has_a_test_model():
-    assert set(MODELS) == set(ARCHITECTURES)
+    assert set(MODELS) | set(KINDS) == set(ARCHITECTURES)
 
 
 def test_every_task_is_served_by_some_architecture():
-    assert {task for _, task in PAIRS} == set(TASKS)
+    assert {task for _, task in PAIRS} | {task for _, _, task in KINDS.values()} == set(TASKS)
 
 
 def assert_validated_without_tokenizer(report: dict, model_type: str) -> None:

@@ -25,6 +25,8 @@ from converters.wording import (DECOMPRESSION_NOTE, QUALITY_METRICS, bar_reason,
                                 continuation_verdict, perplexities, placement_note, quality_cell, quality_rows,
                                 size_change, top_ops, weights_line, yes_no)
 
+from . import card_vision
+
 # Our task names -> the Hub's pipeline tags (most are the same).
 PIPELINE_TAGS = {
     "semantic-segmentation": "image-segmentation",
@@ -490,6 +492,10 @@ def swift_snippet(task: str, report: dict, package_paths: list[str]) -> list[str
     name = package_paths[0].split("/")[-1].removesuffix(".mlpackage") if package_paths else "Model"
     if task == "text-generation":
         return swift_transformers_snippet(name, report)
+    if card_vision.is_image_text(report):  # two packages scored together
+        return card_vision.image_text_snippet(report, package_paths, swift_compute_units(report))
+    if task == "depth-estimation":
+        return card_vision.depth_snippet(report, name, swift_compute_units(report))
     inputs = (report.get("packages") or [{}])[0].get("inputs", [])
     images = [i for i in inputs if i.get("type") == "image"]
     arrays = [i for i in inputs if i.get("type") != "image"]

@@ -14,7 +14,9 @@ from transformers import AutoConfig
 from ..errors import UnsupportedArchitecture, UserInputError
 from ..tasks import ModelTasks, automatic_task
 from .base import ExportConfig, InputSpec, OutputSpec
+from .depth import DepthConfig
 from .generic import generic_config_class
+from .image_text import ImageTextConfig, Siglip2Config, SiglipConfig
 from .seq2seq import Seq2SeqConfig
 from .text import BertConfig, DebertaV2Config, DecoderConfig, DistilBertConfig, MobileBertConfig, ModernBertConfig
 from .vision import SegformerConfig, VisionConfig, YolosConfig
@@ -50,6 +52,13 @@ ARCHITECTURES: dict[str, type[ExportConfig]] = {
     "mobilevit": VisionConfig,
     "segformer": SegformerConfig,
     "yolos": YolosConfig,
+    # image-text embeddings (two packages: image and text encoders)
+    "clip": ImageTextConfig,
+    "siglip": SiglipConfig,
+    "siglip2": Siglip2Config,
+    # depth
+    "depth_anything": DepthConfig,
+    "dpt": DepthConfig,
     # speech: the three packages WhisperKit loads
     "whisper": WhisperExportConfig,
 }

@@ -55,6 +55,7 @@ class OutputKind(str, Enum):
     CLASS_PROBABILITIES = "class_probabilities"  # a classifier's probabilities: label agreement
     EMBEDDINGS = "embeddings"  # hidden states, pooled features: cosine similarity
     LABEL_MAP = "label_map"  # a class index per pixel: label agreement
+    DEPTH_MAP = "depth_map"  # a value per pixel (depth): PSNR and relative error
     VALUES = "values"  # anything else (span logits, boxes, choice scores): difference and PSNR only
 
 
@@ -135,6 +136,10 @@ class ExportConfig:
         """What validation compares the package with; the wrapper itself unless the package
         computes the same thing another way (e.g. incrementally, with a cache)."""
         return self.wrap(model, part)
+
+    def package_metadata(self, part: str = "model") -> dict[str, str]:
+        """Metadata keys of the family's own that each package carries (none by default)."""
+        return {}
 
     def class_labels(self) -> list[str] | None:
         """Labels for classifier packages (Core ML's classLabel output), else None."""

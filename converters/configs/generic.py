@@ -9,6 +9,9 @@ configs. From that:
 - bidirectional text encoders (a masked-LM class, no causal) -> the encoder family
 - causal language models                                   -> the decoder family
 - image models (image-classification or image backbones)    -> the vision family
+- depth estimators (a depth-estimation class)               -> the depth family
+- image-and-text embedders (a zero-shot image classification class whose config nests
+  exactly a text and a vision config, as CLIP's does)         -> the image-text family
 - speech, video, time series, and models that nest several models' configs (image + text,
   encoder + decoder pairs) are refused with what they are: our families have no wrappers
   for their inputs.
@@ -26,6 +29,8 @@ import functools
 from ..errors import UnsupportedArchitecture, UserInputError
 from .base import ExportConfig
 from .cache_limits import stateful_cache_refusal
+from .depth import DepthConfig
+from .image_text import ImageTextConfig
 from .seq2seq import Seq2SeqConfig
 from .text import DecoderConfig, EncoderConfig
 from .vision import VisionConfig
@@ -56,6 +61,8 @@ _TEXT_HEADS = (
     "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES",
 )
 _DECODER = ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",)
+_DEPTH = ("MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",)
+_IMAGE_TEXT = ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",)
 _VISION = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_IMAGE_MAPPING_NAMES",
            "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES")
 
@@ -88,6 +95,34 @@ class GenericDecoderConfig(DecoderConfig):
         super().check_options()
 
 
+class GenericImageTextConfig(ImageTextConfig):
+    """The image-text family for a model type outside the registry: whether its text tower is
+    causal is probed on the model itself (its own 2-D mask against ours), and its probability
+    is the one transformers' zero-shot pipeline applies (sigmoid for a SigLIP kind, else softmax)."""
+
+    causal_text = None
+
+    def wrap(self, model, part="image_encoder"):
+        if self.causal_text is None:
+            self.causal_text = _text_is_causal(model, self)
+        self.probability = "sigmoid" if "siglip" in self.hf_config.model_type else "softmax"
+        return super().wrap(model, part)
+
+
+def _text_is_causal(model, cfg) -> bool:
+    import torch
+
+    from .base import additive_mask, first_output
+
+    example = cfg.example_inputs("text_encoder")
+    ids, mask = example["input_ids"], example["attention_mask"].clone()
+    mask[..., mask.shape[-1] // 2:] = 0  # padding, so the probe sees the mask's effect too
+    with torch.no_grad():
+        own = first_output(model.get_text_features(input_ids=ids.long(), attention_mask=mask.long()), "pooler_output")
+        causal = first_output(model.get_text_features(input_ids=ids, attention_mask=additive_mask(mask, causal=True)), "pooler_output")
+    return bool(torch.allclose(own, causal, atol=1e-4))
+
+
 # Outputs and mask conventions the registry's members share but an unknown member may lack:
 # the generic encoder and vision classes export no pooler (not every model has one), and a
 # text model's mask convention is probed on the model itself (TextConfig.probe_mask).
@@ -96,6 +131,8 @@ GENERIC_FAMILIES: dict[str, type[ExportConfig]] = {
     "encoder": _untested(EncoderConfig, probe_mask=True),
     "decoder": _untested(GenericDecoderConfig, probe_mask=True),
     "vision": _untested(VisionConfig, has_pooler=False),
+    "depth": _untested(DepthConfig),
+    "image-text": _untested(GenericImageTextConfig),
 }
 
 
@@ -107,7 +144,8 @@ def generic_config_class(model_type: str) -> type[ExportConfig]:
 
 
 def family_of(model_type: str) -> str:
-    """"decoder", "encoder", "encoder-decoder" or "vision": what transformers says `model_type` is."""
+    """"decoder", "encoder", "encoder-decoder", "vision", "depth" or "image-text": what transformers says
+    `model_type` is."""
     from transformers import AutoConfig
 
     try:
@@ -119,10 +157,14 @@ def family_of(model_type: str) -> str:
             "this service runs, or need the repo's own code, which this service never runs (trust_remote_code). "
             "Ask for it in an issue.",
         ) from None
+    nested = [name for name in getattr(hf_config, "sub_configs", {}) or {}]
+    if _listed(model_type, _DEPTH):
+        return "depth"
+    if _listed(model_type, _IMAGE_TEXT) and sorted(nested) == ["text_config", "vision_config"]:
+        return "image-text"
     for kind, mappings in _OTHER_KINDS.items():
         if _listed(model_type, mappings):
             return _refuse(model_type, f"it is a {kind} model")
-    nested = [name for name in getattr(hf_config, "sub_configs", {}) or {}]
     if nested:
         return _refuse(model_type, f"its config nests other models' configs ({', '.join(nested)}): a composite model")
     if getattr(hf_config, "is_encoder_decoder", False):

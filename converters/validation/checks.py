@@ -23,10 +23,12 @@ from ..configs.base import OutputKind
 from ..report import METRIC_LABELS, Check, number  # the words and numbers every other reader shows
 from ..source_tokenizer import load_tokenizer
 from . import continuation, coreai_runtime, coreml_runtime, quality
-from .compare import Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db, top1_agreement
+from .compare import (Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db,
+                      relative_error, top1_agreement)
 from .compute_units import analyse
 from .executor import UnsupportedOpError
 from .inputs import input_sets
+from . import zero_shot
 
 MODES = ("fp32", "fp16")
 MODE_WORDS = {"fp32": "exact fp32", "fp16": "fp16 emulation", coreai_runtime.MODE: "Core AI runtime"}  # in progress lines
@@ -150,6 +152,10 @@ def validate(
             placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
         getattr(executor, "close", lambda: None)()
 
+    if bar is None and zero_shot.applies(cfg, [part for part, _, _ in packages]):  # an image-text model's two towers together
+        rows, more = zero_shot.checks(cfg, model, packages, tokenizer, modes, lambda mode: _precision_key(cfg, mode))
+        checks += rows
+        notes += more
     passed = not errors and all(c.passed for c in checks)
     failed = [c for c in checks if not c.passed]
     if errors:
@@ -280,6 +286,8 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
             row(name, "top1_agreement", top1_agreement(ref[0], got[0], tol.atol[precision] * scale, positions), tol.min_top1[precision], True)
         if kind == OutputKind.EMBEDDINGS:
             row(name, "cosine_similarity", cosine_similarity(ref, got), tol.min_cosine[precision], True)
+        if kind == OutputKind.DEPTH_MAP:
+            row(name, "relative_error", relative_error(ref, got), tol.atol[precision], False)
     return rows
 
 

@@ -57,6 +57,29 @@ def top1_agreement(reference: np.ndarray, actual: np.ndarray, atol: float, posit
     return float(agree.mean()) if len(agree) else 1.0
 
 
+def relative_error(reference: np.ndarray, actual: np.ndarray) -> float:
+    """Mean |difference| as a share of the mean |reference| (a depth map's error, whatever its unit)."""
+    ref = reference.astype(np.float64)
+    diff = np.abs(ref - actual.astype(np.float64))
+    if not np.all(np.isfinite(diff)):
+        return float("inf")
+    scale = float(np.mean(np.abs(ref))) if ref.size else 0.0
+    if scale == 0:
+        return 0.0 if not diff.size or float(diff.max()) == 0 else float("inf")
+    return float(np.mean(diff) / scale)
+
+
+def ranking_agreement(reference: np.ndarray, actual: np.ndarray, atol: float) -> float:
+    """Share of pairs of labels that `actual`'s scores order as `reference`'s do; a pair whose
+    reference scores are within `atol` of each other (a near-tie) counts as agreeing."""
+    ref, act = reference.astype(np.float64).ravel(), actual.astype(np.float64).ravel()
+    if not np.all(np.isfinite(act)):
+        return 0.0
+    pairs = [(i, j) for i in range(len(ref)) for j in range(i + 1, len(ref))]
+    agree = [abs(ref[i] - ref[j]) <= atol or np.sign(ref[i] - ref[j]) == np.sign(act[i] - act[j]) for i, j in pairs]
+    return float(np.mean(agree)) if agree else 1.0
+
+
 def label_agreement(reference: np.ndarray, actual: np.ndarray) -> float:
     """Share of equal labels (per-pixel class maps)."""
     return float(np.mean(reference == actual)) if reference.size else 1.0

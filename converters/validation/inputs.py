@@ -121,8 +121,8 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
     return np.stack([red, green, blue])[None].astype(np.float32)
 
 
-def image_inputs(cfg: ExportConfig) -> InputSet:
-    spec = cfg.inputs()[0]
+def image_inputs(cfg: ExportConfig, part: str = "model") -> InputSet:
+    spec = cfg.inputs(part)[0]
     _, _, height, width = spec.shape
     image = synthetic_image(height, width)
     scale, bias = spec.image["scale"], np.asarray(spec.image["bias"], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -185,8 +185,8 @@ def input_sets(cfg: ExportConfig, part: str, tokenizer, encoder=None) -> list[In
     for a text2text decoder."""
     if cfg.states(part):
         return stateful_inputs(cfg, tokenizer)
-    if cfg.modality == "vision":
-        return [image_inputs(cfg)]
+    if any(spec.image for spec in cfg.inputs(part)):  # an image input (an image-text model's text part has none)
+        return [image_inputs(cfg, part)]
     if cfg.fed_by(part):
         return [decoder_inputs(cfg, part, tokenizer, length, encoder) for length in sequence_lengths(cfg)]
     return [text_inputs(cfg, tokenizer, part, length) for length in sequence_lengths(cfg)]

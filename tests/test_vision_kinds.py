@@ -1,0 +1,202 @@
+"""The vision kinds apps ask for beyond classification (issue 29): image–text embeddings
+(CLIP, SigLIP, SigLIP 2: an image package and a text package, scored together) and depth
+maps (Depth Anything, DPT). Each tiny random model (tests/kind_models.py) is converted and
+validated once per module; its assertions share that conversion."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from converters.backends import backend_for
+from converters.configs import config_class_for, model_tasks
+from converters.configs.generic import family_of
+from converters.errors import UnsupportedArchitecture, UserInputError
+from converters.export import convert
+from converters.metadata import PREFIX
+from converters.options import ConversionOptions
+from converters.package_info import describe_package
+from converters.validation import zero_shot
+from converters.validation.compare import ranking_agreement, relative_error
+from converters.validation.inputs import image_inputs
+from tests.kind_models import KINDS, build_kind
+
+IMAGE_TEXT = ["clip", "siglip", "siglip2"]
+DEPTH = ["depth_anything", "dpt"]
+LENGTH = 16  # the tiny text towers' max_position_embeddings: what an auto sequence length gives them
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """model_type -> (folder, ConversionResult), each converted (and validated) once."""
+    done = {}
+
+    def get(model_type: str):
+        if model_type not in done:
+            root = tmp_path_factory.mktemp(model_type)
+            folder = build_kind(model_type, root / model_type)
+            done[model_type] = folder, convert(str(folder), "auto", root / "out", ConversionOptions())
+        return done[model_type]
+
+    return get
+
+
+def _checks(report: dict, **where) -> list[dict]:
+    return [c for c in report["validation"]["checks"] if all(c[k] == v for k, v in where.items())]
+
+
+# ---------------------------------------------------------------- image–text
+
+
+@pytest.mark.parametrize("model_type", IMAGE_TEXT)
+def test_image_text_packages_and_validation(model_type, converted):
+    folder, result = converted(model_type)
+    report = result.report
+    assert report["task"] == "zero-shot-image-classification"  # auto: the tiny tokenizer's pipeline tag is absent, the task is the family's first
+    assert [p.name for p in result.packages] == [f"{model_type}-image_encoder.mlpackage", f"{model_type}-text_encoder.mlpackage"]
+    image, text = (describe_package(p) for p in result.packages)
+    hf = AutoConfig.from_pretrained(folder)
+    width = getattr(hf, "projection_dim", None) or hf.text_config.hidden_size
+    side = 32
+    assert {i["name"]: (i["shape"], i["dtype"]) for i in image["inputs"]} == {"image": ([1, 3, side, side], "image")}
+    assert {o["name"]: o["shape"] for o in image["outputs"]} == {"image_embeds": [1, width]}
+    assert {i["name"]: (i["shape"], i["dtype"]) for i in text["inputs"]} == {
+        "input_ids": ([1, LENGTH], "int32"), "attention_mask": ([1, LENGTH], "int32")}
+    assert {o["name"]: o["shape"] for o in text["outputs"]} == {"text_embeds": [1, width]}
+
+    validation = report["validation"]
+    assert validation["passed"], validation["message"]
+    for part, output in (("image_encoder", "image_embeds"), ("text_encoder", "text_embeds")):
+        for mode in ("fp32", "fp16"):
+            assert _checks(report, package=part, output=output, mode=mode, metric="cosine_similarity")
+    for mode in ("fp32", "fp16"):
+        (ranking,) = _checks(report, inputs=zero_shot.WHAT, mode=mode, metric="ranking_agreement")
+        assert ranking["value"] == 1.0 and ranking["package"] == "image_encoder + text_encoder"
+        assert _checks(report, inputs=zero_shot.WHAT, mode=mode, output="label_probabilities", metric="max_abs_diff")
+
+
+def _family(model_type: str, folder):
+    """The family's config for the checkpoint in `folder`, with its image processor's settings."""
+    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+    return config_class_for(model_type)(AutoConfig.from_pretrained(folder), "zero-shot-image-classification", ConversionOptions(), preprocessor)
+
+
+@pytest.mark.parametrize("model_type", IMAGE_TEXT)
+def test_image_embedding_is_the_models_own_normalised(model_type, converted):
+    """The image package on a 0..255 image gives, with unit length, the model's own image
+    embedding of that image as its processor prepares it."""
+    folder, result = converted(model_type)
+    cfg = _family(model_type, folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    cfg.wrap(model, "image_encoder")  # SigLIP 2: its position embeddings resized for the package's grid
+    image = image_inputs(cfg, "image_encoder")
+    runner = backend_for("coreml").runner(result.packages[0])
+    got = np.asarray(runner.predict(image.package, mode="fp32", state=runner.make_state())["image_embeds"]).reshape(-1)
+    assert np.linalg.norm(got) == pytest.approx(1.0, abs=2e-3)
+    with torch.no_grad():
+        want = model.get_image_features(**cfg.model_pixels(image.torch_args[0])).pooler_output.reshape(-1).numpy()
+    assert float(got @ want) / np.linalg.norm(want) > 0.999
+
+
+def test_zero_shot_check_fails_on_a_wrong_score(converted):
+    """The ranking check can fail: scores with the scale's sign flipped rank the labels backwards."""
+    folder, result = converted("clip")
+    cfg = _family("clip", folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    cfg.wrap(model, "text_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    packages = [(part, path, backend_for("coreml")) for part, path in zip(cfg.parts(), result.packages)]
+    rows, _ = zero_shot.checks(cfg, model, packages, tokenizer, ("fp32",), lambda mode: "float16")
+    assert [r.passed for r in rows] == [True, True]
+    cfg.scores["logit_scale"] *= -1
+    rows, _ = zero_shot.checks(cfg, model, packages, tokenizer, ("fp32",), lambda mode: "float16")
+    ranking = next(r for r in rows if r.metric == "ranking_agreement")
+    assert not ranking.passed and ranking.value < 0.5
+
+
+def test_siglip_text_is_padded_to_its_trained_length():
+    hf = KINDS["siglip"][0]()
+    cls = config_class_for("siglip")
+    cls(hf, "zero-shot-image-classification", ConversionOptions()).check_options()  # auto: its 16 tokens
+    with pytest.raises(UserInputError, match="padded to the 16 tokens it was trained with"):
+        cls(hf, "zero-shot-image-classification", ConversionOptions.from_strings(sequence_length=8)).check_options()
+    # CLIP pools at its end token: any length up to its maximum gives the same embedding.
+    config_class_for("clip")(KINDS["clip"][0](), "zero-shot-image-classification",
+                             ConversionOptions.from_strings(sequence_length=8)).check_options()
+
+
+def test_tasks_offered():
+    for model_type in IMAGE_TEXT:
+        tasks = model_tasks(KINDS[model_type][0]())
+        assert set(tasks.available) == {"zero-shot-image-classification", "feature-extraction"}
+    assert model_tasks({"model_type": "clip"}, "zero-shot-image-classification").automatic == "zero-shot-image-classification"
+    for model_type in DEPTH:
+        tasks = model_tasks({"model_type": model_type, "architectures": [KINDS[model_type][1].__name__]})
+        assert tasks.available == ("depth-estimation",) and tasks.automatic == "depth-estimation"
+
+
+def test_an_unlisted_image_text_model_goes_through_the_family(converted):
+    """Chinese-CLIP is outside the registry: the generic path gives it the image-text family,
+    marked untested, with its text tower's mask probed on the model (bidirectional: BERT), and
+    validation (both towers, the zero-shot ranking against the model's own) passes."""
+    cls = config_class_for("chinese_clip")
+    assert not cls.tested and cls.family == "image-text"
+    folder, result = converted("chinese_clip")
+    assert result.report["validation"]["passed"], result.report["validation"]["message"]
+    assert _checks(result.report, inputs=zero_shot.WHAT, mode="fp16", metric="ranking_agreement")
+    cfg = _family("chinese_clip", folder)
+    cfg.wrap(AutoModel.from_pretrained(folder).eval(), "text_encoder")
+    assert cfg.causal_text is False and cfg.probability == "softmax"
+
+
+@pytest.mark.parametrize("model_type, family", [
+    ("chinese_clip", "image-text"), ("metaclip_2", "image-text"), ("glpn", "depth"), ("zoedepth", "depth"),
+])
+def test_the_generic_family_of_the_new_kinds(model_type, family):
+    assert family_of(model_type) == family
+
+
+def test_image_and_text_models_of_other_shapes_are_still_refused():
+    with pytest.raises(UnsupportedArchitecture, match="image-and-text"):
+        family_of("blip-2")  # a zero-shot class, but its config nests a language model too
+
+
+# ---------------------------------------------------------------- depth
+
+
+@pytest.mark.parametrize("model_type", DEPTH)
+def test_depth_package_and_validation(model_type, converted):
+    folder, result = converted(model_type)
+    report = result.report
+    assert report["task"] == "depth-estimation"
+    (package,) = result.packages
+    info = describe_package(package)
+    side = 28 if model_type == "depth_anything" else 32
+    assert {i["name"]: (i["shape"], i["dtype"]) for i in info["inputs"]} == {"image": ([1, 3, side, side], "image")}
+    assert {o["name"]: o["shape"] for o in info["outputs"]} == {"predicted_depth": [1, side, side]}
+    validation = report["validation"]
+    assert validation["passed"], validation["message"]
+    assert not validation["notes"]  # the map is not constant: the comparison proves something
+    for mode in ("fp32", "fp16"):
+        for metric in ("psnr_db", "relative_error"):
+            (row,) = _checks(report, output="predicted_depth", mode=mode, metric=metric)
+            assert row["passed"]
+    (relative,) = _checks(report, output="predicted_depth", mode="fp16", metric="relative_error")
+    assert 0 < relative["value"] < 0.01
+
+
+def test_relative_error_and_ranking_metrics():
+    reference = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert relative_error(reference, reference) == 0.0
+    assert relative_error(reference, reference * 1.1) == pytest.approx(0.1)
+    assert math.isinf(relative_error(reference, np.full_like(reference, np.nan)))
+    assert relative_error(np.zeros(3), np.ones(3)) == math.inf
+    assert ranking_agreement(np.array([3.0, 2.0, 1.0]), np.array([30.0, 20.0, 10.0]), 0.0) == 1.0
+    assert ranking_agreement(np.array([3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0]), 0.0) == 0.0
+    # A near-tie in PyTorch's scores may flip without counting against the package.
+    assert ranking_agreement(np.array([3.0, 2.999, 1.0]), np.array([2.0, 3.0, 1.0]), 0.01) == 1.0

@@ -1,0 +1,106 @@
+"""The card's Swift for the vision kinds that need more than one prediction call to be used
+(issue 29): an image–text model's two packages scored together, as the model scores a label;
+a depth map brought back to the photo's size.
+
+An image–text model's probability is computed as transformers' zero-shot pipeline computes it
+(pipelines/zero_shot_image_classification.py: `logits_per_image.softmax(dim=-1)` for CLIP,
+`torch.sigmoid(logits)` for SigLIP), from the scale and bias the packages carry in their
+metadata (`co.huggingface.exporters.logit_scale`, `.logit_bias`, `.probability`), which the
+snippet reads through `MLModelDescription.metadata[.creatorDefinedKey]`."""
+
+from __future__ import annotations
+
+
+def package_name(path: str) -> str:
+    return path.split("/")[-1].removesuffix(".mlpackage")
+
+
+def is_image_text(report: dict) -> bool:
+    """Whether the packages are an image–text model's two encoders."""
+    outputs = {o.get("name") for package in report.get("packages") or [] for o in package.get("outputs") or []}
+    return {"image_embeds", "text_embeds"} <= outputs
+
+
+def _shape(report: dict, name: str) -> list:
+    for package in report.get("packages") or []:
+        for item in package.get("inputs") or []:
+            if item.get("name") == name:
+                return item.get("shape") or []
+    return []
+
+
+def image_text_snippet(report: dict, package_paths: list[str], compute_units: str) -> list[str]:
+    image_path = next((p for p in package_paths if "image_encoder" in p), package_paths[0])
+    text_path = next((p for p in package_paths if "text_encoder" in p), package_paths[-1])
+    image_shape, ids_shape = _shape(report, "image"), _shape(report, "input_ids")
+    width, height = (image_shape[-1], image_shape[-2]) if len(image_shape) == 4 else ("W", "H")
+    length = ids_shape[-1] if ids_shape else "the package's"
+    return [
+        "Two packages: the image encoder embeds a photo, the text encoder a label or a search query; both "
+        "embeddings have unit length, so their dot product is the cosine similarity (photo search ranks by it). "
+        "A label's probability is computed as the model computes it, with the scale (and bias) in the packages' metadata:",
+        "",
+        "```swift",
+        "import CoreML",
+        "",
+        "func load(_ name: String) throws -> MLModel {",
+        '    let url = Bundle.main.url(forResource: name, withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
+        "    let configuration = MLModelConfiguration()",
+        f"    configuration.computeUnits = {compute_units}",
+        "    return try MLModel(contentsOf: url, configuration: configuration)",
+        "}",
+        f'let imageEncoder = try load("{package_name(image_path)}")',
+        f'let textEncoder = try load("{package_name(text_path)}")',
+        "",
+        "func vector(_ output: MLFeatureProvider, _ name: String) -> [Float] {",
+        "    let array = output.featureValue(for: name)!.multiArrayValue!",
+        "    return (0..<array.count).map { array[$0].floatValue }",
+        "}",
+        "",
+        f"/// `image`: a {width}×{height} photo. `labels`: each label's token ids and mask from the model's tokenizer,",
+        f"/// padded to {length} tokens.",
+        "func labelProbabilities(image: CVPixelBuffer, labels: [(ids: MLMultiArray, mask: MLMultiArray)]) throws -> [Float] {",
+        '    let imageEmbedding = vector(try imageEncoder.prediction(from: MLDictionaryFeatureProvider(',
+        '        dictionary: ["image": MLFeatureValue(pixelBuffer: image)])), "image_embeds")',
+        "    let metadata = imageEncoder.modelDescription.metadata[.creatorDefinedKey] as! [String: String]",
+        '    let scale = Float(metadata["co.huggingface.exporters.logit_scale"]!)!',
+        '    let bias = Float(metadata["co.huggingface.exporters.logit_bias"] ?? "0")!',
+        "    let scores = try labels.map { label -> Float in",
+        "        let textEmbedding = vector(try textEncoder.prediction(from: MLDictionaryFeatureProvider(",
+        '            dictionary: ["input_ids": label.ids, "attention_mask": label.mask])), "text_embeds")',
+        "        return scale * zip(imageEmbedding, textEmbedding).map(*).reduce(0, +) + bias",
+        "    }",
+        '    if metadata["co.huggingface.exporters.probability"] == "sigmoid" {',
+        "        return scores.map { 1 / (1 + exp(-$0)) }  // SigLIP: each label on its own",
+        "    }",
+        "    let top = scores.max() ?? 0  // CLIP: softmax over the labels",
+        "    let exps = scores.map { exp($0 - top) }",
+        "    let total = exps.reduce(0, +)",
+        "    return exps.map { $0 / total }",
+        "}",
+        "```",
+    ]
+
+
+def depth_snippet(report: dict, name: str, compute_units: str) -> list[str]:
+    image_shape = _shape(report, "image")
+    width, height = (image_shape[-1], image_shape[-2]) if len(image_shape) == 4 else ("W", "H")
+    return [
+        f"The package takes a {width}×{height} photo and gives `predicted_depth`, one value per pixel of the model's "
+        "output. A relative-depth model's values grow as points get nearer (inverse depth, no unit); a metric one's are "
+        "metres. transformers' `post_process_depth_estimation` resizes the map back to the photo's size (bicubic); "
+        "to draw it, scale it to 0–255 by its minimum and maximum:",
+        "",
+        "```swift",
+        "import CoreML",
+        "",
+        "func depthMap(image: CVPixelBuffer) throws -> MLMultiArray {",
+        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
+        "    let configuration = MLModelConfiguration()",
+        f"    configuration.computeUnits = {compute_units}",
+        "    let model = try MLModel(contentsOf: url, configuration: configuration)",
+        '    let output = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["image": MLFeatureValue(pixelBuffer: image)]))',
+        '    return output.featureValue(for: "predicted_depth")!.multiArrayValue!  // [1, height, width]',
+        "}",
+        "```",
+    ]
