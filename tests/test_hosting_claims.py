@@ -49,6 +49,33 @@ def test_a_compose_worker_takes_a_try_before_the_conversions_queued_ahead_of_it(
     assert ran == ["try", "conversion 0", "conversion 1", "conversion 2"]
 
 
+# ---------------------------------------------------------------- a job runs only our functions
+
+
+def test_a_job_naming_a_function_that_is_not_ours_is_refused_without_running_it(redis):
+    """rq imports whatever function (and callbacks) a job's hash names: our workers refuse the
+    rest, so a Redis write is not a way to run code on them."""
+    from rq import Callback
+
+    from worker.queues import ServiceJob
+    from worker.runner import ConverterSpawnWorker, ConverterWorker
+
+    assert ConverterWorker.job_class is ServiceJob and ConverterSpawnWorker.job_class is ServiceJob
+    foreign = queues.queue(settings.GENERAL_QUEUE, redis).enqueue(
+        "tests.test_hosting_claims.record", "a stranger's code", on_failure=Callback("tests.test_hosting_claims.record"))
+    ran.clear()
+    InProcessWorker([settings.GENERAL_QUEUE], connection=redis, serializer=queues.SERIALIZER,
+                    job_class=ServiceJob).work(burst=True)
+    assert ran == []  # neither the function nor its failure callback ran
+    job = ServiceJob.fetch(foreign.id, connection=redis, serializer=queues.SERIALIZER)
+    assert job.get_status() == "failed" and "not one of this service's functions: refused" in job.latest_result().exc_string
+    ours = ServiceJob.create("worker.job.run", connection=redis, serializer=queues.SERIALIZER,
+                             on_failure=Callback("worker.lifecycle.on_failure"))
+    from worker import job as job_module, lifecycle
+
+    assert ours.func is job_module.run and ours.failure_callback is lifecycle.on_failure
+
+
 # ---------------------------------------------------------------- the shared Try it cache
 
 

@@ -22,7 +22,7 @@ from rq.worker import SpawnWorker, Worker
 
 from . import capabilities, kept, lifecycle, settings, workdirs
 from .job import JobFailed
-from .queues import SERIALIZER, connect
+from .queues import SERIALIZER, ServiceJob, connect
 
 log = logging.getLogger("worker")
 
@@ -55,7 +55,10 @@ class ListenerStopsAtOnce:
 
 
 class _ConverterWorkerMixin(ListenerStopsAtOnce):
-    """What our workers add to rq's: capabilities, temp-folder sweeps, a tunable grace."""
+    """What our workers add to rq's: capabilities, temp-folder sweeps, a tunable grace, and
+    jobs that run only our functions (queues.ServiceJob)."""
+
+    job_class = ServiceJob
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         # rq adds a fixed 60 s; the grace decides how soon a dead worker's job is reported.
