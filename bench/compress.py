@@ -68,7 +68,7 @@ def observed(name, fn):
                            "peak_rss_kb": peak_kb(), "rss_kb": rss_kb()})
     return wrapped
 import converters.export as export
-import converters.transforms.compress as compress
+import converters.backends.coreml.compress as compress
 from converters.backends.coreml import CoreMLBackend
 from converters.options import ConversionOptions
 export.load = observed("load", export.load)

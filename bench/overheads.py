@@ -5,11 +5,11 @@ the same run, on the same model.
    each walked every object the imported libraries hold. Now the imports are frozen out of
    collections first (converters/memory.py). Measured: one gc.collect() before and after.
 2. Program checks: coremltools validates the whole program after each of ~100 passes; the
-   Core ML backend now validates once per pass pipeline (backends/coreml_patches.py). Measured:
+   Core ML backend now validates once per pass pipeline (backends/coreml/patches.py). Measured:
    the same conversion (validation off) with the previous behaviour and the current one.
 3. Compression: coremltools' linear_quantize_weights / palettize_weights re-ran the whole
    default pipeline after their pass; the transform now runs the cleanup passes only
-   (transforms/compress.py `_with_passes`). Measured: int8 and lut4 (two passes) on the same
+   (backends/coreml/compress.py `_with_passes`). Measured: int8 and lut4 (two passes) on the same
    float16 package, both ways.
 
 Model: SmolLM2-135M-Instruct (tests/real_models.py, cached after the first run), or `--random`
@@ -44,11 +44,11 @@ def main() -> None:
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
-    from converters.backends import coreml_patches as backend  # the Core ML backend reads its patches from here as it converts
+    from converters.backends.coreml import patches as backend  # the Core ML backend reads its patches from here as it converts
     from converters.export import convert
     from converters.memory import settle_imports
     from converters.options import ConversionOptions
-    from converters.transforms import compress
+    from converters.backends.coreml import compress
     from converters.transforms.schemes import LUT4_GROUP
 
     work = Path(tempfile.mkdtemp(prefix="bench-overheads-"))

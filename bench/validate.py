@@ -51,7 +51,7 @@ def main() -> None:
     from converters.export import convert
     from converters.loading import load_hf_config, load_model
     from converters.options import ConversionOptions
-    from converters.validation import ReferenceExecutor
+    from converters.backends.coreml.executor import ReferenceExecutor
     from converters.validation.inputs import input_sets
 
     with tempfile.TemporaryDirectory() as tmp:

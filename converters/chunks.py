@@ -14,7 +14,7 @@ layers are taken in chunks whose float32 weights fit `CHUNK_BYTES`:
 3. the backend converts (and compresses) the chunk and saves it to a scratch package; the
    weights go back to the meta device;
 4. the backend stitches the chunk packages into one program with one weight file
-   (backends/coreml_stitch.py), the package swift-transformers loads as it would any other.
+   (backends/coreml/stitch.py), the package swift-transformers loads as it would any other.
 
 The layers' ModuleList is cut to the chunk's layers (each keeps its `layer_idx`, so a
 stateful KV cache is written at the right layer); modules registered before the layers

@@ -2,7 +2,7 @@
 in ("the op 'aten::roll' in model.encoder.layers.0.blocks.0 (SwinLayer)"), or else the line
 of transformers' modeling code that could not be captured.
 
-coremltools says which op failed only in a log line; backends/coreml_patches.py records the
+coremltools says which op failed only in a log line; backends/coreml/patches.py records the
 failing node on the exception (`coreml_node`), and its torch.export metadata names the
 module (`nn_module_stack`).
 """

@@ -63,3 +63,14 @@ class HubUnavailable(ConverterError):
 
 class ConversionError(ConverterError):
     """The engine failed on input it accepted."""
+
+
+class UnsupportedOpError(Exception):
+    """A backend's runner (validation's) cannot run some op types of a saved package: the
+    package may be fine, but validation cannot vouch for it."""
+
+    def __init__(self, op_types, detail: str = "", runner: str = "reference executor"):
+        self.op_types = sorted(set(op_types))
+        message = f"the {runner} cannot run op type(s): " + ", ".join(self.op_types)
+        super().__init__(message + (f" ({detail})" if detail else ""))
+

@@ -209,7 +209,7 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
     captured = None
     try:
         step(0, 4, "exporting the PyTorch program")
-        # A backend may capture a program of its own for a part (Core AI's LLM bundle: coreai_bundle.py).
+        # A backend may capture a program of its own for a part (Core AI's LLM bundle: coreai/bundle.py).
         own = getattr(writer, "own_capture", None) if module is None else None
         captured = own(plan, model, part) if own else None
         if captured is None:

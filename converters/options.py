@@ -184,7 +184,7 @@ def meets(target: str, needs: tuple[str, ...]) -> bool:
 
 _STATES = ("iOS18", "macOS15")  # Core ML states (stateful models) arrive with iOS 18 / macOS 15
 # coremltools' compressed-weight ops: per-channel int8 and per-tensor LUTs (any bits) from iOS 16 /
-# macOS 13; int4, per-block and grouped-channel ones from iOS 18 / macOS 15 (converters/transforms/compress.py).
+# macOS 13; int4, per-block and grouped-channel ones from iOS 18 / macOS 15 (converters/backends/coreml/compress.py).
 _COMPRESSED = ("iOS16", "macOS13")
 _COMPRESSED_4BIT = ("iOS18", "macOS15")
 
@@ -258,7 +258,7 @@ class ConversionOptions:
             Choice("stateful", "Stateful: keyCache/valueCache states, fastest generation, on the GPU (iOS 18+)", needs=_STATES),
         ],
     )
-    # Weight compression after conversion (data-free, coremltools.optimize.coreml): converters/transforms/compress.py
+    # Weight compression after conversion (data-free, coremltools.optimize.coreml): converters/backends/coreml/compress.py
     quantize: str = option(
         label="Weight compression", term="weight compression", default="none",
         help="Smaller packages with compressed weights: int8 or lut8/lut6 keep quality; int4, lut4 and mixed are 3-4x smaller.",
@@ -307,8 +307,9 @@ class ConversionOptions:
         return ("coreml", "coreai") if self.format == "both" else (self.format,)
 
     @property
-    def makes_coreml(self) -> bool:
-        """Whether a Core ML package is made: the deployment target applies only to it."""
+    def deployment_target_applies(self) -> bool:
+        """Whether the minimum deployment target applies: it is a Core ML package's (an .aimodel
+        runs on iOS/macOS 27 alone)."""
         return "coreml" in self.formats
 
     def to_dict(self) -> dict[str, str]:

@@ -16,7 +16,6 @@ from .errors import UserInputError
 from .loading import load_hf_config, load_preprocessor, resolve_task
 from .options import ConversionOptions
 from .source import ModelSource
-from .transforms.schemes import check_options as check_compression
 
 
 @dataclass
@@ -62,11 +61,10 @@ def make_plan(source: ModelSource, task: str, options: ConversionOptions, hub_na
 
 def check_request(cfg: ExportConfig) -> None:
     """Every refusal of the options `cfg` carries for its model and task (UserInputError saying
-    why), before any weights load: the compression's deployment target, what the architecture's
-    family cannot honour (cfg.check_options), then what an output format cannot take. The form
-    and the worker ask the same (preflight.check_options)."""
+    why), before any weights load: what the architecture's family cannot honour
+    (cfg.check_options), then what each output format cannot take (Core ML: what its deployment
+    target cannot run). The form and the worker ask the same (preflight.check_options)."""
     options = cfg.options
-    check_compression(options)
     cfg.check_options()
     for name in options.formats:
         reason = backend_for(name).refusal(cfg, options)

@@ -5,7 +5,7 @@ before converting: the form shows it next to each choice.
   class built from the config on the meta device (exact shapes and tying; no weight is read,
   nothing is downloaded) — with each weight's role as the compression transform sees it.
 - `estimate_bytes(weights, scheme, ...)`: their storage under a scheme, following
-  converters/transforms/compress.py:
+  converters/backends/coreml/compress.py:
   * none: 16 bits per weight (float32 packages: 32);
   * int8, per output channel: 8 bits, plus one float scale per channel;
   * int4, per block of B input channels: 4 bits, plus one float scale per B weights (4 + 16/B),

@@ -36,15 +36,15 @@ def variant(task: str | None, options: dict | None) -> str:
             parts.append("stateful")
         if options.get("format") in FORMAT_LABELS:
             parts.append(FORMAT_LABELS[options["format"]])
-        if options.get("minimum_deployment_target") and _makes_coreml(options):
+        if options.get("minimum_deployment_target") and _has_deployment_target(options):
             parts.append(options["minimum_deployment_target"])
     return " · ".join(p for p in parts if p)
 
 
-def _makes_coreml(options: dict) -> bool:
+def _has_deployment_target(options: dict) -> bool:
     """Whether the options made a Core ML package: the deployment target is its alone."""
     try:
-        return ConversionOptions.from_dict(options).makes_coreml
+        return ConversionOptions.from_dict(options).deployment_target_applies
     except UserInputError:  # options an older version stored: say the target, as it was asked
         return True
 

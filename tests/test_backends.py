@@ -89,8 +89,14 @@ class FakeBackend:
     def runner(self, path):
         raise AssertionError("validation is not run in these tests")
 
-    def device_models(self, path, compute_units):
-        return {}
+    def unit_analysis(self, info, runner):
+        return None
+
+    def device_runtime(self):
+        return False, "no fake hardware here"
+
+    def device_runs(self, path):
+        return []
 
     def validation_kind(self, on_device):
         return "the fake runtime"

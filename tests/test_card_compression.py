@@ -12,7 +12,7 @@ import json
 import pytest
 
 from converters import wording
-from converters.transforms.compress import SCHEMES
+from converters.backends.coreml.compress import SCHEMES
 from converters.wording import megabytes
 from worker import card
 

@@ -1,5 +1,5 @@
 """A big decoder converts a chunk of layers at a time (converters/chunks.py), and the chunks'
-programs are stitched into one package with one weight file (backends/coreml_stitch.py).
+programs are stitched into one package with one weight file (backends/coreml/stitch.py).
 
 Evidence that the stitched package is the same model: tiny 4-layer decoders of every
 registry family, converted whole and one layer per chunk, give the same outputs in the
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from converters import chunks
-from converters.backends.coreml_stitch import WEIGHT_FILE, BlobFile, weight_file
+from converters.backends.coreml.stitch import WEIGHT_FILE, BlobFile, weight_file
 from converters.export import convert
 from converters.options import ConversionOptions
-from converters.validation.executor import ReferenceExecutor
+from converters.backends.coreml.executor import ReferenceExecutor
 from tests.models import ALL_MODELS, build_model
 
 LAYERS = 4
@@ -208,7 +208,7 @@ def test_blob_file_copies_a_blob_byte_for_byte_and_once(tmp_path):
     copy._file.close()
     # a one-blob file: header, metadata at 64, data at 128
     data = bytes(range(200))
-    from converters.backends import coreml_stitch as stitch
+    from converters.backends.coreml import stitch as stitch
 
     with open(source, "wb") as f:
         f.write(stitch._HEADER.pack(1, 2))

@@ -19,9 +19,9 @@ from coremltools.optimize.coreml._quantization_passes import WeightDecompressor
 
 from converters.export import convert
 from converters.options import ConversionOptions
-from converters.validation import ReferenceExecutor
+from converters.backends.coreml.executor import ReferenceExecutor
 from converters.validation import quality
-from converters.validation.ops import CONSTEXPR_OPS
+from converters.backends.coreml.ops import CONSTEXPR_OPS
 
 LINEAR, PALETTE, PRUNE = C.linear_quantize_weights, C.palettize_weights, C.prune_weights
 ALL = dict(weight_threshold=0)  # the tiny model's weights are below coremltools' default 2048
@@ -130,7 +130,7 @@ def test_decompression_kernels_match_coremltools(scheme, float_packages, tmp_pat
 def test_unpack_bits_lsb_first():
     import torch
 
-    from converters.validation.ops import _unpack_bits
+    from converters.backends.coreml.ops import _unpack_bits
 
     # The constexpr_lut_to_dense docstring's example: n_bits = 2, shape (5,): i0..i3 in byte 0
     # from the LSB up (00, 11, 10, 01), i4 in byte 1's low bits (11).

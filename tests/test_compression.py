@@ -1,4 +1,4 @@
-"""Weight compression (`quantize`, converters/transforms/compress.py): the option rows and
+"""Weight compression (`quantize`, converters/backends/coreml/compress.py): the option rows and
 their refusals, the ops each scheme writes into the saved program, the report's compression
 entry, and the sizes on a real pretrained LLM against its float16 package.
 
@@ -102,7 +102,7 @@ def test_grouped_palettization_needs_ios18_but_per_tensor_does_not(tiny_model):
 
 
 def test_the_automatic_group_size_is_16_and_a_table_per_channel_for_lut4():
-    from converters.transforms.compress import lut_group_size
+    from converters.backends.coreml.compress import lut_group_size
 
     for scheme, group in (("lut8", 16), ("lut6", 16), ("lut4", 1)):
         assert lut_group_size(ConversionOptions.from_strings(quantize=scheme)) == group
@@ -198,7 +198,7 @@ def test_mixed_keeps_embedding_and_head_at_8_bits_tied_or_not(converted):
     int8 per channel. A tied matrix is one constant feeding both: 8 bits, once."""
     import coremltools as ct
 
-    from converters.transforms.compress import _program, program_weights
+    from converters.backends.coreml.compress import _program, program_weights
 
     _, float_package = converted("llama", "text-generation", minimum_deployment_target="iOS18")
     weights = program_weights(_program(ct.models.MLModel(str(float_package), skip_model_load=True)))
@@ -215,7 +215,7 @@ def _quantized_dtypes(package: Path) -> tuple[int, int]:
     import coremltools as ct
     from coremltools.converters.mil.mil import types
 
-    from converters.transforms.compress import _program
+    from converters.backends.coreml.compress import _program
 
     prog = _program(ct.models.MLModel(str(package), skip_model_load=True))
     counts = Counter(types.builtin_to_string(op.data.dtype)
@@ -258,7 +258,7 @@ def test_palettization_makes_a_weights_tables_at_once_the_same_as_group_by_group
     import coremltools as ct
     import numpy as np
 
-    from converters.transforms import compress
+    from converters.backends.coreml import compress
 
     weight = (np.random.default_rng(0).standard_t(4, size=(64, 48)) * 0.02).astype(np.float16)
     tables = compress.TablesByGroup(6, 16)
@@ -319,7 +319,7 @@ def test_real_llm_linear_schemes_meet_the_size_bars(scheme, real_float16, tmp_pa
     """The same functions the transform calls, on the float16 package converted once."""
     import coremltools as ct
 
-    from converters.transforms.compress import SCHEMES as TABLE, _program, program_weights, quantize_linear
+    from converters.backends.coreml.compress import SCHEMES as TABLE, _program, program_weights, quantize_linear
 
     model = ct.models.MLModel(str(real_float16), skip_model_load=True)
     weights = program_weights(_program(model))

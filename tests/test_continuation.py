@@ -328,7 +328,7 @@ def stateful(tiny_model, tmp_path_factory):
 
     from converters.configs import config_class_for
     from converters.package_info import describe_package
-    from converters.validation.executor import ReferenceExecutor
+    from converters.backends.coreml.executor import ReferenceExecutor
     from converters.source_tokenizer import load_tokenizer
 
     folder = tiny_model("llama")

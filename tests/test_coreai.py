@@ -1,6 +1,6 @@
-"""Core AI output (.aimodel, converters/backends/coreai.py), validated by *running* the saved
+"""Core AI output (.aimodel, converters/backends/coreai/backend.py), validated by *running* the saved
 model in coreai-core's own runtime (real execution on this CPU): float32, image inputs, the
-LLM bundle's context (the bundle itself: tests/test_coreai_bundle.py), weight compression through
+LLM bundle's context (the bundle itself: tests/test_coreai/bundle.py), weight compression through
 coreai-opt, `--format both`, metadata, the refusals, Try it, and real pretrained weights.
 The whole registry is in tests/test_coreai_registry.py."""
 
@@ -14,7 +14,7 @@ from converters.errors import UserInputError
 from converters.export import convert
 from converters.metadata import PREFIX
 from converters.options import ConversionOptions
-from converters.validation.coreai_runtime import MODE, described
+from converters.backends.coreai.runtime import MODE, described
 from tests.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_float32_core_ai_packages_run_to_float32_tolerances(model_type, task, ti
 
 @pytest.mark.parametrize("precision", ["float16", "float32"])
 def test_a_stateful_kv_cache_sets_the_llm_bundles_context(precision, tiny_model, tmp_path):
-    """Text generation in Core AI is always Apple's stateful LLM bundle (coreai_bundle.py); the
+    """Text generation in Core AI is always Apple's stateful LLM bundle (bundle.py); the
     stateful option's sequence length is its context (max_context_length, the cache's bound)."""
     import numpy as np
 
@@ -177,7 +177,7 @@ def test_the_core_ai_backend_names_its_package_beside_core_mls():
 
 
 # Real pretrained weights (tests/real_models.py). The real LLM is converted once, as the float16 LLM
-# bundle an app loads, in tests/test_coreai_bundle.py (its continuation equals PyTorch's); the real
+# bundle an app loads, in tests/test_coreai/bundle.py (its continuation equals PyTorch's); the real
 # encoder here is float32: coreai-core's Linux runtime computes float16 in software.
 
 
@@ -207,10 +207,10 @@ def test_try_it_runs_an_aimodel_in_core_ai_s_runtime(tiny_model, tmp_path):
 
 
 def test_a_slow_float16_validation_is_announced_with_the_float32_alternative(real_llm, real_encoder):
-    from converters.backends.coreai import check_validation_time as _check_core_ai_validation_time
+    from converters.backends.coreai.backend import check_validation_time as _check_core_ai_validation_time
     from converters.plan import make_plan
     from converters.source import open_source
-    from converters.validation.coreai_runtime import validation_seconds
+    from converters.backends.coreai.runtime import validation_seconds
 
     def plan(folder, task, **given):
         return make_plan(open_source(str(folder)), task, _options(**given))

@@ -1,8 +1,8 @@
-"""The Core AI LLM bundle (converters/backends/coreai_bundle.py): text generation with the Core AI
+"""The Core AI LLM bundle (converters/backends/coreai/bundle.py): text generation with the Core AI
 format becomes the folder Apple's `CoreAILanguageModel(resourcesAt:)` loads, and validation drives
-its program as that class drives it (validation/coreai_runtime.CoreAILanguageModelEngine), in
+its program as that class drives it (validation/runtime.CoreAILanguageModelEngine), in
 coreai-core's own runtime. Apple's sources: apple/coreai-models at 86b363d (the lines are quoted
-in coreai_bundle.py and coreai_runtime.py)."""
+in backends/coreai/bundle.py and runtime.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.backends import coreai_bundle as bundle
+from converters.backends.coreai import bundle as bundle
 from converters.export import convert
 from converters.options import ConversionOptions
-from converters.validation.coreai_runtime import MODE, CoreAILanguageModelEngine, apple_stop_ids, described
+from converters.backends.coreai.runtime import MODE, CoreAILanguageModelEngine, apple_stop_ids, described
 from tests.models import build_model
 
 pytestmark = pytest.mark.slow

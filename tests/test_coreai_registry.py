@@ -1,4 +1,4 @@
-"""Core AI output for the whole registry (converters/backends/coreai.py): every (model type,
+"""Core AI output for the whole registry (converters/backends/coreai/backend.py): every (model type,
 task) pair Core AI can take converts and passes validation by *running* the saved .aimodel in
 coreai-core's own runtime (real execution on this CPU); the rest are refused, each with its
 reason. The other Core AI tests are in tests/test_coreai.py (a file of its own, so the suite's
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoConfig
 
-from converters.backends import coreai_bundle as bundle
+from converters.backends.coreai import bundle as bundle
 from converters.backends.coreai import NOT_CONVERTED
 from converters.configs import config_class_for
 from converters.errors import UserInputError
@@ -17,7 +17,7 @@ from converters.export import convert
 from converters.metadata import PREFIX
 from converters.options import ConversionOptions
 from converters.tasks import TASKS
-from converters.validation.coreai_runtime import MODE, described
+from converters.backends.coreai.runtime import MODE, described
 from tests.models import MODELS, build_model
 from tests.test_coreai import SEQ, _options, _passed
 
@@ -61,7 +61,7 @@ def test_every_registry_pair_converts_to_core_ai_and_runs_right(model_type, task
         assert metadata[PREFIX + "precision"] == "float16"
         assert metadata["coreai_torch_version"] == "0.4.3" and metadata["coreai_core_version"] == "1.0.0b3"
         assert info["minimum_os"] == "27.0"
-        if task == "text-generation":  # Apple's LLM bundle, driven as CoreAILanguageModel drives it (test_coreai_bundle.py)
+        if task == "text-generation":  # Apple's LLM bundle, driven as CoreAILanguageModel drives it (test_coreai/bundle.py)
             assert bundle.problems(path.parent) == [] and [i["name"] for i in info["inputs"]] == ["input_ids", "position_ids"]
             assert report["validation"]["continuation"]["runs"][0]["driven_as"].startswith("CoreAILanguageModel")
 

@@ -76,7 +76,7 @@ def test_task_aliases_and_auto_detection():
 def test_op_patches_are_removed_after_the_conversion():
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    from converters.backends.coreml_patches import op_patches
+    from converters.backends.coreml.patches import op_patches
 
     mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
     before = dict(mapping)

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import types
 
-from converters.validation import ReferenceExecutor, UnsupportedOpError
-from converters.validation import ops as kernels
+from converters.backends.coreml.executor import ReferenceExecutor
+from converters.errors import UnsupportedOpError
+from converters.backends.coreml import ops as kernels
 
 IOS16, IOS17, IOS18 = ct.target.iOS16, ct.target.iOS17, ct.target.iOS18
 FP32, FP16 = ct.precision.FLOAT32, ct.precision.FLOAT16

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from coremltools.converters.mil import Builder as mb
 
 from converters.backends.coreml import CoreMLBackend
-from converters.backends.coreml_patches import op_patches
+from converters.backends.coreml.patches import op_patches
 from converters.configs import ARCHITECTURES, config_class_for
 from converters.configs.text import DecoderConfig
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.report import PackageReport
-from converters.validation import ReferenceExecutor
+from converters.backends.coreml.executor import ReferenceExecutor
 from tests.models import MODELS, build_model
 
 CONTEXT = 16

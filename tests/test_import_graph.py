@@ -31,11 +31,11 @@ FLOORS: list[tuple[str, ...]] = [
      "converters.tolerances", "converters.wording", "converters.device_fit"),
     # the families: one config class per architecture family, and the registry
     ("converters.configs",),
-    # compression, before saving (the scheme table is its own module, below both compressors)
+    # compression, format-neutral: the schemes and GPTQ (each format compresses in its backend)
     ("converters.transforms",),
     # validation: inputs, comparisons, runners; it imports no backend (the one that runs a package is handed to it)
     ("converters.validation",),
-    # the output formats, each with its runner
+    # the output formats, each a package with its compressor and its runners
     ("converters.backends",),
     # loading what a conversion starts from; the size estimate the form shows
     ("converters.loading", "converters.size_estimate"),

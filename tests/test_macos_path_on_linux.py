@@ -1,6 +1,6 @@
 """The Mac's validation path, run here: everything validation does with Core ML on a Mac, with
 Core ML's own calls (load a package per compute unit, predict, MLComputePlan: the three
-functions of converters/validation/coreml_runtime.py that need macOS) answered by a stand-in
+functions of converters/backends/coreml/runtime.py that need macOS) answered by a stand-in
 that computes as those units do, with the reference executor (the CPU in float32, the GPU and
 the Neural Engine in float16). What runs is the rest: which rows each unit gets, the tolerance
 each is judged by, a stateful package's state carried through its calls, the report's kind,
@@ -20,7 +20,7 @@ from converters.backends.coreml import CoreMLBackend
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.validate_package import main as validate_main
-from converters.validation import coreml_runtime
+from converters.backends.coreml import runtime as coreml_runtime
 
 UNITS = coreml_runtime.COMPUTE_UNITS
 

@@ -84,7 +84,7 @@ def test_one_summary_and_worst_first_failures(reports):
 
 
 def test_a_package_the_executor_cannot_run_says_which_ops():
-    reason = "model: the reference executor cannot run op(s) softmax: validation cannot vouch for this package"
+    reason = "model: the reference executor cannot run op type(s): softmax: validation cannot vouch for this package"
     validation = ValidationReport.from_json({"passed": False, "message": reason, "checks": [
         {"package": "model", "inputs": "-", "output": "-", "mode": "fp32", "metric": "executor_supports_all_ops",
          "value": 0.0, "threshold": 1.0, "passed": False, "higher_is_better": True}]})

@@ -129,7 +129,7 @@ def _drive_as_swift_transformers(package, ids):
     import numpy as np
 
     from converters.validation import continuation
-    from converters.validation.executor import ReferenceExecutor
+    from converters.backends.coreml.executor import ReferenceExecutor
 
     layout = continuation.layout(describe_package(package))
     executor = ReferenceExecutor(package)

@@ -15,7 +15,7 @@ from converters.__main__ import main as convert_main
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.validate_package import main as validate_main
-from converters.validation import executor as executor_module
+from converters.backends.coreml import executor as executor_module
 from tests.models import build_model
 
 OPTIONS = ConversionOptions.from_strings(sequence_length=12)
@@ -148,8 +148,8 @@ def test_fully_masked_rows_stay_finite_in_float16(tmp_path):
     import coremltools as ct
     import torch
 
-    from converters.backends.coreml_patches import op_patches
-    from converters.validation import ReferenceExecutor
+    from converters.backends.coreml.patches import op_patches
+    from converters.backends.coreml.executor import ReferenceExecutor
 
     class Masked(torch.nn.Module):
         def forward(self, scores, keep):

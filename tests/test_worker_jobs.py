@@ -216,7 +216,7 @@ def test_format_both_pushes_the_aimodel_beside_the_mlpackage(service, tmp_path):
     from huggingface_hub import snapshot_download
 
     from converters.backends.coreai import CoreAIBackend
-    from converters.validation.coreai_runtime import MODE
+    from converters.backends.coreai.runtime import MODE
 
     target = f"{OWNER}/job-llama-both"
     options = {"sequence_length": "8", "format": "both"}
@@ -337,7 +337,7 @@ REFUSED_BY_THE_JOB = [
     pytest.param(dict(model="alice/gated-bert", token=OTHER_TOKEN), "is gated: accept its conditions", id="gated"),
     pytest.param(dict(model="alice/pickle-bert"), "has weights only in pickle files", id="pickle-only"),
     pytest.param(dict(model="alice/remote-code"), "needs custom code from its repo", id="remote-code"),
-    pytest.param(dict(model=repos.WHISPER), "The architecture 'whisper' cannot be converted", id="unsupported-arch"),
+    pytest.param(dict(model=repos.SPEECH), "The architecture 'wav2vec2' cannot be converted", id="unsupported-arch"),
     pytest.param(dict(task="text-generation"), "The task 'text-generation' is not available for bert models",
                  id="unsupported-task"),
     pytest.param(dict(model=repos.NO_CONFIG), "has no config.json", id="no-config"),

@@ -2,9 +2,11 @@
 package, saves it, describes it, compresses it, refuses what its format cannot take, and
 gives validation a runner for what it saved.
 
-Core ML (coreml.py) and Core AI (coreai.py) today; a new output format is one more module
-here that implements `Backend` and one line in `BACKENDS` — nothing outside backends/ asks
-for a format by its name (tests/test_backends.py adds a third one in a test).
+Core ML (the coreml/ package) and Core AI (coreai/) today, each holding all that knows its
+format: conversion, saving, compression, its runners. A new output format is one more
+package (or module) here that implements `Backend` and one line in `BACKENDS` — nothing
+outside backends/ asks for a format by its name (tests/test_backends.py adds a third one in
+a test).
 """
 
 from __future__ import annotations
@@ -16,14 +18,28 @@ from ..errors import UserInputError
 
 
 class Runner(Protocol):
-    """Runs a saved package on this machine, for validation."""
+    """Runs a saved package on this machine, for validation and Try it. A runner may have its
+    own `modes` (a runtime that runs the package as it is) and their `mode_words`."""
 
     state_names: list[str]
-    op_summary: dict
 
     def make_state(self) -> dict: ...
 
     def predict(self, inputs: dict, mode: str = "fp32", state: dict | None = None) -> dict: ...
+
+
+class DeviceRun(Protocol):
+    """A saved package loaded on one compute unit of this machine's hardware (a Mac's CPU, GPU
+    or Neural Engine): validation's rows for that unit."""
+
+    unit: str  # the compute unit: "CPU_AND_NE"
+    mode: str  # the report's mode of its rows: "coreml-CPU_AND_NE"
+    words: str  # the mode as people read it: "Core ML, CPU_AND_NE"
+    float16: bool  # whether the unit computes in float16 whatever the package says
+
+    def predict(self, feeds: list[dict], stateful: bool) -> list[dict]: ...
+
+    def placement(self) -> dict: ...
 
 
 class Backend(Protocol):
@@ -83,12 +99,19 @@ class Backend(Protocol):
 
     def runner(self, path: Path) -> Runner:
         """A runner for the saved package on any OS (validation's exact and fp16 modes);
-        raises UnsupportedOpError naming ops it cannot run."""
+        raises errors.UnsupportedOpError naming ops it cannot run."""
 
-    def device_models(self, path: Path, compute_units: tuple[str, ...]) -> dict:
-        """{compute unit: the package loaded on this Mac's hardware} for validation's on-device
-        rows (validation/coreml_runtime.py runs them), asked only where that runtime is
-        available; {} for a format without one."""
+    def unit_analysis(self, info: dict, runner: Runner) -> dict | None:
+        """Where each op of the package may run, by compute unit (the report's
+        `compute_units`), for a format with published placement rules; else None."""
+
+    def device_runtime(self) -> tuple[bool, str]:
+        """Whether this machine runs the format's packages on its own hardware (Core ML on a
+        Mac), and what that runtime is or why there is none (the report's `runtime`)."""
+
+    def device_runs(self, path: Path) -> list[DeviceRun]:
+        """The saved package loaded on each compute unit, for validation's on-device rows;
+        asked only where `device_runtime` says yes; [] for a format without them."""
 
     def validation_kind(self, on_device: bool) -> str:
         """What ran its packages in validation, for the report's `kind`."""

@@ -79,7 +79,7 @@ class ExportConfig:
     # above them. Compressed packages are judged by their scheme's bar instead (validation/).
     tolerances = Tolerances()
     # Graph features a backend must handle specially, by name (a backend maps each to its own
-    # fix: the Core ML backend to op converters in backends/coreml_patches.py).
+    # fix: the Core ML backend to op converters in backends/coreml/patches.py).
     quirks: tuple[str, ...] = ()
     # Set on a copy while one chunk of a big decoder's layers converts (chunks.py): the
     # decoder family then adds the hidden state to the chunk's inputs and outputs.
@@ -172,14 +172,6 @@ class ExportConfig:
             raise UserInputError(
                 f"Sequence length {wanted} is beyond this model's maximum of {limit} tokens "
                 f"({self.hf_config.model_type}). Choose {limit} or less."
-            )
-        flexible_inputs = max(sum(SEQ in spec.shape for spec in self.inputs(part)) for part in self.parts())
-        if (sequence.kind == "enumerated" and flexible_inputs > 1 and self.options.makes_coreml
-                and self.options.minimum_deployment_target not in ("iOS18", "macOS15")):
-            raise UserInputError(
-                f"A list of sequence lengths ({sequence}) needs minimum deployment target iOS18 or macOS15 for this model, "
-                "because several of its inputs have the sequence length (Core ML allows only one enumerated input before iOS 18). "
-                "Choose iOS18/macOS15, one fixed length, or a range."
             )
 
     def model_kwargs(self) -> dict:

@@ -441,8 +441,6 @@ class DecoderConfig(TextConfig):
         options = self.options
         if self.task != "text-generation":
             raise UserInputError(f"A stateful KV cache is for text-generation only, not {self.task}. Set the KV cache to none.")
-        if options.makes_coreml and options.minimum_deployment_target not in ("iOS18", "macOS15"):
-            raise UserInputError("A stateful KV cache needs Core ML states: choose minimum deployment target iOS18 or macOS15.")
         if options.naming != "swift-transformers":
             raise UserInputError("A stateful KV cache uses swift-transformers' names (inputIds, causalMask, keyCache, valueCache); choose that naming.")
         if options.sequence_length.kind != "fixed" or options.sequence_length.maximum < 8:

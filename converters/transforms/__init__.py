@@ -4,8 +4,9 @@ for compression (weight quantization, palettization).
 A transform is one function `(plan, part, artifact, backend) -> artifact`, in its own
 module, chosen from the options by `transforms_for`:
 - `compress_weights`: weight compression (`quantize`: int8, int4, lut8/6/4, mixed), which the
-  backend does with its own compressor (`Backend.compress`: Core ML's compress.py, Core AI's
-  compress_coreai.py).
+  backend does with its own compressor (`Backend.compress`: backends/coreml/compress.py,
+  backends/coreai/compress.py). What a scheme is (schemes.py) and GPTQ's calibration
+  (calibrate.py, lut_gptq.py, calibrate_chunks.py, kmeans.py) are the same for every format.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def calibrates(plan) -> bool:
     table schemes for iOS18+ (or Core AI alone, whose schemes are per block or channel too) on a
     text-generation model (the family whose layers GPTQ walks in sequence). Below iOS18, tables
     are per tensor and stay data-free."""
-    grouped = meets(plan.options.minimum_deployment_target, IOS18) or not plan.options.makes_coreml
+    grouped = meets(plan.options.minimum_deployment_target, IOS18) or not plan.options.deployment_target_applies
     return plan.options.quantize in CALIBRATED_SCHEMES and plan.task == "text-generation" and grouped
 
 

@@ -1,19 +1,14 @@
 """The compression schemes (the `quantize` option's choices): what each is, the settings both
-compressors share (Core ML's compress.py and Core AI's compress_coreai.py), the ones GPTQ
-calibrates (calibrate.py), and the deployment targets they need — refused at plan time
-(`check_options`, called by plan.py) and estimated by the form (size_estimate.py).
-
-Deployment targets: coremltools writes per-channel int8 and per-tensor LUTs with iOS16 ops
-(`constexpr_affine_dequantize`, `constexpr_lut_to_dense`), int4, per-block and grouped-channel
-ones only with iOS18 ops (`constexpr_blockwise_shift_scale`, `constexpr_lut_to_dense` iOS18).
+compressors share (backends/coreml/compress.py and backends/coreai/compress.py), the ones GPTQ
+calibrates (calibrate.py), and the Core ML deployment targets they need (the option table's
+`needed_targets`; refused by the Core ML backend, backends/coreml/targets.py, and estimated by
+the form, size_estimate.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserInputError
-from ..options import OPTIONS, meets
 
 WEIGHT_THRESHOLD = 2048  # coremltools' default: weights of at most this many elements stay float
 # int4's embeddings and output head: one scale per 8 input channels (6 bits per weight with the
@@ -50,32 +45,8 @@ SCHEMES: dict[str, Scheme] = {
 }
 
 
-def check_options(options) -> None:
-    """Refuse a compression the deployment target cannot run, naming the target it needs."""
-    scheme, target = options.quantize, options.minimum_deployment_target
-    if scheme == "none" or not options.makes_coreml:  # an .aimodel runs on iOS/macOS 27 only
-        return
-    needs = OPTIONS["quantize"].needed_targets(scheme)
-    if not meets(target, needs):
-        raise UserInputError(
-            f"Weight compression {scheme} needs minimum deployment target {' or '.join(needs)} "
-            f"(coremltools writes {_what(scheme)} only for it); {target} is older. "
-            f"Choose {'/'.join(needs)}" + (", or int8 or lut8/lut6 for older systems." if needs == IOS18 else ".")
-        )
-    if SCHEMES[scheme].family == "lut" and not meets(target, IOS18) and options.group_size is not None:
-        raise UserInputError(
-            f"A lookup table per group of {options.group_size} channels needs minimum deployment target "
-            f"iOS18 or macOS15; below it, {scheme} uses one lookup table per weight. "
-            "Choose iOS18/macOS15, or leave the group size at auto."
-        )
-
-
 def lut_group_size(options) -> int:
     """Output channels per lookup table (iOS18+): the option's, or for "auto" 16, and 1 for lut4."""
     if options.group_size is not None:
         return options.group_size
     return LUT4_GROUP if options.quantize == "lut4" else LUT_GROUP
-
-
-def _what(scheme: str) -> str:
-    return {"int4": "4-bit per-block weights", "mixed": "4-bit per-block weights"}.get(scheme, f"{scheme} weights")

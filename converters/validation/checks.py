@@ -2,11 +2,13 @@
 the backend supplies the runner: for Core ML, the reference executor).
 
 For each package and each deterministic input set, the PyTorch wrapper (the model plus
-the package's pre/post-processing, fp32) gives the reference; the package runs in the
-reference executor in two modes (exact fp32, and fp16 device emulation) and, on macOS,
-on real Core ML compute units. Every comparison is a row with its number and threshold.
-For text generation, each package also greedily continues a real prompt, driven as
-swift-transformers drives it, token by token against PyTorch (continuation.py).
+the package's pre/post-processing, fp32) gives the reference; the package runs in its
+backend's runner in two modes (exact fp32, and fp16 device emulation), or in the runner's
+own modes (a format's runtime that executes the package as it is), and, where the backend
+has this machine's hardware (Core ML on a Mac), on each compute unit. Every comparison is a
+row with its number and threshold. For text generation, each package also greedily
+continues a real prompt, driven as swift-transformers drives it, token by token against
+PyTorch (continuation.py).
 """
 
 from __future__ import annotations
@@ -22,16 +24,15 @@ from ..configs import ExportConfig
 from ..configs.base import OutputKind
 from ..report import METRIC_LABELS, Check, number  # the words and numbers every other reader shows
 from ..source_tokenizer import load_tokenizer
-from . import continuation, coreai_runtime, coreml_runtime, quality
+from ..errors import UnsupportedOpError
+from . import continuation, quality
 from .compare import (Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db,
                       relative_error, top1_agreement)
-from .compute_units import analyse
-from .executor import UnsupportedOpError
 from .inputs import input_sets
 from . import zero_shot
 
 MODES = ("fp32", "fp16")
-MODE_WORDS = {"fp32": "exact fp32", "fp16": "fp16 emulation", coreai_runtime.MODE: "Core AI runtime"}  # in progress lines
+MODE_WORDS = {"fp32": "exact fp32", "fp16": "fp16 emulation"}  # in progress lines; a runner adds its own (`mode_words`)
 
 
 class _Steps:
@@ -42,6 +43,11 @@ class _Steps:
     def __init__(self, report: Callable[[float, int, str], None] | None, packages: int):
         self.report, self.packages = report or (lambda done, total, detail: None), packages
         self.package, self.done, self.count, self.prefix = -1, 0, 1, ""
+        self.words = dict(MODE_WORDS)
+
+    def mode(self, mode: str) -> str:
+        """A mode as people read it: 'fp16 emulation'."""
+        return self.words.get(mode, mode)
 
     def begin(self, name: str, count: int) -> None:
         """The next package, with `count` groups of checks."""
@@ -62,25 +68,22 @@ class _Steps:
         self.report(done, self.packages * self.count, f"{self.prefix}{what}, {self.done} of {self.count}")
 
 
-def _mode_words(mode: str) -> str:
-    return MODE_WORDS.get(mode) or mode.replace("coreml-", "Core ML, ")
-
-
 def validate(
     cfg: ExportConfig,
     model: torch.nn.Module,
     packages: dict[str, Path] | list[tuple[str, Path, object]],
     source_path: Path,
     modes: tuple[str, ...] = MODES,
-    compute_units: tuple[str, ...] = coreml_runtime.COMPUTE_UNITS,
     backend=None,
     progress: Callable[[float, int, str], None] | None = None,
 ) -> dict:
     """Validate `packages` converted from `model` with `cfg`; returns the report's
     `validation` section. `packages`: {part: path}, run and described by `backend`
     (backends.Backend), or [(part, path, backend)] when packages of
-    several formats are judged together. A runner with its own `modes` (Core AI's runtime
-    executes the package as it is) is run in those instead of the emulation modes.
+    several formats are judged together. A runner with its own `modes` (a runtime that
+    executes the package as it is) is run in those instead of the emulation modes; where a
+    backend has this machine's hardware (`device_runtime`), each of its `device_runs` adds
+    rows of its own.
     `progress(done, total, detail)` hears of each group of checks as it starts."""
     if isinstance(packages, dict):
         if backend is None:
@@ -92,7 +95,7 @@ def validate(
         modes = tuple(m for m in modes if m != "fp16") or ("fp32",)
     started = time.perf_counter()
     tokenizer = load_tokenizer(source_path, cfg.attributes.vocab_size) if cfg.modality == "text" else None
-    on_device, device_note = coreml_runtime.available()
+    on_device, device_note = _device_runtime([backend for _, _, backend in packages])
     checks: list[Check] = []
     errors: list[str] = []
     notes: list[str] = []
@@ -114,42 +117,47 @@ def validate(
         errors.append(f"no quality bar for compression scheme {scheme!r}: validation cannot judge this package")
     quality_numbers: dict = {}
     ran_modes: list[str] = []
+    device_modes: list[str] = []
     for part, path, backend in packages:
         try:
             executor = backend.runner(path)
         except UnsupportedOpError as error:
             steps.begin(Path(path).name, 1)
-            errors.append(f"{part}: the reference executor cannot run op(s) {error}: validation cannot vouch for this package")
+            errors.append(f"{part}: {error}: validation cannot vouch for this package")
             checks.append(Check(part, "-", "-", "fp32", "executor_supports_all_ops", 0.0, 1.0, False, True))
             continue
         package_modes = getattr(executor, "modes", None) or modes
+        steps.words.update(getattr(executor, "mode_words", {}))
         ran_modes += [m for m in package_modes if m not in ran_modes]
         info = backend.describe(path)
-        if executor.op_summary is not None:  # Core ML's placement rules, for a Core ML program
-            units[part] = analyse(info, executor.op_summary)
+        analysis = backend.unit_analysis(info, executor)  # where each op may run, for a format with such rules
+        if analysis is not None:
+            units[part] = analysis
         module = cfg.reference_module(model, part).eval()
         feeder = cfg.fed_by(part)
         encoder = cfg.wrap(model, feeder).eval() if feeder else None
-        coreml_models = backend.device_models(path, compute_units) if on_device else {}  # {} for a format with no on-device runs
+        devices = backend.device_runs(path) if on_device else []  # [] for a format with no on-device runs
+        steps.words.update({device.mode: device.words for device in devices})
+        device_modes += [device.mode for device in devices if device.mode not in device_modes]
         sets = list(input_sets(cfg, part, tokenizer, encoder))
         logits = _generated_scores(cfg, part)
         passage = bar is not None and tokenizer is not None and bool(logits)
         continues = greedy is not None and continuation.applies(cfg, part)
-        steps.begin(Path(path).name, len(sets) * (len(package_modes) + len(coreml_models))
+        steps.begin(Path(path).name, len(sets) * (len(package_modes) + len(devices))
                     + len(package_modes) * (passage + continues))
         for inputs in sets:
-            rows, constant = _input_set_checks(cfg, part, module, executor, inputs, package_modes, coreml_models, bar, steps)
+            rows, constant = _input_set_checks(cfg, part, module, executor, inputs, package_modes, devices, bar, steps)
             checks += rows
             notes += constant
         if passage:
             rows, numbers = quality.passage_checks(cfg, part, module, executor, tokenizer, package_modes, bar, scheme, logits,
-                                                   before_mode=lambda name, mode: steps.next(f"{name} ({_mode_words(mode)})"))
+                                                   before_mode=lambda name, mode: steps.next(f"{name} ({steps.mode(mode)})"))
             checks += rows
             quality_numbers[part] = numbers
         if continues:
             checks += _continuation(cfg, greedy, executor, info, part, package_modes, runs, steps, compressed=bar is not None)
-        for cu, coreml_model in coreml_models.items():
-            placement.setdefault(part, {})[cu] = coreml_runtime.placement(coreml_model, cu)
+        for device in devices:
+            placement.setdefault(part, {})[device.unit] = device.placement()
         getattr(executor, "close", lambda: None)()
 
     if bar is None and zero_shot.applies(cfg, [part for part, _, _ in packages]):  # an image-text model's two towers together
@@ -177,7 +185,7 @@ def validate(
         "passed": passed,
         "kind": _kind(on_device, [backend for _, _, backend in packages]),
         "runtime": device_note,
-        "modes": ran_modes + ([f"coreml-{cu}" for cu in compute_units] if on_device else []),
+        "modes": ran_modes + device_modes,
         "message": message,
         "notes": notes,
         "checks": [c.to_dict() for c in checks],
@@ -192,9 +200,9 @@ def validate(
     return result
 
 
-def _input_set_checks(cfg, part: str, module, executor, inputs, modes, coreml_models: dict, bar,
+def _input_set_checks(cfg, part: str, module, executor, inputs, modes, devices: list, bar,
                       steps: _Steps) -> tuple[list[Check], list[str]]:
-    """One input set's check rows in each mode (and on each Core ML compute unit), and notes
+    """One input set's check rows in each mode (and on each of the machine's compute units), and notes
     on reference outputs too constant to prove anything."""
     with torch.no_grad():
         reference = _reference_outputs(cfg, part, module(*inputs.torch_args))
@@ -206,14 +214,15 @@ def _input_set_checks(cfg, part: str, module, executor, inputs, modes, coreml_mo
     checks: list[Check] = []
     feeds = inputs.steps or [inputs.package]
     for mode in modes:
-        steps.next(f"{inputs.name} ({_mode_words(mode)})")
+        steps.next(f"{inputs.name} ({steps.mode(mode)})")
         state = executor.make_state()
         actual = _joined([executor.predict(feed, mode=mode, state=state) for feed in feeds])
         checks += _judge(cfg, part, inputs, reference, actual, mode, _precision_key(cfg, mode), bar)
-    for cu, coreml_model in coreml_models.items():
-        steps.next(f"{inputs.name} ({_mode_words(f'coreml-{cu}')})")
-        actual = _joined(coreml_runtime.predict(coreml_model, feeds, stateful=bool(executor.state_names)))
-        checks += _judge(cfg, part, inputs, reference, actual, f"coreml-{cu}", "float16" if cu != "CPU_ONLY" else _precision_key(cfg, "fp32"), bar)
+    for device in devices:
+        steps.next(f"{inputs.name} ({steps.mode(device.mode)})")
+        actual = _joined(device.predict(feeds, stateful=bool(executor.state_names)))
+        precision = "float16" if device.float16 else _precision_key(cfg, "fp32")
+        checks += _judge(cfg, part, inputs, reference, actual, device.mode, precision, bar)
     return checks, notes
 
 
@@ -231,8 +240,20 @@ def _kind(on_device: bool, backends: list) -> str:
     return "; ".join(kinds)
 
 
+def _device_runtime(backends: list) -> tuple[bool, str]:
+    """Whether any of the packages' formats runs on this machine's hardware here, and what
+    the machine's runtime is (or why there is none), each format's words once."""
+    on_device, notes = False, []
+    for backend in backends:
+        here, note = backend.device_runtime()
+        on_device = on_device or here
+        if note and note not in notes:
+            notes.append(note)
+    return on_device, "; ".join(notes)
+
+
 def _precision_key(cfg: ExportConfig, mode: str) -> str:
-    if mode == coreai_runtime.MODE:  # the package runs in its own precision
+    if mode not in MODES:  # a runtime that runs the package as it is, in its own precision
         return cfg.options.precision
     return "float32" if mode == "fp32" and cfg.options.precision == "float32" else "float16"
 
@@ -300,7 +321,7 @@ def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: lis
     total = len(greedy.tokens)
     rows = []
     for mode in modes:
-        steps.next(f"continuation, 0 of {total} tokens ({_mode_words(mode)})")
+        steps.next(f"continuation, 0 of {total} tokens ({steps.mode(mode)})")
         run = continuation.run_package(greedy, executor, info, part, mode, tol.atol[_precision_key(cfg, mode)],
                                        on_token=_token_counter(steps, total, mode))
         if run is None:
@@ -320,7 +341,7 @@ def _continuation(cfg, greedy, executor, info: dict, part: str, modes, runs: lis
 
 def _token_counter(steps: _Steps, total: int, mode: str) -> Callable[[int], None]:
     def on_token(count: int) -> None:
-        steps.within(count / max(total, 1), f"continuation, {count} of {total} tokens ({_mode_words(mode)})")
+        steps.within(count / max(total, 1), f"continuation, {count} of {total} tokens ({steps.mode(mode)})")
 
     return on_token
 

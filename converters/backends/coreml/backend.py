@@ -3,9 +3,9 @@ package, with the interface swift-transformers and exporters-era apps read (inpu
 output names, image inputs, classifier outputs, states, `co.huggingface.exporters.*`
 metadata); validation runs the saved package in the reference executor on any OS.
 
-coremltools' op patches live beside it (coreml_patches.py): they apply only while
-coremltools converts. Compression is transforms/compress.py's (coremltools.optimize); the
-on-device runs, on a Mac, validation/coreml_runtime.py's.
+coremltools' op patches live beside it (patches.py): they apply only while
+coremltools converts. Compression is backends/coreml/compress.py's (coremltools.optimize); the
+on-device runs, on a Mac, backends/coreml/runtime.py's.
 
 The module stays light (no coremltools, no executor at its top): plan.py asks every backend
 the options name for its refusal, and the web process asks the plan (preflight.check_options).
@@ -19,17 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..configs import ExportConfig
-from ..configs.base import SEQ, InputSpec
-from ..errors import ConversionError, UserInputError
-from ..metadata import package_description, package_metadata
-from ..options import ConversionOptions, meets
-from ..package_info import describe_spec, program_summary
-from ..source import ModelSource
-from ..transforms import compress as compressor
-from ..validation import coreml_runtime
-from .coreml_stitch import WEIGHT_FILE, stitch, weight_file
-from .naming import package_filename
+from ...configs import ExportConfig
+from ...configs.base import SEQ, InputSpec
+from ...errors import ConversionError, UserInputError
+from ...metadata import package_description, package_metadata
+from ...options import ConversionOptions, meets
+from ...package_info import describe_spec, program_summary
+from ...source import ModelSource
+from . import compress as compressor
+from . import runtime as coreml_runtime
+from . import targets
+from .stitch import WEIGHT_FILE, stitch, weight_file
+from ..naming import package_filename
 
 
 class CoreMLBackend:
@@ -38,11 +39,11 @@ class CoreMLBackend:
     package_words = "a Core ML package (.mlpackage folder with a Manifest.json)"
     float16_safe_norms = True  # float16 packages are captured with float16_safe.py's norms
     image_inputs = True  # ImageType applies the image processor's scale and bias
-    converts_in_chunks = True  # keep_chunk + stitch (coreml_stitch.py)
+    converts_in_chunks = True  # keep_chunk + stitch (stitch.py)
     modes = None  # the reference executor: validation's exact fp32 and fp16 emulation
 
     def refusal(self, cfg, options) -> str | None:
-        return None  # what Core ML cannot take is refused by the families and the schemes' targets
+        return targets.refusal(cfg, options)  # what the deployment target cannot run
 
     def check_validation_time(self, plan, time_limit: float | None) -> None:
         pass  # the reference executor validates within minutes at any size the worker takes
@@ -60,7 +61,7 @@ class CoreMLBackend:
         import coremltools as ct
 
         # coremltools' op patches import coremltools' torch frontend: loaded only when a package is made
-        from .coreml_patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches, validated_once_per_pipeline
+        from .patches import FUSED_ATTENTION_TARGETS, op_patches, quirk_patches, validated_once_per_pipeline
 
         cfg, options, part = plan.cfg, plan.options, captured.part
         fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
@@ -122,7 +123,7 @@ class CoreMLBackend:
         return artifact
 
     def stitch(self, plan, part: str, chunks: list, scratch: Path):
-        """One package of the chunks' programs run in order (coreml_stitch.py)."""
+        """One package of the chunks' programs run in order (stitch.py)."""
         import coremltools as ct
 
         weights, empty = Path(scratch) / "stitched-weights", Path(scratch) / "no-weights"
@@ -143,12 +144,20 @@ class CoreMLBackend:
         return {**describe_spec(spec), "program": program_summary(spec)}
 
     def runner(self, path: Path):
-        from ..validation.executor import ReferenceExecutor  # coremltools and torch: loaded only to run a package
+        from .executor import ReferenceExecutor  # coremltools and torch: loaded only to run a package
 
         return ReferenceExecutor(path)
 
-    def device_models(self, path: Path, compute_units: tuple[str, ...]) -> dict:
-        return {unit: coreml_runtime.load(path, unit) for unit in compute_units}
+    def device_runtime(self) -> tuple[bool, str]:
+        return coreml_runtime.available()
+
+    def device_runs(self, path: Path) -> list:
+        return [coreml_runtime.DeviceRun(path, unit) for unit in coreml_runtime.COMPUTE_UNITS]
+
+    def unit_analysis(self, info: dict, runner) -> dict:
+        from .compute_units import analyse  # Core ML's placement rules, read off the program the executor loaded
+
+        return analyse(info, runner.op_summary)
 
     def validation_kind(self, on_device: bool) -> str:
         return "Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)"

@@ -89,3 +89,22 @@ def placement(model, compute_unit: str) -> dict:
         visit(function.block)
     total = sum(counts.values())
     return {"available": True, "ops": total, "by_device": dict(counts)}
+
+
+class DeviceRun:
+    """A saved package loaded by Core ML on one compute unit of this Mac: validation's rows
+    for that unit (`mode`), judged in the precision the unit computes in."""
+
+    def __init__(self, package_path, compute_unit: str):
+        self.unit = compute_unit
+        self.mode = f"coreml-{compute_unit}"
+        self.words = f"Core ML, {compute_unit}"
+        # The GPU and the Neural Engine compute in float16 whatever the package says.
+        self.float16 = compute_unit != "CPU_ONLY"
+        self.model = load(package_path, compute_unit)
+
+    def predict(self, feeds: list[dict[str, np.ndarray]], stateful: bool) -> list[dict[str, np.ndarray]]:
+        return predict(self.model, feeds, stateful)
+
+    def placement(self) -> dict:
+        return placement(self.model, self.unit)

@@ -4,14 +4,14 @@ Schemes (the option's choices), one function per family:
 - `int8`: linear symmetric int8, one scale per output channel (iOS16+) — `quantize_linear`;
 - `int4`: linear symmetric int4, one scale per `block_size` input channels (iOS18+) — `quantize_linear`;
   the embeddings and output head (most sensitive, and not calibrated) per `EMBEDDING_BLOCK`;
-- `lut8`, `lut6`, `lut4`: k-means palettization (1-D, kmeans.py), one lookup table per `group_size` output
+- `lut8`, `lut6`, `lut4`: k-means palettization (1-D, transforms/kmeans.py), one lookup table per `group_size` output
   channels on iOS18+ (by default 16, and 1 for lut4: `lut_group_size`), one per weight below (iOS16+) —
   `palettize`; lut4's embeddings and output head are int8 per channel (4-bit tables ruin them);
 - `mixed`: int4 per block for the layers, int8 per channel for the embeddings and the output
   head (a tied embedding/head matrix is one weight in the program: 8 bits) — `quantize_mixed`.
 
 For text generation, int4, mixed, lut6 and lut4 layers are GPTQ-calibrated before capture
-(calibrate.py; lut onto k-means tables, lut_gptq.py): those weights arrive here already compressed,
+(transforms/calibrate.py; lut onto k-means tables, transforms/lut_gptq.py): those weights arrive here already compressed,
 and only the rest is compressed here.
 
 Only the weights of linear, matmul, conv, conv_transpose and gather (embedding) ops are
@@ -19,9 +19,9 @@ compressed, each named explicitly (`OptimizationConfig(op_name_configs=...)`): c
 as a causal mask or rotary tables stay as they are, and so do weights of `WEIGHT_THRESHOLD`
 elements or fewer (coremltools' own default `weight_threshold`: not worth a lookup table).
 
-The schemes, their shared settings and the deployment targets they need (refused at plan
-time) are schemes.py's; an .aimodel is compressed by compress_coreai.py. Each backend calls
-its own compressor (`Backend.compress`).
+The schemes and their shared settings are transforms/schemes.py's, the deployment targets
+they need (refused at plan time) targets.py's; an .aimodel is compressed by
+backends/coreai/compress.py. Each backend calls its own compressor (`Backend.compress`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..options import meets
-from .schemes import EMBEDDING_BLOCK, IOS18, SCHEMES, WEIGHT_THRESHOLD, Scheme, lut_group_size
+from ...options import meets
+from ...transforms.schemes import EMBEDDING_BLOCK, IOS18, SCHEMES, WEIGHT_THRESHOLD, Scheme, lut_group_size
 
 _LAYER_OPS = ("linear", "matmul", "conv", "conv_transpose")
 _SPEC_IOS16 = 7  # the oldest specification compression writes (coremltools._SPECIFICATION_VERSION_IOS_16)
@@ -159,7 +159,7 @@ class TablesByGroup:
     def _prepare_weight(self, value: np.ndarray) -> None:
         import torch  # deferred, as kmeans.py (torch) is: loaded only when a weight is palettized
 
-        from .kmeans import assign, weighted_tables
+        from ...transforms.kmeans import assign, weighted_tables
 
         groups = value.reshape(len(value) // self.group_size, -1)  # each row: one group, in C order
         per_call = max(1, self.CHUNK_ELEMENTS // groups.shape[1])
@@ -178,7 +178,7 @@ class TablesByGroup:
             return found
         import torch
 
-        from .kmeans import assign, weighted_tables
+        from ...transforms.kmeans import assign, weighted_tables
 
         values = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)).reshape(1, -1)
         table = weighted_tables(values, torch.ones(values.shape[1]), self.bits, group_size=1)

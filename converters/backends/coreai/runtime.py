@@ -28,7 +28,7 @@ class CoreAIRunner:
     """Runs a saved .aimodel's `main` function (the validation Runner of the Core AI backend)."""
 
     modes = (MODE,)
-    op_summary = None  # Core ML's placement analysis does not apply
+    mode_words = {MODE: "Core AI runtime"}  # validation's progress lines
 
     def __init__(self, path: Path):
         from coreai.authoring.asset import AIModelAsset
@@ -84,8 +84,8 @@ def validation_seconds(cfg, parameters: int, bundle: bool = False) -> float:
     sets and continuation send (validation/inputs.py, continuation.py), at SPEED. An LLM
     bundle (`bundle`) is driven once: a prompt of a few tokens, then one token per call."""
     # Deferred: both import torch, and this module is read without it (try_it.py in the web process).
-    from .continuation import NEW_TOKENS
-    from .inputs import sequence_lengths
+    from ...validation.continuation import NEW_TOKENS
+    from ...validation.inputs import sequence_lengths
 
     lengths = sequence_lengths(cfg)
     if bundle:  # a compressed bundle also prefills the quality passage (about 128 tokens)

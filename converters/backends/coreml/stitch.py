@@ -24,7 +24,7 @@ import os
 import struct
 from pathlib import Path
 
-from ..chunks import hidden_name
+from ...chunks import hidden_name
 
 WEIGHT_FILE = "weight.bin"
 _ALIGN = 64

@@ -75,11 +75,11 @@ def language_model(model):
     """The transformers model behind Apple's interface (see the module docstring)."""
     import torch
 
-    from ..configs.base import MASK_VALUE
+    from ...configs.base import MASK_VALUE
 
     # The Core ML stateful wrapper's cache: this call's keys and values written at [past, end) in
     # place, and only slots [0, end) read back, so what a grown cache holds past them is never attended.
-    from ..configs.text import SliceUpdateCache as slot_cache
+    from ...configs.text import SliceUpdateCache as slot_cache
 
     class AppleLanguageModel(torch.nn.Module):
         def __init__(self, inner):
@@ -254,13 +254,13 @@ def read(folder: Path) -> dict:
 def validate(plan, model, part: str, aimodel: Path, earlier: dict | None, kind: str, progress=None) -> dict:
     """The bundle checked as an app would use it: its metadata.json against Apple's loader, its
     program against the engine's contract, then driven as CoreAILanguageModel drives it
-    (coreai_runtime.CoreAILanguageModelEngine) — the prompt's logits and each step's against
+    (runtime.CoreAILanguageModelEngine) — the prompt's logits and each step's against
     PyTorch's, and the greedy continuation token by token; a compressed bundle is judged on the
     passage by its scheme's quality bar. Joined to `earlier` (the other packages' validation, or
     None); returns the report's validation section. `progress(done, total, detail)`."""
-    from ..report import Check
-    from ..validation import continuation, quality
-    from ..validation.coreai_runtime import MODE, CoreAILanguageModelEngine, apple_stop_ids
+    from ...report import Check
+    from ...validation import continuation, quality
+    from .runtime import MODE, CoreAILanguageModelEngine, apple_stop_ids
 
     started = time.perf_counter()
     progress = progress or (lambda done, total, detail: None)
@@ -320,10 +320,10 @@ def _drive(cfg, part: str, model, engine, ref, compressed: bool):
     the prompt and of each step against PyTorch's (float16 tolerances: the logits are float16)."""
     import torch
 
-    from ..report import Check
-    from ..validation import continuation
-    from ..validation.compare import Rows, finite_share, max_abs_diff, psnr_db, top1_agreement
-    from ..validation.coreai_runtime import MODE
+    from ...report import Check
+    from ...validation import continuation
+    from ...validation.compare import Rows, finite_share, max_abs_diff, psnr_db, top1_agreement
+    from .runtime import MODE
 
     state = engine.make_state()
     prompt = list(ref.prompt_ids)
@@ -388,9 +388,9 @@ def _passage(cfg, part: str, model, engine, tokenizer, bar, scheme: str):
     """The quality passage prefilled as the app prefills a prompt, judged by the scheme's bar."""
     import torch
 
-    from ..report import Check
-    from ..validation import quality
-    from ..validation.coreai_runtime import MODE
+    from ...report import Check
+    from ...validation import quality
+    from .runtime import MODE
 
     limit = min(context_length(cfg) - 1, max(cfg.options.sequence_length.maximum, 128))
     ids = [int(i) for i in tokenizer(quality.passage(), add_special_tokens=True)["input_ids"]][:limit]
@@ -410,9 +410,9 @@ def _passage(cfg, part: str, model, engine, tokenizer, bar, scheme: str):
 def _joined(earlier: dict | None, checks: list, errors: list[str], run: dict | None, ref, kind: str, quality_numbers: dict,
             scheme: str | None, bar, seconds: float, notes: list[str]) -> dict:
     """The bundle's rows and run added to the other packages' validation section."""
-    from ..report import METRIC_LABELS, number
-    from ..validation import continuation
-    from ..validation.coreai_runtime import MODE
+    from ...report import METRIC_LABELS, number
+    from ...validation import continuation
+    from .runtime import MODE
 
     section = earlier or {"passed": True, "kind": "", "runtime": "", "modes": [], "message": "", "notes": [], "checks": [],
                           "compute_units": {}, "placement": {}}

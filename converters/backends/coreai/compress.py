@@ -13,7 +13,7 @@ same floor (weights of at most WEIGHT_THRESHOLD elements stay float):
 
 For text generation the
 4-bit schemes' decoder layers are GPTQ-calibrated before capture, as for Core ML
-(calibrate.py): the program's weights then already sit on a 4-bit grid.
+(transforms/calibrate.py): the program's weights then already sit on a 4-bit grid.
 
 The report's sizes: the program saved with its float weights is measured once (a temporary
 save, without the package's metadata), so "before" is a real file size, not an estimate.
@@ -24,8 +24,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..package_info import directory_size
-from .schemes import EMBEDDING_BLOCK, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
+from ...package_info import directory_size
+from ...transforms.schemes import EMBEDDING_BLOCK, SCHEMES, WEIGHT_THRESHOLD, lut_group_size
 
 _FLOAT_BITS = {"float16": 16, "float32": 32}
 

@@ -30,6 +30,7 @@ from coremltools.converters.mil.frontend.milproto.load import load as _load_milp
 from coremltools.converters.mil.mil import types
 from coremltools.optimize.coreml._quantization_passes import WeightDecompressor
 
+from ...errors import UnsupportedOpError
 from .ops import CONSTEXPR_OPS, KERNELS, VALUE_PRESERVING, Args, _has_negative_stride, _index_tensors, _slice_plan
 
 MODES = ("fp32", "fp16")
@@ -61,15 +62,6 @@ _TORCH_DTYPES = {
 _SMALL_CONST = 4096
 # Compressed weights decompressed (float32) past this size are decompressed per call (lazy_weights).
 LAZY_WEIGHT_BYTES = 4 << 30
-
-
-class UnsupportedOpError(Exception):
-    """The program uses op types (or op variants) the reference executor cannot run."""
-
-    def __init__(self, op_types, detail: str = ""):
-        self.op_types = sorted(set(op_types))
-        msg = "reference executor cannot run op type(s): " + ", ".join(self.op_types)
-        super().__init__(msg + (f" ({detail})" if detail else ""))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 input and output names, `keyCache`/`valueCache` runtime state for a stateful decoder, and
 the `co.huggingface.exporters.*` keys as creator-defined metadata. Validation runs the saved
 model in coreai-core's own runtime, which executes it on this machine's CPU
-(validation/coreai_runtime.py): real execution, not emulation.
+(backends/coreai/runtime.py): real execution, not emulation.
 
 Why these calls (shared/reference/core-ai-facts.md): coreai-torch needs the program
 decomposed with its own table (it keeps SDPA whole); float16 is coreai-opt's FP32 -> FP16
@@ -11,7 +11,7 @@ pass over the program, with the norms kept in float32 (`_inside_a_norm`); the on
 OS is 27. What Core AI cannot take from this converter is refused at plan time
 (`refusal`, which plan.py asks), with the reason; a float16 validation too slow for a job's
 limit before any weights load (`check_validation_time`). Compression is coreai-opt's
-(transforms/compress_coreai.py).
+(backends/coreai/compress.py).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import json
 import warnings
 from pathlib import Path
 
-from ..chunks import stored_elements
-from ..configs.base import SEQ
-from ..errors import ConversionError, UserInputError
-from ..metadata import package_description, package_metadata, package_version
-from ..transforms import compress_coreai as compressor
-from ..validation.coreai_runtime import (MODE, SPEED, CoreAILanguageModelEngine, CoreAIRunner, bundle_folder, described,
+from ...chunks import stored_elements
+from ...configs.base import SEQ
+from ...errors import ConversionError, UserInputError
+from ...metadata import package_description, package_metadata, package_version
+from . import compress as compressor
+from .runtime import (MODE, SPEED, CoreAILanguageModelEngine, CoreAIRunner, bundle_folder, described,
                                         validation_seconds)
-from . import coreai_bundle as bundle
-from .naming import package_filename
+from . import bundle
+from ..naming import package_filename
 
 # (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai_registry.py).
 NOT_CONVERTED = {
@@ -50,7 +50,7 @@ def refusal(cfg, options) -> str | None:
 
 
 def check_validation_time(plan, parameters: int, time_limit: float | None) -> None:
-    """A float16 .aimodel validates slowly on Linux (coreai_runtime.SPEED): refuse, before any
+    """A float16 .aimodel validates slowly on Linux (runtime.SPEED): refuse, before any
     work, what would not finish within `time_limit` seconds (a job's limit); else say so, with
     the float32 alternative, when it takes more than a few minutes."""
     seconds = validation_seconds(plan.cfg, parameters, bundle=bundle.applies(plan.cfg))
@@ -100,7 +100,7 @@ class CoreAIBackend:
         return compressor.finish(plan.compression.pop(part), size_bytes)
 
     def own_capture(self, plan, model, part: str):
-        """Text generation: the LLM bundle's own program (coreai_bundle.py), captured here instead
+        """Text generation: the LLM bundle's own program (bundle.py), captured here instead
         of the Core ML package's interface; None: the shared capture."""
         return bundle.capture(plan, model, part) if bundle.applies(plan.cfg) else None
 
@@ -183,15 +183,21 @@ class CoreAIBackend:
         return CoreAIRunner(path)
 
     def validates_itself(self, plan, part: str) -> bool:
-        """An LLM bundle is validated as the app drives it (coreai_bundle.validate), not with the
+        """An LLM bundle is validated as the app drives it (bundle.validate), not with the
         Core ML package's input sets."""
         return bundle.applies(plan.cfg)
 
     def validate_itself(self, plan, model, part: str, path: Path, earlier: dict | None, progress=None) -> dict:
         return bundle.validate(plan, model, part, path, earlier, BUNDLE_KIND, progress)
 
-    def device_models(self, path: Path, compute_units: tuple[str, ...]) -> dict:
-        return {}  # its runtime's run is the runner's: no separate on-device rows
+    def device_runtime(self) -> tuple[bool, str]:
+        return False, ""  # its runtime's run is the runner's: no separate on-device rows
+
+    def device_runs(self, path: Path) -> list:
+        return []
+
+    def unit_analysis(self, info: dict, runner) -> None:
+        return None  # no per-unit placement rules are published for Core AI programs
 
     def validation_kind(self, on_device: bool) -> str:
         return "the Core AI runtime (the .aimodel executed on this machine's CPU)"

@@ -1,0 +1,12 @@
+"""Core AI, Apple's newer format: everything that knows an .aimodel lives here.
+
+- backend.py — the `Backend` (convert with coreai-torch, save, describe, refuse, runners);
+- bundle.py — a language model's folder as Apple's CoreAILanguageModel loads it;
+- compress.py — weight compression with coreai-opt (the schemes are transforms/');
+- runtime.py — coreai-core's own runtime, which runs a package on this CPU for validation,
+  and an engine that drives a language model's bundle as Apple's Swift runtime does.
+"""
+
+from .backend import NOT_CONVERTED, CoreAIBackend
+
+__all__ = ["NOT_CONVERTED", "CoreAIBackend"]
