@@ -488,12 +488,12 @@ def test_a_rejected_token_and_an_unsupported_model_say_why(page, tmp_path):
     sign_in(page)
     page.wait_for_selector("[data-signed-in=yes]")
 
-    choose_model(page, repos.WHISPER)
+    choose_model(page, repos.SPEECH)
     card = page.locator("#model-summary [data-model-ok=no]")
     assert "cannot be converted" in card.inner_text()
-    assert "'whisper' cannot be converted: it is a speech or audio model" in card.inner_text()
+    assert "'wav2vec2' cannot be converted: it is a speech or audio model" in card.inner_text()
     request = card.locator("[data-role=request] a").get_attribute("href")
-    assert request.startswith(REPORT_URL + "?") and "whisper" in parse_qs(urlparse(request).query)["title"][0]
+    assert request.startswith(REPORT_URL + "?") and "wav2vec2" in parse_qs(urlparse(request).query)["title"][0]
     assert not page.locator("#task").is_visible() and not page.locator("#quantize").is_visible()
     assert page.locator("#convert").is_disabled()
     screenshot(page, tmp_path, "2-unsupported-model")

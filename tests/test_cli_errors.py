@@ -31,10 +31,10 @@ def _fake_repo(folder: Path, config: dict | None, files=("model.safetensors",)) 
 
 
 def test_an_architecture_of_a_kind_we_do_not_convert_says_what_it_is(tmp_path, capsys):
-    folder = _fake_repo(tmp_path / "m", {"model_type": "whisper"})
+    folder = _fake_repo(tmp_path / "m", {"model_type": "wav2vec2"})
     code, err = run_cli([folder, "--output", tmp_path / "out"], capsys)
     assert code == 2
-    assert "architecture 'whisper' cannot be converted: it is a speech or audio model" in err
+    assert "architecture 'wav2vec2' cannot be converted: it is a speech or audio model" in err
     assert "text decoders, text encoders, text encoder-decoders and image models" in err
     assert not (tmp_path / "out").exists()
 

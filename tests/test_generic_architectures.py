@@ -68,7 +68,6 @@ def test_the_family_is_what_transformers_says(model_type, family):
 
 
 @pytest.mark.parametrize("model_type, why", [
-    ("whisper", "speech or audio"),
     ("wav2vec2", "speech or audio"),
     ("blip-2", "image-and-text"),
     ("llava", "image-and-text"),

@@ -63,8 +63,8 @@ def test_tasks_come_from_the_config():
     assert tasks.choose("auto") == "fill-mask" and tasks.choose("masked-lm") == "fill-mask"
     with pytest.raises(UserInputError, match="not available for bert models"):
         tasks.choose("text-generation")
-    with pytest.raises(UnsupportedArchitecture, match="'whisper' cannot be converted: it is a speech or audio model"):
-        model_tasks({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"]})
+    with pytest.raises(UnsupportedArchitecture, match="'wav2vec2' cannot be converted: it is a speech or audio model"):
+        model_tasks({"model_type": "wav2vec2", "architectures": ["Wav2Vec2ForCTC"]})
 
 
 @pytest.mark.parametrize("repo, expected", [

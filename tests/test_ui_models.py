@@ -49,7 +49,7 @@ def test_a_supported_model_shows_architecture_size_and_tasks(hub):
     (f"{OWNER}/gated-bert", OTHER_TOKEN, "is gated"),
     (f"{OWNER}/pickle-bert", None, "pickle"),
     (f"{OWNER}/remote-code", None, "custom code"),
-    (repos.WHISPER, None, "The architecture 'whisper' cannot be converted: it is a speech or audio model"),
+    (repos.SPEECH, None, "The architecture 'wav2vec2' cannot be converted: it is a speech or audio model"),
     (repos.NO_CONFIG, None, "has no config.json"),
     (repos.BAD_CONFIG, None, "not valid JSON"),
     ("not a model id", None, "not a valid Hub model ID"),
@@ -66,8 +66,8 @@ def test_a_private_model_is_read_with_the_token(hub):
 
 
 def test_an_unsupported_model_still_says_what_it_is(hub):
-    summary = models.inspect_model(repos.WHISPER)
-    assert summary.model_type == "whisper" and summary.architectures == ["WhisperForConditionalGeneration"]
+    summary = models.inspect_model(repos.SPEECH)
+    assert summary.model_type == "wav2vec2" and summary.architectures == ["Wav2Vec2ForCTC"]
 
 
 @pytest.mark.parametrize("tasks, tag, architectures, expected", [

@@ -183,16 +183,16 @@ def test_model_summary_shows_architecture_size_and_tasks_or_why_not():
     html = render.model_summary(ok)
     assert 'data-model-ok="yes"' in html and "bert (BertForMaskedLM)" in html
     assert "38.9 k parameters" in html and "160.3 kB" in html and "feature-extraction, fill-mask" in html
-    bad = ModelSummary(text="alice/x", repo_id="alice/x", model_type="whisper", architectures=["WhisperForConditionalGeneration"],
-                       error="The architecture 'whisper' cannot be converted: it is a speech or audio model.")
+    bad = ModelSummary(text="alice/x", repo_id="alice/x", model_type="wav2vec2", architectures=["Wav2Vec2ForCTC"],
+                       error="The architecture 'wav2vec2' cannot be converted: it is a speech or audio model.")
     html = render.model_summary(bad)
-    assert 'data-model-ok="no"' in html and "cannot be converted" in html and "whisper" in html
+    assert 'data-model-ok="no"' in html and "cannot be converted" in html and "wav2vec2" in html
     assert 'data-role="request"' not in html  # no tracker configured: no request link
 
     html = render.model_summary(bad, "https://github.com/o/r/issues/new")
     href = html.split('data-role="request"><a href="')[1].split('"')[0].replace("&amp;", "&")
     query = parse_qs(urlparse(href).query)
-    assert query["title"] == ["Support the whisper architecture"] and "alice/x" in query["body"][0]
+    assert query["title"] == ["Support the wav2vec2 architecture"] and "alice/x" in query["body"][0]
     pickle = ModelSummary(text="alice/p", repo_id="alice/p", model_type="bert", error="weights only in pickle files")
     assert 'data-role="request"' not in render.model_summary(pickle, "https://github.com/o/r/issues/new")
 

@@ -16,7 +16,7 @@ from converters.configs.whisper import DECODER, ENCODER, MEL, LogMelSpectrogram,
 from converters.errors import UnsupportedArchitecture
 from converters.export import convert
 from converters.options import ConversionOptions
-from converters.validation.whisperkit import generate_tokens, transcribe_tokens, whisperkit_prompt
+from converters.validation.whisperkit import generate_tokens, transcribe_tokens, voiced_clip, whisperkit_prompt
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>",
             "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
@@ -47,25 +47,16 @@ def build_whisper(folder):
     return folder
 
 
-def voiced_clip(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """A speech-like 16 kHz clip: a gliding pitch with harmonics under a syllable-rate envelope."""
-    t = np.arange(int(16000 * seconds)) / 16000
-    pitch = 2 * np.pi * (120 + 40 * t) * t
-    voiced = sum(np.sin(k * pitch) / k for k in range(1, 6)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
-    noise = np.random.default_rng(seed).standard_normal(t.shape)
-    return (0.2 * voiced + 0.01 * noise).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def whisper(tmp_path_factory):
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     folder = build_whisper(tmp_path_factory.mktemp("whisper-tiny"))
     out = tmp_path_factory.mktemp("packages")
-    result = convert(str(folder), "automatic-speech-recognition", out, ConversionOptions(), validate=False)
+    result = convert(str(folder), "automatic-speech-recognition", out, ConversionOptions())
     model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
     return {
-        "folder": folder, "packages": result.packages, "model": model,
+        "folder": folder, "packages": result.packages, "model": model, "report": result.report_json,
         "features": WhisperFeatureExtractor.from_pretrained(folder),
         "generation": json.loads((folder / "generation_config.json").read_text()),
         "executors": {path.stem: ReferenceExecutor(path) for path in result.packages},
@@ -155,6 +146,16 @@ def test_cache_carries_the_context(whisper):
 
     expected = generate_tokens(model, whisper["features"], audio, NEW_TOKENS)
     assert transcribe_tokens(mel, encoder, forgetful, audio, prompt, EOS, 480000, (128, SLOTS), NEW_TOKENS) != expected
+
+
+def test_conversion_validates_by_driving_the_packages(whisper):
+    """The conversion's own validation compares each package with PyTorch and drives the three
+    together as WhisperKit does, in fp32 and fp16 emulation (validation/whisperkit.py)."""
+    validation = whisper["report"]["validation"]
+    assert validation["passed"], validation["message"]
+    drives = [c for c in validation["checks"] if c["metric"] == "continuation_match"]
+    assert [(c["mode"], c["value"], c["passed"]) for c in drives] == [("fp32", 1.0, True), ("fp16", 1.0, True)]
+    assert {c["package"] for c in validation["checks"]} >= {MEL, ENCODER, DECODER}
 
 
 def test_whisper_is_a_speech_recognition_model(whisper):

@@ -30,6 +30,7 @@ from .compare import (Rows, classifier_reading, cosine_similarity, finite_share,
                       relative_error, top1_agreement)
 from .inputs import input_sets
 from . import zero_shot
+from . import whisperkit
 
 MODES = ("fp32", "fp16")
 MODE_WORDS = {"fp32": "exact fp32", "fp16": "fp16 emulation"}  # in progress lines; a runner adds its own (`mode_words`)
@@ -164,6 +165,8 @@ def validate(
         rows, more = zero_shot.checks(cfg, model, packages, tokenizer, modes, lambda mode: _precision_key(cfg, mode))
         checks += rows
         notes += more
+    if bar is None and whisperkit.applies(cfg, [part for part, _, _ in packages]):  # Whisper: driven as WhisperKit drives it
+        checks += whisperkit.checks(cfg, model, packages, modes)
     passed = not errors and all(c.passed for c in checks)
     failed = [c for c in checks if not c.passed]
     if errors:

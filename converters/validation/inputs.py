@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..configs import ExportConfig
+from . import whisperkit
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -187,6 +188,8 @@ def input_sets(cfg: ExportConfig, part: str, tokenizer, encoder=None) -> list[In
         return stateful_inputs(cfg, tokenizer)
     if any(spec.image for spec in cfg.inputs(part)):  # an image input (an image-text model's text part has none)
         return [image_inputs(cfg, part)]
+    if cfg.modality == "audio":  # Whisper: a voiced clip, its log-mel, a decoder call (whisperkit.py)
+        return [InputSet(*whisperkit.package_inputs(cfg, part))]
     if cfg.fed_by(part):
         return [decoder_inputs(cfg, part, tokenizer, length, encoder) for length in sequence_lengths(cfg)]
     return [text_inputs(cfg, tokenizer, part, length) for length in sequence_lengths(cfg)]

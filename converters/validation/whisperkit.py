@@ -20,6 +20,37 @@ MAX_TOKEN_CONTEXT = 448 // 2  # WhisperKit's Constants.maxTokenContext (Models.s
 MASK_VALUE = -10000.0  # WhisperKit's decoder_key_padding_mask for a slot not yet used (TextDecoder.swift:143)
 
 
+def voiced_clip(seconds: float = 3.0, seed: int = 0, rate: int = 16000) -> np.ndarray:
+    """A deterministic speech-like clip: a gliding pitch with harmonics under a syllable-rate
+    envelope, and a little noise."""
+    t = np.arange(int(rate * seconds)) / rate
+    pitch = 2 * np.pi * (120 + 40 * t) * t
+    voiced = sum(np.sin(k * pitch) / k for k in range(1, 6)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    noise = np.random.default_rng(seed).standard_normal(t.shape)
+    return (0.2 * voiced + 0.01 * noise).astype(np.float32)
+
+
+def package_inputs(cfg, part: str) -> tuple[str, dict, tuple]:
+    """One validation input set of a Whisper part: (its name, what the package receives, what the
+    PyTorch wrapper receives). The mel part takes the voiced clip, the encoder its log-mel
+    features, the decoder a call at position 3 with a random cache (its example inputs)."""
+    import torch  # heavy: only when validating against the PyTorch model
+
+    specs = cfg.inputs(part)
+    if specs[0].name == "audio":
+        audio = pad_audio(voiced_clip(), specs[0].shape[0])
+        return "voiced clip, 30 s window", {"audio": audio}, (torch.from_numpy(audio),)
+    if specs[0].name == "melspectrogram_features":
+        with torch.no_grad():
+            features = cfg.wrap(None, "MelSpectrogram")(torch.from_numpy(pad_audio(voiced_clip(), cfg.samples())))[0]
+        return "log-mel of the voiced clip", {specs[0].name: features.numpy()}, (features.float(),)
+    example = cfg.example_inputs(part)
+    dtypes = {spec.name: spec.dtype for spec in specs}
+    package = {name: value.numpy().astype(dtypes[name]) for name, value in example.items()}
+    return "one call at position 3, random cache", package, tuple(torch.from_numpy(package[s.name]).to(example[s.name].dtype)
+                                                                   for s in specs)
+
+
 def whisperkit_prompt(generation_config: dict, vocab_size: int, language: str = "en", task: str = "transcribe") -> list[int]:
     """The prompt WhisperKit forces without timestamps (TextDecoder.swift:176-209): start of
     transcript, then for a multilingual model the language and the task, then no-timestamps."""
@@ -78,14 +109,66 @@ def transcribe_tokens(mel: Runner, encoder: Runner, decoder: Runner, audio: np.n
 def generate_tokens(model, feature_extractor, audio: np.ndarray, max_new_tokens: int, language: str = "en",
                     task: str = "transcribe") -> list[int]:
     """transformers' greedy `generate` on the same audio, in the same language and task without
-    timestamps: the tokens after the prompt, without the end-of-text token."""
+    timestamps and with no token suppressed: the tokens after the prompt, without end-of-text."""
     import torch  # heavy: only when validating against the PyTorch model
 
     features = feature_extractor(np.asarray(audio, dtype=np.float32), sampling_rate=feature_extractor.sampling_rate,
                                  return_tensors="pt").input_features.to(model.dtype)
     multilingual = model.config.vocab_size != ENGLISH_ONLY_VOCAB
     with torch.no_grad():
+        # WhisperKit's default options suppress no token (Configurations.swift:204-205): neither does this.
         sequences = model.generate(input_features=features, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                   return_timestamps=False, **(dict(language=language, task=task) if multilingual else {}))
+                                   return_timestamps=False, suppress_tokens=[], begin_suppress_tokens=[],
+                                   **(dict(language=language, task=task) if multilingual else {}))
     eos = model.generation_config.eos_token_id
     return [int(t) for t in sequences[0] if int(t) != eos]
+
+
+PARTS = ("MelSpectrogram", "AudioEncoder", "TextDecoder")
+NEW_TOKENS = 24  # greedy tokens compared after the prompt
+
+
+def applies(cfg, parts) -> bool:
+    """Whisper's three packages are all there to be driven together."""
+    return cfg.modality == "audio" and set(PARTS) <= set(parts)
+
+
+def checks(cfg, model, packages: list[tuple[str, object, object]], modes) -> list:
+    """One row per format and mode: the token ids the three packages decode from the voiced clip,
+    driven as WhisperKit drives them, against transformers' greedy `generate` (the share of
+    generate's tokens matched before the first difference; all must match)."""
+    from ..report import Check
+
+    extractor = _feature_extractor(cfg)
+    audio = voiced_clip()
+    config = cfg.hf_config
+    prompt = whisperkit_prompt(model.generation_config.to_dict(), config.vocab_size)
+    new_tokens = max(1, min(NEW_TOKENS, config.max_target_positions - len(prompt) - 1))
+    expected = generate_tokens(model, extractor, audio, new_tokens)
+    rows = []
+    by_format: dict[str, tuple[object, dict]] = {}
+    for part, path, backend in packages:
+        by_format.setdefault(backend.name, (backend, {}))[1][part] = path
+    for backend, paths in by_format.values():
+        if not set(PARTS) <= set(paths):
+            continue
+        runners = [backend.runner(paths[part]) for part in PARTS]
+        try:
+            for mode in getattr(runners[0], "modes", None) or modes:
+                run = [lambda feed, r=r: r.predict(feed, mode=mode) for r in runners]
+                got = transcribe_tokens(*run, audio, prompt, config.eos_token_id, cfg.samples(),
+                                        (cfg.cache_width(), cfg.cache_slots()), new_tokens)
+                same = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+                share = 1.0 if got == expected else same / max(len(expected), 1)
+                rows.append(Check(" + ".join(PARTS), f"voiced clip, WhisperKit's greedy decoding, {len(expected)} tokens",
+                                  "token ids", mode, "continuation_match", round(share, 6), 1.0, got == expected, True))
+        finally:
+            for runner in runners:
+                getattr(runner, "close", lambda: None)()
+    return rows
+
+
+def _feature_extractor(cfg):
+    from transformers import WhisperFeatureExtractor  # heavy: only when validating
+
+    return WhisperFeatureExtractor(**cfg.features())

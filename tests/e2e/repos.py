@@ -19,7 +19,7 @@ TINY_LLAMA = f"{OWNER}/job-llama"  # text generation: the Try it panel's prompt
 SLOW = f"{OWNER}/slow-bert"  # a few seconds of conversion: cancel and crash it
 FRAGILE = f"{OWNER}/fragile-bert"  # overflows in float16: fails validation
 HUGE = f"{OWNER}/huge-llama"  # 7 B parameters announced by its safetensors header
-WHISPER = f"{OWNER}/whisper-model"  # speech: a kind of model no family of ours converts
+SPEECH = f"{OWNER}/wav2vec2-model"  # speech (CTC): a kind of model no family of ours converts
 UNLISTED_LLM = f"{OWNER}/job-olmo2"  # a decoder outside the tested list: the generic path
 NO_CONFIG = f"{OWNER}/no-config"
 NO_WEIGHTS = f"{OWNER}/no-weights"
@@ -72,7 +72,7 @@ def seed(hub, tiny_model, tmp: Path) -> None:
     hub.add_repo(HUGE, {"config.json": json.dumps(llama),
                         "model.safetensors": _header_only_safetensors({"model.layers.weight": [7_000_000, 1000]})})
     hub.add_repo_from_folder(UNLISTED_LLM, tiny_model("olmo2"), owner_token=OWNER_TOKEN)
-    hub.add_repo(WHISPER, {"config.json": json.dumps({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"]}),
+    hub.add_repo(SPEECH, {"config.json": json.dumps({"model_type": "wav2vec2", "architectures": ["Wav2Vec2ForCTC"]}),
                          "model.safetensors": _header_only_safetensors({"w": [4, 4]})})
     hub.add_repo(NO_CONFIG, {"model.safetensors": _header_only_safetensors({"w": [4, 4]}), "README.md": "hi"})
     hub.add_repo(NO_WEIGHTS, {"config.json": (bert / "config.json").read_text(), "README.md": "hi"})

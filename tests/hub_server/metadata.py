@@ -49,7 +49,7 @@ _PIPELINE_BY_SUFFIX = (
     ("ForConditionalGeneration", "text2text-generation"),
     ("Model", "feature-extraction"),
 )
-_PIPELINE_BY_MODEL_TYPE = {"whisper": "automatic-speech-recognition", "llava": "image-text-to-text"}
+_PIPELINE_BY_MODEL_TYPE = {"whisper": "automatic-speech-recognition", "wav2vec2": "automatic-speech-recognition", "llava": "image-text-to-text"}
 _TOKENIZER_CONFIG_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "chat_template")
 
 
