@@ -116,6 +116,7 @@ def convert(
 
     start = CALIBRATION_SPAN[1] if calibrated else 0.2
     packages, package_reports, built = _build_parts(plan, model, lazy, writers, output_dir, timings, progress, start)
+    _copy_companions(plan, packages)
 
     if lazy is not None:  # too big to load whole: validated against the model streamed layer by layer
         model = lazy.streaming()
@@ -147,6 +148,15 @@ def _span(progress: Progress, stage: str, start: float, end: float, label: str) 
 
 def _no_steps(done: float, total: int, detail: str) -> None:
     pass
+
+
+def _copy_companions(plan: Plan, packages: list[Path]) -> None:
+    """The family's companion files (Whisper: tokenizer and configs), from the source into each
+    folder that holds packages."""
+    for folder in {Path(p).parent for p in packages}:
+        for name in plan.cfg.companion_files():
+            if (plan.source.path / name).is_file():
+                shutil.copyfile(plan.source.path / name, folder / name)
 
 
 def _build_parts(plan: Plan, model, lazy, writers: list, output_dir: Path, timings: dict, progress: Progress,

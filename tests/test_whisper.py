@@ -44,7 +44,20 @@ def build_whisper(folder):
         suppress_tokens=[], begin_suppress_tokens=[], max_length=SLOTS,
     ).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    build_tokenizer(folder)
     return folder
+
+
+def build_tokenizer(folder) -> None:
+    """A byte-level tokenizer.json: the 256 byte tokens, then Whisper's special tokens at the ids above."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(ByteLevel.alphabet())}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(SPECIALS)
+    tokenizer.save(str(folder / "tokenizer.json"))
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +87,24 @@ def test_packages_in_whisperkit_layout(whisper):
     assert [p.relative_to(folder.parent).as_posix() for p in whisper["packages"]] == [
         f"{folder.name}/MelSpectrogram.mlpackage", f"{folder.name}/AudioEncoder.mlpackage",
         f"{folder.name}/TextDecoder.mlpackage"]
+
+
+def test_variant_folder_carries_the_tokenizer_and_configs(whisper):
+    """WhisperKit reads tokenizer.json from the model folder and finds its special tokens by their
+    text (ModelUtilities.swift:17-77, Models.swift:1202-1223); config.json and
+    generation_config.json go beside them as whisperkittools puts them."""
+    from tokenizers import Tokenizer
+
+    from worker.hub import upload_plan
+
+    folder = whisper["packages"][0].parent
+    for name in ("tokenizer.json", "config.json", "generation_config.json", "preprocessor_config.json"):
+        assert (folder / name).read_bytes() == (whisper["folder"] / name).read_bytes()
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert {token: tokenizer.token_to_id(token) for token in SPECIALS} == IDS
+    uploaded = upload_plan(folder.parent, whisper["packages"], None)
+    assert f"{folder.name}/tokenizer.json" in uploaded and f"{folder.name}/generation_config.json" in uploaded
+    assert f"{folder.name}/TextDecoder.mlpackage/Manifest.json" in uploaded
 
 
 def _interface(path):

@@ -83,6 +83,9 @@ def upload_plan(output_dir: Path, packages: list[Path], model_dir: Path | None) 
     return plan
 
 
+WHISPERKIT_PACKAGES = ("MelSpectrogram", "AudioEncoder", "TextDecoder")
+
+
 def shipped_folder(package: Path) -> Path:
     """What goes up for a package: the package itself, or — for a Core AI LLM bundle's .aimodel —
     the bundle folder around it, with its metadata.json and tokenizer/ (Apple's
@@ -90,6 +93,8 @@ def shipped_folder(package: Path) -> Path:
     package = Path(package)
     if package.suffix == ".aimodel" and package.parent.name == package.stem and (package.parent / "metadata.json").is_file():
         return package.parent
+    if all((package.parent / f"{name}.mlpackage").is_dir() for name in WHISPERKIT_PACKAGES):
+        return package.parent  # WhisperKit's variant folder: its three packages, the tokenizer and configs (docs/whisperkit.md)
     return package
 
 

@@ -124,6 +124,10 @@ class ExportConfig:
         """Core ML states the package keeps between predictions (none by default)."""
         return []
 
+    def companion_files(self) -> tuple[str, ...]:
+        """The source's files that go beside the packages, in their folder (none by default)."""
+        return ()
+
     def ranged_axes(self) -> dict[str, tuple[int, int]]:
         """Axes other than SEQ that are always a range: symbol -> (min, max)."""
         return {}

@@ -25,6 +25,9 @@ from .base import ExportConfig, InputSpec, OutputKind, OutputSpec
 MEL, ENCODER, DECODER = "MelSpectrogram", "AudioEncoder", "TextDecoder"
 MASK_VALUE = -1e4  # WhisperKit's decoder_key_padding_mask value for an unused slot
 LOG_FLOOR = math.log(1e-10)  # WhisperFeatureExtractor's mel floor, in the log domain
+COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "config.json", "generation_config.json",
+                   "preprocessor_config.json")
 
 
 def feature_settings(preprocessor: dict, num_mel_bins: int) -> dict:
@@ -201,6 +204,11 @@ class WhisperExportConfig(ExportConfig):
             OutputSpec("key_cache_updates", "Slice update for key_cache computed during the latest forward pass"),
             OutputSpec("value_cache_updates", "Slice update for value_cache computed during the latest forward pass"),
         ]
+
+    def companion_files(self) -> tuple[str, ...]:
+        """WhisperKit reads the tokenizer from the model folder (ModelUtilities.swift:17-77);
+        whisperkittools copies config.json and generation_config.json there too."""
+        return COMPANION_FILES
 
     def fed_by(self, part: str = MEL) -> str | None:
         return {ENCODER: MEL, DECODER: ENCODER}.get(part)
