@@ -189,6 +189,23 @@ def test_conversion_validates_by_driving_the_packages(whisper):
     assert {c["package"] for c in validation["checks"]} >= {MEL, ENCODER, DECODER}
 
 
+def test_compression_keeps_the_mel_spectrogram_whole(whisper):
+    """Palettizing the DFT rows and mel filters would change every feature: the MelSpectrogram
+    part is left as converted, the encoder and decoder go to the backend's compressor."""
+    from types import SimpleNamespace
+
+    from converters.configs.whisper import WhisperExportConfig
+    from converters.transforms import compress_weights
+    from transformers import AutoConfig
+
+    cfg = WhisperExportConfig(AutoConfig.from_pretrained(whisper["folder"]), "automatic-speech-recognition",
+                              ConversionOptions.from_strings(quantize="lut6"))
+    compressor = SimpleNamespace(compress=lambda plan, part, artifact: f"compressed {artifact}")
+    plan = SimpleNamespace(cfg=cfg)
+    assert [compress_weights(plan, part, part, compressor) for part in cfg.parts()] == [
+        MEL, f"compressed {ENCODER}", f"compressed {DECODER}"]
+
+
 def test_whisper_is_a_speech_recognition_model(whisper):
     config = json.loads((whisper["folder"] / "config.json").read_text())
     tasks = model_tasks(config, pipeline_tag="automatic-speech-recognition")

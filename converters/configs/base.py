@@ -124,6 +124,10 @@ class ExportConfig:
         """Core ML states the package keeps between predictions (none by default)."""
         return []
 
+    def compresses(self, part: str = "model") -> bool:
+        """Whether weight compression applies to this part (all parts by default)."""
+        return True
+
     def companion_files(self) -> tuple[str, ...]:
         """The source's files that go beside the packages, in their folder (none by default)."""
         return ()

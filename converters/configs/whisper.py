@@ -205,6 +205,11 @@ class WhisperExportConfig(ExportConfig):
             OutputSpec("value_cache_updates", "Slice update for value_cache computed during the latest forward pass"),
         ]
 
+    def compresses(self, part: str = MEL) -> bool:
+        """The mel spectrogram's DFT rows and mel filters stay float16: WhisperKit's compressed
+        variants keep the float MelSpectrogram too (whisperkittools scripts/generate_model.py:271-273)."""
+        return part != MEL
+
     def companion_files(self) -> tuple[str, ...]:
         """WhisperKit reads the tokenizer from the model folder (ModelUtilities.swift:17-77);
         whisperkittools copies config.json and generation_config.json there too."""

@@ -18,7 +18,10 @@ Transform = Callable[..., object]
 
 def compress_weights(plan, part: str, artifact, backend):
     """The compression transform: the package's weights compressed by its backend's own
-    compressor; what it did goes to `plan.compression[part]` for the report."""
+    compressor; what it did goes to `plan.compression[part]` for the report. A part its family
+    keeps whole (Whisper's MelSpectrogram: its DFT and mel filters) is left as it is."""
+    if not plan.cfg.compresses(part):
+        return artifact
     return backend.compress(plan, part, artifact)
 
 
