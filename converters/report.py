@@ -26,7 +26,7 @@ def _with_extra(cls, data: dict):
     return instance
 
 # Metrics that are a share (shown as a percentage) and metrics where higher is better.
-SHARE_METRICS = frozenset({"finite_share", "top1_agreement", "label_agreement", "continuation_match", "ranking_agreement"})
+SHARE_METRICS = frozenset({"finite_share", "top1_agreement", "label_agreement", "continuation_match", "ranking_agreement", "min_box_iou"})
 HIGHER_IS_BETTER = SHARE_METRICS | {"psnr_db", "cosine_similarity", "executor_supports_all_ops", "shape_matches"}
 # How bad a failed check is, worst first: the package cannot run or has the wrong shape; it
 # computes non-finite values; it picks other tokens or labels; its numbers are too far off.
@@ -221,6 +221,7 @@ METRIC_LABELS = {
     "label_agreement": "label agreement",
     "relative_error": "mean relative error",
     "ranking_agreement": "label ranking agreement",
+    "min_box_iou": "smallest box IoU",
     "executor_supports_all_ops": "all ops runnable",
     "continuation_match": "greedy continuation matching",
 }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import transformers as tf
 
-from tests.models import VOCAB_SIZE, build_image_processor, build_tokenizer
+from tests.models import _LABELS, VOCAB_SIZE, build_image_processor, build_tokenizer
 
 SEP = 6  # the tiny tokenizer's end token ([SEP]), where CLIP pools
 _TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -29,7 +29,14 @@ KINDS = {
     "dpt": (lambda: tf.DPTConfig(**dict(_TOWER, num_hidden_layers=4), image_size=32, patch_size=16, neck_hidden_sizes=[8, 16, 16, 32],
                                  fusion_hidden_size=16, backbone_out_indices=[0, 1, 2, 3], head_in_index=-1),
             tf.DPTForDepthEstimation, "depth-estimation"),
+    "detr": (lambda: tf.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, num_queries=8,
+                                   backbone_config=tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+                                                                   out_features=["stage4"]),
+                                   d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+                                   encoder_ffn_dim=64, decoder_ffn_dim=64, **_LABELS),
+             tf.DetrForObjectDetection, "object-detection"),
 }
+IMAGE_SIZES = {"depth_anything": 28, "detr": 64}  # the processor's size (else 32)
 
 
 def _like_trained_convolutions(model) -> None:
@@ -67,7 +74,7 @@ def build_kind(model_type: str, folder: Path, seed: int = 0) -> Path:
             "image_processor_type": "Siglip2ImageProcessor", "patch_size": 8, "max_num_patches": 16, "do_rescale": True,
             "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
     else:
-        build_image_processor(folder, size=28 if model_type == "depth_anything" else 32, same_std=model_type != "depth_anything")
+        build_image_processor(folder, size=IMAGE_SIZES.get(model_type, 32), same_std=model_type not in IMAGE_SIZES)
     return folder
 
 # Outside the registry (the generic path): a CLIP-like model with a bidirectional (BERT) text tower.

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer, DetrForObjectDetection
 
 from converters.backends import backend_for
 from converters.configs import config_class_for, model_tasks
@@ -22,9 +22,10 @@ from converters.metadata import PREFIX
 from converters.options import ConversionOptions
 from converters.package_info import describe_package
 from converters.validation import zero_shot
-from converters.validation.compare import ranking_agreement, relative_error
+from converters.validation.compare import min_box_iou, ranking_agreement, relative_error
 from converters.validation.inputs import image_inputs
 from tests.kind_models import KINDS, build_kind
+from worker.card import card_body
 
 IMAGE_TEXT = ["clip", "siglip", "siglip2"]
 DEPTH = ["depth_anything", "dpt"]
@@ -46,6 +47,11 @@ def converted(tmp_path_factory):
     return get
 
 
+def _json(result) -> dict:
+    """The conversion's report as JSON (the --report file's form)."""
+    return result.report_json if hasattr(result, "report_json") else result.report
+
+
 def _checks(report: dict, **where) -> list[dict]:
     return [c for c in report["validation"]["checks"] if all(c[k] == v for k, v in where.items())]
 
@@ -56,7 +62,7 @@ def _checks(report: dict, **where) -> list[dict]:
 @pytest.mark.parametrize("model_type", IMAGE_TEXT)
 def test_image_text_packages_and_validation(model_type, converted):
     folder, result = converted(model_type)
-    report = result.report
+    report = _json(result)
     assert report["task"] == "zero-shot-image-classification"  # auto: the tiny tokenizer's pipeline tag is absent, the task is the family's first
     assert [p.name for p in result.packages] == [f"{model_type}-image_encoder.mlpackage", f"{model_type}-text_encoder.mlpackage"]
     image, text = (describe_package(p) for p in result.packages)
@@ -68,6 +74,17 @@ def test_image_text_packages_and_validation(model_type, converted):
     assert {i["name"]: (i["shape"], i["dtype"]) for i in text["inputs"]} == {
         "input_ids": ([1, LENGTH], "int32"), "attention_mask": ([1, LENGTH], "int32")}
     assert {o["name"]: o["shape"] for o in text["outputs"]} == {"text_embeds": [1, width]}
+
+    # The label score's scale (and SigLIP's bias) are the trained weights', in both packages.
+    model = AutoModel.from_pretrained(folder).eval()
+    for info in (image, text):
+        metadata = info["metadata"]
+        assert float(metadata[PREFIX + "logit_scale"]) == pytest.approx(float(model.logit_scale.exp()), rel=1e-6)
+        assert metadata[PREFIX + "probability"] == ("softmax" if model_type == "clip" else "sigmoid")
+        if model_type == "clip":
+            assert PREFIX + "logit_bias" not in metadata
+        else:
+            assert float(metadata[PREFIX + "logit_bias"]) == pytest.approx(float(model.logit_bias), rel=1e-6)
 
     validation = report["validation"]
     assert validation["passed"], validation["message"]
@@ -101,6 +118,19 @@ def test_image_embedding_is_the_models_own_normalised(model_type, converted):
     with torch.no_grad():
         want = model.get_image_features(**cfg.model_pixels(image.torch_args[0])).pooler_output.reshape(-1).numpy()
     assert float(got @ want) / np.linalg.norm(want) > 0.999
+
+
+@pytest.mark.parametrize("model_type", ["clip", "siglip"])
+def test_card_scores_a_label_as_the_model_does(model_type, converted):
+    _, result = converted(model_type)
+    paths = [p.name for p in result.packages]
+    card = card_body(source_repo=f"owner/{model_type}", revision="0" * 40, source_url="https://example.invalid", report=_json(result),
+                     package_paths=paths)
+    swift = card[card.index("## Use it in Swift"):]
+    assert f'load("{model_type}-image_encoder")' in swift and f'load("{model_type}-text_encoder")' in swift
+    assert '"co.huggingface.exporters.logit_scale"' in swift and '"co.huggingface.exporters.probability"' in swift
+    assert "1 / (1 + exp(-$0))" in swift and "exp($0 - top)" in swift  # sigmoid or softmax, by the package's metadata
+    assert "a 32×32 photo" in swift and f"padded to {LENGTH} tokens" in swift
 
 
 def test_zero_shot_check_fails_on_a_wrong_score(converted):
@@ -147,8 +177,8 @@ def test_an_unlisted_image_text_model_goes_through_the_family(converted):
     cls = config_class_for("chinese_clip")
     assert not cls.tested and cls.family == "image-text"
     folder, result = converted("chinese_clip")
-    assert result.report["validation"]["passed"], result.report["validation"]["message"]
-    assert _checks(result.report, inputs=zero_shot.WHAT, mode="fp16", metric="ranking_agreement")
+    assert _json(result)["validation"]["passed"], _json(result)["validation"]["message"]
+    assert _checks(_json(result), inputs=zero_shot.WHAT, mode="fp16", metric="ranking_agreement")
     cfg = _family("chinese_clip", folder)
     cfg.wrap(AutoModel.from_pretrained(folder).eval(), "text_encoder")
     assert cfg.causal_text is False and cfg.probability == "softmax"
@@ -156,6 +186,7 @@ def test_an_unlisted_image_text_model_goes_through_the_family(converted):
 
 @pytest.mark.parametrize("model_type, family", [
     ("chinese_clip", "image-text"), ("metaclip_2", "image-text"), ("glpn", "depth"), ("zoedepth", "depth"),
+    ("conditional_detr", "detection"), ("rt_detr", "detection"), ("d_fine", "detection"),
 ])
 def test_the_generic_family_of_the_new_kinds(model_type, family):
     assert family_of(model_type) == family
@@ -172,7 +203,7 @@ def test_image_and_text_models_of_other_shapes_are_still_refused():
 @pytest.mark.parametrize("model_type", DEPTH)
 def test_depth_package_and_validation(model_type, converted):
     folder, result = converted(model_type)
-    report = result.report
+    report = _json(result)
     assert report["task"] == "depth-estimation"
     (package,) = result.packages
     info = describe_package(package)
@@ -188,6 +219,10 @@ def test_depth_package_and_validation(model_type, converted):
             assert row["passed"]
     (relative,) = _checks(report, output="predicted_depth", mode="fp16", metric="relative_error")
     assert 0 < relative["value"] < 0.01
+    card = card_body(source_repo=f"owner/{model_type}", revision="0" * 40, source_url="https://example.invalid", report=report,
+                     package_paths=[package.name])
+    swift = card[card.index("## Use it in Swift"):]
+    assert "predicted_depth" in swift and "bicubic" in swift and f"a {side}×{side} photo" in swift
 
 
 def test_relative_error_and_ranking_metrics():
@@ -200,3 +235,55 @@ def test_relative_error_and_ranking_metrics():
     assert ranking_agreement(np.array([3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0]), 0.0) == 0.0
     # A near-tie in PyTorch's scores may flip without counting against the package.
     assert ranking_agreement(np.array([3.0, 2.999, 1.0]), np.array([2.0, 3.0, 1.0]), 0.01) == 1.0
+
+
+# ---------------------------------------------------------------- detection
+
+
+def test_detr_package_and_validation(converted):
+    """DETR: the scores the model's processor computes (softmax, 'no object' dropped) and its
+    boxes (center, size, relative), the class names in the metadata; boxes judged by IoU."""
+    folder, result = converted("detr")
+    report = _json(result)
+    assert report["task"] == "object-detection"
+    (package,) = result.packages
+    info = describe_package(package)
+    hf = AutoConfig.from_pretrained(folder)
+    labels = [hf.id2label[i] for i in range(len(hf.id2label))]
+    assert {i["name"]: (i["shape"], i["dtype"]) for i in info["inputs"]} == {"image": ([1, 3, 64, 64], "image")}
+    assert {o["name"]: o["shape"] for o in info["outputs"]} == {"scores": [1, 8, len(labels)], "boxes": [1, 8, 4]}
+    assert json.loads(info["metadata"][PREFIX + "labels"]) == labels
+    validation = report["validation"]
+    assert validation["passed"], validation["message"]
+    for mode in ("fp32", "fp16"):
+        (iou,) = _checks(report, output="boxes", mode=mode, metric="min_box_iou")
+        assert iou["passed"] and iou["value"] > 0.99
+        assert _checks(report, output="scores", mode=mode, metric="top1_agreement")[0]["passed"]
+    # The package's scores are the processor's: softmax without the last class.
+    cfg = config_class_for("detr")(hf, "object-detection", ConversionOptions(), json.loads((folder / "preprocessor_config.json").read_text()))
+    model = DetrForObjectDetection.from_pretrained(folder).eval()
+    image = image_inputs(cfg)
+    runner = backend_for("coreml").runner(package)
+    got = runner.predict(image.package, mode="fp32", state=runner.make_state())
+    with torch.no_grad():
+        out = model(pixel_values=(image.torch_args[0] - torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1))
+                    / torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
+    assert np.allclose(np.asarray(got["scores"]), out.logits.softmax(-1)[..., :-1].numpy(), atol=2e-3)
+    assert np.allclose(np.asarray(got["boxes"]), out.pred_boxes.numpy(), atol=2e-3)
+
+
+def test_focal_detectors_score_by_sigmoid():
+    import transformers as tf
+
+    assert not config_class_for("detr")(tf.DetrConfig(use_timm_backbone=False), "object-detection").focal
+    for config in (tf.RTDetrConfig(), tf.DeformableDetrConfig(use_timm_backbone=False), tf.ConditionalDetrConfig(use_timm_backbone=False)):
+        assert config_class_for(config.model_type)(config, "object-detection").focal, config.model_type
+
+
+def test_box_iou_metric():
+    boxes = np.array([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
+    assert min_box_iou(boxes, boxes) == 1.0
+    shifted = boxes.copy()
+    shifted[0, 1, 0] += 0.05  # half the second box's width: IoU 1/3
+    assert min_box_iou(boxes, shifted) == pytest.approx(1 / 3)
+    assert min_box_iou(boxes, np.full_like(boxes, np.nan)) == 0.0

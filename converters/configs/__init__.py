@@ -15,6 +15,7 @@ from ..errors import UnsupportedArchitecture, UserInputError
 from ..tasks import ModelTasks, automatic_task
 from .base import ExportConfig, InputSpec, OutputSpec
 from .depth import DepthConfig
+from .detection import DetectionConfig
 from .generic import generic_config_class
 from .image_text import ImageTextConfig, Siglip2Config, SiglipConfig
 from .seq2seq import Seq2SeqConfig
@@ -59,6 +60,8 @@ ARCHITECTURES: dict[str, type[ExportConfig]] = {
     # depth
     "depth_anything": DepthConfig,
     "dpt": DepthConfig,
+    # DETR-family detectors
+    "detr": DetectionConfig,
     # speech: the three packages WhisperKit loads
     "whisper": WhisperExportConfig,
 }

@@ -56,6 +56,8 @@ class OutputKind(str, Enum):
     EMBEDDINGS = "embeddings"  # hidden states, pooled features: cosine similarity
     LABEL_MAP = "label_map"  # a class index per pixel: label agreement
     DEPTH_MAP = "depth_map"  # a value per pixel (depth): PSNR and relative error
+    CLASS_SCORES = "class_scores"  # a detector's per-query class probabilities: the best class agrees
+    BOXES = "boxes"  # a detector's per-query boxes (cx, cy, w, h): IoU with PyTorch's
     VALUES = "values"  # anything else (span logits, boxes, choice scores): difference and PSNR only
 
 

@@ -10,6 +10,7 @@ configs. From that:
 - causal language models                                   -> the decoder family
 - image models (image-classification or image backbones)    -> the vision family
 - depth estimators (a depth-estimation class)               -> the depth family
+- detectors (an object-detection class)                     -> the DETR-style detection family
 - image-and-text embedders (a zero-shot image classification class whose config nests
   exactly a text and a vision config, as CLIP's does)         -> the image-text family
 - speech, video, time series, and models that nest several models' configs (image + text,
@@ -30,6 +31,7 @@ from ..errors import UnsupportedArchitecture, UserInputError
 from .base import ExportConfig
 from .cache_limits import stateful_cache_refusal
 from .depth import DepthConfig
+from .detection import DetectionConfig
 from .image_text import ImageTextConfig
 from .seq2seq import Seq2SeqConfig
 from .text import DecoderConfig, EncoderConfig
@@ -62,6 +64,7 @@ _TEXT_HEADS = (
 )
 _DECODER = ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",)
 _DEPTH = ("MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",)
+_DETECTION = ("MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",)
 _IMAGE_TEXT = ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",)
 _VISION = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_IMAGE_MAPPING_NAMES",
            "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES")
@@ -132,6 +135,7 @@ GENERIC_FAMILIES: dict[str, type[ExportConfig]] = {
     "decoder": _untested(GenericDecoderConfig, probe_mask=True),
     "vision": _untested(VisionConfig, has_pooler=False),
     "depth": _untested(DepthConfig),
+    "detection": _untested(DetectionConfig),
     "image-text": _untested(GenericImageTextConfig),
 }
 
@@ -144,7 +148,7 @@ def generic_config_class(model_type: str) -> type[ExportConfig]:
 
 
 def family_of(model_type: str) -> str:
-    """"decoder", "encoder", "encoder-decoder", "vision", "depth" or "image-text": what transformers says
+    """"decoder", "encoder", "encoder-decoder", "vision", "depth", "detection" or "image-text": what transformers says
     `model_type` is."""
     from transformers import AutoConfig
 
@@ -160,6 +164,8 @@ def family_of(model_type: str) -> str:
     nested = [name for name in getattr(hf_config, "sub_configs", {}) or {}]
     if _listed(model_type, _DEPTH):
         return "depth"
+    if _listed(model_type, _DETECTION):
+        return "detection"
     if _listed(model_type, _IMAGE_TEXT) and sorted(nested) == ["text_config", "vision_config"]:
         return "image-text"
     for kind, mappings in _OTHER_KINDS.items():

@@ -27,7 +27,7 @@ from ..source_tokenizer import load_tokenizer
 from ..errors import UnsupportedOpError
 from . import continuation, quality
 from .compare import (Rows, classifier_reading, cosine_similarity, finite_share, label_agreement, max_abs_diff, psnr_db,
-                      relative_error, top1_agreement)
+                      min_box_iou, relative_error, top1_agreement)
 from .inputs import input_sets
 from . import zero_shot
 from . import whisperkit
@@ -312,6 +312,10 @@ def _compare(cfg, part, inputs, reference: dict, actual: dict, mode: str, precis
             row(name, "cosine_similarity", cosine_similarity(ref, got), tol.min_cosine[precision], True)
         if kind == OutputKind.DEPTH_MAP:
             row(name, "relative_error", relative_error(ref, got), tol.atol[precision], False)
+        if kind == OutputKind.CLASS_SCORES:  # a detector's best class per detection
+            row(name, "top1_agreement", top1_agreement(ref[0], got[0], tol.atol[precision] * scale), tol.min_top1[precision], True)
+        if kind == OutputKind.BOXES:
+            row(name, "min_box_iou", min_box_iou(ref, got), 1 - 2 * tol.atol[precision], True)
     return rows
 
 

@@ -80,6 +80,26 @@ def ranking_agreement(reference: np.ndarray, actual: np.ndarray, atol: float) ->
     return float(np.mean(agree)) if agree else 1.0
 
 
+def min_box_iou(reference: np.ndarray, actual: np.ndarray) -> float:
+    """The smallest intersection-over-union between each reference box and the package's box
+    for the same detection; boxes are (center x, center y, width, height)."""
+    def corners(boxes):
+        boxes = boxes.reshape(-1, 4).astype(np.float64)
+        half = boxes[:, 2:] / 2
+        return np.concatenate([boxes[:, :2] - half, boxes[:, :2] + half], axis=1)
+
+    ref, act = corners(reference), corners(actual)
+    if not np.all(np.isfinite(act)):
+        return 0.0
+    if not len(ref):
+        return 1.0
+    low, high = np.maximum(ref[:, :2], act[:, :2]), np.minimum(ref[:, 2:], act[:, 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=1)
+    union = np.prod(ref[:, 2:] - ref[:, :2], axis=1) + np.prod(act[:, 2:] - act[:, :2], axis=1) - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 1.0)
+    return float(iou.min())
+
+
 def label_agreement(reference: np.ndarray, actual: np.ndarray) -> float:
     """Share of equal labels (per-pixel class maps)."""
     return float(np.mean(reference == actual)) if reference.size else 1.0

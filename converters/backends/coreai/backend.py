@@ -150,6 +150,7 @@ class CoreAIBackend:
         values = package_metadata(name=plan.hub_name, task=cfg.task, architecture=cfg.model_class_label(),
                                   precision=options.precision, options=options.to_dict(), part=part)
         values.pop("coremltools_version", None)
+        values.update(cfg.package_metadata(part))  # the family's own keys (an image-text model's logit scale)
         values["coreai_torch_version"] = package_version("coreai-torch")
         values["coreai_core_version"] = package_version("coreai-core")
         if bundle.applies(cfg):

@@ -262,3 +262,4 @@ def _describe(mlmodel, cfg: ExportConfig, part: str, source: ModelSource, option
             part=part,
         )
     )
+    mlmodel.user_defined_metadata.update(cfg.package_metadata(part))  # the family's own keys (an image-text model's logit scale)

@@ -1,0 +1,117 @@
+"""Configs for DETR-family detectors: DETR (and, through the generic path, others of its output shape).
+
+An RGB image in (the model's own rescale and normalise inside), a fixed set of detections
+out, one per query, as the image processor's `post_process_object_detection` reads them
+(transformers' detr/image_processing_detr.py and rt_detr/image_processing_rt_detr.py):
+- `scores`: each query's probability per class, after the model's own activation — a
+  softmax with the last "no object" class dropped (DETR), or a sigmoid per class (RT-DETR,
+  trained with a focal loss);
+- `boxes`: each query's box as (center x, center y, width, height), relative to the image
+  (0..1), the coordinates the processor scales by the image's size after turning them into
+  corners. Class names go into the package's metadata (`co.huggingface.exporters.labels`).
+An app keeps the queries whose best score passes its threshold.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from .base import MASK_VALUE, OutputKind, OutputSpec, first_output
+from .vision import VisionConfig
+
+
+def _ready_masks(model) -> None:
+    """DETR's encoder and decoder turn its (all-ones) 2-D pixel mask into attention masks with
+    transformers 5's mask helpers, whose ops (`new_ones`) coremltools cannot convert; a 4-D
+    additive mask is used as it is, so they get one made by arithmetic instead."""
+    base = getattr(model, "model", None)
+    for name in ("encoder", "decoder"):
+        part = getattr(base, name, None)
+        if part is None or getattr(part, "_ready_masks", False):
+            continue
+        original = part.forward
+
+        def forward(*args, _original=original, **kwargs):
+            for key in ("attention_mask", "encoder_attention_mask"):
+                mask = kwargs.get(key)
+                if mask is not None and mask.dim() == 2:
+                    kwargs[key] = (1.0 - mask.to(torch.float32))[:, None, None, :] * MASK_VALUE
+            return _original(*args, **kwargs)
+
+        part.forward = forward
+        part._ready_masks = True
+
+
+def _constant_position_embeddings(model, image_size: tuple[int, int]) -> None:
+    """RT-DETR builds its encoder's sine position embeddings at each call from the feature
+    map's size, in float64 (which Core ML has not); at a fixed image size they are constants:
+    made once here, by a plain forward, and handed back at every call."""
+    builders = [m for m in model.modules() if hasattr(m, "_cached_build_2d_sinusoidal_position_embedding")]
+    for module in builders:
+        made: dict = {}
+        original = module.forward
+
+        def forward(width, height, device, dtype, _original=original, _made=made):
+            key = (int(width), int(height), dtype)
+            if key not in _made:
+                _made[key] = _original(width, height, device, dtype)
+            return _made[key]
+
+        module.forward = forward
+    if builders:
+        with torch.no_grad():
+            model(pixel_values=torch.zeros(1, 3, *image_size))
+
+
+class DetectionWrapper(torch.nn.Module):
+    def __init__(self, model, mean, std, focal: bool, image_size: tuple[int, int]):
+        super().__init__()
+        _ready_masks(model)
+        _constant_position_embeddings(model, image_size)
+        self.model = model
+        self.focal = focal
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean).reshape(1, 3, 1, 1))
+        self.register_buffer("std", None if std is None else torch.tensor(std).reshape(1, 3, 1, 1))
+
+    def forward(self, pixel_values):
+        if self.mean is not None:
+            pixel_values = (pixel_values - self.mean) / self.std
+        result = self.model(pixel_values=pixel_values)
+        logits = first_output(result, "logits")
+        scores = torch.sigmoid(logits) if self.focal else torch.softmax(logits, dim=-1)[..., :-1]
+        return scores, first_output(result, "pred_boxes")
+
+
+class DetectionConfig(VisionConfig):
+    supported_tasks = ("object-detection",)
+    has_pooler = False
+
+    @property
+    def focal(self) -> bool:
+        """Scores by a sigmoid per class (a model trained with a focal loss: RT-DETR, D-FINE,
+        Deformable and Conditional DETR, as their processors' use_focal_loss and configs say),
+        else a softmax over the classes and "no object" (DETR)."""
+        config = self.hf_config
+        return bool(getattr(config, "use_focal_loss", False) or getattr(config, "focal_alpha", None) is not None)
+
+    def outputs(self, part: str = "model") -> list[OutputSpec]:
+        activation = "sigmoid per class" if self.focal else "softmax, without the 'no object' class"
+        return [
+            OutputSpec("scores", f"Each detection's probability per class ({activation})", kind=OutputKind.CLASS_SCORES),
+            OutputSpec("boxes", "Each detection's box as (center x, center y, width, height), relative to the image (0..1)",
+                       kind=OutputKind.BOXES),
+        ]
+
+    def wrap(self, model, part: str = "model"):
+        _, _, mean, std = self.normalization()
+        return DetectionWrapper(model, mean, std, self.focal, self.image_size())
+
+    def labels(self) -> list[str]:
+        id2label = getattr(self.hf_config, "id2label", None) or {}
+        return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(id2label))]
+
+    def package_metadata(self, part: str = "model") -> dict[str, str]:
+        return {"co.huggingface.exporters.labels": json.dumps(self.labels())}
+
