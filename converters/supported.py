@@ -17,7 +17,8 @@ def markdown_table() -> str:
     for model_type in sorted(ARCHITECTURES):
         tasks = supported_tasks(model_type)
         refused = [task for task in tasks if (model_type, task) in NOT_CONVERTED]
-        core_ai = "every task" if not refused else f"every task but {', '.join(refused)}"
+        core_ai = ("every task" if not refused else "none" if len(refused) == len(tasks)
+                   else f"every task but {', '.join(refused)}")
         rows.append(f"| `{model_type}` | {', '.join(tasks)} | {core_ai} |")
     return "\n".join([BEGIN, *rows, END])
 

@@ -34,6 +34,8 @@ from ..naming import package_filename
 NOT_CONVERTED = {
     ("modernbert", "multiple-choice"): "torch.export cannot capture it (ModernBERT unpads by the mask's values, "
                                        "a data-dependent shape), and coreai-torch converts torch.export programs only",
+    ("whisper", "automatic-speech-recognition"): "WhisperKit, which runs Whisper in Swift apps, loads Core ML packages "
+                                                 "(docs/whisperkit.md)",
 }
 
 
