@@ -363,6 +363,9 @@ def cancel(job_id: str, user: str | None = None) -> JobStatus:
                 job.cancel()
             except InvalidJobOperation:
                 pass
+            # rq's registry of cancelled jobs has no expiry of its own: bound it like the jobs, at
+            # once (a worker may take the job meanwhile, and the stop below returns early).
+            redis.expire(f"rq:canceled:{job.origin}", settings.result_ttl())
             time.sleep(0.2)  # a worker may have popped it just before: then stop it below
             if job.get_status() in WAITING | {RqStatus.CANCELED}:
                 break
@@ -377,8 +380,6 @@ def cancel(job_id: str, user: str | None = None) -> JobStatus:
         else:
             return status(job_id)
     tokens.delete(redis, job_id)
-    # rq's registry of cancelled jobs has no expiry of its own: bound it like the jobs.
-    redis.expire(f"rq:canceled:{job.origin}", settings.result_ttl())
     if job.get_status() == RqStatus.CANCELED:
         meta = job.get_meta(refresh=True)
         meta.update(cancelled=True, message="Cancelled", ended_at=now_iso())
