@@ -5,6 +5,7 @@ greedy `generate` decodes from the same audio (docs/whisperkit.md: the contract)
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -192,8 +193,6 @@ def test_conversion_validates_by_driving_the_packages(whisper):
 def test_compression_keeps_the_mel_spectrogram_whole(whisper):
     """Palettizing the DFT rows and mel filters would change every feature: the MelSpectrogram
     part is left as converted, the encoder and decoder go to the backend's compressor."""
-    from types import SimpleNamespace
-
     from converters.configs.whisper import WhisperExportConfig
     from converters.transforms import compress_weights
     from transformers import AutoConfig
@@ -204,6 +203,31 @@ def test_compression_keeps_the_mel_spectrogram_whole(whisper):
     plan = SimpleNamespace(cfg=cfg)
     assert [compress_weights(plan, part, part, compressor) for part in cfg.parts()] == [
         MEL, f"compressed {ENCODER}", f"compressed {DECODER}"]
+
+
+def test_card_loads_it_with_whisperkit(whisper):
+    """The card's Swift is WhisperKit's current API with this repo and variant folder."""
+    from worker.card import card_body
+
+    root = whisper["packages"][0].parent.parent
+    paths = [p.relative_to(root).as_posix() for p in whisper["packages"]]
+    report = {**whisper["report"], "tokenizer_repo": "alice/whisper-tiny-coreml"}
+    body = card_body(source_repo="alice/whisper-tiny", revision="0" * 40, source_url="https://huggingface.co/alice/whisper-tiny",
+                     report=report, package_paths=paths)
+    variant = whisper["packages"][0].parent.name
+    assert (f'WhisperKit(WhisperKitConfig(model: "{variant}", modelRepo: "alice/whisper-tiny-coreml"))' in body)
+    assert 'whisper.transcribe(audioPath: "speech.wav")' in body and "import WhisperKit" in body
+    # swift-transformers' tokenizer section and snippet are a text generator's: WhisperKit reads the variant folder's
+    assert "## Tokenizer" not in body and "swift-transformers" not in body.split("## Use it in Swift")[1]
+
+
+def test_core_ai_output_is_refused():
+    """WhisperKit loads Core ML packages: an .aimodel Whisper would have nothing to load it."""
+    from converters.backends.coreai.backend import refusal
+    from transformers import WhisperConfig
+
+    cfg = SimpleNamespace(hf_config=WhisperConfig(), task="automatic-speech-recognition")
+    assert "WhisperKit" in refusal(cfg, ConversionOptions())
 
 
 def test_whisper_is_a_speech_recognition_model(whisper):

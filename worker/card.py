@@ -25,7 +25,7 @@ from converters.wording import (DECOMPRESSION_NOTE, QUALITY_METRICS, bar_reason,
                                 continuation_verdict, perplexities, placement_note, quality_cell, quality_rows,
                                 size_change, top_ops, weights_line, yes_no)
 
-from . import card_vision
+from . import card_speech, card_vision
 
 # Our task names -> the Hub's pipeline tags (most are the same).
 PIPELINE_TAGS = {
@@ -128,7 +128,8 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
     fit = device_fit_section(report)
     if fit:
         lines += ["", "## Device fit", ""] + fit
-    tokenizer = tokenizer_section(source_repo, report, tokenizer_files)
+    # WhisperKit reads the tokenizer from the variant folder, which holds a copy (its snippet says so).
+    tokenizer = [] if card_speech.is_whisperkit(package_paths) else tokenizer_section(source_repo, report, tokenizer_files)
     if tokenizer:
         lines += ["", "## Tokenizer", ""] + tokenizer
     coreml_paths = [p for p in package_paths if not p.endswith(AIMODEL)]
@@ -492,6 +493,8 @@ def swift_snippet(task: str, report: dict, package_paths: list[str]) -> list[str
     name = package_paths[0].split("/")[-1].removesuffix(".mlpackage") if package_paths else "Model"
     if task == "text-generation":
         return swift_transformers_snippet(name, report)
+    if card_speech.is_whisperkit(package_paths):  # WhisperKit's three packages, one variant folder
+        return card_speech.whisperkit_snippet(report, package_paths)
     if card_vision.is_image_text(report):  # two packages scored together
         return card_vision.image_text_snippet(report, package_paths, swift_compute_units(report))
     if task == "depth-estimation":
