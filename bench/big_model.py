@@ -37,7 +37,7 @@ from converters.export import convert
 from converters.options import ConversionOptions
 options = ConversionOptions.from_strings(quantize=sys.argv[4], minimum_deployment_target="iOS18", sequence_length=sys.argv[5])
 result = convert(sys.argv[2], "text-generation", sys.argv[3], options, validate=sys.argv[6] == "1")
-report = result.report
+report = result.report_json
 print(json.dumps({
     "peak_rss_kb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]),
     "parameters": report["architecture"]["parameters"],

@@ -64,13 +64,13 @@ module = cfg.reference_module(load(make_plan(open_source(model), "text-generatio
 tokenizer = load_tokenizer(model, cfg.attributes.vocab_size)
 _, numbers = quality.passage_checks(cfg, "model", module, backend_for("coreml").runner(result.packages[0]), tokenizer,
                                     ("fp32", "fp16"), quality.bar_for(cfg), scheme, "logits")
-package = result.report["packages"][0]
+package = result.report_json["packages"][0]
 print(json.dumps({
     "peak_convert_kb": peak,
     "chunks": len(package.get("chunks", [])),
     "calibration": (package.get("compression") or {}).get("calibration"),
     "size_bytes": package["size_bytes"],
-    "timings": result.report["timings"],
+    "timings": result.report_json["timings"],
     "quality": numbers,
 }))
 """

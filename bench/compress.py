@@ -80,7 +80,7 @@ CoreMLBackend.save = observed("save", CoreMLBackend.save)
 imported_kb = peak_kb()
 options = ConversionOptions.from_strings(quantize=sys.argv[4], minimum_deployment_target=sys.argv[6], sequence_length=sys.argv[3])
 result = export.convert(sys.argv[1], "text-generation", sys.argv[2], options, validate=False)
-report = result.report
+report = result.report_json
 print(json.dumps({
     "peak_rss_kb": peak_kb(),
     "imported_peak_rss_kb": imported_kb,

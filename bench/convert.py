@@ -78,7 +78,7 @@ from converters.options import ConversionOptions
 options = ConversionOptions.from_strings(sequence_length=sys.argv[3], format=sys.argv[5])
 result = convert(sys.argv[1], "text-generation", sys.argv[2], options, validate=False)
 print(json.dumps({"peak_rss_kb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]),
-                  "chunks": len(result.report["packages"][0].get("chunks", []))}))
+                  "chunks": len(result.report_json["packages"][0].get("chunks", []))}))
 """
 
 BUILD_SCRIPT = r"""

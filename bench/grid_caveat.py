@@ -82,7 +82,7 @@ started = time.perf_counter()
 result = export.convert(model, "text-generation", out, options, validate=False)
 converted = time.perf_counter() - started
 package = result.packages[0]
-entry = result.report["packages"][0]
+entry = result.report_json["packages"][0]
 # The package judged as validation judges it: the held-out passage, against the model's own weights.
 plan = make_plan(open_source(model), "text-generation", options)
 cfg = plan.cfg

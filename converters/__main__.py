@@ -90,11 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print(f"error: the conversion failed: {error}", file=sys.stderr)
         return 1
-    report = result.report
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=2))
-    return print_outcome(report)
+        args.report.write_text(json.dumps(result.report_json, indent=2))
+    return print_outcome(result.report)
 
 
 def hub_name_option(value: str | None) -> str | None:
@@ -115,7 +114,7 @@ def hub_name_option(value: str | None) -> str | None:
 
 
 def print_outcome(report) -> int:
-    """What a person reads at the end of a run (`report`: result.report, or a ConversionReport);
+    """What a person reads at the end of a run (`report`: a ConversionReport, or its JSON);
     the exit code (1 if validation failed)."""
     if not isinstance(report, ConversionReport):
         report = ConversionReport.from_json(report)

@@ -30,6 +30,7 @@ from .metadata import toolchain_versions
 from .options import ConversionOptions
 from .package_info import directory_size
 from .plan import Plan, make_plan
+from .report import ArchitectureInfo, ConversionReport, PackageReport, SourceInfo, ValidationReport
 from .source import ModelSource, open_source
 from .source_tokenizer import check_tokenizer, load_tokenizer
 from .transforms import transforms_for
@@ -49,8 +50,13 @@ CONVERSION_END = 0.9
 
 @dataclass
 class ConversionResult:
-    report: dict
+    report: ConversionReport  # what the conversion did, typed; `report_json` is the --report file's JSON
     packages: list[Path] = field(default_factory=list)
+
+    @property
+    def report_json(self) -> dict:
+        """The report as the `--report` file and a job's status hold it."""
+        return self.report.to_json()
 
 
 def _no_progress(stage: str, fraction: float, message: str) -> None:
@@ -132,7 +138,7 @@ def convert(
     progress("validate" if validate else "convert", 1.0, validation["message"])
     report = _report(plan, parameters, package_reports, timings, validation)
     if tokenizer is not None and tokenizer.missing:
-        report["tokenizer_missing"] = tokenizer.missing
+        report.tokenizer_missing = tokenizer.missing
     return ConversionResult(report=report, packages=packages)
 
 
@@ -354,25 +360,20 @@ def _validate(plan: Plan, model, packages: list[tuple], validate: bool, progress
     return validation
 
 
-def _report(plan: Plan, parameters: int, package_reports: list[dict], timings: dict, validation: dict) -> dict:
+def _report(plan: Plan, parameters: int, package_reports: list[dict], timings: dict, validation: dict) -> ConversionReport:
     source = plan.source
-    return {
-        "source": {"id": source.hub_id, "revision": source.revision, "path": str(source.path)},
-        "requested_task": plan.requested_task,
-        "task": plan.task,
-        "tokenizer_repo": plan.hub_name,
-        "architecture": {
-            "model_type": plan.hf_config.model_type,
-            "class": plan.cfg.model_class_label(),
-            "parameters": parameters,
-            "family": plan.cfg.family,
-            "tested": plan.cfg.tested,
-        },
-        "options": plan.options.to_dict(),
-        "packages": package_reports,
-        "versions": toolchain_versions(),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "warnings": plan.warnings,
-        "validation": validation,
-    }
+    return ConversionReport(
+        source=SourceInfo(source.hub_id, source.revision, str(source.path)),
+        requested_task=plan.requested_task,
+        task=plan.task,
+        tokenizer_repo=plan.hub_name,
+        architecture=ArchitectureInfo(plan.hf_config.model_type, plan.cfg.model_class_label(), parameters,
+                                      plan.cfg.family, plan.cfg.tested),
+        options=plan.options.to_dict(),
+        packages=[PackageReport.from_json(package) for package in package_reports],
+        versions=toolchain_versions(),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        warnings=plan.warnings,
+        validation=ValidationReport.from_json(validation),
+    )
 

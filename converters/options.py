@@ -210,7 +210,7 @@ def _group_size(text: str) -> int | None:
 class ConversionOptions:
     """What a user may choose: the option table, one field (one row) per option."""
 
-    # Which packages to make: converters/backends/ (coreml.py, coreai.py).
+    # Which packages to make: converters/backends/ (coreml/, coreai/).
     format: str = option(
         label="Output format", default="coreml", flags=("--format",),
         help="Core ML (.mlpackage) is what iOS and macOS apps load today; Core AI (.aimodel) is Apple's new "

@@ -1,9 +1,10 @@
 """The conversion report and its validation section, typed.
 
-The engine returns the report as JSON-ready data (`ConversionResult.report`, the file
-`--report` writes, the job's status); `ConversionReport.from_json` reads it and `to_json`
-gives back exactly that data, so a reader can work with these classes and still write what
-the engine wrote (keys it does not know yet are kept as they were).
+The engine returns the report typed (`ConversionResult.report`, a `ConversionReport`); its
+JSON (`to_json`) is the file `--report` writes and the job's status. `ConversionReport.from_json`
+reads that JSON back and `to_json` gives exactly that data again, so a reader can work with
+these classes and still write what the engine wrote (keys it does not know yet are kept as
+they were).
 
 Every reader of a report says how validation went through the same two methods:
 `ValidationReport.summary()` (one line: passed; FAILED with the worst failure; skipped) and
@@ -460,7 +461,8 @@ class PackageReport:
 @dataclass
 class ConversionReport:
     """What one conversion did: source, task, architecture, options, packages, tool versions,
-    timings, warnings and validation (`result.report`, the `--report` file, a job's report)."""
+    timings, warnings and validation: what `export.convert` returns (`result.report`); its JSON
+    (`to_json`) is the `--report` file and a job's report."""
 
     task: str
     requested_task: str | None = None

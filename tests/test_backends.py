@@ -130,7 +130,7 @@ def test_the_pipeline_converts_compresses_and_saves_through_the_protocol(fake, t
     assert fake.calls == [("refusal", "fill-mask"), ("convert", "model", "torch.export"), ("compress", "model", "int8"),
                           ("save", "model", True)]
     [package] = result.packages
-    [entry] = result.report["packages"]
+    [entry] = result.report_json["packages"]
     assert package == tmp_path / "bert-model.fake" and entry["format"] == "fake"
     assert entry["compression"] == {"scheme": "int8", "size_after_bytes": entry["size_bytes"]}
     assert backends.backend_for_package(package).name == "fake"  # the validation CLI's and Try it's look-up

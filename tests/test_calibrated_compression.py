@@ -86,7 +86,7 @@ def test_stateful_int4_with_fused_attention_converts_validates_and_runs_as_swift
     options = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18",
                                              kv_cache="stateful", quantize="int4")
     result = convert(str(folder), "text-generation", tmp_path / "out", options)
-    (entry,) = result.report["packages"]
+    (entry,) = result.report_json["packages"]
     program, compression = entry["program"], entry["compression"]
     assert program["stateful"] and program["weight_bits"] < 16
     assert program["fused_attention"] == (model_type != "gemma2")  # Gemma 2 soft-caps its scores: eager
@@ -99,7 +99,7 @@ def test_stateful_int4_with_fused_attention_converts_validates_and_runs_as_swift
     # Every check but the passage's quality rows must pass: a tiny random model's next-token
     # distribution is nearly flat (no margin for 4-bit noise to respect on 15 passage tokens), so
     # its int4 quality verdict means nothing either way; the real LLM's is in test_compression.py.
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     failed = [row for row in validation["checks"] if not row["passed"]]
     assert all(row["inputs"].startswith("passage") for row in failed), failed
     assert any(row["inputs"].startswith("passage") for row in validation["checks"])
@@ -121,8 +121,8 @@ def test_validation_judges_against_the_original_weights(tiny_model, tmp_path, mo
     options = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", quantize="int4")
     calls = []
     result = convert(str(folder), "text-generation", tmp_path / "out", options, progress=lambda *call: calls.append(call))
-    assert loads == ["int4", "int4"] and result.report["validation"]["checks"]
-    assert result.report["timings"]["calibrate"] > 0
+    assert loads == ["int4", "int4"] and result.report_json["validation"]["checks"]
+    assert result.report_json["timings"]["calibrate"] > 0
     _calibration_says_each_layer(calls, json.loads((folder / "config.json").read_text())["num_hidden_layers"])
     loads.clear()
     convert(str(folder), "text-generation", tmp_path / "out8",

@@ -28,7 +28,7 @@ def compressed(tmp_path_factory):
     root = tmp_path_factory.mktemp("card-int8")
     folder = build_model("llama", root / "llama", hidden_size=64, intermediate_size=128)
     options = ConversionOptions.from_strings(quantize="int8", sequence_length="32", minimum_deployment_target="iOS18")
-    return json.loads(json.dumps(convert(str(folder), "text-generation", root / "out", options).report))
+    return json.loads(json.dumps(convert(str(folder), "text-generation", root / "out", options).report_json))
 
 
 def body(report: dict) -> str:

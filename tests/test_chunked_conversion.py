@@ -98,8 +98,8 @@ def test_a_chunked_package_computes_what_the_whole_conversion_computes(model_typ
     folder = _build(model_type, tmp_path / "model")
     messages = []
     whole, chunked = _convert_both(folder, tmp_path, ConversionOptions(), lambda stage, fraction, message: messages.append(message))
-    assert "chunks" not in whole.report["packages"][0]
-    _check_chunked(chunked.report)
+    assert "chunks" not in whole.report_json["packages"][0]
+    _check_chunked(chunked.report_json)
     _assert_same_outputs(whole, chunked, 128)
     # the job view's progress names each chunk as it converts
     for index in range(LAYERS):
@@ -113,8 +113,8 @@ def test_a_chunked_stateful_package_fills_its_cache_as_the_whole_one_does(model_
     folder = _build(model_type, tmp_path / "model")
     options = ConversionOptions.from_strings(kv_cache="stateful", minimum_deployment_target="iOS18", sequence_length="64")
     whole, chunked = _convert_both(folder, tmp_path, options)
-    _check_chunked(chunked.report)
-    continuation = [c for c in chunked.report["validation"]["checks"] if "continuation" in json.dumps(c).lower()]
+    _check_chunked(chunked.report_json)
+    continuation = [c for c in chunked.report_json["validation"]["checks"] if "continuation" in json.dumps(c).lower()]
     assert continuation, "a stateful package's validation drives it as swift-transformers does"
     _assert_same_outputs(whole, chunked, 64)
 
@@ -126,25 +126,25 @@ def test_chunks_are_compressed_one_by_one_into_the_whole_conversions_package(sch
     output head is compressed as a head only in the last chunk; the report adds the chunks up."""
     folder = _build("llama", tmp_path / "model", tokenizer=False, hidden_size=64, intermediate_size=128)
     whole, chunked = _convert_both(folder, tmp_path, ConversionOptions.from_strings(quantize=scheme, **extra))
-    _check_chunked(chunked.report)
+    _check_chunked(chunked.report_json)
     _assert_same_outputs(whole, chunked, 128)
     _assert_lazy_weights_change_nothing(chunked.packages[0])
-    a, b = (r.report["packages"][0]["compression"] for r in (whole, chunked))
+    a, b = (r.report_json["packages"][0]["compression"] for r in (whole, chunked))
     assert (b["weights_compressed"], b["float_weights_left"]) == (a["weights_compressed"], a["float_weights_left"])
     assert b["weights_compressed"] > 0
     # each chunk's program has its own small constants (mask, rotary tables: counted per chunk),
     # stored once in the package
     assert b["size_after_bytes"] == pytest.approx(a["size_after_bytes"], rel=0.05)
     assert b["weight_bytes_after"] >= a["weight_bytes_after"]
-    assert sum(w.count(scheme) for w in chunked.report["warnings"]) <= sum(w.count(scheme) for w in whole.report["warnings"])
+    assert sum(w.count(scheme) for w in chunked.report_json["warnings"]) <= sum(w.count(scheme) for w in whole.report_json["warnings"])
 
 
 def test_a_float32_chunked_package_computes_what_the_whole_conversion_computes(tmp_path):
     folder = _build("qwen2", tmp_path / "model")
     whole, chunked = _convert_both(folder, tmp_path, ConversionOptions.from_strings(precision="float32"))
-    _check_chunked(chunked.report)
+    _check_chunked(chunked.report_json)
     _assert_same_outputs(whole, chunked, 128)
-    assert chunked.report["packages"][0]["inputs"] == whole.report["packages"][0]["inputs"]
+    assert chunked.report_json["packages"][0]["inputs"] == whole.report_json["packages"][0]["inputs"]
 
 
 @pytest.mark.parametrize("length", ["16,32,64", "8-64"])
@@ -154,9 +154,9 @@ def test_a_list_or_range_of_lengths_converts_whole_and_says_why(length, tmp_path
     folder = _build("qwen2", tmp_path / "model")
     options = ConversionOptions.from_strings(sequence_length=length, minimum_deployment_target="iOS18")
     result = convert(str(folder), "text-generation", tmp_path / "out", options, layers_per_chunk=1)
-    assert "chunks" not in result.report["packages"][0]
-    assert result.report["validation"]["passed"]
-    assert any("chunks need one fixed sequence length" in w for w in result.report["warnings"])
+    assert "chunks" not in result.report_json["packages"][0]
+    assert result.report_json["validation"]["passed"]
+    assert any("chunks need one fixed sequence length" in w for w in result.report_json["warnings"])
 
 
 def test_the_stitched_package_has_one_weight_file_with_every_chunks_weights(tmp_path):
@@ -239,11 +239,11 @@ def test_layers_are_grouped_by_size_or_count():
 def test_only_a_model_past_the_size_converts_in_chunks(tmp_path, monkeypatch):
     folder = _build("llama", tmp_path / "model")
     small = convert(str(folder), "text-generation", tmp_path / "small", validate=False)
-    assert "chunks" not in small.report["packages"][0]
+    assert "chunks" not in small.report_json["packages"][0]
     monkeypatch.setattr(chunks, "WHOLE_MODEL_BYTES", 1000)  # this model's float32 weights are ~100 KB
     monkeypatch.setattr(chunks, "CHUNK_BYTES", 2 * 4 * 10_000)  # about two of its layers
     big = convert(str(folder), "text-generation", tmp_path / "big", validate=False)
-    assert big.report["packages"][0]["chunks"] == [{"layers": [0, 2]}, {"layers": [2, 4]}]
+    assert big.report_json["packages"][0]["chunks"] == [{"layers": [0, 2]}, {"layers": [2, 4]}]
 
 
 def test_a_4bit_chunked_conversion_is_calibrated_to_the_whole_model_walks_weights(tmp_path, monkeypatch):
@@ -290,11 +290,11 @@ def test_a_4bit_chunked_conversion_is_calibrated_to_the_whole_model_walks_weight
     assert sorted(seen) == sorted(whole)
     for name, tensor in whole.items():
         torch.testing.assert_close(seen[name], tensor, rtol=0, atol=0, msg=name)
-    compression = result.report["packages"][0]["compression"]
+    compression = result.report_json["packages"][0]["compression"]
     entry = compression["calibration"]
     assert entry["weights"] == whole_entry["weights"] > 0 and entry["in_chunks"] and "GPTQ" in compression["method"]
-    assert result.report["timings"]["calibrate"] > 0
-    assert not any("GPTQ" in w for w in result.report["warnings"]), result.report["warnings"]
+    assert result.report_json["timings"]["calibrate"] > 0
+    assert not any("GPTQ" in w for w in result.report_json["warnings"]), result.report_json["warnings"]
     steps = [m for stage, f, m in calls if m.startswith("Calibrating 4-bit weights (GPTQ): layer")]
     assert steps == [f"Calibrating 4-bit weights (GPTQ): layer {i} of {LAYERS}" for i in range(1, LAYERS + 1)]
     assert all(a[1] <= b[1] for a, b in zip(calls, calls[1:]))

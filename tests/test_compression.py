@@ -151,7 +151,7 @@ def converted(tmp_path_factory):
             options.setdefault("sequence_length", "32")
             result = convert(str(folders[model]), task, out, ConversionOptions.from_strings(**options), validate=False)
             (package,) = result.packages
-            done[key] = (result.report, package)
+            done[key] = (result.report_json, package)
         return done[key]
 
     return get
@@ -303,10 +303,10 @@ def test_real_llm_int8_through_the_pipeline_is_near_lossless_on_the_passage(real
     result = convert(str(real_llm), "text-generation", tmp_path,
                      ConversionOptions.from_strings(quantize="int8", minimum_deployment_target="iOS18",
                                                     sequence_length="128"))
-    (entry,) = result.report["packages"]
+    (entry,) = result.report_json["packages"]
     assert entry["size_bytes"] / directory_size(real_float16) <= SIZE_BARS["int8"]
     assert "calibration" not in entry["compression"]  # 8 bits need none
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     for mode, numbers in validation["quality"]["packages"]["model"].items():
         assert numbers["perplexity_ratio"] <= 1.02 and numbers["top1_agreement"] >= 0.93, (mode, numbers)
@@ -333,7 +333,7 @@ def test_real_llm_linear_schemes_meet_the_size_bars(scheme, real_float16, tmp_pa
 @pytest.mark.slow
 def test_real_llm_mixed_through_the_pipeline_meets_its_bars_and_reports_them(real_mixed, real_float16):
     result, seconds = real_mixed
-    (entry,) = result.report["packages"]
+    (entry,) = result.report_json["packages"]
     compression = entry["compression"]
     assert compression["scheme"] == "mixed" and compression["float_weights_left"] == 0
     assert compression["calibration"]["method"].startswith("GPTQ") and "GPTQ" in compression["method"]
@@ -344,7 +344,7 @@ def test_real_llm_mixed_through_the_pipeline_meets_its_bars_and_reports_them(rea
     assert 5.0 < compression["bits_per_weight"] < 5.6
     assert constexpr_ops(Path(entry["path"])) == {"constexpr_blockwise_shift_scale"}
     # Quality on the held-out passage, against the original weights (data-free int4: 1.48x)
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     for mode, numbers in validation["quality"]["packages"]["model"].items():
         assert numbers["perplexity_ratio"] <= 1.30, (mode, numbers)

@@ -31,10 +31,10 @@ def test_real_llm_calibrated_palettes_through_the_pipeline_meet_their_bars(schem
     result = convert(str(real_llm), "text-generation", tmp_path,
                      ConversionOptions.from_strings(quantize=scheme, minimum_deployment_target="iOS18", sequence_length="128",
                                                     kv_cache="stateful" if stateful else "none"))
-    (entry,) = result.report["packages"]
+    (entry,) = result.report_json["packages"]
     assert entry["program"]["stateful"] is stateful and entry["program"]["fused_attention"]
     if stateful:
-        runs = result.report["validation"]["continuation"]["runs"]
+        runs = result.report_json["validation"]["continuation"]["runs"]
         assert {run["mode"] for run in runs} == {"fp32", "fp16"}
         assert all(run["passed"] and "stateful" in run["driven_as"] for run in runs), runs
     compression = entry["compression"]
@@ -49,7 +49,7 @@ def test_real_llm_calibrated_palettes_through_the_pipeline_meet_their_bars(schem
         assert compression["granularity"] == "per grouped channel (group 16)" and ops == {"constexpr_lut_to_dense"}
     ratio = entry["size_bytes"] / directory_size(real_float16)
     assert ratio <= SIZE_BARS[scheme] and compression["size_ratio"] == pytest.approx(ratio, rel=0.01)
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     for mode, numbers in validation["quality"]["packages"]["model"].items():
         for name, bound in PALETTE_QUALITY[scheme].items():

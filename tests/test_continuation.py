@@ -246,7 +246,7 @@ def llama_result(tiny_model, tmp_path_factory):
 
 
 def test_non_stateful_package_continues_the_prompt_as_pytorch_does(llama_result):
-    validation = llama_result.report["validation"]
+    validation = llama_result.report_json["validation"]
     assert validation["passed"], validation["message"]
     section = validation["continuation"]
     assert section["prompt"] == "The capital of France is" and section["new_tokens"] == 8 and section["passed"] is True
@@ -282,7 +282,7 @@ def test_conversion_and_validation_say_each_step_with_growing_fractions(llama_re
     # the continuation, token by token, in each mode: the last groups
     assert f"Validating: continuation, 3 of 8 tokens (exact fp32), {total - 1} of {total}" in messages
     assert f"Validating: continuation, 8 of 8 tokens (fp16 emulation), {total} of {total}" in messages
-    assert messages[-1] == llama_result.report["validation"]["message"]
+    assert messages[-1] == llama_result.report_json["validation"]["message"]
 
 
 def test_try_it_says_how_far_each_side_has_written(llama_result, tiny_model):
@@ -319,7 +319,7 @@ def test_tampered_package_fails_the_continuation(llama_result, tiny_model, tmp_p
 
 def test_other_tasks_have_no_continuation(tiny_model, tmp_path):
     result = convert(str(tiny_model("gpt2")), "feature-extraction", tmp_path, ConversionOptions.from_strings(sequence_length=8))
-    assert "continuation" not in result.report["validation"]
+    assert "continuation" not in result.report_json["validation"]
 
 
 @pytest.fixture(scope="module")

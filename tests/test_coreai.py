@@ -35,21 +35,21 @@ def _passed(report: dict) -> None:
 
 def test_an_image_model_takes_a_pixel_tensor_scaled_in_the_program(tiny_model, tmp_path):
     result = convert(str(tiny_model("vit")), "image-classification", tmp_path, _options())
-    _passed(result.report)
-    image = result.report["packages"][0]["inputs"][0]
+    _passed(result.report_json)
+    image = result.report_json["packages"][0]["inputs"][0]
     assert (image["name"], image["type"], image["shape"]) == ("image", "tensor", [1, 3, 32, 32])
 
 
 @pytest.mark.parametrize("model_type,task", [("llama", "text-generation"), ("bert", "fill-mask"), ("t5", "text2text-generation")])
 def test_float32_core_ai_packages_run_to_float32_tolerances(model_type, task, tiny_model, tmp_path):
     result = convert(str(tiny_model(model_type)), task, tmp_path, _options(precision="float32"))
-    _passed(result.report)
+    _passed(result.report_json)
     if task == "text-generation":  # Apple's LLM bundle: float32 compute and caches, float16 logits (what its engine reads)
         info = described(result.packages[0])
         assert info["outputs"][0]["dtype"] == "float16" and {s["dtype"] for s in info["states"]} == {"float32"}
         return
     assert all(described(p)["outputs"][0]["dtype"] == "float32" for p in result.packages)
-    assert all(r["value"] <= 1e-3 for r in result.report["validation"]["checks"] if r["metric"] == "max_abs_diff")
+    assert all(r["value"] <= 1e-3 for r in result.report_json["validation"]["checks"] if r["metric"] == "max_abs_diff")
 
 
 @pytest.mark.parametrize("precision", ["float16", "float32"])
@@ -60,14 +60,14 @@ def test_a_stateful_kv_cache_sets_the_llm_bundles_context(precision, tiny_model,
 
     options = _options(kv_cache="stateful", precision=precision)  # no iOS18 target needed: Core AI is 27+
     result = convert(str(tiny_model("llama")), "text-generation", tmp_path, options)
-    _passed(result.report)
-    package = result.report["packages"][0]
+    _passed(result.report_json)
+    package = result.report_json["packages"][0]
     assert [s["name"] for s in package["states"]] == ["keyCache", "valueCache"]
     assert [s["dtype"] for s in package["states"]] == [precision] * 2
     assert [i["name"] for i in package["inputs"]] == ["input_ids", "position_ids"]
     assert package["outputs"][0]["dtype"] == "float16"  # whatever the precision: Apple's engine reads float16 logits
     assert json.loads((result.packages[0].parent / "metadata.json").read_text())["language"]["max_context_length"] == SEQ
-    runs = [run for run in result.report["validation"]["continuation"]["runs"] if run["mode"] == MODE]
+    runs = [run for run in result.report_json["validation"]["continuation"]["runs"] if run["mode"] == MODE]
     assert runs and all(run["passed"] for run in runs)
     # Prefill then one-token calls on one state give the logits of one whole call.
     runner = CoreAIBackend().runner(result.packages[0])
@@ -90,12 +90,12 @@ def test_core_ai_weight_compression_through_coreai_opt(scheme, tmp_path):
     folder = build_model("llama", tmp_path / "llama", hidden_size=128, head_dim=32, intermediate_size=256)
     plain = convert(str(folder), "text-generation", tmp_path / "float", _options(), validate=False)
     result = convert(str(folder), "text-generation", tmp_path / scheme, _options(quantize=scheme))
-    _passed(result.report)
-    entry = result.report["packages"][0]["compression"]
+    _passed(result.report_json)
+    entry = result.report_json["packages"][0]["compression"]
     assert entry["scheme"] == scheme and "coreai-opt" in entry["method"]
-    assert entry["size_after_bytes"] == result.report["packages"][0]["size_bytes"]
+    assert entry["size_after_bytes"] == result.report_json["packages"][0]["size_bytes"]
     # "Before" is the same program saved with float weights: the plain conversion's size (less its metadata).
-    assert entry["size_before_bytes"] == pytest.approx(plain.report["packages"][0]["size_bytes"], rel=0.02)
+    assert entry["size_before_bytes"] == pytest.approx(plain.report_json["packages"][0]["size_bytes"], rel=0.02)
     assert entry["size_ratio"] < {"int8": 0.75, "int4": 0.6, "lut4": 0.6, "mixed": 0.6}[scheme]
     if scheme in ("int4", "lut4", "mixed"):  # an LLM's embeddings and head as the Core ML schemes take them
         assert "embeddings and output head" in entry["granularity"]
@@ -105,14 +105,14 @@ def test_core_ai_weight_compression_through_coreai_opt(scheme, tmp_path):
 def test_format_both_makes_and_validates_a_package_of_each(tiny_model, tmp_path):
     options = ConversionOptions.from_strings(format="both", sequence_length=SEQ)
     result = convert(str(tiny_model("qwen3")), "text-generation", tmp_path, options)
-    _passed(result.report)
+    _passed(result.report_json)
     assert [p.suffix for p in result.packages] == [".mlpackage", ".aimodel"]
-    assert [p["format"] for p in result.report["packages"]] == ["coreml", "coreai"]
+    assert [p["format"] for p in result.report_json["packages"]] == ["coreml", "coreai"]
     # <name>.mlpackage (swift-transformers' contract) beside the LLM bundle <name>/<name>.aimodel (Apple's)
     assert result.packages[0].stem == result.packages[1].stem == result.packages[1].parent.name
-    assert [i["name"] for i in result.report["packages"][0]["inputs"]] == ["inputIds", "attentionMask"]
-    assert [i["name"] for i in result.report["packages"][1]["inputs"]] == ["input_ids", "position_ids"]
-    validation = result.report["validation"]
+    assert [i["name"] for i in result.report_json["packages"][0]["inputs"]] == ["inputIds", "attentionMask"]
+    assert [i["name"] for i in result.report_json["packages"][1]["inputs"]] == ["input_ids", "position_ids"]
+    validation = result.report_json["validation"]
     assert set(validation["modes"]) == {"fp32", "fp16", MODE}
     assert {r["mode"] for r in validation["checks"]} == {"fp32", "fp16", MODE}
     assert "Core AI runtime" in validation["kind"] and "reference executor" in validation["kind"]
@@ -140,10 +140,10 @@ def test_a_model_converted_in_chunks_is_refused_for_core_ai(tiny_model, tmp_path
 
 def test_a_range_of_lengths_runs_at_both_ends(tiny_model, tmp_path):
     result = convert(str(tiny_model("bert")), "fill-mask", tmp_path, _options(sequence_length="4-32"))
-    _passed(result.report)
-    ids = result.report["packages"][0]["inputs"][0]
+    _passed(result.report_json)
+    ids = result.report_json["packages"][0]["inputs"][0]
     assert ids["flexibility"] == "range" and ids["ranges"][-1] == [4, 32]
-    assert {r["inputs"] for r in result.report["validation"]["checks"]} >= {"text, 4 tokens", "text, 32 tokens"}
+    assert {r["inputs"] for r in result.report_json["validation"]["checks"]} >= {"text, 4 tokens", "text, 32 tokens"}
 
 
 def test_the_metadata_keys_match_the_core_ml_package(tiny_model, tmp_path):
@@ -183,10 +183,10 @@ def test_the_core_ai_backend_names_its_package_beside_core_mls():
 
 def test_real_encoder_converts_to_core_ai_and_embeds_like_pytorch(real_encoder, tmp_path):
     result = convert(str(real_encoder), "feature-extraction", tmp_path, _options(precision="float32", sequence_length=128))
-    _passed(result.report)
-    cosines = [row["value"] for row in result.report["validation"]["checks"] if row["metric"] == "cosine_similarity"]
+    _passed(result.report_json)
+    cosines = [row["value"] for row in result.report_json["validation"]["checks"] if row["metric"] == "cosine_similarity"]
     assert cosines and min(cosines) > 0.9999
-    assert result.report["packages"][0]["outputs"][0]["name"] == "sentence_embedding"
+    assert result.report_json["packages"][0]["outputs"][0]["name"] == "sentence_embedding"
 
 
 def test_try_it_runs_an_aimodel_in_core_ai_s_runtime(tiny_model, tmp_path):

@@ -92,7 +92,7 @@ def test_the_program_has_the_engines_interface(tiny_bundle):
 
 
 def test_validation_drives_the_bundle_as_core_ai_language_model_does(tiny_bundle):
-    validation = tiny_bundle.report["validation"]
+    validation = tiny_bundle.report_json["validation"]
     assert validation["passed"] is True, validation["message"]
     assert "driven as CoreAILanguageModel drives it" in validation["kind"]
     assert {row["mode"] for row in validation["checks"]} == {MODE}
@@ -106,7 +106,7 @@ def test_validation_drives_the_bundle_as_core_ai_language_model_does(tiny_bundle
 def test_a_context_shorter_than_prompt_and_text_stops_where_the_app_would(tiny_model, tmp_path):
     result = convert(str(tiny_model("llama")), "text-generation", tmp_path, _options(kv_cache="stateful", sequence_length=8,
                                                                                      precision="float32"))
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"] is True, validation["message"]
     run = validation["continuation"]["runs"][0]
     prompt = len(validation["continuation"]["prompt_ids"])
@@ -199,7 +199,7 @@ def test_the_card_shows_core_ai_language_model_for_a_bundle_and_the_raw_api_othe
 
 def test_real_smollm2_float16_bundle_continues_like_pytorch_driven_as_apple_drives_it(real_llm, tmp_path):
     result = convert(str(real_llm), "text-generation", tmp_path, _options(sequence_length=128))
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"] is True, validation["message"]
     folder = result.packages[0].parent
     assert bundle.problems(folder) == []

@@ -43,7 +43,7 @@ def _source(tiny_model, model_type: str, task: str, tmp_path):
 def test_every_registry_pair_converts_to_core_ai_and_runs_right(model_type, task, tiny_model, tmp_path):
     folder = _source(tiny_model, model_type, task, tmp_path)
     result = convert(str(folder), task, tmp_path / "out", _options())
-    report = result.report
+    report = result.report_json
     assert all(path.suffix == ".aimodel" and (path / "main.mlirb").is_file() for path in result.packages)
     assert [p["format"] for p in report["packages"]] == ["coreai"] * len(report["packages"])
     _passed(report)
@@ -73,4 +73,4 @@ def test_the_pairs_core_ai_cannot_take_are_refused_with_their_reason(model_type,
     assert not any(tmp_path.iterdir()), "a refused request must leave nothing behind"
     # ... and the reason holds: torch.export cannot capture it (Core ML converts it by tracing).
     result = convert(str(tiny_model(model_type)), task, tmp_path / "coreml", ConversionOptions.from_strings(sequence_length=SEQ), validate=False)
-    assert result.report["packages"][0]["exporter"] == "torch.jit.trace"
+    assert result.report_json["packages"][0]["exporter"] == "torch.jit.trace"

@@ -124,5 +124,5 @@ def test_export_failures_fall_back_to_tracing(monkeypatch, tiny_model, tmp_path)
 
     monkeypatch.setattr(torch.export, "export", unsupported)
     result = convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
-    assert result.report["packages"][0]["exporter"] == "torch.jit.trace"
-    assert any("used torch.jit.trace instead" in w for w in result.report["warnings"])
+    assert result.report_json["packages"][0]["exporter"] == "torch.jit.trace"
+    assert any("used torch.jit.trace instead" in w for w in result.report_json["warnings"])

@@ -53,7 +53,7 @@ def _program(result, index: int = 0) -> dict:
     """The package's program summary, as the backend describes it (and the report, once it
     carries the entry, says the same)."""
     program = CoreMLBackend().describe(result.packages[index])["program"]
-    assert result.report["packages"][index].get("program", program) == program
+    assert result.report_json["packages"][index].get("program", program) == program
     return program
 
 
@@ -84,7 +84,7 @@ def test_every_decoder_family_runs_fused_attention_with_a_stateful_kv_cache(mode
     else:  # the report says so, and the package still converts and validates
         assert not program["fused_attention"] and SDPA not in counts and counts["softmax"] == 1
 
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     # Driven as swift-transformers drives it (causalMask zeros [1, 1, 1, T + 1]) and the explicit
     # way (a triangle at the prefill, zeros [1, 1, 1, T] after): a prefill and 8 extends each.
@@ -103,7 +103,7 @@ def test_a_package_without_kv_cache_runs_fused_attention_too(model_type, one_lay
     program = _program(result)
     assert program["fused_attention"] and not program["stateful"]
     assert program["op_counts"][SDPA] == 1 and "softmax" not in program["op_counts"]
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     # Driven as swift-transformers drives it: right-padded with an attentionMask, re-run per token.
     runs = validation["continuation"]["runs"]
@@ -119,7 +119,7 @@ def test_encoders_run_fused_attention(model_type, one_layer, tiny_model, tmp_pat
     for index in range(len(result.packages)):
         program = _program(result, index)
         assert program["fused_attention"] and program["op_counts"][SDPA] >= 1
-    assert result.report["validation"]["passed"], result.report["validation"]["message"]
+    assert result.report_json["validation"]["passed"], result.report_json["validation"]["message"]
 
 
 def test_below_ios18_attention_stays_matmul_and_softmax(one_layer, tmp_path):

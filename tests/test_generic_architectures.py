@@ -12,7 +12,6 @@ from converters.configs.generic import family_of
 from converters.errors import ArchitectureNotConvertible, UnsupportedArchitecture, UserInputError
 from converters.export import convert
 from converters.options import ConversionOptions
-from converters.report import ConversionReport
 from tests.models import UNLISTED
 
 OPTIONS = ConversionOptions.from_strings(sequence_length=16)
@@ -97,13 +96,13 @@ def test_an_unlisted_architecture_converts_and_validation_passes(model_type, tin
     # Phi's package is converted with validation "skipped": for an unlisted architecture it runs anyway.
     skip_asked = model_type == "phi"
     result = convert(str(tiny_model(model_type)), task, tmp_path, OPTIONS, validate=not skip_asked)
-    report = ConversionReport.from_json(result.report)
+    report = result.report
     assert report.validation.passed is True, report.validation.message
     assert report.validation.notes == []  # live outputs, not a constant
-    assert result.report["architecture"]["tested"] is False and result.report["architecture"]["family"] == family
+    assert report.architecture.tested is False and report.architecture.family == family
     assert report.untested_mark() == _mark(model_type, family, "passed")
     if skip_asked:
-        assert any("not in the tested list" in w for w in result.report["warnings"])
+        assert any("not in the tested list" in w for w in report.warnings)
 
 
 # Stateful packages (keyCache/valueCache states, driven as swift-transformers drives them) of the
@@ -119,7 +118,7 @@ STATEFUL_REFUSED = {
 
 def test_an_unlisted_mixture_of_experts_converts_stateful_and_validates(tiny_model, tmp_path):
     result = convert(str(tiny_model(STATEFUL_CONVERTS)), "text-generation", tmp_path, STATEFUL)
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"] is True, validation["message"]
     assert validation["notes"] == []
     steps = {row["inputs"].split("-token prompt")[1] for row in validation["checks"] if row["metric"] == "top1_agreement"}

@@ -46,7 +46,7 @@ def test_a_backend_and_a_transform_plug_in_without_touching_the_pipeline(monkeyp
 
     monkeypatch.setattr(export, "transforms_for", lambda plan: [mark])
     result = export.convert(str(tiny_model("t5")), "text2text-generation", tmp_path, backend="recording")
-    assert result.report["validation"]["passed"] is True
+    assert result.report_json["validation"]["passed"] is True
     assert calls == [
         ("convert", "encoder", "torch.export"), ("transform", "encoder"), ("save", "encoder", True),
         ("convert", "decoder", "torch.export"), ("transform", "decoder"), ("save", "decoder", True),

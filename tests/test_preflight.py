@@ -78,10 +78,10 @@ def test_the_form_the_worker_and_the_engine_pick_the_same_task(hub, repo, expect
     spec = JobSpec.build(repo, token=OWNER_TOKEN, task="auto", options={"sequence_length": "8"})
     assert resolve(spec, OWNER_TOKEN, tmp_path / "resolve").task == expected
     eight = ConversionOptions.from_strings(sequence_length="8")
-    engine = convert(repo, "auto", tmp_path / "hub", eight, validate=False).report
+    engine = convert(repo, "auto", tmp_path / "hub", eight, validate=False).report_json
     assert (engine["requested_task"], engine["task"]) == ("auto", expected)
     if repo in hub:  # the same model as a local folder: the task named in its README's card
-        local = convert(str(hub[repo]), "auto", tmp_path / "local", eight, validate=False).report
+        local = convert(str(hub[repo]), "auto", tmp_path / "local", eight, validate=False).report_json
         assert local["task"] == expected
 
 

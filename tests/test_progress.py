@@ -118,24 +118,24 @@ def test_a_queued_try_says_what_it_waits_for_and_a_running_one_how_far_it_is(red
     _queued_try(redis, "try-a-1", "bob")
     mine = _queued_try(redis, "try-a-2")
     status = api.try_status("try-a-2", "alice")
-    assert (status["state"], status["position"], status["progress"]) == ("queued", 2, None)
-    assert status["waiting_for"] == "no worker is running: the try waits until one starts"
+    assert (status.state, status.position, status.progress) == ("queued", 2, None)
+    assert status.waiting_for == "no worker is running: the try waits until one starts"
 
     worker = _worker(redis, "w1", monkeypatch)
-    assert api.try_status("try-a-2", "alice")["waiting_for"] == "1 try ahead"
+    assert api.try_status("try-a-2", "alice").waiting_for == "1 try ahead"
     conversion = queues.queue(settings.GENERAL_QUEUE, redis).enqueue("builtins.print", job_id="cv-1")
     worker.prepare_execution(conversion)
-    assert api.try_status("try-a-2", "alice")["waiting_for"] == "1 try ahead; a conversion is running on the only worker"
+    assert api.try_status("try-a-2", "alice").waiting_for == "1 try ahead; a conversion is running on the only worker"
 
     queues.queue(settings.TRY_QUEUE, redis).remove("try-a-1")
     other = _worker(redis, "w2", monkeypatch)
-    assert api.try_status("try-a-2", "alice")["waiting_for"] == "a free worker is starting it"
+    assert api.try_status("try-a-2", "alice").waiting_for == "a free worker is starting it"
     other.prepare_execution(queues.fetch_job("try-a-1", redis))
-    assert api.try_status("try-a-2", "alice")["waiting_for"] == "all 2 workers are busy (1 conversion, 1 try)"
+    assert api.try_status("try-a-2", "alice").waiting_for == "all 2 workers are busy (1 conversion, 1 try)"
 
     mine.meta["progress"] = {"message": "The package: 9 of 16 tokens", "fraction": 0.65}
     mine.save_meta()
     mine.set_status(JobStatus.STARTED)
     status = api.try_status("try-a-2", "alice")
-    assert status["state"] == "running" and status["waiting_for"] is None
-    assert status["progress"] == {"message": "The package: 9 of 16 tokens", "fraction": 0.65}
+    assert status.state == "running" and status.waiting_for is None
+    assert status.progress == {"message": "The package: 9 of 16 tokens", "fraction": 0.65}

@@ -125,7 +125,7 @@ def test_conversion_spec(model_type, task, tiny_model, tmp_path):
         model_class = auto._model_mapping[type(AutoConfig.from_pretrained(folder))]
         folder = build_model(model_type, tmp_path / "checkpoint", model_class=model_class)
     result = convert(str(folder), task, tmp_path, OPTIONS)
-    report = result.report
+    report = result.report_json
     assert report["task"] == task
     expected = expected_packages(model_type, task)
     assert len(result.packages) == len(expected)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -36,7 +37,7 @@ def reports(tiny_model, tmp_path_factory) -> dict[str, tuple[dict, object]]:
         "t5": (tiny_model("t5"), {}),
         "skipped": (tiny_model("bert"), {"validate": False}),
     }
-    return {name: (convert(str(folder), "auto", out / name, eight, **kw).report, out / name)
+    return {name: (convert(str(folder), "auto", out / name, eight, **kw).report_json, out / name)
             for name, (folder, kw) in runs.items()}
 
 
@@ -47,7 +48,8 @@ def test_reports_round_trip_to_exactly_the_engines_json(reports):
         typed = ConversionReport.from_json(report)
         assert json.dumps(typed.to_json()) == json.dumps(report), name  # same keys, order and values
         assert ValidationReport.from_json(report["validation"]).to_json() == report["validation"], name
-        public = public_report(report, out)  # the job's report: no local paths
+        public = public_report(typed, out)  # the job's report: no local paths
+        assert "path" not in public["source"] and not any(Path(p["path"]).is_absolute() for p in public["packages"]), name
         assert ConversionReport.from_json(public).to_json() == public, name
     typed = ConversionReport.from_json(gpt2)
     assert typed.task == "text-generation" and typed.architecture.class_name == "GPT2LMHeadModel"

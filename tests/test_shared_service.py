@@ -188,23 +188,23 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
     def attempt():
         try_id = api.submit_try(job.job_id, repos.REVOCABLE_TOKEN, OWNER, "generate",
                                 {"text": "the capital of france is", "new_tokens": 2})
-        return wait_until(lambda: (s := api.try_status(try_id, OWNER))["state"] in ("finished", "failed") and s, 180,
+        return wait_until(lambda: (s := api.try_status(try_id, OWNER)).state in ("finished", "failed") and s, 180,
                           what="the try")
 
     first = attempt()
-    assert first["state"] == "finished" and first["result"]["package"]["tokens"] >= 1, first
+    assert first.state == "finished" and first.result["package"]["tokens"] >= 1, first
 
     # A worker killed mid-try: the try ends failed, with nothing of it left behind.
     service.hub.inject_fault(repos.TINY_LLAMA, status=None, delay=60)  # the try waits on the Hub
     try:
         try_id = api.submit_try(job.job_id, OWNER_TOKEN, OWNER, "generate", {"text": "hello", "new_tokens": 2})
-        wait_until(lambda: api.try_status(try_id, OWNER)["state"] == "running", 60, what="the try to start")
+        wait_until(lambda: api.try_status(try_id, OWNER).state == "running", 60, what="the try to start")
         wait_until(lambda: list((service.tmp / "state" / "jobs").glob("try-*")), 30, what="the try's folder")
         os.kill(horse_of(service, try_id), signal.SIGKILL)
     finally:
         service.hub.clear_faults(repos.TINY_LLAMA)
-    killed = wait_until(lambda: (s := api.try_status(try_id, OWNER))["state"] == "failed" and s, 60, what="the failure")
-    assert "killed" in killed["error"]
+    killed = wait_until(lambda: (s := api.try_status(try_id, OWNER)).state == "failed" and s, 60, what="the failure")
+    assert "killed" in killed.error
     assert not list((service.tmp / "state" / "jobs").glob("try-*")) and not service.token_key_exists(try_id)
     assert not list(service.machine_tmp.rglob("*.mlpackage"))
 

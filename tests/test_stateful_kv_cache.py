@@ -30,7 +30,7 @@ def test_stateful_package_matches_the_contract_and_validates(model_type, tiny_mo
     empty = not empty_tokenizer_first(model_type)
     folder = without_tokenizer(tiny_model(model_type), tmp_path / "weights-only" / model_type, empty=empty)
     result = convert(str(folder), "text-generation", tmp_path, OPTIONS)
-    assert result.report["tokenizer_missing"] in ((ENCODES_NOTHING, UNREADABLE) if empty else (NO_FILES,))
+    assert result.report_json["tokenizer_missing"] in ((ENCODES_NOTHING, UNREADABLE) if empty else (NO_FILES,))
     info = describe_package(result.packages[0])
     inputs = {i["name"]: i for i in info["inputs"]}
     assert list(inputs) == ["inputIds", "causalMask"]
@@ -50,7 +50,7 @@ def test_stateful_package_matches_the_contract_and_validates(model_type, tiny_mo
         assert state["shape"] == [layers, 1, kv_heads, CONTEXT, head_dim] and state["dtype"] == "float16"
     assert info["specification_version"] >= 9  # iOS 18
 
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     # Driven as swift-transformers drives it (zeros [1, 1, 1, T + 1]) and the explicit way
     # (a triangle at the prefill, zeros [1, 1, 1, T] after): a prefill and 8 extends each.
@@ -159,11 +159,11 @@ def test_a_stateful_package_longer_than_the_sliding_window_computes_what_transfo
     validate = kind == "gemma3"
     result = convert(str(folder), "text-generation", tmp_path / "out", options, validate=validate)
     expected_context = context or 2048  # auto: min(2048, the model's 4096)
-    assert result.report["options"]["sequence_length"] == str(expected_context)
+    assert result.report_json["options"]["sequence_length"] == str(expected_context)
     states = {s["name"]: s["shape"] for s in describe_package(result.packages[0])["states"]}
     assert states["keyCache"] == [2, 1, 2, expected_context, 8]
     if validate:
-        validation = result.report["validation"]
+        validation = result.report_json["validation"]
         assert validation["passed"], validation["message"]
 
     ids = [int(i) for i in np.random.default_rng(1).integers(3, 128, 5 * WINDOW)]
@@ -187,7 +187,7 @@ def test_a_padded_package_longer_than_the_sliding_window_continues_as_transforme
     folder = tmp_path / "gemma3"
     _sliding_model("gemma3", folder)
     result = convert(str(folder), "text-generation", tmp_path / "out", ConversionOptions.from_strings(sequence_length=24))
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     runs = validation["continuation"]["runs"]
     assert runs and all(run["passed"] and run["matching_tokens"] == 8 for run in runs)

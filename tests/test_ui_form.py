@@ -280,7 +280,7 @@ def engine_sizes(tmp_path_factory):
     for scheme, target in (("none", "iOS18"), ("int8", "iOS18"), ("int4", "iOS18"), ("mixed", "iOS18"),
                            ("lut4", "iOS18"), ("lut6", "iOS17")):
         options = ConversionOptions.from_strings(quantize=scheme, sequence_length="32", minimum_deployment_target=target)
-        (package,) = convert(str(folder), "text-generation", root / scheme, options, validate=False).report["packages"]
+        (package,) = convert(str(folder), "text-generation", root / scheme, options, validate=False).report_json["packages"]
         found[scheme] = (estimates(weights, options, "text-generation")[scheme], package)
     return found
 

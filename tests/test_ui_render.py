@@ -11,7 +11,7 @@ import pytest
 
 from ui import render
 from ui.models import ModelSummary
-from worker.status import JobStatus
+from worker.status import JobStatus, TryStatus
 
 CHECKS = [
     {"package": "model", "inputs": "text, 8 tokens", "output": "token_scores", "mode": "fp32", "metric": "finite_share",
@@ -267,7 +267,7 @@ def compressed(tmp_path_factory):
     root = tmp_path_factory.mktemp("render-int8")
     folder = build_model("llama", root / "llama", hidden_size=64, intermediate_size=128)
     options = ConversionOptions.from_strings(quantize="int8", sequence_length="32", minimum_deployment_target="iOS18")
-    return json.loads(json.dumps(convert(str(folder), "text-generation", root / "out", options).report))
+    return json.loads(json.dumps(convert(str(folder), "text-generation", root / "out", options).report_json))
 
 
 def finished(report: dict) -> dict:
@@ -486,12 +486,12 @@ def test_a_passed_packages_size_is_shown_compressed_or_not():
 
 
 def test_a_try_says_what_it_waits_for_and_how_far_it_is():
-    queued = render.try_waiting({"state": "queued", "position": 2, "waiting_for": "1 try ahead; a conversion is running on the only worker"})
+    queued = render.try_waiting(TryStatus("queued", position=2, waiting_for="1 try ahead; a conversion is running on the only worker"))
     assert "Queued: 1 try ahead; a conversion is running on the only worker…" in queued
-    assert "Queued (position 2)…" in render.try_waiting({"state": "queued", "position": 2})
-    running = render.try_waiting({"state": "running", "progress": {"message": "The package: 9 of 16 tokens", "fraction": 0.6}})
+    assert "Queued (position 2)…" in render.try_waiting(TryStatus("queued", position=2))
+    running = render.try_waiting(TryStatus("running", progress={"message": "The package: 9 of 16 tokens", "fraction": 0.6}))
     assert "The package: 9 of 16 tokens…" in running and 'value="0.600"' in running
-    assert "Running the package and the PyTorch model…" in render.try_waiting({"state": "running"})
+    assert "Running the package and the PyTorch model…" in render.try_waiting(TryStatus("running"))
 
 
 def test_a_finished_job_says_which_devices_its_package_fits():

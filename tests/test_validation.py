@@ -27,7 +27,7 @@ _FP16 = 1  # MIL blob dtype code for float16 in weight.bin
 def llama_package(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("llama")
     result = convert(str(tiny_model("llama")), "text-generation", out, OPTIONS)
-    assert result.report["validation"]["passed"], result.report["validation"]["message"]
+    assert result.report_json["validation"]["passed"], result.report_json["validation"]["message"]
     return result.packages[0]
 
 
@@ -191,27 +191,27 @@ def test_no_validate_is_said_plainly(tiny_model, tmp_path, capsys):
 
 def test_compute_units_from_the_program(tiny_model, tmp_path):
     ranged = convert(str(tiny_model("bert")), "feature-extraction", tmp_path / "r", ConversionOptions.from_strings(sequence_length="4-16"))
-    analysis = ranged.report["validation"]["compute_units"]["model"]
+    analysis = ranged.report_json["validation"]["compute_units"]["model"]
     # Apple: range shapes run on the GPU or CPU, and on the Neural Engine at the default shape only.
     assert analysis["units"] == {"cpu": "yes", "gpu": "yes", "neural_engine": "default_shape"}
     assert any("range shapes run on the GPU or CPU" in reason and "input_ids [1, " in reason
                for reason in analysis["reasons"])
-    assert any("GPU or CPU, and on the Neural Engine only at the default length" in w for w in ranged.report["warnings"])
-    assert ranged.report["validation"]["passed"], ranged.report["validation"]["message"]
-    assert {r["inputs"] for r in ranged.report["validation"]["checks"]} == {"text, 4 tokens", "text, 16 tokens"}
+    assert any("GPU or CPU, and on the Neural Engine only at the default length" in w for w in ranged.report_json["warnings"])
+    assert ranged.report_json["validation"]["passed"], ranged.report_json["validation"]["message"]
+    assert {r["inputs"] for r in ranged.report_json["validation"]["checks"]} == {"text, 4 tokens", "text, 16 tokens"}
 
     fp32 = convert(str(tiny_model("vit")), "image-classification", tmp_path / "f", ConversionOptions.from_strings(precision="float32"))
-    units = fp32.report["validation"]["compute_units"]["model"]
+    units = fp32.report_json["validation"]["compute_units"]["model"]
     assert units["units"]["neural_engine"] == "no"
     # No float16 emulation rows for a float32 package: no device runs it in float16.
-    assert {row["mode"] for row in fp32.report["validation"]["checks"]} == {"fp32"}
+    assert {row["mode"] for row in fp32.report_json["validation"]["checks"]} == {"fp32"}
     assert any("float32" in reason for reason in units["reasons"])
 
 
 def test_enumerated_lengths_are_each_validated(tiny_model, tmp_path):
     result = convert(str(tiny_model("gpt2")), "text-generation", tmp_path,
                      ConversionOptions.from_strings(sequence_length="8,16", minimum_deployment_target="iOS18"))
-    validation = result.report["validation"]
+    validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     assert {r["inputs"] for r in validation["checks"] if r["metric"] != "continuation_match"} == {"text, 8 tokens", "text, 16 tokens"}
     assert validation["compute_units"]["model"]["units"]["gpu"] == "yes"
@@ -247,7 +247,7 @@ def test_tolerance_option_scales_the_thresholds(llama_package, tiny_model, tmp_p
     thresholds = {}
     for tolerance in ("default", "strict"):
         options = ConversionOptions.from_strings(sequence_length=12, tolerance=tolerance)
-        report = convert(str(tiny_model("llama")), "text-generation", tmp_path / tolerance, options).report
+        report = convert(str(tiny_model("llama")), "text-generation", tmp_path / tolerance, options).report_json
         assert report["options"]["tolerance"] == tolerance
         thresholds[tolerance] = [r["threshold"] for r in report["validation"]["checks"] if r["metric"] == "max_abs_diff"]
     assert thresholds["strict"] == pytest.approx([t / 4 for t in thresholds["default"]], rel=1e-3)

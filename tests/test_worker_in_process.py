@@ -23,6 +23,7 @@ from tests.e2e.harness import RedisServer
 from worker import api, queues, settings, tokens, try_it, workdirs
 from worker.runner import ListenerStopsAtOnce
 from worker.spec import JobSpec
+from worker.status import TryStatus
 
 TOKEN = "hf_try_it_worker_test_token_0123456789"
 
@@ -63,7 +64,7 @@ def _conversion(redis, job_id: str, user: str = "alice", **meta):
     return job
 
 
-def _run_try(redis, conversion_id: str, kind: str = "generate") -> dict:
+def _run_try(redis, conversion_id: str, kind: str = "generate") -> TryStatus:
     """Submit a try as the page does and let rq run it as a worker would; its status after."""
     try_id = api.submit_try(conversion_id, TOKEN, "alice", kind, {"text": "hello"})
     assert tokens.exists(redis, try_id)  # kept for the worker while the try waits
@@ -71,7 +72,7 @@ def _run_try(redis, conversion_id: str, kind: str = "generate") -> dict:
     status = api.try_status(try_id, "alice")
     assert not tokens.exists(redis, try_id), "the try's token outlived it"
     assert not workdirs.path_for(try_id).exists(), "the try's folder outlived it"
-    assert TOKEN not in (status.get("error") or "")
+    assert TOKEN not in (status.error or "")
     return status
 
 
@@ -106,7 +107,7 @@ def test_a_try_that_cannot_run_says_why_and_leaves_nothing(redis, meta, kind, me
         assert not tokens.exists(redis, submitted) and not workdirs.path_for(submitted).exists()
     else:
         status = _run_try(redis, job_id, kind)
-    assert status["state"] == "failed" and message in status["error"], status
+    assert status.state == "failed" and message in status.error, status
 
 
 def test_a_try_that_fails_on_our_side_says_so_without_the_token(redis, monkeypatch):
@@ -117,8 +118,8 @@ def test_a_try_that_fails_on_our_side_says_so_without_the_token(redis, monkeypat
 
     monkeypatch.setattr(try_it, "confirm_access", broken)
     status = _run_try(redis, "cv-our-side")
-    assert status["state"] == "failed"
-    assert status["error"] == "Trying the package failed on our side (RuntimeError). Try again, or report it."
+    assert status.state == "failed"
+    assert status.error == "Trying the package failed on our side (RuntimeError). Try again, or report it."
 
 
 def _repo(cache, name: str, size: int, age: float):

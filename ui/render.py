@@ -21,7 +21,7 @@ from converters.report import METRIC_LABELS, MODE_LABELS, ConversionReport, Vali
 from converters.report import number as report_number
 from converters.wording import continuation_reach, continuation_verdict
 from worker.progress import STAGES
-from worker.status import JobStatus
+from worker.status import JobStatus, TryStatus
 
 # The stages a job walks through, as the person reads them.
 STAGE_LABELS = {
@@ -883,18 +883,18 @@ def try_note(kind: str | None, status: JobStatus | None = None) -> str:
     return f'<div class="cm-muted">{escape(TRY_NOTES[kind])} {where}: its speed is this server\'s CPU, not a device\'s.</div>'
 
 
-def try_waiting(state: dict) -> str:
+def try_waiting(state: TryStatus) -> str:
     """While a try waits or runs: what it waits for, or how far each side has written."""
-    progress = state.get("progress") or {}
-    if state.get("state") == "queued":
-        waiting = state.get("waiting_for")
-        text = "Queued" + (f": {waiting}" if waiting else (f" (position {state['position']})" if state.get("position") else "")) + "…"
+    progress = state.progress or {}
+    if state.state == "queued":
+        waiting = state.waiting_for
+        text = "Queued" + (f": {waiting}" if waiting else (f" (position {state.position})" if state.position else "")) + "…"
     else:
         text = (progress.get("message") or "Running the package and the PyTorch model") + "…"
     fraction = progress.get("fraction")
     bar = (f'<progress max="1" value="{float(fraction):.3f}" data-role="try-progress"></progress>'
-           if isinstance(fraction, (int, float)) and state.get("state") != "queued" else "")
-    return f'<div class="cm-info" data-try-state="{escape(str(state.get("state")))}">{escape(text)}{bar}</div>'
+           if isinstance(fraction, (int, float)) and state.state != "queued" else "")
+    return f'<div class="cm-info" data-try-state="{escape(str(state.state))}">{escape(text)}{bar}</div>'
 
 
 def _rate(side: dict) -> str:

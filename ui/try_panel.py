@@ -60,11 +60,11 @@ def try_package(page: Page, data: dict, who: Who):
     deadline = time.monotonic() + api.TRY_TIMEOUT + 60
     while time.monotonic() < deadline:
         state = api.try_status(try_id, who.user)
-        if state["state"] == "finished" and state.get("result"):
-            yield render.try_result(state["result"], inputs)
+        if state.state == "finished" and state.result:
+            yield render.try_result(state.result, inputs)
             return
-        if state["state"] in ("failed", "cancelled", "unknown"):
-            yield render.message(safe_text(state.get("error") or "The try failed.", who.token), "error")
+        if state.ended:
+            yield render.message(safe_text(state.error or "The try failed.", who.token), "error")
             return
         yield render.try_waiting(state)
         time.sleep(POLL_SECONDS)

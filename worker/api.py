@@ -32,7 +32,7 @@ from .lifecycle import CANCELLED_MESSAGE
 from .progress import now_iso
 from .spec import JobSpec
 from .states import ErrorKind, JobState
-from .status import JobStatus, KeptPackage, Links, error_kind_of
+from .status import JobStatus, KeptPackage, Links, TryStatus, error_kind_of
 
 WAITING = {RqStatus.CREATED, RqStatus.QUEUED, RqStatus.DEFERRED, RqStatus.SCHEDULED}
 ACTIVE = WAITING | {RqStatus.STARTED}
@@ -165,9 +165,9 @@ def submit_try(job_id: str, token: str | None, user: str | None, kind: str, inpu
     return try_id
 
 
-def try_status(try_id: str, user: str | None) -> dict:
-    """{"state": queued | running | finished | failed | unknown, "position", "result", "error",
-    "progress", "waiting_for"}.
+def try_status(try_id: str, user: str | None) -> TryStatus:
+    """The try's state, and by state: its position and what it waits for (queued), how far it
+    is (running), its result (finished) or its error.
 
     position (queued): 1 = next among the tries. waiting_for (queued): what the try waits for,
     in words: "1 try ahead", "a conversion is running on the only worker", "2 tries ahead; all 2
@@ -178,7 +178,7 @@ def try_status(try_id: str, user: str | None) -> dict:
     redis = connection()
     job = queues.fetch_job(try_id, redis)
     if job is None or (job.meta or {}).get("user") != user:
-        return {"state": "unknown", "error": "This try is gone: run it again."}
+        return TryStatus("unknown", error="This try is gone: run it again.")
     rq_status = job.get_status(refresh=True)
     state = STATES.get(rq_status, JobState.QUEUED)
     meta = job.meta or {}
@@ -186,9 +186,9 @@ def try_status(try_id: str, user: str | None) -> dict:
     if state == JobState.FAILED and not error:
         error = "The worker running this try stopped before it ended: run it again."
     position = _position(job) if state == JobState.QUEUED else None
-    return {"state": str(state), "position": position, "result": meta.get("result"), "error": error,
-            "progress": meta.get("progress") if state == JobState.RUNNING else None,
-            "waiting_for": _try_waiting_for(position, redis) if state == JobState.QUEUED else None}
+    return TryStatus(str(state), position=position, result=meta.get("result"), error=error,
+                     progress=meta.get("progress") if state == JobState.RUNNING else None,
+                     waiting_for=_try_waiting_for(position, redis) if state == JobState.QUEUED else None)
 
 
 def whoami(token: str | None) -> str:

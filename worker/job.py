@@ -20,9 +20,11 @@ import signal
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from converters.errors import HubUnavailable, UserInputError
+from converters.report import ConversionReport
 from converters.source import HubReference, download
 
 from . import card, hub, kept, settings, tokens, workdirs
@@ -275,17 +277,12 @@ def tokenizer_repo(spec: JobSpec, source_repo: str) -> str:
     return source_repo if spec.push.kind == PULL_REQUEST else spec.push_repo_id
 
 
-def public_report(report: dict, output_dir: Path) -> dict:
-    """The engine's report without this machine's paths (packages named as in the repo)."""
-    report = dict(report)
-    report["source"] = {k: v for k, v in (report.get("source") or {}).items() if k != "path"}
-    packages = []
-    for package in report.get("packages", []):
-        package = dict(package)
-        package["path"] = os.path.relpath(package["path"], output_dir)
-        packages.append(package)
-    report["packages"] = packages
-    return report
+def public_report(report: ConversionReport, output_dir: Path) -> dict:
+    """The engine's report as the job's status holds it: JSON, without this machine's paths
+    (packages named as in the repo)."""
+    public = replace(report, source=replace(report.source, path=None),
+                     packages=[replace(package, path=os.path.relpath(package.path, output_dir)) for package in report.packages])
+    return public.to_json()
 
 
 def _engine_progress(progress: JobProgress):

@@ -162,3 +162,27 @@ def error_kind_of(value) -> ErrorKind | str | None:
         return ErrorKind(value) if value else None
     except ValueError:
         return value
+
+
+@dataclass
+class TryStatus:
+    """Everything the app shows about a try (`api.try_status`)."""
+
+    state: str  # queued | running | finished | failed | unknown
+    position: int | None = None  # queued: 1 = next among the tries
+    waiting_for: str | None = None  # queued: what it waits for, in words ("1 try ahead")
+    progress: dict | None = None  # running: {"message": "The package: 9 of 16 tokens", "fraction": 0 to 1}
+    result: dict | None = None  # finished: the package's answer beside PyTorch's (converters/try_it.py)
+    error: str | None = None  # failed or unknown: what happened, in the user's words
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("finished", "failed", "cancelled", "unknown")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TryStatus:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
