@@ -270,6 +270,10 @@ def test_detr_package_and_validation(converted):
                     / torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
     assert np.allclose(np.asarray(got["scores"]), out.logits.softmax(-1)[..., :-1].numpy(), atol=2e-3)
     assert np.allclose(np.asarray(got["boxes"]), out.pred_boxes.numpy(), atol=2e-3)
+    card = card_body(source_repo="owner/detr", revision="0" * 40, source_url="https://example.invalid", report=report,
+                     package_paths=[package.name])
+    swift = card[card.index("## Use it in Swift"):]
+    assert '"co.huggingface.exporters.labels"' in swift and "CGRect(x: (b[0] - b[2] / 2) * photoSize.width" in swift
 
 
 def test_focal_detectors_score_by_sigmoid():

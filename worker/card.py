@@ -499,6 +499,8 @@ def swift_snippet(task: str, report: dict, package_paths: list[str]) -> list[str
         return card_vision.image_text_snippet(report, package_paths, swift_compute_units(report))
     if task == "depth-estimation":
         return card_vision.depth_snippet(report, name, swift_compute_units(report))
+    if card_vision.is_detection(report):  # scores and boxes, drawn
+        return card_vision.detection_snippet(report, name, swift_compute_units(report))
     inputs = (report.get("packages") or [{}])[0].get("inputs", [])
     images = [i for i in inputs if i.get("type") == "image"]
     arrays = [i for i in inputs if i.get("type") != "image"]

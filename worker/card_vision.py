@@ -104,3 +104,50 @@ def depth_snippet(report: dict, name: str, compute_units: str) -> list[str]:
         "}",
         "```",
     ]
+
+
+def is_detection(report: dict) -> bool:
+    """Whether the package is a DETR-style detector's: per-query scores and boxes."""
+    outputs = {o.get("name") for package in report.get("packages") or [] for o in package.get("outputs") or []}
+    return {"scores", "boxes"} <= outputs
+
+
+def detection_snippet(report: dict, name: str, compute_units: str) -> list[str]:
+    image_shape = _shape(report, "image")
+    width, height = (image_shape[-1], image_shape[-2]) if len(image_shape) == 4 else ("W", "H")
+    return [
+        f"The package takes a {width}×{height} photo and gives, for each of its fixed number of detections, `scores` "
+        "(the probability of each class, as the model's processor computes it) and `boxes` (center x, center y, width, "
+        "height, relative to the image: 0 to 1). The class names are in the package's metadata "
+        "(`co.huggingface.exporters.labels`). Keep the detections whose best score passes a threshold and draw their "
+        "boxes on the photo at its own size:",
+        "",
+        "```swift",
+        "import CoreML",
+        "import CoreGraphics",
+        "",
+        "struct Detection { let label: String; let score: Float; let box: CGRect }  // box: top-left origin, in pixels",
+        "",
+        "func detect(image: CVPixelBuffer, photoSize: CGSize, threshold: Float = 0.5) throws -> [Detection] {",
+        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
+        "    let configuration = MLModelConfiguration()",
+        f"    configuration.computeUnits = {compute_units}",
+        "    let model = try MLModel(contentsOf: url, configuration: configuration)",
+        "    let metadata = model.modelDescription.metadata[.creatorDefinedKey] as! [String: String]",
+        '    let labels = try JSONDecoder().decode([String].self, from: Data(metadata["co.huggingface.exporters.labels"]!.utf8))',
+        '    let output = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["image": MLFeatureValue(pixelBuffer: image)]))',
+        '    let scores = output.featureValue(for: "scores")!.multiArrayValue!  // [1, detections, classes]',
+        '    let boxes = output.featureValue(for: "boxes")!.multiArrayValue!    // [1, detections, 4]',
+        "    var found: [Detection] = []",
+        "    for d in 0..<scores.shape[1].intValue {",
+        "        let classScores = (0..<scores.shape[2].intValue).map { scores[[0, d, $0] as [NSNumber]].floatValue }",
+        "        guard let best = classScores.indices.max(by: { classScores[$0] < classScores[$1] }), classScores[best] >= threshold else { continue }",
+        "        let b = (0..<4).map { CGFloat(boxes[[0, d, $0] as [NSNumber]].floatValue) }  // cx, cy, w, h",
+        "        let box = CGRect(x: (b[0] - b[2] / 2) * photoSize.width, y: (b[1] - b[3] / 2) * photoSize.height,",
+        "                         width: b[2] * photoSize.width, height: b[3] * photoSize.height)",
+        "        found.append(Detection(label: labels[best], score: classScores[best], box: box))",
+        "    }",
+        "    return found  // (Vision's normalized rects have their origin bottom-left: y = 1 - cy - h / 2)",
+        "}",
+        "```",
+    ]

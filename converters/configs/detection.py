@@ -25,7 +25,10 @@ from .vision import VisionConfig
 def _ready_masks(model) -> None:
     """DETR's encoder and decoder turn its (all-ones) 2-D pixel mask into attention masks with
     transformers 5's mask helpers, whose ops (`new_ones`) coremltools cannot convert; a 4-D
-    additive mask is used as it is, so they get one made by arithmetic instead."""
+    additive mask is used as it is, so they get one made by arithmetic instead (not the
+    deformable-attention detectors, which use the 2-D mask as it is)."""
+    if any("Deformable" in type(module).__name__ for module in model.modules()):
+        return  # deformable attention reads the 2-D mask itself, as booleans
     base = getattr(model, "model", None)
     for name in ("encoder", "decoder"):
         part = getattr(base, name, None)
