@@ -79,7 +79,10 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(session, config, items):
     """Files longest first (tests/durations.py: the two workers then end close together), each
     file's expected time drawn from [0.7, 1.4] of its figure by the seed, so that files of
-    similar length change places and neighbours from run to run. Seed 0: name order."""
+    similar length change places and neighbours from run to run. The end-to-end files (real
+    service, Hub and browser: the ones that could leave something behind for another) are
+    then dealt a random order among their own places, so any of them may run first whatever
+    its length. Seed 0: name order."""
     seed = int(os.environ.get(ORDER_SEED, "0") or 0)
     if not seed:
         return
@@ -89,7 +92,12 @@ def pytest_collection_modifyitems(session, config, items):
     files = list(dict.fromkeys(item.path for item in items))
     draw.shuffle(files)
     weight = {path: seconds_of(path.relative_to(ROOT).as_posix(), table) * draw.uniform(0.7, 1.4) for path in files}
-    rank = {path: index for index, path in enumerate(sorted(files, key=lambda path: -weight[path]))}
+    order = sorted(files, key=lambda path: -weight[path])
+    e2e = {item.path for item in items if item.get_closest_marker("e2e") or item.get_closest_marker("browser")}
+    places = [index for index, path in enumerate(order) if path in e2e]
+    for index, path in zip(places, draw.sample([order[i] for i in places], len(places))):
+        order[index] = path
+    rank = {path: index for index, path in enumerate(order)}
     items.sort(key=lambda item: rank[item.path])  # stable: a file's tests keep their own order
 
 
