@@ -24,8 +24,8 @@ from typing import Callable
 
 import torch
 
-from .calibrate import (_say_each_layer, calibrated_weights, calibration_samples, compressor_config, decoder_layers, entry,
-                        return_freed_memory, walking)
+from .calibrate import (_say_each_layer, batched, calibrated_weights, calibration_samples, compressor_config, decoder_layers, entry,
+                        return_freed_memory, unbatched, walking)
 
 # The layers of one chunk, as a model of their own: named "0", "1", ... (coremltools' regex).
 CHUNK_LAYERS = r"\d+"
@@ -99,7 +99,9 @@ class ChunkCalibration:
                     self.layers = decoder_layers(model, self.count)
                     self.inputs, self.kwargs = first_layer_inputs(model, layers[0], self.samples)
                 config = compressor_config(self.plan, stack, CHUNK_LAYERS, len(self.samples))
-                self.inputs = _carried_compressor()(stack, config, self.inputs, self.kwargs).walk()
+                # the chunk's layers walk the samples as one batch, as the whole model's do
+                inputs, kwargs = batched(self.inputs, self.kwargs)
+                self.inputs = unbatched(_carried_compressor()(stack, config, inputs, kwargs).walk(), len(self.inputs))
         finally:
             for handle in hooks:
                 handle.remove()
