@@ -35,8 +35,15 @@ KINDS = {
                                    d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
                                    encoder_ffn_dim=64, decoder_ffn_dim=64, **_LABELS),
              tf.DetrForObjectDetection, "object-detection"),
+    "rt_detr": (lambda: tf.RTDetrConfig(backbone_config=tf.RTDetrResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+                                                                              out_features=["stage2", "stage3", "stage4"]),
+                                        encoder_hidden_dim=16, encoder_in_channels=[16, 24, 32], decoder_in_channels=[16, 16, 16], d_model=32,
+                                        encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+                                        encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=8, decoder_n_points=2, num_feature_levels=3,
+                                        anchor_image_size=None, use_pretrained_backbone=False, **_LABELS),
+                tf.RTDetrForObjectDetection, "object-detection"),
 }
-IMAGE_SIZES = {"depth_anything": 28, "detr": 64}  # the processor's size (else 32)
+IMAGE_SIZES = {"depth_anything": 28, "detr": 64, "rt_detr": 64}  # the processor's size (else 32)
 
 
 def _like_trained_convolutions(model) -> None:
@@ -64,7 +71,8 @@ def build_kind(model_type: str, folder: Path, seed: int = 0) -> Path:
     config.architectures = [model_class.__name__]
     torch.manual_seed(seed)
     model = model_class(config).eval()
-    _like_trained_convolutions(model)
+    if task == "depth-estimation":
+        _like_trained_convolutions(model)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     if task == "zero-shot-image-classification":

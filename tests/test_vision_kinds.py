@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, DetrForObjectDetection
+from transformers import AutoConfig, AutoModel, AutoModelForObjectDetection, AutoTokenizer
 
 from converters.backends import backend_for
 from converters.configs import config_class_for, model_tasks
@@ -186,7 +186,7 @@ def test_an_unlisted_image_text_model_goes_through_the_family(converted):
 
 @pytest.mark.parametrize("model_type, family", [
     ("chinese_clip", "image-text"), ("metaclip_2", "image-text"), ("glpn", "depth"), ("zoedepth", "depth"),
-    ("conditional_detr", "detection"), ("rt_detr", "detection"), ("d_fine", "detection"),
+    ("conditional_detr", "detection"), ("deformable_detr", "detection"), ("d_fine", "detection"),
 ])
 def test_the_generic_family_of_the_new_kinds(model_type, family):
     assert family_of(model_type) == family
@@ -240,10 +240,16 @@ def test_relative_error_and_ranking_metrics():
 # ---------------------------------------------------------------- detection
 
 
-def test_detr_package_and_validation(converted):
-    """DETR: the scores the model's processor computes (softmax, 'no object' dropped) and its
-    boxes (center, size, relative), the class names in the metadata; boxes judged by IoU."""
-    folder, result = converted("detr")
+DETECTORS = ["detr", "rt_detr"]
+IMAGENET = (torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("model_type", DETECTORS)
+def test_detector_package_and_validation(model_type, converted):
+    """The scores the model's processor computes (DETR: softmax, 'no object' dropped; RT-DETR: a
+    sigmoid per class) and its boxes (center, size, relative), the class names in the
+    metadata; boxes judged by IoU; the card draws them."""
+    folder, result = converted(model_type)
     report = _json(result)
     assert report["task"] == "object-detection"
     (package,) = result.packages
@@ -259,21 +265,34 @@ def test_detr_package_and_validation(converted):
         (iou,) = _checks(report, output="boxes", mode=mode, metric="min_box_iou")
         assert iou["passed"] and iou["value"] > 0.99
         assert _checks(report, output="scores", mode=mode, metric="top1_agreement")[0]["passed"]
-    # The package's scores are the processor's: softmax without the last class.
-    cfg = config_class_for("detr")(hf, "object-detection", ConversionOptions(), json.loads((folder / "preprocessor_config.json").read_text()))
-    model = DetrForObjectDetection.from_pretrained(folder).eval()
+    # The package gives what the untouched model and its processor's activation give.
+    cfg = config_class_for(model_type)(hf, "object-detection", ConversionOptions(), json.loads((folder / "preprocessor_config.json").read_text()))
     image = image_inputs(cfg)
     runner = backend_for("coreml").runner(package)
     got = runner.predict(image.package, mode="fp32", state=runner.make_state())
+    model = AutoModelForObjectDetection.from_pretrained(folder).eval()
     with torch.no_grad():
-        out = model(pixel_values=(image.torch_args[0] - torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1))
-                    / torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
-    assert np.allclose(np.asarray(got["scores"]), out.logits.softmax(-1)[..., :-1].numpy(), atol=2e-3)
+        out = model(pixel_values=(image.torch_args[0] - IMAGENET[0]) / IMAGENET[1])
+    scores = out.logits.sigmoid() if model_type == "rt_detr" else out.logits.softmax(-1)[..., :-1]
+    assert np.allclose(np.asarray(got["scores"]), scores.numpy(), atol=2e-3)
     assert np.allclose(np.asarray(got["boxes"]), out.pred_boxes.numpy(), atol=2e-3)
-    card = card_body(source_repo="owner/detr", revision="0" * 40, source_url="https://example.invalid", report=report,
+    card = card_body(source_repo=f"owner/{model_type}", revision="0" * 40, source_url="https://example.invalid", report=report,
                      package_paths=[package.name])
     swift = card[card.index("## Use it in Swift"):]
     assert '"co.huggingface.exporters.labels"' in swift and "CGRect(x: (b[0] - b[2] / 2) * photoSize.width" in swift
+
+
+def test_rank5_deformable_attention_computes_the_models_own(converted):
+    """RT-DETR's deformable attention without the batch axis (Core ML stops at rank 5) and its
+    position embeddings made once give the model's very outputs (PyTorch against PyTorch)."""
+    folder, _ = converted("rt_detr")
+    pixels = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = AutoModelForObjectDetection.from_pretrained(folder).eval()(pixel_values=pixels)
+        model = AutoModelForObjectDetection.from_pretrained(folder).eval()
+        config_class_for("rt_detr")(model.config, "object-detection").wrap(model)
+        got = model(pixel_values=pixels)
+    assert torch.allclose(got.logits, want.logits, atol=1e-5) and torch.allclose(got.pred_boxes, want.pred_boxes, atol=1e-5)
 
 
 def test_focal_detectors_score_by_sigmoid():

@@ -62,6 +62,7 @@ ARCHITECTURES: dict[str, type[ExportConfig]] = {
     "dpt": DepthConfig,
     # DETR-family detectors
     "detr": DetectionConfig,
+    "rt_detr": DetectionConfig,
     # speech: the three packages WhisperKit loads
     "whisper": WhisperExportConfig,
 }

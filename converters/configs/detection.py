@@ -68,11 +68,56 @@ def _constant_position_embeddings(model, image_size: tuple[int, int]) -> None:
             model(pixel_values=torch.zeros(1, 3, *image_size))
 
 
+def _rank5_deformable_attention(model) -> None:
+    """Multi-scale deformable attention (Deformable DETR, RT-DETR) shapes its sampling offsets
+    [batch, queries, heads, levels, points, 2]: rank 6, beyond Core ML's 5. The package's batch
+    is 1, so the same attention is computed without the batch axis (its own forward's steps, its
+    own weights)."""
+    for module in model.modules():
+        if type(module).__name__.endswith("MultiscaleDeformableAttention") and hasattr(module, "sampling_offsets"):
+            module.forward = _rank5_forward.__get__(module)
+
+
+def _rank5_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                   position_embeddings=None, reference_points=None, spatial_shapes=None, spatial_shapes_list=None,
+                   level_start_index=None, **kwargs):
+    if position_embeddings is not None:
+        hidden_states = hidden_states + position_embeddings
+    queries, length = hidden_states.shape[1], encoder_hidden_states.shape[1]
+    heads, levels, points = self.n_heads, self.n_levels, self.n_points
+    head_dim = self.d_model // heads
+    value = self.value_proj(encoder_hidden_states)
+    if attention_mask is not None:
+        value = value * attention_mask[..., None].to(value.dtype)
+    value = value.reshape(length, heads, head_dim)
+    offsets = self.sampling_offsets(hidden_states).reshape(queries, heads, levels, points, 2)
+    weights = torch.softmax(self.attention_weights(hidden_states).reshape(queries, heads, levels * points), -1)
+    reference = reference_points[0]  # [queries, levels, 2 or 4]
+    if reference.shape[-1] == 2:
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+        locations = reference[:, None, :, None, :] + offsets / normalizer[None, None, :, None, :]
+    else:
+        locations = reference[:, None, :, None, :2] + offsets / points * reference[:, None, :, None, 2:] * 0.5
+    grids = 2 * locations - 1  # [queries, heads, levels, points, 2]
+    sampled, start = [], 0
+    for level, (height, width) in enumerate(spatial_shapes_list):
+        level_value = value[start:start + height * width].permute(1, 2, 0).reshape(heads, head_dim, height, width)
+        start += height * width
+        grid = grids[:, :, level].transpose(0, 1)  # [heads, queries, points, 2]
+        sampled.append(torch.nn.functional.grid_sample(level_value, grid, mode="bilinear", padding_mode="zeros",
+                                                       align_corners=False))  # [heads, head_dim, queries, points]
+    stacked = torch.stack(sampled, dim=-2).flatten(-2)  # [heads, head_dim, queries, levels * points]
+    output = (stacked * weights.transpose(0, 1).reshape(heads, 1, queries, levels * points)).sum(-1)
+    output = output.reshape(1, heads * head_dim, queries).transpose(1, 2)
+    return self.output_proj(output), weights.reshape(1, queries, heads, levels, points)
+
+
 class DetectionWrapper(torch.nn.Module):
     def __init__(self, model, mean, std, focal: bool, image_size: tuple[int, int]):
         super().__init__()
         _ready_masks(model)
         _constant_position_embeddings(model, image_size)
+        _rank5_deformable_attention(model)
         self.model = model
         self.focal = focal
         self.register_buffer("mean", None if mean is None else torch.tensor(mean).reshape(1, 3, 1, 1))

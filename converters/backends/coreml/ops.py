@@ -1047,6 +1047,31 @@ def _nearest(x, out_h, out_w, step_h, step_w):
     return x.index_select(x.dim() - 1, torch.from_numpy(cols))
 
 
+# MIL resample's padding modes -> torch grid_sample's (coremltools maps torch's reflection without
+# align_corners to symmetric, and with it to reflection: frontend/torch/ops.py, grid_sampler).
+_RESAMPLE_PADDING = {"constant": "zeros", "border": "border", "reflection": "reflection", "symmetric": "reflection"}
+
+
+@kernel("resample")
+def _resample(a):
+    """Sampling x at given coordinates (torch's grid_sample, which coremltools converts to it)."""
+    x, coordinates = a.t("x"), a.t("coordinates")
+    align = bool(a.v("align_corners", False))
+    mode = a.v("coordinates_mode", "normalized_minus_one_to_one")
+    if mode == "normalized_zero_to_one":
+        coordinates = coordinates * 2 - 1
+    elif mode == "unnormalized":
+        size = torch.tensor([x.shape[-1], x.shape[-2]], dtype=coordinates.dtype)
+        coordinates = 2 * coordinates / (size - 1) - 1 if align else (2 * coordinates + 1) / size - 1
+    elif mode != "normalized_minus_one_to_one":
+        raise NotImplementedError(f"resample coordinates_mode {mode}")
+    padding = a.v("padding_mode", "constant")
+    if padding == "constant" and float(a.v("padding_value", 0.0)) != 0.0:
+        raise NotImplementedError("resample with a non-zero padding value")
+    return torch.nn.functional.grid_sample(x, coordinates, mode=a.v("sampling_mode", "bilinear"),
+                                           padding_mode=_RESAMPLE_PADDING[padding], align_corners=align)
+
+
 @kernel("upsample_bilinear")
 def _upsample_bilinear(a):
     x = a.t("x")
