@@ -308,6 +308,17 @@ def test_focal_detectors_score_by_sigmoid():
         assert config_class_for(config.model_type)(config, "object-detection").focal, config.model_type
 
 
+def test_a_timm_backbone_is_refused_before_loading():
+    """facebook/detr-resnet-50's config names a timm backbone, which needs a library the service does not
+    ship (requirements.txt has no timm)."""
+    import transformers as tf
+
+    config = tf.DetrConfig(use_timm_backbone=True)
+    with pytest.raises(UserInputError, match=r"backbone is a timm model \(resnet50\)"):
+        config_class_for("detr")(config, "object-detection").check_options()
+    config_class_for("detr")(KINDS["detr"][0](), "object-detection").check_options()  # a transformers ResNet: converts
+
+
 def test_box_iou_metric():
     boxes = np.array([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
     assert min_box_iou(boxes, boxes) == 1.0

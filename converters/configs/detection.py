@@ -14,10 +14,12 @@ An app keeps the queries whose best score passes its threshold.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import torch
 
+from ..errors import UserInputError
 from .base import MASK_VALUE, OutputKind, OutputSpec, first_output
 from .vision import VisionConfig
 
@@ -155,6 +157,16 @@ class DetectionConfig(VisionConfig):
     def wrap(self, model, part: str = "model"):
         _, _, mean, std = self.normalization()
         return DetectionWrapper(model, mean, std, self.focal, self.image_size())
+
+    def check_options(self) -> None:
+        super().check_options()
+        backbone = getattr(self.hf_config, "backbone_config", None)
+        if getattr(backbone, "model_type", None) == "timm_backbone" and importlib.util.find_spec("timm") is None:
+            raise UserInputError(
+                f"This {self.hf_config.model_type} checkpoint's backbone is a timm model "
+                f"({getattr(backbone, 'backbone', None) or 'timm'}), and this service does not include the timm library, "
+                "so it cannot load it yet. Checkpoints whose backbone is a transformers model (backbone_config with a "
+                "transformers model_type, e.g. resnet) convert; ask for timm backbones in an issue.")
 
     def labels(self) -> list[str]:
         id2label = getattr(self.hf_config, "id2label", None) or {}
