@@ -29,8 +29,7 @@ def weighted_tables(weight: torch.Tensor, importance: torch.Tensor, bits: int, g
     rows, columns = weight.shape
     values = weight.reshape(rows // group_size, group_size * columns).float()
     counts = (importance / importance.max()).float().repeat(group_size).expand_as(values)
-    order = values.argsort(dim=1)
-    ordered = values.gather(1, order).contiguous()
+    ordered, order = values.sort(dim=1)
     ordered_counts = counts.gather(1, order).double()
     zero = torch.zeros(len(values), 1, dtype=torch.float64)
     running_counts = torch.cat([zero, ordered_counts.cumsum(dim=1)], dim=1)

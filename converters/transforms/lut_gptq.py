@@ -174,10 +174,7 @@ class BlockGPTQ(_SharedGPTQ, GPTQ):
         return (BlockGPTQ, self._weight_n_bits, self._block_size, self._symmetric, self._hessian_dampening,
                 self._processing_group_size, self._columns)
 
-    def _prepare(self, weight: torch.Tensor, importance: torch.Tensor) -> dict:
-        return {}
-
-    def _grid(self, parts: list[dict]) -> "_Blocks":
+    def _grid(self, weights: list[torch.Tensor], importance: torch.Tensor) -> "_Blocks":
         return _Blocks(self._weight_n_bits, self._block_size, self._symmetric)
 
     def _compress_impl(self):
@@ -204,15 +201,14 @@ class LutGPTQ(_SharedGPTQ, OBSCompressionAlgorithm):
 
     @property
     def _settings(self) -> tuple:
-        return LutGPTQ, self._bits, self._hessian_dampening, self._processing_group_size, self._columns
+        return LutGPTQ, self._bits, self._group_size, self._hessian_dampening, self._processing_group_size, self._columns
 
-    def _prepare(self, weight: torch.Tensor, importance: torch.Tensor) -> dict:
-        """This layer's tables, fitted to its weights counted by their inputs' importance."""
-        return {"tables": weighted_tables(weight, importance.clamp_min(1e-12), self._bits, self._group_size)}
-
-    def _grid(self, parts: list[dict]) -> "_Tables":
-        return _Tables(torch.cat([part["tables"].repeat_interleave(member._group_size, dim=0)  # [rows, 2**bits], sorted
-                                  for member, part in parts]))
+    def _grid(self, weights: list[torch.Tensor], importance: torch.Tensor) -> "_Tables":
+        """The members' tables, fitted to their weights counted by their inputs' importance: one
+        k-means over all their groups at once (each group's own, as alone: tested)."""
+        groups = [len(weight) // self._group_size for weight in weights]
+        tables = weighted_tables(torch.cat(weights), importance.clamp_min(1e-12), self._bits, self._group_size)
+        return _Tables(tables, self._group_size, groups)
 
     def _get_compression_metadata(self, param_name, param):
         lut = self._part["tables"]
@@ -247,18 +243,17 @@ class SharedInput:
         importance = torch.diag(hessian).clone()
         dead = importance == 0  # inputs that were always zero: their weights never matter
         hessian[dead, dead] = 1
-        weights, parts = [], []
+        weights = []
         for member in self.members:
             weight = member._layer.weight.data.float().clone()
             weight[:, dead] = 0
             weights.append(weight)
-            parts.append((member, member._prepare(weight, importance)))
-        grid = owner._grid(parts)
+        grid = owner._grid(weights, importance)
         rounded = _gptq_sweep(torch.cat(weights), hessian, grid.order(importance), grid,
                               owner._hessian_dampening, owner._processing_group_size)
         rows = [len(w) for w in weights]
-        for (member, part), weight, extra in zip(parts, rounded.split(rows), grid.split(rows)):
-            self.parts[member] = {**part, **extra, "weight": weight}
+        for member, weight, part in zip(self.members, rounded.split(rows), grid.split(rows)):
+            self.parts[member] = {**part, "weight": weight}
             member._hessian = None
         self.swept = True
 
@@ -286,9 +281,10 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 class _Tables:
     """Each row's sorted table; the sweep takes columns by importance."""
 
-    def __init__(self, row_tables: torch.Tensor):
-        self.row_tables = row_tables
-        self.midpoints = boundaries(row_tables)  # once: every column is rounded onto the same tables
+    def __init__(self, tables: torch.Tensor, group_size: int, groups: list[int]):
+        self.tables, self.groups = tables, groups
+        self.row_tables = tables.repeat_interleave(group_size, dim=0)  # [rows, 2**bits], sorted
+        self.midpoints = boundaries(self.row_tables)  # once: every column is rounded onto the same tables
 
     def order(self, importance: torch.Tensor) -> torch.Tensor | None:
         return torch.argsort(importance, descending=True)  # GPTQ's activation-order heuristic
@@ -301,7 +297,7 @@ class _Tables:
         return torch.gather(self.row_tables, 1, index, out=out.unsqueeze(1)).squeeze(1)
 
     def split(self, rows: list[int]) -> list[dict]:
-        return [{} for _ in rows]
+        return [{"tables": tables} for tables in self.tables.split(self.groups)]
 
 
 class _Blocks:
