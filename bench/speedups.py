@@ -17,7 +17,12 @@ beside this one (`git worktree`), and every measurement runs in a fresh process 
 Printed as a table with ratios now / base (below 1 is faster; tokens per second: above 1).
 Threads: each process uses torch's default (every core), as a single worker does.
 
-    python bench/speedups.py [--base 8b5b13d] [--only calibration,validation,try] [--json out.json]
+On a shared, loaded machine: `--rounds N` measures each calibration N times per tree, base and
+now taking turns first (so a change of load hits both), and prints the median of the wall
+seconds and of the process's CPU seconds; `--now REV` measures a revision instead of this
+working tree (so the tree can change while the bench runs).
+
+    python bench/speedups.py [--base 8b5b13d] [--now REV] [--rounds 1] [--only calibration,validation,try] [--json out.json]
 """
 
 from __future__ import annotations
@@ -71,10 +76,10 @@ if what == "calibration":
         reference = model(input_ids=ids).logits[0, :-1].double()
     options = ConversionOptions.from_strings(quantize=arguments["scheme"], minimum_deployment_target="iOS18")
     plan = types.SimpleNamespace(options=options, hf_config=model.config, task="text-generation")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     calibrate(plan, model, tokenizer)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, **passage_quality(model, reference, ids)}))
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, **passage_quality(model, reference, ids)}))
 elif what == "try":
     from converters import try_it
     start = time.perf_counter()
@@ -111,6 +116,14 @@ def validation(tree: Path, package: Path, model: Path, report: Path) -> dict:
     return {"seconds": seconds, "passed": checked.get("passed"), "quality": numbers}
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The median of each number over the runs (the quality is the same each run: GPTQ is deterministic)."""
+    import statistics
+
+    return {key: statistics.median(run[key] for run in runs if key in run) for key in runs[0]
+            if isinstance(runs[0][key], (int, float))}
+
+
 def build_packages(work: Path, model: Path) -> dict[str, Path]:
     """The packages the validation and Try it rows share, made once by this tree."""
     script = r"""
@@ -138,6 +151,8 @@ print(result.packages[0])
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default=BASE, help=f"the revision to compare with (default {BASE})")
+    parser.add_argument("--now", help="a revision to measure instead of this working tree")
+    parser.add_argument("--rounds", type=int, default=1, help="calibrations per tree, turns taken (medians printed)")
     parser.add_argument("--only", default="calibration,validation,try", help="which rows to measure")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args()
@@ -147,16 +162,21 @@ def main() -> None:
 
     model = smollm2_135m()
     work = Path(tempfile.mkdtemp(prefix="bench-speedups-"))
-    base = work / "base"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base], check=True,
-                   capture_output=True)
-    trees = {"base": base, "now": ROOT}
+    trees = {"base": work / "base", "now": work / "now" if args.now else ROOT}
+    for name, revision in (("base", args.base), ("now", args.now)):
+        if revision:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees[name]), revision], check=True,
+                           capture_output=True)
     rows = []
     try:
         if "calibration" in only:
             for scheme in SCHEMES:
-                results = {name: measure(tree, "calibration", model=str(model), scheme=scheme) for name, tree in trees.items()}
-                rows.append((f"calibration {scheme}, seconds", results))
+                runs = {"base": [], "now": []}
+                for round_ in range(args.rounds):
+                    for name in (("base", "now") if round_ % 2 == 0 else ("now", "base")):
+                        runs[name].append(measure(trees[name], "calibration", model=str(model), scheme=scheme))
+                        print(f"calibration {scheme} {name} round {round_ + 1}: {json.dumps(runs[name][-1])}", flush=True)
+                rows.append((f"calibration {scheme}, seconds", {name: _median_run(r) for name, r in runs.items()}))
         packages = build_packages(work, model) if only & {"validation", "try"} else {}
         if "validation" in only:
             for name in ("stateful float16", "stateful lut4"):
@@ -169,9 +189,13 @@ def main() -> None:
                                               new_tokens=NEW_TOKENS) for tree_name, tree in trees.items()}
                 rows.append((f"Try it {name}, tokens/s", results))
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
+        for name, revision in (("base", args.base), ("now", args.now)):
+            if revision:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[name])], capture_output=True)
 
-    print(f"\nSmolLM2-135M; base {args.base} against this tree; each in a fresh process, torch on every core\n")
+    now = args.now or "this tree"
+    print(f"\nSmolLM2-135M; base {args.base} against {now}; each in a fresh process, torch on every core"
+          + (f"; calibration: medians of {args.rounds} runs each, turns taken" if args.rounds > 1 else "") + "\n")
     print(f"{'':36} {'base':>10} {'now':>10} {'now/base':>9}  quality (base -> now)")
     for label, results in rows:
         key = "tokens_per_second" if "tokens/s" in label else "seconds"
@@ -186,6 +210,9 @@ def main() -> None:
         elif "matching_tokens" in results["now"]:
             quality = f"tokens matching PyTorch {results['base']['matching_tokens']} -> {results['now']['matching_tokens']}"
         print(f"{label:36} {before:10.2f} {after:10.2f} {after / before:8.2f}x  {quality}")
+        if "cpu_seconds" in results["now"] and "cpu_seconds" in results["base"]:
+            before, after = results["base"]["cpu_seconds"], results["now"]["cpu_seconds"]
+            print(f"{'  (CPU seconds)':36} {before:10.2f} {after:10.2f} {after / before:8.2f}x")
     if args.json:
         args.json.write_text(json.dumps([{"row": label, **results} for label, results in rows], indent=1))
 
