@@ -5,6 +5,8 @@ validated once per module; its assertions share that conversion."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 
@@ -21,6 +23,7 @@ from converters.export import convert
 from converters.metadata import PREFIX
 from converters.options import ConversionOptions
 from converters.package_info import describe_package
+from converters import try_image
 from converters.validation import zero_shot
 from converters.validation.compare import min_box_iou, ranking_agreement, relative_error
 from converters.validation.inputs import image_inputs
@@ -326,3 +329,57 @@ def test_box_iou_metric():
     shifted[0, 1, 0] += 0.05  # half the second box's width: IoU 1/3
     assert min_box_iou(boxes, shifted) == pytest.approx(1 / 3)
     assert min_box_iou(boxes, np.full_like(boxes, np.nan)) == 0.0
+
+
+# ---------------------------------------------------------------- trying a package on a photo
+
+
+def _png_bytes(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _decoded(png: str):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(png)))
+
+
+def test_trying_a_depth_package_on_a_photo(converted):
+    """A photo of another size is resized to the package's; both maps are drawn on PyTorch's scale."""
+    folder, result = converted("depth_anything")
+    tried = try_image.depth(result.packages[0], folder, _png_bytes(50, 40), "fp32")
+    assert tried["kind"] == "depth" and tried["psnr_db"] > 60 and tried["relative_error"] < 1e-3
+    for side in ("package", "pytorch"):
+        assert _decoded(tried[side]["map"]).size == (28, 28)
+    assert _decoded(tried["photo"]).size == (28, 28)
+    with pytest.raises(UserInputError, match="not a photo"):
+        try_image.depth(result.packages[0], folder, b"not an image", "fp32")
+
+
+def test_trying_a_detector_on_the_sample(converted):
+    folder, result = converted("detr")
+    tried = try_image.detect(result.packages[0], folder, None, "fp16", threshold=0.0)
+    ours, theirs = tried["package"]["detections"], tried["pytorch"]["detections"]
+    assert len(ours) == len(theirs) == 8  # every query, at threshold 0
+    assert [d["label"] for d in ours] == [d["label"] for d in theirs]
+    assert np.allclose([d["box"] for d in ours], [d["box"] for d in theirs], atol=1.0)  # pixels of the 64×64 photo
+    assert _decoded(tried["drawn"]).size == (64, 64)
+
+
+@pytest.mark.parametrize("model_type", ["clip", "siglip2"])
+def test_trying_zero_shot_labels(model_type, converted):
+    folder, result = converted(model_type)
+    labels = list(zero_shot.LABELS)
+    tried = try_image.zero_shot(result.packages[0], result.packages[1], folder, None, labels, "fp32")
+    assert tried["probability"] == ("softmax" if model_type == "clip" else "sigmoid")
+    ours, theirs = dict(tried["package"]["probabilities"]), dict(tried["pytorch"]["probabilities"])
+    assert set(ours) == set(labels) and all(abs(ours[label] - theirs[label]) < 5e-3 for label in labels)
+    if model_type == "clip":
+        assert sum(ours.values()) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(UserInputError, match="between 2 and"):
+        try_image.zero_shot(result.packages[0], result.packages[1], folder, None, ["only one"], "fp32")

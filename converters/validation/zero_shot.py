@@ -43,7 +43,7 @@ def checks(cfg, model, packages: list[tuple[str, object, object]], tokenizer, mo
     with torch.no_grad():
         reference = cfg.zero_shot_logits(model, image.torch_args[0], torch.from_numpy(ids), torch.from_numpy(mask))
     reference = reference.detach().float().numpy().reshape(-1)
-    expected = _probabilities(reference, cfg.probability)
+    expected = probabilities(reference, cfg.probability)
     rows: list[Check] = []
     by_format: dict[str, tuple[object, dict[str, object]]] = {}
     for part, path, backend in packages:
@@ -63,7 +63,7 @@ def checks(cfg, model, packages: list[tuple[str, object, object]], tokenizer, mo
                 found = Rows(f"{image_part} + {text_part}", WHAT, mode)
                 scale = max(1.0, float(np.abs(reference).max()))
                 found.add("label_scores", "ranking_agreement", ranking_agreement(reference, scores, atol * scale), 1.0, True)
-                found.add("label_probabilities", "max_abs_diff", max_abs_diff(expected, _probabilities(scores, cfg.probability)), atol, False)
+                found.add("label_probabilities", "max_abs_diff", max_abs_diff(expected, probabilities(scores, cfg.probability)), atol, False)
                 rows += found
         finally:
             for runner in (image_runner, text_runner):
@@ -75,7 +75,8 @@ def _run(runner, feed: dict, mode: str) -> dict:
     return {name: np.asarray(value) for name, value in runner.predict(feed, mode=mode, state=runner.make_state()).items()}
 
 
-def _probabilities(scores: np.ndarray, kind: str) -> np.ndarray:
+def probabilities(scores: np.ndarray, kind: str) -> np.ndarray:
+    """Label probabilities from scores, as the model's zero-shot pipeline computes them."""
     scores = scores.astype(np.float64)
     if kind == "sigmoid":
         return 1.0 / (1.0 + np.exp(-scores))
