@@ -521,6 +521,24 @@ ALL_TOKENS = [OWNER_TOKEN, OTHER_TOKEN, repos.OWNER_READ_TOKEN, repos.OTHER_READ
               "hf_not_a_real_token"]
 
 
+def test_whisper_pushes_whisperkits_variant_folder(service):
+    """A Whisper checkpoint becomes one variant folder in the new repo (WhisperKit downloads
+    '<variant>/…': its three packages, the tokenizer and the configs), and the card loads it
+    with WhisperKit."""
+    target = f"{OWNER}/job-whisper-coreml"
+    status = service.wait(api.submit(make_spec(repos.TINY_WHISPER, task="automatic-speech-recognition", options={})))
+    assert status.state == "finished" and status.pushed, status
+    assert status.validation["passed"] is True
+    assert any(c["metric"] == "continuation_match" for c in status.validation["checks"])
+    files = service.hub.files(target)
+    for name in ("MelSpectrogram.mlpackage/Manifest.json", "AudioEncoder.mlpackage/Manifest.json",
+                 "TextDecoder.mlpackage/Manifest.json", "tokenizer.json", "config.json", "generation_config.json"):
+        assert f"job-whisper/{name}" in files, sorted(files)
+    readme = files["README.md"].decode()
+    assert "pipeline_tag: automatic-speech-recognition" in readme.split("\n---\n", 1)[0]
+    assert f'WhisperKit(WhisperKitConfig(model: "job-whisper", modelRepo: "{target}"))' in readme
+
+
 def test_no_token_anywhere_after_every_job_of_this_module(service):
     """Runs last: after successes, failures at every stage, cancellations and a revoked token."""
     client = service.redis.client()

@@ -21,6 +21,7 @@ FRAGILE = f"{OWNER}/fragile-bert"  # overflows in float16: fails validation
 HUGE = f"{OWNER}/huge-llama"  # 7 B parameters announced by its safetensors header
 SPEECH = f"{OWNER}/wav2vec2-model"  # speech (CTC): a kind of model no family of ours converts
 UNLISTED_LLM = f"{OWNER}/job-olmo2"  # a decoder outside the tested list: the generic path
+TINY_WHISPER = f"{OWNER}/job-whisper"  # speech to text: WhisperKit's three packages in a variant folder
 NO_CONFIG = f"{OWNER}/no-config"
 NO_WEIGHTS = f"{OWNER}/no-weights"
 BAD_CONFIG = f"{OWNER}/bad-config-json"
@@ -49,6 +50,15 @@ def _bert(folder: Path, *, hidden: int, layers: int, intermediate: int, scale: f
     return folder
 
 
+def _whisper(folder: Path) -> Path:
+    from tests.whisper_model import build_whisper
+
+    if (folder / "model.safetensors").is_file():  # built already in this session
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return build_whisper(folder)
+
+
 def _header_only_safetensors(shapes: dict[str, list[int]]) -> bytes:
     header = {name: {"dtype": "BF16", "shape": shape, "data_offsets": [0, 0]} for name, shape in shapes.items()}
     raw = json.dumps(header).encode()
@@ -72,6 +82,7 @@ def seed(hub, tiny_model, tmp: Path) -> None:
     hub.add_repo(HUGE, {"config.json": json.dumps(llama),
                         "model.safetensors": _header_only_safetensors({"model.layers.weight": [7_000_000, 1000]})})
     hub.add_repo_from_folder(UNLISTED_LLM, tiny_model("olmo2"), owner_token=OWNER_TOKEN)
+    hub.add_repo_from_folder(TINY_WHISPER, _whisper(tmp / "job-whisper"), owner_token=OWNER_TOKEN)
     hub.add_repo(SPEECH, {"config.json": json.dumps({"model_type": "wav2vec2", "architectures": ["Wav2Vec2ForCTC"]}),
                          "model.safetensors": _header_only_safetensors({"w": [4, 4]})})
     hub.add_repo(NO_CONFIG, {"model.safetensors": _header_only_safetensors({"w": [4, 4]}), "README.md": "hi"})
