@@ -53,7 +53,8 @@ def _constant_position_embeddings(model, image_size: tuple[int, int]) -> None:
     """RT-DETR builds its encoder's sine position embeddings at each call from the feature
     map's size, in float64 (which Core ML has not); at a fixed image size they are constants:
     made once here, by a plain forward, and handed back at every call."""
-    builders = [m for m in model.modules() if hasattr(m, "_cached_build_2d_sinusoidal_position_embedding")]
+    builders = [m for m in model.modules() if hasattr(m, "_cached_build_2d_sinusoidal_position_embedding")
+                and not getattr(m, "_made_once", False)]  # the model wrapped again (validation, Try it): already done
     for module in builders:
         made: dict = {}
         original = module.forward
@@ -65,6 +66,7 @@ def _constant_position_embeddings(model, image_size: tuple[int, int]) -> None:
             return _made[key]
 
         module.forward = forward
+        module._made_once = True
     if builders:
         with torch.no_grad():
             model(pixel_values=torch.zeros(1, 3, *image_size))
