@@ -143,3 +143,34 @@ def _calibration_says_each_layer(calls: list[tuple], count: int) -> None:
     start, end = CALIBRATION_SPAN
     assert steps[0][0] == start and all(start <= f < end for f, _ in steps)
     assert any(f == end and m.startswith("Converting model") for f, m in converting)  # conversion starts where GPTQ ends
+
+
+@pytest.mark.parametrize("model_type", DECODERS)
+def test_the_walk_runs_a_decoder_layer_on_all_samples_at_once_with_the_same_outputs(model_type):
+    """calibrate.batched: the first layer's inputs, caught per sample by coremltools' cacher, as one
+    batch, the keyword arguments (mask, rotary tables) broadcast over it: each family's layer gives
+    each sample what it gives it alone, bit for bit; `unbatched` hands them back one per sample."""
+    import torch
+    from coremltools.optimize.torch.layerwise_compression.input_cacher import GPTFirstLayerInputCacher
+
+    factory, model_class, _ = MODELS[model_type]
+    config = factory()
+    config.use_cache = False
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    stack = calibration._decoder_stack(model, config.num_hidden_layers)[1]
+    samples = [torch.randint(3, 60, (1, 12), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        inputs, kwargs = GPTFirstLayerInputCacher(model, [stack[0]]).cache(samples, len(samples), "cpu")
+        (batch,), batch_kwargs = calibration.batched(inputs, kwargs)
+
+        def first(output):
+            return output[0] if isinstance(output, tuple) else output
+
+        assert first(batch).shape[0] == 3 and batch_kwargs is kwargs
+        alone = [first(stack[0](*args, **kwargs)) for args in inputs]
+        together = calibration.unbatched([stack[0](*(batch if isinstance(batch, tuple) else (batch,)), **kwargs)],
+                                         len(samples))
+    assert len(together) == 3
+    for one, other in zip(alone, together):
+        assert torch.equal(first(one), other)

@@ -1,7 +1,9 @@
-"""GPTQ onto k-means tables (converters/transforms/lut_gptq.py), on one linear layer with
-correlated inputs: the weights land on their group's table, the table is registered for the
-converter, and the sweep beats rounding each weight to its nearest entry; and the tables'
-k-means (kmeans.py) against the exact one.
+"""GPTQ's sweeps (converters/transforms/lut_gptq.py), on linear layers with correlated inputs:
+onto k-means tables, the weights land on their group's table, the table is registered for the
+converter, and the sweep beats rounding each weight to its nearest entry; the tables' k-means
+(kmeans.py) against the exact one; layers reading one input get what each would alone; int4
+gives coremltools' GPTQ's weights and scales bit for bit, and the nested sweep the same but
+for float rounding.
 
 The real-weight evidence (SmolLM2-135M lut4/lut6 on the held-out passage) is in
 test_compression.py."""
@@ -11,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from converters.transforms import lut_gptq
 from converters.transforms.kmeans import weighted_tables
-from converters.transforms.lut_gptq import LutGPTQ, ModuleLutGPTQConfig, nearest_entries
+from converters.transforms.lut_gptq import BlockGPTQ, LutGPTQ, ModuleBlockGPTQConfig, ModuleLutGPTQConfig, nearest_entries
 
 
 def _layer_and_inputs(rows=32, columns=64, samples=512):
@@ -145,3 +148,72 @@ def test_layers_reading_one_input_share_a_hessian_and_get_what_each_would_alone(
         weight, lut = alone[name]
         assert torch.equal(getattr(model, name).get_buffer("_COREML_/weight/lut"), lut), name
         assert torch.allclose(getattr(model, name).weight.data, weight, atol=1e-6), name
+
+
+INT4 = {"weight_dtype": "uint4", "granularity": "per_block", "block_size": 32, "hessian_dampening": 0.01}
+
+
+def _one_input(columns=320, samples=4):
+    """q/k/v-shaped weights and a batch of inputs they all read (one input always zero), over
+    2.5 processing groups of columns."""
+    generator = torch.Generator().manual_seed(3)
+    weights = {name: torch.randn(rows, columns, generator=generator) for name, rows in (("q", 64), ("k", 32), ("v", 32))}
+    mixing = torch.randn(columns, columns, generator=generator) / columns**0.5
+    batch = (torch.randn(samples, 64, columns, generator=generator) @ mixing) * torch.logspace(-1, 1, columns)
+    batch[..., 7] = 0
+    return weights, batch
+
+
+def _swept(weights, batch, algorithm):
+    """Each weight in a layer of its own, all fed the one batch, compressed in order."""
+    layers, algorithms = {}, {}
+    for name, weight in weights.items():
+        layers[name] = torch.nn.Linear(weight.shape[1], len(weight), bias=False)
+        layers[name].weight.data = weight.clone()
+        algorithms[name] = algorithm(layers[name])
+    for name in weights:
+        algorithms[name].add_batch(batch, layers[name](batch))
+    for name in weights:
+        algorithms[name].compress()
+        algorithms[name].cleanup()
+    LutGPTQ.forget_inputs()
+    return layers, algorithms
+
+
+def test_int4_gives_coremltools_gptqs_weights_and_scales_bit_for_bit_with_one_stacked_sweep(monkeypatch):
+    from coremltools.optimize.torch.layerwise_compression.algorithms import GPTQ, ModuleGPTQConfig
+
+    weights, batch = _one_input()
+    with lut_gptq.one_thread():  # MKL's sums depend on the thread count: both on one
+        reference, _ = _swept(weights, batch, lambda layer: GPTQ(layer, ModuleGPTQConfig.from_dict({"algorithm": "gptq", **INT4})))
+    monkeypatch.setattr(lut_gptq, "INNER_GROUP", 128)  # coremltools' order of sums: rank-1 updates over the whole group
+    ours, algorithms = _swept(weights, batch, lambda layer: BlockGPTQ(
+        layer, ModuleBlockGPTQConfig.from_dict({"algorithm": lut_gptq.BLOCKS_ALGORITHM, **INT4})))
+    assert algorithms["q"]._shared.members == [algorithms[name] for name in "qkv"]  # one Hessian, one sweep
+    for name in weights:
+        for tensor in ("weight", "_COREML_/weight/quantization_scale", "_COREML_/weight/zero_point"):
+            assert torch.equal(ours[name].get_parameter(tensor) if tensor == "weight" else ours[name].get_buffer(tensor),
+                               reference[name].get_parameter(tensor) if tensor == "weight" else reference[name].get_buffer(tensor)), (name, tensor)
+    assert ours["q"].get_buffer("_COREML_/weight/quantization_scale").shape == (64, 10)
+
+
+@pytest.mark.parametrize("scheme", ["int4", "lut4"])
+def test_the_nested_sweep_gives_the_same_weights_but_for_float_rounding(scheme, monkeypatch):
+    """Rank-1 updates within 32 columns and a product for the rest of the group: the same sums
+    in another order, so each weight within float rounding of the one-level sweep's, and the
+    layer's output error the same."""
+    weights, batch = _one_input()
+    if scheme == "int4":
+        def algorithm(layer):
+            return BlockGPTQ(layer, ModuleBlockGPTQConfig.from_dict({"algorithm": lut_gptq.BLOCKS_ALGORITHM, **INT4}))
+    else:
+        def algorithm(layer):
+            return LutGPTQ(layer, ModuleLutGPTQConfig(bits=4, group_size=4))
+    nested, _ = _swept(weights, batch, algorithm)
+    monkeypatch.setattr(lut_gptq, "INNER_GROUP", 128)
+    one_level, _ = _swept(weights, batch, algorithm)
+    inputs = batch.reshape(-1, batch.shape[-1])
+    for name, weight in weights.items():
+        a, b = nested[name].weight.data, one_level[name].weight.data
+        assert torch.isclose(a, b, rtol=1e-5, atol=0).float().mean() > 0.99, name
+        assert _output_error(inputs, a, weight) == pytest.approx(_output_error(inputs, b, weight), rel=0.01), name

@@ -197,16 +197,20 @@ def entry(plan, weights: int, samples: list, layers: str, seconds: float) -> dic
 
 
 def batched(inputs: list, kwargs: dict) -> tuple[list, dict]:
-    """The first layer's inputs, one per sample as coremltools' cacher catches them (each a tensor
-    or a tuple of one), as one batch: the walk then runs each decoder layer once on all samples
-    instead of once per sample (the same outputs bit for bit on SmolLM2, tested), and each
-    linear layer's Hessian is one product over all of them. The keyword arguments (mask, rotary
-    tables) have a batch of one and broadcast. Samples of different shapes stay as they are."""
-    firsts = [args[0] if isinstance(args, tuple) and len(args) == 1 else args for args in inputs]
+    """The first layer's inputs, one per sample as coremltools' cacher catches them (each a tensor,
+    or a tuple of it and positional Nones), as one batch: the walk then runs each decoder layer
+    once on all samples instead of once per sample (each sample's outputs the same bit for bit,
+    tested for every decoder family), and each linear layer's Hessian is one product over all of
+    them. The keyword arguments (mask, rotary tables) have a batch of one and broadcast. Samples
+    of different shapes stay as they are."""
+    firsts = [args[0] if isinstance(args, tuple) and args else args for args in inputs]
+    rests = [args[1:] if isinstance(args, tuple) else () for args in inputs]
     if len(inputs) < 2 or not all(isinstance(x, torch.Tensor) and x.shape == firsts[0].shape and x.shape[0] == 1
-                                  for x in firsts):
+                                  for x in firsts) \
+            or not all(len(rest) == len(rests[0]) and all(v is None for v in rest) for rest in rests):
         return inputs, kwargs
-    return [torch.cat(firsts)], kwargs
+    batch = torch.cat(firsts)
+    return [(batch, *rests[0]) if rests[0] else batch], kwargs
 
 
 def unbatched(outputs: list, samples: int) -> list:
