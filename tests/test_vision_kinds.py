@@ -322,6 +322,17 @@ def test_a_timm_backbone_is_refused_before_loading():
     config_class_for("detr")(KINDS["detr"][0](), "object-detection").check_options()  # a transformers ResNet: converts
 
 
+def test_rt_detr_is_refused_for_core_ai_before_any_work():
+    """coreai-torch cannot convert the deformable attention's grid sampling (measured: 'unsupported ATen ops:
+    aten.grid_sampler_2d'), so Core AI output is refused at plan time with why; Core ML takes it."""
+    from converters.backends import backend_for
+
+    cfg = config_class_for("rt_detr")(KINDS["rt_detr"][0](), "object-detection")
+    why = backend_for("coreai").refusal(cfg, ConversionOptions.from_strings(format="coreai"))
+    assert "grid_sampler_2d" in why and "Choose the Core ML format" in why
+    assert backend_for("coreml").refusal(cfg, ConversionOptions()) is None
+
+
 def test_box_iou_metric():
     boxes = np.array([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
     assert min_box_iou(boxes, boxes) == 1.0

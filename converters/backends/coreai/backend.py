@@ -36,6 +36,8 @@ NOT_CONVERTED = {
                                        "a data-dependent shape), and coreai-torch converts torch.export programs only",
     ("whisper", "automatic-speech-recognition"): "WhisperKit, which runs Whisper in Swift apps, loads Core ML packages "
                                                  "(docs/whisperkit.md)",
+    ("rt_detr", "object-detection"): "coreai-torch has no conversion for grid_sampler_2d, the sampling of its deformable "
+                                     "attention (docs/vision-kinds.md)",
 }
 
 
