@@ -152,6 +152,19 @@ def test_zero_shot_check_fails_on_a_wrong_score(converted):
     assert not ranking.passed and ranking.value < 0.5
 
 
+def test_zero_shot_check_leaves_an_unrunnable_pair_to_its_own_rows(converted, monkeypatch):
+    """A package the runner cannot run is failed by its own rows; the ranking then has nothing to add."""
+    from converters.backends.coreml import ops
+
+    folder, result = converted("clip")
+    cfg = _family("clip", folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    cfg.wrap(model, "text_encoder")
+    monkeypatch.delitem(ops.KERNELS, "layer_norm")
+    packages = [(part, path, backend_for("coreml")) for part, path in zip(cfg.parts(), result.packages)]
+    assert zero_shot.checks(cfg, model, packages, AutoTokenizer.from_pretrained(folder), ("fp32",), lambda mode: "float16") == ([], [])
+
+
 def test_siglip_text_is_padded_to_its_trained_length():
     hf = KINDS["siglip"][0]()
     cls = config_class_for("siglip")
