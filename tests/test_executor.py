@@ -314,6 +314,34 @@ def test_tiny_llama_via_torch_export(tmp_path, monkeypatch, target, precision):
     _check(ex, {"input_ids": ids}, [want], precision)
 
 
+def test_a_slice_update_never_writes_into_a_constant_or_a_view_of_one(tmp_path):
+    """The executor writes a slice_update into its `x` when nothing else reads it (a KV cache's
+    chain); a constant (or a slice of one) is every call's: written into, the next call's
+    earlier readers would see the last call's values."""
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, 4))], opset_version=IOS18)
+    def prog(u):
+        table, tens = mb.const(val=base), mb.const(val=base * 10)
+        before = mb.add(x=table, y=u), mb.add(x=tens, y=u)  # read first: the updates are the last readers
+        whole = mb.slice_update(x=table, update=u, begin=[0, 0, 0], end=[1, 3, 4])
+        row = mb.slice_by_index(x=tens, begin=[1, 0, 0], end=[2, 3, 4])
+        half = mb.slice_by_index(x=u, begin=[0, 0, 0], end=[1, 3, 2])
+        return (*before, whole, mb.slice_update(x=row, update=half, begin=[0, 0, 0], end=[1, 3, 2]))
+
+    mlmodel = ct.convert(prog, minimum_deployment_target=IOS18, compute_precision=FP32, pass_pipeline=ct.PassPipeline.EMPTY)
+    _, ex = _save(mlmodel, tmp_path)
+    for call in range(3):  # the constants are as the program has them, call after call
+        u = np.full((1, 3, 4), -1.0 - call, dtype=np.float32)
+        plus, plus_tens, whole, row = (ex.predict({"u": u})[name] for name in ex.output_names)
+        want_whole, want_row = base.copy(), base[1:2] * 10
+        want_whole[0:1], want_row[..., 0:2] = u, u[..., 0:2]
+        np.testing.assert_array_equal(plus, base + u)
+        np.testing.assert_array_equal(plus_tens, base * 10 + u)
+        np.testing.assert_array_equal(whole, want_whole)
+        np.testing.assert_array_equal(row, want_row)
+
+
 # ---------------------------------------------------------------- errors
 
 
