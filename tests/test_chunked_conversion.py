@@ -123,19 +123,24 @@ def test_a_chunked_stateful_package_fills_its_cache_as_the_whole_one_does(model_
                                            ("lut6", {"minimum_deployment_target": "iOS18"})])
 def test_chunks_are_compressed_one_by_one_into_the_whole_conversions_package(scheme, extra, tmp_path):
     """Weights big enough to compress (64 x 64), no tokenizer: data-free in both modes. The
-    output head is compressed as a head only in the last chunk; the report adds the chunks up."""
-    folder = _build("llama", tmp_path / "model", tokenizer=False, hidden_size=64, intermediate_size=128)
+    output head is compressed as a head only in the last chunk; the report adds the chunks up.
+    The embedding and head are tied: the first chunk's embedding and the last chunk's head are
+    compressed alike, and stored once."""
+    folder = _build("llama", tmp_path / "model", tokenizer=False, hidden_size=64, intermediate_size=128,
+                    vocab_size=4096, tie_word_embeddings=True)
     whole, chunked = _convert_both(folder, tmp_path, ConversionOptions.from_strings(quantize=scheme, **extra))
+    _assert_tied_matrix_stored_once(whole, chunked)
     _check_chunked(chunked.report_json)
     _assert_same_outputs(whole, chunked, 128)
     _assert_lazy_weights_change_nothing(chunked.packages[0])
     a, b = (r.report_json["packages"][0]["compression"] for r in (whole, chunked))
     assert (b["weights_compressed"], b["float_weights_left"]) == (a["weights_compressed"], a["float_weights_left"])
     assert b["weights_compressed"] > 0
-    # each chunk's program has its own small constants (mask, rotary tables: counted per chunk),
-    # stored once in the package
+    # each chunk's program has its own small constants (mask, rotary tables) and the tied matrix
+    # is in two chunks: the package stores them once, and the report counts them once
     assert b["size_after_bytes"] == pytest.approx(a["size_after_bytes"], rel=0.05)
-    assert b["weight_bytes_after"] >= a["weight_bytes_after"]
+    for key in ("weight_bytes_before", "weight_bytes_after", "compressed_share"):
+        assert b[key] == pytest.approx(a[key], rel=0.02), key
     assert sum(w.count(scheme) for w in chunked.report_json["warnings"]) <= sum(w.count(scheme) for w in whole.report_json["warnings"])
 
 
@@ -159,9 +164,58 @@ def test_a_list_or_range_of_lengths_converts_whole_and_says_why(length, tmp_path
     assert any("chunks need one fixed sequence length" in w for w in result.report_json["warnings"])
 
 
+def _blobs(package) -> list[tuple[int, int, int]]:
+    """(metadata offset, data type, size) of each blob in a package's weight file."""
+    from converters.backends.coreml import stitch
+
+    data = weight_file(package).read_bytes()
+    count = stitch._HEADER.unpack(data[:64])[0]
+    found, offset = [], 64
+    while len(found) < count:
+        sentinel, dtype, size, data_offset, _ = stitch._METADATA.unpack(data[offset:offset + 64])
+        assert sentinel == stitch._SENTINEL
+        found.append((offset, dtype, size))
+        offset = -(-(data_offset + size) // 64) * 64
+    return found
+
+
+def _readers_of_blob(package, offset: int) -> list[str]:
+    """The ops of a package's program that read the blob at `offset` of its weight file."""
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(package))
+    readers = []
+    for block in spec.mlProgram.functions["main"].block_specializations.values():
+        for op in block.operations:
+            values = list(op.attributes.values()) + [b.value for a in op.inputs.values() for b in a.arguments
+                                                     if b.WhichOneof("binding") == "value"]
+            if any(v.WhichOneof("value") == "blobFileValue" and v.blobFileValue.offset == offset for v in values):
+                readers.append(op.outputs[0].name)
+    return readers
+
+
+def _assert_tied_matrix_stored_once(whole, chunked) -> None:
+    """A tied embedding/head: the chunked package is no bigger than the whole one (within 2%),
+    and holds the matrix once, read by one constant, as the whole program does (the first
+    chunk's embedding and the last chunk's head are the same bytes)."""
+    from converters.package_info import directory_size
+
+    a, b = whole.packages[0], chunked.packages[0]
+    assert directory_size(b) <= 1.02 * directory_size(a), (directory_size(b), directory_size(a))
+    biggest = max(size for _, _, size in _blobs(a))
+    for package in (a, b):
+        matrix = [offset for offset, _, size in _blobs(package) if size == biggest]
+        assert len(matrix) == 1, package
+        assert len(_readers_of_blob(package, matrix[0])) == 1, package
+
+
 def test_the_stitched_package_has_one_weight_file_with_every_chunks_weights(tmp_path):
-    folder = _build("llama", tmp_path / "model")
+    # tied embedding and head, big enough to be most of the package (as in SmolLM2)
+    folder = _build("llama", tmp_path / "model", vocab_size=4096, tie_word_embeddings=True)
     whole, chunked = _convert_both(folder, tmp_path, ConversionOptions())
+    _check_chunked(chunked.report_json)  # validated against PyTorch
+    _assert_same_outputs(whole, chunked, 128)
+    _assert_tied_matrix_stored_once(whole, chunked)
     package = chunked.packages[0]
     files = sorted(p.name for p in (package / "Data" / "com.apple.CoreML" / "weights").iterdir())
     assert files == [WEIGHT_FILE]
@@ -225,6 +279,36 @@ def test_blob_file_copies_a_blob_byte_for_byte_and_once(tmp_path):
     assert written[offset:offset + size] == data and len(written) % 64 == 0
     with pytest.raises(ValueError, match="no weight blob"):
         BlobFile(tmp_path / "c.bin").copy_from(source, 0)
+
+
+def test_blob_file_stores_equal_blobs_once_at_any_size(tmp_path):
+    """A tied embedding (the first chunk's) and output head (the last chunk's) are the same bytes
+    in two chunks' files: SmolLM2-135M's is 28 MB at int8, 57 MB at float16. Blobs that differ
+    past their first bytes, or in their type, stay apart."""
+    from converters.backends.coreml import stitch as stitch
+
+    size = (17 << 20) + 5  # past the 16 MB below which blobs were compared before
+    matrix = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    other = matrix[:-1] + bytes([matrix[-1] ^ 1])  # the same but for its last byte
+
+    def blob_file(path, dtype, data):
+        with open(path, "wb") as f:
+            f.write(stitch._HEADER.pack(1, 2))
+            f.write(stitch._METADATA.pack(stitch._SENTINEL, dtype, len(data), 128, 0))
+            f.write(data)
+        return path
+
+    first, last, changed, typed = (blob_file(tmp_path / f"{i}.bin", dtype, data)
+                                   for i, (dtype, data) in enumerate([(4, matrix), (4, matrix), (4, other), (3, matrix)]))
+    out = BlobFile(tmp_path / "out.bin")
+    offsets = [out.copy_from(path, 64) for path in (first, last, changed, typed)]
+    out.close()
+    assert offsets[0] == offsets[1] and len(set(offsets)) == 3
+    written = (tmp_path / "out.bin").read_bytes()
+    assert stitch._HEADER.unpack(written[:64])[0] == 3 and len(written) < 3 * size + 1024
+    for offset, data in zip(offsets, (matrix, matrix, other, matrix)):
+        _, _, length, data_offset, _ = stitch._METADATA.unpack(written[offset:offset + 64])
+        assert written[data_offset:data_offset + length] == data
 
 
 def test_layers_are_grouped_by_size_or_count():

@@ -29,7 +29,7 @@ from ...source import ModelSource
 from . import compress as compressor
 from . import runtime as coreml_runtime
 from . import targets
-from .stitch import WEIGHT_FILE, stitch, weight_file
+from .stitch import WEIGHT_FILE, counted_once, stitch, weight_file
 from ..naming import package_filename
 
 
@@ -127,7 +127,9 @@ class CoreMLBackend:
         import coremltools as ct
 
         weights, empty = Path(scratch) / "stitched-weights", Path(scratch) / "no-weights"
-        spec = stitch([Path(chunk.package_path) for chunk in chunks], weights)
+        spec, shared = stitch([Path(chunk.package_path) for chunk in chunks], weights)
+        if plan.compression.get(part):  # the chunks' summaries counted a weight they share (a tied embedding) in each
+            plan.compression[part] = counted_once(plan.compression[part], shared)
         empty.mkdir()
         # coremltools copies a model's weights on every save: the stitched file (GBs) is moved
         # into the saved package instead (`save`), so the model starts with none.

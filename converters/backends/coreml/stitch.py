@@ -15,6 +15,17 @@ writes: a 64-byte header {count u32, version u32 = 2, reserved}, then per blob a
 metadata {sentinel u32 = 0xDEADBEEF, data type u32, size u64, data offset u64,
 padding bits u64, reserved} and the data, each aligned to 64 bytes. A const refers to its
 blob by the offset of that metadata.
+
+A weight two chunks both hold is stored once, and read by one constant, as in the whole
+model's program: blobs are compared by content at any size (`BlobFile`), and a chunk's
+constant equal to an earlier chunk's (same op, type and value, its weights at the same
+offset) is left out, its readers pointed at the earlier one (`_constant_key`). The common
+case is the small constants every chunk makes (a causal mask, rotary tables), the big one a
+tied embedding and output head: the first chunk holds the embedding, the last the head, the
+same matrix compressed alike. SmolLM2-135M in 3 chunks stored it twice before: +57 MB at
+float16 (1.21x the whole model's package), +28 MB at lut4 (int8 embedding: 0.43x the float16
+package where the whole model's is 0.32x). The chunks' compression summaries each counted
+it; `counted_once` takes the copies out.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...chunks import hidden_name
@@ -32,11 +44,13 @@ _HEADER = struct.Struct("<II56x")
 _METADATA = struct.Struct("<IIQQQ32x")
 _SENTINEL = 0xDEADBEEF
 _COPY_PIECE = 64 << 20
-_SHARED_SIZE = 16 << 20  # blobs up to this size are compared by content
+_COMPARE_PIECE = 16 << 20
+_PROBE = 64 << 10  # a blob's first bytes, hashed: blobs that differ almost always differ here
 
 
 class BlobFile:
-    """A MILBlob weight file being written, blob by blob."""
+    """A MILBlob weight file being written, blob by blob; a blob whose bytes (and type) are
+    already in the file is not written again."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -45,7 +59,9 @@ class BlobFile:
         self._file.write(_HEADER.pack(0, 2))
         self.count = 0
         self._copied: dict[tuple[str, int], int] = {}
-        self._by_content: dict[tuple, int] = {}
+        self.sizes: dict[int, int] = {}  # a blob's metadata offset here -> its bytes
+        # (type, size, padding, hash of the first _PROBE bytes) -> [(here, source, data offset there)]
+        self._by_probe: dict[tuple, list[tuple[int, str, int]]] = {}
 
     def copy_from(self, source: Path, offset: int) -> int:
         """Copy the blob whose metadata is at `offset` in `source`; its metadata's offset here."""
@@ -57,15 +73,13 @@ class BlobFile:
             sentinel, dtype, size, data_offset, padding = _METADATA.unpack(reader.read(_METADATA.size))
             if sentinel != _SENTINEL:
                 raise ValueError(f"{source}: no weight blob at offset {offset}")
-            if size <= _SHARED_SIZE:
-                # Each chunk holds its own copy of the same small constants (a causal mask, rotary
-                # tables): the package keeps one.
-                reader.seek(data_offset)
-                content = (dtype, padding, hashlib.sha256(reader.read(size)).digest())
-                if content in self._by_content:
-                    self._copied[key] = self._by_content[content]
-                    return self._copied[key]
-                self._by_content[content] = self._aligned()
+            reader.seek(data_offset)
+            probe = (dtype, size, padding, hashlib.sha256(reader.read(min(size, _PROBE))).digest())
+            for here, earlier, earlier_offset in self._by_probe.get(probe, []):
+                # the probe is the whole blob up to _PROBE bytes; a bigger one is compared in full
+                if size <= _PROBE or _same_bytes(reader, data_offset, earlier, earlier_offset, size):
+                    self._copied[key] = here
+                    return here
             here = self._pad()
             data_here = here + _ALIGN
             self._file.write(_METADATA.pack(_SENTINEL, dtype, size, data_here, padding))
@@ -74,11 +88,9 @@ class BlobFile:
             self._file.seek(0, 2)
         self.count += 1
         self._copied[key] = here
+        self.sizes[here] = size
+        self._by_probe.setdefault(probe, []).append((here, str(source), data_offset))
         return here
-
-    def _aligned(self) -> int:
-        """Where the next blob's metadata goes."""
-        return -(-self._file.tell() // _ALIGN) * _ALIGN
 
     def _pad(self) -> int:
         position = self._file.tell()
@@ -91,6 +103,21 @@ class BlobFile:
         self._file.seek(0)
         self._file.write(_HEADER.pack(self.count, 2))
         self._file.close()
+
+
+def _same_bytes(reader, offset: int, other: str, other_offset: int, size: int) -> bool:
+    """Whether `size` bytes at `offset` in `reader` equal those at `other_offset` in file `other`,
+    read a piece at a time (a 7 B model's embedding is GBs)."""
+    with open(other, "rb") as second:
+        reader.seek(offset)
+        second.seek(other_offset)
+        left = size
+        while left:
+            piece = min(left, _COMPARE_PIECE)
+            if reader.read(piece) != second.read(piece):
+                return False
+            left -= piece
+    return True
 
 
 def _copy_range(reader, offset: int, writer, size: int) -> None:
@@ -120,18 +147,83 @@ def weight_file(package: Path) -> Path:
     return Path(package) / "Data" / "com.apple.CoreML" / "weights" / WEIGHT_FILE
 
 
+@dataclass
+class Shared:
+    """Weights more than one chunk held, which the package holds once: what the chunks'
+    compression summaries counted more than once."""
+
+    compressed: int = 0  # weights stored compressed (a constexpr op's output)
+    compressed_dense_bytes: int = 0  # those weights at their float width
+    dense_bytes: int = 0  # every shared constant at its float width (compressed or not)
+    stored_bytes: int = 0  # their blobs' bytes
+
+
 def stitch(chunk_packages: list[Path], weights_dir: Path):
-    """The Model spec of one program running the chunks in order; its weight file is written
-    to `weights_dir` (what ct.models.MLModel(spec, weights_dir=...) takes)."""
+    """The Model spec of one program running the chunks in order, and what the chunks shared
+    (`Shared`); its weight file is written to `weights_dir` (what
+    ct.models.MLModel(spec, weights_dir=...) takes)."""
     import coremltools as ct
 
     specs = [ct.utils.load_spec(str(path)) for path in chunk_packages]
     blobs = BlobFile(Path(weights_dir) / WEIGHT_FILE)
     try:
-        spec = _stitch_specs(specs, [weight_file(p) for p in chunk_packages], blobs)
+        spec, dropped = _stitch_specs(specs, [weight_file(p) for p in chunk_packages], blobs)
     finally:
         blobs.close()
-    return spec
+    return spec, _shared(dropped, blobs.sizes)
+
+
+def counted_once(summary: dict, shared: Shared) -> dict:
+    """A compression summary merged from the chunks' (compress.py) with each shared weight
+    counted once, as the package stores it. The compressed share is weighted by dense bytes,
+    as there."""
+    before = summary["weight_bytes_before"] - shared.dense_bytes
+    compressed = summary["compressed_share"] * summary["weight_bytes_before"] - shared.compressed_dense_bytes
+    return {
+        **summary,
+        "weights_compressed": summary["weights_compressed"] - shared.compressed,
+        "compressed_share": round(compressed / before, 4) if before > 0 else 0.0,
+        "weight_bytes_before": before,
+        "weight_bytes_after": summary["weight_bytes_after"] - shared.stored_bytes,
+    }
+
+
+def _shared(dropped: list, sizes: dict[int, int]) -> Shared:
+    """What the constants the stitch left out (each the same as an earlier chunk's) amount to,
+    once per chunk that held them, as the chunks' summaries counted them. A constant another
+    left-out constexpr op reads (its data, its table) is a part of that weight."""
+    shared = Shared()
+    parts = {b.name for op in dropped for a in op.inputs.values() for b in a.arguments if b.WhichOneof("binding") == "name"}
+    for op in dropped:
+        blobs = [v.blobFileValue.offset for v in _values(op) if v.WhichOneof("value") == "blobFileValue"]
+        shared.stored_bytes += sum(sizes[offset] for offset in blobs)
+        compressed = op.type.startswith("constexpr_")
+        if op.outputs[0].name in parts or not (compressed or blobs):
+            continue
+        dense = _dense_bytes(op.outputs[0].type)
+        shared.dense_bytes += dense
+        if compressed:
+            shared.compressed += 1
+            shared.compressed_dense_bytes += dense
+    return shared
+
+
+def _dense_bytes(value_type) -> int:
+    """A tensor's bytes at its type's width (FLOAT16: 2), from its type in the program."""
+    from coremltools.proto import MIL_pb2
+
+    tensor = value_type.tensorType
+    bits = int("".join(c for c in MIL_pb2.DataType.Name(tensor.dataType) if c.isdigit()) or 8)
+    elements = 1
+    for dimension in tensor.dimensions:
+        elements *= dimension.constant.size
+    return elements * bits // 8
+
+
+def _values(operation) -> list:
+    """The values an operation holds: its attributes and its inputs given as values."""
+    return list(operation.attributes.values()) + [b.value for a in operation.inputs.values() for b in a.arguments
+                                                  if b.WhichOneof("binding") == "value"]
 
 
 def _stitch_specs(specs: list, weight_files: list[Path], blobs: BlobFile):
@@ -150,6 +242,8 @@ def _stitch_specs(specs: list, weight_files: list[Path], blobs: BlobFile):
     final_outputs = list(last.mlProgram.functions["main"].block_specializations[opset].outputs)
     defined: set[str] = {i.name for i in function.inputs}
     previous_output: str | None = None
+    constants: dict[bytes, list[str]] = {}  # a constant's value (and type) -> its outputs' names
+    dropped = []  # the constants an earlier chunk defines, left out
     for index, (spec, weights) in enumerate(zip(specs, weight_files)):
         chunk_function = spec.mlProgram.functions["main"]
         if chunk_function.opset != opset:
@@ -168,10 +262,38 @@ def _stitch_specs(specs: list, weight_files: list[Path], blobs: BlobFile):
             copied.CopyFrom(operation)
             _rename(copied, renames)
             _move_blobs(copied, weights, blobs)
+            key = _constant_key(copied, keep)
+            if key in constants:  # an earlier chunk defines it: its ops read that one
+                for output, old, earlier in zip(copied.outputs, operation.outputs, constants[key]):
+                    renames[old.name] = output.name = earlier  # (named as the constants that read it read it)
+                dropped.append(type(copied)())
+                dropped[-1].CopyFrom(copied)
+                del block.operations[-1]
+            elif key is not None:
+                constants[key] = [output.name for output in copied.outputs]
         if index < len(specs) - 1:
             previous_output = renames[hidden_name(index)]
     block.outputs.extend(final_outputs)
-    return stitched
+    return stitched, dropped
+
+
+def _constant_key(operation, keep: set[str]) -> bytes | None:
+    """What makes a constant the same as another (its op type, value and output types; not its
+    names), or None for an op that computes. Constants are compared after their weights moved
+    into the new file (`_move_blobs`), where equal bytes have one offset: the tied embedding of
+    the first chunk and output head of the last become one constant, as in the whole program,
+    and so do the small constants every chunk makes (rotary tables, masks)."""
+    if operation.blocks or not (operation.type == "const" or operation.type.startswith("constexpr_")):
+        return None
+    if any(output.name in keep for output in operation.outputs):
+        return None
+    value = type(operation)()
+    value.CopyFrom(operation)
+    if "name" in value.attributes:
+        del value.attributes["name"]
+    for output in value.outputs:
+        output.name = ""
+    return value.SerializeToString(deterministic=True)
 
 
 def _defined_names(block) -> set[str]:
@@ -204,9 +326,7 @@ def _rename(operation, renames: dict[str, str]) -> None:
 
 def _move_blobs(operation, weights: Path, blobs: BlobFile) -> None:
     """Point every weight the operation reads from a file at its copy in the new file."""
-    values = list(operation.attributes.values())
-    values += [b.value for a in operation.inputs.values() for b in a.arguments if b.WhichOneof("binding") == "value"]
-    for value in values:
+    for value in _values(operation):
         if value.WhichOneof("value") == "blobFileValue":
             value.blobFileValue.offset = blobs.copy_from(weights, value.blobFileValue.offset)
     for inner in operation.blocks:
