@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
+from .backends.formats import DEFAULT as DEFAULT_FORMAT, FORMATS, format_of
 from .errors import UserInputError
 
 # How far a package may differ from PyTorch: a factor on the architecture's max-difference
@@ -210,16 +211,12 @@ def _group_size(text: str) -> int | None:
 class ConversionOptions:
     """What a user may choose: the option table, one field (one row) per option."""
 
-    # Which packages to make: converters/backends/ (coreml/, coreai/).
+    # Which packages to make: the formats of converters/backends/formats.py, each made by its backends.
     format: str = option(
-        label="Output format", default="coreml", flags=("--format",),
+        label="Output format", default=DEFAULT_FORMAT, flags=("--format",),
         help="Core ML (.mlpackage) is what iOS and macOS apps load today; Core AI (.aimodel) is Apple's new "
              "format for iOS/macOS 27 (beta); both makes the two.",
-        choices=[
-            Choice("coreml", "Core ML (.mlpackage): apps on iOS 15+ / macOS 12+ (recommended)", aliases=("mlpackage",)),
-            Choice("coreai", "Core AI (.aimodel): iOS/macOS 27, beta", aliases=("aimodel", "core-ai")),
-            Choice("both", "Both: an .mlpackage and an .aimodel"),
-        ],
+        choices=[Choice(each.name, each.choice, aliases=each.aliases) for each in FORMATS.values()],
     )
     precision: str = option(
         label="Precision", default="float16",
@@ -304,13 +301,13 @@ class ConversionOptions:
     @property
     def formats(self) -> tuple[str, ...]:
         """The backends to run, Core ML first (converters/backends/)."""
-        return ("coreml", "coreai") if self.format == "both" else (self.format,)
+        return format_of(self.format).makes
 
     @property
     def deployment_target_applies(self) -> bool:
         """Whether the minimum deployment target applies: it is a Core ML package's (an .aimodel
         runs on iOS/macOS 27 alone)."""
-        return "coreml" in self.formats
+        return any(format_of(name).deployment_target for name in self.formats)
 
     def to_dict(self) -> dict[str, str]:
         """Every option as text: what JobSpec, reports and package metadata store."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from .backends import formats
+
 
 def _with_extra(cls, data: dict):
     """An instance of the dataclass `cls` from JSON, keeping keys it does not know in
@@ -160,12 +162,12 @@ class ContinuationRun:
 
     @property
     def label(self) -> str:
-        """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', 'Core AI (runtime)'; the package too when it is not the only one."""
+        """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', 'Core AI (runtime)' (backends/formats.py: the
+        format whose runner reports the mode); the package too when it is not the only one."""
         where = f"{self.package}, " if self.package and self.package != "model" else ""
-        if self.mode == "coreai":  # the .aimodel in Core AI's runtime
-            return f"Core AI ({where}runtime)"
-        mode = str(self.mode or "").removeprefix("coreml-")
-        return f"Core ML ({where}{mode})" if mode or where else "Core ML"
+        found = formats.mode(self.mode)
+        made_by, mode = (found[0], found[1].short) if found else (formats.format_of(None), str(self.mode or ""))
+        return f"{made_by.label} ({where}{mode})" if mode or where else made_by.label
 
 
 @dataclass
@@ -226,15 +228,7 @@ METRIC_LABELS = {
     "executor_supports_all_ops": "all ops runnable",
     "continuation_match": "greedy continuation matching",
 }
-MODE_LABELS = {
-    "fp32": "fp32, exact",
-    "fp16": "fp16 (GPU / Neural Engine emulation)",
-    "coreml-CPU_ONLY": "Core ML, CPU only",
-    "coreml-CPU_AND_GPU": "Core ML, CPU and GPU",
-    "coreml-CPU_AND_NE": "Core ML, CPU and Neural Engine",
-    "coreml-ALL": "Core ML, all units",
-    "coreai": "Core AI runtime (the .aimodel, executed)",
-}
+MODE_LABELS = {name: mode.label for each in formats.FORMATS.values() for name, mode in each.modes.items()}
 
 
 @dataclass
@@ -428,7 +422,7 @@ class PackageReport:
     """One package written: its part, where, how it was captured, its interface, its program."""
 
     part: str = "model"
-    format: str | None = None  # the backend that wrote it: "coreml" (.mlpackage), "coreai" (.aimodel); None: an older report
+    format: str | None = None  # the backend that wrote it (backends/formats.py); None: an older report
     path: str = ""
     exporter: str | None = None  # "torch.export" or "torch.jit.trace"
     float16_safe_norms: int | None = None

@@ -13,6 +13,7 @@ Light imports only (no torch): the web process reads it.
 
 from __future__ import annotations
 
+from .backends.formats import format_of
 from .errors import UserInputError
 from .options import ConversionOptions
 from .report import ContinuationRun, number
@@ -20,7 +21,6 @@ from .report import ContinuationRun, number
 
 # ---------------------------------------------------------------------- a conversion's name
 
-FORMAT_LABELS = {"coreai": "Core AI", "both": "Core ML + Core AI"}
 
 
 def variant(task: str | None, options: dict | None) -> str:
@@ -34,8 +34,8 @@ def variant(task: str | None, options: dict | None) -> str:
         parts.append(quantize if quantize != "none" else options.get("precision") or "float16")
         if options.get("kv_cache") == "stateful":
             parts.append("stateful")
-        if options.get("format") in FORMAT_LABELS:
-            parts.append(FORMAT_LABELS[options["format"]])
+        if format_of(options.get("format")).short:  # the default format goes unsaid
+            parts.append(format_of(options["format"]).short)
         if options.get("minimum_deployment_target") and _has_deployment_target(options):
             parts.append(options["minimum_deployment_target"])
     return " · ".join(p for p in parts if p)

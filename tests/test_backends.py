@@ -1,5 +1,6 @@
-"""A backend owns its format (converters/backends/): adding one is a module implementing
-`Backend` and a line in `BACKENDS` — the plan, the pipeline, compression, the package
+"""A backend owns its format (converters/backends/): adding one is a package implementing
+`Backend`, a line in `BACKENDS` and its words for people in `backends/formats.py` (which the
+option table's choices are made from) — the plan, the pipeline, compression, the package
 look-up and validation's report reach it through the protocol, never by its name.
 
 A third, fake format is registered here (the test stands for its module) and a tiny BERT
@@ -16,6 +17,7 @@ import pytest
 
 import converters.backends as backends
 import converters.export as export
+from converters.backends import formats
 from converters.errors import UserInputError
 from converters.options import OPTIONS, Choice, ConversionOptions
 from converters.plan import make_plan
@@ -104,11 +106,14 @@ class FakeBackend:
 
 @pytest.fixture
 def fake(monkeypatch):
-    """The fake format registered (one line in BACKENDS) and offered by the `format` option."""
+    """The fake format registered (one line in BACKENDS, one entry in formats.FORMATS) and offered
+    by the `format` option (whose choices the table made from FORMATS when it was imported)."""
     FakeBackend.calls = []
     monkeypatch.setitem(backends.BACKENDS, "fake", FakeBackend)
+    entry = formats.Format("fake", "Fake (.fake)", makes=("fake",), label="Fake", package_suffix=".fake", repo_suffix="fake")
+    monkeypatch.setitem(formats.FORMATS, "fake", entry)
     row = OPTIONS["format"]
-    monkeypatch.setitem(OPTIONS, "format", replace(row, choices=(*row.choices, Choice("fake", "Fake (.fake)"))))
+    monkeypatch.setitem(OPTIONS, "format", replace(row, choices=(*row.choices, Choice(entry.name, entry.choice))))
     return FakeBackend
 
 
@@ -150,20 +155,22 @@ def test_a_folder_no_backend_claims_is_refused_naming_every_format(fake, tmp_pat
         backends.backend_for_package(tmp_path / "empty.fake")
 
 
-def test_nothing_outside_backends_compares_with_a_format_s_name():
-    """`x == "coreml"`, `"coreai" in formats` and the like stand in backends/ only. The option
-    table (what the user asked for) and the report's reading of its saved rows name formats as
-    data, and may."""
-    names = set(backends.BACKENDS)
-    allowed = {"converters/options.py", "converters/report.py"}
+def test_nothing_outside_backends_names_a_format():
+    """A format's name ("coreml", "coreai", "both") stands in backends/ only: nothing else compares
+    with it, keys a table by it or spells it — the option table's choices, the words a
+    conversion, a repo name, a card and the page give each format come from backends/formats.py.
+    (worker/settings.py's Redis key prefix is the service's name, not a format's.)"""
+    names = set(backends.BACKENDS) | set(formats.FORMATS)
+    allowed = {("worker/settings.py", "KEY_PREFIX")}
     found = []
-    for path in sorted((ROOT / "converters").rglob("*.py")):
+    for path in [ROOT / "app.py", *sorted(p for folder in ("converters", "worker", "ui") for p in (ROOT / folder).rglob("*.py"))]:
         where = path.relative_to(ROOT).as_posix()
-        if where.startswith("converters/backends/") or where in allowed:
+        if where.startswith("converters/backends/"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Compare):
-                values = [node.left, *node.comparators]
-                if any(isinstance(v, ast.Constant) and v.value in names for v in values):
-                    found.append(f"{where}:{node.lineno}")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assigned = {id(node.value): target.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                    for target in node.targets if isinstance(target, ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and (where, assigned.get(id(node))) not in allowed:
+                found.append(f"{where}:{node.lineno} {node.value!r}")
     assert not found, found

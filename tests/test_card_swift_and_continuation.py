@@ -210,7 +210,11 @@ def test_an_aimodel_gets_its_own_core_ai_section_after_the_core_ml_one():
     assert "## Use it in Swift\n" not in only and "LanguageModel.loadCompiled" not in only
     card_text = card.model_card(source_repo="meta/llama", revision="0123456789abcdef", source_url="http://hub/meta/llama",
                                 report={**rep, "packages": rep["packages"][1:]}, package_paths=["llama.aimodel"])
-    assert "- coreai" in card_text.split("\n---\n", 1)[0]
+    front = card_text.split("\n---\n", 1)[0]
+    assert "- coreai" in front and "- coreml" not in front  # a repo of .aimodel files only is not a Core ML repo
+    both = card.model_card(source_repo="meta/llama", revision="0123456789abcdef", source_url="http://hub/meta/llama",
+                           report=rep, package_paths=["llama.mlpackage", "llama.aimodel"]).split("\n---\n", 1)[0]
+    assert "- coreml" in both and "- coreai" in both
 
 
 def test_the_card_says_which_devices_the_package_fits(tmp_path):

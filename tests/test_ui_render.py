@@ -394,7 +394,7 @@ def test_try_it_is_offered_for_pushed_text_jobs_and_shows_both_sides():
     scores = render.try_result({"kind": "classify", "mode": "fp32",
                                 "package": {"label": "POSITIVE", "scores": [["POSITIVE", 0.98]]},
                                 "pytorch": {"label": "POSITIVE", "scores": [["POSITIVE", 0.981]]}})
-    assert "Package (fp32)" in scores and "POSITIVE 98.0%" in scores
+    assert "Package (exact fp32)" in scores and "POSITIVE 98.0%" in scores
 
 
 def test_jobs_of_one_model_can_be_told_apart_everywhere_they_are_named():

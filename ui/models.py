@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from converters.backends.formats import FORMATS
 from converters.errors import HubUnavailable, UserInputError
 from converters.options import ConversionOptions
 from converters.preflight import HubModel, preflight
@@ -187,11 +188,13 @@ def _hub_get(path: str, token: str | None, params: dict | None = None):
 
 
 def is_coreml_repo(item: dict) -> bool:
-    """A search result that holds Core ML packages (ours or anyone's), not a model to convert:
-    tagged coreml, or named like our own outputs (<model>-coreml)."""
-    tags = {str(tag).lower() for tag in item.get("tags") or ()}
-    return (str(item.get("library_name") or "").lower() == "coreml" or "coreml" in tags
-            or str(item["id"]).lower().endswith("-coreml"))
+    """A search result that holds converted packages (ours or anyone's), not a model to convert:
+    its library or a tag is an output format's Hub tag (coreml, coreai), or it is named like our
+    own outputs (<model>-coreml, <model>-coreai)."""
+    tags = {str(tag).lower() for tag in item.get("tags") or ()} | {str(item.get("library_name") or "").lower()}
+    ours = [each for each in FORMATS.values() if each.hub_tag]
+    return any(each.hub_tag in tags for each in ours) or str(item["id"]).lower().endswith(
+        tuple(f"-{each.repo_suffix}" for each in FORMATS.values()))
 
 
 def inspect_model(text: str, token: str | None = None) -> ModelSummary:

@@ -17,6 +17,8 @@ from html import escape
 from urllib.parse import quote, urlencode
 
 from converters import device_fit, wording
+from converters.backends import formats
+from converters.backends.formats import format_of
 from converters.report import METRIC_LABELS, MODE_LABELS, ConversionReport, ValidationReport
 from converters.report import number as report_number
 from converters.wording import continuation_reach, continuation_verdict
@@ -772,7 +774,6 @@ def report_url(status: JobStatus, base: str | None = None) -> str | None:
 
 
 JOB_HEADERS = ["Submitted", "Model", "Conversion", "State", "Result"]
-FORMAT_LABELS = wording.FORMAT_LABELS
 
 
 def job_variant(status: JobStatus) -> str:
@@ -874,12 +875,7 @@ def try_unavailable(status: JobStatus | None) -> str | None:
 def try_note(kind: str | None, status: JobStatus | None = None) -> str:
     if not kind:
         return ""
-    made = (status.requested_options if status else {}).get("format")
-    where = {
-        "coreai": "A worker runs the pushed .aimodel in Apple's Core AI runtime, on this server's CPU",
-        "both": "A worker runs the pushed Core ML package (the .aimodel beside it was validated, not tried here), in "
-                "the reference executor (float16 packages in float16 emulation)",
-    }.get(made, "A worker runs the pushed package in the reference executor (float16 packages in float16 emulation)")
+    where = format_of((status.requested_options if status else {}).get("format")).try_runs
     return f'<div class="cm-muted">{escape(TRY_NOTES[kind])} {where}: its speed is this server\'s CPU, not a device\'s.</div>'
 
 
@@ -905,7 +901,8 @@ def _rate(side: dict) -> str:
 def try_result(result: dict, inputs: dict | None = None) -> str:
     """A try's answer: the package's beside PyTorch's (`inputs`: what was typed, repeated)."""
     kind, package, pytorch = result.get("kind"), result.get("package") or {}, result.get("pytorch") or {}
-    mode = {"fp16": "fp16 emulation", "coreai": "Core AI runtime"}.get(result.get("mode"), "fp32")
+    found = formats.mode(result.get("mode") or "fp32")
+    mode = found[1].words if found else str(result.get("mode"))
     if kind == "generate":
         rows = [("Package (" + mode + ")", package.get("text", ""), _rate(package)),
                 ("PyTorch (float32)", pytorch.get("text", ""), _rate(pytorch))]

@@ -18,6 +18,7 @@ from pathlib import Path
 from huggingface_hub import ModelCardData
 
 from converters import device_fit
+from converters.backends.formats import FORMATS
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
 from converters.report import ConversionReport, ValidationReport, number
@@ -672,7 +673,8 @@ def model_card(*, source_repo: str, revision: str, source_url: str, report: dict
                terms: list[str] | None = None, other_packages: list[str] | None = None) -> str:
     """README.md for a new repo: YAML metadata (with the source's `licence`), then the body
     (`terms`: licence_lines, after the introduction)."""
-    tags = ["coreml", "core-ml-converter"] + (["coreai"] if any(p.endswith(AIMODEL) for p in package_paths) else [])
+    tags = [each.hub_tag for each in FORMATS.values()  # a tag per format the repo holds packages of
+            if each.package_suffix and any(p.endswith(each.package_suffix) for p in package_paths)] + ["core-ml-converter"]
     if ValidationReport.from_json(report.get("validation")).passed is not True:
         tags.append("unvalidated")
     data = ModelCardData(

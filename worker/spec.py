@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from converters.backends.formats import format_of
 from converters.errors import UserInputError
 from converters.options import ConversionOptions
 from converters.source import parse_hub_reference
@@ -191,13 +192,10 @@ def variant(options: ConversionOptions) -> list[str]:
     return parts
 
 
-FORMAT_SUFFIX = {"coreml": "coreml", "coreai": "coreai", "both": "coreml-coreai"}
-
-
 def default_repo_name(user: str, model_name: str, options: ConversionOptions) -> str:
     """`<user>/<model>[-<variant>]-coreml`: a float16 and an int4 conversion of one model go to
     different repos by default, so neither silently replaces the other."""
-    suffix = FORMAT_SUFFIX.get(options.format, "coreml")
+    suffix = format_of(options.format).repo_suffix
     base = model_name[: -len("-coreml")] if model_name.lower().endswith("-coreml") else model_name
     return f"{user}/{'-'.join([base, *variant(options), suffix])}"
 
