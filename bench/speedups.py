@@ -22,7 +22,7 @@ now taking turns first (so a change of load hits both), and prints the median of
 seconds and of the process's CPU seconds; `--now REV` measures a revision instead of this
 working tree (so the tree can change while the bench runs).
 
-    python bench/speedups.py [--base 8b5b13d] [--now REV] [--rounds 1] [--only calibration,validation,try] [--json out.json]
+    python bench/speedups.py [--base 8b5b13d] [--now REV] [--rounds 1] [--schemes int4,lut6,lut4] [--only calibration,validation,try] [--json out.json]
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--base", default=BASE, help=f"the revision to compare with (default {BASE})")
     parser.add_argument("--now", help="a revision to measure instead of this working tree")
     parser.add_argument("--rounds", type=int, default=1, help="calibrations per tree, turns taken (medians printed)")
+    parser.add_argument("--schemes", default=",".join(SCHEMES), help="which calibrations to measure")
     parser.add_argument("--only", default="calibration,validation,try", help="which rows to measure")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args()
@@ -170,7 +171,7 @@ def main() -> None:
     rows = []
     try:
         if "calibration" in only:
-            for scheme in SCHEMES:
+            for scheme in args.schemes.split(","):
                 runs = {"base": [], "now": []}
                 for round_ in range(args.rounds):
                     for name in (("base", "now") if round_ % 2 == 0 else ("now", "base")):
