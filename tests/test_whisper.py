@@ -192,6 +192,38 @@ def test_core_ai_output_is_refused():
     assert "WhisperKit" in refusal(cfg, ConversionOptions())
 
 
+def test_drive_rows_hold_a_threshold(whisper):
+    """The validation rows of the drive: a compressed conversion's packages pass at the scheme's
+    share of tokens decoded before a first difference, and one that ends at once fails."""
+    from converters.configs.whisper import WhisperExportConfig
+    from converters.validation import whisperkit
+    from transformers import AutoConfig
+
+    cfg = WhisperExportConfig(AutoConfig.from_pretrained(whisper["folder"]), "automatic-speech-recognition")
+    executors = whisper["executors"]
+
+    class Backend:
+        name = "reference"
+
+        def __init__(self, mute: bool = False):
+            self.mute = mute
+
+        def runner(self, path):
+            def predict(feed, mode):
+                out = executors[path.stem].predict(feed, mode=mode)
+                if self.mute and "logits" in out:  # end of text is always the best token
+                    out["logits"] = out["logits"].copy()
+                    out["logits"][..., EOS] = 1e4
+                return out
+            return SimpleNamespace(predict=predict)
+
+    packages = [(path.stem, path, Backend()) for path in whisper["packages"]]
+    rows = whisperkit.checks(cfg, whisper["model"], packages, ("fp16",), 0.85)
+    assert [(r.value, r.threshold, r.passed) for r in rows] == [(1.0, 0.85, True)]
+    muted = [(path.stem, path, Backend(mute=True)) for path in whisper["packages"]]
+    assert [(r.value, r.passed) for r in whisperkit.checks(cfg, whisper["model"], muted, ("fp16",), 0.85)] == [(0.0, False)]
+
+
 def test_whisper_is_a_speech_recognition_model(whisper):
     config = json.loads((whisper["folder"] / "config.json").read_text())
     tasks = model_tasks(config, pipeline_tag="automatic-speech-recognition")

@@ -59,6 +59,9 @@ class OutputKind(str, Enum):
     CLASS_SCORES = "class_scores"  # a detector's per-query class probabilities: the best class agrees
     BOXES = "boxes"  # a detector's per-query boxes (cx, cy, w, h): IoU with PyTorch's
     VALUES = "values"  # anything else (span logits, boxes, choice scores): difference and PSNR only
+    # A step's keys and values for a cache kept outside the package (Whisper's TextDecoder): difference
+    # and PSNR when float; compressed, judged by the decoding they feed (validation/whisperkit.py)
+    CACHE_UPDATE = "cache_update"
 
 
 @dataclass(frozen=True)

@@ -201,8 +201,10 @@ class WhisperExportConfig(ExportConfig):
             return [OutputSpec("encoder_output_embeds", "Audio encoder hidden states", kind=OutputKind.EMBEDDINGS)]
         return [
             OutputSpec("logits", "Logits over the vocabulary for next token", kind=OutputKind.TOKEN_SCORES),
-            OutputSpec("key_cache_updates", "Slice update for key_cache computed during the latest forward pass"),
-            OutputSpec("value_cache_updates", "Slice update for value_cache computed during the latest forward pass"),
+            OutputSpec("key_cache_updates", "Slice update for key_cache computed during the latest forward pass",
+                       kind=OutputKind.CACHE_UPDATE),
+            OutputSpec("value_cache_updates", "Slice update for value_cache computed during the latest forward pass",
+                       kind=OutputKind.CACHE_UPDATE),
         ]
 
     def compresses(self, part: str = MEL) -> bool:

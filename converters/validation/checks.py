@@ -165,8 +165,10 @@ def validate(
         rows, more = zero_shot.checks(cfg, model, packages, tokenizer, modes, lambda mode: _precision_key(cfg, mode))
         checks += rows
         notes += more
-    if bar is None and whisperkit.applies(cfg, [part for part, _, _ in packages]):  # Whisper: driven as WhisperKit drives it
-        checks += whisperkit.checks(cfg, model, packages, modes)
+    if whisperkit.applies(cfg, [part for part, _, _ in packages]) and (bar is not None or not scheme):
+        # Whisper, driven as WhisperKit drives it: every token for a float package, the scheme's
+        # next-token agreement as the share decoded before a first difference for a compressed one
+        checks += whisperkit.checks(cfg, model, packages, modes, bar.min_top1 if bar else 1.0)
     passed = not errors and all(c.passed for c in checks)
     failed = [c for c in checks if not c.passed]
     if errors:

@@ -189,7 +189,7 @@ def input_sets(cfg: ExportConfig, part: str, tokenizer, encoder=None) -> list[In
     if any(spec.image for spec in cfg.inputs(part)):  # an image input (an image-text model's text part has none)
         return [image_inputs(cfg, part)]
     if cfg.modality == "audio":  # Whisper: a voiced clip, its log-mel, a decoder call (whisperkit.py)
-        return [InputSet(*whisperkit.package_inputs(cfg, part))]
+        return [InputSet(*whisperkit.package_inputs(cfg, part, encoder))]
     if cfg.fed_by(part):
         return [decoder_inputs(cfg, part, tokenizer, length, encoder) for length in sequence_lengths(cfg)]
     return [text_inputs(cfg, tokenizer, part, length) for length in sequence_lengths(cfg)]

@@ -30,25 +30,37 @@ def voiced_clip(seconds: float = 3.0, seed: int = 0, rate: int = 16000) -> np.nd
     return (0.2 * voiced + 0.01 * noise).astype(np.float32)
 
 
-def package_inputs(cfg, part: str) -> tuple[str, dict, tuple]:
+def package_inputs(cfg, part: str, feeder=None) -> tuple[str, dict, tuple]:
     """One validation input set of a Whisper part: (its name, what the package receives, what the
-    PyTorch wrapper receives). The mel part takes the voiced clip, the encoder its log-mel
-    features, the decoder a call at position 3 with a random cache (its example inputs)."""
+    PyTorch wrapper receives). The mel part takes the voiced clip, the encoder its log-mel, the
+    decoder WhisperKit's first call: start of transcript at position 0, an empty cache, and the
+    clip's encoder output (`feeder`: the PyTorch encoder wrapper; random without it)."""
     import torch  # heavy: only when validating against the PyTorch model
 
     specs = cfg.inputs(part)
+    audio = pad_audio(voiced_clip(), cfg.samples())
     if specs[0].name == "audio":
-        audio = pad_audio(voiced_clip(), specs[0].shape[0])
         return "voiced clip, 30 s window", {"audio": audio}, (torch.from_numpy(audio),)
+    with torch.no_grad():
+        features = cfg.wrap(None, "MelSpectrogram")(torch.from_numpy(audio))[0]
     if specs[0].name == "melspectrogram_features":
-        with torch.no_grad():
-            features = cfg.wrap(None, "MelSpectrogram")(torch.from_numpy(pad_audio(voiced_clip(), cfg.samples())))[0]
         return "log-mel of the voiced clip", {specs[0].name: features.numpy()}, (features.float(),)
     example = cfg.example_inputs(part)
+    slots = example["kv_cache_update_mask"].shape[-1]
+    example["input_ids"] = torch.tensor([cfg.hf_config.decoder_start_token_id], dtype=torch.int32)
+    example["cache_length"] = torch.zeros(1, dtype=torch.int32)
+    example["key_cache"] = torch.zeros_like(example["key_cache"])
+    example["value_cache"] = torch.zeros_like(example["value_cache"])
+    example["kv_cache_update_mask"] = torch.nn.functional.one_hot(torch.tensor([0]), slots).to(torch.int32)
+    example["decoder_key_padding_mask"] = torch.full((1, slots), MASK_VALUE)
+    example["decoder_key_padding_mask"][0, 0] = 0.0
+    if feeder is not None:
+        with torch.no_grad():
+            example["encoder_output_embeds"] = feeder(features.float())[0].float()
     dtypes = {spec.name: spec.dtype for spec in specs}
     package = {name: value.numpy().astype(dtypes[name]) for name, value in example.items()}
-    return "one call at position 3, random cache", package, tuple(torch.from_numpy(package[s.name]).to(example[s.name].dtype)
-                                                                   for s in specs)
+    what = "first call (start of transcript), the clip's encoder output" if feeder is not None else "first call, random encoder output"
+    return what, package, tuple(torch.from_numpy(package[s.name]).to(example[s.name].dtype) for s in specs)
 
 
 def whisperkit_prompt(generation_config: dict, vocab_size: int, language: str = "en", task: str = "transcribe") -> list[int]:
@@ -133,10 +145,11 @@ def applies(cfg, parts) -> bool:
     return cfg.modality == "audio" and set(PARTS) <= set(parts)
 
 
-def checks(cfg, model, packages: list[tuple[str, object, object]], modes) -> list:
+def checks(cfg, model, packages: list[tuple[str, object, object]], modes, threshold: float = 1.0) -> list:
     """One row per format and mode: the token ids the three packages decode from the voiced clip,
-    driven as WhisperKit drives them, against transformers' greedy `generate` (the share of
-    generate's tokens matched before the first difference; all must match)."""
+    driven as WhisperKit drives them, against transformers' greedy `generate`: the share of
+    generate's tokens matched before the first difference, at least `threshold` (a float
+    package: all of them)."""
     from ..report import Check
 
     extractor = _feature_extractor(cfg)
@@ -160,8 +173,9 @@ def checks(cfg, model, packages: list[tuple[str, object, object]], modes) -> lis
                                         (cfg.cache_width(), cfg.cache_slots()), new_tokens)
                 same = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
                 share = 1.0 if got == expected else same / max(len(expected), 1)
+                passed = got == expected or share >= threshold
                 rows.append(Check(" + ".join(PARTS), f"voiced clip, WhisperKit's greedy decoding, {len(expected)} tokens",
-                                  "token ids", mode, "continuation_match", round(share, 6), 1.0, got == expected, True))
+                                  "token ids", mode, "continuation_match", round(share, 6), threshold, passed, True))
         finally:
             for runner in runners:
                 getattr(runner, "close", lambda: None)()
