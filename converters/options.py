@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
-from .backends.formats import DEFAULT as DEFAULT_FORMAT, FORMATS, format_of
+from .formats import DEFAULT as DEFAULT_FORMAT, FORMATS, format_of
 from .errors import UserInputError
 
 # How far a package may differ from PyTorch: a factor on the architecture's max-difference
@@ -211,7 +211,7 @@ def _group_size(text: str) -> int | None:
 class ConversionOptions:
     """What a user may choose: the option table, one field (one row) per option."""
 
-    # Which packages to make: the formats of converters/backends/formats.py, each made by its backends.
+    # Which packages to make: the formats of formats.py, each made by its backends (backends/).
     format: str = option(
         label="Output format", default=DEFAULT_FORMAT, flags=("--format",),
         help="Core ML (.mlpackage) is what iOS and macOS apps load today; Core AI (.aimodel) is Apple's new "

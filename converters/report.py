@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from .backends import formats
+from . import formats
 
 
 def _with_extra(cls, data: dict):
@@ -162,7 +162,7 @@ class ContinuationRun:
 
     @property
     def label(self) -> str:
-        """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', 'Core AI (runtime)' (backends/formats.py: the
+        """'Core ML (fp16)', 'Core ML (CPU_AND_GPU)', 'Core AI (runtime)' (formats.py: the
         format whose runner reports the mode); the package too when it is not the only one."""
         where = f"{self.package}, " if self.package and self.package != "model" else ""
         found = formats.mode(self.mode)
@@ -422,7 +422,7 @@ class PackageReport:
     """One package written: its part, where, how it was captured, its interface, its program."""
 
     part: str = "model"
-    format: str | None = None  # the backend that wrote it (backends/formats.py); None: an older report
+    format: str | None = None  # the backend that wrote it (formats.py); None: an older report
     path: str = ""
     exporter: str | None = None  # "torch.export" or "torch.jit.trace"
     float16_safe_norms: int | None = None

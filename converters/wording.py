@@ -13,7 +13,7 @@ Light imports only (no torch): the web process reads it.
 
 from __future__ import annotations
 
-from .backends.formats import format_of
+from .formats import format_of
 from .errors import UserInputError
 from .options import ConversionOptions
 from .report import ContinuationRun, number

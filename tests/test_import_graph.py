@@ -23,7 +23,7 @@ SOURCES = ("app.py", "converters", "worker", "ui", "bench")
 # above. Every project module must stand somewhere: a new top-level module gets a line here.
 FLOORS: list[tuple[str, ...]] = [
     # the ground: nothing of the project below it
-    ("converters", "converters.errors", "converters.memory", "converters.backends.formats"),
+    ("converters", "converters.errors", "converters.memory", "converters.formats"),
     # the small shared modules: the option and task tables, input checks, the typed report and its words
     ("converters.options", "converters.tasks", "converters.configs.attributes", "converters.integrity",
      "converters.diagnose", "converters.metadata", "converters.package_info", "converters.source",

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from converters.backends.formats import FORMATS
+from converters.formats import FORMATS
 from converters.errors import HubUnavailable, UserInputError
 from converters.options import ConversionOptions
 from converters.preflight import HubModel, preflight

@@ -17,8 +17,8 @@ from html import escape
 from urllib.parse import quote, urlencode
 
 from converters import device_fit, wording
-from converters.backends import formats
-from converters.backends.formats import format_of
+from converters import formats
+from converters.formats import format_of
 from converters.report import METRIC_LABELS, MODE_LABELS, ConversionReport, ValidationReport
 from converters.report import number as report_number
 from converters.wording import continuation_reach, continuation_verdict

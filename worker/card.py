@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import ModelCardData
 
 from converters import device_fit
-from converters.backends.formats import FORMATS
+from converters.formats import FORMATS
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
 from converters.report import ConversionReport, ValidationReport, number

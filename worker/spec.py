@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from converters.backends.formats import format_of
+from converters.formats import format_of
 from converters.errors import UserInputError
 from converters.options import ConversionOptions
 from converters.source import parse_hub_reference

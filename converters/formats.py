@@ -2,9 +2,10 @@
 conversion's name, a default repo name, the Hub's tags, the page's Try it note and a saved
 report's rows say of it.
 
-The one table outside a backend's own package that names a format: a new format adds its
-entry here, beside its package and its line in `BACKENDS`. It imports nothing, so the option
-table, the report, the page and the card (none of which may load torch) read it.
+Beside backends/ (the machinery that makes each format's packages), the one module that names
+a format: a new format adds its entry here, with its package in backends/ and its line in
+`BACKENDS`. It imports nothing, and stands on the ground floor: the option table, the report,
+the page and the card (none of which may load torch) read it.
 """
 
 from __future__ import annotations
