@@ -231,8 +231,8 @@ def wire_page_load(demo: gr.Blocks, page: Page) -> None:
     box = page.sign_in
     sign_in_outputs = [c for c in (box.token_box, box.sign_in_button, box.sign_out_button) if c is not None]
     demo.load(bind(page, sign_in.on_load), {page.session, page.remembered},
-              [page.session, page.remembered, box.user_html, *sign_in_outputs, page.options.workers_html, page.job,
-               *page.view_outputs], concurrency_limit=None, **QUIET)
+              [page.session, page.remembered, box.user_html, *sign_in_outputs, page.job, *page.view_outputs],
+              concurrency_limit=None, **QUIET)
 
 
 def wire_sign_in(page: Page) -> None:

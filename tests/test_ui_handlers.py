@@ -219,3 +219,18 @@ def test_a_refused_token_is_said_without_it_and_the_field_emptied(page, monkeypa
     shown = sign_in.sign_in(page, {box.token_box: TOKEN})
     assert shown[box.token_box] == "" and TOKEN not in shown[box.user_html]
     assert "The Hub rejected the token [token]" in shown[box.user_html]
+
+
+def test_a_job_moving_on_says_the_workers_again_and_the_page_may_update_them(page, monkeypatch):
+    """A page opened before its worker connected said "No worker is connected" under a job that
+    ran (seen in issue 24's walk-through): showing a job that moves re-reads the workers."""
+    monkeypatch.setattr(jobs.api, "recent_jobs", lambda user, limit: [])
+    monkeypatch.setattr(jobs.api, "states", lambda ids: {})
+    monkeypatch.setattr(jobs.api, "workers", lambda: [{"os": "Linux", "queues": "tries,default"}])
+    status = JobStatus("job-1", JobState.RUNNING, user="alice", stage="convert")
+    updates = jobs.show(page, status, {"state": "queued", "stage": "queued", "job_id": "job-1"}, "alice")
+    assert "Connected: 1 Linux worker" in updates[page.options.workers_html]
+    assert set(updates) <= set(page.view_outputs), "show() updates a component its events do not output"
+    # Polled again at the same stage: nothing re-read.
+    again = jobs.show(page, status, updates[page.view], "alice")
+    assert page.options.workers_html not in again

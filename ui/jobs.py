@@ -81,6 +81,8 @@ def show(page: Page, status: JobStatus, view: dict | None, user: str | None, fre
     if moved or listed_changed(listed):
         updates[page.my_jobs.jobs_table], updates[page.job_ids] = jobs_for(user)
         listed = listed_states(updates[page.job_ids])
+        # The workers note too: a page opened before its worker connected said "no worker" while the job ran.
+        updates[page.options.workers_html] = workers_text()
     if moved and state == "finished" and status.pushed and status.push_kind != form.PULL_REQUEST:
         # The repo exists now: converting again into it (the form still names it) is warned about at once.
         updates[page.destination.target_html] = render.message(form.existing_target_note(status.push_target), "warning")

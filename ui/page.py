@@ -131,7 +131,8 @@ class Page:
                 self.results.download_button, self.results.download_file, self.timer,
                 self.results.try_it.group, self.results.try_it.note_html, self.results.try_it.text_box,
                 self.results.try_it.other_box, self.results.try_it.run_button, self.results.try_it.output_html,
-                self.view, self.my_jobs.jobs_table, self.job_ids, self.destination.target_html]
+                self.view, self.my_jobs.jobs_table, self.job_ids, self.destination.target_html,
+                self.options.workers_html]
 
 
 def presented_like(event: typing.Callable, handler: typing.Callable, without: str,
