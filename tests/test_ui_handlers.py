@@ -16,7 +16,7 @@ import pytest
 
 import app
 from converters.errors import ConverterError, UserInputError
-from ui import jobs, render, results, sign_in, try_panel
+from ui import form, jobs, model_choice, render, results, sign_in, try_panel
 from ui.identity import Who, signed_in
 from worker.states import JobState
 from worker.status import JobStatus, KeptPackage
@@ -234,3 +234,21 @@ def test_a_job_moving_on_says_the_workers_again_and_the_page_may_update_them(pag
     # Polled again at the same stage: nothing re-read.
     again = jobs.show(page, status, updates[page.view], "alice")
     assert page.options.workers_html not in again
+
+
+def test_another_model_sets_back_the_size_and_the_target_chosen_for_the_previous_one(page):
+    """Issue 24's walk-through: MiniLM chosen after an int4 stateful SmolLM2 job was converted in
+    int4 for iOS18. The Size (picked from the LLM's sizes) and the target raised for it go back
+    to the defaults, said under the model; the page applies what was said."""
+    changes, notes = form.adapt_to_model("HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2",
+                                         ["feature-extraction"], "stateful", "", "int4", "iOS18")
+    assert changes == {"kv_cache": "none", "quantize": "none", "minimum_deployment_target": "iOS17"}
+    assert notes[1].startswith("Size set back to Full: the size you chose was for HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert notes[2] == "Minimum deployment target set back to iOS17, the default: choose iOS18 again if your app needs it."
+    assert not any("--" in note for note in notes)
+    fields = page.options.fields
+    assert model_choice.adapt(page, {page.adapted: changes}) == {
+        fields["kv_cache"]: "none", fields["quantize"]: "none", fields["minimum_deployment_target"]: "iOS17"}
+    # The same model read again, or a target chosen with nothing set back: kept.
+    assert form.adapt_to_model("a/llama", "a/llama", ["text-generation"], "stateful", "", "int4", "iOS18") == ({}, [])
+    assert form.adapt_to_model("a/llama", "a/qwen", ["text-generation"], "none", "", "none", "iOS18") == ({}, [])

@@ -216,13 +216,26 @@ class FormValues:
 
 
 def adapt_to_model(previous: str | None, repo_id: str | None, tasks, kv_cache: str | None,
-                   push_repo: str | None) -> tuple[dict[str, str], list[str]]:
+                   push_repo: str | None, quantize: str | None = None,
+                   target: str | None = None) -> tuple[dict[str, str], list[str]]:
     """What the form changes when another model is chosen (field -> new value), and the
-    sentences that say so: choices made for the previous model that don't fit this one."""
+    sentences that say so: choices made for the previous model that don't fit this one. The
+    Size was picked from the previous model's sizes; a deployment target raised for a cache or
+    a Size set back goes back to the default with them."""
     changes, notes = {}, []
+    another = bool(previous and repo_id and previous != repo_id)
     if kv_cache == "stateful" and "text-generation" not in (tasks or ()):
         changes["kv_cache"] = "none"
         notes.append("KV cache set back to None: only text-generation models keep one.")
+    if another and quantize and quantize != OPTIONS["quantize"].default:
+        changes["quantize"] = OPTIONS["quantize"].default
+        notes.append(f"Size set back to Full: the size you chose was for {previous}; "
+                     "this model's sizes are listed under its task.")
+    default_target = OPTIONS["minimum_deployment_target"].default
+    if changes and target and target != default_target:
+        changes["minimum_deployment_target"] = default_target
+        notes.append(f"Minimum deployment target set back to {default_target}, the default: choose {target} again "
+                     "if your app needs it.")
     if (push_repo or "").strip() and previous and repo_id and previous != repo_id:
         changes["push_repo"] = ""
         notes.append(f"The repo name you typed for {previous} was cleared: this model goes to its own repo by default.")

@@ -10,6 +10,9 @@ from ui import form, models, render
 from ui.identity import Who, safe_text, signed_in
 from ui.page import Page
 
+# The options adapt_to_model may set back (the push repo besides).
+ADAPTED_OPTIONS = ("kv_cache", "quantize", "minimum_deployment_target")
+
 
 @signed_in()
 def suggest(page: Page, data: dict, who: Who, event: gr.KeyUpData, request: gr.Request):
@@ -44,8 +47,10 @@ def inspect(page: Page, data: dict, who: Who) -> dict:
     if summary.error:
         summary.error = safe_text(summary.error, who.token)
     previous = data[page.summary].repo_id if data[page.summary] else None
-    changes, notes = form.adapt_to_model(previous, summary.repo_id, summary.tasks,
-                                         data[page.options.fields["kv_cache"]], data[push_repo])
+    fields = page.options.fields
+    changes, notes = form.adapt_to_model(previous, summary.repo_id, summary.tasks, data[fields["kv_cache"]],
+                                         data[push_repo], data[fields["quantize"]],
+                                         data[fields["minimum_deployment_target"]])
     summary_html = render.model_summary(summary, render.tracker_url())
     if notes:  # said where the person is looking: under the model they just chose
         summary_html += render.message(" ".join(notes), "info", role="adapted")
@@ -63,7 +68,8 @@ def adapt(page: Page, data: dict):
     """Applied once the new model's choices are on the page: a field changed here re-runs
     the option checks, which must see this model's tasks, not the previous one's."""
     changes = data[page.adapted] or {}
-    updates = {page.options.fields["kv_cache"]: changes["kv_cache"]} if "kv_cache" in changes else {}
+    fields = page.options.fields
+    updates = {fields[name]: changes[name] for name in ADAPTED_OPTIONS if name in changes}
     if "push_repo" in changes:
         updates[page.destination.push_repo] = gr.update(value="")
     return updates or gr.skip()
