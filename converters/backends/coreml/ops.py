@@ -886,7 +886,8 @@ def _read_state(a):
 
 @kernel("coreml_update_state")
 def _update_state(a):
-    # Tensors are never mutated in place, so the state can hold the value itself.
+    # The state holds the value itself: only a slice_update that is its input's last reader
+    # writes in place (executor._sole_reader), never into a value something else still reads.
     value = a.t("value")
     a.states[a.names["state"]] = value
     return value
