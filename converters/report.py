@@ -227,6 +227,10 @@ METRIC_LABELS = {
     "min_box_iou": "smallest box IoU",
     "executor_supports_all_ops": "all ops runnable",
     "continuation_match": "greedy continuation matching",
+    # A compressed package's quality on real text, and its continuation (which may drift from PyTorch's).
+    "mean_kl_divergence": "mean KL divergence (nats)",
+    "perplexity_ratio": "perplexity ratio",
+    "continuation_runs": "continuation ran (its text may drift)",
 }
 MODE_LABELS = {name: mode.label for each in formats.FORMATS.values() for name, mode in each.modes.items()}
 
