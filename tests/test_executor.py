@@ -342,6 +342,28 @@ def test_a_slice_update_never_writes_into_a_constant_or_a_view_of_one(tmp_path):
         np.testing.assert_array_equal(row, want_row)
 
 
+def test_a_state_read_but_never_written_back_keeps_its_value(tmp_path):
+    """A cache chain writes into the caller's state only when the program writes that state back
+    (a KV cache); a state it reads, updates for its own use and never writes back stays as it was."""
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4)), mb.StateTensorSpec(shape=(2, 4), dtype=types.fp16)],
+                opset_version=IOS18)
+    def prog(u, kept):
+        cache = mb.read_state(input=kept)
+        scratch = mb.slice_update(x=cache, update=mb.cast(x=u, dtype="fp16"), begin=[0, 0], end=[1, 4])
+        return mb.cast(x=scratch, dtype="fp32")
+
+    mlmodel = ct.convert(prog, minimum_deployment_target=IOS18, pass_pipeline=ct.PassPipeline.EMPTY)
+    _, ex = _save(mlmodel, tmp_path)
+    for mode in ("fp32", "fp16"):
+        state = ex.make_state()
+        for call in range(2):
+            u = np.full((1, 4), 1.0 + call, dtype=np.float32)
+            out = ex.predict({"u": u}, mode=mode, state=state)[ex.output_names[0]]
+            np.testing.assert_array_equal(out, np.concatenate([u, np.zeros((1, 4), np.float32)]))
+            np.testing.assert_array_equal(state[ex.state_names[0]], 0)
+
+
 # ---------------------------------------------------------------- errors
 
 
