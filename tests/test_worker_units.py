@@ -442,3 +442,12 @@ def test_a_job_status_is_typed_and_round_trips_through_json():
     assert not again.active and again.owned_by("alice") and not again.owned_by("bob") and JobStatus("cv-2").owned_by("bob")
     newer = JobStatus.from_dict({"job_id": "cv-3", "state": "paused", "error_kind": "quota"})
     assert (newer.state, newer.error_kind, newer.links, newer.kept_package) == ("paused", "quota", Links(), None)
+
+
+def test_the_convert_stage_names_the_format_asked_for():
+    """Issue 24's walk-through: a Core AI job's log said "Converting to Core ML"."""
+    from worker.job import converting_words
+
+    assert converting_words("coreai") == "Converting to Core AI"
+    assert converting_words("coreml") == converting_words(None) == "Converting to Core ML"
+    assert converting_words("both") == "Converting to Core ML + Core AI"

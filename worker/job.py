@@ -23,6 +23,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from converters import formats
 from converters.errors import HubUnavailable, UserInputError
 from converters.report import ConversionReport
 from converters.source import HubReference, download
@@ -192,6 +193,12 @@ class HubRetry:
                 self.progress.set(retrying=False)
 
 
+def converting_words(format_name: str | None) -> str:
+    """The convert stage's first words, naming the format asked for ("Converting to Core AI")."""
+    chosen = formats.format_of(format_name)
+    return f"Converting to {chosen.label or chosen.short}"
+
+
 def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dict:
     token = spec.token
     retry = HubRetry(progress)
@@ -207,7 +214,7 @@ def convert_and_push(spec: JobSpec, progress: JobProgress, workdir: Path) -> dic
     source = retry("the download", download, HubReference(resolved.repo_id, resolved.revision), token=token,
                    cache_dir=workdir / "hub", max_bytes=settings.max_download_bytes())
 
-    progress.stage("convert", "Converting to Core ML")
+    progress.stage("convert", converting_words(spec.options.format))
     output_dir = workdir / "out"
     result = convert_and_validate(source, resolved.task, output_dir, spec.options, _engine_progress(progress),
                                   hub_name=tokenizer_repo(spec, resolved.repo_id))
