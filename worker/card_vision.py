@@ -82,9 +82,14 @@ def image_text_snippet(report: dict, package_paths: list[str], compute_units: st
     ]
 
 
-def depth_snippet(report: dict, name: str, compute_units: str) -> list[str]:
+def _photo_size(report: dict) -> tuple:
+    """The photo's width and height the package takes (W, H when its image input is not 4-D)."""
     image_shape = _shape(report, "image")
-    width, height = (image_shape[-1], image_shape[-2]) if len(image_shape) == 4 else ("W", "H")
+    return (image_shape[-1], image_shape[-2]) if len(image_shape) == 4 else ("W", "H")
+
+
+def depth_snippet(report: dict, name: str, compute_units: str) -> list[str]:
+    width, height = _photo_size(report)
     return [
         f"The package takes a {width}×{height} photo and gives `predicted_depth`, one value per pixel of the model's "
         "output. A relative-depth model's values grow as points get nearer (inverse depth, no unit); a metric one's are "
@@ -113,8 +118,7 @@ def is_detection(report: dict) -> bool:
 
 
 def detection_snippet(report: dict, name: str, compute_units: str) -> list[str]:
-    image_shape = _shape(report, "image")
-    width, height = (image_shape[-1], image_shape[-2]) if len(image_shape) == 4 else ("W", "H")
+    width, height = _photo_size(report)
     return [
         f"The package takes a {width}×{height} photo and gives, for each of its fixed number of detections, `scores` "
         "(the probability of each class, as the model's processor computes it) and `boxes` (center x, center y, width, "

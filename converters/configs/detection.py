@@ -21,7 +21,7 @@ import torch
 
 from ..errors import UserInputError
 from .base import MASK_VALUE, OutputKind, OutputSpec, first_output
-from .vision import VisionConfig
+from .vision import NormalisedImage, VisionConfig
 
 
 def _ready_masks(model) -> None:
@@ -116,21 +116,17 @@ def _rank5_forward(self, hidden_states, attention_mask=None, encoder_hidden_stat
     return self.output_proj(output), weights.reshape(1, queries, heads, levels, points)
 
 
-class DetectionWrapper(torch.nn.Module):
+class DetectionWrapper(NormalisedImage):
     def __init__(self, model, mean, std, focal: bool, image_size: tuple[int, int]):
-        super().__init__()
+        super().__init__(mean, std)
         _ready_masks(model)
         _constant_position_embeddings(model, image_size)
         _rank5_deformable_attention(model)
         self.model = model
         self.focal = focal
-        self.register_buffer("mean", None if mean is None else torch.tensor(mean).reshape(1, 3, 1, 1))
-        self.register_buffer("std", None if std is None else torch.tensor(std).reshape(1, 3, 1, 1))
 
     def forward(self, pixel_values):
-        if self.mean is not None:
-            pixel_values = (pixel_values - self.mean) / self.std
-        result = self.model(pixel_values=pixel_values)
+        result = self.model(pixel_values=self.normalised(pixel_values))
         logits = first_output(result, "logits")
         scores = torch.sigmoid(logits) if self.focal else torch.softmax(logits, dim=-1)[..., :-1]
         return scores, first_output(result, "pred_boxes")

@@ -15,20 +15,28 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-class VisionWrapper(torch.nn.Module):
-    def __init__(self, model, outputs: list[OutputSpec], mean, std, image_size):
+class NormalisedImage(torch.nn.Module):
+    """A wrapper whose program normalises the pixels itself (mean, std per channel), set only
+    when the normalisation could not go into the image input's scale and bias."""
+
+    def __init__(self, mean, std):
         super().__init__()
-        self.model = model
-        self.outputs = outputs
-        self.image_size = image_size
-        # Set only when the normalisation could not go into the image input's scale/bias.
         self.register_buffer("mean", None if mean is None else torch.tensor(mean).reshape(1, 3, 1, 1))
         self.register_buffer("std", None if std is None else torch.tensor(std).reshape(1, 3, 1, 1))
 
+    def normalised(self, pixel_values):
+        return pixel_values if self.mean is None else (pixel_values - self.mean) / self.std
+
+
+class VisionWrapper(NormalisedImage):
+    def __init__(self, model, outputs: list[OutputSpec], mean, std, image_size):
+        super().__init__(mean, std)
+        self.model = model
+        self.outputs = outputs
+        self.image_size = image_size
+
     def forward(self, pixel_values):
-        if self.mean is not None:
-            pixel_values = (pixel_values - self.mean) / self.std
-        result = self.model(pixel_values=pixel_values)
+        result = self.model(pixel_values=self.normalised(pixel_values))
         values = []
         for spec in self.outputs:
             if spec.kind == OutputKind.LABEL_MAP:  # per-pixel labels at the input's resolution
