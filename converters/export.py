@@ -341,22 +341,29 @@ def _save_part(plan: Plan, part: str, artifact, writer, output_dir: Path, timing
 def _validate(plan: Plan, model, packages: list[tuple], validate: bool, progress: Progress, timings: dict) -> dict:
     # Deferred: validation loads coremltools (the reference executor); a conversion loads it only
     # when it validates or makes a Core ML package.
-    from .validation.checks import skipped, validate as validate_packages
+    from .validation.checks import skipped
 
     if not validate:
         plan.warnings.append("Validation was skipped: nothing checks that these packages compute what the model computes.")
         return skipped()
     progress("validate", 0.0, "Validating against PyTorch")
     mark = time.perf_counter()
-    # A package its backend validates itself (Core AI's LLM bundle, driven as Apple's app drives it)
-    # joins its rows to the others' validation.
-    own = [entry for entry in packages if getattr(entry[2], "validates_itself", lambda plan, part: False)(plan, entry[0])]
-    rest = [entry for entry in packages if entry not in own]
-    validation = validate_packages(plan.cfg, model, rest, plan.source.path,
-                                   progress=_span(progress, "validate", 0.0, 1.0, "Validating")) if rest else None
-    for part, path, writer in own:
-        validation = writer.validate_itself(plan, model, part, path, validation, _span(progress, "validate", 0.0, 1.0, "Validating"))
+    validation = validate_all(plan, model, packages, _span(progress, "validate", 0.0, 1.0, "Validating"))
     timings["validate"] = time.perf_counter() - mark
+    return validation
+
+
+def validate_all(plan: Plan, model, packages: list[tuple], steps: Steps | None = None) -> dict:
+    """Validation's section for `packages` ([(part, path, backend)]): the common checks, and the
+    rows of each package its backend validates itself (Core AI's LLM bundle, driven as Apple's
+    app drives it) joined to them. The conversion and the validation CLI judge alike."""
+    from .validation.checks import validate as validate_packages  # coremltools and torch: loaded to validate
+
+    own = [entry for entry in packages if entry[2].validates_itself(plan, entry[0])]
+    rest = [entry for entry in packages if entry not in own]
+    validation = validate_packages(plan.cfg, model, rest, plan.source.path, progress=steps) if rest else None
+    for part, path, writer in own:
+        validation = writer.validate_itself(plan, model, part, path, validation, steps)
     return validation
 
 

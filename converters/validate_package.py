@@ -34,9 +34,9 @@ def options_from_package(info: dict):
 
 def validate_package(package: Path, source: str, task: str, token: str | None = None) -> dict:
     # Deferred: torch, transformers and coremltools load only to validate (not for --help).
+    from .export import validate_all
     from .loading import load_model
     from .plan import make_plan
-    from .validation.checks import validate
 
     backend = backend_for_package(package)  # the format that made it runs and describes it
     info = backend.describe(package)
@@ -50,7 +50,7 @@ def validate_package(package: Path, source: str, task: str, token: str | None = 
         raise UserInputError(f"{package} is the {part} of a model, but task '{cfg.task}' has parts {', '.join(cfg.parts())}.")
     warnings: list[str] = []  # loading's (the plan's are about converting, not checking)
     model = load_model(model_source.path, cfg, warnings)
-    validation = validate(cfg, model, {part: package}, model_source.path, backend=backend)
+    validation = validate_all(plan, model, [(part, package, backend)])  # a Core AI LLM bundle as Apple's app drives it
     return {"package": str(package), "source": model_source.display, "task": cfg.task, "warnings": warnings, "validation": validation}
 
 

@@ -103,6 +103,12 @@ class FakeBackend:
     def validation_kind(self, on_device):
         return "the fake runtime"
 
+    def validates_itself(self, plan, part):
+        return False
+
+    def validate_itself(self, plan, model, part, path, earlier, progress=None):
+        raise AssertionError("validation is not run in these tests")
+
 
 @pytest.fixture
 def fake(monkeypatch):

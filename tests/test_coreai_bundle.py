@@ -15,6 +15,7 @@ import pytest
 
 from converters.backends.coreai import bundle as bundle
 from converters.export import convert
+from converters.validate_package import validate_package
 from converters.options import ConversionOptions
 from converters.backends.coreai.runtime import MODE, CoreAILanguageModelEngine, apple_stop_ids, described
 from tests.models import build_model
@@ -101,6 +102,15 @@ def test_validation_drives_the_bundle_as_core_ai_language_model_does(tiny_bundle
     run = validation["continuation"]["runs"][0]
     assert run["driven_as"].startswith("CoreAILanguageModel") and run["passed"] and run["matching_tokens"] == 8
     assert run["token_ids"] == validation["continuation"]["pytorch"]["token_ids"]
+
+
+def test_the_validation_command_drives_a_saved_bundle_as_the_conversion_did(tiny_bundle, tiny_model):
+    """`python -m converters.validate_package` on a bundle's .aimodel: the bundle's own checks
+    (Apple's engine), not the Core ML input sets, which its program's interface would refuse."""
+    checked = validate_package(tiny_bundle.packages[0], str(tiny_model("llama")), "text-generation")["validation"]
+    assert checked["passed"] is True, checked["message"]
+    assert "driven as CoreAILanguageModel drives it" in checked["kind"]
+    assert {row["metric"] for row in checked["checks"]} == {row["metric"] for row in tiny_bundle.report_json["validation"]["checks"]}
 
 
 def test_a_context_shorter_than_prompt_and_text_stops_where_the_app_would(tiny_model, tmp_path):

@@ -116,6 +116,14 @@ class Backend(Protocol):
     def validation_kind(self, on_device: bool) -> str:
         """What ran its packages in validation, for the report's `kind`."""
 
+    def validates_itself(self, plan, part: str) -> bool:
+        """Whether its package for `part` is judged by its own checks (`validate_itself`: a
+        package driven as its app drives it, like Core AI's LLM bundle) instead of validation's
+        common input sets."""
+
+    def validate_itself(self, plan, model, part: str, path: Path, earlier: dict | None, progress=None) -> dict:
+        """Validation's section with this package's rows joined to `earlier`'s (None: the first)."""
+
 
 def _coreml() -> Backend:
     from .coreml import CoreMLBackend  # numpy and the families only: coremltools loads when a package is made

@@ -161,6 +161,12 @@ class CoreMLBackend:
 
         return analyse(info, runner.op_summary)
 
+    def validates_itself(self, plan, part: str) -> bool:
+        return False  # validation's input sets and the continuation drive it as swift-transformers does
+
+    def validate_itself(self, plan, model, part: str, path: Path, earlier: dict | None, progress=None) -> dict:
+        raise NotImplementedError("a Core ML package is judged by validation's common checks")
+
     def validation_kind(self, on_device: bool) -> str:
         return "Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)"
 
