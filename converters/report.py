@@ -231,6 +231,7 @@ METRIC_LABELS = {
     "mean_kl_divergence": "mean KL divergence (nats)",
     "perplexity_ratio": "perplexity ratio",
     "continuation_runs": "continuation ran (its text may drift)",
+    "bundle_loads": "the bundle loads",  # a Core AI bundle read by Apple's loader rules
 }
 MODE_LABELS = {name: mode.label for each in formats.FORMATS.values() for name, mode in each.modes.items()}
 

@@ -520,13 +520,17 @@ def test_a_finished_job_says_which_devices_its_package_fits():
 
 def test_a_compressed_packages_checks_are_named_in_words():
     """Issue 24's walk-through: an int4 SmolLM2's table read "mean_kl_divergence",
-    "perplexity_ratio" and "continuation_runs" where every other row reads words."""
+    "perplexity_ratio" and "continuation_runs", a Core AI one "bundle_loads", where every other
+    row reads words."""
     from converters.report import Check
 
     rows = [Check("model", "passage, 121 tokens (int4)", "logits", "fp32", "mean_kl_divergence", 0.27, 0.34, True),
             Check("model", "passage, 121 tokens (int4)", "logits", "fp32", "perplexity_ratio", 1.22, 1.4, True),
-            Check("model", "continuation, 8 tokens", "logits", "fp32", "continuation_runs", 1.0, 1.0, True, True)]
+            Check("model", "continuation, 8 tokens", "logits", "fp32", "continuation_runs", 1.0, 1.0, True, True),
+            Check("model", "metadata.json, Apple's loader rules", "metadata.json", "coreai", "bundle_loads", 1.0, 1.0,
+                  True, True)]
     html = render.validation_section({"passed": True, "checks": [row.to_dict() for row in rows]})
-    for key in ("mean_kl_divergence", "perplexity_ratio", "continuation_runs"):
+    for key in ("mean_kl_divergence", "perplexity_ratio", "continuation_runs", "bundle_loads"):
         assert key not in html
     assert "mean KL divergence (nats)" in html and "perplexity ratio" in html and "continuation ran" in html
+    assert "the bundle loads" in html
