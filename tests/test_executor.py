@@ -364,6 +364,22 @@ def test_a_state_read_but_never_written_back_keeps_its_value(tmp_path):
             np.testing.assert_array_equal(state[ex.state_names[0]], 0)
 
 
+class CumulativeSums(nn.Module):
+    """A Mamba-2 mixer's sums (Bamba, Falcon-H1): along an axis counted from the end, not the last."""
+
+    def forward(self, x):
+        return torch.cumsum(x, dim=-2), torch.logcumsumexp(x, dim=-3), torch.cumsum(x, dim=-1)
+
+
+def test_cumulative_sums_along_any_axis_convert_and_run(tmp_path):
+    from converters.backends.coreml.patches import op_patches
+
+    model, x = CumulativeSums().eval(), torch.randn(2, 3, 5, 4)
+    with op_patches():  # coremltools 9.0's cumsum takes -1 as its only negative axis
+        _, ex = _convert(model, (x,), tmp_path, IOS16, FP32, names=["x"], export=True)
+    _check(ex, {"x": x}, model(x), FP32)
+
+
 # ---------------------------------------------------------------- errors
 
 

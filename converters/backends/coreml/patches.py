@@ -152,6 +152,26 @@ def _repeat_heads(x, repeats: int, name: str):
     return mb.reshape(x=tiled, shape=[-1 if is_symbolic(d) else d for d in shape], name=name)
 
 
+_COREMLTOOLS_CUMSUM = torch_ops.cumsum
+
+
+def cumsum_any_axis(context, node):
+    """torch.cumsum (and logcumsumexp) along any axis: coremltools 9.0's MIL cumsum takes -1 as
+    its only negative axis, and Bamba's and Falcon-H1's Mamba-2 mixers sum along -2. Its own
+    converter runs, with the axis counted from the front."""
+    builder_cumsum = mb.cumsum
+
+    def cumsum(x, axis=0, **kwargs):
+        value = axis.val if hasattr(axis, "val") else axis
+        return builder_cumsum(x=x, axis=value + x.rank if value is not None and value < -1 else axis, **kwargs)
+
+    mb.cumsum = cumsum
+    try:
+        _COREMLTOOLS_CUMSUM(context, node)
+    finally:
+        mb.cumsum = builder_cumsum
+
+
 # Per quirk a model config declares (ExportConfig.quirks): the op converters it needs.
 QUIRK_PATCHES = {
     "same_size_bicubic_resize": {"upsample_bicubic2d": bicubic_to_same_size, "upsample_bicubic2d.vec": bicubic_to_same_size},
@@ -165,6 +185,8 @@ def quirk_patches(quirks) -> dict:
 # Needed by every model on this toolchain: torch 2.13's export emits `alias` where older
 # versions emitted nothing; it is a view of its input, i.e. the identity.
 BASE_PATCHES = {"alias": torch_ops.noop}
+# Fixes of coremltools' own converters, over them whatever its version (see each).
+FIXED_CONVERTERS = {name: cumsum_any_axis for name in ("cumsum", "logcumsumexp", "_logcumsumexp")}
 # Needed by every float16 package (see masked_fill_finite_in_float16).
 FLOAT16_PATCHES = {"masked_fill": masked_fill_finite_in_float16}
 
@@ -177,6 +199,7 @@ FUSED_ATTENTION_PATCHES = {"scaled_dot_product_attention": sdpa_fused_with_any_s
 def op_patches(extra: dict | None = None, float16: bool = False, fused_attention: bool = False):
     patches = {
         **BASE_PATCHES,
+        **FIXED_CONVERTERS,
         **(FLOAT16_PATCHES if float16 else {}),
         **(FUSED_ATTENTION_PATCHES if fused_attention else {}),
         **(extra or {}),
