@@ -534,3 +534,27 @@ def test_a_compressed_packages_checks_are_named_in_words():
         assert key not in html
     assert "mean KL divergence (nats)" in html and "perplexity ratio" in html and "continuation ran" in html
     assert "the bundle loads" in html
+
+
+def test_the_job_views_device_fit_uses_the_models_config_as_the_form_does():
+    """Issue 24's walk-through: a stateful SmolLM2's job view said "342 MB … largest activation
+    25 MB" where the form had said 518 MB: its logits have no shape in the report, so the page
+    left them out. The job's report now carries the model's config; the page uses it."""
+    from converters import device_fit
+    from converters.options import ConversionOptions
+
+    config = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+              "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192}
+    state = {"dtype": "float16", "shape": [30, 1, 3, 2048, 64]}
+    report = {"task": "text-generation",
+              "options": {"kv_cache": "stateful", "precision": "float16", "sequence_length": "auto",
+                          "minimum_deployment_target": "iOS18"},
+              "packages": [{"path": "model.mlpackage", "size_bytes": 270_000_000, "format": "coreml",
+                            "states": [{"name": "keyCache", **state}, {"name": "valueCache", **state}],
+                            "outputs": [{"name": "logits", "dtype": "float16", "shape": []}]}]}
+    options = ConversionOptions.from_strings(kv_cache="stateful", minimum_deployment_target="iOS18")
+    form = device_fit.from_config(config, "text-generation", 270_000_000, options)
+    with_config = render.device_fit_section({**report, "source_config": config})
+    assert device_fit.summary(form) in with_config  # the same words as before Convert
+    assert "largest activation 201 MB" in with_config
+    assert "largest activation 201 MB" not in render.device_fit_section(report)  # what the page said without it

@@ -451,3 +451,16 @@ def test_the_convert_stage_names_the_format_asked_for():
     assert converting_words("coreai") == "Converting to Core AI"
     assert converting_words("coreml") == converting_words(None) == "Converting to Core ML"
     assert converting_words("both") == "Converting to Core ML + Core AI"
+
+
+def test_the_public_report_carries_the_models_config_not_the_path(tmp_path):
+    """The page's device fit reads the model's config from the job's report (as the form and the
+    card do); the report still names no path of the worker's machine."""
+    from converters.report import ConversionReport
+    from worker.job import public_report
+
+    config = {"model_type": "llama", "hidden_size": 576, "vocab_size": 49152}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    report = ConversionReport.from_json({"source": {"path": str(tmp_path), "id": "alice/tiny"}, "task": "text-generation"})
+    public = public_report(report, tmp_path / "out")
+    assert public["source_config"] == config and str(tmp_path) not in json.dumps(public)

@@ -414,7 +414,7 @@ def package_sizes(report: dict) -> str:
 def device_fit_section(report: dict) -> str:
     """The devices the package fits: its memory while it runs (its size and cache as written, the
     largest activation estimated) and each device class's verdict (converters/device_fit.py)."""
-    footprint = device_fit.from_report(report)
+    footprint = device_fit.from_report(report, report.get("source_config"))  # the config: as the form and the card
     if footprint is None:
         return ""
     rows = "".join(

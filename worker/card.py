@@ -379,7 +379,7 @@ def device_fit_section(report: dict) -> list[str]:
     """The devices the package fits (converters/device_fit.py): its memory while it runs — its
     size and cache as written, the largest activation from the model's config.json in the job's
     snapshot while the worker has it — and a verdict per device class."""
-    footprint = device_fit.from_report(report, _source_config(report))
+    footprint = device_fit.from_report(report, source_config(report))
     if footprint is None:
         return []
     lines = [device_fit.summary(footprint), "",
@@ -391,7 +391,7 @@ def device_fit_section(report: dict) -> list[str]:
                     "says what is left before loading."]
 
 
-def _source_config(report: dict) -> dict | None:
+def source_config(report: dict) -> dict | None:
     """config.json of the job's own snapshot (report["source"]["path"]), while it is there."""
     folder = (report.get("source") or {}).get("path")
     try:

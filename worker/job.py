@@ -289,7 +289,13 @@ def public_report(report: ConversionReport, output_dir: Path) -> dict:
     (packages named as in the repo)."""
     public = replace(report, source=replace(report.source, path=None),
                      packages=[replace(package, path=os.path.relpath(package.path, output_dir)) for package in report.packages])
-    return public.to_json()
+    data = public.to_json()
+    # The model's config.json, which the page's device fit needs as the form and the card use it
+    # (a stateful package's logits have no shape in the report: without it the page said 342 MB, the form 518 MB).
+    config = card.source_config(report.to_json())
+    if config is not None:
+        data["source_config"] = config
+    return data
 
 
 def _engine_progress(progress: JobProgress):
