@@ -252,3 +252,38 @@ def test_another_model_sets_back_the_size_and_the_target_chosen_for_the_previous
     # The same model read again, or a target chosen with nothing set back: kept.
     assert form.adapt_to_model("a/llama", "a/llama", ["text-generation"], "stateful", "", "int4", "iOS18") == ({}, [])
     assert form.adapt_to_model("a/llama", "a/qwen", ["text-generation"], "none", "", "none", "iOS18") == ({}, [])
+
+
+def test_a_model_not_found_names_no_target_repo(page, monkeypatch):
+    """Issue 24's walk-through: a misspelt model's form offered "alice/SmolLM2-135M-Instrukt-coreml"."""
+    from ui.models import ModelSummary
+
+    typo = "HuggingFaceTB/SmolLM2-135M-Instrukt"
+    monkeypatch.setattr(model_choice.models, "inspect_model", lambda text, token: ModelSummary(
+        typo, repo_id=typo, error=f"The model '{typo}' was not found on the Hub: check the spelling."))
+    data = {**values(page), page.session: SESSION, page.model.model_box: typo, page.summary: None}
+    updates = model_choice.inspect(page, data, None, None)
+    assert updates[page.destination.push_repo]["placeholder"] == "alice/<model>-coreml"
+    assert updates[page.destination.convert_button]["interactive"] is False
+
+
+def test_convert_refuses_what_the_form_refuses_even_before_the_forms_check_answers(page, monkeypatch):
+    """Issue 24's walk-through: Convert pressed right after choosing a stateful cache (the form's
+    check not back yet, the button still enabled) queued a job for iOS17 that failed at once."""
+    from ui.models import ModelSummary
+
+    def queue(spec):
+        raise AssertionError("a request the form refuses was queued")
+
+    monkeypatch.setattr(jobs.api, "submit", queue)
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
+              "max_position_embeddings": 256}
+    summary = ModelSummary("alice/llama", repo_id="alice/llama", model_type="llama", tasks=["text-generation"],
+                           default_task="text-generation", config=config)
+    fields = page.options.fields
+    data = {**form_data(page), page.model.model_box: "alice/llama", page.model.task_radio: "text-generation",
+            page.summary: summary, fields["kv_cache"]: "stateful", fields["minimum_deployment_target"]: "iOS17"}
+    shown = jobs.submit(page, data, None, None)
+    assert shown == {page.destination.submit_html: render.message(
+        "A stateful KV cache needs Core ML states: choose minimum deployment target iOS18 or macOS15.", "error")}

@@ -102,7 +102,7 @@ def announce(page: Page, data: dict, who: Who, request: gr.Request):
             **{name: data[page.options.fields[name]] for name in NAMING_OPTIONS})
     except UserInputError:
         options = None  # the option check says what is wrong; name the repo by the defaults meanwhile
-    name = summary.name if summary and summary.repo_id else None
+    name = summary.name if summary and summary.convertible else None  # no target named after a model not found
     repo = form.push_target(data[where.push_repo], who.user, name, options)
     if data[where.push] != form.PULL_REQUEST and repo and models.repo_exists(repo, who.token):
         note = render.message(form.existing_target_note(repo), "warning")

@@ -9,7 +9,7 @@ import logging
 import gradio as gr
 
 from converters.errors import ConverterError, UserInputError
-from ui import form, package_zip, render
+from ui import form, models, package_zip, render
 from ui.form_checks import restricted
 from ui.identity import Who, owned, safe_text, signed_in
 from ui.page import Page
@@ -130,6 +130,11 @@ def submit(page: Page, data: dict, who: Who) -> dict:
         visibility=data[where.visibility], remove_others=data[where.remove_others],
         push_even_if_invalid=data[options.push_anyway],
         restricted=restricted(data[page.summary]), confirmed_public=data[where.confirm_public])
+    # What the form refuses is refused here too: Convert may be pressed before the form's check of
+    # the last change has answered (a stateful cache for iOS17 was queued, then failed at once).
+    summary = data[page.summary]
+    if summary is not None and (problem := models.check_options(summary, values.task, values.options())):
+        return said_under_convert(page, data, problem)
     try:
         job_id = api.submit(values.to_spec(who.token, who.user))
         status = api.status(job_id)

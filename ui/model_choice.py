@@ -59,7 +59,9 @@ def inspect(page: Page, data: dict, who: Who) -> dict:
                                             value=summary.default_task, visible=summary.convertible),
                chosen.size_radio: gr.update(visible=summary.convertible),
                page.destination.convert_button: gr.update(interactive=summary.convertible),
-               push_repo: gr.update(placeholder=form.default_push_repo(who.user, summary.name if summary.repo_id else None))}
+               # A model not found names no target: its repo name would be a guess.
+               push_repo: gr.update(placeholder=form.default_push_repo(
+                   who.user, summary.name if summary.convertible else None))}
     updates[page.adapted] = changes
     return updates
 
