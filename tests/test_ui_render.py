@@ -466,6 +466,10 @@ def test_a_push_refused_after_the_work_offers_the_kept_package():
 def test_try_says_what_runs_and_what_the_numbers_mean():
     status_ = JobStatus(job_id="cv-1", options={"format": "coreai"})
     assert "runs the pushed .aimodel in Apple's Core AI runtime" in render.try_note("generate", status_)
+    # swift-transformers loads .mlpackages: a Core AI try does not say it drives the .aimodel (walk-through, issue 24).
+    assert "swift-transformers" not in render.try_note("generate", status_)
+    assert "continues your prompt greedily next to the PyTorch model" in render.try_note("generate", status_)
+    assert "driven as swift-transformers" in render.try_note("generate", JobStatus(job_id="cv-1"))
     both = render.try_note("generate", JobStatus(job_id="cv-1", options={"format": "both"}))
     assert "runs the pushed Core ML package (the .aimodel beside it was validated, not tried here)" in both
     assert "reference executor" in render.try_note("generate", JobStatus(job_id="cv-1", options={"format": "coreml"}))

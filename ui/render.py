@@ -875,8 +875,11 @@ def try_unavailable(status: JobStatus | None) -> str | None:
 def try_note(kind: str | None, status: JobStatus | None = None) -> str:
     if not kind:
         return ""
-    where = format_of((status.requested_options if status else {}).get("format")).try_runs
-    return f'<div class="cm-muted">{escape(TRY_NOTES[kind])} {where}: its speed is this server\'s CPU, not a device\'s.</div>'
+    chosen = format_of((status.requested_options if status else {}).get("format"))
+    note = TRY_NOTES[kind]
+    if chosen.name == "coreai":  # swift-transformers loads .mlpackages; an .aimodel is not driven by it
+        note = note.replace(", driven as swift-transformers drives it,", "")
+    return f'<div class="cm-muted">{escape(note)} {chosen.try_runs}: its speed is this server\'s CPU, not a device\'s.</div>'
 
 
 def try_waiting(state: TryStatus) -> str:
