@@ -273,7 +273,8 @@ def test_palettization_makes_a_weights_tables_at_once_the_same_as_group_by_group
     ask = compress.TablesByGroup.__call__
     monkeypatch.setattr(compress.TablesByGroup, "__call__",
                         lambda self, group: found.append(compress._content_key(group) in self.prepared) or ask(self, group))
-    _, package = converted("llama", "text-generation", sequence_length="16,32", minimum_deployment_target="iOS18")
+    # the float package the schemes' tests above compare with (its weights are all this needs)
+    _, package = converted("llama", "text-generation", minimum_deployment_target="iOS18")
     mlmodel = ct.models.MLModel(str(package), skip_model_load=True)
     compress.palettize(mlmodel, compress.program_weights(compress._program(mlmodel)), 6, 16)
     assert found and all(found), found
@@ -313,16 +314,25 @@ def test_real_llm_int8_through_the_pipeline_is_near_lossless_on_the_passage(real
         assert numbers["mean_kl_divergence"] <= 0.01, (mode, numbers)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["int8", "int4"])
-def test_real_llm_linear_schemes_meet_the_size_bars(scheme, real_float16, tmp_path):
-    """The same functions the transform calls, on the float16 package converted once."""
+@pytest.fixture(scope="module")
+def real_float16_weights(real_float16):
+    """The float16 package's model and weights, read once for both schemes (quantize_linear
+    makes a new model from the spec: it leaves these as they were)."""
     import coremltools as ct
 
-    from converters.backends.coreml.compress import SCHEMES as TABLE, _program, program_weights, quantize_linear
+    from converters.backends.coreml.compress import _program, program_weights
 
     model = ct.models.MLModel(str(real_float16), skip_model_load=True)
-    weights = program_weights(_program(model))
+    return model, program_weights(_program(model))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_real_llm_linear_schemes_meet_the_size_bars(scheme, real_float16, real_float16_weights, tmp_path):
+    """The same functions the transform calls, on the float16 package converted once."""
+    from converters.backends.coreml.compress import SCHEMES as TABLE, quantize_linear
+
+    model, weights = real_float16_weights
     assert len(weights.compressible) == 30 * 7 + 1  # 7 linear layers per block, the tied embedding/head
     compressed = quantize_linear(model, weights, TABLE[scheme].bits, 32)
     compressed.save(str(tmp_path / "c.mlpackage"))
