@@ -164,15 +164,17 @@ def _one_input(columns=320, samples=4):
     return weights, batch
 
 
-def _swept(weights, batch, algorithm):
-    """Each weight in a layer of its own, all fed the one batch, compressed in order."""
+def _swept(weights, batch, algorithm, per_sample=False):
+    """Each weight in a layer of its own, all fed the one batch (or its samples one by one, as
+    coremltools' walk feeds them), compressed in order."""
     layers, algorithms = {}, {}
     for name, weight in weights.items():
         layers[name] = torch.nn.Linear(weight.shape[1], len(weight), bias=False)
         layers[name].weight.data = weight.clone()
         algorithms[name] = algorithm(layers[name])
-    for name in weights:
-        algorithms[name].add_batch(batch, layers[name](batch))
+    for inputs in (batch.split(1) if per_sample else [batch]):
+        for name in weights:
+            algorithms[name].add_batch(inputs, layers[name](inputs))
     for name in weights:
         algorithms[name].compress()
         algorithms[name].cleanup()
@@ -180,13 +182,16 @@ def _swept(weights, batch, algorithm):
     return layers, algorithms
 
 
-def test_int4_gives_coremltools_gptqs_weights_and_scales_bit_for_bit_with_one_stacked_sweep(monkeypatch):
+def test_int4_gives_coremltools_gptqs_weights_and_scales_bit_for_bit_with_one_stacked_sweep():
+    """coremltools' GPTQ fed the samples one by one, each layer alone; ours fed the batch (as the
+    batched walk does), q/k/v sharing one Hessian and one sweep of their stacked rows."""
     from coremltools.optimize.torch.layerwise_compression.algorithms import GPTQ, ModuleGPTQConfig
 
     weights, batch = _one_input()
     with lut_gptq.one_thread():  # MKL's sums depend on the thread count: both on one
-        reference, _ = _swept(weights, batch, lambda layer: GPTQ(layer, ModuleGPTQConfig.from_dict({"algorithm": "gptq", **INT4})))
-    monkeypatch.setattr(lut_gptq, "INNER_GROUP", 128)  # coremltools' order of sums: rank-1 updates over the whole group
+        reference, _ = _swept(weights, batch, lambda layer: GPTQ(layer, ModuleGPTQConfig.from_dict({"algorithm": "gptq", **INT4})),
+                              per_sample=True)
+    assert lut_gptq.INNER_GROUP == 128  # coremltools' order of sums: rank-1 updates over the whole group
     ours, algorithms = _swept(weights, batch, lambda layer: BlockGPTQ(
         layer, ModuleBlockGPTQConfig.from_dict({"algorithm": lut_gptq.BLOCKS_ALGORITHM, **INT4})))
     assert algorithms["q"]._shared.members == [algorithms[name] for name in "qkv"]  # one Hessian, one sweep
@@ -202,6 +207,7 @@ def test_the_nested_sweep_gives_the_same_weights_but_for_float_rounding(scheme, 
     """Rank-1 updates within 32 columns and a product for the rest of the group: the same sums
     in another order, so each weight within float rounding of the one-level sweep's, and the
     layer's output error the same."""
+    monkeypatch.setattr(lut_gptq, "INNER_GROUP", 32)
     weights, batch = _one_input()
     if scheme == "int4":
         def algorithm(layer):

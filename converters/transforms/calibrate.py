@@ -10,6 +10,13 @@ quantized, weighted by the layer's real inputs on calibration text: the same mod
 lut6 and lut4 take the same walk with GPTQ onto per-group k-means tables (lut_gptq.py): the
 same model's lut4 goes from 13.6x (data-free) to 1.17x, its lut6 to 1.02x.
 
+Where the time goes (SmolLM2-135M): the walk runs each decoder layer twice (to collect its
+linear layers' inputs, then with its weights quantized, to feed the next layer), and each of
+its linear weights is swept column by column. The walk runs all calibration samples as one
+batch (`batched`); the sweeps are lut_gptq.py's (one Hessian and one sweep per input shared
+by q/k/v and by gate/up; int4 gives coremltools' GPTQ's weights). Measured in one run
+against the previous code: bench/speedups.py.
+
 How it meets the package: GPTQ leaves each quantized weight on its grid and registers the grid
 (scale, zero point, bits; or the tables) as compression metadata buffers; coremltools' converter
 writes those weights straight as `constexpr_blockwise_shift_scale` (or `constexpr_lut_to_dense`)
@@ -200,8 +207,7 @@ def batched(inputs: list, kwargs: dict) -> tuple[list, dict]:
     """The first layer's inputs, one per sample as coremltools' cacher catches them (each a tensor,
     or a tuple of it and positional Nones), as one batch: the walk then runs each decoder layer
     once on all samples instead of once per sample (each sample's outputs the same bit for bit,
-    tested for every decoder family), and each linear layer's Hessian is one product over all of
-    them. The keyword arguments (mask, rotary tables) have a batch of one and broadcast. Samples
+    tested for every decoder family). The keyword arguments (mask, rotary tables) have a batch of one and broadcast. Samples
     of different shapes stay as they are."""
     firsts = [args[0] if isinstance(args, tuple) and args else args for args in inputs]
     rests = [args[1:] if isinstance(args, tuple) else () for args in inputs]
