@@ -296,18 +296,14 @@ def wire_model_choice(page: Page, checks: list[dict]) -> None:
     chosen.model_box.key_up(bind(page, model_choice.suggest), {page.session}, [chosen.model_box],
                             trigger_mode="multiple", **POLLING)
     # The model's summary first, then the option checks and the expected sizes for it.
-    push_repo = page.destination.push_repo
+    push_repo, adapted_fields = page.destination.push_repo, [page.options.fields[name] for name in model_choice.ADAPTED_OPTIONS]
     page.adapted = gr.State({})  # what adapt_to_model changes, between the two steps
     read = chosen.model_box.change(
-        bind(page, model_choice.inspect),
-        {chosen.model_box, page.session, page.summary, push_repo,
-         *(page.options.fields[name] for name in model_choice.ADAPTED_OPTIONS)},
+        bind(page, model_choice.inspect), {chosen.model_box, page.session, page.summary, push_repo, *adapted_fields},
         [page.summary, chosen.summary_html, chosen.task_radio, chosen.size_radio, page.destination.convert_button,
          page.options.tolerance_html, push_repo, page.adapted],
         concurrency_limit=None, trigger_mode="always_last", **QUIET,
-    ).then(bind(page, model_choice.adapt), {page.adapted},
-           [push_repo, *(page.options.fields[name] for name in model_choice.ADAPTED_OPTIONS)],
-           concurrency_limit=None, **QUIET)
+    ).then(bind(page, model_choice.adapt), {page.adapted}, [push_repo, *adapted_fields], concurrency_limit=None, **QUIET)
     for event in checks:
         read.then(**event, concurrency_limit=None, **QUIET)
 
