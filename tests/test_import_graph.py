@@ -178,3 +178,11 @@ def test_the_web_process_reads_the_report_and_its_words_without_torch():
             "heavy = [m for m in ('torch', 'transformers', 'coremltools') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_the_app_is_layout_and_wiring_and_the_readme_is_for_a_new_user():
+    """app.py lays the page out and wires it (its handlers are ui/'s), under 400 lines; the README
+    says what it is, the two commands, the form and the limits, under 250 (the rest is docs/)."""
+    app, readme = ((ROOT / name).read_text(encoding="utf-8").count("\n") for name in ("app.py", "README.md"))
+    assert app < 400, f"app.py has {app} lines: move handlers or helpers into ui/"
+    assert readme < 250, f"README.md has {readme} lines: move what operators or contributors read into docs/"
