@@ -84,11 +84,18 @@ def test_a_stateful_kv_cache_sets_the_llm_bundles_context(precision, tiny_model,
         runner.close()
 
 
+@pytest.fixture(scope="module")
+def wide_llama(tmp_path_factory):
+    """A llama wide enough that its layers pass the 2048-element floor below which weights stay
+    float, and its plain float16 conversion: built once for the schemes below."""
+    root = tmp_path_factory.mktemp("wide-llama")
+    folder = build_model("llama", root / "llama", hidden_size=128, head_dim=32, intermediate_size=256)
+    return folder, convert(str(folder), "text-generation", root / "float", _options(), validate=False)
+
+
 @pytest.mark.parametrize("scheme", ["int8", "int4", "lut4", "mixed"])
-def test_core_ai_weight_compression_through_coreai_opt(scheme, tmp_path):
-    # Wide enough that its layers pass the 2048-element floor below which weights stay float.
-    folder = build_model("llama", tmp_path / "llama", hidden_size=128, head_dim=32, intermediate_size=256)
-    plain = convert(str(folder), "text-generation", tmp_path / "float", _options(), validate=False)
+def test_core_ai_weight_compression_through_coreai_opt(scheme, wide_llama, tmp_path):
+    folder, plain = wide_llama
     result = convert(str(folder), "text-generation", tmp_path / scheme, _options(quantize=scheme))
     _passed(result.report_json)
     entry = result.report_json["packages"][0]["compression"]
