@@ -210,7 +210,7 @@ def test_try_it_asks_the_hub_before_serving_a_cached_repo(service):
 
     repos.revoke(service.hub, repos.REVOCABLE_TOKEN)
     second = attempt()  # both repos are in the worker's cache now
-    assert second["state"] == "failed" and "rejected the token" in second["error"], second
+    assert second.state == "failed" and "rejected the token" in second.error, second
     # Three tries this hour: a fourth is refused, with when to try again, before anything is queued.
     with pytest.raises(UserInputError, match=r"You have started 3 tries in the last hour.*Try again in \d+ minutes"):
         api.submit_try(job.job_id, OWNER_TOKEN, OWNER, "generate", {"text": "hello"})

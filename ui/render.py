@@ -877,7 +877,7 @@ def try_note(kind: str | None, status: JobStatus | None = None) -> str:
         return ""
     chosen = format_of((status.requested_options if status else {}).get("format"))
     note = TRY_NOTES[kind]
-    if chosen.name == "coreai":  # swift-transformers loads .mlpackages; an .aimodel is not driven by it
+    if not chosen.swift_transformers:  # an .aimodel is not driven by swift-transformers
         note = note.replace(", driven as swift-transformers drives it,", "")
     return f'<div class="cm-muted">{escape(note)} {chosen.try_runs}: its speed is this server\'s CPU, not a device\'s.</div>'
 
