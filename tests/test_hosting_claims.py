@@ -8,13 +8,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from rq import SimpleWorker
 
 from tests.conftest import OWNER, OWNER_TOKEN
 from tests.e2e.harness import RedisServer
 from tests.test_deployment import ROOT, compose, worker_args
+from tests.test_worker_in_process import InProcessWorker  # rq's in-process worker, shut down as ours are
 from worker import queues, settings
-from worker.runner import ListenerStopsAtOnce
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +22,6 @@ def redis(tmp_path_factory):
     yield queues.connect(server.url)
     server.stop()
 
-
-class InProcessWorker(ListenerStopsAtOnce, SimpleWorker):
-    """rq's in-process worker, shut down as ours are (worker/runner.py)."""
 
 
 # ---------------------------------------------------------------- tries have their own queue, served first

@@ -88,6 +88,16 @@ def _photo_size(report: dict) -> tuple:
     return (image_shape[-1], image_shape[-2]) if len(image_shape) == 4 else ("W", "H")
 
 
+def _loaded_model(name: str, compute_units: str) -> list[str]:
+    """The Swift lines that load the app's compiled package `name` on `compute_units`."""
+    return [
+        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
+        "    let configuration = MLModelConfiguration()",
+        f"    configuration.computeUnits = {compute_units}",
+        "    let model = try MLModel(contentsOf: url, configuration: configuration)",
+    ]
+
+
 def depth_snippet(report: dict, name: str, compute_units: str) -> list[str]:
     width, height = _photo_size(report)
     return [
@@ -100,10 +110,7 @@ def depth_snippet(report: dict, name: str, compute_units: str) -> list[str]:
         "import CoreML",
         "",
         "func depthMap(image: CVPixelBuffer) throws -> MLMultiArray {",
-        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
-        "    let configuration = MLModelConfiguration()",
-        f"    configuration.computeUnits = {compute_units}",
-        "    let model = try MLModel(contentsOf: url, configuration: configuration)",
+        *_loaded_model(name, compute_units),
         '    let output = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["image": MLFeatureValue(pixelBuffer: image)]))',
         '    return output.featureValue(for: "predicted_depth")!.multiArrayValue!  // [1, height, width]',
         "}",
@@ -133,10 +140,7 @@ def detection_snippet(report: dict, name: str, compute_units: str) -> list[str]:
         "struct Detection { let label: String; let score: Float; let box: CGRect }  // box: top-left origin, in pixels",
         "",
         "func detect(image: CVPixelBuffer, photoSize: CGSize, threshold: Float = 0.5) throws -> [Detection] {",
-        f'    let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles the .mlpackage',
-        "    let configuration = MLModelConfiguration()",
-        f"    configuration.computeUnits = {compute_units}",
-        "    let model = try MLModel(contentsOf: url, configuration: configuration)",
+        *_loaded_model(name, compute_units),
         "    let metadata = model.modelDescription.metadata[.creatorDefinedKey] as! [String: String]",
         '    let labels = try JSONDecoder().decode([String].self, from: Data(metadata["co.huggingface.exporters.labels"]!.utf8))',
         '    let output = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["image": MLFeatureValue(pixelBuffer: image)]))',
