@@ -223,3 +223,62 @@ def test_the_nested_sweep_gives_the_same_weights_but_for_float_rounding(scheme, 
         a, b = nested[name].weight.data, one_level[name].weight.data
         assert torch.isclose(a, b, rtol=1e-5, atol=0).float().mean() > 0.99, name
         assert _output_error(inputs, a, weight) == pytest.approx(_output_error(inputs, b, weight), rel=0.01), name
+
+
+def test_a_layers_inputs_are_swept_side_by_side_at_its_first_compression_with_the_weights_of_one_at_a_time(monkeypatch):
+    """The first compression of a decoder layer sweeps every input the layer read (q/k/v's, o's)
+    on as many cores as it has, each sweep on one thread: the same weights and tables as one
+    sweep after another."""
+    generator = torch.Generator().manual_seed(4)
+    model = _Attention(generator=generator)
+    batches = [torch.randn(1, 128, 64, generator=generator) * torch.logspace(-1, 1, 64) for _ in range(2)]
+    results = {}
+    for at_once in (1, 2):
+        monkeypatch.setattr(lut_gptq, "SWEEPS_AT_ONCE", at_once)
+        copy = _Attention()
+        copy.load_state_dict(model.state_dict())
+        algorithms = {name: LutGPTQ(getattr(copy, name), ModuleLutGPTQConfig(bits=4, group_size=4)) for name in "qkvo"}
+        hooks = [getattr(copy, name).register_forward_hook(lambda _, inp, out, a=a: a.add_batch(inp[0].data, out.data))
+                 for name, a in algorithms.items()]
+        for batch in batches:
+            copy(batch)
+        for hook in hooks:
+            hook.remove()
+        algorithms["q"].compress()
+        assert algorithms["o"]._shared.swept  # swept with q/k/v's, before its own turn
+        for name in "kvo":
+            algorithms[name].compress()
+        LutGPTQ.forget_inputs()
+        results[at_once] = {name: (getattr(copy, name).weight.data.clone(), getattr(copy, name).get_buffer("_COREML_/weight/lut"))
+                            for name in "qkvo"}
+    for name in "qkvo":
+        assert torch.equal(results[1][name][0], results[2][name][0]), name
+        assert torch.equal(results[1][name][1], results[2][name][1]), name
+
+
+def test_stepping_only_the_moving_rows_gives_every_table_of_stepping_them_all(monkeypatch):
+    """Lloyd's steps go on with the rows still moving; each table is bit for bit the one that
+    stepping every row until all settle (or the step limit) gives."""
+    from converters.transforms import kmeans
+
+    def every_row(ordered, running_counts, running_sums, tables, iterations):
+        last = torch.full((len(ordered), 1), ordered.shape[1])
+        for _ in range(iterations):
+            midpoints = ((tables[:, 1:] + tables[:, :-1]) / 2).contiguous()
+            edges = torch.cat([torch.zeros_like(last), torch.searchsorted(ordered, midpoints), last], dim=1)
+            totals = running_counts.gather(1, edges[:, 1:]) - running_counts.gather(1, edges[:, :-1])
+            sums = running_sums.gather(1, edges[:, 1:]) - running_sums.gather(1, edges[:, :-1])
+            updated = torch.where(totals > 0, sums / totals.clamp_min(1e-300), tables.double()).float().sort(dim=1).values
+            if torch.equal(updated, tables):
+                break
+            tables = updated
+        return tables
+
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.distributions.StudentT(3.0).sample((96, 80)) * torch.rand(96, 1, generator=generator)
+    importance = torch.rand(80, generator=generator) + 0.01
+    for bits, group, iterations in ((4, 1, 30), (6, 8, 30), (4, 2, 5)):  # 5: rows still moving at the limit
+        ours = weighted_tables(weight, importance, bits, group, iterations)
+        monkeypatch.setattr(kmeans, "_lloyd", every_row)
+        assert torch.equal(weighted_tables(weight, importance, bits, group, iterations), ours), (bits, group, iterations)
+        monkeypatch.undo()

@@ -45,6 +45,8 @@ with exactly these grids.
 
 # No `from __future__ import annotations`: cattrs reads the config's field types at run time.
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -100,6 +102,9 @@ class _SharedGPTQ:
     # forward call read one input after another, so one entry is enough. (Nothing writes into
     # a layer's input in place between its readers in transformers' models.)
     _latest: tuple | None = None
+    # The inputs seen since the last sweep: one decoder layer's, whose Hessians are all complete
+    # when its first linear layer is compressed (coremltools' walk runs the layer, then compresses).
+    _unswept: list = []
 
     def _init_layer(self, layer: torch.nn.Module, config) -> None:
         """OBSCompressionAlgorithm.__init__'s fields, but no Hessian of zeros: only the first
@@ -137,7 +142,9 @@ class _SharedGPTQ:
             return
         if self._shared is not None and self._shared.owner is not self:
             raise RuntimeError("a layer that shared its input with another got a different one")
-        self._shared = self._shared or SharedInput(self)
+        if self._shared is None:
+            self._shared = SharedInput(self)
+            _SharedGPTQ._unswept.append(self._shared)
         # One sample at a time, as coremltools' walk feeds them: its running mean bit for bit
         # (one product over the batch is the same sum in another order: see INNER_GROUP)
         for sample in (inp.split(1) if inp.dim() == 3 else (inp,)):
@@ -146,14 +153,16 @@ class _SharedGPTQ:
 
     @classmethod
     def forget_inputs(cls) -> None:
-        """Let go of the latest input (the calibration is over)."""
+        """Let go of the latest input and of any unswept one (the calibration is over)."""
         _SharedGPTQ._latest = None
+        _SharedGPTQ._unswept = []
 
     def _compress_impl(self):
         shared = self._shared or SharedInput(self)
         if not shared.swept:
-            with one_thread():
-                shared.sweep()
+            layer_inputs = [shared] + [other for other in _SharedGPTQ._unswept if other is not shared and not other.swept]
+            _SharedGPTQ._unswept = []
+            sweep_side_by_side(layer_inputs)
         self._part = shared.parts.pop(self)
         self._layer.weight.data = self._part.pop("weight").to(self._layer.weight.dtype)
         self._hessian = None
@@ -259,6 +268,31 @@ class SharedInput:
             self.parts[member] = {**part, "weight": weight}
             member._hessian = None
         self.swept = True
+
+
+def sweep_side_by_side(layer_inputs: list[SharedInput]) -> None:
+    """Sweep one decoder layer's inputs (query/key/value, output, gate/up, down: independent
+    Hessians and weights), each on one thread, as many at a time as there are cores: a sweep is
+    a long chain of small steps that one core runs best, so the second core takes another chain.
+    Each sweep's arithmetic is the same as alone (one thread each), so the weights are too."""
+    with one_thread():
+        if len(layer_inputs) == 1 or SWEEPS_AT_ONCE == 1:
+            for layer_input in layer_inputs:
+                layer_input.sweep()
+            return
+        with ThreadPoolExecutor(max_workers=SWEEPS_AT_ONCE) as pool:
+            for done in [pool.submit(_sweep_on_one_thread, layer_input) for layer_input in layer_inputs]:
+                done.result()  # raises a sweep's error here
+
+
+def _sweep_on_one_thread(layer_input: SharedInput) -> None:
+    torch.set_num_threads(1)  # OpenMP's thread count is each thread's own: a new thread starts at the default
+    layer_input.sweep()
+
+
+# Sweeps run side by side: the cores this process may use (a worker's cores), at most 2 — a
+# third sweep's memory (its stacked weights, Hessian and inverse) buys little on this machine.
+SWEEPS_AT_ONCE = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 @contextmanager
