@@ -130,6 +130,7 @@ class CoreMLBackend:
         spec, shared = stitch([Path(chunk.package_path) for chunk in chunks], weights)
         if plan.compression.get(part):  # the chunks' summaries counted a weight they share (a tied embedding) in each
             plan.compression[part] = counted_once(plan.compression[part], shared)
+            compressor.warn_float_left(plan, plan.compression[part])
         empty.mkdir()
         # coremltools copies a model's weights on every save: the stitched file (GBs) is moved
         # into the saved package instead (`save`), so the model starts with none.

@@ -65,17 +65,24 @@ def compress_coreml(plan, part: str, artifact):
         return compressed  # the warnings, once, from the last chunk's (whole) summary
     if plan.calibration and plan.calibration["weights"]:  # calibrate.py quantized the decoder layers before capture
         summary["method"] += f"; decoder layers calibrated: {plan.calibration['method']}"
-    if summary["float_weights_left"]:
-        plan.warnings.append(
-            f"Weight compression {scheme.name}: {summary['float_weights_left']} weight(s) stayed float "
-            f"(their shape does not divide into {_units(scheme, options)})."
-        )
+    if chunk is None:  # chunks: the stitch says it, counting a weight they share (a tied embedding) once
+        warn_float_left(plan, summary)
     if scheme.family == "lut" and not grouped:
         plan.warnings.append(
             f"Weight compression {scheme.name} uses one lookup table per weight below iOS18/macOS15 "
             f"(per grouped channel from iOS18): expect lower quality than on iOS18."
         )
     return compressed
+
+
+def warn_float_left(plan, summary: dict) -> None:
+    """The package's warning about the weights its compression left float, if any."""
+    if summary["float_weights_left"]:
+        scheme = SCHEMES[plan.options.quantize]
+        plan.warnings.append(
+            f"Weight compression {scheme.name}: {summary['float_weights_left']} weight(s) stayed float "
+            f"(their shape does not divide into {_units(scheme, plan.options)})."
+        )
 
 
 def _merged(earlier: dict, summary: dict) -> dict:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...chunks import hidden_name
+from ...transforms.schemes import WEIGHT_THRESHOLD
 
 WEIGHT_FILE = "weight.bin"
 _ALIGN = 64
@@ -154,6 +155,7 @@ class Shared:
 
     compressed: int = 0  # weights stored compressed (a constexpr op's output)
     compressed_dense_bytes: int = 0  # those weights at their float width
+    float_left: int = 0  # weights a layer or embedding reads that stayed float (compress.py counted them per chunk)
     dense_bytes: int = 0  # every shared constant at its float width (compressed or not)
     stored_bytes: int = 0  # their blobs' bytes
 
@@ -170,7 +172,7 @@ def stitch(chunk_packages: list[Path], weights_dir: Path):
         spec, dropped = _stitch_specs(specs, [weight_file(p) for p in chunk_packages], blobs)
     finally:
         blobs.close()
-    return spec, _shared(dropped, blobs.sizes)
+    return spec, _shared(dropped, blobs.sizes, _readers(spec.mlProgram.functions["main"]))
 
 
 def counted_once(summary: dict, shared: Shared) -> dict:
@@ -182,13 +184,14 @@ def counted_once(summary: dict, shared: Shared) -> dict:
     return {
         **summary,
         "weights_compressed": summary["weights_compressed"] - shared.compressed,
+        "float_weights_left": summary["float_weights_left"] - shared.float_left,
         "compressed_share": round(compressed / before, 4) if before > 0 else 0.0,
         "weight_bytes_before": before,
         "weight_bytes_after": summary["weight_bytes_after"] - shared.stored_bytes,
     }
 
 
-def _shared(dropped: list, sizes: dict[int, int]) -> Shared:
+def _shared(dropped: list, sizes: dict[int, int], readers: dict[str, set[str]]) -> Shared:
     """What the constants the stitch left out (each the same as an earlier chunk's) amount to,
     once per chunk that held them, as the chunks' summaries counted them. A constant another
     left-out constexpr op reads (its data, its table) is a part of that weight."""
@@ -205,7 +208,42 @@ def _shared(dropped: list, sizes: dict[int, int]) -> Shared:
         if compressed:
             shared.compressed += 1
             shared.compressed_dense_bytes += dense
+        elif _float_weight(op, readers):
+            shared.float_left += 1
     return shared
+
+
+# What compress.py's summaries count as a weight (program_weights): a constant a layer op or an
+# embedding's gather reads, 2-D or more, of more than WEIGHT_THRESHOLD elements.
+_WEIGHT_READERS = frozenset({"linear", "matmul", "conv", "conv_transpose", "gather"})
+
+
+def _float_weight(op, readers: dict[str, set[str]]) -> bool:
+    """Whether a left-out float constant is a weight its chunk's summary counted as left float
+    (a tied embedding and output head that did not compress: in the first chunk and the last)."""
+    dimensions = [d.constant.size for d in op.outputs[0].type.tensorType.dimensions]
+    elements = 1
+    for size in dimensions:
+        elements *= size
+    return len(dimensions) >= 2 and elements > WEIGHT_THRESHOLD and bool(readers.get(op.outputs[0].name, set()) & _WEIGHT_READERS)
+
+
+def _readers(function) -> dict[str, set[str]]:
+    """Each name the function's operations read -> the types of the operations reading it."""
+    readers: dict[str, set[str]] = {}
+
+    def walk(block):
+        for operation in block.operations:
+            for argument in operation.inputs.values():
+                for binding in argument.arguments:
+                    if binding.WhichOneof("binding") == "name":
+                        readers.setdefault(binding.name, set()).add(operation.type)
+            for inner in operation.blocks:
+                walk(inner)
+
+    for block in function.block_specializations.values():
+        walk(block)
+    return readers
 
 
 def _dense_bytes(value_type) -> int:
