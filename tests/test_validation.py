@@ -257,3 +257,121 @@ def test_unknown_tolerance_is_refused(tiny_model, tmp_path, capsys):
     code = convert_main([str(tiny_model("bert")), "--tolerance", "lenient", "--output", str(tmp_path / "o")])
     assert code == 2
     assert "Unknown tolerance 'lenient'. Choose one of: strict, default, loose" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- rows that can fail, per output kind
+# A tiny random head near-ties its labels (vocab 128: softmax rows ~0.008, under float16's 0.05
+# tolerance), so a label or top-1 row on it can hardly fail. Each kind here has a case whose row
+# can fail (a head with clear margins, or a metric with no near-tie allowance), and the package's
+# own outputs, tampered after it ran, fail that row. The tamper is the only change: the honest
+# package passes first. Detection, depth and image-text: tests/test_vision_kinds.py.
+
+
+def _tamper(monkeypatch, output: str, change) -> None:
+    """Every prediction of the reference executor (both modes) returns `output` changed by `change`."""
+    real = executor_module.ReferenceExecutor.predict
+
+    def predict(self, *args, **kwargs):
+        outputs = real(self, *args, **kwargs)
+        return {**outputs, output: change(outputs[output])} if output in outputs else outputs
+
+    monkeypatch.setattr(executor_module.ReferenceExecutor, "predict", predict)
+
+
+def _rows(validation: dict, output: str, metric: str) -> list[dict]:
+    rows = [r for r in validation["checks"] if r["output"] == output and r["metric"] == metric]
+    assert rows, (output, metric, {(r["output"], r["metric"]) for r in validation["checks"]})
+    return rows
+
+
+def _fails_in_both_modes(validation: dict, output: str, metric: str) -> None:
+    assert validation["passed"] is False
+    rows = _rows(validation, output, metric)
+    assert {r["mode"] for r in rows if not r["passed"]} == {"fp32", "fp16"}, rows
+
+
+def test_a_decided_classifier_fails_its_label_row_when_the_label_is_tampered(tmp_path, monkeypatch):
+    """A BERT classifier whose head is scaled x100 decides its labels (PyTorch's top label ahead
+    by far more than the tolerance): the package naming another label fails the label row, in
+    both modes, while its probabilities, untouched, still pass."""
+    from tests.test_compressed_validation import _tiny_classifier
+
+    source = _tiny_classifier(tmp_path / "classifier")
+    package = convert(str(source), "text-classification", tmp_path / "out", OPTIONS, validate=False).packages[0]
+    honest = _validate(package, source, "text-classification", tmp_path)
+    assert honest["passed"] is True and all(r["passed"] for r in _rows(honest, "classLabel", "label_agreement"))
+    labels = ["negative", "neutral", "positive"]
+    _tamper(monkeypatch, "classLabel", lambda label: labels[(labels.index(str(label)) + 1) % 3])
+    tampered = _validate(package, source, "text-classification", tmp_path)
+    _fails_in_both_modes(tampered, "classLabel", "label_agreement")
+    assert all(r["passed"] for r in _rows(tampered, "probabilities", "max_abs_diff"))
+
+
+def _decided_llama(folder: Path) -> Path:
+    """A tiny llama whose final norm keeps one direction of the hidden state and whose head reads
+    it as +10 for one token and -10 for another: each position's top token leads the rest by its
+    whole logit (a decided next token), not by a near-tie."""
+    from safetensors.torch import load_file, save_file
+
+    folder = build_model("llama", folder)
+    weights = load_file(folder / "model.safetensors")
+    norm = weights["model.norm.weight"]
+    weights["model.norm.weight"] = norm.clone() * 0
+    weights["model.norm.weight"][0] = 1.0
+    head = "lm_head.weight" if "lm_head.weight" in weights else "model.embed_tokens.weight"
+    column = weights[head][:, 0].clone() * 0
+    column[7], column[9] = 10.0, -10.0
+    weights[head] = weights[head].clone()
+    weights[head][:, 0] = column
+    save_file({k: v.contiguous() for k, v in weights.items()}, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def _swap_top_two(logits):
+    """Each position's two highest logits swapped."""
+    values = np.array(logits, copy=True)
+    order = np.argsort(values, axis=-1)
+    top, second = order[..., -1:], order[..., -2:-1]
+    a, b = np.take_along_axis(values, top, -1), np.take_along_axis(values, second, -1)
+    np.put_along_axis(values, top, b, -1)
+    np.put_along_axis(values, second, a, -1)
+    return values
+
+
+def test_a_decided_lm_head_fails_its_top1_row_when_the_top_two_are_swapped(tmp_path, monkeypatch):
+    source = _decided_llama(tmp_path / "decided-llama")
+    package = convert(str(source), "text-generation", tmp_path / "out", OPTIONS, validate=False).packages[0]
+    honest = _validate(package, source, "text-generation", tmp_path)
+    assert honest["passed"] is True, honest["message"]
+    assert all(r["value"] == 1.0 for r in _rows(honest, "logits", "top1_agreement"))
+    _tamper(monkeypatch, "logits", _swap_top_two)
+    tampered = _validate(package, source, "text-generation", tmp_path)
+    _fails_in_both_modes(tampered, "logits", "top1_agreement")
+    assert max(r["value"] for r in _rows(tampered, "logits", "top1_agreement")) < 0.5
+
+
+def test_an_embedding_fails_its_cosine_row_when_tampered(tiny_model, tmp_path, monkeypatch):
+    source = tiny_model("distilbert")
+    package = convert(str(source), "feature-extraction", tmp_path / "out", OPTIONS, validate=False).packages[0]
+    assert _validate(package, source, "feature-extraction", tmp_path)["passed"] is True
+    _tamper(monkeypatch, "last_hidden_state", lambda hidden: np.roll(np.asarray(hidden), 1, axis=-1))
+    _fails_in_both_modes(_validate(package, source, "feature-extraction", tmp_path), "last_hidden_state", "cosine_similarity")
+
+
+def test_a_segmentation_map_fails_its_label_row_when_tampered(tiny_model, tmp_path, monkeypatch):
+    """A per-pixel label map has no near-tie allowance: a map with a tenth of its pixels
+    relabelled fails the row (at least 99 % equal exact, 95 % in float16)."""
+    source = tiny_model("segformer")
+    package = convert(str(source), "semantic-segmentation", tmp_path / "out", OPTIONS, validate=False).packages[0]
+    assert _validate(package, source, "semantic-segmentation", tmp_path)["passed"] is True
+
+    def relabel(labels):
+        labels = np.array(labels, copy=True)
+        flat = labels.reshape(-1)
+        flat[::10] = (flat[::10] + 1) % 3
+        return labels
+
+    _tamper(monkeypatch, "classLabels", relabel)
+    tampered = _validate(package, source, "semantic-segmentation", tmp_path)
+    _fails_in_both_modes(tampered, "classLabels", "label_agreement")
+    assert all(0.85 < r["value"] < 0.95 for r in _rows(tampered, "classLabels", "label_agreement"))
