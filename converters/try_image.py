@@ -1,13 +1,13 @@
 """Try an image model's package on a photo, beside the PyTorch model it came from (issue 29):
-a depth map, detections, or a photo's zero-shot labels — each the package's answer and
-PyTorch's, with the images a page shows side by side (PNG, base64).
+a depth map, detections, a photo's classes or its zero-shot labels — each the package's answer
+and PyTorch's, with the images a page shows side by side (PNG, base64).
 
 The photo is the person's (bytes of a PNG or JPEG) or, without one, the sample validation
 uses (gradients and a checkerboard). It is resized to the package's input size, as an app
 does before handing Core ML a pixel buffer. PyTorch's side is the model with the same
 preprocessing (the family's wrapper), so the two answers differ only by the package. The
-package runs in the backend's runner, as Try it's text kinds do (converters/try_it.py).
-Not wired into the page yet: the worker's try and the panel take text today.
+package runs in the backend's runner, as Try it's text kinds do; converters/try_it.py routes a
+try here by its kind, and the page's panel and the worker's try hand the photo over as bytes.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ MAX_PHOTO_PIXELS = 40_000_000
 MAX_LABELS = 16
 DETECTION_THRESHOLD = 0.5
 MAX_DETECTIONS = 20
+BEST_BELOW = 3  # detections shown from each side when none passes the threshold
 COLOURS = {"package": (255, 64, 64), "pytorch": (64, 160, 255)}  # boxes on the drawn photo
+DRAWN_SIDE = 320  # pixels: the drawn photo's shorter side, at least
 
 
 def photo(data: bytes | None, height: int, width: int) -> np.ndarray:
@@ -151,23 +153,42 @@ def _detections(scores: np.ndarray, boxes: np.ndarray, labels: list[str], height
 
 
 def _drawn(pixels: np.ndarray, detections: dict[str, list[dict]]) -> str:
-    from PIL import Image, ImageDraw
+    """The photo with both sides' boxes and labels, enlarged to at least DRAWN_SIDE pixels a side
+    (a small model's 64×64 input) so that the labels can be read."""
+    from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(pixels[0].transpose(1, 2, 0).astype(np.uint8))
+    factor = max(1, -(-DRAWN_SIDE // min(image.size)))
+    image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(image)
-    for who, found in detections.items():
-        for detection in found:
-            draw.rectangle(detection["box"], outline=COLOURS[who], width=2)
-            draw.text((detection["box"][0] + 2, detection["box"][1] + 1), f"{detection['label']} {detection['score']:.2f}",
-                      fill=COLOURS[who])
+    font = ImageFont.load_default(size=13)
+    # PyTorch's boxes first and wider, the package's on them: where both find the same box, both show;
+    # the package's label at a box's top, PyTorch's at its bottom.
+    for who, width, at_top in (("pytorch", 5, False), ("package", 2, True)):
+        for detection in detections.get(who, []):
+            box = [value * factor for value in detection["box"]]
+            draw.rectangle(box, outline=COLOURS[who], width=width)
+            corner = (box[0] + 6, box[1] + 4) if at_top else (box[0] + 6, max(box[1], box[3] - 19))
+            draw.text(corner, f"{detection['label']} {detection['score']:.2f}", fill=COLOURS[who], font=font)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _scores_and_boxes(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's class probabilities and (cx, cy, w, h) box: a DETR-family package's `scores`
+    and `boxes`, or YOLOS's `logits` (softmax, its last "no object" class dropped) and `pred_boxes`."""
+    if "scores" in outputs:
+        return outputs["scores"], outputs["boxes"]
+    logits = np.asarray(outputs["logits"], dtype=np.float64)
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return (shifted / shifted.sum(-1, keepdims=True))[..., :-1], outputs["pred_boxes"]
+
+
 def detect(package: Path, model_dir: Path, data: bytes | None, mode: str, threshold: float = DETECTION_THRESHOLD) -> dict:
     """The package's detections and PyTorch's above `threshold`, and the photo with both drawn
-    (the package's boxes red, PyTorch's blue)."""
+    (the package's boxes red, PyTorch's blue); when neither side has one, each side's BEST_BELOW
+    best, marked below the threshold."""
     import torch
     from transformers import AutoModelForObjectDetection
 
@@ -176,15 +197,56 @@ def detect(package: Path, model_dir: Path, data: bytes | None, mode: str, thresh
     pixels = photo(data, height, width)
     wrapper = cfg.wrap(_pretrained(AutoModelForObjectDetection, model_dir))
     _, runner = _runner(package)
-    labels = cfg.labels()
+    id2label = getattr(cfg.hf_config, "id2label", None) or {}  # YOLOS: the vision family has no labels() of its own
+    labels = cfg.labels() if hasattr(cfg, "labels") else [str(id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
     ours, package_seconds = _timed(lambda: _predict(runner, {cfg.inputs()[0].name: pixels}, mode))
     with torch.no_grad():
         theirs, torch_seconds = _timed(lambda: [value.numpy() for value in wrapper(_program_input(cfg, pixels))])
-    found = {"package": _detections(ours["scores"], ours["boxes"], labels, height, width, threshold),
-             "pytorch": _detections(theirs[0], theirs[1], labels, height, width, threshold)}
-    return {"kind": "detect", "mode": mode, "threshold": threshold, "drawn": _drawn(pixels, found),
+    names = [spec.name for spec in cfg.outputs()]
+    answers = {"package": _scores_and_boxes(ours), "pytorch": _scores_and_boxes(dict(zip(names, theirs)))}
+    found = {who: _detections(*answer, labels, height, width, threshold) for who, answer in answers.items()}
+    below = not any(found.values())  # nothing passed: each side's best few, said to be below the threshold
+    if below:
+        found = {who: _detections(*answer, labels, height, width, 0.0)[:BEST_BELOW] for who, answer in answers.items()}
+    return {"kind": "detect", "mode": mode, "threshold": threshold, "below_threshold": below, "drawn": _drawn(pixels, found),
             "package": {"detections": found["package"], "seconds": package_seconds},
             "pytorch": {"detections": found["pytorch"], "seconds": torch_seconds}}
+
+
+# ---------------------------------------------------------------------- classes
+
+
+def classify(package: Path, model_dir: Path, data: bytes | None, mode: str, top: int = 5) -> dict:
+    """The photo's top classes and their probabilities, from the package (Core ML's classifier:
+    the class and each class's probability) and from PyTorch's model (softmax of its logits)."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    cfg = _family(model_dir, "image-classification")
+    height, width = cfg.image_size()
+    pixels = photo(data, height, width)
+    model = _pretrained(AutoModelForImageClassification, model_dir)
+    labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
+    wrapper = cfg.wrap(model)
+    _, runner = _runner(package)
+
+    def package_scores() -> dict[str, float]:
+        outputs = runner.predict({cfg.inputs()[0].name: pixels}, mode=mode, state=runner.make_state())
+        scores = next((value for value in outputs.values() if isinstance(value, dict)), None)
+        if scores is None:  # a package that returns the probabilities as a tensor (an .aimodel)
+            scores = dict(zip(labels, np.asarray(next(iter(outputs.values())), dtype=np.float64).reshape(-1)))
+        return {str(k): float(v) for k, v in scores.items()}
+
+    ours, package_seconds = _timed(package_scores)
+    with torch.no_grad():
+        theirs, torch_seconds = _timed(lambda: dict(zip(labels, wrapper(_program_input(cfg, pixels))[0].double().numpy().reshape(-1))))
+
+    def side(scores: dict[str, float], seconds: float) -> dict:
+        ranked = sorted(scores.items(), key=lambda item: -item[1])
+        return {"label": ranked[0][0], "scores": [[k, round(float(v), 4)] for k, v in ranked[:top]], "seconds": seconds}
+
+    return {"kind": "classify-image", "mode": mode, "photo": _png(pixels[0].transpose(1, 2, 0).astype(np.uint8)),
+            "package": side(ours, package_seconds), "pytorch": side(theirs, torch_seconds)}
 
 
 # ---------------------------------------------------------------------- zero-shot labels

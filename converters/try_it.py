@@ -1,12 +1,16 @@
-"""Try a converted package on your own text, beside the PyTorch model it came from.
+"""Try a converted package on your own text, photo or clip, beside the PyTorch model it came from.
 
-What a Swift developer wants to see before wiring a model into an app: its answer. Three
-kinds, by task:
+What a Swift developer wants to see before wiring a model into an app: its answer. The kinds,
+by task:
 - "generate" (text-generation): the greedy continuation of a prompt, the package driven as
   swift-transformers drives it (continuation.drive) and PyTorch's, with tokens per second.
 - "similarity" (feature-extraction on text: embedders): the cosine similarity of two
   sentences' mean-pooled embeddings (sentence-transformers' default pooling), from both.
 - "classify" (text-classification): the label and the top scores of a text, from both.
+- on a photo (try_image.py): "classify-image", "detect" (boxes drawn on it), "depth" (the
+  two maps as images) and "zero-shot" (the image and text packages scoring typed labels).
+- on a clip (try_audio.py): "transcribe", Whisper's three packages driven as WhisperKit
+  drives them, beside transformers' generate.
 
 The package runs in the backend's runner (the reference executor: exact fp32, or fp16 device
 emulation for a float16 package). Its speed is the executor's on this CPU, not a device's:
@@ -15,6 +19,8 @@ the page says so. Inputs are bounded (MAX_CHARS, MAX_NEW_TOKENS). Runs in a work
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from pathlib import Path
 from typing import Callable
@@ -37,6 +43,19 @@ NO_TOKENIZER = ("This model can't be tried here: {why}, so there is no way to tu
                 "needs the tokenizer of the model this one was trained from (for a fine-tune, its base model): load "
                 "that tokenizer and pass it to the model, as the model card shows.")
 KINDS = {"text-generation": "generate", "feature-extraction": "similarity", "text-classification": "classify"}
+PHOTO_KINDS = {"image-classification": "classify-image", "object-detection": "detect", "depth-estimation": "depth",
+               "zero-shot-image-classification": "zero-shot"}
+CLIP_KINDS = {"automatic-speech-recognition": "transcribe"}
+BY_MODALITY = {"text": KINDS, "vision": PHOTO_KINDS, "audio": CLIP_KINDS}
+# A package's first input names its modality: an image, or audio (Whisper's MelSpectrogram).
+IMAGE_INPUTS, AUDIO_INPUTS = {"image", "pixel_values", "pixelValues"}, {"audio", "input_features", "melspectrogram_features"}
+# The kinds that turn typed text into tokens: without the model's tokenizer they cannot run.
+TOKENIZED = {"generate", "similarity", "classify", "zero-shot"}
+# What a try's request may carry, before any decoding: a photo is shrunk by the page first
+# (at most PHOTO_SIDE pixels a side), a clip is mono 16-bit at most MAX_CLIP_SECONDS long.
+PHOTO_SIDE = 1024
+MAX_CLIP_SECONDS = 30
+MAX_MEDIA_BYTES = 8 * 1024 * 1024
 # progress(message, fraction): what a try is doing, for the page while it waits.
 Progress = Callable[[str, float], None]
 PYTORCH_SHARE = 0.2  # of a generation's wait: PyTorch is quick beside the package in the executor
@@ -47,8 +66,28 @@ def _no_progress(message: str, fraction: float) -> None:
 
 
 def kind_for(task: str | None, modality: str | None = "text") -> str | None:
-    """Which try-it a package of `task` gets (None: none yet, e.g. image models)."""
-    return KINDS.get(task or "") if modality in (None, "text") else None
+    """Which try-it a package of `task` gets (None: none yet, e.g. image segmentation)."""
+    return BY_MODALITY.get(modality or "text", {}).get(task or "")
+
+
+def kind_of_report(report: dict, task: str | None = None) -> str | None:
+    """The try-it a conversion's report offers: its task's, for the modality its packages' inputs say."""
+    inputs = {i.get("name") for p in report.get("packages") or [] for i in p.get("inputs") or []}
+    modality = "vision" if inputs & IMAGE_INPUTS else "audio" if inputs & AUDIO_INPUTS else "text"
+    return kind_for(report.get("task") or task, modality)
+
+
+def media(inputs: dict, key: str, what: str) -> bytes | None:
+    """A photo's or a clip's bytes from a try's request (base64 in JSON), None when not given."""
+    data = inputs.get(key)
+    if not data:
+        return None
+    if not isinstance(data, str) or len(data) > MAX_MEDIA_BYTES * 4 // 3 + 4:
+        raise UserInputError(f"The {what} is too large to try here: at most {MAX_MEDIA_BYTES // 2**20} MB.")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise UserInputError(f"The {what} did not arrive whole: choose it again.") from None
 
 
 def check_text(text: str | None, what: str = "The text") -> str:
@@ -60,11 +99,17 @@ def check_text(text: str | None, what: str = "The text") -> str:
     return text
 
 
-def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str, progress: Progress | None = None) -> dict:
-    """`inputs`: {"text"} (and {"other"} for similarity, {"new_tokens"} for generate). An
-    .aimodel runs in Core AI's runtime, as it is (its one mode). `progress(message, fraction)`
-    hears what the try is doing ("PyTorch: 5 of 16 tokens")."""
+def run(kind: str, package: Path | list[Path], model_dir: Path, inputs: dict, mode: str,
+        progress: Progress | None = None) -> dict:
+    """`inputs`: {"text"} (and {"other"} for similarity, {"new_tokens"} for generate); a photo
+    kind's {"photo"} (and zero-shot's {"text"}: the labels, one a line), a clip's {"audio"} (base64
+    bytes: PNG or JPEG, WAV). `package`: the package, or a conversion's packages in their order
+    (zero-shot: image then text; transcribe: Whisper's three). An .aimodel runs in Core AI's
+    runtime, as it is (its one mode). `progress(message, fraction)` hears what the try is doing
+    ("PyTorch: 5 of 16 tokens")."""
     progress = progress or _no_progress
+    packages = list(package) if isinstance(package, (list, tuple)) else [package]
+    package = packages[0]
     modes = backend_for_package(package, check=False).modes
     if modes:  # a runner with modes of its own (Core AI's runtime) runs the package as it is
         mode = modes[0]
@@ -76,7 +121,34 @@ def run(kind: str, package: Path, model_dir: Path, inputs: dict, mode: str, prog
                           check_text(inputs.get("other"), "The second sentence"), mode, progress)
     if kind == "classify":
         return classify(package, model_dir, check_text(inputs.get("text")), mode, progress=progress)
+    if kind in PHOTO_KINDS.values():
+        return _on_photo(kind, packages, model_dir, inputs, mode, progress)
+    if kind == "transcribe":
+        from . import try_audio  # torch
+
+        progress("Transcribing the clip with the packages and with PyTorch", 0.1)
+        return try_audio.transcribe(packages, model_dir, media(inputs, "audio", "clip"), mode)
     raise UserInputError(f"There is no try-it for '{kind}'.")
+
+
+def _on_photo(kind: str, packages: list[Path], model_dir: Path, inputs: dict, mode: str, progress: Progress) -> dict:
+    from . import try_image  # torch
+
+    photo = media(inputs, "photo", "photo")
+    progress("Running the package and the PyTorch model on the photo", 0.1)
+    if kind == "depth":
+        return try_image.depth(packages[0], model_dir, photo, mode)
+    if kind == "detect":
+        return try_image.detect(packages[0], model_dir, photo, mode)
+    if kind == "classify-image":
+        return try_image.classify(packages[0], model_dir, photo, mode)
+    if len(packages) < 2:
+        raise UserInputError("Labels are scored by the image package and the text package together: this conversion "
+                             "has only one of them. Convert it again to try it.")
+    labels = (inputs.get("text") or "").replace(",", "\n").splitlines()
+    if any(len(label) > MAX_CHARS for label in labels):
+        raise UserInputError(f"A label has more than {MAX_CHARS} characters; try shorter ones.")
+    return try_image.zero_shot(packages[0], packages[1], model_dir, photo, labels, mode)
 
 
 def _pretrained(cls, model_dir: Path):

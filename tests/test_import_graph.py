@@ -44,7 +44,7 @@ FLOORS: list[tuple[str, ...]] = [
     # the checks before a job (the form's and the worker's), and the capture stage
     ("converters.preflight", "converters.capture"),
     # the pipeline, Try it, the README's table
-    ("converters.export", "converters.try_it", "converters.try_image", "converters.supported"),
+    ("converters.export", "converters.try_it", "converters.try_image", "converters.try_audio", "converters.supported"),
     # the command lines
     ("converters.__main__",),
     ("converters.validate_package",),

@@ -241,6 +241,7 @@ def test_my_jobs_rows():
 
 def test_workers_note():
     assert "No worker is connected" in render.workers_note([])
+    assert "No worker" not in render.workers_note([], starting=True) and "starting" in render.workers_note([], starting=True)
     note = render.workers_note([{"os": "Linux", "queues": "default"}, {"os": "Darwin", "queues": "macos,default"}])
     assert "1 Linux worker" in note and "1 Mac runner" in note
     assert "no Mac runner" in render.workers_note([{"os": "Linux", "queues": "default"}])
@@ -355,6 +356,22 @@ def test_the_program_section_when_the_engine_reports_it(compressed):
     assert 'data-role="program"' not in render.results(finished(older))  # absent (an older report): skipped
 
 
+def test_a_core_ai_packages_program_says_only_what_an_aimodel_has(compressed):
+    """Issue 24's walk-through: a Core AI job's Program table said "Fused attention: no" and an
+    empty "Weight bits", Core ML's words: an .aimodel has neither (formats.Format.program_facts)."""
+    from converters.formats import CORE_AI, CORE_ML
+
+    aimodel = {"fused_attention": False, "stateful": True, "weight_bits": None, "op_counts": {"matmul": 3}, "format": "aimodel"}
+    package = {**compressed["packages"][0], "part": "model"}
+    alone = render.program_section({"packages": [{**package, "format": CORE_AI.name, "program": aimodel}]})
+    assert "Fused attention" not in alone and "Weight bits" not in alone
+    assert "<td data-role='stateful'>yes</td>" in alone and "matmul 3" in alone
+    both = render.program_section({"packages": [{**package, "format": CORE_ML.name, "program": PROGRAM},
+                                                {**package, "format": CORE_AI.name, "program": aimodel}]})
+    assert "<th>Fused attention</th>" in both and "<th>Weight bits</th>" in both
+    assert "model (Core ML)" in both and "model (Core AI)" in both and both.count(">—<") == 2  # the .aimodel's two
+
+
 def test_an_uncompressed_package_has_no_compression_section_but_its_program(compressed):
     report = _float(compressed)
     html = render.results(finished(report))
@@ -379,7 +396,9 @@ def test_try_it_is_offered_for_pushed_text_jobs_and_shows_both_sides():
     assert render.try_kind(llm) == "generate"
     assert render.try_kind(replace(llm, pushed=False)) is None and render.try_kind(replace(llm, state="failed")) is None
     vision = replace(llm, report={"task": "image-classification", "packages": [{"inputs": [{"name": "image"}]}]})
-    assert render.try_kind(vision) is None
+    assert render.try_kind(vision) == "classify-image"
+    segmentation = replace(llm, report={"task": "semantic-segmentation", "packages": [{"inputs": [{"name": "image"}]}]})
+    assert render.try_kind(segmentation) is None
     assert render.try_unavailable(llm) is None
     weights_only = replace(llm, report={**llm.report, "tokenizer_missing": "the repo has no tokenizer files"})
     note = render.try_unavailable(weights_only)
@@ -562,3 +581,45 @@ def test_the_job_views_device_fit_uses_the_models_config_as_the_form_does():
     assert device_fit.summary(form) in with_config  # the same words as before Convert
     assert "largest activation 201 MB" in with_config
     assert "largest activation 201 MB" not in render.device_fit_section(report)  # what the page said without it
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="  # 1×1
+
+
+def test_a_photo_or_a_clip_try_shows_both_sides_drawn():
+    """Depth: the photo and both maps as images, with how far apart they are; detection: the
+    photo with the boxes and each side's detections; labels: both sides' probabilities; a clip:
+    both transcripts and their token ids. A photo kind needs no tokenizer: nothing says it is missing."""
+    depth_job = status(state="finished", stage="done", pushed=True, task="depth-estimation",
+                       report={"task": "depth-estimation", "tokenizer_missing": "the repo has no tokenizer files",
+                               "packages": [{"inputs": [{"name": "image"}]}]})
+    assert render.try_kind(depth_job) == "depth" and render.try_unavailable(depth_job) is None
+    assert "depth map of your photo" in render.try_note("depth", depth_job)
+    depth = render.try_result({"kind": "depth", "mode": "fp16", "photo": PNG, "psnr_db": 61.234, "relative_error": 0.00042,
+                               "package": {"map": PNG, "seconds": 0.5}, "pytorch": {"map": PNG, "seconds": 0.1}})
+    assert depth.count(f"src='data:image/png;base64,{PNG}'") == 3
+    assert "data-role='package-map'" in depth and "data-role='pytorch-map'" in depth
+    assert "PSNR 61.2 dB, mean relative error 0.04%" in depth and "Package (fp16 emulation)" in depth
+    detect = render.try_result({"kind": "detect", "mode": "fp32", "threshold": 0.5, "drawn": PNG,
+                                "package": {"detections": [{"label": "<cat>", "score": 0.91, "box": [1, 2, 3, 4]}], "seconds": 1},
+                                "pytorch": {"detections": [], "seconds": 1}})
+    assert "data-role='drawn'" in detect and "&lt;cat&gt; 0.91" in detect and "<cat>" not in detect
+    assert "nothing above the threshold" in detect and "the package&#x27;s red, PyTorch&#x27;s blue" in detect
+    labels = render.try_result({"kind": "zero-shot", "mode": "fp32", "probability": "softmax", "photo": PNG,
+                                "package": {"label": "a dog", "probabilities": [["a dog", 0.7], ["a cat", 0.3]]},
+                                "pytorch": {"label": "a dog", "probabilities": [["a cat", 0.31], ["a dog", 0.69]]}})
+    rows = labels.split("<tbody>")[1]
+    assert rows.index("a dog") < rows.index("a cat") and "70.0%" in rows and "69.0%" in rows and "31.0%" in rows
+    assert "add up to 100%" in labels
+    classes = render.try_result({"kind": "classify-image", "mode": "fp32", "photo": PNG,
+                                 "package": {"label": "tabby", "scores": [["tabby", 0.6]]},
+                                 "pytorch": {"label": "tabby", "scores": [["tabby", 0.61]]}})
+    assert "tabby 60.0%" in classes and "tabby 61.0%" in classes
+    speech_job = replace(depth_job, task="automatic-speech-recognition",
+                         report={"task": "automatic-speech-recognition", "packages": [{"inputs": [{"name": "audio"}]}]})
+    assert render.try_kind(speech_job) == "transcribe" and "WhisperKit" in render.try_note("transcribe", speech_job)
+    heard = render.try_result({"kind": "transcribe", "mode": "fp16", "clip_seconds": 2.5, "matching_tokens": 1,
+                               "package": {"text": "hello <world>", "token_ids": [5, 6], "seconds": 1.0},
+                               "pytorch": {"text": "", "token_ids": [5, 7], "seconds": 0.5}})
+    assert "hello &lt;world&gt;" in heard and "(no words: see the token ids)" in heard
+    assert ">5 6</code>" in heard and ">5 7</code>" in heard and "The first 1 of 2 tokens are the same." in heard

@@ -23,11 +23,12 @@ from converters.export import convert
 from converters.metadata import PREFIX
 from converters.options import ConversionOptions
 from converters.package_info import describe_package
-from converters import try_image
+from converters import try_image, try_it
 from converters.validation import zero_shot
 from converters.validation.compare import min_box_iou, ranking_agreement, relative_error
 from converters.validation.inputs import image_inputs
 from tests.kind_models import KINDS, build_kind
+from tests.models import build_model
 from worker.card import card_body
 
 IMAGE_TEXT = ["clip", "siglip", "siglip2"]
@@ -43,7 +44,8 @@ def converted(tmp_path_factory):
     def get(model_type: str):
         if model_type not in done:
             root = tmp_path_factory.mktemp(model_type)
-            folder = build_kind(model_type, root / model_type)
+            # ViT (tests/models.py): the image classifier Try it draws beside these kinds
+            folder = (build_kind if model_type in KINDS else build_model)(model_type, root / model_type)
             done[model_type] = folder, convert(str(folder), "auto", root / "out", ConversionOptions())
         return done[model_type]
 
@@ -392,7 +394,50 @@ def test_trying_a_detector_on_the_sample(converted):
     assert len(ours) == len(theirs) == 8  # every query, at threshold 0
     assert [d["label"] for d in ours] == [d["label"] for d in theirs]
     assert np.allclose([d["box"] for d in ours], [d["box"] for d in theirs], atol=1.0)  # pixels of the 64×64 photo
-    assert _decoded(tried["drawn"]).size == (64, 64)
+    drawn = _decoded(tried["drawn"]).convert("RGB")
+    assert drawn.size == (320, 320)  # enlarged 5×, so that its labels can be read
+    colours = {tuple(c) for c in np.asarray(drawn).reshape(-1, 3)}
+    assert try_image.COLOURS["package"] in colours and try_image.COLOURS["pytorch"] in colours  # both sides' boxes
+
+
+def test_a_try_is_routed_by_the_reports_kind(converted):
+    """The page and the worker read a conversion's try from its report (its task, and its
+    packages' first input: an image); try_it.run hands the photo, as bytes in base64, to its kind."""
+    for model_type, kind in (("depth_anything", "depth"), ("detr", "detect"), ("clip", "zero-shot"), ("vit", "classify-image")):
+        assert try_it.kind_of_report(_json(converted(model_type)[1])) == kind, model_type
+    assert try_it.TOKENIZED >= {"zero-shot"} and not try_it.TOKENIZED & {"depth", "detect", "classify-image", "transcribe"}
+    folder, result = converted("depth_anything")
+    photo = base64.b64encode(_png_bytes(50, 40)).decode()
+    tried = try_it.run("depth", list(result.packages), folder, {"photo": photo}, "fp16")
+    assert tried["kind"] == "depth" and tried["psnr_db"] > 40
+    with pytest.raises(UserInputError, match="did not arrive whole"):
+        try_it.run("depth", list(result.packages), folder, {"photo": "not base64!"}, "fp16")
+    folder, result = converted("clip")
+    tried = try_it.run("zero-shot", list(result.packages), folder, {"text": "a cat\na dog, a car", "photo": photo}, "fp32")
+    assert [label for label, _ in tried["pytorch"]["probabilities"]] == [label for label, _ in tried["package"]["probabilities"]]
+    assert {label for label, _ in tried["package"]["probabilities"]} == {"a cat", "a dog", "a car"}
+    with pytest.raises(UserInputError, match="image package and the text package together"):
+        try_it.run("zero-shot", list(result.packages)[:1], folder, {"text": "a\nb"}, "fp32")
+
+
+def test_trying_an_image_classifier(converted):
+    """The classifier's top classes from the package (Core ML's class dictionary) and from PyTorch's softmax."""
+    folder, result = converted("vit")
+    tried = try_image.classify(result.packages[0], folder, _png_bytes(40, 30), "fp16", top=3)
+    ours, theirs = dict(tried["package"]["scores"]), dict(tried["pytorch"]["scores"])
+    assert tried["package"]["label"] == tried["pytorch"]["label"] and len(ours) == 3
+    assert all(abs(ours[label] - theirs[label]) < 5e-3 for label in ours)
+    assert _decoded(tried["photo"]).size == (32, 32)
+
+
+def test_detections_of_a_yolos_package():
+    """YOLOS's package gives logits and boxes: the softmax without its last "no object" class scores them."""
+    logits = np.array([[[4.0, 0.0, 0.0], [0.0, 0.0, 9.0]]])  # query 0: class a; query 1: no object
+    boxes = np.array([[[0.5, 0.5, 0.5, 0.5], [0.2, 0.2, 0.1, 0.1]]])
+    scores, got_boxes = try_image._scores_and_boxes({"logits": logits, "pred_boxes": boxes})
+    assert scores.shape == (1, 2, 2) and got_boxes is boxes
+    (found,) = try_image._detections(scores, got_boxes, ["a", "b"], 100, 200, 0.5)
+    assert found["label"] == "a" and found["score"] > 0.9 and found["box"] == [50.0, 25.0, 150.0, 75.0]
 
 
 @pytest.mark.parametrize("model_type", ["clip", "siglip2"])

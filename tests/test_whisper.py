@@ -234,3 +234,72 @@ def test_whisper_is_a_speech_recognition_model(whisper):
 def test_other_speech_models_are_still_refused():
     with pytest.raises(UnsupportedArchitecture, match="speech or audio"):
         model_tasks({"model_type": "wav2vec2"})
+
+
+# ---------------------------------------------------------------- trying the packages on a clip
+
+
+def _wav(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
+    """A 16-bit WAV of `samples` (-1..1) at `rate`, the same clip on each of `channels`."""
+    import io
+    import wave
+
+    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.repeat(pcm, channels).tobytes())
+    return buffer.getvalue()
+
+
+def test_a_clip_is_read_as_whisper_takes_it():
+    """A WAV at another rate, in stereo, becomes 16 kHz mono; what is not a clip, or longer than
+    one window, is refused with why."""
+    from converters.errors import UserInputError
+    from converters.try_audio import clip
+
+    rate = 44100
+    t = np.arange(int(rate * 0.5)) / rate
+    got = clip(_wav(0.5 * np.sin(2 * np.pi * 440 * t), rate, channels=2))
+    assert got.dtype == np.float32 and len(got) == 8000
+    expected = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+    assert np.abs(got[200:-200] - expected[200:-200]).max() < 0.01  # the same tone, resampled
+    with pytest.raises(UserInputError, match="not a clip this page can read"):
+        clip(b"RIFF nonsense")
+    with pytest.raises(UserInputError, match="at most 30 s"):
+        clip(_wav(np.zeros(16000 * 31), 16000))
+
+
+def test_trying_the_packages_on_a_clip(whisper):
+    """Try it drives the three packages as validation does, on an uploaded clip (22.05 kHz here),
+    and transformers' generate on the same 16 kHz samples: the same token ids, both decoded."""
+    import base64
+
+    from converters import try_it
+
+    report = whisper["report"]
+    assert try_it.kind_of_report(report) == "transcribe"
+    audio = _wav(voiced_clip(seconds=2.0, seed=3, rate=22050), 22050)
+    tried = try_it.run("transcribe", list(whisper["packages"]), whisper["folder"],
+                       {"audio": base64.b64encode(audio).decode()}, "fp16")
+    ours, theirs = tried["package"], tried["pytorch"]
+    assert tried["kind"] == "transcribe" and tried["clip_seconds"] == 2.0
+    assert ours["token_ids"] == theirs["token_ids"] and len(ours["token_ids"]) > 4
+    assert tried["matching_tokens"] == len(theirs["token_ids"])
+    assert isinstance(ours["text"], str) and ours["text"] == theirs["text"]  # the byte-level tokenizer decodes them
+    with pytest.raises(Exception, match="no TextDecoder package"):
+        try_it.run("transcribe", list(whisper["packages"])[:2], whisper["folder"], {}, "fp16")
+
+
+def test_the_form_leaves_out_text_options_for_a_speech_model():
+    """A Whisper model's form hides the sequence length, KV cache and naming (WhisperKit fixes its
+    shapes and names), and the note under them says why."""
+    from converters.options import OPTIONS
+    from ui import form
+
+    assert set(form.SPEECH_UNUSED) <= set(OPTIONS)
+    level, note = form.sequence_note("auto", "audio")
+    assert level == "info" and "30 seconds of audio" in note and "not used" in note
+    assert "tokens" not in note

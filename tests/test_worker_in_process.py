@@ -178,3 +178,59 @@ def test_a_worker_with_another_secret_key_says_which_setting_to_align(redis, mon
     status = _ended(redis, job_id)
     assert f"set the same {tokens.KEY_ENV} on the app and on every worker" in status.error
     assert status.error.endswith("Nothing was pushed.")
+
+
+# ---------------------------------------------------------------- a photo try, end to end in the worker
+
+
+@pytest.fixture(scope="module")
+def image_text_hub(tmp_path_factory):
+    """A local Hub with a tiny CLIP and its two pushed packages (converted unvalidated: the
+    conversion's own checks are test_vision_kinds.py's), and the conversion's report."""
+    from converters.export import convert
+    from converters.options import ConversionOptions
+    from tests.hub_server import LocalHub
+    from tests.kind_models import build_kind
+
+    root = tmp_path_factory.mktemp("image-text")
+    folder = build_kind("clip", root / "clip")
+    result = convert(str(folder), "zero-shot-image-classification", root / "out", ConversionOptions(), validate=False)
+    hub = LocalHub()
+    hub.start()
+    hub.add_user("alice", TOKEN)
+    hub.add_repo_from_folder("alice/clip", folder)
+    commit = hub.add_repo(
+        "alice/clip-coreml", {path.relative_to(root / "out").as_posix(): path.read_bytes()
+                              for package in result.packages for path in package.rglob("*") if path.is_file()})
+    report = dict(result.report_json)  # as the job's status holds it: packages named as in the repo
+    report["packages"] = [{**entry, "path": os.path.relpath(entry["path"], root / "out")} for entry in report["packages"]]
+    yield hub, commit, report
+    hub.stop()
+
+
+def test_a_photo_try_scores_labels_with_both_packages(redis, image_text_hub, monkeypatch):
+    """A zero-shot try in a worker: it fetches both packages of the pushed commit (image and text
+    encoders) and the source, and answers with each label's probability from both sides."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    hub, commit, report = image_text_hub
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    _conversion(redis, "cv-clip", model="alice/clip", push_target="alice/clip-coreml", report=report,
+                links={"commit": f"{hub.url}/alice/clip-coreml/commit/{commit}"})
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(buffer, format="PNG")
+    with pytest.raises(UserInputError, match="too large to try here"):
+        api.submit_try("cv-clip", TOKEN, "alice", "zero-shot", {"text": "a\nb", "photo": "A" * (12 * 2**20)})
+    try_id = api.submit_try("cv-clip", TOKEN, "alice", "zero-shot",
+                            {"text": "a red square\na blue sky", "photo": base64.b64encode(buffer.getvalue()).decode()})
+    _work(redis)
+    status = api.try_status(try_id, "alice")
+    assert status.state == "finished", status.error
+    result = status.result
+    assert result["kind"] == "zero-shot"
+    ours, theirs = dict(result["package"]["probabilities"]), dict(result["pytorch"]["probabilities"])
+    assert set(ours) == {"a red square", "a blue sky"} and all(abs(ours[k] - theirs[k]) < 5e-3 for k in ours)
+    assert not tokens.exists(redis, try_id) and not workdirs.path_for(try_id).exists()

@@ -69,14 +69,23 @@ class JobView:
 
 @dataclass
 class TryIt:
-    """Run the pushed package on your own text (a worker runs it; see worker/try_it.py)."""
+    """Run the pushed package on your own text, photo or clip (a worker runs it; see worker/try_it.py)."""
 
     group: gr.Accordion
     note_html: gr.HTML
-    text_box: gr.Textbox
+    text_box: gr.Textbox  # a prompt, a text, or an image-and-text model's labels
     other_box: gr.Textbox  # the second sentence of an embedder's similarity
     run_button: gr.Button
     output_html: gr.HTML
+    photo_group: gr.Column | None = None  # the photo and the sample photos (ui/try_panel.py)
+    photo: gr.Image | None = None
+    clip: gr.Audio | None = None  # a speech model's clip: uploaded or recorded
+
+    @property
+    def components(self) -> list:
+        """What setting the panel up for a job may update."""
+        return [self.group, self.note_html, self.text_box, self.other_box, self.run_button, self.output_html,
+                *(c for c in (self.photo_group, self.photo, self.clip) if c is not None)]
 
 
 @dataclass
@@ -113,6 +122,9 @@ class Page:
     job_view: JobView
     results: Results
     my_jobs: MyJobs
+    # The repo the form names now (ui.form_checks.announce): a job's push there is announced
+    # at once when it lands; another repo is not the form's business.
+    target: gr.State | None = None
     # What adapt_to_model changes when a model is read, between its two steps (made when the
     # model choice is wired).
     adapted: gr.State | None = None
@@ -129,10 +141,8 @@ class Page:
         return [self.job_view.group, self.job_view.status_html, self.job_view.log_box, self.job_view.cancel_button,
                 self.results.outcome_html, self.results.results_html, self.results.float32_button,
                 self.results.download_button, self.results.download_file, self.timer,
-                self.results.try_it.group, self.results.try_it.note_html, self.results.try_it.text_box,
-                self.results.try_it.other_box, self.results.try_it.run_button, self.results.try_it.output_html,
-                self.view, self.my_jobs.jobs_table, self.job_ids, self.destination.target_html,
-                self.options.workers_html]
+                *self.results.try_it.components, self.view, self.my_jobs.jobs_table, self.job_ids, self.destination.target_html,
+                self.destination.remove_others, self.options.workers_html]
 
 
 def presented_like(event: typing.Callable, handler: typing.Callable, without: str,

@@ -87,6 +87,11 @@ CSS = """
 .cm-continuation ul { margin: 4px 0 12px; padding-left: 1.2em; }
 .cm-continuation li { margin: 2px 0; }
 .cm-text { white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.9em; }
+.cm-try-images { display: flex; flex-wrap: wrap; gap: 12px; margin: 6px 0; }
+.cm-try-images figure { margin: 0; }
+.cm-try-images img { width: 200px; height: auto; image-rendering: pixelated; border-radius: 4px; }
+.cm-try-large img { width: 360px; }
+.cm-try-images figcaption { font-size: 0.85em; color: var(--body-text-color-subdued); }
 .cm-log pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-family: var(--font-mono); font-size: 0.85em;
   line-height: 1.4; }  /* the box is 12 such lines high: no line shows half */
 """
@@ -233,10 +238,18 @@ def tolerance(thresholds: dict | None, precision: str) -> str:
     )
 
 
-def workers_note(workers: list[dict]) -> str:
-    """How many workers and Mac runners are connected (shown next to the validation choice)."""
+# Said instead of "no worker" while the service starts: its workers connect a few seconds after it.
+STARTING = "The service is starting: its workers connect in a few seconds."
+STARTING_JOB = "The service is starting: the job begins once its worker connects, in a few seconds."
+
+
+def workers_note(workers: list[dict], starting: bool = False) -> str:
+    """How many workers and Mac runners are connected (shown next to the validation choice);
+    none while the service is `starting` is no news yet."""
     macs = [w for w in workers if w.get("os") == "Darwin" or "macos" in w.get("queues", "").split(",")]
     others = len(workers) - len(macs)
+    if not workers and starting:
+        return f'<div class="cm-info" data-role="starting">{escape(STARTING)}</div>'
     if not workers:
         return ('<div class="cm-warning">No worker is connected right now: a job waits until one starts.</div>')
     mac_text = (f"{len(macs)} Mac runner{'s' if len(macs) != 1 else ''}" if macs
@@ -679,25 +692,37 @@ def _quality_cell(check: dict) -> str:
             f"{escape(wording.quality_cell(check))}{mark}</td>")
 
 
+# The Program table's facts: (key in report.ProgramInfo, heading, data-role, how a value reads).
+PROGRAM_FACTS = (
+    ("fused_attention", "Fused attention", "fused-attention", wording.yes_no),
+    ("stateful", "Stateful", "stateful", wording.yes_no),
+    ("weight_bits", "Weight bits", "weight-bits", report_number),
+)
+
+
 def program_section(report: dict) -> str:
     """What each package's program holds (report["packages"][i]["program"]), when the engine
-    says: fused attention, stateful, weight bits and the most frequent ops."""
-    rows = []
-    for package in report.get("packages") or []:
-        program = package.get("program")
-        if not isinstance(program, dict):
-            continue
-        part = str(package.get("part") or "model")
-        rows.append(
-            f'<tr data-package="{escape(part)}"><td>{escape(part)}</td>'
-            f"<td data-role='fused-attention'>{escape(wording.yes_no(program.get('fused_attention')))}</td>"
-            f"<td data-role='stateful'>{escape(wording.yes_no(program.get('stateful')))}</td>"
-            f"<td class='cm-num'>{escape(number(program.get('weight_bits')))}</td>"
-            f"<td>{escape(wording.top_ops(program.get('op_counts')))}</td></tr>")
-    if not rows:
+    says: fused attention, stateful, weight bits and the most frequent ops — each fact only for
+    a format whose programs have it (formats.Format.program_facts: an .aimodel has no Core ML
+    fused attention op or weight bits), a column only when some package has it."""
+    shown = [(package, format_of(package.get("format"))) for package in report.get("packages") or []
+             if isinstance(package.get("program"), dict)]
+    if not shown:
         return ""
+    facts = [fact for fact in PROGRAM_FACTS if any(fact[0] in fmt.program_facts for _, fmt in shown)]
+    rows = []
+    for package, fmt in shown:
+        program, part = package["program"], str(package.get("part") or "model")
+        cells = "".join(
+            f"<td data-role='{role}'{' class=cm-num' if key == 'weight_bits' else ''}>"
+            f"{escape(words(program.get(key)) if key in fmt.program_facts else '—')}</td>"
+            for key, _, role, words in facts)
+        label = f"{part} ({fmt.label})" if len({f.name for _, f in shown}) > 1 else part
+        rows.append(f'<tr data-package="{escape(part)}"><td>{escape(label)}</td>{cells}'
+                    f"<td>{escape(wording.top_ops(program.get('op_counts')))}</td></tr>")
+    headings = "".join(f"<th>{heading}</th>" for _, heading, _, _ in facts)
     return ('<div class="cm-program" data-role="program"><h4>Program</h4><table class="cm-table"><thead><tr>'
-            "<th>Package</th><th>Fused attention</th><th>Stateful</th><th>Weight bits</th><th>Most frequent ops</th>"
+            f"<th>Package</th>{headings}<th>Most frequent ops</th>"
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
@@ -842,6 +867,7 @@ TRY_LABELS = {  # kind -> (first box's label, its example, (second box's label, 
     "generate": ("Prompt", "The capital of France is", None),
     "similarity": ("First sentence", "A man is playing a guitar.", ("Second sentence", "Someone plays an instrument.")),
     "classify": ("Text", "I loved this film, the actors were wonderful.", None),
+    "zero-shot": ("Labels, one a line", "a street with a house\nshapes on a table\na cat", None),
 }
 TRY_NOTES = {
     "generate": "The package continues your prompt greedily, driven as swift-transformers drives it, next to the "
@@ -849,27 +875,35 @@ TRY_NOTES = {
     "similarity": "How alike two sentences are (cosine of their mean-pooled embeddings), from the package and from "
                   "the PyTorch model.",
     "classify": "The label and top scores of your text, from the package and from the PyTorch model.",
+    "classify-image": "The top classes of your photo, from the package and from the PyTorch model.",
+    "detect": "What the package finds in your photo, drawn on it (its boxes red, the PyTorch model's blue), "
+              "above a score threshold of 0.5.",
+    "depth": "The depth map of your photo from the package, beside the PyTorch model's, both drawn on the "
+             "PyTorch map's scale (white: its largest value).",
+    "zero-shot": "How well each label fits your photo, scored by the image and text packages together as the model "
+                 "scores them, beside the PyTorch model.",
+    "transcribe": "The transcript of your clip, the three packages driven as WhisperKit drives them (in English, "
+                  "without timestamps), beside the PyTorch model's own generate.",
 }
 
 
 def try_kind(status: JobStatus | None) -> str | None:
-    """The try-it a finished, pushed job offers (converters.try_it.kind_for), else None."""
-    from converters.try_it import kind_for
+    """The try-it a finished, pushed job offers (converters.try_it.kind_of_report), else None."""
+    from converters.try_it import kind_of_report
 
     if not status or status.state != "finished" or not status.pushed:
         return None
-    report = status.report or {}
-    inputs = {i.get("name") for p in report.get("packages") or [] for i in p.get("inputs") or []}
-    modality = "vision" if inputs & {"image", "pixel_values", "pixelValues"} else "text"
-    return kind_for(report.get("task") or status.task, modality)
+    return kind_of_report(status.report or {}, status.task)
 
 
 def try_unavailable(status: JobStatus | None) -> str | None:
     """Why a finished job's package can't be tried on text (the repo has no usable tokenizer), else None."""
-    from converters.try_it import NO_TOKENIZER
+    from converters.try_it import NO_TOKENIZER, TOKENIZED
 
     why = ((status.report if status else None) or {}).get("tokenizer_missing")
-    return f'<div class="cm-warning" data-try-unavailable="1">{escape(NO_TOKENIZER.format(why=why))}</div>' if why else None
+    if not why or try_kind(status) not in TOKENIZED:  # a photo or a clip needs no tokens typed
+        return None
+    return f'<div class="cm-warning" data-try-unavailable="1">{escape(NO_TOKENIZER.format(why=why))}</div>'
 
 
 def try_note(kind: str | None, status: JobStatus | None = None) -> str:
@@ -942,4 +976,83 @@ def try_result(result: dict, inputs: dict | None = None) -> str:
                        for who, side in (("Package (" + mode + ")", package), ("PyTorch (float32)", pytorch)))
         return (f'<div class="cm-try" data-kind="classify"><table class="cm-table"><thead><tr><th></th>'
                 f"<th>Label</th><th>Top scores</th></tr></thead><tbody>{body}</tbody></table></div>")
+    return _try_media_result(kind, result, package, pytorch, mode)
+
+
+# ---------------------------------------------------------------------- try it on a photo or a clip
+
+
+def _picture(png: str | None, caption: str, role: str) -> str:
+    """One of a try's images (a base64 PNG made by the worker) with its caption."""
+    if not png:
+        return ""
+    return (f"<figure data-role='{escape(role)}'><img src='data:image/png;base64,{escape(png)}' alt='{escape(caption)}'>"
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _seconds(side: dict) -> str:
+    return f"{float(side.get('seconds') or 0):.2f} s"
+
+
+def _try_media_result(kind: str | None, result: dict, package: dict, pytorch: dict, mode: str) -> str:
+    """A photo's or a clip's try: the package's answer beside PyTorch's, drawn."""
+    sides = (("Package (" + mode + ")", package), ("PyTorch (float32)", pytorch))
+    if kind == "depth":
+        pictures = (_picture(result.get("photo"), "Your photo, as the package takes it", "photo")
+                    + _picture(package.get("map"), f"Package ({mode})", "package-map")
+                    + _picture(pytorch.get("map"), "PyTorch (float32)", "pytorch-map"))
+        agreement = (f"The two maps: PSNR {float(result.get('psnr_db') or 0):.1f} dB, mean relative error "
+                     f"{float(result.get('relative_error') or 0):.2%}. Time: package {_seconds(package)}, "
+                     f"PyTorch {_seconds(pytorch)}.")
+        return (f'<div class="cm-try" data-kind="depth"><div class="cm-try-images">{pictures}</div>'
+                f"<div data-role='try-verdict'>{escape(agreement)}</div></div>")
+    if kind == "detect":
+        def found(side):
+            detections = side.get("detections") or []
+            return ", ".join(f"{d.get('label')} {float(d.get('score') or 0):.2f}" for d in detections) or "nothing above the threshold"
+        body = "".join(f"<tr><td>{escape(who)}</td><td class='cm-num' data-role='count'>{len(side.get('detections') or [])}</td>"
+                       f"<td>{escape(found(side))}</td><td class='cm-num'>{_seconds(side)}</td></tr>" for who, side in sides)
+        picture = _picture(result.get("drawn"), "Boxes: the package's red, PyTorch's blue", "drawn")
+        below = (f"<div class='cm-muted' data-role='below-threshold'>Nothing scored {float(result.get('threshold') or 0):g} "
+                 "or more: each side's best few are shown.</div>" if result.get("below_threshold") else "")
+        return (f'<div class="cm-try" data-kind="detect"><div class="cm-try-images cm-try-large">{picture}</div>{below}'
+                f"<table class='cm-table'><thead><tr><th></th><th>Found</th><th>Label and score</th><th>Time</th></tr></thead>"
+                f"<tbody>{body}</tbody></table></div>")
+    if kind in ("classify-image", "zero-shot"):
+        photo = _picture(result.get("photo"), "Your photo, as the package takes it", "photo")
+        if kind == "classify-image":
+            def scores(side):
+                return ", ".join(f"{label} {value:.1%}" for label, value in side.get("scores") or [])
+            body = "".join(f"<tr><td>{escape(who)}</td><td data-role='label'>{escape(str(side.get('label')))}</td>"
+                           f"<td>{escape(scores(side))}</td></tr>" for who, side in sides)
+            head = "<th>Class</th><th>Top scores</th>"
+        else:
+            theirs = dict(pytorch.get("probabilities") or [])
+            body = "".join(f"<tr><td data-role='label'>{escape(str(label))}</td><td class='cm-num'>{value:.1%}</td>"
+                           f"<td class='cm-num'>{float(theirs.get(label, 0)):.1%}</td></tr>"
+                           for label, value in package.get("probabilities") or [])
+            head = f"<th>Label</th><th>Package ({escape(mode)})</th><th>PyTorch (float32)</th>"
+        how = {"softmax": " Probabilities by softmax over the labels, as the model scores them: they add up to 100%.",
+               "sigmoid": " Each label's probability by sigmoid, as the model scores them: each stands alone."}
+        note = how.get(str(result.get("probability")), "") if kind == "zero-shot" else ""
+        meaning = f"<div class='cm-muted' data-role='meaning'>{escape(note.strip())}</div>" if note else ""
+        first = "" if kind == "zero-shot" else "<th></th>"
+        return (f'<div class="cm-try" data-kind="{escape(kind)}"><div class="cm-try-images">{photo}</div>'
+                f"<table class='cm-table'><thead><tr>{first}{head}</tr></thead><tbody>{body}</tbody></table>{meaning}</div>")
+    if kind == "transcribe":
+        def transcript(side):
+            text = side.get("text")
+            return _quoted(text) if text else "<span class='cm-muted'>(no words: see the token ids)</span>"
+        body = "".join(f"<tr><td>{escape(who)}</td><td data-role='transcript'>{transcript(side)}</td>"
+                       f"<td class='cm-num'>{_seconds(side)}</td></tr>" for who, side in sides)
+        ids = "".join(f"<div>{escape(who)}: <code data-role='token-ids'>{escape(' '.join(map(str, side.get('token_ids') or [])))}"
+                      f"</code></div>" for who, side in sides)
+        same, total = int(result.get("matching_tokens") or 0), len(pytorch.get("token_ids") or [])
+        verdict = ("The same tokens." if same == total == len(package.get("token_ids") or [])
+                   else f"The first {same} of {total} tokens are the same.")
+        head = f"<div class='cm-muted'>Your clip: {float(result.get('clip_seconds') or 0):.1f} s, at 16 kHz.</div>"
+        return (f'<div class="cm-try" data-kind="transcribe">{head}<table class="cm-table"><thead><tr><th></th>'
+                f"<th>Transcript</th><th>Time</th></tr></thead><tbody>{body}</tbody></table>"
+                f"<div data-role='try-verdict'>{escape(verdict)}</div>"
+                f"<details><summary>Token ids</summary>{ids}</details></div>")
     return ""

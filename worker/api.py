@@ -148,10 +148,12 @@ def submit_try(job_id: str, token: str | None, user: str | None, kind: str, inpu
     job = queues.fetch_job(job_id, redis)
     if job is None or (job.meta or {}).get("user") != user or not (job.meta or {}).get("pushed"):
         raise UserInputError("That conversion is gone (jobs are kept for a limited time): convert it again to try it.")
-    inputs = {key: value for key, value in inputs.items() if key in ("text", "other", "new_tokens")}
+    inputs = {key: value for key, value in inputs.items() if key in ("text", "other", "new_tokens", "photo", "audio")}
     for key in ("text", "other"):
         if key in inputs:
             inputs[key] = try_it.check_text(inputs[key], "The prompt" if kind == "generate" else "The text")
+    for key, what in (("photo", "photo"), ("audio", "clip")):  # refused before it is queued in Redis
+        try_it.media(inputs, key, what)
     quotas.check_try(redis, user)
     try_id = f"try-{job_id}-{time.time_ns():x}"
     tokens.store(redis, try_id, token or "")

@@ -1,5 +1,5 @@
-"""Try it, in a worker: run a finished job's pushed package on the user's text, beside the
-PyTorch model it came from (converters/try_it.py does the running).
+"""Try it, in a worker: run a finished job's pushed package on the user's text, photo or clip,
+beside the PyTorch model it came from (converters/try_it.py does the running).
 
 Why from the Hub and not from the worker that converted it: that worker's folder is gone
 when the job ends (and the worker may be too). The pushed commit is the package the user
@@ -9,8 +9,9 @@ nothing: each try first asks the Hub whether this user's token may read both rep
 (confirm_access), since a cached commit is otherwise served without any request. The cache
 is pruned by count and by bytes (settings.try_cache_bytes), least recently used first.
 
-The request is JSON: {"job_id": the conversion's, "kind", "inputs"}. The token travels as
-for conversions (worker/tokens.py) and is deleted when the try ends.
+The request is JSON: {"job_id": the conversion's, "kind", "inputs"} (a photo or a clip as
+base64 bytes in "inputs"). The token travels as for conversions (worker/tokens.py) and is
+deleted when the try ends.
 """
 
 from __future__ import annotations
@@ -92,15 +93,17 @@ def _try(connection, request: dict, token: str | None, progress: try_it.Progress
     links, report = meta.get("links") or {}, meta.get("report") or {}
     if not meta.get("pushed") or not links.get("commit"):
         raise UserInputError("That conversion is gone or pushed nothing: there is no package to try.")
-    kind = try_it.kind_for(report.get("task") or meta.get("task"))
+    kind = try_it.kind_of_report(report, meta.get("task"))
     if kind is None or kind != request.get("kind"):
         raise UserInputError(f"There is no try-it for {report.get('task') or 'this task'} yet.")
-    if report.get("tokenizer_missing"):  # no text can become token ids for this model
+    if report.get("tokenizer_missing") and kind in try_it.TOKENIZED:  # no text can become token ids for this model
         raise UserInputError(try_it.NO_TOKENIZER.format(why=report["tokenizer_missing"]))
     repo = meta["model"] if links.get("pull_request") else meta.get("push_target")
     commit = links["commit"].rstrip("/").rsplit("/", 1)[-1]
-    package_path = (report.get("packages") or [{}])[0].get("path")
-    if not package_path:
+    # Every package of the conversion, in its order: an image-and-text model scores with two,
+    # Whisper transcribes with three.
+    package_paths = [p.get("path") for p in report.get("packages") or []]
+    if not package_paths or not all(package_paths):
         raise UserInputError("That conversion's report names no package: convert it again to try it.")
 
     check_memory(report)
@@ -114,13 +117,13 @@ def _try(connection, request: dict, token: str | None, progress: try_it.Progress
     source = download(HubReference(meta["model"], meta.get("revision")), token=token, cache_dir=cache,
                       max_bytes=settings.max_download_bytes())
     progress(f"Getting the package from {repo}", 0.0)
-    package = _download_package(repo, commit, package_path, token, cache)
+    packages = _download_packages(repo, commit, package_paths, token, cache)
     for used in {meta["model"], repo}:  # most recently used: kept by _prune
         (cache / f"models--{used.replace('/', '--')}").touch(exist_ok=True)
     _prune(cache)
     mode = "fp16" if (report.get("options") or {}).get("precision", "float16") == "float16" else "fp32"
     try:
-        return try_it.run(kind, package, source.path, request.get("inputs") or {}, mode, progress)
+        return try_it.run(kind, packages, source.path, request.get("inputs") or {}, mode, progress)
     finally:
         if meta.get("source_restricted"):  # a gated or private model's files leave with its try
             for used in {meta["model"], repo}:
@@ -161,15 +164,16 @@ def available_memory() -> int | None:
     return None
 
 
-def _download_package(repo: str, commit: str, package_path: str, token: str | None, cache: Path) -> Path:
+def _download_packages(repo: str, commit: str, package_paths: list[str], token: str | None, cache: Path) -> list[Path]:
     from huggingface_hub import snapshot_download
 
-    folder = Path(snapshot_download(repo, revision=commit, allow_patterns=[f"{package_path}/**"], token=token or False,
-                                    endpoint=os.environ.get("HF_ENDPOINT") or None, cache_dir=cache))
-    package = folder / package_path
-    if not package.is_dir():
-        raise UserInputError(f"The pushed commit has no {package_path}: it was changed since. Convert again to try it.")
-    return package
+    folder = Path(snapshot_download(repo, revision=commit, allow_patterns=[f"{path}/**" for path in package_paths],
+                                    token=token or False, endpoint=os.environ.get("HF_ENDPOINT") or None, cache_dir=cache))
+    packages = [folder / path for path in package_paths]
+    for path, package in zip(package_paths, packages):
+        if not package.is_dir():
+            raise UserInputError(f"The pushed commit has no {path}: it was changed since. Convert again to try it.")
+    return packages
 
 
 def _prune(cache: Path, budget: int | None = None) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from coremltools.converters.mil.frontend.milproto.load import load as _load_milproto
 from coremltools.converters.mil.mil import types
+from coremltools.converters.mil.mil.var import ListVar
 from coremltools.optimize.coreml._quantization_passes import WeightDecompressor
 
 from ...errors import UnsupportedOpError
@@ -221,7 +222,11 @@ class ReferenceExecutor:
         consts = {}
         for op in func.operations:
             for var in op.outputs:
-                if var.name in used | compressed and _is_const(var) and var.dtype != types.str:
+                # A classifier's class names are a list (named by a process-wide counter, so a second
+                # load of the package may give them the name of another constant): never a tensor.
+                if isinstance(var, ListVar) or not (var.name in used | compressed and _is_const(var)):
+                    continue
+                if var.dtype != types.str:
                     dtype = _Tensor.of(var).np_dtype
                     if self.lazy_weights and var.dtype == types.fp16 and np.size(var.val) > _SMALL_CONST:
                         dtype = np.float16  # a big package's float16 weights stay float16, widened per use (ops.Args)
