@@ -50,9 +50,10 @@ checked against the PyTorch model before it is pushed to your Hugging Face accou
 def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
     with gr.Blocks(title="Core ML Converter", delete_cache=(1800, 3600)) as demo:
         page = lay_out_page(on_spaces)
-        wire_page_load(demo, page)
+        checks = wire_form_checks(page)
+        wire_page_load(demo, page, target=checks[2])
         wire_sign_in(page)
-        wire_model_choice(page, wire_form_checks(page))
+        wire_model_choice(page, checks)
         wire_results(page)  # first: the events below cancel its try
         wire_job(page)
         wire_my_jobs(page)
@@ -62,7 +63,7 @@ def build_demo(on_spaces: bool = ON_SPACES) -> gr.Blocks:
 def lay_out_page(on_spaces: bool) -> Page:
     """The page's components (inside a gr.Blocks), section by section in page order."""
     states = {name: gr.State(value) for name, value in
-              (("session", {}), ("summary", None), ("job", None), ("view", {}), ("job_ids", []))}
+              (("session", {}), ("summary", None), ("job", None), ("view", {}), ("job_ids", []), ("target", None))}
     remembered = gr.BrowserState({}, storage_key="coreml-converter")  # a reference only, never the token
     timer = gr.Timer(POLL_SECONDS, active=False)
     gr.Markdown(INTRO)
@@ -142,8 +143,7 @@ def options_section(placed: dict[str, gr.components.Component]) -> OptionsForm:
                             notes[name] = gr.HTML(content(), elem_id=elem_id)
         with gr.Row():
             with gr.Column():
-                runner = gr.Radio(form.RUNNER_CHOICES, value="any", label="Compute units to validate on",
-                                  info=form.HELP["runner"], elem_id="runner")
+                runner = gr.Radio(**form.runner_field(None), elem_id="runner")  # in the chosen format's words
                 workers_html = gr.HTML(elem_id="workers")
             push_anyway = gr.Checkbox(False, label="Push even if validation fails", info=form.HELP["push_anyway"],
                                       elem_id="push-anyway")
@@ -163,7 +163,7 @@ def destination_section() -> Destination:
     licence_html = gr.HTML(elem_id="licence-note")
     confirm_public = gr.Checkbox(False, label=form.CONFIRM_PUBLIC, visible=False, elem_id="confirm-public")
     target_html = gr.HTML(elem_id="push-target-note")
-    remove_others = gr.Checkbox(False, label=form.REMOVE_OTHERS, elem_id="remove-others")
+    remove_others = gr.Checkbox(False, label=form.REMOVE_OTHERS, visible=False, elem_id="remove-others")
     problem_html = gr.HTML(elem_id="option-check")
     convert_button = gr.Button("Convert", variant="primary", interactive=False, elem_id="convert")
     submit_html = gr.HTML(elem_id="submit-message")
@@ -214,13 +214,13 @@ def bind(page: Page, handler: typing.Callable) -> typing.Callable:
     return presented_like(event, handler, without="page")
 
 
-def wire_page_load(demo: gr.Blocks, page: Page) -> None:
-    """A reload or a second tab finds the user signed in, their jobs and running job shown."""
+def wire_page_load(demo: gr.Blocks, page: Page, target: dict) -> None:
+    """A reload or a second tab finds the user signed in, their jobs and running job shown, the target repo re-read."""
     box = page.sign_in
     sign_in_outputs = [c for c in (box.token_box, box.sign_in_button, box.sign_out_button) if c is not None]
     demo.load(bind(page, sign_in.on_load), {page.session, page.remembered},
               [page.session, page.remembered, box.user_html, *sign_in_outputs, page.job, *page.view_outputs],
-              concurrency_limit=None, **QUIET)
+              concurrency_limit=None, **QUIET).then(**target, concurrency_limit=None, **QUIET)
 
 
 def wire_sign_in(page: Page) -> None:
@@ -250,12 +250,13 @@ def wire_form_checks(page: Page) -> list[dict]:
     private model's copy is private. Returns these as events (fn, inputs, outputs), which also
     run once a model is read."""
     fields, chosen, where = page.options.fields, page.model, page.destination
-    check = on_change({"fn": bind(page, form_checks.check), "inputs": {page.summary, chosen.task_radio, *fields.values()},
+    check = on_change({"fn": bind(page, form_checks.check),
+                       "inputs": {page.summary, chosen.task_radio, page.options.runner, *fields.values()},
                        "outputs": [page.options.sequence_html, where.problem_html, page.options.tolerance_html,
-                                   where.convert_button, *(fields[name] for name in form.SPEECH_UNUSED)]},
+                                   where.convert_button, page.options.runner,
+                                   *(fields[name] for name in form.SPEECH_UNUSED)]},
                       [chosen.task_radio, *fields.values()], concurrency_limit=None)
-    where.push.change(bind(page, form_checks.push_changed), {where.push},
-                      [where.push_repo, where.visibility, where.remove_others], **QUIET)
+    where.push.change(bind(page, form_checks.push_changed), {where.push}, [where.push_repo, where.visibility], **QUIET)
     # The Size field itself is no input: a change of its choices must not start this again.
     affecting = [fields[name] for name in form_checks.SIZE_INPUTS]
     sizes = on_change({"fn": bind(page, form_checks.sizes), "inputs": {page.summary, chosen.task_radio, *affecting},
@@ -263,7 +264,7 @@ def wire_form_checks(page: Page) -> list[dict]:
     naming = [fields[name] for name in form_checks.NAMING_OPTIONS]
     target = {"fn": bind(page, form_checks.announce),
               "inputs": {where.push, where.push_repo, page.summary, page.session, *naming},
-              "outputs": [where.target_html, where.push_repo]}
+              "outputs": [where.target_html, where.push_repo, where.remove_others, page.target]}
     # One lookup at a time, in the order the browser sent them: run side by side, an earlier
     # edit's lookup could start after a later one's and take the "newest" ticket from it.
     for field in (where.push, *naming):
@@ -306,7 +307,7 @@ def wire_job(page: Page) -> None:
          page.view, page.session},
         [where.submit_html, page.job, *page.view_outputs], concurrency_limit=None, cancels=[page.try_event], **QUIET,
     ).then(None, js=SCROLL_TO_JOB)  # the job view appears below the form: bring it into sight
-    page.timer.tick(bind(page, jobs.poll), {page.job, page.view, page.session}, page.view_outputs, **POLLING)
+    page.timer.tick(bind(page, jobs.poll), {page.job, page.view, page.session, page.target}, page.view_outputs, **POLLING)
     page.job_view.cancel_button.click(bind(page, jobs.cancel), {page.job, page.view, page.session}, page.view_outputs,
                                       concurrency_limit=None, **QUIET)
 

@@ -6,7 +6,9 @@ A package's memory while it runs, estimated (`Footprint`):
 - weights: the package's size (what Core ML loads; compressed weights stay compressed when Core
   ML decompresses them on the fly, else they take their float16 size — coremltools' guide);
 - KV cache: a stateful text-generation package's `keyCache` and `valueCache` states, float16
-  (layers × key/value heads × context × head size, twice);
+  (layers × key/value heads × context × head size, twice). A format whose LLM package always holds
+  one (formats.Format.llm_cache: Core AI's bundle, whose states grow with the text up to its context)
+  counts it at that whole context, said as such, stateful option or not;
 - the largest activation of one call: the biggest of the logits (tokens × vocabulary: float16
   from iOS16/macOS13, float32 before — coremltools' default outputs), the attention scores (heads × tokens × context), the feed-forward layer (tokens × its
   width) and the hidden states, at the longest call the package takes (a stateful package's
@@ -40,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UserInputError
+from .formats import Format, format_of
 from .options import ConversionOptions, SequenceLength, meets
 
 GB = 10**9
@@ -122,7 +125,8 @@ class Footprint:
     """A package's memory: `weights` (bytes it loads: all its packages together), `kv_cache`
     (its states), `activation` (the largest activation of one call, estimated), `context` (the
     tokens a stateful package's cache holds, else the longest sequence it takes; None for images),
-    `stateful`, and `largest_package` (the biggest single package, for the Neural Engine)."""
+    `stateful`, `largest_package` (the biggest single package, for the Neural Engine) and `grows`
+    (its cache grows with the text up to `context`, counted full)."""
 
     weights: int
     kv_cache: int = 0
@@ -130,6 +134,7 @@ class Footprint:
     context: int | None = None
     stateful: bool = False
     largest_package: int = 0
+    grows: bool = False
 
     @property
     def running(self) -> int:
@@ -236,57 +241,101 @@ def chosen_length(sequence: SequenceLength, stateful: bool, config: dict | None)
     return sequence.for_model(stateful, model_dimensions(config or {})["max_positions"]).maximum
 
 
-def from_config(config: dict, task: str, weight_bytes: int, options, modality: str | None = "text") -> Footprint:
+def holds_growing_cache(fmt: Format, task: str, keeps_cache: bool = True) -> bool:
+    """Whether `fmt`'s package for `task` always holds a KV cache that grows with the text (Core AI's
+    LLM bundle: text generation by a model whose family keeps a cache, `keeps_cache`)."""
+    return fmt.llm_cache and task == "text-generation" and keeps_cache
+
+
+def growing_context(config: dict, options, fmt: Format) -> int:
+    """The context such a cache grows to (backends/coreai/bundle.py: context_length): the sequence
+    length when a stateful cache was asked for, else the model's maximum (the format's own when the
+    config names none); never past a sliding attention window."""
+    if options.kv_cache == "stateful":
+        context = chosen_length(options.sequence_length, True, config)
+    else:
+        context = model_dimensions(config)["max_positions"] or fmt.llm_context
+    window = _first(config, "sliding_window")
+    return min(context, window) if window else context
+
+
+def prompt_call(fmt: Format, context: int) -> int:
+    """The most tokens one call of a growing-cache package takes: its runtime's prompt call, at most
+    the context less the next token."""
+    return min(context - 1, fmt.llm_prompt_call) if fmt.llm_prompt_call else context
+
+
+def from_config(config: dict, task: str, weight_bytes: int, options, modality: str | None = "text",
+                keeps_cache: bool = True) -> Footprint:
     """The footprint the form shows before Convert: `weight_bytes` from the size estimate for the
     chosen Size, the cache and the activation from the model's config at the chosen context
-    (`options`: ConversionOptions — sequence length, KV cache, precision, deployment target)."""
+    (`options`: ConversionOptions — sequence length, KV cache, precision, deployment target,
+    format); a format whose LLM package always holds a cache counts it at the context it grows to
+    (`keeps_cache`: the model's family keeps one). Two formats: the one needing more."""
     element, output = element_sizes(options)
     stateful = options.kv_cache == "stateful"
     if modality == "vision":
         return Footprint(weight_bytes, 0, activation_bytes(config, task, None, None, element, output), None, False,
                          weight_bytes)
-    length = chosen_length(options.sequence_length, stateful, config)
-    cache = kv_cache_bytes(config, length) if stateful else 0
-    return Footprint(weight_bytes, cache, activation_bytes(config, task, length, length, element, output), length,
-                     stateful, weight_bytes)
+    found = []
+    for fmt in map(format_of, options.formats):
+        if holds_growing_cache(fmt, task, keeps_cache):
+            context = growing_context(config, options, fmt)
+            activation = activation_bytes(config, task, prompt_call(fmt, context), context, element, FLOAT16)
+            found.append(Footprint(weight_bytes, kv_cache_bytes(config, context), activation, context, True,
+                                   weight_bytes, grows=True))
+            continue
+        length = chosen_length(options.sequence_length, stateful, config)
+        cache = kv_cache_bytes(config, length) if stateful else 0
+        found.append(Footprint(weight_bytes, cache, activation_bytes(config, task, length, length, element, output),
+                               length, stateful, weight_bytes))
+    return max(found, key=lambda footprint: footprint.running)
 
 
 # ---------------------------------------------------------------------- after converting
 
 
 def from_report(report: dict, config: dict | None = None) -> Footprint | None:
-    """The footprint of a conversion's packages, from its report: their sizes on disk (when it
-    wrote the model in more than one format, an app loads one: the largest set counts) and their
-    states, measured; the largest activation from the model's `config` as before converting when
-    it is given, else from what the report shows (outputs with a known shape, the attention over
-    the cache — a range-shaped output such as a stateful package's logits has none). None when
-    the report lists no package size."""
+    """The footprint of a conversion's packages, from its report: their sizes on disk and their
+    states, measured (when it wrote the model in more than one format, an app loads one: the
+    format needing more counts); the largest activation from the model's `config` as before
+    converting when it is given, else from what the report shows (outputs with a known shape, the
+    attention over the cache — a range-shaped output such as a stateful package's logits has
+    none). A package whose format always holds a growing cache is counted at the context its
+    states grow to. None when the report lists no package size."""
     packages = [p for p in report.get("packages") or [] if p.get("size_bytes")]
     if not packages:
         return None
     by_format: dict[str, list[dict]] = {}
     for package in packages:
         by_format.setdefault(str(package.get("format") or ""), []).append(package)
-    chosen = max(by_format.values(), key=lambda group: sum(p["size_bytes"] for p in group))
-    weights = sum(p["size_bytes"] for p in chosen)
-    cache = sum(_elements(_longest(s)) * DTYPE_BYTES.get(s.get("dtype"), FLOAT16)
-                for p in chosen for s in p.get("states") or [])
     options = report.get("options") or {}
-    stateful = options.get("kv_cache") == "stateful"
-    image = any(i.get("type") == "image" for p in chosen for i in p.get("inputs") or [])
-    context = None
     try:
         parsed = ConversionOptions.from_strings(**{k: v for k, v in options.items()
                                                    if k in ("precision", "sequence_length", "minimum_deployment_target")})
-        context = None if image else chosen_length(parsed.sequence_length, stateful, config)
     except UserInputError:  # an older or foreign report: the sizes still stand
         parsed = None
+    found = [_measured(group, format_of(name or None), report, parsed, config) for name, group in by_format.items()]
+    return max(found, key=lambda footprint: (footprint.running, footprint.weights))
+
+
+def _measured(chosen: list[dict], fmt: Format, report: dict, parsed, config: dict | None) -> Footprint:
+    """One format's packages' footprint (see from_report)."""
+    weights = sum(p["size_bytes"] for p in chosen)
+    cache = sum(_elements(_longest(s)) * DTYPE_BYTES.get(s.get("dtype"), FLOAT16)
+                for p in chosen for s in p.get("states") or [])
+    task = str(report.get("task") or "")
     contexts = [_longest(s)[3] for p in chosen for s in p.get("states") or [] if len(_longest(s)) == 5]
+    grows = bool(contexts) and holds_growing_cache(fmt, task)
+    stateful = (report.get("options") or {}).get("kv_cache") == "stateful" or grows
+    image = any(i.get("type") == "image" for p in chosen for i in p.get("inputs") or [])
+    context = None if image or parsed is None else chosen_length(parsed.sequence_length, stateful, config)
     if stateful and contexts:
         context = max(contexts)  # what the cache holds, as written
+    tokens = prompt_call(fmt, context) if grows else context
     if config and parsed is not None:
         element, output = element_sizes(parsed)
-        activation = activation_bytes(config, str(report.get("task") or ""), context, context, element, output)
+        activation = activation_bytes(config, task, tokens, context, element, FLOAT16 if grows else output)
     else:
         activation = 0
         for package in chosen:
@@ -295,8 +344,8 @@ def from_report(report: dict, config: dict | None = None) -> Footprint | None:
             for state in package.get("states") or []:  # [layers, 1, kv heads, context, head size]
                 shape = _longest(state)
                 if len(shape) == 5:
-                    activation = max(activation, shape[2] * shape[3] * shape[3] * FLOAT16)
-    return Footprint(weights, cache, activation, context, stateful, max(p["size_bytes"] for p in chosen))
+                    activation = max(activation, shape[2] * (tokens or shape[3]) * shape[3] * FLOAT16)
+    return Footprint(weights, cache, activation, context, stateful, max(p["size_bytes"] for p in chosen), grows)
 
 
 # ---------------------------------------------------------------------- in words
@@ -313,23 +362,26 @@ def gigabytes(size: int | float) -> str:
 
 
 def context_words(footprint: Footprint) -> str:
-    """'at 4 k context', 'at 128 tokens', or '' (an image model)."""
+    """'at 4 k context', 'at its full 8 k context' (a cache that grows), 'at 128 tokens', or '' (an image model)."""
     if footprint.context is None:
         return ""
     if footprint.stateful:
         amount = f"{footprint.context // 1024} k" if footprint.context % 1024 == 0 else f"{footprint.context:,}-token"
-        return f"at {amount} context"
+        return f"at {'its full ' if footprint.grows else ''}{amount} context"
     return f"at {footprint.context:,} tokens"
 
 
 def breakdown(footprint: Footprint) -> str:
-    """'about 1.3 GB while it runs at 4 k context: weights 0.70 GB, KV cache 0.45 GB, largest activation 0.20 GB'."""
+    """'about 1.3 GB while it runs at 4 k context: weights 0.70 GB, KV cache 0.45 GB, largest activation 0.20 GB'
+    (a cache that grows: 'at its full 8 k context (its KV cache grows with the text up to there): …')."""
     parts = [f"weights {gigabytes(footprint.weights)}"]
     if footprint.kv_cache:
         parts.append(f"KV cache {gigabytes(footprint.kv_cache)}")
     if footprint.activation:
         parts.append(f"largest activation {gigabytes(footprint.activation)}")
     where = context_words(footprint)
+    if footprint.grows and footprint.kv_cache:
+        where += " (its KV cache grows with the text up to there)"
     return f"about {gigabytes(footprint.running)} while it runs{' ' + where if where else ''}: {', '.join(parts)}"
 
 

@@ -1,6 +1,7 @@
 """Each output format as people read it: the choice the option table offers, and what a
-conversion's name, a default repo name, the Hub's tags, the page's Try it note and a saved
-report's rows say of it.
+conversion's name, a default repo name, the Hub's tags, the page's Try it note, validation
+choices and program table, a saved report's rows and the device fit (what its LLM package holds)
+say of it.
 
 Beside backends/ (the machinery that makes each format's packages), the one module that names
 a format: a new format adds its entry here, with its package in backends/ and its line in
@@ -37,6 +38,13 @@ class Format:
     try_runs: str = ""  # the page's note: what runs a try of its package
     swift_transformers: bool = True  # whether a try drives its text generator as swift-transformers does
     modes: dict[str, Mode] = field(default_factory=dict)  # the modes its runners and devices report
+    validated_on: str = ""  # the form's words for a validation on any worker
+    on_a_mac: str = ""  # the form's words for what a Mac runner adds ("": nothing: the choice is not offered)
+    program_facts: tuple[str, ...] = ("fused_attention", "stateful", "weight_bits")  # what its programs' table says
+    # Its text-generation package, for a model whose family keeps a KV cache:
+    llm_cache: bool = False  # always holds one, grown up to its context (else only a stateful cache asked for)
+    llm_context: int = 0  # that context when the model's config names no maximum
+    llm_prompt_call: int = 0  # the most prompt tokens its runtime sends in one call (0: the whole prompt)
 
 
 EMULATION = {
@@ -50,6 +58,8 @@ CORE_ML = Format(
     makes=("coreml",), label="Core ML", repo_suffix="coreml", hub_tag="coreml", package_suffix=".mlpackage",
     deployment_target=True,
     try_runs="A worker runs the pushed package in the reference executor (float16 packages in float16 emulation)",
+    validated_on="Any worker: reference executor, exact fp32 and fp16 device emulation",
+    on_a_mac="A Mac runner: also real Core ML on CPU, GPU and Neural Engine",
     modes={**EMULATION, **{f"coreml-{unit}": Mode(unit, f"Core ML, {words}", f"Core ML, {unit}") for unit, words in _UNITS.items()}},
 )
 CORE_AI = Format(
@@ -58,12 +68,21 @@ CORE_AI = Format(
     try_runs="A worker runs the pushed .aimodel in Apple's Core AI runtime, on this server's CPU",
     swift_transformers=False,  # swift-transformers loads .mlpackages; Apple's own engine drives an .aimodel
     modes={"coreai": Mode("runtime", "Core AI runtime (the .aimodel, executed)", "Core AI runtime")},
+    validated_on="Any worker: Apple's Core AI runtime runs the .aimodel, on the worker's CPU",
+    program_facts=("stateful",),  # Core ML's fused attention op and weight encodings are not an .aimodel's
+    # An LLM bundle's states grow from 256 slots up to metadata.json's max_context_length, the model's
+    # max_position_embeddings or 2048 (backends/coreai/bundle.py: context_length, DEFAULT_CONTEXT); Apple's
+    # engine sends a prompt of more than 1024 tokens in 512-token chunks (backends/coreai/runtime.py).
+    llm_cache=True, llm_context=2048, llm_prompt_call=1024,
 )
 BOTH = Format(
     "both", "Both: an .mlpackage and an .aimodel", makes=("coreml", "coreai"), short="Core ML + Core AI",
     repo_suffix="coreml-coreai",
     try_runs="A worker runs the pushed Core ML package (the .aimodel beside it was validated, not tried here), in "
              "the reference executor (float16 packages in float16 emulation)",
+    validated_on="Any worker: the .mlpackage in the reference executor (exact fp32 and fp16 device emulation), "
+                 "the .aimodel in Apple's Core AI runtime",
+    on_a_mac="A Mac runner: also the .mlpackage in real Core ML on CPU, GPU and Neural Engine",
 )
 
 # The `format` option's choices, the default first.

@@ -588,3 +588,56 @@ def test_a_reload_keeps_the_sign_in_and_the_running_job_which_can_be_cancelled(p
     wait_until(lambda: not service.running_job_ids(), 30, what="the cancelled job to leave the worker")
     assert service.hub_state() == before
     screenshot(page, tmp_path, "4-cancelled")
+
+
+def test_the_target_repo_is_read_again_after_a_reload_and_core_ai_speaks_its_own_words(page, service, tmp_path):
+    """Issue 24's walk-through, its last defects: a page reloaded while a job ran was told when the
+    job ended that the job's repo already existed, under a form naming no repo; the box removing
+    a repo's other packages showed under a repo that did not exist; a Core AI LLM form counted no
+    KV cache and offered Core ML's compute units."""
+    target = f"{OWNER}/browser-reloaded-target"
+    mixed = f"{OWNER}/browser-mixed-coreml"
+    if mixed not in service.hub.repo_ids():  # an earlier conversion's Core ML package
+        service.hub.add_repo(mixed, {"job-llama.mlpackage/Manifest.json": "{}", "README.md": "card"}, owner_token=OWNER_TOKEN)
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    assert not page.locator("#remove-others").is_visible()  # no repo named yet
+    choose_model(page, repos.SLOW)
+    page.wait_for_function("() => document.querySelector('#quantize')?.innerText.includes(' MB')")  # the form has settled
+    set_options(page, "8")
+    page.fill("#push-repo textarea, #push-repo input", target)
+    page.wait_for_timeout(1000)
+    assert page.inner_text("#push-target-note").strip() == "" and not page.locator("#remove-others").is_visible()
+    submit(page)
+    watch_job(page, until=("running",) + ENDED)
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_selector("[data-signed-in=yes]")
+    page.wait_for_selector("#job-status [data-state]")
+    assert watch_job(page)[-1][0] == "finished"
+    page.wait_for_timeout(1000)  # a poll or two after the push
+    assert page.inner_text("#push-target-note").strip() == "", "a repo the reloaded form does not name was announced"
+    assert not page.locator("#remove-others").is_visible()
+    # Named again: read from the Hub — it exists, and holds only what this push would replace.
+    choose_model(page, repos.SLOW)
+    page.fill("#push-repo textarea, #push-repo input", target)
+    page.wait_for_function(f"() => document.querySelector('#push-target-note')?.innerText.includes('{target} already exists')")
+    assert "other package" not in page.inner_text("#push-target-note") and not page.locator("#remove-others").is_visible()
+
+    # A Core AI LLM: its cache at the context it grows to, its own validation words, and the
+    # repo holding its Core ML package offers the box.
+    choose_model(page, repos.TINY_LLAMA)
+    if not page.locator("#format").is_visible():
+        page.click("#options")  # closed again by the reload
+    page.locator("#format input[value=coreai]").check()
+    page.wait_for_function("() => document.querySelector('#option-check')?.innerText.includes('at its full')")
+    fit = page.inner_text("#option-check")
+    assert "at its full 512-token context (its KV cache grows with the text up to there)" in fit and "KV cache" in fit
+    assert "grows with the text up to its context, 512 tokens" in page.inner_text("#sequence-note")
+    runner = page.inner_text("#runner")
+    assert "Core AI runtime" in runner and "Mac runner" not in runner and "reference executor" not in runner
+    page.fill("#push-repo textarea, #push-repo input", mixed)
+    page.wait_for_function(f"() => document.querySelector('#push-target-note')?.innerText.includes('{mixed} already exists')")
+    assert "(job-llama.mlpackage) stays" in page.inner_text("#push-target-note")
+    page.locator("#remove-others").wait_for(state="visible")
+    page.locator("#push-target-note").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "2g-core-ai-form-and-a-repo-holding-another-package")

@@ -218,3 +218,53 @@ def test_the_module_imports_no_torch():
 def test_a_config_without_the_usual_sizes_gives_no_cache_and_no_activation(config):
     assert fit.kv_cache_bytes(config, 128) == 0
     assert fit.activation_bytes(config, "text-generation", 128, 128, 2) == 0
+
+
+def core_ai_report(context: int, size: int, options: dict | None = None) -> dict:
+    """A Core AI LLM bundle's report as converters/backends/coreai/runtime.py describes it: its
+    states' sequence axis a range up to the bundle's context (it grows from 256 slots as the text
+    does), the logits range-shaped; the stateful option not asked for."""
+    cache = [[30, 30], [1, 1], [3, 3], [1, context], [64, 64]]
+    state = {"name": "keyCache", "type": "state", "shape": [r[1] for r in cache], "dtype": "float16",
+             "flexibility": "range", "ranges": cache}
+    package = {"part": "model", "format": "coreai", "size_bytes": size, "path": "SmolLM2/SmolLM2.aimodel",
+               "states": [state, {**state, "name": "valueCache"}],
+               "outputs": [{"name": "logits", "shape": [1, -1, 49152], "dtype": "float16", "flexibility": "range",
+                            "ranges": [[1, 1], [1, -1], [49152, 49152]]}]}  # the .aimodel keeps no bound
+    return {"task": "text-generation", "packages": [package],
+            "options": options or {"format": "coreai", "kv_cache": "none", "sequence_length": "auto", "precision": "float16"}}
+
+
+def test_a_core_ai_llm_counts_its_cache_at_the_context_it_grows_to():
+    """Issue 24's walk-through: a Core AI SmolLM2 job's form showed no KV cache, and its result said
+    "at 128 tokens" beside a 189 MB cache. A Core AI LLM bundle always holds a cache that grows up
+    to its context (the model's 8192 positions): the form, the result and the card count it there,
+    and say so; the largest call is Apple's engine's 1024-token prompt call, not the whole context."""
+    from converters.formats import BOTH, CORE_AI
+
+    options = ConversionOptions.from_strings(format=CORE_AI.name)
+    form = fit.from_config(SMOLLM2, "text-generation", 270_000_000, options)
+    full = fit.kv_cache_bytes(SMOLLM2, 8192)
+    assert (form.kv_cache, form.context, form.stateful, form.grows) == (full, 8192, True, True) and full == 188_743_680
+    assert form.activation == fit.activation_bytes(SMOLLM2, "text-generation", 1024, 8192, 2) == 9 * 1024 * 8192 * 2
+    words = fit.summary(form)
+    assert "at its full 8 k context (its KV cache grows with the text up to there)" in words and "KV cache 189 MB" in words
+    # The result (from the report, with or without the model's config) says the same.
+    assert fit.from_report(core_ai_report(8192, 270_000_000), SMOLLM2) == form
+    alone = fit.from_report(core_ai_report(8192, 270_000_000))
+    assert (alone.kv_cache, alone.context, alone.grows) == (full, 8192, True) and fit.summary(alone).count("full 8 k") == 1
+    assert alone.activation == 3 * 1024 * 8192 * 2  # the attention of a 1024-token call over the whole cache
+    # The Core ML package holds none unless a stateful cache is asked for; with both formats, the one needing more.
+    assert fit.from_config(SMOLLM2, "text-generation", 270_000_000, ConversionOptions()).kv_cache == 0
+    assert fit.from_config(SMOLLM2, "text-generation", 270_000_000, ConversionOptions.from_strings(format=BOTH.name)) == form
+    # A stateful cache asked for sets the context; a config naming no maximum: 2048; a sliding window caps it.
+    asked = fit.from_config(SMOLLM2, "text-generation", 1, stateful(512, format=CORE_AI.name))
+    assert (asked.context, asked.kv_cache, asked.grows) == (512, fit.kv_cache_bytes(SMOLLM2, 512), True)
+    assert fit.from_report(core_ai_report(512, 1, {**core_ai_report(1, 1)["options"], "kv_cache": "stateful",
+                                                   "sequence_length": "512"}), SMOLLM2).kv_cache == asked.kv_cache
+    no_maximum = {k: v for k, v in SMOLLM2.items() if k != "max_position_embeddings"}
+    assert fit.from_config(no_maximum, "text-generation", 1, options).context == CORE_AI.llm_context == 2048
+    assert fit.from_config({**SMOLLM2, "sliding_window": 4096}, "text-generation", 1, options).context == 4096
+    # No bundle, no cache: an embedder, or a text generator whose family keeps no cache.
+    assert fit.from_config(SMOLLM2, "feature-extraction", 1, options).kv_cache == 0
+    assert fit.from_config(SMOLLM2, "text-generation", 1, options, keeps_cache=False).kv_cache == 0

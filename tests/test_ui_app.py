@@ -90,3 +90,15 @@ def test_launch_settings(monkeypatch):
     assert 'os.environ.get("GRADIO_SERVER_PORT", "7860")' in source
     assert 'os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")' in source
     assert "run_history=False" in source and "start_backend()" in source
+
+
+def test_a_page_load_reads_the_target_repo_again_and_the_clean_up_box_starts_hidden(self_hosted):
+    """Issue 24's walk-through: after a reload, what the page had said about the target repo was
+    not read again; the box removing a repo's other packages showed before any repo was read.
+    The load (which restores the sign-in) is followed by the target's lookup, for the form as it
+    is now; the box shows only once a lookup finds other packages."""
+    fns = list(self_hosted.fns.values())
+    load = next(i for i, f in enumerate(fns) if f.name == "on_load")
+    assert any(f.name == "announce" and f.trigger_after == fns[load]._id for f in fns), "no lookup follows the load"
+    (box,) = [b for b in components(self_hosted, gr.Checkbox) if b.elem_id == "remove-others"]
+    assert box.visible is False

@@ -142,6 +142,50 @@ def test_before_convert_the_form_says_which_devices_the_package_fits():
     assert 'data-level="error"' in refused and "device-fit" not in refused
 
 
+SMOLLM2 = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 576, "intermediate_size": 1536,
+           "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+           "vocab_size": 49152, "max_position_embeddings": 8192, "tie_word_embeddings": True}
+
+
+def test_a_core_ai_llm_form_counts_its_growing_cache_and_speaks_core_ais_words():
+    """Issue 24's walk-through: the Core AI SmolLM2 form showed no KV cache (its result then counted
+    189 MB), said the package "takes exactly 128 tokens", and offered Core ML's compute units to
+    validate on. The check handler: the cache at the context it grows to, the same in the note and
+    the device fit, and validation in Core AI's own words (a Mac runner adds nothing to an .aimodel)."""
+    from html import unescape
+
+    from converters.formats import CORE_AI, CORE_ML
+    from ui.models import ModelSummary
+
+    demo, handler, by_id = _check_handler()
+    summary = ModelSummary(text="HuggingFaceTB/SmolLM2-135M-Instruct", repo_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+                           model_type="llama", config=SMOLLM2, tasks=["text-generation", "feature-extraction"],
+                           default_task="text-generation", modality="text")
+
+    def check(**entered):
+        values = {"task": "text-generation", **entered}
+        data = {c: values.get(getattr(c, "elem_id", None), getattr(c, "value", None)) for c in handler.inputs}
+        data[next(c for c in handler.inputs if c.elem_id is None)] = summary  # the model's summary (a State)
+        out = handler.fn(data)
+        return unescape(out[by_id["option-check"]]), unescape(out[by_id["sequence-note"]]), out[by_id["runner"]]
+
+    fit, note, runner = check(format=CORE_AI.name, runner="macos")
+    assert "at its full 8 k context (its KV cache grows with the text up to there)" in fit and "KV cache 189 MB" in fit
+    assert ("grows with the text up to its context, 8,192 tokens (the model's maximum): 189 MB at its full size" in note
+            and "exactly" not in note)
+    assert runner["choices"] == [(CORE_AI.validated_on, "any")] and runner["value"] == "any"  # the Mac choice is gone
+    assert "Core ML" not in str(runner) and "reference executor" not in str(runner)
+    fit, note, runner = check(format=CORE_AI.name, **{"kv-cache": "stateful", "sequence-length": "1024"})
+    assert "at its full 1 k context" in fit and "up to its context, 1,024 tokens (the sequence length)" in note
+    # Core ML: no cache unless asked for, its own words and both choices.
+    fit, note, runner = check(format=CORE_ML.name, runner="macos")
+    assert "KV cache" not in fit and "at 128 tokens" in fit and "exactly 128 tokens" in note
+    assert runner["choices"] == [(CORE_ML.validated_on, "any"), (CORE_ML.on_a_mac, "macos")] and runner["value"] == "macos"
+    # An embedder in Core AI: no bundle, no cache.
+    fit, note, runner = check(format=CORE_AI.name, task="feature-extraction")
+    assert "KV cache" not in fit and "grows" not in note
+
+
 def _check_handler():
     import app
 
@@ -165,7 +209,7 @@ def test_choices_cover_what_the_engine_accepts():
     assert [v for _, v in form.option_field("naming")["choices"]] == list(NAMINGS)
     assert [v for _, v in form.option_field("kv_cache")["choices"]] == list(KV_CACHES)
     assert [v for _, v in form.option_field("tolerance")["choices"]] == list(TOLERANCES)
-    assert [v for _, v in form.RUNNER_CHOICES] == list(RUNNERS)
+    assert [v for _, v in form.runner_field(None)["choices"]] == list(RUNNERS)
     assert [v for _, v in form.PUSH_CHOICES] == list(PUSH_KINDS)
     assert form.option_field("minimum_deployment_target")["value"] in DEPLOYMENT_TARGETS
     assert all(len(text) < 160 for text in form.HELP.values()), "help must stay one line"

@@ -287,3 +287,93 @@ def test_convert_refuses_what_the_form_refuses_even_before_the_forms_check_answe
     shown = jobs.submit(page, data, None, None)
     assert shown == {page.destination.submit_html: render.message(
         "A stateful KV cache needs Core ML states: choose minimum deployment target iOS18 or macOS15.", "error")}
+
+
+def test_the_target_note_and_its_clean_up_box_follow_the_repo_the_form_names_now(page, monkeypatch):
+    """Issue 24's walk-through: the box offering to remove a repo's other packages showed under a
+    repo that did not exist; and a page reloaded while a job ran (its form naming no repo) was told,
+    when the job ended, that the job's repo already existed. The note and the box are read from the
+    Hub for the repo the form names, at each edit, on load, and when a job's push lands there."""
+    from ui import form_checks
+    from ui.models import ModelSummary
+
+    held = {"alice/tiny-bert-coreml": ["tiny-bert.mlpackage", "tiny-bert/tiny-bert.aimodel"],
+            "alice/mine": ["tiny-bert.mlpackage"]}
+    asked = []
+    monkeypatch.setattr(form_checks.models, "repo_packages", lambda repo, token: asked.append(repo) or held.get(repo))
+    where = page.destination
+    summary = ModelSummary("alice/tiny-bert", repo_id="alice/tiny-bert", model_type="bert", tasks=["fill-mask"],
+                           default_task="fill-mask")
+    request = SimpleNamespace(session_hash="reloaded-page")
+
+    def announce(**entered):
+        data = {**values(page), page.session: SESSION, page.summary: summary, where.push: form.NEW_REPO,
+                where.push_repo: "", **{getattr(where, name): value for name, value in entered.items()}}
+        return form_checks.announce(page, data, request, None, None)
+
+    # A new repo: nothing to say, no box (and a box left ticked is unticked: it would remove nothing anyway).
+    new = announce(push_repo="alice/new-one")
+    assert new[where.target_html] == "" and new[where.remove_others] == gr.update(visible=False, value=False)
+    assert new[page.target] == "alice/new-one"
+    # The default repo holds this model's .mlpackage and an .aimodel bundle: a Core ML push replaces the first.
+    held_others = announce()
+    assert "alice/tiny-bert-coreml already exists" in held_others[where.target_html]
+    assert "(tiny-bert/tiny-bert.aimodel) stays" in held_others[where.target_html]
+    assert held_others[where.remove_others] == gr.update(visible=True) and held_others[page.target] == "alice/tiny-bert-coreml"
+    # A repo holding only what this push replaces: the note, no box.
+    own = announce(push_repo="mine")
+    assert "alice/mine already exists" in own[where.target_html] and "stay" not in own[where.target_html]
+    assert own[where.remove_others]["visible"] is False
+    # A pull request: no repo of ours is named, nothing read.
+    asked.clear()
+    pull = announce(push=form.PULL_REQUEST)
+    assert pull[where.target_html] == "" and pull[page.target] is None and not asked
+
+    # A job's push landing: said only when the form names that repo (a reloaded page names none).
+    monkeypatch.setattr(jobs.api, "recent_jobs", lambda user, limit: [])
+    monkeypatch.setattr(jobs.api, "states", lambda ids: {})
+    monkeypatch.setattr(jobs.api, "workers", lambda: [{"os": "Linux", "queues": "tries,default"}])
+    landed = JobStatus("job-9", JobState.FINISHED, user="alice", stage="done", model="alice/tiny-bert", pushed=True,
+                       push_kind=form.NEW_REPO, push_target="alice/mine")
+    running = {"state": "running", "stage": "push", "job_id": "job-9"}
+    reloaded = jobs.show(page, landed, running, "alice", named=None, token=TOKEN)
+    assert where.target_html not in reloaded and where.remove_others not in reloaded
+    named = jobs.show(page, landed, running, "alice", named="alice/mine", token=TOKEN)
+    assert "alice/mine already exists" in named[where.target_html] and named[where.remove_others]["visible"] is False
+    assert set(named) <= set(page.view_outputs), "show() updates a component its events do not output"
+    elsewhere = jobs.show(page, landed, running, "alice", named="alice/other", token=TOKEN)
+    assert where.target_html not in elsewhere
+
+
+def test_no_worker_is_said_only_once_the_service_has_had_time_to_start_its_workers(page, monkeypatch):
+    """Issue 24's walk-through: "No worker is connected" for the first seconds after the service
+    started, while its worker was still loading. Until STARTING_SECONDS after the web process
+    started, the page says the service is starting — and polls, to say the workers once they connect."""
+    workers: list[dict] = []
+    monkeypatch.setattr(jobs.api, "workers", lambda: workers)
+    monkeypatch.setattr(jobs.api, "recent_jobs", lambda user, limit: [])
+    monkeypatch.setattr(jobs.api, "states", lambda ids: {})
+    monkeypatch.setattr(sign_in.api, "workers", lambda: workers)
+    monkeypatch.setattr(sign_in, "jobs_for", lambda user: ([], []))
+    just_started = jobs.time.monotonic()
+    monkeypatch.setattr(jobs, "STARTED_AT", just_started)
+    data = {**values(page), page.session: {}, page.remembered: {}, page.job: None, page.view: {}}
+    loaded = sign_in.on_load(page, data, None, None)
+    assert "The service is starting" in loaded[page.options.workers_html] and "No worker" not in loaded[page.options.workers_html]
+    assert loaded[page.timer].active is True
+    # A job queued meanwhile says the same, not "No worker is running".
+    queued = JobStatus("job-1", JobState.QUEUED, user="alice", note="No worker is running: the job waits until one starts.")
+    html = jobs.show(page, queued, {}, "alice", fresh=True)[page.job_view.status_html]
+    assert "No worker" not in html and render.STARTING_JOB in html
+    # Polled with no job shown: said again, still polling; once a worker connects, said and stopped.
+    polled = jobs.poll(page, data, None, None)
+    assert "starting" in polled[page.options.workers_html] and page.timer not in polled
+    workers.append({"os": "Linux", "queues": "tries,default"})
+    polled = jobs.poll(page, data, None, None)
+    assert "Connected: 1 Linux worker" in polled[page.options.workers_html] and polled[page.timer].active is False
+    # A minute on with no worker: now it is news.
+    workers.clear()
+    monkeypatch.setattr(jobs, "STARTED_AT", just_started - jobs.STARTING_SECONDS - 1)
+    assert "No worker is connected" in jobs.workers_text()
+    assert "No worker is running" in jobs.show(page, queued, {}, "alice", fresh=True)[page.job_view.status_html]
+    assert page.timer not in sign_in.on_load(page, data, None, None)

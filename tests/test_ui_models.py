@@ -155,6 +155,37 @@ def test_the_target_repo_is_named_as_the_job_will_and_its_existence_read_from_th
     assert models.repo_exists(f"{OWNER}/secret-bert", OWNER_TOKEN) is True
 
 
+def test_the_target_repos_packages_are_read_and_those_a_push_would_not_replace_named(hub):
+    """The clean-up box shows only for an existing repo holding packages this push would not
+    replace (issue 24's walk-through: it showed under a repo that did not exist)."""
+    from converters.formats import BOTH, CORE_AI
+    from ui import form
+
+    held = f"{OWNER}/ui-held-coreml"
+    if held not in hub.repo_ids():
+        hub.add_repo(held, {"tiny-bert.mlpackage/Manifest.json": "{}", "tiny-bert.mlpackage/Data/weight.bin": "w",
+                            "tiny-bert/tiny-bert.aimodel": "x", "tiny-bert/metadata.json": "{}",
+                            "older-bert-encoder.mlpackage/Manifest.json": "{}", "README.md": "card"},
+                     owner_token=OWNER_TOKEN)
+    packages = models.repo_packages(held, None)
+    assert packages == ["older-bert-encoder.mlpackage", "tiny-bert.mlpackage", "tiny-bert/tiny-bert.aimodel"]
+    assert models.repo_packages(f"{OWNER}/tiny-bert", None) == []  # exists, holds no package
+    assert models.repo_packages(f"{OWNER}/no-such-repo", None) is None
+    assert models.repo_packages(f"{OWNER}/secret-bert", None) is None  # private: unseen without the token
+    # What each push replaces: the package named after its model, in the format(s) it writes.
+    assert form.other_packages(packages, "tiny-bert") == ["older-bert-encoder.mlpackage", "tiny-bert/tiny-bert.aimodel"]
+    core_ai = ConversionOptions.from_strings(format=CORE_AI.name)
+    assert form.other_packages(packages, "tiny-bert", core_ai) == ["older-bert-encoder.mlpackage", "tiny-bert.mlpackage"]
+    both = ConversionOptions.from_strings(format=BOTH.name)
+    assert form.other_packages(packages, "tiny-bert", both) == ["older-bert-encoder.mlpackage"]
+    assert form.other_packages(packages, "older-bert", both) == ["tiny-bert.mlpackage", "tiny-bert/tiny-bert.aimodel"]
+    exporters = ConversionOptions.from_strings(naming="exporters")
+    assert form.other_packages(["coreml/fill-mask/float16_model.mlpackage", *packages], "tiny-bert", exporters) == packages
+    note = form.existing_target_note(held, form.other_packages(packages, "tiny-bert"))
+    assert "Its other packages (older-bert-encoder.mlpackage, tiny-bert/tiny-bert.aimodel) stay" in note
+    assert "other package" not in form.existing_target_note(held, [])
+
+
 def test_suggestions_never_leave_the_box_a_filtered_index_past_their_end():
     """Gradio's dropdown renders new choices with the indices of the old ones that contain the
     typed text; the list sent must reach every such index (or nothing is sent)."""

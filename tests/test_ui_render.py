@@ -241,6 +241,7 @@ def test_my_jobs_rows():
 
 def test_workers_note():
     assert "No worker is connected" in render.workers_note([])
+    assert "No worker" not in render.workers_note([], starting=True) and "starting" in render.workers_note([], starting=True)
     note = render.workers_note([{"os": "Linux", "queues": "default"}, {"os": "Darwin", "queues": "macos,default"}])
     assert "1 Linux worker" in note and "1 Mac runner" in note
     assert "no Mac runner" in render.workers_note([{"os": "Linux", "queues": "default"}])
@@ -353,6 +354,22 @@ def test_the_program_section_when_the_engine_reports_it(compressed):
             "scaled_dot_product_attention 2, silu 2, …") in program  # the 8 most frequent
     older = {**compressed, "packages": [{k: v for k, v in compressed["packages"][0].items() if k != "program"}]}
     assert 'data-role="program"' not in render.results(finished(older))  # absent (an older report): skipped
+
+
+def test_a_core_ai_packages_program_says_only_what_an_aimodel_has(compressed):
+    """Issue 24's walk-through: a Core AI job's Program table said "Fused attention: no" and an
+    empty "Weight bits", Core ML's words: an .aimodel has neither (formats.Format.program_facts)."""
+    from converters.formats import CORE_AI, CORE_ML
+
+    aimodel = {"fused_attention": False, "stateful": True, "weight_bits": None, "op_counts": {"matmul": 3}, "format": "aimodel"}
+    package = {**compressed["packages"][0], "part": "model"}
+    alone = render.program_section({"packages": [{**package, "format": CORE_AI.name, "program": aimodel}]})
+    assert "Fused attention" not in alone and "Weight bits" not in alone
+    assert "<td data-role='stateful'>yes</td>" in alone and "matmul 3" in alone
+    both = render.program_section({"packages": [{**package, "format": CORE_ML.name, "program": PROGRAM},
+                                                {**package, "format": CORE_AI.name, "program": aimodel}]})
+    assert "<th>Fused attention</th>" in both and "<th>Weight bits</th>" in both
+    assert "model (Core ML)" in both and "model (Core AI)" in both and both.count(">—<") == 2  # the .aimodel's two
 
 
 def test_an_uncompressed_package_has_no_compression_section_but_its_program(compressed):

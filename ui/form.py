@@ -9,15 +9,28 @@ from typing import Any
 
 from converters import device_fit
 from converters.errors import UserInputError
+from converters.formats import format_of
 from converters.options import OPTIONS, ConversionOptions, SequenceLength, meets
 from converters.tasks import TASKS
 from converters.wording import megabytes
 from worker.spec import NEW_REPO, PULL_REQUEST, JobSpec, default_repo_name
 
-RUNNER_CHOICES = [
-    ("Any worker: reference executor, exact fp32 and fp16 device emulation", "any"),
-    ("A Mac runner: also real Core ML on CPU, GPU and Neural Engine", "macos"),
-]
+ANY_WORKER, MAC_RUNNER = "any", "macos"
+
+
+def runner_field(format_name: str | None, chosen: str | None = None) -> dict[str, Any]:
+    """Where validation runs, in the chosen output format's words (converters/formats.py): its label,
+    help, choices — what any worker runs, and what a Mac runner adds when it adds something (not
+    offered otherwise: Core AI) — and the value, `chosen` while it is offered."""
+    fmt = format_of(format_name)
+    choices = [(fmt.validated_on, ANY_WORKER)] + ([(fmt.on_a_mac, MAC_RUNNER)] if fmt.on_a_mac else [])
+    value = chosen if chosen in [v for _, v in choices] else ANY_WORKER
+    if fmt.on_a_mac:
+        return {"label": "Compute units to validate on", "info": HELP["runner"], "choices": choices, "value": value}
+    return {"label": "Where to validate", "info": "Every package is checked against PyTorch.", "choices": choices,
+            "value": value}
+
+
 PUSH_CHOICES = [
     ("A new repo in my account", NEW_REPO),
     ("A pull request to the model's repo", PULL_REQUEST),
@@ -161,15 +174,39 @@ def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None
     return "info", f"The package takes exactly {sequence} tokens{capped}; shorter inputs are padded."
 
 
+def format_sequence_note(text: str, modality: str | None, kv_cache: str | None, config: dict | None,
+                         format_name: str | None, task: str | None, keeps_cache: bool) -> tuple[str, str]:
+    """sequence_note, for the chosen output format: a format whose text-generation package always
+    holds a KV cache that grows with the text (Core AI's LLM bundle; `keeps_cache`: the model's
+    family keeps one) takes the text up to its context — the model's maximum, or the sequence
+    length with a stateful cache — whatever the sequence length, and its cache's full size is said,
+    as the device fit counts it (converters/device_fit.py)."""
+    level, note = sequence_note(text, modality, kv_cache, config)
+    makes = [format_of(name) for name in format_of(format_name).makes]
+    growing = [f for f in makes if device_fit.holds_growing_cache(f, task or "", keeps_cache)]
+    if level == "error" or not growing or not config or modality != "text":
+        return level, note
+    fmt, stateful = growing[0], kv_cache == "stateful"
+    context = device_fit.growing_context(config, ConversionOptions.from_strings(kv_cache=kv_cache, sequence_length=text), fmt)
+    source = "the sequence length" if stateful else "the model's maximum"
+    said = (f"The {fmt.label} package holds a KV cache that grows with the text up to its context, {context:,} tokens "
+            f"({source}): {device_fit.gigabytes(device_fit.kv_cache_bytes(config, context))} at its full size.")
+    if not stateful:
+        said += " It takes any prompt up to there: choose a stateful cache to set a shorter context."
+    return ("info", said) if len(growing) == len(makes) else (level, f"{note} {said}")
+
+
 def device_fit_note(config: dict, modality: str | None, task: str, sizes: dict[str, int] | None,
-                    options: ConversionOptions) -> tuple[str, str] | None:
+                    options: ConversionOptions, keeps_cache: bool = True) -> tuple[str, str] | None:
     """(level, message) said before Convert: the memory the package will need while it runs — the
-    size estimate of the chosen Size (`sizes`: bytes by choice), the KV cache of the chosen context,
-    the largest activation — and the devices it fits (converters/device_fit.py); "warning" when
-    some device cannot hold it. None while the size is not known."""
+    size estimate of the chosen Size (`sizes`: bytes by choice), the KV cache of the chosen context
+    (or of the context it grows to, in a format whose LLM package always holds one; `keeps_cache`:
+    the model's family keeps one), the largest activation — and the devices it fits
+    (converters/device_fit.py); "warning" when some device cannot hold it. None while the size is
+    not known."""
     if not sizes or not sizes.get(options.quantize):
         return None
-    footprint = device_fit.from_config(config, task, sizes[options.quantize], options, modality)
+    footprint = device_fit.from_config(config, task, sizes[options.quantize], options, modality, keeps_cache)
     too_large = any(v.level == device_fit.TOO_LARGE for v in device_fit.verdicts(footprint))
     return ("warning" if too_large else "info"), device_fit.summary(footprint)
 
@@ -182,7 +219,7 @@ class FormValues:
     model: str
     task: str | None
     option_values: dict[str, Any] = field(default_factory=dict)
-    runner: str = "any"
+    runner: str = ANY_WORKER
     push: str = NEW_REPO
     push_repo: str = ""
     visibility: str = AUTO  # VISIBILITY_CHOICES
@@ -260,10 +297,36 @@ def push_target(typed: str | None, user: str | None, model_name: str | None,
 REMOVE_OTHERS = "Remove the repo's other packages (from earlier conversions)"
 
 
-def existing_target_note(repo_id: str) -> str:
-    return (f"{repo_id} already exists: converting into it replaces its package of the same name and its model card. "
-            "Its other packages stay, and the new card lists them, unless you tick the box below to remove them. "
-            "Type another repo name to keep it as it is.")
+def other_packages(packages: list[str], model_name: str | None, options: ConversionOptions | None = None) -> list[str]:
+    """The packages of an existing repo (`packages`: models.repo_packages) that a push of this
+    model with these options would not replace: every one not named as it names its own — a
+    package in the format(s) chosen named after the model (`<model>.mlpackage`, a part's
+    `<model>-<part>.mlpackage`, a bundle or variant folder `<model>/…`), or in the exporters
+    layout, under the format's own folder (`coreml/<task>/…`; converters/backends/naming.py)."""
+    options = options or ConversionOptions()
+    chosen = [format_of(name) for name in options.formats]
+
+    def own(path: str) -> bool:
+        fmt = next((f for f in chosen if f.package_suffix and path.endswith(f.package_suffix)), None)
+        if fmt is None:
+            return False
+        if options.naming == "exporters":
+            return path.startswith(f"{fmt.repo_suffix}/")
+        first = path.split("/", 1)[0].removesuffix(fmt.package_suffix)
+        return bool(model_name) and (first == model_name or first.startswith(f"{model_name}-"))
+
+    return [path for path in packages if not own(path)]
+
+
+def existing_target_note(repo_id: str, others: list[str] | None = None) -> str:
+    """Said before Convert when the target repo exists: what a push replaces and, when it holds
+    other packages (`others`), that they stay unless the box below is ticked."""
+    text = f"{repo_id} already exists: converting into it replaces its package of the same name and its model card."
+    if others:
+        named = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        text += (f" Its other package{'s' if len(others) > 1 else ''} ({named}) stay{'' if len(others) > 1 else 's'}, "
+                 "and the new card lists them, unless you tick the box below to remove them.")
+    return text + " Type another repo name to keep it as it is."
 
 
 def default_push_repo(user: str | None, model_name: str | None, options: ConversionOptions | None = None) -> str:
@@ -275,15 +338,17 @@ def default_push_repo(user: str | None, model_name: str | None, options: Convers
 __all__ = [
     "FormValues",
     "existing_target_note",
+    "other_packages",
     "push_target",
     "HELP",
     "PUSH_CHOICES",
     "VISIBILITY_CHOICES",
     "restricted_note",
-    "RUNNER_CHOICES",
+    "runner_field",
     "default_push_repo",
     "device_fit_note",
     "option_field",
+    "format_sequence_note",
     "sequence_note",
     "size_choices",
     "task_choices",

@@ -1,7 +1,8 @@
 """What the form says before Convert, as the person fills it in: what the engine would refuse,
 what the sequence length means (with a stateful cache: the memory its context costs), the
-tolerance's thresholds, the expected package size of each Size choice, the devices the package
-will fit, why a gated or private model's copy is private, and whether the target repo exists.
+tolerance's thresholds, where validation runs (in the chosen format's words), the expected
+package size of each Size choice, the devices the package will fit, why a gated or private
+model's copy is private, and whether the target repo exists (and holds other packages).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from ui.page import Page
 
 # The options that change the expected package sizes (with the model and the task).
 SIZE_INPUTS = ("precision", "minimum_deployment_target", "block_size", "group_size")
-# The options a default repo name carries (worker.spec.variant).
-NAMING_OPTIONS = ("precision", "quantize", "kv_cache", "format")
+# The options a default repo name carries (worker.spec.variant), and the package layout (which
+# of an existing repo's packages a push replaces).
+NAMING_OPTIONS = ("precision", "quantize", "kv_cache", "format", "naming")
 
 
 def restricted(summary) -> bool:
@@ -32,8 +34,9 @@ def check(page: Page, data: dict) -> dict:
     fields, notes = page.options.fields, page.options
     summary, task = data[page.summary], data[page.model.task_radio]
     entered = {name: data[field] for name, field in fields.items()}
-    level, note = form.sequence_note(entered["sequence_length"], summary.modality if summary is not None else "text",
-                                     entered.get("kv_cache"), summary.config if summary is not None else None)
+    level, note = form.format_sequence_note(entered["sequence_length"], summary.modality if summary is not None else "text",
+                                            entered.get("kv_cache"), summary.config if summary is not None else None,
+                                            entered.get("format"), task, summary is not None and summary.keeps_kv_cache)
     problem, fit = None, None
     if level != "error" and summary is not None:
         try:
@@ -43,7 +46,7 @@ def check(page: Page, data: dict) -> dict:
             problem = str(error)
         if not problem and summary.convertible:
             fit = form.device_fit_note(summary.config, summary.modality, task,
-                                       models.size_estimates(summary, task, options), options)
+                                       models.size_estimates(summary, task, options), options, summary.keeps_kv_cache)
     thresholds = models.tolerances(summary, entered["precision"], entered["tolerance"])
     # A request that cannot run is not queued: Convert waits until the form says yes.
     runnable = summary is not None and summary.convertible and level != "error" and not problem
@@ -55,15 +58,17 @@ def check(page: Page, data: dict) -> dict:
                                             else render.message(fit[1], fit[0], role="device-fit") if fit else ""),
             notes.tolerance_html: render.tolerance(thresholds, entered["precision"]),
             page.destination.convert_button: gr.update(interactive=runnable),
+            # Where validation runs, in the chosen format's words (a Mac adds nothing to an .aimodel).
+            notes.runner: gr.update(**form.runner_field(entered.get("format"), data[notes.runner])),
             **{fields[name]: gr.update(visible=not speech) for name in form.SPEECH_UNUSED}}
 
 
 def push_changed(page: Page, data: dict) -> dict:
-    """A pull request goes into the model's own repo: no repo name, visibility or clean-up."""
+    """A pull request goes into the model's own repo: no repo name or visibility (nor clean-up:
+    announce shows that box only for an existing repo that holds other packages)."""
     where = page.destination
     new_repo = data[where.push] != form.PULL_REQUEST
-    return {where.push_repo: gr.update(visible=new_repo), where.visibility: gr.update(visible=new_repo),
-            where.remove_others: gr.update(visible=new_repo)}
+    return {where.push_repo: gr.update(visible=new_repo), where.visibility: gr.update(visible=new_repo)}
 
 
 def sizes(page: Page, data: dict):
@@ -90,24 +95,40 @@ def explain(page: Page, data: dict) -> dict:
             where.confirm_public: gr.update(visible=public, value=False if not public else data[where.confirm_public])}
 
 
+def target_updates(page: Page, repo: str | None, token: str | None, name: str | None,
+                   options: ConversionOptions | None) -> dict:
+    """The target note and the clean-up box for the repo the form names (`repo`; None: none, or
+    a pull request), read from the Hub now: the note when it exists, the box only when it holds
+    packages this push would not replace (a hidden box is unticked: it removes nothing)."""
+    where = page.destination
+    packages = models.repo_packages(repo, token) if repo else None
+    others = form.other_packages(packages, name, options) if packages else []
+    note = render.message(form.existing_target_note(repo, others), "warning") if packages is not None else ""
+    return {where.target_html: note, page.target: repo,
+            where.remove_others: gr.update(visible=True) if others else gr.update(visible=False, value=False)}
+
+
+def naming_options(page: Page, data: dict) -> ConversionOptions | None:
+    try:
+        return ConversionOptions.from_strings(**{name: data[page.options.fields[name]] for name in NAMING_OPTIONS})
+    except UserInputError:
+        return None  # the option check says what is wrong; name the repo by the defaults meanwhile
+
+
 @signed_in()
 def announce(page: Page, data: dict, who: Who, request: gr.Request):
-    """Say when the target repo exists (a push replaces the package in it). Every edit is
+    """Say when the target repo exists (a push replaces the package in it), and offer to remove
+    the other packages it holds. Run at every edit that names the target and when the page
+    (re)loads: nothing said about a repo is kept without being read again. Every edit is
     looked up with its own text, and only a session's newest answer is shown
     (models.NewestQuery): Gradio's `always_last` re-sends a stale value for the run it defers."""
     newest, where = page.target_lookups, page.destination
     ticket = newest.begin(request.session_hash)
     summary = data[page.summary]
-    note = ""
-    try:
-        options = ConversionOptions.from_strings(
-            **{name: data[page.options.fields[name]] for name in NAMING_OPTIONS})
-    except UserInputError:
-        options = None  # the option check says what is wrong; name the repo by the defaults meanwhile
+    options = naming_options(page, data)
     name = summary.name if summary and summary.convertible else None  # no target named after a model not found
     repo = form.push_target(data[where.push_repo], who.user, name, options)
-    if data[where.push] != form.PULL_REQUEST and repo and models.repo_exists(repo, who.token):
-        note = render.message(form.existing_target_note(repo), "warning")
+    updates = target_updates(page, repo if data[where.push] != form.PULL_REQUEST else None, who.token, name, options)
     if not newest.is_newest(request.session_hash, ticket):
         return gr.skip()
-    return {where.target_html: note, where.push_repo: gr.update(placeholder=form.default_push_repo(who.user, name, options))}
+    return {**updates, where.push_repo: gr.update(placeholder=form.default_push_repo(who.user, name, options))}

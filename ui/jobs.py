@@ -4,13 +4,16 @@ changed), poll it while it runs, cancel it, list the person's jobs, reopen one o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 
 import gradio as gr
 
 from converters.errors import ConverterError, UserInputError
+from converters.options import ConversionOptions
 from ui import form, models, package_zip, render
-from ui.form_checks import restricted
+from ui.form_checks import restricted, target_updates
 from ui.identity import Who, owned, safe_text, signed_in
 from ui.page import Page
 from ui.try_panel import try_it_setup
@@ -40,18 +43,41 @@ def jobs_for(user: str | None) -> tuple[list, list]:
     return render.job_rows(jobs), [j.job_id for j in jobs]
 
 
+# Workers connect a few seconds after the service starts (each loads the engine first): until
+# this long after this web process started, no worker is not yet news (said as "starting").
+STARTING_SECONDS = 60
+STARTED_AT = time.monotonic()
+
+
+def starting() -> bool:
+    return time.monotonic() - STARTED_AT < STARTING_SECONDS
+
+
 def workers_text() -> str:
     try:
-        return render.workers_note(api.workers())
+        return render.workers_note(api.workers(), starting=starting())
     except Exception:  # noqa: BLE001
         log.exception("listing workers failed")
         return render.message("Cannot reach the job queue right now.", "warning")
 
 
-def show(page: Page, status: JobStatus, view: dict | None, user: str | None, fresh: bool = False) -> dict:
+def awaiting_workers() -> bool:
+    """Whether the service is starting and no worker has connected yet (the page then polls to
+    say them as soon as they do)."""
+    try:
+        return starting() and not api.workers()
+    except Exception:  # noqa: BLE001 - the note says the queue cannot be reached
+        return False
+
+
+def show(page: Page, status: JobStatus, view: dict | None, user: str | None, fresh: bool = False,
+         named: str | None = None, token: str | None = None) -> dict:
     """The job view's updates for a job's status, by component (some of page.view_outputs):
-    parts that did not change are left out."""
+    parts that did not change are left out. `named`: the repo the form names now (page.target),
+    read again with `token` when this job's push lands there."""
     view = dict(view or {})
+    if status.note and starting():  # "no worker": the service's workers are still connecting
+        status = dataclasses.replace(status, note=render.STARTING_JOB)
     active = render.is_active(status)
     state = status.state
     log_text = render.log_html(status)
@@ -83,9 +109,12 @@ def show(page: Page, status: JobStatus, view: dict | None, user: str | None, fre
         listed = listed_states(updates[page.job_ids])
         # The workers note too: a page opened before its worker connected said "no worker" while the job ran.
         updates[page.options.workers_html] = workers_text()
-    if moved and state == "finished" and status.pushed and status.push_kind != form.PULL_REQUEST:
-        # The repo exists now: converting again into it (the form still names it) is warned about at once.
-        updates[page.destination.target_html] = render.message(form.existing_target_note(status.push_target), "warning")
+    if moved and state == "finished" and status.pushed and status.push_kind != form.PULL_REQUEST \
+            and named and status.push_target == named:
+        # The repo the form names exists now: converting again into it is warned about at once,
+        # read from the Hub (a page reloaded since, naming no repo, is told nothing of it).
+        found = target_updates(page, named, token, (status.model or "").split("/")[-1] or None, _options_of(status))
+        updates.update({component: update for component, update in found.items() if component is not page.target})
     # A panel prepared for another job is emptied: its prompt and answer were that job's.
     switched = view.get("job_id") != status.job_id
     if moved or switched:
@@ -97,6 +126,13 @@ def show(page: Page, status: JobStatus, view: dict | None, user: str | None, fre
     # Polling goes on while this job or any listed one is active, so the list never shows a stale state.
     updates[page.timer] = gr.Timer(active=active or any(s in ACTIVE_STATES for s in listed.values()))
     return updates
+
+
+def _options_of(status: JobStatus) -> ConversionOptions | None:
+    try:
+        return ConversionOptions.from_strings(**status.requested_options)
+    except UserInputError:  # a job from an older service: the defaults
+        return None
 
 
 def listed_states(job_ids: list[str]) -> dict[str, str]:
@@ -152,8 +188,8 @@ def stop_polling(page: Page) -> dict:  # made when called: a Timer made while bu
 
 @signed_in()
 def poll(page: Page, data: dict, who: Who):
-    if not data[page.job]:
-        return stop_polling(page)
+    if not data[page.job]:  # no job shown: polled only while the service starts, to say its workers when they connect
+        return {page.options.workers_html: workers_text(), **({} if awaiting_workers() else stop_polling(page))}
     try:
         status = api.status(data[page.job])
     except Exception:  # noqa: BLE001 - Redis hiccup: keep polling, say nothing new
@@ -161,7 +197,7 @@ def poll(page: Page, data: dict, who: Who):
         return gr.skip()
     if not owned(status, who.user):
         return stop_polling(page)
-    return show(page, status, data[page.view], who.user)
+    return show(page, status, data[page.view], who.user, named=data[page.target], token=who.token)
 
 
 @signed_in()

@@ -75,6 +75,18 @@ class ModelSummary:
         return False
 
     @property
+    def keeps_kv_cache(self) -> bool:
+        """Whether its family can keep a KV cache (a text generator's: the device fit counts it)."""
+        if self.error or not self.model_type:
+            return False
+        from converters.configs import config_class_for
+
+        try:
+            return bool(config_class_for(self.model_type).supports_kv_cache)
+        except UserInputError:
+            return False
+
+    @property
     def name(self) -> str:
         return (self.repo_id or self.text).split("/")[-1]
 
@@ -167,13 +179,37 @@ def _list_model_ids(query: str, token: str | None, limit: int) -> list[str]:
 def repo_exists(repo_id: str, token: str | None) -> bool | None:
     """Whether the Hub has `repo_id` (a model repo) that this token can see; None when the Hub
     does not answer in time (the note is a courtesy: the push itself decides)."""
+    info = _repo_info(repo_id, token)
+    return info if info is None or info is False else True
+
+
+def repo_packages(repo_id: str, token: str | None) -> list[str] | None:
+    """The packages an existing repo holds, as the push finds them (worker/hub.py packages_in:
+    each path up to its first folder or file named like a format's package); None when the repo
+    does not exist for this token, or the Hub does not answer in time."""
+    info = _repo_info(repo_id, token)
+    if not isinstance(info, dict):
+        return None
+    suffixes = tuple(each.package_suffix for each in FORMATS.values() if each.package_suffix)
+    found = set()
+    for sibling in info.get("siblings") or []:
+        parts = str(sibling.get("rfilename") or "").split("/")
+        depth = next((i for i, part in enumerate(parts) if part.endswith(suffixes)), None)
+        if depth is not None:
+            found.add("/".join(parts[: depth + 1]))
+    return sorted(found)
+
+
+def _repo_info(repo_id: str, token: str | None) -> dict | bool | None:
+    """The Hub's model info of `repo_id` as this token sees it; False when it has none for this
+    token, None when the Hub does not answer in time."""
     try:
         response = _hub_get(f"/api/models/{repo_id}", token)
+        if response.status_code == 200:
+            return response.json()
     except Exception as error:  # noqa: BLE001 - unreachable: say nothing rather than something wrong
         log.info("checking %s failed: %s", repo_id, type(error).__name__)
         return None
-    if response.status_code == 200:
-        return True
     return False if response.status_code in (401, 404) else None
 
 

@@ -122,6 +122,9 @@ class Page:
     job_view: JobView
     results: Results
     my_jobs: MyJobs
+    # The repo the form names now (ui.form_checks.announce): a job's push there is announced
+    # at once when it lands; another repo is not the form's business.
+    target: gr.State | None = None
     # What adapt_to_model changes when a model is read, between its two steps (made when the
     # model choice is wired).
     adapted: gr.State | None = None
@@ -139,7 +142,7 @@ class Page:
                 self.results.outcome_html, self.results.results_html, self.results.float32_button,
                 self.results.download_button, self.results.download_file, self.timer,
                 *self.results.try_it.components, self.view, self.my_jobs.jobs_table, self.job_ids, self.destination.target_html,
-                self.options.workers_html]
+                self.destination.remove_others, self.options.workers_html]
 
 
 def presented_like(event: typing.Callable, handler: typing.Callable, without: str,

@@ -238,10 +238,18 @@ def tolerance(thresholds: dict | None, precision: str) -> str:
     )
 
 
-def workers_note(workers: list[dict]) -> str:
-    """How many workers and Mac runners are connected (shown next to the validation choice)."""
+# Said instead of "no worker" while the service starts: its workers connect a few seconds after it.
+STARTING = "The service is starting: its workers connect in a few seconds."
+STARTING_JOB = "The service is starting: the job begins once its worker connects, in a few seconds."
+
+
+def workers_note(workers: list[dict], starting: bool = False) -> str:
+    """How many workers and Mac runners are connected (shown next to the validation choice);
+    none while the service is `starting` is no news yet."""
     macs = [w for w in workers if w.get("os") == "Darwin" or "macos" in w.get("queues", "").split(",")]
     others = len(workers) - len(macs)
+    if not workers and starting:
+        return f'<div class="cm-info" data-role="starting">{escape(STARTING)}</div>'
     if not workers:
         return ('<div class="cm-warning">No worker is connected right now: a job waits until one starts.</div>')
     mac_text = (f"{len(macs)} Mac runner{'s' if len(macs) != 1 else ''}" if macs
@@ -684,25 +692,37 @@ def _quality_cell(check: dict) -> str:
             f"{escape(wording.quality_cell(check))}{mark}</td>")
 
 
+# The Program table's facts: (key in report.ProgramInfo, heading, data-role, how a value reads).
+PROGRAM_FACTS = (
+    ("fused_attention", "Fused attention", "fused-attention", wording.yes_no),
+    ("stateful", "Stateful", "stateful", wording.yes_no),
+    ("weight_bits", "Weight bits", "weight-bits", report_number),
+)
+
+
 def program_section(report: dict) -> str:
     """What each package's program holds (report["packages"][i]["program"]), when the engine
-    says: fused attention, stateful, weight bits and the most frequent ops."""
-    rows = []
-    for package in report.get("packages") or []:
-        program = package.get("program")
-        if not isinstance(program, dict):
-            continue
-        part = str(package.get("part") or "model")
-        rows.append(
-            f'<tr data-package="{escape(part)}"><td>{escape(part)}</td>'
-            f"<td data-role='fused-attention'>{escape(wording.yes_no(program.get('fused_attention')))}</td>"
-            f"<td data-role='stateful'>{escape(wording.yes_no(program.get('stateful')))}</td>"
-            f"<td class='cm-num'>{escape(number(program.get('weight_bits')))}</td>"
-            f"<td>{escape(wording.top_ops(program.get('op_counts')))}</td></tr>")
-    if not rows:
+    says: fused attention, stateful, weight bits and the most frequent ops — each fact only for
+    a format whose programs have it (formats.Format.program_facts: an .aimodel has no Core ML
+    fused attention op or weight bits), a column only when some package has it."""
+    shown = [(package, format_of(package.get("format"))) for package in report.get("packages") or []
+             if isinstance(package.get("program"), dict)]
+    if not shown:
         return ""
+    facts = [fact for fact in PROGRAM_FACTS if any(fact[0] in fmt.program_facts for _, fmt in shown)]
+    rows = []
+    for package, fmt in shown:
+        program, part = package["program"], str(package.get("part") or "model")
+        cells = "".join(
+            f"<td data-role='{role}'{' class=cm-num' if key == 'weight_bits' else ''}>"
+            f"{escape(words(program.get(key)) if key in fmt.program_facts else '—')}</td>"
+            for key, _, role, words in facts)
+        label = f"{part} ({fmt.label})" if len({f.name for _, f in shown}) > 1 else part
+        rows.append(f'<tr data-package="{escape(part)}"><td>{escape(label)}</td>{cells}'
+                    f"<td>{escape(wording.top_ops(program.get('op_counts')))}</td></tr>")
+    headings = "".join(f"<th>{heading}</th>" for _, heading, _, _ in facts)
     return ('<div class="cm-program" data-role="program"><h4>Program</h4><table class="cm-table"><thead><tr>'
-            "<th>Package</th><th>Fused attention</th><th>Stateful</th><th>Weight bits</th><th>Most frequent ops</th>"
+            f"<th>Package</th>{headings}<th>Most frequent ops</th>"
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 

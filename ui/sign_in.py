@@ -10,7 +10,7 @@ import gradio as gr
 from converters.errors import ConverterError
 from ui import render
 from ui.identity import identity, owned, safe_text
-from ui.jobs import jobs_for, show, workers_text
+from ui.jobs import awaiting_workers, jobs_for, show, workers_text
 from ui.page import Page
 from worker import api, sessions
 
@@ -67,4 +67,6 @@ def on_load(page: Page, data: dict, profile: gr.OAuthProfile | None, oauth: gr.O
     running = next((s for s in map(api.status, ids) if render.is_active(s) and owned(s, user)), None)
     if running is not None:
         updates.update({page.job: running.job_id, **show(page, running, {}, user, fresh=True)})
+    elif awaiting_workers():  # the service is starting: the workers note is said again once they connect
+        updates[page.timer] = gr.Timer(active=True)
     return updates
