@@ -590,6 +590,56 @@ def test_a_reload_keeps_the_sign_in_and_the_running_job_which_can_be_cancelled(p
     screenshot(page, tmp_path, "4-cancelled")
 
 
+def _convert_photo_model(page, service, tmp_path, model_type: str, task: str) -> None:
+    """A tiny random `model_type` on the local Hub, converted from the page (no sequence length: an image model's is not used)."""
+    from tests.kind_models import build_kind
+
+    model = f"{OWNER}/job-{model_type.replace('_', '-')}"
+    if model not in service.hub.repo_ids():
+        service.hub.add_repo_from_folder(model, build_kind(model_type, tmp_path / model_type), owner_token=OWNER_TOKEN)
+    choose_model(page, model)
+    assert page.locator(f"#task input[value={task}]").is_checked()
+    submit(page)
+    assert watch_job(page)[-1][0] == "finished"
+    page.locator("#try-photo-group").wait_for()
+
+
+def test_try_a_depth_package_on_a_sample_photo_and_a_detector_on_your_own(page, service, tmp_path):
+    """Try it on a photo (issue 29): a depth package on the page's own sample photo shows the photo
+    and both depth maps as images; a detector on an uploaded photo shows the boxes of both sides
+    drawn on it. No text box is offered for either."""
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    _convert_photo_model(page, service, tmp_path, "depth_anything", "depth-estimation")
+    assert not page.locator("#try-text").is_visible() and not page.locator("#try-clip").is_visible()
+    assert "depth map of your photo" in page.inner_text("#try-note")
+    page.locator("#try-samples img").first.click()  # the street
+    page.locator("#try-photo img").wait_for()
+    page.click("#try-run")
+    page.locator("#try-output [data-kind=depth]").wait_for(timeout=120_000)
+    assert page.locator("#try-output figure img").count() == 3
+    assert "PSNR" in page.inner_text("#try-output [data-role=try-verdict]")
+    page.locator("#try-it").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "6-try-depth")
+
+    _convert_photo_model(page, service, tmp_path, "detr", "object-detection")
+    assert page.locator("#try-output [data-kind]").count() == 0, "the depth job's try is still shown"
+    from PIL import Image, ImageDraw
+
+    photo = Image.new("RGB", (400, 300), (230, 230, 220))
+    ImageDraw.Draw(photo).ellipse([120, 80, 280, 240], fill=(200, 40, 40))
+    photo.save(tmp_path / "ball.png")
+    page.locator("#try-photo input[type=file]").set_input_files(str(tmp_path / "ball.png"))
+    page.locator("#try-photo img").wait_for()
+    page.click("#try-run")
+    page.locator("#try-output [data-kind=detect]").wait_for(timeout=120_000)
+    assert page.locator("#try-output [data-role=drawn] img").count() == 1
+    counts = [int(n) for n in page.locator("#try-output [data-role=count]").all_inner_texts()]
+    assert len(counts) == 2 and counts[0] == counts[1] > 0, counts  # the package finds what PyTorch finds
+    page.locator("#try-it").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "6b-try-detection")
+
+
 def test_the_target_repo_is_read_again_after_a_reload_and_core_ai_speaks_its_own_words(page, service, tmp_path):
     """Issue 24's walk-through, its last defects: a page reloaded while a job ran was told when the
     job ended that the job's repo already existed, under a form naming no repo; the box removing
