@@ -528,3 +528,20 @@ def test_a_depth_map_fails_its_relative_error_row_when_tampered(converted, monke
     (package,) = result.packages
     scaled = _validated_with(monkeypatch, package, folder, "depth-estimation", "predicted_depth", lambda depth: np.asarray(depth) * 1.2)
     assert not scaled["passed"] and _failing_modes(scaled, "predicted_depth", "relative_error") == {"fp32", "fp16"}
+
+
+def test_the_pages_sample_photos_reach_the_package(tmp_path):
+    """The page's two sample photos are drawn here (no download), sent as PNG no larger than
+    PHOTO_SIDE a side, and read by the try at the package's size."""
+    from PIL import Image
+
+    from ui.try_panel import photo_bytes, sample_photos
+
+    paths = sample_photos(tmp_path)
+    assert [p.name for p in paths] == ["street.png", "shapes.png"] and sample_photos(tmp_path) == paths
+    street = Image.open(paths[0])
+    assert street.size == (320, 240) and len(set(street.getdata())) > 20  # a picture, not a flat colour
+    big = Image.new("RGB", (3000, 1500), (10, 20, 30))
+    assert Image.open(io.BytesIO(photo_bytes(big))).size == (try_it.PHOTO_SIDE, try_it.PHOTO_SIDE // 2)
+    pixels = try_image.photo(photo_bytes(street), 28, 28)
+    assert pixels.shape == (1, 3, 28, 28) and pixels[0, 2, 0].mean() > pixels[0, 0, 0].mean()  # the sky is blue

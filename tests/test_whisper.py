@@ -5,6 +5,7 @@ greedy `generate` decodes from the same audio (docs/whisperkit.md: the contract)
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -303,3 +304,20 @@ def test_the_form_leaves_out_text_options_for_a_speech_model():
     level, note = form.sequence_note("auto", "audio")
     assert level == "info" and "30 seconds of audio" in note and "not used" in note
     assert "tokens" not in note
+
+
+def test_the_pages_clip_reaches_the_model_as_recorded():
+    """What the page's audio input hands over (rate, int16 samples, stereo) is sent as a mono WAV
+    (ui/try_panel.py) that the worker reads back at 16 kHz; a silent or too long clip is refused in the page."""
+    from converters.errors import UserInputError
+    from converters.try_audio import clip
+    from ui.try_panel import NO_CLIP, clip_bytes
+
+    rate = 48000
+    tone = (0.25 * np.sin(2 * np.pi * 300 * np.arange(rate) / rate) * 32767).astype(np.int16)
+    got = clip(clip_bytes((rate, np.stack([tone, tone], axis=1))))
+    assert len(got) == 16000 and np.abs(got[100:-100] - 0.25 * np.sin(2 * np.pi * 300 * np.arange(16000) / 16000)[100:-100]).max() < 0.01
+    with pytest.raises(UserInputError, match=re.escape(NO_CLIP)):
+        clip_bytes((rate, np.zeros(0, np.int16)))
+    with pytest.raises(UserInputError, match="at most 30"):
+        clip_bytes((8000, np.zeros(8000 * 40, np.int16)))
