@@ -688,6 +688,7 @@ def test_the_target_repo_is_read_again_after_a_reload_and_core_ai_speaks_its_own
     page.fill("#push-repo textarea, #push-repo input", mixed)
     page.wait_for_function(f"() => document.querySelector('#push-target-note')?.innerText.includes('{mixed} already exists')")
     assert "(job-llama.mlpackage) stays" in page.inner_text("#push-target-note")
+    assert "adds this package" in page.inner_text("#push-target-note")  # it holds no .aimodel of this model
     page.locator("#remove-others").wait_for(state="visible")
     page.locator("#push-target-note").scroll_into_view_if_needed()
     screenshot(page, tmp_path, "2g-core-ai-form-and-a-repo-holding-another-package")

@@ -184,6 +184,9 @@ def test_the_target_repos_packages_are_read_and_those_a_push_would_not_replace_n
     note = form.existing_target_note(held, form.other_packages(packages, "tiny-bert"))
     assert "Its other packages (older-bert-encoder.mlpackage, tiny-bert/tiny-bert.aimodel) stay" in note
     assert "other package" not in form.existing_target_note(held, [])
+    # A Core AI push into a repo holding only the Core ML package adds its own beside it.
+    added = form.existing_target_note(held, ["tiny-bert.mlpackage"], replaced=False)
+    assert "replaces its model card, and adds this package" in added and "the new card lists it, unless" in added
 
 
 def test_suggestions_never_leave_the_box_a_filtered_index_past_their_end():

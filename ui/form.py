@@ -318,14 +318,17 @@ def other_packages(packages: list[str], model_name: str | None, options: Convers
     return [path for path in packages if not own(path)]
 
 
-def existing_target_note(repo_id: str, others: list[str] | None = None) -> str:
-    """Said before Convert when the target repo exists: what a push replaces and, when it holds
-    other packages (`others`), that they stay unless the box below is ticked."""
-    text = f"{repo_id} already exists: converting into it replaces its package of the same name and its model card."
+def existing_target_note(repo_id: str, others: list[str] | None = None, replaced: bool = True) -> str:
+    """Said before Convert when the target repo exists: what a push replaces (`replaced`: the repo
+    holds a package of the name this push writes) and, when it holds other packages (`others`),
+    that they stay unless the box below is ticked."""
+    what = "its package of the same name and its model card" if replaced else "its model card, and adds this package"
+    text = f"{repo_id} already exists: converting into it replaces {what}."
     if others:
         named = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        text += (f" Its other package{'s' if len(others) > 1 else ''} ({named}) stay{'' if len(others) > 1 else 's'}, "
-                 "and the new card lists them, unless you tick the box below to remove them.")
+        one = len(others) == 1
+        text += (f" Its other package{'' if one else 's'} ({named}) stay{'s' if one else ''}, and the new card lists "
+                 f"{'it' if one else 'them'}, unless you tick the box below to remove {'it' if one else 'them'}.")
     return text + " Type another repo name to keep it as it is."
 
 

@@ -103,7 +103,8 @@ def target_updates(page: Page, repo: str | None, token: str | None, name: str | 
     where = page.destination
     packages = models.repo_packages(repo, token) if repo else None
     others = form.other_packages(packages, name, options) if packages else []
-    note = render.message(form.existing_target_note(repo, others), "warning") if packages is not None else ""
+    replaced = packages is not None and len(others) < len(packages)  # it holds a package this push replaces
+    note = render.message(form.existing_target_note(repo, others, replaced), "warning") if packages is not None else ""
     return {where.target_html: note, page.target: repo,
             where.remove_others: gr.update(visible=True) if others else gr.update(visible=False, value=False)}
 
