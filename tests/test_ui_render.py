@@ -623,3 +623,12 @@ def test_a_photo_or_a_clip_try_shows_both_sides_drawn():
                                "pytorch": {"text": "", "token_ids": [5, 7], "seconds": 0.5}})
     assert "hello &lt;world&gt;" in heard and "(no words: see the token ids)" in heard
     assert ">5 6</code>" in heard and ">5 7</code>" in heard and "The first 1 of 2 tokens are the same." in heard
+    assert "<details open>" in heard  # a side without words: its token ids shown at once
+    broken = render.try_result({"kind": "transcribe", "mode": "fp16", "clip_seconds": 1, "matching_tokens": 2,
+                                "package": {"text": "\ufffd\ufffd\ufffd", "token_ids": [5, 6], "seconds": 1.0},
+                                "pytorch": {"text": "hi there", "token_ids": [5, 6], "seconds": 0.5}})
+    assert broken.count("(no words: see the token ids)") == 1 and "The same tokens." in broken
+    readable = render.try_result({"kind": "transcribe", "mode": "fp16", "clip_seconds": 1, "matching_tokens": 2,
+                                  "package": {"text": "hi there", "token_ids": [5, 6], "seconds": 1.0},
+                                  "pytorch": {"text": "hi there", "token_ids": [5, 6], "seconds": 0.5}})
+    assert "<details>" in readable and "<details open>" not in readable

@@ -1040,9 +1040,12 @@ def _try_media_result(kind: str | None, result: dict, package: dict, pytorch: di
         return (f'<div class="cm-try" data-kind="{escape(kind)}"><div class="cm-try-images">{photo}</div>'
                 f"<table class='cm-table'><thead><tr>{first}{head}</tr></thead><tbody>{body}</tbody></table>{meaning}</div>")
     if kind == "transcribe":
+        def readable(side) -> bool:  # a tiny random model's tokens decode to broken bytes
+            text = side.get("text") or ""
+            return bool(text.strip()) and text.count("\ufffd") * 2 < len(text)
+
         def transcript(side):
-            text = side.get("text")
-            return _quoted(text) if text else "<span class='cm-muted'>(no words: see the token ids)</span>"
+            return _quoted(side.get("text")) if readable(side) else "<span class='cm-muted'>(no words: see the token ids)</span>"
         body = "".join(f"<tr><td>{escape(who)}</td><td data-role='transcript'>{transcript(side)}</td>"
                        f"<td class='cm-num'>{_seconds(side)}</td></tr>" for who, side in sides)
         ids = "".join(f"<div>{escape(who)}: <code data-role='token-ids'>{escape(' '.join(map(str, side.get('token_ids') or [])))}"
@@ -1054,5 +1057,6 @@ def _try_media_result(kind: str | None, result: dict, package: dict, pytorch: di
         return (f'<div class="cm-try" data-kind="transcribe">{head}<table class="cm-table"><thead><tr><th></th>'
                 f"<th>Transcript</th><th>Time</th></tr></thead><tbody>{body}</tbody></table>"
                 f"<div data-role='try-verdict'>{escape(verdict)}</div>"
-                f"<details><summary>Token ids</summary>{ids}</details></div>")
+                f"<details{'' if all(readable(side) for _, side in sides) else ' open'}><summary>Token ids</summary>{ids}"
+                "</details></div>")
     return ""
