@@ -4,7 +4,8 @@ one torch program per part — shared by every backend.
 torch.export (then the default decompositions) is tried first because it is what
 coremltools supports best for current torch; torch.jit.trace is the fallback. float16
 packages are captured with float16-safe norms (float16_safe.py); a mixture-of-experts model's
-experts are captured evaluated densely, in ops Core ML has (configs/moe.py).
+experts are captured evaluated densely, in ops Core ML has (configs/moe.py); a rotary
+embedding in complex numbers, in real arithmetic (configs/complex_rotary.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from .configs.base import SEQ
 from .float16_safe import float16_safe
 from .loading import load_model
+from .configs.complex_rotary import real_rotary
 from .configs.moe import dense_experts
 from .plan import Plan
 
@@ -55,7 +57,7 @@ def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Modu
     if not image_inputs and any(spec.image for spec in specs):
         module = ScaledImageInputs(module, specs).eval()
     float16 = plan.options.precision == "float16" and safe_norms
-    with float16_safe(module) if float16 else nullcontext(0) as safe_norms, dense_experts(model):
+    with float16_safe(module) if float16 else nullcontext(0) as safe_norms, dense_experts(model), real_rotary(model):
         program, exporter = torch_program(module, cfg.example_inputs(part), plan, part)
     return Captured(part, program, exporter, safe_norms, time.perf_counter() - started)
 

@@ -111,6 +111,24 @@ UNLISTED = {
                                                 vocab_size_per_layer_input=VOCAB_SIZE, layer_types=["sliding_attention", "full_attention"],
                                                 enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32),
                     tf.Gemma4ForCausalLM, "text"),
+    # Older and rarer decoders of the sweep (docs/decoder-families.md): GPT-1, whose additive mask is
+    # (1 - mask) * float32's minimum; PhiMoE, whose router scatters over a ranged token axis when
+    # stateful; BertGeneration's decoder half (is_decoder).
+    "openai-gpt": (lambda: tf.OpenAIGPTConfig(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB_SIZE, n_positions=512, pad_token_id=0,
+                                              bos_token_id=1, eos_token_id=2), tf.OpenAIGPTLMHeadModel, "text"),
+    "phimoe": (lambda: tf.PhimoeConfig(**_DECODER, num_local_experts=4, num_experts_per_tok=2), tf.PhimoeForCausalLM, "text"),
+    "bert-generation": (lambda: tf.BertGenerationConfig(**_ENCODER, is_decoder=True, bos_token_id=1, eos_token_id=2),
+                        tf.BertGenerationDecoder, "text"),
+    # DiffLlama's differential attention (λ from the layer's own parameters); JetMoE's mixture of
+    # attention heads and of MLP experts (top-2 of 4); Llama 4's rotary embedding in complex numbers,
+    # a layer without rotary positions (temperature-tuned, by position: floor_scale 8 here, 8192 in
+    # the real ones) and its MoE (top-1 of 4, a shared expert).
+    "diffllama": (lambda: tf.DiffLlamaConfig(**_DECODER), tf.DiffLlamaForCausalLM, "text"),
+    "jetmoe": (lambda: tf.JetMoeConfig(hidden_size=32, num_hidden_layers=2, num_key_value_heads=2, kv_channels=8, intermediate_size=32,
+                                       num_local_experts=4, num_experts_per_tok=2, vocab_size=VOCAB_SIZE, max_position_embeddings=512,
+                                       pad_token_id=0, bos_token_id=1, eos_token_id=2), tf.JetMoeForCausalLM, "text"),
+    "llama4_text": (lambda: tf.Llama4TextConfig(**_DECODER, head_dim=8, intermediate_size_mlp=64, num_local_experts=4,
+                                                no_rope_layers=[1, 0], floor_scale=8), tf.Llama4ForCausalLM, "text"),
 }
 ALL_MODELS = {**MODELS, **UNLISTED}
 

@@ -28,6 +28,11 @@ CONVERTS = {
     "granite": ("decoder", "feature-extraction"),  # multipliers on embeddings, residuals, logits
     "qwen3_5_text": ("decoder", "text-generation"),  # Gated DeltaNet + full attention, gated RMSNorm
     "gemma4_text": ("decoder", "text-generation"),  # per-layer inputs and head sizes, its MoE block
+    "openai-gpt": ("decoder", "text-generation"),  # (1 - mask) * float32's minimum: -inf in float16, kept finite
+    "diffllama": ("decoder", "text-generation"),  # differential attention, λ folded from the layer's parameters
+    "jetmoe": ("decoder", "text-generation"),  # mixture of attention heads and of MLP experts (dense, configs/moe.py)
+    "llama4_text": ("decoder", "text-generation"),  # rotary in complex numbers (configs/complex_rotary.py), NoPE layer, MoE
+    "bert-generation": ("decoder", "text-generation"),  # BertGeneration's decoder half (is_decoder)
     "albert": ("encoder", "fill-mask"),  # factorised embeddings, shared layers
     "electra": ("encoder", "token-classification"),  # a discriminator
     "mpnet": ("encoder", "feature-extraction"),  # relative position buckets
@@ -54,7 +59,7 @@ FAILS = {
 
 def test_the_unlisted_models_are_outside_the_registry_and_cover_every_family():
     assert not set(UNLISTED) & set(ARCHITECTURES)
-    assert set(CONVERTS) | set(FAILS) | {STATEFUL_CONVERTS} == set(UNLISTED)
+    assert set(CONVERTS) | set(FAILS) | set(STATEFUL_CONVERTS) == set(UNLISTED)
     assert {family for family, *_ in [*CONVERTS.values(), *FAILS.values()]} == {"decoder", "encoder", "encoder-decoder", "vision"}
 
 
@@ -105,19 +110,22 @@ def test_an_unlisted_architecture_converts_and_validation_passes(model_type, tin
         assert any("not in the tested list" in w for w in report.warnings)
 
 
-# Stateful packages (keyCache/valueCache states, driven as swift-transformers drives them) of the
-# newest families: the mixture of experts (top-2 of 4, converters/configs/moe.py) converts — its
-# uncached package is Gemma 4's, whose MoE block is on —; the others are refused before any
-# work, saying why.
-STATEFUL_CONVERTS = "qwen3_moe"
+# Stateful packages (keyCache/valueCache states, driven as swift-transformers drives them): mixtures
+# of experts (top-2 of 4, converters/configs/moe.py) convert — Qwen3-MoE's and PhiMoE's uncached
+# package is Gemma 4's, whose MoE block is on; PhiMoE's router scatters over the ranged token axis
+# (backends/coreml/patches.py) — and the decoders above; the others are refused before any work,
+# saying why.
+STATEFUL_CONVERTS = ("qwen3_moe", "phimoe", "bert-generation", "diffllama", "jetmoe", "llama4_text")
 STATEFUL_REFUSED = {
     "qwen3_5_text": "its linear_attention layers keep a recurrent state, not keys and values",
     "gemma4_text": "its layers' keys and values differ in shape (head_dim set per layer)",
+    "openai-gpt": "its model keeps no keys and values between calls",
 }
 
 
-def test_an_unlisted_mixture_of_experts_converts_stateful_and_validates(tiny_model, tmp_path):
-    result = convert(str(tiny_model(STATEFUL_CONVERTS)), "text-generation", tmp_path, STATEFUL)
+@pytest.mark.parametrize("model_type", STATEFUL_CONVERTS)
+def test_an_unlisted_decoder_converts_stateful_and_validates(model_type, tiny_model, tmp_path):
+    result = convert(str(tiny_model(model_type)), "text-generation", tmp_path, STATEFUL)
     validation = result.report_json["validation"]
     assert validation["passed"] is True, validation["message"]
     assert validation["notes"] == []
@@ -167,6 +175,49 @@ def test_dense_experts_compute_what_transformers_computes_and_are_switched_back(
         assert torch.allclose(dense, own, rtol=1e-4, atol=1e-5), (type(model).__name__, (dense - own).abs().max())
     with dense_experts(tf.LlamaForCausalLM(tf.LlamaConfig(**_DECODER))) as switched:
         assert switched is False  # no experts: nothing to switch
+
+
+# Decoders refused before any work (converters/configs/generic.py NOT_CONVERTED), each saying why.
+REFUSED = {
+    "cpmant": "it ignores the attention mask it is given",
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(REFUSED))
+def test_an_unlisted_decoder_that_cannot_convert_is_refused_before_any_work_saying_why(model_type):
+    from converters.configs import model_tasks
+
+    with pytest.raises(UnsupportedArchitecture) as refused:
+        config_class_for(model_type)
+    message = str(refused.value)
+    assert message.startswith(f"The architecture '{model_type}' cannot be converted yet: {REFUSED[model_type]}")
+    assert message.endswith("Ask for it in an issue.")
+    assert family_of(model_type) == "decoder"  # transformers' word for it is kept; the refusal is ours
+    with pytest.raises(UnsupportedArchitecture, match="cannot be converted yet"):  # what the form and the worker ask first
+        model_tasks({"model_type": model_type, "architectures": ["X"]})
+
+
+def test_text_generation_is_refused_for_a_model_whose_config_says_it_is_no_decoder():
+    """BertGeneration's encoder half (is_decoder false) attends to later tokens: refused for
+    text generation before any work; its decoder half (is_decoder true) converts (above)."""
+    hf_config = UNLISTED["bert-generation"][0]()
+    hf_config.is_decoder = False
+    with pytest.raises(UserInputError) as refused:
+        config_class_for("bert-generation")(hf_config, "text-generation", OPTIONS).check_options()
+    assert "its config.json says is_decoder: false" in str(refused.value)
+    hf_config.is_decoder = True
+    config_class_for("bert-generation")(hf_config, "text-generation", OPTIONS).check_options()
+
+
+def test_a_sequence_longer_than_an_attention_chunk_is_refused_before_any_work():
+    """Llama 4's chunked-attention layers see only their own chunk (8192 tokens in the real ones):
+    within a chunk they are causal attention, beyond it their masks are not built yet."""
+    hf_config = UNLISTED["llama4_text"][0]()
+    hf_config.attention_chunk_size = 16
+    with pytest.raises(UserInputError) as refused:
+        config_class_for("llama4_text")(hf_config, "text-generation", STATEFUL).check_options()
+    assert "Sequence length 32 is longer than this model's attention chunk (16 tokens" in str(refused.value)
+    config_class_for("llama4_text")(hf_config, "text-generation", OPTIONS).check_options()  # 16 tokens: one chunk
 
 
 @pytest.mark.parametrize("model_type", sorted(FAILS))

@@ -12,9 +12,14 @@ decoder in transformers 5.23 do not fit that shape, and are refused before any w
   call's tokens, which transformers' reference kernels have (a Python loop over chunks);
 - layers whose attention heads differ in size (Gemma 4's full-attention layers have twice the
   head size of its sliding ones; per-layer configs), which one state shape cannot hold.
+
+A third kind keeps no cache at all: its model takes no `past_key_values` (openai-gpt), so
+transformers itself runs it on the whole sequence at every step.
 """
 
 from __future__ import annotations
+
+import inspect
 
 # Layer kinds (config.layer_types) that keep a recurrent or convolution state, not keys and values.
 RECURRENT_LAYER_KINDS = frozenset({"linear_attention", "mamba", "conv", "hybrid", "hybrid_sliding", "recurrent"})
@@ -24,6 +29,9 @@ _CACHE_SHAPE_ATTRIBUTES = ("head_dim", "num_key_value_heads", "kv_lora_rank", "q
 
 def stateful_cache_refusal(hf_config) -> str | None:
     """Why a stateful package cannot hold this decoder's cache (a sentence), or None."""
+    if not _takes_a_cache(hf_config.model_type):
+        return ("its model keeps no keys and values between calls (transformers runs it on the whole sequence at every "
+                "step, with no cache), so there is no cache to keep in the package")
     kinds = sorted(set(getattr(hf_config, "layer_types", None) or []) & RECURRENT_LAYER_KINDS)
     if kinds:
         return (f"its {' and '.join(kinds)} layers keep a recurrent state, not keys and values, and a stateful package "
@@ -43,3 +51,15 @@ def _per_layer_overrides(hf_config) -> list[dict]:
     except Exception:  # noqa: BLE001 - a config that cannot serialise has no overrides we can read
         return []
     return [value for value in layers.values() if isinstance(value, dict)]
+
+
+def _takes_a_cache(model_type: str) -> bool:
+    """Whether transformers' causal LM class of `model_type` takes a cache (`past_key_values`)."""
+    import transformers  # heavy: loaded when a stateful request is checked, as generic.py's _listed loads it
+    from transformers.models.auto import modeling_auto
+
+    name = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    model_class = getattr(transformers, name, None) if isinstance(name, str) else None
+    if model_class is None:
+        return True  # not a class we can read: the capture decides
+    return "past_key_values" in inspect.signature(model_class.forward).parameters

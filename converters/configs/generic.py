@@ -84,10 +84,26 @@ def _untested(family: type[ExportConfig], **overrides) -> type[ExportConfig]:
 class GenericDecoderConfig(DecoderConfig):
     """The decoder family for an architecture outside the registry: it also refuses a stateful
     package for a decoder whose cache the keyCache/valueCache states cannot hold (recurrent
-    layers, per-layer head sizes: cache_limits.py), before any weights load, instead of
-    failing inside the capture."""
+    layers, per-layer head sizes, no cache at all: cache_limits.py), text generation for a
+    model whose config says it is no decoder (BertGeneration's encoder half), and a sequence
+    longer than an attention chunk (Llama 4), before any weights load, instead of failing
+    inside the capture or converting a model that computes something else."""
 
     def check_options(self) -> None:
+        if self.task == "text-generation" and getattr(self.hf_config, "is_decoder", None) is False:
+            raise UserInputError(
+                f"This {self.hf_config.model_type} model is not a decoder: its config.json says is_decoder: false, so "
+                "each token attends to the tokens after it too, and it cannot generate text one token at a time (it is "
+                "the encoder half of an encoder-decoder pair). Choose a checkpoint whose config sets is_decoder: true, "
+                "or the feature-extraction task."
+            )
+        chunk = getattr(self.hf_config, "attention_chunk_size", None)
+        if self.causal and isinstance(chunk, int) and 0 < chunk < self.options.sequence_length.maximum:
+            raise UserInputError(
+                f"Sequence length {self.options.sequence_length.maximum} is longer than this model's attention chunk "
+                f"({chunk} tokens: its chunked-attention layers see only the tokens of their own chunk), whose masks a "
+                f"package cannot give yet. Choose {chunk} or less."
+            )
         if self.stateful:
             why = stateful_cache_refusal(self.hf_config)
             if why:
@@ -140,11 +156,31 @@ GENERIC_FAMILIES: dict[str, type[ExportConfig]] = {
 }
 
 
+# Decoders of transformers 5.23 the generic path cannot convert, and why (the sweep of its
+# *ForCausalLM types, docs/decoder-families.md): refused before any work, saying why, instead
+# of failing inside the conversion after the download.
+NOT_CONVERTED = {
+    "cpmant": (
+        "it ignores the attention mask it is given (transformers calls it a dummy) and builds its own from the token "
+        "ids inside the model: padding on the left, counted as the ids that are 0, its own prompt tokens put before the "
+        "text, and every token attending to the tokens after it too; that mask takes a logical and of boolean masks, "
+        "which coremltools cannot convert, and a package's right-padded input would change its answer"
+    ),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def generic_config_class(model_type: str) -> type[ExportConfig]:
     """The family config class for a model type outside the registry (UnsupportedArchitecture
     saying why when there is none)."""
-    return GENERIC_FAMILIES[family_of(model_type)]
+    family = family_of(model_type)
+    if model_type in NOT_CONVERTED:
+        raise UnsupportedArchitecture(
+            model_type,
+            f"The architecture '{model_type}' cannot be converted yet: {NOT_CONVERTED[model_type]}. "
+            "Ask for it in an issue.",
+        )
+    return GENERIC_FAMILIES[family]
 
 
 def family_of(model_type: str) -> str:

@@ -1,5 +1,6 @@
 """Torch-op converters added to coremltools only while one conversion runs (Core ML backend),
-and one change to how its pass pipelines check the program (`validated_once_per_pipeline`).
+its float16 pass made to keep finite constants finite (`finite_float16_constants`), and one
+change to how its pass pipelines check the program (`validated_once_per_pipeline`).
 
 coremltools 9.0 was tested up to torch 2.7; torch 2.13's exported graphs contain ops its
 frontend has no converter for. Each patch maps such an op to MIL, is registered for the
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from coremltools.converters.mil import Builder as mb
@@ -47,6 +48,78 @@ def masked_fill_finite_in_float16(context, node):
     if value.dtype != x.dtype:
         value = mb.cast(x=value, dtype=builtin_to_string(x.dtype))
     context.add(mb.select(cond=mask, a=value, b=x, name=node.name))
+
+
+# float32 constants coremltools' float16 pass takes for infinities: it casts them to ±inf
+# (FP16ComputePrecision.fp16_overflow: "their exact values does not matter").
+FLOAT32_TAKEN_AS_INFINITY = 1e38
+
+
+def finite_in_float16(value):
+    """`value` with its finite float32 entries that float16 would make ±inf (|v| >= 1e38, in
+    practice torch.finfo(float32).min and max) clamped to ±65504; None when it has none."""
+    value = np.asarray(value)
+    if value.dtype != np.float32:
+        return None
+    huge = np.isfinite(value) & (np.abs(value) >= FLOAT32_TAKEN_AS_INFINITY)
+    if not huge.any():
+        return None
+    return np.where(huge, np.sign(value) * np.float32(FLOAT16_MAX), value).astype(np.float32)
+
+
+@contextmanager
+def finite_float16_constants():
+    """coremltools' float16 pass (`common::add_fp16_cast`), clamping first each float32
+    constant that would become ±inf in float16 but is finite in float32, as transformers does
+    for a float16 model (torch.finfo(float16).min is -65504).
+
+    Models build additive masks as (1 - mask) * torch.finfo(float32).min (openai-gpt, many
+    encoders): in float16 that constant is -inf, and the kept positions compute 0 * -inf = NaN,
+    which no float16 runtime survives. -65504 keeps every product finite, and a masked score
+    (score - 65504) still gives softmax an exact 0 next to any kept one. Only constants whose
+    every reader the pass casts to float16 are clamped: an op left in float32 keeps its value.
+    True infinities are left as they are (they are ±inf in float32 too)."""
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+
+    key = "common::add_fp16_cast"
+    coremltools_pass = PASS_REGISTRY.passes[key]
+
+    class add_fp16_cast_finite(coremltools_pass):
+        def apply(self, prog):
+            for function in prog.functions.values():
+                self._clamp_constants(function)
+            super().apply(prog)
+
+        def _cast(self, op) -> bool:
+            if not self.is_valid_op(op):
+                return False
+            if self.op_selector is not None:
+                return bool(self.op_selector(op))
+            return op.op_type not in getattr(self, "skip_ops_by_type", set())
+
+        def _clamp_constants(self, block):
+            for op in list(block.operations):
+                for inner in op.blocks:
+                    self._clamp_constants(inner)
+                if op.op_type != "const" or not op.outputs:
+                    continue
+                var = op.outputs[0]
+                if var.val is None or var in block.outputs or not var.child_ops:
+                    continue
+                clamped = finite_in_float16(var.val)
+                if clamped is None or not all(self._cast(child) for child in var.child_ops):
+                    continue
+                with block:
+                    finite = mb.const(val=clamped if clamped.ndim else np.float32(clamped), name=f"{op.name}_finite_in_float16",
+                                      before_op=op)
+                block.replace_uses_of_var_after_op(anchor_op=op, old_var=var, new_var=finite)
+                block.remove_ops([op])
+
+    PASS_REGISTRY.passes[key] = add_fp16_cast_finite
+    try:
+        yield
+    finally:
+        PASS_REGISTRY.passes[key] = coremltools_pass
 
 
 def bicubic_to_same_size(context, node):
@@ -172,6 +245,48 @@ def cumsum_any_axis(context, node):
         mb.cumsum = builder_cumsum
 
 
+@contextmanager
+def scalar_results_folded_as_arrays():
+    """coremltools 9.0 folds an elementwise op of two scalar constants into a Python float, which
+    its float type refuses ("Types should have zero-rank ndarray input"): DiffLlama's λ, a
+    difference of two exp(sum(...)) of the layer's own parameters. The folded value is handed
+    on as a zero-rank array, which the type takes (and stores as the same number)."""
+    from coremltools.converters.mil.mil.ops.defs.iOS15.elementwise_binary import elementwise_binary
+
+    fold = elementwise_binary.__dict__["_cast_check_value_inferene"]
+
+    def folded(self, a, b):
+        result = fold(self, a, b)
+        return np.array(result) if isinstance(result, float) and not isinstance(result, np.generic) else result
+
+    elementwise_binary._cast_check_value_inferene = folded
+    try:
+        yield
+    finally:
+        elementwise_binary._cast_check_value_inferene = fold
+
+
+_COREMLTOOLS_SCATTER = torch_ops.scatter
+
+
+def scatter_value_any_length(context, node):
+    """torch.scatter of one value (`scatter.value`) into a tensor whose length is only known
+    when the package runs: coremltools 9.0 fills the updates with `fill(shape=indices.shape)`,
+    which cannot take a ranged dimension (PhiMoE's router, in a stateful package, scatters -inf
+    over each token's first expert). The updates then take the indices' shape as the program
+    computes it; anything else goes to coremltools' converter."""
+    inputs = torch_ops._get_inputs(context, node, expected=(4, 5))
+    data, indices, value = inputs[0], inputs[2], inputs[3]
+    if len(inputs) > 4 or not types.is_scalar(value.sym_type) or not any(is_symbolic(d) for d in indices.shape) \
+            or value.val is None or inputs[1].val is None:
+        _COREMLTOOLS_SCATTER(context, node)
+        return
+    dtype = types.nptype_from_builtin(data.dtype)
+    updates = mb.fill(shape=mb.shape(x=indices), value=dtype(value.val))
+    context.add(mb.scatter_along_axis(data=data, indices=indices, updates=updates, axis=int(inputs[1].val), mode="update",
+                                      name=node.name))
+
+
 # Per quirk a model config declares (ExportConfig.quirks): the op converters it needs.
 QUIRK_PATCHES = {
     "same_size_bicubic_resize": {"upsample_bicubic2d": bicubic_to_same_size, "upsample_bicubic2d.vec": bicubic_to_same_size},
@@ -186,8 +301,9 @@ def quirk_patches(quirks) -> dict:
 # versions emitted nothing; it is a view of its input, i.e. the identity.
 BASE_PATCHES = {"alias": torch_ops.noop}
 # Fixes of coremltools' own converters, over them whatever its version (see each).
-FIXED_CONVERTERS = {name: cumsum_any_axis for name in ("cumsum", "logcumsumexp", "_logcumsumexp")}
-# Needed by every float16 package (see masked_fill_finite_in_float16).
+FIXED_CONVERTERS = {**{name: cumsum_any_axis for name in ("cumsum", "logcumsumexp", "_logcumsumexp")},
+                    "scatter.value": scatter_value_any_length}
+# Needed by every float16 package (see masked_fill_finite_in_float16; and finite_float16_constants).
 FLOAT16_PATCHES = {"masked_fill": masked_fill_finite_in_float16}
 
 
@@ -207,20 +323,21 @@ def op_patches(extra: dict | None = None, float16: bool = False, fused_attention
     mapping = _TORCH_OPS_REGISTRY.name_to_func_mapping
     saved = {name: mapping[name] for name in patches if name in mapping}
     convert_single_node = torch_ops.convert_single_node
-    try:
-        for name, func in patches.items():
-            if name in BASE_PATCHES and name in saved:
-                continue  # a newer coremltools converts this op itself: keep its converter
-            mapping[name] = func
-        torch_ops.convert_single_node = _naming_failing_node(convert_single_node)
-        yield
-    finally:
-        torch_ops.convert_single_node = convert_single_node
-        for name in patches:
-            if name in saved:
-                mapping[name] = saved[name]
-            else:
-                mapping.pop(name, None)
+    with finite_float16_constants() if float16 else nullcontext(), scalar_results_folded_as_arrays():
+        try:
+            for name, func in patches.items():
+                if name in BASE_PATCHES and name in saved:
+                    continue  # a newer coremltools converts this op itself: keep its converter
+                mapping[name] = func
+            torch_ops.convert_single_node = _naming_failing_node(convert_single_node)
+            yield
+        finally:
+            torch_ops.convert_single_node = convert_single_node
+            for name in patches:
+                if name in saved:
+                    mapping[name] = saved[name]
+                else:
+                    mapping.pop(name, None)
 
 
 def _naming_failing_node(convert_single_node):
