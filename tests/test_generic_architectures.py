@@ -245,3 +245,23 @@ def test_an_unlisted_decoder_keeps_the_additive_mask_when_it_gives_the_models_ow
     opt = config_class_for("opt")(transformers.AutoConfig.from_pretrained(opt_folder), "text-generation", OPTIONS)
     # OPT computes its positions from the 0/1 mask: a ready-made one gives another answer.
     assert opt.mask_convention(transformers.AutoModelForCausalLM.from_pretrained(opt_folder).eval()) is True
+
+
+def test_only_finite_float32_extremes_are_clamped_for_float16_and_coremltools_pass_is_restored():
+    """openai-gpt's mask, (1 - mask) * float32's minimum, is -inf in float16 and 0 * -inf = NaN:
+    float32's extremes become float16's (what transformers uses for a float16 model). Values
+    coremltools keeps in float32 (|v| < 1e38) and true infinities are left as they are."""
+    import numpy as np
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+
+    from converters.backends.coreml.patches import finite_float16_constants, finite_in_float16
+
+    extremes = np.finfo(np.float32)
+    value = np.array([extremes.min, -1e38, -7e4, 1.5, np.inf, -np.inf, extremes.max], dtype=np.float32)
+    assert finite_in_float16(value).tolist() == [-65504.0, -65504.0, -7e4, 1.5, np.inf, -np.inf, 65504.0]
+    assert finite_in_float16(np.array([1.0, -1e4], dtype=np.float32)) is None
+    assert finite_in_float16(np.float32(extremes.min)).tolist() == -65504.0
+    own = PASS_REGISTRY.passes["common::add_fp16_cast"]
+    with finite_float16_constants():
+        assert PASS_REGISTRY.passes["common::add_fp16_cast"] is not own
+    assert PASS_REGISTRY.passes["common::add_fp16_cast"] is own
