@@ -71,9 +71,13 @@ def kind_for(task: str | None, modality: str | None = "text") -> str | None:
 
 
 def kind_of_report(report: dict, task: str | None = None) -> str | None:
-    """The try-it a conversion's report offers: its task's, for the modality its packages' inputs say."""
-    inputs = {i.get("name") for p in report.get("packages") or [] for i in p.get("inputs") or []}
+    """The try-it a conversion's report offers: its task's, for the modality its packages' inputs
+    say; an image-and-text model's two towers score labels whichever task named them."""
+    packages = report.get("packages") or []
+    inputs = {i.get("name") for p in packages for i in p.get("inputs") or []}
     modality = "vision" if inputs & IMAGE_INPUTS else "audio" if inputs & AUDIO_INPUTS else "text"
+    if modality == "vision" and {"image_embeds", "text_embeds"} <= {o.get("name") for p in packages for o in p.get("outputs") or []}:
+        return PHOTO_KINDS["zero-shot-image-classification"]
     return kind_for(report.get("task") or task, modality)
 
 

@@ -405,6 +405,10 @@ def test_a_try_is_routed_by_the_reports_kind(converted):
     packages' first input: an image); try_it.run hands the photo, as bytes in base64, to its kind."""
     for model_type, kind in (("depth_anything", "depth"), ("detr", "detect"), ("clip", "zero-shot"), ("vit", "classify-image")):
         assert try_it.kind_of_report(_json(converted(model_type)[1])) == kind, model_type
+    # The same two towers converted for feature-extraction score labels too; a ViT's features have no try.
+    towers = {**_json(converted("clip")[1]), "task": "feature-extraction"}
+    assert try_it.kind_of_report(towers) == "zero-shot"
+    assert try_it.kind_of_report({**_json(converted("vit")[1]), "task": "feature-extraction"}) is None
     assert try_it.TOKENIZED >= {"zero-shot"} and not try_it.TOKENIZED & {"depth", "detect", "classify-image", "transcribe"}
     folder, result = converted("depth_anything")
     photo = base64.b64encode(_png_bytes(50, 40)).decode()

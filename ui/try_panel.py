@@ -36,8 +36,8 @@ def try_it_section() -> TryIt:
                              elem_id="try-photo")
             gr.Examples([[str(path)] for path in sample_photos()], inputs=[photo], label="Or a sample photo",
                         elem_id="try-samples", api_visibility="private")
-        clip = gr.Audio(label="Clip (speech, up to 30 seconds)", type="numpy", sources=["upload", "microphone"],
-                        visible=False, elem_id="try-clip")
+        clip = gr.Audio(label="Clip: a WAV file or a recording (speech, up to 30 seconds)", type="numpy",
+                        sources=["upload", "microphone"], visible=False, elem_id="try-clip")
         text_box = gr.Textbox(label="Prompt", lines=2, max_length=MAX_CHARS, elem_id="try-text")
         other_box = gr.Textbox(label="Second sentence", lines=1, max_length=MAX_CHARS, visible=False, elem_id="try-other")
         run_button = gr.Button("Run", elem_id="try-run")
