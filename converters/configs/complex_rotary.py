@@ -2,8 +2,9 @@
 arithmetic while a model is captured (capture.py).
 
 Llama 4's text model builds its rotary frequencies with `torch.polar` and rotates queries and
-keys as complex numbers (`view_as_complex`, a complex product, `view_as_real`). Core ML has no
-complex numbers and coremltools 9.0 converts none of those ops. The rotation is the same
+keys as complex numbers (`view_as_complex`, a complex product, `view_as_real`). A Core ML
+program has no complex tensors (coremltools lowers the few complex ops it has, for FFTs, to
+real ones) and coremltools 9.0 converts neither `polar` nor `view_as_complex`. The rotation is the same
 products in real tensors: a pair (a, b) of a head's channels is the complex a + ib, and
 
     (a + ib)(cos θ + i sin θ) = (a cos θ − b sin θ) + i (a sin θ + b cos θ),
