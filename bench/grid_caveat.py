@@ -4,7 +4,7 @@ weights already sit on a 4-bit grid?
 The real LLM of the suite (tests/real_models.py) is SmolLM2-135M-Instruct from a Q4_1 GGUF,
 dequantized to float32: every block of 32 input weights of its decoder layers holds at most 16
 values, on an affine grid (min + k * step); its tied embedding/head is Q8_0 (32 levels per block
-of 32, symmetric). The README's compression numbers (int4 GPTQ 1.20x perplexity, data-free int4
+of 32, symmetric). The README's compression numbers (int4 GPTQ 1.11x perplexity (1.20x at an earlier revision), data-free int4
 1.29x (1.287x re-measured on 5 December 2026 at 1560e3f; 1.48x at an earlier revision), lut6, lut4,
 int8) were measured on it. No pretrained LLM in float16/bfloat16/float32 or
 Q8_0 ships in a PyPI, npm or Debian package (issue 31: what was searched is in docs/compression.md),

@@ -174,3 +174,38 @@ def test_the_walk_runs_a_decoder_layer_on_all_samples_at_once_with_the_same_outp
     assert len(together) == 3
     for one, other in zip(alone, together):
         assert torch.equal(first(one), other)
+
+
+@pytest.mark.slow
+def test_real_llm_int4_with_gptq_meets_the_readmes_numbers(real_llm, real_float16, tmp_path):
+    """The README's int4 row on the suite's SmolLM2 (a Q4_1 GGUF dequantized: see docs/compression.md):
+    GPTQ-calibrated layers, embeddings and head per block of 8, 0.30x the float16 package at 1.11x
+    perplexity. The package is judged as validation judges a compressed package on the held-out
+    passage (quality.passage_checks, fp32 and fp16 emulation, its scheme's bar), without the
+    continuation and input-set rows the other real-model tests cover."""
+    from converters.backends import backend_for_package
+    from converters.capture import load
+    from converters.package_info import directory_size
+    from converters.plan import make_plan
+    from converters.source import open_source
+    from converters.source_tokenizer import load_tokenizer
+    from converters.validation import quality
+
+    options = ConversionOptions.from_strings(quantize="int4", minimum_deployment_target="iOS18", sequence_length="128")
+    result = convert(str(real_llm), "text-generation", tmp_path, options, validate=False)
+    (entry,) = result.report_json["packages"]
+    compression = entry["compression"]
+    assert compression["scheme"] == "int4" and "GPTQ" in compression["method"], compression
+    assert compression["calibration"]["weights"] == 30 * 7 and compression["float_weights_left"] == 0
+    assert "embeddings and output head" in compression["granularity"]
+    ratio = entry["size_bytes"] / directory_size(real_float16)
+    assert ratio == pytest.approx(0.30, abs=0.01), ratio  # README: 0.30x
+    plan = make_plan(open_source(str(real_llm)), "text-generation", options)
+    module = plan.cfg.reference_module(load(plan), "model").eval()
+    executor = backend_for_package(result.packages[0]).runner(result.packages[0])
+    rows, numbers = quality.passage_checks(plan.cfg, "model", module, executor, load_tokenizer(real_llm, plan.cfg.attributes.vocab_size),
+                                           ("fp32", "fp16"), quality.bar_for(plan.cfg), "int4", "logits")
+    assert rows and all(row.passed for row in rows), [vars(row) for row in rows]
+    print("int4 GPTQ on the passage:", numbers)
+    for mode, measured in numbers.items():
+        assert measured["perplexity_ratio"] <= 1.15, (mode, measured)  # README: 1.11x (data-free: 1.29x)

@@ -54,7 +54,7 @@ def test_every_test_the_claims_table_names_exists():
 def test_every_number_the_readme_quotes_is_in_the_claims_table():
     numbers = _quoted_numbers(_readme_prose())
     # What the check sees, so that a rewrite of the README cannot blind it.
-    assert {"0.30×", "1.20×", "0.995×", "1.36×", "2.5 bytes", "20 tries", "22 architectures", "2.13", "128 tokens"} <= numbers
+    assert {"0.30×", "1.11×", "0.995×", "1.36×", "2.5 bytes", "20 tries", "22 architectures", "2.13", "128 tokens"} <= numbers
     claims = CLAIMS.read_text()
     missing = sorted(n for n in numbers if n not in claims)
     assert not missing, f"README numbers with no row in docs/claims.md: {missing}"
