@@ -13,6 +13,11 @@ A package's memory while it runs, estimated (`Footprint`):
   from iOS16/macOS13, float32 before — coremltools' default outputs), the attention scores (heads × tokens × context), the feed-forward layer (tokens × its
   width) and the hidden states, at the longest call the package takes (a stateful package's
   prompt can fill its whole context) — one tensor, so a call's working memory is at least this.
+A speech model (Whisper's three WhisperKit packages, docs/whisperkit.md) has its own figure: the
+three packages' weights; the decoder's KV cache, which WhisperKit holds outside the package as the
+`key_cache` and `value_cache` inputs, float16 [1, d_model · decoder layers, 1, max target positions
+(448)] each (TextDecoder.swift:137-147); the largest activation of the encoder over its 30 s window
+(1500 positions: its attention scores or feed-forward layer) or of a decoder call (the logits).
 
 Two ways in: before converting, from the model's config.json and the size estimate
 (`from_config`); after, from the conversion's report (`from_report`: the package sizes, its
@@ -51,6 +56,9 @@ FLOAT16 = 2
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8, "int32": 4, "int8": 1}
 # Tasks whose package scores every token of a vocabulary (their outputs are logits).
 VOCABULARY_TASKS = ("text-generation", "fill-mask", "text2text-generation")
+# Speech: WhisperKit's three packages, the cache outside them (docs/whisperkit.md).
+SPEECH_TASKS = ("automatic-speech-recognition",)
+SAMPLE_RATE = 16_000  # Whisper's audio: 16 kHz, 480000 samples = its 30 s window
 
 # The Neural Engine's practical model size: Apple's Stable Diffusion recipe (github.com/apple/
 # ml-stable-diffusion, README: --chunk-unet splits the UNet "in two approximately equal chunks
@@ -125,8 +133,9 @@ class Footprint:
     """A package's memory: `weights` (bytes it loads: all its packages together), `kv_cache`
     (its states), `activation` (the largest activation of one call, estimated), `context` (the
     tokens a stateful package's cache holds, else the longest sequence it takes; None for images),
-    `stateful`, `largest_package` (the biggest single package, for the Neural Engine) and `grows`
-    (its cache grows with the text up to `context`, counted full)."""
+    `stateful`, `largest_package` (the biggest single package, for the Neural Engine), `grows`
+    (its cache grows with the text up to `context`, counted full) and `audio_seconds` (a speech
+    model: the audio window its encoder takes; `context` is then its decoder's cache positions)."""
 
     weights: int
     kv_cache: int = 0
@@ -135,6 +144,7 @@ class Footprint:
     stateful: bool = False
     largest_package: int = 0
     grows: bool = False
+    audio_seconds: float | None = None
 
     @property
     def running(self) -> int:
@@ -274,6 +284,8 @@ def from_config(config: dict, task: str, weight_bytes: int, options, modality: s
     (`keeps_cache`: the model's family keeps one). Two formats: the one needing more."""
     element, output = element_sizes(options)
     stateful = options.kv_cache == "stateful"
+    if task in SPEECH_TASKS or modality == "audio":  # the form's task may still be "auto"
+        return speech_footprint(config, weight_bytes, element)
     if modality == "vision":
         return Footprint(weight_bytes, 0, activation_bytes(config, task, None, None, element, output), None, False,
                          weight_bytes)
@@ -306,6 +318,8 @@ def from_report(report: dict, config: dict | None = None) -> Footprint | None:
     packages = [p for p in report.get("packages") or [] if p.get("size_bytes")]
     if not packages:
         return None
+    if str(report.get("task") or "") in SPEECH_TASKS:
+        return _speech_measured(packages, report, config)
     by_format: dict[str, list[dict]] = {}
     for package in packages:
         by_format.setdefault(str(package.get("format") or ""), []).append(package)
@@ -348,6 +362,75 @@ def _measured(chosen: list[dict], fmt: Format, report: dict, parsed, config: dic
     return Footprint(weights, cache, activation, context, stateful, max(p["size_bytes"] for p in chosen), grows)
 
 
+# ---------------------------------------------------------------------- speech
+
+
+def speech_dimensions(config: dict) -> dict[str, int]:
+    """A Whisper config's sizes (transformers' WhisperConfig defaults where it names none)."""
+    get = lambda name, default: _first(config, name) or default
+    d_model = get("d_model", 384)
+    return {"d_model": d_model, "decoder_layers": get("decoder_layers", 4), "encoder_heads": get("encoder_attention_heads", 6),
+            "encoder_ffn": get("encoder_ffn_dim", 4 * d_model), "decoder_ffn": get("decoder_ffn_dim", 4 * d_model),
+            "vocab": get("vocab_size", 51865), "target_positions": get("max_target_positions", 448),
+            "source_positions": get("max_source_positions", 1500)}
+
+
+def speech_cache_bytes(config: dict) -> int:
+    """The decoder's KV cache WhisperKit holds: key_cache and value_cache, float16
+    [1, d_model · decoder layers, 1, max_target_positions] each."""
+    dims = speech_dimensions(config)
+    return 2 * dims["d_model"] * dims["decoder_layers"] * dims["target_positions"] * FLOAT16
+
+
+def speech_activation_bytes(config: dict, element_bytes: int) -> int:
+    """The largest activation: the encoder over its window (its two convolutions see twice the 1500
+    positions; attention scores heads × 1500 × 1500; the feed-forward layer), or a decoder call
+    (its float16 logits, its cross-attention's keys over the 1500 encoder positions)."""
+    dims = speech_dimensions(config)
+    source = dims["source_positions"]
+    return max(dims["encoder_heads"] * source * source * element_bytes, source * dims["encoder_ffn"] * element_bytes,
+               2 * source * dims["d_model"] * element_bytes, dims["vocab"] * FLOAT16)
+
+
+def speech_window(config: dict) -> float:
+    """The encoder's audio window in seconds: two mel frames per position, 100 frames a second (30 s)."""
+    return 2 * speech_dimensions(config)["source_positions"] / 100
+
+
+def speech_footprint(config: dict, weight_bytes: int, element_bytes: int) -> Footprint:
+    """A Whisper conversion before converting: the three packages' weights, the decoder's cache at its
+    max target positions, the largest activation, the 30 s window. The largest package (for the
+    Neural Engine) is the encoder's or the decoder's share of the weights, by their parameters:
+    a layer's attention and feed-forward (4 d² + 2 d·ffn; the decoder's cross-attention 4 d² more),
+    the decoder's token embedding (vocabulary × d)."""
+    dims = speech_dimensions(config)
+    d = dims["d_model"]
+    encoder = (_first(config, "encoder_layers") or 4) * (4 * d * d + 2 * d * dims["encoder_ffn"])
+    decoder = dims["decoder_layers"] * (8 * d * d + 2 * d * dims["decoder_ffn"]) + dims["vocab"] * d
+    largest = round(weight_bytes * max(encoder, decoder) / (encoder + decoder))
+    return Footprint(weight_bytes, speech_cache_bytes(config), speech_activation_bytes(config, element_bytes),
+                     dims["target_positions"], False, largest, audio_seconds=speech_window(config))
+
+
+def _speech_measured(packages: list[dict], report: dict, config: dict | None) -> Footprint:
+    """A Whisper conversion's packages as written: the cache from the decoder's key_cache and
+    value_cache inputs, the window from the mel package's audio input."""
+    inputs = {i.get("name"): i for p in packages for i in p.get("inputs") or []}
+    caches = [inputs[name] for name in ("key_cache", "value_cache") if name in inputs]
+    cache = sum(_elements(_longest(i)) * DTYPE_BYTES.get(i.get("dtype"), FLOAT16) for i in caches)
+    positions = _longest(caches[0])[-1] if caches else speech_dimensions(config or {})["target_positions"]
+    audio = _longest(inputs["audio"]) if "audio" in inputs else []
+    seconds = _elements(audio) / SAMPLE_RATE if audio else speech_window(config or {})
+    precision = (report.get("options") or {}).get("precision")
+    if config:
+        activation = speech_activation_bytes(config, 4 if precision == "float32" else FLOAT16)
+    else:  # what the report shows: the outputs (the encoder's embeddings, the logits)
+        activation = max((_elements(_longest(o)) * DTYPE_BYTES.get(o.get("dtype"), 4)
+                          for p in packages for o in p.get("outputs") or []), default=0)
+    return Footprint(sum(p["size_bytes"] for p in packages), cache, activation, positions, False,
+                     max(p["size_bytes"] for p in packages), audio_seconds=seconds)
+
+
 # ---------------------------------------------------------------------- in words
 
 
@@ -362,7 +445,10 @@ def gigabytes(size: int | float) -> str:
 
 
 def context_words(footprint: Footprint) -> str:
-    """'at 4 k context', 'at its full 8 k context' (a cache that grows), 'at 128 tokens', or '' (an image model)."""
+    """'at 4 k context', 'at its full 8 k context' (a cache that grows), 'at 128 tokens', 'on a 30 s clip,
+    its decoder's cache at 448 tokens' (a speech model), or '' (an image model)."""
+    if footprint.audio_seconds is not None:
+        return f"on a {footprint.audio_seconds:g} s clip, its decoder's cache at {footprint.context:,} tokens"
     if footprint.context is None:
         return ""
     if footprint.stateful:

@@ -268,3 +268,57 @@ def test_a_core_ai_llm_counts_its_cache_at_the_context_it_grows_to():
     # No bundle, no cache: an embedder, or a text generator whose family keeps no cache.
     assert fit.from_config(SMOLLM2, "feature-extraction", 1, options).kv_cache == 0
     assert fit.from_config(SMOLLM2, "text-generation", 1, options, keeps_cache=False).kv_cache == 0
+
+
+# openai/whisper-large-v3's config.json (the sizes the speech figure reads).
+WHISPER_LARGE_V3 = {"model_type": "whisper", "d_model": 1280, "encoder_layers": 32, "decoder_layers": 32,
+                    "encoder_attention_heads": 20, "decoder_attention_heads": 20, "encoder_ffn_dim": 5120,
+                    "decoder_ffn_dim": 5120, "vocab_size": 51866, "num_mel_bins": 128, "max_source_positions": 1500,
+                    "max_target_positions": 448}
+
+
+def whisper_report(config: dict, sizes=(400_000, 1_270_000_000, 1_830_000_000)) -> dict:
+    """A Whisper conversion's report: WhisperKit's three packages as written (configs/whisper.py)."""
+    d, layers, slots = config["d_model"], config["decoder_layers"], config["max_target_positions"]
+    tensor = lambda name, shape, dtype="float16": {"name": name, "shape": shape, "dtype": dtype, "flexibility": "fixed"}
+    return {"task": "automatic-speech-recognition", "options": {"precision": "float16", "sequence_length": "auto"},
+            "packages": [
+                {"part": "MelSpectrogram", "size_bytes": sizes[0], "inputs": [tensor("audio", [480000], "float32")],
+                 "outputs": [tensor("melspectrogram_features", [1, config["num_mel_bins"], 1, 3000])]},
+                {"part": "AudioEncoder", "size_bytes": sizes[1], "inputs": [tensor("melspectrogram_features", [1, 128, 1, 3000])],
+                 "outputs": [tensor("encoder_output_embeds", [1, d, 1, 1500])]},
+                {"part": "TextDecoder", "size_bytes": sizes[2],
+                 "inputs": [tensor("input_ids", [1], "int32"), tensor("cache_length", [1], "int32"),
+                            tensor("key_cache", [1, d * layers, 1, slots]), tensor("value_cache", [1, d * layers, 1, slots]),
+                            tensor("kv_cache_update_mask", [1, slots], "int32"), tensor("encoder_output_embeds", [1, d, 1, 1500]),
+                            tensor("decoder_key_padding_mask", [1, slots])],
+                 "outputs": [tensor("logits", [1, 1, config["vocab_size"]]), tensor("key_cache_updates", [1, d * layers, 1, 1]),
+                             tensor("value_cache_updates", [1, d * layers, 1, 1])]}]}
+
+
+def test_a_whisper_model_has_its_own_figure_not_a_text_models_tokens():
+    """Issue 30: a Whisper job's fit said 'at 128 tokens' (a text model's sequence length). Its figure is
+    the three packages' weights, the decoder's KV cache WhisperKit holds outside the package at its
+    max target positions (448), and the encoder's largest activation over its 30 s window."""
+    weights = 3_100_000_000
+    form = fit.from_config(WHISPER_LARGE_V3, "automatic-speech-recognition", weights, ConversionOptions(), "audio")
+    cache = 2 * 1280 * 32 * 448 * 2  # key_cache and value_cache, float16 [1, d_model·layers, 1, 448]
+    assert (form.weights, form.kv_cache, form.context, form.audio_seconds) == (weights, cache, 448, 30.0)
+    assert form.activation == 20 * 1500 * 1500 * 2  # the encoder's attention scores over its 1500 positions
+    words = fit.summary(form)
+    assert "on a 30 s clip, its decoder's cache at 448 tokens" in words and "KV cache 73 MB" in words
+    assert "128 tokens" not in words and "runs at 448 tokens" not in words
+    # The Neural Engine judges each package: the decoder's share of large-v3's weights (its 32 layers with
+    # cross-attention and the 51866-token embedding: 1.8 of 3.1 GB), not all three together.
+    assert fit.from_config(WHISPER_LARGE_V3, "auto", weights, ConversionOptions(), "audio") == form  # the form's task left to auto
+    assert 0.55 < form.largest_package / weights < 0.6 and "larger than the Neural Engine takes on iPhone" in words
+    # The result and the card: the packages as written, the same figure (with the config: the same activation).
+    report = whisper_report(WHISPER_LARGE_V3)
+    written = fit.from_report(report, WHISPER_LARGE_V3)
+    assert (written.kv_cache, written.context, written.audio_seconds, written.activation) == (cache, 448, 30.0, form.activation)
+    assert (written.weights, written.largest_package) == (sum(p["size_bytes"] for p in report["packages"]), 1_830_000_000)
+    alone = fit.from_report(report)  # no config: the largest output written (the encoder's embeddings)
+    assert alone.kv_cache == cache and alone.activation == 1280 * 1500 * 2 and "448 tokens" in fit.summary(alone)
+    # A smaller decoder cache (a model with fewer target positions) is read from the packages, not assumed.
+    tiny = {**WHISPER_LARGE_V3, "d_model": 64, "decoder_layers": 2, "max_target_positions": 64}
+    assert fit.from_report(whisper_report(tiny), tiny).kv_cache == 2 * 64 * 2 * 64 * 2 == fit.speech_cache_bytes(tiny)
