@@ -38,13 +38,25 @@ NOT_CONVERTED = {
                                                  "(docs/whisperkit.md)",
     ("rt_detr", "object-detection"): "coreai-torch has no conversion for grid_sampler_2d, the sampling of its deformable "
                                      "attention (docs/vision-kinds.md)",
+    # modeling_conditional_detr.py:670-678 concatenates each head's query and key with their position
+    # embeddings; coreai-torch's attention asserts "Result type and query type must be identical" (measured).
+    ("conditional_detr", "object-detection"): "coreai-torch's attention takes values as wide as the queries, and "
+                                              "Conditional DETR's cross-attention doubles its queries and keys (their "
+                                              "position embeddings concatenated) (docs/vision-kinds.md)",
 }
+# Multi-scale deformable attention (its config names `decoder_n_points`: Deformable DETR, RT-DETR v1/v2,
+# D-FINE, Grounding DINO, RF-DETR, …) samples its feature maps with grid_sampler_2d, which coreai-torch
+# does not convert (measured on RT-DETR: "unsupported ATen ops: aten.grid_sampler_2d").
+DEFORMABLE = ("coreai-torch has no conversion for grid_sampler_2d, the sampling of its multi-scale deformable attention "
+              "(docs/vision-kinds.md)")
 
 
 def refusal(cfg, options) -> str | None:
     """Why this model and these options cannot become an .aimodel here, or None (asked at plan
     time: plan.check_request)."""
     reason = NOT_CONVERTED.get((cfg.hf_config.model_type, cfg.task))
+    if reason is None and getattr(cfg.hf_config, "decoder_n_points", None) is not None:
+        reason = DEFORMABLE
     if reason:
         return f"Core AI output is not available for {cfg.hf_config.model_type} {cfg.task}: {reason}. Choose the Core ML format."
     if options.sequence_length.kind == "enumerated":
