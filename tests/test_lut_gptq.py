@@ -282,3 +282,40 @@ def test_stepping_only_the_moving_rows_gives_every_table_of_stepping_them_all(mo
         monkeypatch.setattr(kmeans, "_lloyd", every_row)
         assert torch.equal(weighted_tables(weight, importance, bits, group, iterations), ours), (bits, group, iterations)
         monkeypatch.undo()
+
+
+
+def _coreai_opt_int4(weight: torch.Tensor, block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """coreai-opt's data-free int4 per block (what quantize_weights(INT4, SYMMETRIC, PER_BLOCK) computes
+    for each weight of a Core AI program): the levels it writes and its scales."""
+    from coreai_opt.coreai_utils._coreai_imports import compression_types
+    from coreai_opt.coreai_utils._utils.quantize_utils import _compute_qparams_by_dtype
+    from coreai_opt.coreai_utils.common import QScheme
+
+    data, scale, _ = _compute_qparams_by_dtype(weight.numpy(), compression_types.string_to_builtin("int4"),
+                                               QScheme.SYMMETRIC, [1, block])
+    return torch.from_numpy(data.astype("int64")), torch.from_numpy(scale)
+
+
+def test_int4_onto_coreai_opts_grid_leaves_its_data_free_pass_nothing_to_move():
+    """GPTQ onto coreai-opt's grid (a Core AI program's int4): coreai-opt's pass, which re-derives
+    each block's scale from the weights it is given, writes the sweep's very levels, with its scales
+    (its formula adds 1e-6 / 14 to each again: 5e-7 at most on a weight); coremltools' grid (16
+    levels, another scale) it moves."""
+    weights, batch = _one_input()
+    grids = {}
+    for grid in (lut_gptq.COREMLTOOLS_GRID, lut_gptq.COREAI_OPT_GRID):
+        grids[grid], _ = _swept(weights, batch, lambda layer: BlockGPTQ(layer, ModuleBlockGPTQConfig.from_dict(
+            {"algorithm": lut_gptq.BLOCKS_ALGORITHM, **INT4, "grid": grid})))
+    for name, weight in weights.items():
+        ours = grids[lut_gptq.COREAI_OPT_GRID][name]
+        scales = ours.get_buffer("_COREML_/weight/quantization_scale")
+        levels = (ours.weight.data / scales.repeat_interleave(32, dim=1)).round().long()
+        assert levels.abs().max() == 7 and set(ours.get_buffer("_COREML_/weight/zero_point").unique().tolist()) == {8}
+        theirs, their_scales = _coreai_opt_int4(ours.weight.data)
+        assert torch.equal(theirs, levels), name
+        assert torch.allclose(their_scales, scales + lut_gptq.COREAI_OPT_EPSILON / 14, rtol=1e-6, atol=0), name
+        before = grids[lut_gptq.COREMLTOOLS_GRID][name].weight.data
+        levels, scales = _coreai_opt_int4(before)
+        moved = (levels * scales.repeat_interleave(32, dim=1) - before).abs() > 1e-5
+        assert moved.float().mean() > 0.1, name  # what Core AI's int4 did to GPTQ's weights before (here 20 %)

@@ -146,7 +146,19 @@ def algorithm(options) -> dict:
         return {"algorithm": lut_gptq.ALGORITHM, "bits": scheme.bits, "group_size": lut_group_size(options),
                 "hessian_dampening": HESSIAN_DAMPENING}
     return {"algorithm": lut_gptq.BLOCKS_ALGORITHM, "weight_dtype": "uint4", "granularity": "per_block",
-            "block_size": options.block_size, "hessian_dampening": HESSIAN_DAMPENING}
+            "block_size": options.block_size, "hessian_dampening": HESSIAN_DAMPENING, "grid": int4_grid(options)}
+
+
+def int4_grid(options) -> str:
+    """The grid int4's GPTQ rounds onto. An .aimodel alone (no Core ML package, so no deployment
+    target): coreai-opt's, because the Core AI compressor's data-free pass re-derives every block's
+    scale from the weights it is given and rounds them again onto its own grid; GPTQ onto that
+    grid leaves it nothing to move (lut_gptq.COREAI_OPT_GRID; SmolLM2-135M: docs/core-ai.md).
+    Else coremltools', which the Core ML converter writes as GPTQ left it (with `both` the
+    .aimodel's pass re-rounds those weights)."""
+    from .lut_gptq import COREAI_OPT_GRID, COREMLTOOLS_GRID
+
+    return COREMLTOOLS_GRID if options.deployment_target_applies else COREAI_OPT_GRID
 
 
 def compressor_config(plan, model: torch.nn.Module, layers: str, samples: int):

@@ -26,7 +26,9 @@ walk and input caching stay coremltools'; the Hessians and sweeps are ours:
    - int4 (`BlockGPTQ`): coremltools' GPTQ grid, a symmetric scale per block of input
      channels computed when the sweep reaches the block, from the weights as they stand at
      the start of its processing group — as coremltools computes them, so the very weights
-     and scales of coremltools' GPTQ (tested);
+     and scales of coremltools' GPTQ (tested); or, for a Core AI program, coreai-opt's grid
+     (`grid="coreai_opt"`: its scale formula and 15 levels, so its data-free pass after
+     conversion keeps GPTQ's weights as they are: COREAI_OPT_GRID);
    - tables (`LutGPTQ`): per group of `group_size` output channels, a 2**bits-entry k-means of
      the group's weights, each weight counted by its input's mean square on the calibration
      text (the Hessian's diagonal: a weight fed by a large activation matters more); columns
@@ -89,9 +91,25 @@ class ModuleLutGPTQConfig(LayerwiseCompressionAlgorithmConfig):
 @LayerwiseCompressionAlgorithmConfig.register(BLOCKS_ALGORITHM)
 @define
 class ModuleBlockGPTQConfig(ModuleGPTQConfig):
-    """coremltools' GPTQ settings (per block, in input-channel order), for `BlockGPTQ`."""
+    """coremltools' GPTQ settings (per block, in input-channel order), for `BlockGPTQ`; `grid`: the
+    levels and scale a block's weights are rounded onto (COREMLTOOLS_GRID or COREAI_OPT_GRID)."""
 
     algorithm: str = field(default=BLOCKS_ALGORITHM, validator=validators.in_([BLOCKS_ALGORITHM]))
+    grid: str = field(default="coremltools", validator=validators.in_(["coremltools", "coreai_opt"]))
+
+
+# The grids of int4 per block (`_Blocks`):
+# - coremltools' GPTQ's: scale (max - min) / 15 of the block (symmetric: max = |the largest|,
+#   min = -max), 16 levels -8 ... 7, the zero point 8; coremltools' converter writes it as it is;
+# - coreai-opt's (quantize_weights(INT4, SYMMETRIC, PER_BLOCK), which re-derives every scale from
+#   the weights it is given: coreai_opt/coreai_utils/_utils/quantize_utils.py, _quantize_data_by_dtype):
+#   scale (2 max|w| + 1e-6) / 14, 15 levels -7 ... 7 (no -8). GPTQ onto it, with each block's
+#   largest weight kept at ±7 (`_Blocks.round`), leaves weights coreai-opt's pass maps onto
+#   themselves: its scale from them is the sweep's, and each weight divides back to its level.
+#   Stored as uint4 with the zero point 8 (levels 1 ... 15), the grid is also one coremltools writes.
+COREMLTOOLS_GRID = "coremltools"
+COREAI_OPT_GRID = "coreai_opt"
+COREAI_OPT_EPSILON = 1e-6  # quantize_utils.py: `epsilon = 1e-6`, added to a block's range
 
 
 class _SharedGPTQ:
@@ -180,14 +198,17 @@ class BlockGPTQ(_SharedGPTQ, GPTQ):
         self._init_layer(layer, config)
         self._init_parameters(config)  # GPTQ's (checks that the blocks divide the input channels)
         self._symmetric = config.quantization_scheme == QuantizationScheme.symmetric
+        self._grid_name = config.grid
+        if self._grid_name == COREAI_OPT_GRID and not self._symmetric:
+            raise ValueError("coreai-opt's grid here is its symmetric one")
 
     @property
     def _settings(self) -> tuple:
         return (BlockGPTQ, self._weight_n_bits, self._block_size, self._symmetric, self._hessian_dampening,
-                self._processing_group_size, self._columns)
+                self._processing_group_size, self._columns, self._grid_name)
 
     def _grid(self, weights: list[torch.Tensor], importance: torch.Tensor) -> "_Blocks":
-        return _Blocks(self._weight_n_bits, self._block_size, self._symmetric)
+        return _Blocks(self._weight_n_bits, self._block_size, self._symmetric, self._grid_name)
 
     def _compress_impl(self):
         super()._compress_impl()
@@ -342,9 +363,11 @@ class _Blocks:
     scale (and zero point) from its weights as they stand when the sweep's processing group that
     reaches it starts (coremltools' Quantizer.find_params on the matrix it updates once per group)."""
 
-    def __init__(self, bits: int, block: int, symmetric: bool):
+    def __init__(self, bits: int, block: int, symmetric: bool, grid: str = COREMLTOOLS_GRID):
         self.max_q, self.block, self.symmetric = 2**bits - 1, block, symmetric
         self.scales = self.zeros = None  # [blocks, rows]: a block's row contiguous
+        self.coreai_opt = grid == COREAI_OPT_GRID
+        self.extreme = self.extreme_level = None  # coreai-opt's grid: each block's largest weight, [blocks, rows]
 
     def order(self, importance: torch.Tensor) -> None:
         return None
@@ -359,6 +382,9 @@ class _Blocks:
         if first == last:
             return
         values = columns[first * self.block:last * self.block].reshape(last - first, self.block, rows)
+        if self.coreai_opt:
+            self._coreai_opt_blocks(values, first, last)
+            return
         zero = torch.zeros(())
         low = torch.minimum(values.amin(dim=1), zero)
         high = torch.maximum(values.amax(dim=1), zero)
@@ -374,10 +400,33 @@ class _Blocks:
         # the same as round(w / scale) clamped to [-zero, max_q - zero], with two steps fewer
         self.low[first:last], self.high[first:last] = -zeros, self.max_q - zeros
 
+    def _coreai_opt_blocks(self, values: torch.Tensor, first: int, last: int) -> None:
+        """coreai-opt's symmetric int4 grid for blocks first ... last - 1 (`values` [blocks, block,
+        rows]): its scale to the bit (float32: (|w|max + |w|max + 1e-6) / 14), levels -7 ... 7,
+        and where each row's largest weight of the block lies, with its level (±7)."""
+        if self.extreme is None:
+            self.extreme = torch.empty_like(self.scales, dtype=torch.long)
+            self.extreme_level = torch.empty_like(self.scales)
+        magnitude = values.abs()
+        largest, where = magnitude.max(dim=1)
+        half = self.max_q // 2  # 7
+        self.scales[first:last] = (largest + largest + COREAI_OPT_EPSILON) / (2 * half)
+        self.zeros[first:last] = half + 1  # 8: the levels stored as uint4 1 ... 15
+        self.low[first:last], self.high[first:last] = -half, half
+        self.extreme[first:last] = where
+        sign = torch.gather(values, 1, where.unsqueeze(1)).squeeze(1).sign()
+        self.extreme_level[first:last] = sign * half
+
     def round(self, column: torch.Tensor, index: int, out: torch.Tensor) -> torch.Tensor:
         block = index // self.block
         scale = self.scales[block]
-        return torch.div(column, scale, out=out).round_().clamp_(self.low[block], self.high[block]).mul_(scale)
+        level = torch.div(column, scale, out=out).round_().clamp_(self.low[block], self.high[block])
+        if self.coreai_opt:
+            # The row's largest weight of the block stays at ±7 (GPTQ folds the difference on), so
+            # the block's largest after the sweep is 7 scales and coreai-opt derives the same scale
+            largest_here = self.extreme[block] == index % self.block
+            torch.where(largest_here, self.extreme_level[block], level, out=level)
+        return level.mul_(scale)
 
     def split(self, rows: list[int]) -> list[dict]:
         """Each member's scales and zero points, [rows, blocks] as coremltools' GPTQ stores them."""

@@ -13,7 +13,13 @@ same floor (weights of at most WEIGHT_THRESHOLD elements stay float):
 
 For text generation the
 4-bit schemes' decoder layers are GPTQ-calibrated before capture, as for Core ML
-(transforms/calibrate.py): the program's weights then already sit on a 4-bit grid.
+(transforms/calibrate.py): the program's weights then already sit on a 4-bit grid. coreai-opt's
+passes take no given grid: quantize_weights re-derives each block's scale from the weights it
+finds (coreai_opt/coreai_utils/_utils/quantize_utils.py, _quantize_data_by_dtype: (2 max|w| + 1e-6)
+/ 14, levels -7 ... 7) and rounds them again. So for an .aimodel alone, int4's GPTQ rounds onto
+that very grid (calibrate.int4_grid, lut_gptq.COREAI_OPT_GRID), each block's largest weight kept
+at ±7: the pass then writes GPTQ's own levels (tested). With `both` GPTQ keeps coremltools' grid
+for the Core ML package, and this pass rounds its weights again.
 
 The report's sizes: the program saved with its float weights is measured once (a temporary
 save, without the package's metadata), so "before" is a real file size, not an estimate.
@@ -45,9 +51,9 @@ def compress_coreai(plan, part: str, program):
                                           weight_num_threshold=WEIGHT_THRESHOLD)
             granularity = "per channel"
         else:
-            # GPTQ (calibrate.py) has already moved the layers' weights onto coremltools' uint4 grid;
-            # coreai-opt rounds them again onto its own (measured: symmetric 1.24x perplexity on
-            # SmolLM2-135M, asymmetric uint4 1.30x).
+            # An .aimodel alone: GPTQ's levels, which sit on this pass's grid, are written as they
+            # are (calibrate.int4_grid); with `both` GPTQ's coremltools grid is rounded again
+            # (SmolLM2-135M: docs/core-ai.md).
             compressed = quantize_weights(program, DType.INT4, granularity=CompressionGranularity.PER_BLOCK,
                                           block_size=options.block_size, weight_num_threshold=WEIGHT_THRESHOLD)
             granularity = f"per block ({options.block_size})" + head
