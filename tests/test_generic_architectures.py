@@ -207,6 +207,11 @@ def test_text_generation_is_refused_for_a_model_whose_config_says_it_is_no_decod
     assert "its config.json says is_decoder: false" in str(refused.value)
     hf_config.is_decoder = True
     config_class_for("bert-generation")(hf_config, "text-generation", OPTIONS).check_options()
+    from transformers import AutoConfig
+
+    japanese = AutoConfig.for_model("gpt_neox_japanese")  # is_decoder: false, never read: a decoder all the same
+    assert japanese.is_decoder is False
+    config_class_for("gpt_neox_japanese")(japanese, "text-generation", OPTIONS).check_options()
 
 
 def test_a_sequence_longer_than_an_attention_chunk_is_refused_before_any_work():

@@ -81,6 +81,12 @@ def _untested(family: type[ExportConfig], **overrides) -> type[ExportConfig]:
     return type(f"Untested{family.__name__}", (family,), {"tested": False, **overrides})
 
 
+# Causal-LM types whose model attends to later tokens too unless its config says is_decoder: true
+# (read in transformers 5.23: BertGenerationEncoder builds a bidirectional mask otherwise). Other
+# types carry is_decoder: false without reading it (GPT-NeoX-Japanese) or set it themselves (TrOCR).
+DECODER_ONLY_WHEN_SAID = frozenset({"bert-generation"})
+
+
 class GenericDecoderConfig(DecoderConfig):
     """The decoder family for an architecture outside the registry: it also refuses a stateful
     package for a decoder whose cache the keyCache/valueCache states cannot hold (recurrent
@@ -90,7 +96,8 @@ class GenericDecoderConfig(DecoderConfig):
     inside the capture or converting a model that computes something else."""
 
     def check_options(self) -> None:
-        if self.task == "text-generation" and getattr(self.hf_config, "is_decoder", None) is False:
+        if self.task == "text-generation" and self.hf_config.model_type in DECODER_ONLY_WHEN_SAID \
+                and not getattr(self.hf_config, "is_decoder", False):
             raise UserInputError(
                 f"This {self.hf_config.model_type} model is not a decoder: its config.json says is_decoder: false, so "
                 "each token attends to the tokens after it too, and it cannot generate text one token at a time (it is "
