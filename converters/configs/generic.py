@@ -105,7 +105,8 @@ class GenericDecoderConfig(DecoderConfig):
                 "or the feature-extraction task."
             )
         chunk = getattr(self.hf_config, "attention_chunk_size", None)
-        if self.causal and isinstance(chunk, int) and 0 < chunk < self.options.sequence_length.maximum:
+        chunked = "chunked_attention" in (getattr(self.hf_config, "layer_types", None) or [])
+        if self.causal and chunked and isinstance(chunk, int) and 0 < chunk < self.options.sequence_length.maximum:
             raise UserInputError(
                 f"Sequence length {self.options.sequence_length.maximum} is longer than this model's attention chunk "
                 f"({chunk} tokens: its chunked-attention layers see only the tokens of their own chunk), whose masks a "
