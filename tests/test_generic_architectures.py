@@ -144,6 +144,18 @@ def test_a_stateful_package_is_refused_before_any_work_for_a_cache_it_cannot_hol
     assert "Set the KV cache to none" in message
 
 
+@pytest.mark.parametrize("model_type, why", [
+    ("rwkv", "its layers keep a recurrent state, not keys and values"),  # no layer_types: read from its forward
+    ("xlnet", "its model keeps a cache of its own kind (mems)"),
+])
+def test_a_stateful_package_is_refused_for_a_decoder_whose_model_takes_no_keys_and_values(model_type, why):
+    from transformers import AutoConfig
+
+    with pytest.raises(UserInputError) as refused:
+        config_class_for(model_type)(AutoConfig.for_model(model_type), "text-generation", STATEFUL).check_options()
+    assert f"A stateful KV cache is not supported for {model_type} yet: {why}" in str(refused.value)
+
+
 def test_dense_experts_compute_what_transformers_computes_and_are_switched_back():
     """The capture's dense expert evaluation (converters/configs/moe.py) against transformers' own
     implementation, for the expert layouts of the sweep: gated (Qwen3-MoE), Gemma 4's MoE block

@@ -13,8 +13,10 @@ decoder in transformers 5.23 do not fit that shape, and are refused before any w
 - layers whose attention heads differ in size (Gemma 4's full-attention layers have twice the
   head size of its sliding ones; per-layer configs), which one state shape cannot hold.
 
-A third kind keeps no cache at all: its model takes no `past_key_values` (openai-gpt), so
-transformers itself runs it on the whole sequence at every step.
+The decoders whose model takes no `past_key_values` are refused too, by what they take instead:
+a recurrent state (Mamba, xLSTM, RWKV, which have no `layer_types`), a cache of their own kind
+(XLNet, XLM, Reformer), or none at all (openai-gpt: transformers runs it on the whole sequence at
+every step).
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ _CACHE_SHAPE_ATTRIBUTES = ("head_dim", "num_key_value_heads", "kv_lora_rank", "q
 
 def stateful_cache_refusal(hf_config) -> str | None:
     """Why a stateful package cannot hold this decoder's cache (a sentence), or None."""
-    if not _takes_a_cache(hf_config.model_type):
+    cache = _cache_argument(hf_config.model_type)
+    if cache in _RECURRENT_CACHES:
+        return ("its layers keep a recurrent state, not keys and values, and a stateful package holds keys and values only")
+    if cache is None:
         return ("its model keeps no keys and values between calls (transformers runs it on the whole sequence at every "
                 "step, with no cache), so there is no cache to keep in the package")
+    if cache != "past_key_values":
+        return (f"its model keeps a cache of its own kind ({cache}), not transformers' keys and values, which are what a "
+                "stateful package holds")
     kinds = sorted(set(getattr(hf_config, "layer_types", None) or []) & RECURRENT_LAYER_KINDS)
     if kinds:
         return (f"its {' and '.join(kinds)} layers keep a recurrent state, not keys and values, and a stateful package "
@@ -53,13 +61,22 @@ def _per_layer_overrides(hf_config) -> list[dict]:
     return [value for value in layers.values() if isinstance(value, dict)]
 
 
-def _takes_a_cache(model_type: str) -> bool:
-    """Whether transformers' causal LM class of `model_type` takes a cache (`past_key_values`)."""
+# The arguments through which transformers' causal LM classes take a cache: keys and values
+# (`past_key_values`), a recurrent state (Mamba, xLSTM: `cache_params`; RWKV: `state`), or a
+# kind of their own (XLNet's `mems`, XLM's `cache`, Reformer's `past_buckets_states`).
+_RECURRENT_CACHES = ("cache_params", "state")
+_CACHE_ARGUMENTS = ("past_key_values", *_RECURRENT_CACHES, "mems", "cache", "past_buckets_states")
+
+
+def _cache_argument(model_type: str) -> str | None:
+    """How transformers' causal LM class of `model_type` takes a cache (one of _CACHE_ARGUMENTS),
+    or None when it takes none (openai-gpt)."""
     import transformers  # heavy: loaded when a stateful request is checked, as generic.py's _listed loads it
     from transformers.models.auto import modeling_auto
 
     name = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     model_class = getattr(transformers, name, None) if isinstance(name, str) else None
     if model_class is None:
-        return True  # not a class we can read: the capture decides
-    return "past_key_values" in inspect.signature(model_class.forward).parameters
+        return "past_key_values"  # not a class we can read: the capture decides
+    parameters = inspect.signature(model_class.forward).parameters
+    return next((argument for argument in _CACHE_ARGUMENTS if argument in parameters), None)
