@@ -4,7 +4,8 @@ a clip, beside the PyTorch model they came from (issue 30): each side's transcri
 The packages are driven as validation drives them, as WhisperKit does
 (validation/whisperkit.py: the clip padded to the 30-second window -> mel -> encoder -> greedy
 decoding one token a call with the cache outside the package); PyTorch's side is transformers'
-own greedy `generate` on the same 16 kHz samples, in the same language and task. The clip is the
+own greedy `generate` on the same 16 kHz samples, in the same language and task (the model's own, from its
+generation config: validation/whisperkit.model_language). The clip is the
 person's (a WAV file's bytes, any rate, mono or not: mixed down and resampled to 16 kHz as
 WhisperKit's AudioProcessor does before its MelSpectrogram) or, without one, validation's
 voiced clip. The packages run in the backend's runner, as every try does.
@@ -21,7 +22,8 @@ import numpy as np
 from .backends import backend_for_package
 from .errors import UserInputError
 from .source_tokenizer import check_tokenizer
-from .validation.whisperkit import PARTS, generate_tokens, transcribe_tokens, voiced_clip, whisperkit_prompt
+from .validation.whisperkit import (PARTS, generate_tokens, model_language, prompt_words, transcribe_tokens, voiced_clip,
+                                   whisperkit_prompt)
 
 # torch and transformers are imported where the packages run.
 
@@ -66,9 +68,11 @@ def _timed(fn):
     return value, round(time.perf_counter() - start, 3)
 
 
-def transcribe(packages: list[Path], model_dir: Path, data: bytes | None, mode: str, language: str = "en") -> dict:
+def transcribe(packages: list[Path], model_dir: Path, data: bytes | None, mode: str, language: str | None = None,
+               task: str | None = None) -> dict:
     """Both transcripts of the clip, their token ids, and how many of PyTorch's tokens the
-    packages decode the same before a first difference."""
+    packages decode the same before a first difference. The language and task: the model's own
+    (its generation config, as validation reads it) unless given."""
     import torch
     from transformers import AutoConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
@@ -86,7 +90,9 @@ def transcribe(packages: list[Path], model_dir: Path, data: bytes | None, mode: 
                                                   load_preprocessor(model_dir))
     model = WhisperForConditionalGeneration.from_pretrained(str(model_dir), use_safetensors=True, trust_remote_code=False,
                                                             torch_dtype=torch.float32).eval()
-    prompt = whisperkit_prompt(model.generation_config.to_dict(), hf_config.vocab_size, language)
+    own_language, own_task = model_language(model.generation_config.to_dict(), hf_config.to_dict())
+    language, task = language or own_language, task or own_task
+    prompt = whisperkit_prompt(model.generation_config.to_dict(), hf_config.vocab_size, language, task)
     new_tokens = max(1, min(MAX_NEW_TOKENS, hf_config.max_target_positions - len(prompt) - 1))
     runners = []
     for part in PARTS:
@@ -100,7 +106,7 @@ def transcribe(packages: list[Path], model_dir: Path, data: bytes | None, mode: 
         for runner in runners:
             getattr(runner, "close", lambda: None)()
     extractor = WhisperFeatureExtractor(**cfg.features())
-    theirs, torch_seconds = _timed(lambda: generate_tokens(model, extractor, audio, new_tokens, language))
+    theirs, torch_seconds = _timed(lambda: generate_tokens(model, extractor, audio, new_tokens, language, task))
     tokenizer = check_tokenizer(model_dir).tokenizer
     matching = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
 
@@ -108,5 +114,6 @@ def transcribe(packages: list[Path], model_dir: Path, data: bytes | None, mode: 
         text = tokenizer.decode(tokens, skip_special_tokens=True).strip() if tokenizer is not None else None
         return {"text": text, "token_ids": tokens, "seconds": seconds}
 
-    return {"kind": "transcribe", "mode": mode, "clip_seconds": round(len(audio) / RATE, 2), "language": language,
+    return {"kind": "transcribe", "mode": mode, "clip_seconds": round(len(audio) / RATE, 2), "language": language, "task": task,
+            "language_tokens": prompt_words(model.generation_config.to_dict(), hf_config.vocab_size, language, task),
             "package": side(ours, package_seconds), "pytorch": side(theirs, torch_seconds), "matching_tokens": matching}

@@ -179,7 +179,8 @@ def test_card_loads_it_with_whisperkit(whisper):
                      report=report, package_paths=paths)
     variant = whisper["packages"][0].parent.name
     assert (f'WhisperKit(WhisperKitConfig(model: "{variant}", modelRepo: "alice/whisper-tiny-coreml"))' in body)
-    assert 'whisper.transcribe(audioPath: "speech.wav")' in body and "import WhisperKit" in body
+    assert 'whisper.transcribe(audioPath: "speech.wav", decodeOptions: options)' in body and "import WhisperKit" in body
+    assert 'DecodingOptions(task: .transcribe, language: "en")' in body  # the language it was validated with
     # swift-transformers' tokenizer section and snippet are a text generator's: WhisperKit reads the variant folder's
     assert "## Tokenizer" not in body and "swift-transformers" not in body.split("## Use it in Swift")[1]
 
@@ -321,3 +322,67 @@ def test_the_pages_clip_reaches_the_model_as_recorded():
         clip_bytes((rate, np.zeros(0, np.int16)))
     with pytest.raises(UserInputError, match="at most 30"):
         clip_bytes((8000, np.zeros(8000 * 40, np.int16)))
+
+
+def test_the_models_own_language_and_task_are_read_as_generate_reads_them():
+    """A fine-tune names its language in its generation config: `language`/`task`, or the older
+    forced_decoder_ids (generation_whisper.py:1502-1535); left open, WhisperKit's default English."""
+    from converters.validation.whisperkit import model_language
+
+    langs = {"<|en|>": IDS["<|en|>"], "<|fr|>": IDS["<|fr|>"]}
+    tasks = {"transcribe": IDS["<|transcribe|>"], "translate": IDS["<|translate|>"]}
+    given = {"lang_to_id": langs, "task_to_id": tasks}
+    forced = [[1, IDS["<|fr|>"]], [2, IDS["<|translate|>"]], [3, IDS["<|notimestamps|>"]]]
+    assert model_language({**given, "forced_decoder_ids": forced}) == ("fr", "translate")
+    assert model_language(given, {"forced_decoder_ids": forced}) == ("fr", "translate")  # config.json's, as generate falls back
+    assert model_language({**given, "forced_decoder_ids": [[1, None], [2, IDS["<|transcribe|>"]]]}) == ("en", "transcribe")
+    for language in ("fr", "<|fr|>", "French"):
+        assert model_language({**given, "language": language, "forced_decoder_ids": [[1, IDS["<|en|>"]]]}) == ("fr", "transcribe")
+    assert model_language(given) == ("en", "transcribe") and model_language({}) == ("en", "transcribe")
+
+
+def test_a_fine_tune_for_another_language_is_validated_and_tried_in_it(whisper, tmp_path):
+    """The module's packages with a generation config forcing French (the same weights): validation's drive
+    and the try prompt <|fr|>, as generate does with the model's own settings — not English — and the
+    card says which language token it was validated with and passes it to WhisperKit."""
+    import shutil
+
+    from transformers import AutoConfig, GenerationConfig
+
+    from converters import try_audio
+    from converters.configs.whisper import WhisperExportConfig
+    from converters.validation import whisperkit
+    from worker.card_speech import language_lines, validated_language, whisperkit_snippet
+
+    french = tmp_path / "french"
+    shutil.copytree(whisper["folder"], french)
+    generation = {**whisper["generation"], "forced_decoder_ids": [[1, IDS["<|fr|>"]], [2, IDS["<|transcribe|>"]],
+                                                                  [3, IDS["<|notimestamps|>"]]]}
+    (french / "generation_config.json").write_text(json.dumps(generation))
+    tried = try_audio.transcribe(list(whisper["packages"]), french, None, "fp32")
+    assert (tried["language"], tried["language_tokens"]) == ("fr", "<|fr|> <|transcribe|>")
+    assert tried["package"]["token_ids"] == tried["pytorch"]["token_ids"]
+    english = try_audio.transcribe(list(whisper["packages"]), whisper["folder"], None, "fp32")
+    assert english["language"] == "en" and english["pytorch"]["token_ids"] != tried["pytorch"]["token_ids"]  # the prompt matters
+    from ui import render
+
+    assert "<code data-role='language-token'>&lt;|fr|&gt; &lt;|transcribe|&gt;</code>" in render.try_result(tried)
+
+    model = whisper["model"]
+    saved = model.generation_config
+    model.generation_config = GenerationConfig.from_pretrained(french)
+    try:
+        cfg = WhisperExportConfig(AutoConfig.from_pretrained(whisper["folder"]), "automatic-speech-recognition")
+        backend = SimpleNamespace(name="reference", runner=lambda path: SimpleNamespace(
+            predict=lambda feed, mode: whisper["executors"][path.stem].predict(feed, mode=mode)))
+        (row,) = whisperkit.checks(cfg, model, [(p.stem, p, backend) for p in whisper["packages"]], ("fp32",))
+    finally:
+        model.generation_config = saved
+    assert row.passed and "<|fr|> <|transcribe|>" in row.inputs
+    report = {"validation": {"checks": [{"metric": "continuation_match", "inputs": row.inputs}]}, "tokenizer_repo": "a/b"}
+    assert validated_language(report) == ("fr", "transcribe")
+    swift = "\n".join(whisperkit_snippet(report, ["v/MelSpectrogram.mlpackage", "v/AudioEncoder.mlpackage", "v/TextDecoder.mlpackage"]))
+    assert 'DecodingOptions(task: .transcribe, language: "fr")' in swift and "decodeOptions: options" in swift
+    assert "`<|fr|>`" in "\n".join(language_lines(report))
+    # The module's conversion (no language named): English, said so in its own row.
+    assert validated_language(whisper["report"]) == ("en", "transcribe")

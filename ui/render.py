@@ -882,8 +882,8 @@ TRY_NOTES = {
              "PyTorch map's scale (white: its largest value).",
     "zero-shot": "How well each label fits your photo, scored by the image and text packages together as the model "
                  "scores them, beside the PyTorch model.",
-    "transcribe": "The transcript of your clip, the three packages driven as WhisperKit drives them (in English, "
-                  "without timestamps), beside the PyTorch model's own generate.",
+    "transcribe": "The transcript of your clip, the three packages driven as WhisperKit drives them (in the model's "
+                  "own language, without timestamps), beside the PyTorch model's own generate.",
 }
 
 
@@ -1053,7 +1053,9 @@ def _try_media_result(kind: str | None, result: dict, package: dict, pytorch: di
         same, total = int(result.get("matching_tokens") or 0), len(pytorch.get("token_ids") or [])
         verdict = ("The same tokens." if same == total == len(package.get("token_ids") or [])
                    else f"The first {same} of {total} tokens are the same.")
-        head = f"<div class='cm-muted'>Your clip: {float(result.get('clip_seconds') or 0):.1f} s, at 16 kHz.</div>"
+        language = (f" Decoded with <code data-role='language-token'>{escape(str(result['language_tokens']))}</code>, the model's "
+                    "own language and task." if result.get("language_tokens") else "")
+        head = f"<div class='cm-muted'>Your clip: {float(result.get('clip_seconds') or 0):.1f} s, at 16 kHz.{language}</div>"
         return (f'<div class="cm-try" data-kind="transcribe">{head}<table class="cm-table"><thead><tr><th></th>'
                 f"<th>Transcript</th><th>Time</th></tr></thead><tbody>{body}</tbody></table>"
                 f"<div data-role='try-verdict'>{escape(verdict)}</div>"

@@ -63,6 +63,49 @@ def package_inputs(cfg, part: str, feeder=None) -> tuple[str, dict, tuple]:
     return what, package, tuple(torch.from_numpy(package[s.name]).to(example[s.name].dtype) for s in specs)
 
 
+DEFAULT_LANGUAGE = "en"  # WhisperKit's Constants.defaultLanguageCode (Models.swift:1459): its prompt when the app names none
+
+
+def model_language(generation_config: dict, model_config: dict | None = None) -> tuple[str, str]:
+    """(language code, task) the checkpoint's own generation settings ask for, read as transformers'
+    `generate` reads them (models/whisper/generation_whisper.py:1502-1535): `language` and `task` when
+    set, else `forced_decoder_ids` ([[1, <|lang|> id], [2, <|task|> id], …]) of generation_config.json,
+    else of config.json; a language or task they leave open (None: generate would detect it) is
+    English and transcribe, WhisperKit's defaults (TextDecoder.swift:183, Configurations.swift:193).
+    A fine-tune for another language names it there, and is validated in it."""
+    lang_to_id = generation_config.get("lang_to_id") or {}
+    task_to_id = generation_config.get("task_to_id") or {}
+    language, task = generation_config.get("language"), generation_config.get("task")
+    if language is None and task is None:
+        forced = generation_config.get("forced_decoder_ids") or (model_config or {}).get("forced_decoder_ids") or []
+        by_position = {int(position): token for position, token in forced if token is not None}
+        languages = {token: name for name, token in lang_to_id.items()}
+        tasks = {token: name for name, token in task_to_id.items()}
+        if by_position.get(1) in languages:
+            language = languages[by_position[1]]
+        if by_position.get(2) in tasks:
+            task = tasks[by_position[2]]
+    return _language_code(language, lang_to_id) if language else DEFAULT_LANGUAGE, task or "transcribe"
+
+
+def _language_code(language: str, lang_to_id: dict) -> str:
+    """'fr' from '<|fr|>', 'fr' or 'french' (transformers' TO_LANGUAGE_CODE names); as given otherwise."""
+    code = language.strip().lower().removeprefix("<|").removesuffix("|>")
+    if f"<|{code}|>" in lang_to_id or not lang_to_id:
+        return code
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE  # names: only when given one
+
+    return TO_LANGUAGE_CODE.get(code, code)
+
+
+def prompt_words(generation_config: dict, vocab_size: int, language: str, task: str) -> str:
+    """The language and task tokens the prompt forces, as said in validation's row and the card:
+    '<|fr|> <|transcribe|>', or 'English-only' for a model whose prompt has none."""
+    if vocab_size == ENGLISH_ONLY_VOCAB:
+        return "English-only, no language token"
+    return f"<|{language}|> <|{task}|>"
+
+
 def whisperkit_prompt(generation_config: dict, vocab_size: int, language: str = "en", task: str = "transcribe") -> list[int]:
     """The prompt WhisperKit forces without timestamps (TextDecoder.swift:176-209): start of
     transcript, then for a multilingual model the language and the task, then no-timestamps."""
@@ -121,7 +164,9 @@ def transcribe_tokens(mel: Runner, encoder: Runner, decoder: Runner, audio: np.n
 def generate_tokens(model, feature_extractor, audio: np.ndarray, max_new_tokens: int, language: str = "en",
                     task: str = "transcribe") -> list[int]:
     """transformers' greedy `generate` on the same audio, in the same language and task without
-    timestamps and with no token suppressed: the tokens after the prompt, without end-of-text."""
+    timestamps and with no token suppressed: the tokens after the prompt, without end-of-text.
+    The language goes as its token (`<|fr|>`), which generate looks up in lang_to_id first
+    (generation_whisper.py:1480-1500), so a token a fine-tune added is found too."""
     import torch  # heavy: only when validating against the PyTorch model
 
     features = feature_extractor(np.asarray(audio, dtype=np.float32), sampling_rate=feature_extractor.sampling_rate,
@@ -131,7 +176,7 @@ def generate_tokens(model, feature_extractor, audio: np.ndarray, max_new_tokens:
         # WhisperKit's default options suppress no token (Configurations.swift:204-205): neither does this.
         sequences = model.generate(input_features=features, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                    return_timestamps=False, suppress_tokens=[], begin_suppress_tokens=[],
-                                   **(dict(language=language, task=task) if multilingual else {}))
+                                   **(dict(language=f"<|{language}|>", task=task) if multilingual else {}))
     eos = model.generation_config.eos_token_id
     return [int(t) for t in sequences[0] if int(t) != eos]
 
@@ -155,9 +200,12 @@ def checks(cfg, model, packages: list[tuple[str, object, object]], modes, thresh
     extractor = _feature_extractor(cfg)
     audio = voiced_clip()
     config = cfg.hf_config
-    prompt = whisperkit_prompt(model.generation_config.to_dict(), config.vocab_size)
+    generation = model.generation_config.to_dict()
+    language, task = model_language(generation, config.to_dict())
+    prompt = whisperkit_prompt(generation, config.vocab_size, language, task)
     new_tokens = max(1, min(NEW_TOKENS, config.max_target_positions - len(prompt) - 1))
-    expected = generate_tokens(model, extractor, audio, new_tokens)
+    expected = generate_tokens(model, extractor, audio, new_tokens, language, task)
+    words = prompt_words(generation, config.vocab_size, language, task)
     rows = []
     by_format: dict[str, tuple[object, dict]] = {}
     for part, path, backend in packages:
@@ -174,7 +222,7 @@ def checks(cfg, model, packages: list[tuple[str, object, object]], modes, thresh
                 same = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
                 share = 1.0 if got == expected else same / max(len(expected), 1)
                 passed = got == expected or share >= threshold
-                rows.append(Check(" + ".join(PARTS), f"voiced clip, WhisperKit's greedy decoding, {len(expected)} tokens",
+                rows.append(Check(" + ".join(PARTS), f"voiced clip, WhisperKit's greedy decoding, {words}, {len(expected)} tokens",
                                   "token ids", mode, "continuation_match", round(share, 6), threshold, passed, True))
         finally:
             for runner in runners:
