@@ -19,7 +19,7 @@ from converters.errors import UnsupportedArchitecture
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.validation.whisperkit import generate_tokens, transcribe_tokens, voiced_clip, whisperkit_prompt
-from tests.whisper_model import EOS, IDS, SLOTS, SPECIALS, build_whisper
+from tests.whisper_model import ALIGNMENT_HEADS, EOS, IDS, SLOTS, SPECIALS, build_whisper
 
 NEW_TOKENS = 16
 
@@ -95,7 +95,8 @@ def test_interface_is_whisperkits(whisper):
          "kv_cache_update_mask": ((1, SLOTS), "INT32"), "encoder_output_embeds": ((1, 64, 1, 1500), "FLOAT16"),
          "decoder_key_padding_mask": ((1, SLOTS), "FLOAT16")},
         {"logits": ((1, 1, 300), "FLOAT16"), "key_cache_updates": ((1, width, 1, 1), "FLOAT16"),
-         "value_cache_updates": ((1, width, 1, 1), "FLOAT16")})
+         "value_cache_updates": ((1, width, 1, 1), "FLOAT16"),
+         "alignment_heads_weights": ((1, 1500), "FLOAT16")})  # its alignment heads: word timestamps (TextDecoder.swift:317)
 
 
 def test_log_mel_equals_feature_extractor(whisper):
@@ -386,3 +387,43 @@ def test_a_fine_tune_for_another_language_is_validated_and_tried_in_it(whisper, 
     assert "`<|fr|>`" in "\n".join(language_lines(report))
     # The module's conversion (no language named): English, said so in its own row.
     assert validated_language(whisper["report"]) == ("en", "transcribe")
+
+
+def test_the_alignment_heads_weights_are_the_models_own_cross_attention(whisper):
+    """WhisperKit's word timestamps read `alignment_heads_weights` from each decoder call (TextDecoder.swift:317,
+    420-422): the average of the alignment heads' cross-attention over the 1500 encoder positions
+    (whisperkittools text_decoder.py:157-168), the heads generation_config.json lists. The package's, at the
+    first call on the clip, equals transformers' own cross-attention of those heads; without alignment heads
+    the output is left out (WhisperKit then reports no word timestamps)."""
+    from transformers import AutoConfig
+
+    from converters.configs.whisper import WhisperExportConfig
+
+    model, audio = whisper["model"], voiced_clip()
+    features = whisper["features"](audio, sampling_rate=16000, return_tensors="pt").input_features
+    implementation = model.config._attn_implementation
+    model.config._attn_implementation = "eager"  # attention weights: transformers returns them in eager mode only
+    try:
+        with torch.no_grad():
+            out = model(input_features=features, decoder_input_ids=torch.tensor([[IDS["<|startoftranscript|>"]]]),
+                        output_attentions=True)
+    finally:
+        model.config._attn_implementation = implementation
+    expected = torch.stack([out.cross_attentions[layer][0, head, 0] for layer, head in ALIGNMENT_HEADS]).mean(0).numpy()
+    mel, encoder, decoder = runners(whisper, "fp32")
+    embeds = encoder({"melspectrogram_features": mel({"audio": np.pad(audio, (0, 480000 - len(audio)))})["melspectrogram_features"]})
+    update, padding = np.zeros((1, SLOTS), np.int32), np.full((1, SLOTS), -1e4, np.float16)
+    update[0, 0], padding[0, 0] = 1, 0
+    got = decoder({"input_ids": np.array([IDS["<|startoftranscript|>"]], np.int32), "cache_length": np.zeros(1, np.int32),
+                   "key_cache": np.zeros((1, 128, 1, SLOTS), np.float16), "value_cache": np.zeros((1, 128, 1, SLOTS), np.float16),
+                   "kv_cache_update_mask": update, "encoder_output_embeds": embeds["encoder_output_embeds"],
+                   "decoder_key_padding_mask": padding})["alignment_heads_weights"]
+    assert got.shape == (1, 1500) and abs(float(np.asarray(got, np.float32).sum()) - 1.0) < 1e-2  # an average of softmaxes
+    np.testing.assert_allclose(np.asarray(got, np.float32)[0], expected, atol=2e-4)
+    assert np.abs(expected - 1 / 1500).max() > 1e-4  # not uniform: the comparison can fail
+    assert [c for c in whisper["report"]["validation"]["checks"] if c["output"] == "alignment_heads_weights"]
+    # A checkpoint naming none: no such output.
+    config = AutoConfig.from_pretrained(whisper["folder"])
+    assert WhisperExportConfig(config, "automatic-speech-recognition").alignment_heads() == ALIGNMENT_HEADS
+    config._name_or_path = ""
+    assert [o.name for o in WhisperExportConfig(config, "automatic-speech-recognition").outputs("TextDecoder")][-1] == "value_cache_updates"

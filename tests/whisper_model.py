@@ -9,6 +9,7 @@ SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|tra
             "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
 IDS = {token: 256 + index for index, token in enumerate(SPECIALS)}  # after the 256 byte tokens, as in Whisper's vocabulary
 EOS, SLOTS = IDS["<|endoftext|>"], 64
+ALIGNMENT_HEADS = [[1, 0], [1, 2]]  # [decoder layer, head] pairs, as openai's checkpoints list them
 
 
 def build_whisper(folder):
@@ -29,6 +30,7 @@ def build_whisper(folder):
         task_to_id={"translate": IDS["<|translate|>"], "transcribe": IDS["<|transcribe|>"]},
         no_timestamps_token_id=IDS["<|notimestamps|>"], prev_sot_token_id=IDS["<|startofprev|>"],
         suppress_tokens=[], begin_suppress_tokens=[], max_length=SLOTS,
+        alignment_heads=ALIGNMENT_HEADS,  # word timestamps: the TextDecoder returns their cross-attention
     ).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     build_tokenizer(folder)

@@ -8,7 +8,9 @@ loads, with the names, shapes and dtypes its Swift code reads (docs/whisperkit.m
 - `TextDecoder`: one token a call, the KV cache kept outside the package: the call at
   position t writes this token's key and value into slot t (`kv_cache_update_mask`, one-hot),
   attends over every slot with `decoder_key_padding_mask` added, and returns the new key and
-  value alone for WhisperKit to copy into its cache.
+  value alone for WhisperKit to copy into its cache; with the checkpoint's alignment heads
+  (generation_config.json's `alignment_heads`), also `alignment_heads_weights` [1, 1500], what
+  WhisperKit's word timestamps read (TextDecoder.swift:317, 420-422).
 
 WhisperKit reads the float outputs' buffers as Float16 (its sampler and its cache copy), so
 every float output is float16 whatever the package's compute precision.
@@ -16,7 +18,9 @@ every float output is float16 whatever the package's compute precision.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 
@@ -87,22 +91,26 @@ class TextDecoderStep(torch.nn.Module):
     """One decoder position with the cache outside, from transformers' Whisper decoder weights
     (as whisperkittools' WhisperTextDecoder computes it: whisperkit/text_decoder.py:172-244)."""
 
-    def __init__(self, model):
+    def __init__(self, model, alignment_heads: list | None = None):
         super().__init__()
         self.decoder = model.model.decoder
         self.proj_out = model.proj_out
         config = model.config
         self.d_model = config.d_model
         self.heads = config.decoder_attention_heads
+        self.alignment_heads = [(int(layer), int(head)) for layer, head in alignment_heads or []]
 
     def _heads(self, x):  # [1, length, d] -> [1, heads, length, head_dim]
         return x.reshape(1, x.shape[1], self.heads, self.d_model // self.heads).transpose(1, 2)
 
-    def _attend(self, attention, query, keys, values, mask=None):
+    def _attend(self, attention, query, keys, values, mask=None, weights=None):
         scores = torch.matmul(self._heads(attention.q_proj(query) * attention.scaling), self._heads(keys).transpose(2, 3))
         if mask is not None:
             scores = scores + mask
-        mixed = torch.matmul(torch.softmax(scores.float(), dim=-1).to(values.dtype), self._heads(values))
+        probabilities = torch.softmax(scores.float(), dim=-1)
+        if weights is not None:
+            weights.append(probabilities)  # [1, heads, 1, frames]: the cross-attention's, for the alignment heads
+        mixed = torch.matmul(probabilities.to(values.dtype), self._heads(values))
         return attention.out_proj(mixed.transpose(1, 2).reshape(1, query.shape[1], self.d_model))
 
     def forward(self, input_ids, cache_length, key_cache, value_cache, kv_cache_update_mask, encoder_output_embeds,
@@ -114,7 +122,7 @@ class TextDecoderStep(torch.nn.Module):
         padding = decoder_key_padding_mask.to(hidden.dtype)[:, None, None, :]
         layer_keys = key_cache.to(hidden.dtype).squeeze(2).transpose(1, 2).split(self.d_model, dim=2)
         layer_values = value_cache.to(hidden.dtype).squeeze(2).transpose(1, 2).split(self.d_model, dim=2)
-        new_keys, new_values = [], []
+        new_keys, new_values, cross_weights = [], [], []
         for layer, cached_keys, cached_values in zip(decoder.layers, layer_keys, layer_values):
             residual = hidden
             normed = layer.self_attn_layer_norm(hidden)
@@ -127,13 +135,17 @@ class TextDecoderStep(torch.nn.Module):
             residual = hidden
             normed = layer.encoder_attn_layer_norm(hidden)
             cross = layer.encoder_attn
-            hidden = residual + self._attend(cross, normed, cross.k_proj(encoder), cross.v_proj(encoder))
+            hidden = residual + self._attend(cross, normed, cross.k_proj(encoder), cross.v_proj(encoder), weights=cross_weights)
             residual = hidden
             hidden = residual + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden))))
         logits = self.proj_out(decoder.layer_norm(hidden))
         key_updates = torch.cat(new_keys, dim=2).transpose(1, 2).unsqueeze(3)  # [1, d * layers, 1, 1]
         value_updates = torch.cat(new_values, dim=2).transpose(1, 2).unsqueeze(3)
-        return logits.to(torch.float16), key_updates.to(torch.float16), value_updates.to(torch.float16)
+        outputs = (logits.to(torch.float16), key_updates.to(torch.float16), value_updates.to(torch.float16))
+        if self.alignment_heads:  # their cross-attention weights, averaged (whisperkittools text_decoder.py:157-168)
+            chosen = torch.cat([cross_weights[layer][:, head, 0, :][:, None, :] for layer, head in self.alignment_heads], dim=1)
+            outputs += (chosen.mean(dim=1).to(torch.float16),)
+        return outputs
 
 
 class WhisperExportConfig(ExportConfig):
@@ -205,7 +217,22 @@ class WhisperExportConfig(ExportConfig):
                        kind=OutputKind.CACHE_UPDATE),
             OutputSpec("value_cache_updates", "Slice update for value_cache computed during the latest forward pass",
                        kind=OutputKind.CACHE_UPDATE),
-        ]
+        ] + ([OutputSpec("alignment_heads_weights", "Average cross-attention weights of the alignment heads, for word "
+                         "timestamps", kind=OutputKind.VALUES)] if self.alignment_heads() else [])
+
+    def alignment_heads(self) -> list[list[int]]:
+        """The checkpoint's alignment heads ([layer, head] pairs: the cross-attention heads that follow
+        the audio in time) from generation_config.json beside its config, as whisperkittools reads them
+        (text_decoder.py:143-146); none when it names none (distil-whisper, most fine-tunes keep them)."""
+        folder = getattr(self.hf_config, "_name_or_path", "") or ""
+        try:
+            heads = json.loads((Path(folder) / "generation_config.json").read_text()).get("alignment_heads") if folder else None
+        except (OSError, ValueError):
+            return []
+        layers, per_layer = self.hf_config.decoder_layers, self.hf_config.decoder_attention_heads
+        valid = isinstance(heads, list) and heads and all(
+            isinstance(pair, list) and len(pair) == 2 and 0 <= pair[0] < layers and 0 <= pair[1] < per_layer for pair in heads)
+        return [list(map(int, pair)) for pair in heads] if valid else []
 
     def compresses(self, part: str = MEL) -> bool:
         """The mel spectrogram's DFT rows and mel filters stay float16: WhisperKit's compressed
@@ -225,7 +252,7 @@ class WhisperExportConfig(ExportConfig):
             return LogMelSpectrogram(mel_filters(self.features()), self.features()["n_fft"], self.features()["hop_length"])
         if part == ENCODER:
             return AudioEncoderWrapper(model.model.encoder)
-        return TextDecoderStep(model)
+        return TextDecoderStep(model, self.alignment_heads())
 
     def example_tensor(self, spec, shape, generator):
         position = min(3, self.cache_slots() - 1)
