@@ -1,5 +1,5 @@
 """Try an image model's package on a photo, beside the PyTorch model it came from (issue 29):
-a depth map, detections, a photo's classes or its zero-shot labels — each the package's answer
+a depth map, detections, a segmentation mask, a photo's classes or its zero-shot labels — each the package's answer
 and PyTorch's, with the images a page shows side by side (PNG, base64).
 
 The photo is the person's (bytes of a PNG or JPEG) or, without one, the sample validation
@@ -131,6 +131,59 @@ def depth(package: Path, model_dir: Path, data: bytes | None, mode: str) -> dict
             "package": {"map": grey(ours), "seconds": package_seconds},
             "pytorch": {"map": grey(theirs), "seconds": torch_seconds},
             "psnr_db": round(psnr_db(theirs, ours), 2), "relative_error": round(relative_error(theirs, ours), 5)}
+
+
+# ---------------------------------------------------------------------- segmentation
+
+
+def _palette(count: int) -> np.ndarray:
+    """A distinct colour per class [count, 3] uint8: hues around the wheel, two brightnesses."""
+    import colorsys
+
+    return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 1.0 if i % 2 else 0.8)]
+                     for i in range(max(count, 1))], dtype=np.uint8)
+
+
+def _mask_png(pixels: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> str:
+    """The class map in colour over the photo (half and half), enlarged (nearest) to at least DRAWN_SIDE."""
+    image = pixels[0].transpose(1, 2, 0)
+    drawn = (0.5 * image + 0.5 * palette[labels]).round().astype(np.uint8)
+    scale = max(1, -(-DRAWN_SIDE // min(drawn.shape[:2])))
+    return _png(drawn.repeat(scale, axis=0).repeat(scale, axis=1))
+
+
+def segment(package: Path, model_dir: Path, data: bytes | None, mode: str, top: int = 8) -> dict:
+    """The package's class per pixel (its `classLabels`, at the input's size) and PyTorch's — the
+    model's logits upsampled bilinearly to the input and argmax'd, as the processor's
+    post_process_semantic_segmentation does (the family's wrapper) — each drawn in colour over
+    the photo, the classes each side finds (share of pixels), and the share of pixels they agree on."""
+    import torch
+    from transformers import AutoModelForSemanticSegmentation
+
+    cfg = _family(model_dir, "semantic-segmentation")
+    height, width = cfg.image_size()
+    pixels = photo(data, height, width)
+    model = _pretrained(AutoModelForSemanticSegmentation, model_dir)
+    labels = [str(model.config.id2label.get(i, i)) for i in range(model.config.num_labels)]
+    wrapper = cfg.wrap(model)
+    _, runner = _runner(package)
+    name = cfg.outputs()[0].name
+    ours, package_seconds = _timed(lambda: _predict(runner, {cfg.inputs()[0].name: pixels}, mode)[name])
+    with torch.no_grad():
+        theirs, torch_seconds = _timed(lambda: wrapper(_program_input(cfg, pixels))[0].numpy())
+    ours = np.clip(np.asarray(ours).reshape(height, width).round().astype(np.int64), 0, len(labels) - 1)
+    theirs = np.asarray(theirs).reshape(height, width).astype(np.int64)
+    palette = _palette(len(labels))
+
+    def side(found: np.ndarray, seconds: float) -> dict:
+        counts = np.bincount(found.reshape(-1), minlength=len(labels))
+        ranked = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i]][:top]
+        classes = [[labels[i], round(float(counts[i]) / found.size, 4), "#%02x%02x%02x" % tuple(palette[i])] for i in ranked]
+        return {"mask": _mask_png(pixels, found, palette), "classes": classes, "seconds": seconds}
+
+    return {"kind": "segment", "mode": mode, "photo": _png(pixels[0].transpose(1, 2, 0).astype(np.uint8)),
+            "package": side(ours, package_seconds), "pytorch": side(theirs, torch_seconds),
+            "agreement": round(float((ours == theirs).mean()), 4)}
 
 
 # ---------------------------------------------------------------------- detection

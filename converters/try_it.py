@@ -44,7 +44,7 @@ NO_TOKENIZER = ("This model can't be tried here: {why}, so there is no way to tu
                 "that tokenizer and pass it to the model, as the model card shows.")
 KINDS = {"text-generation": "generate", "feature-extraction": "similarity", "text-classification": "classify"}
 PHOTO_KINDS = {"image-classification": "classify-image", "object-detection": "detect", "depth-estimation": "depth",
-               "zero-shot-image-classification": "zero-shot"}
+               "zero-shot-image-classification": "zero-shot", "semantic-segmentation": "segment"}
 CLIP_KINDS = {"automatic-speech-recognition": "transcribe"}
 BY_MODALITY = {"text": KINDS, "vision": PHOTO_KINDS, "audio": CLIP_KINDS}
 # A package's first input names its modality: an image, or audio (Whisper's MelSpectrogram).
@@ -66,7 +66,7 @@ def _no_progress(message: str, fraction: float) -> None:
 
 
 def kind_for(task: str | None, modality: str | None = "text") -> str | None:
-    """Which try-it a package of `task` gets (None: none yet, e.g. image segmentation)."""
+    """Which try-it a package of `task` gets (None: none yet, e.g. a vision model's features)."""
     return BY_MODALITY.get(modality or "text", {}).get(task or "")
 
 
@@ -146,6 +146,8 @@ def _on_photo(kind: str, packages: list[Path], model_dir: Path, inputs: dict, mo
         return try_image.detect(packages[0], model_dir, photo, mode)
     if kind == "classify-image":
         return try_image.classify(packages[0], model_dir, photo, mode)
+    if kind == "segment":
+        return try_image.segment(packages[0], model_dir, photo, mode)
     if len(packages) < 2:
         raise UserInputError("Labels are scored by the image package and the text package together: this conversion "
                              "has only one of them. Convert it again to try it.")

@@ -398,7 +398,9 @@ def test_try_it_is_offered_for_pushed_text_jobs_and_shows_both_sides():
     vision = replace(llm, report={"task": "image-classification", "packages": [{"inputs": [{"name": "image"}]}]})
     assert render.try_kind(vision) == "classify-image"
     segmentation = replace(llm, report={"task": "semantic-segmentation", "packages": [{"inputs": [{"name": "image"}]}]})
-    assert render.try_kind(segmentation) is None
+    assert render.try_kind(segmentation) == "segment"  # the mask drawn beside PyTorch's (converters/try_image.segment)
+    features = replace(llm, report={"task": "feature-extraction", "packages": [{"inputs": [{"name": "image"}]}]})
+    assert render.try_kind(features) is None
     assert render.try_unavailable(llm) is None
     weights_only = replace(llm, report={**llm.report, "tokenizer_missing": "the repo has no tokenizer files"})
     note = render.try_unavailable(weights_only)

@@ -626,3 +626,27 @@ def test_core_ai_twin_converts_validates_and_is_tried(model_type, as_aimodel):
         ours, theirs = tried["package"]["detections"], tried["pytorch"]["detections"]
         assert len(ours) == len(theirs) == 8 and [d["label"] for d in ours] == [d["label"] for d in theirs]
         assert np.allclose([d["box"] for d in ours], [d["box"] for d in theirs], atol=1.0)
+
+
+def test_trying_a_segmentation_package_draws_both_masks(tmp_path):
+    """A semantic-segmentation package's try: its class per pixel beside PyTorch's (logits upsampled and
+    argmax'd), both drawn in colour over the photo, the classes each finds, the share of pixels agreeing;
+    the page shows the two masks and the classes."""
+    from transformers import SegformerForSemanticSegmentation
+
+    from ui import render
+
+    folder = build_model("segformer", tmp_path / "segformer", model_class=SegformerForSemanticSegmentation)
+    (package,) = convert(str(folder), "semantic-segmentation", tmp_path / "out", ConversionOptions(), validate=False).packages
+    assert try_it.kind_of_report({"task": "semantic-segmentation", "packages": [{"inputs": [{"name": "image"}]}]}) == "segment"
+    photo = base64.b64encode(_png_bytes(50, 40)).decode()
+    tried = try_it.run("segment", [package], folder, {"photo": photo}, "fp32")
+    assert tried["kind"] == "segment" and tried["agreement"] > 0.95
+    ours, theirs = tried["package"], tried["pytorch"]
+    assert [c[0] for c in ours["classes"]] == [c[0] for c in theirs["classes"]]  # the same classes, the same order
+    assert abs(sum(share for _, share, _ in theirs["classes"]) - 1.0) < 1e-3
+    assert all(abs(a[1] - b[1]) < 0.05 for a, b in zip(ours["classes"], theirs["classes"]))
+    assert _decoded(ours["mask"]).size == _decoded(theirs["mask"]).size == (320, 320)  # 32 pixels enlarged 10×
+    assert _decoded(tried["photo"]).size == (32, 32)
+    html = render.try_result(tried)
+    assert "data-role='package-mask'" in html and "data-role='pytorch-mask'" in html and "of the pixels" in html

@@ -878,6 +878,8 @@ TRY_NOTES = {
     "classify-image": "The top classes of your photo, from the package and from the PyTorch model.",
     "detect": "What the package finds in your photo, drawn on it (its boxes red, the PyTorch model's blue), "
               "above a score threshold of 0.5.",
+    "segment": "The class of each pixel of your photo from the package, beside the PyTorch model's, each drawn in "
+               "colour over the photo, with the classes each finds and the share of pixels they agree on.",
     "depth": "The depth map of your photo from the package, beside the PyTorch model's, both drawn on the "
              "PyTorch map's scale (white: its largest value).",
     "zero-shot": "How well each label fits your photo, scored by the image and text packages together as the model "
@@ -1006,6 +1008,20 @@ def _try_media_result(kind: str | None, result: dict, package: dict, pytorch: di
                      f"PyTorch {_seconds(pytorch)}.")
         return (f'<div class="cm-try" data-kind="depth"><div class="cm-try-images">{pictures}</div>'
                 f"<div data-role='try-verdict'>{escape(agreement)}</div></div>")
+    if kind == "segment":
+        pictures = (_picture(result.get("photo"), "Your photo, as the package takes it", "photo")
+                    + _picture(package.get("mask"), f"Package ({mode})", "package-mask")
+                    + _picture(pytorch.get("mask"), "PyTorch (float32)", "pytorch-mask"))
+
+        def classes(side):
+            return ", ".join(f"<span style='color:{escape(str(colour))}'>&#9632;</span> "
+                             f"{escape(str(label))} {float(share):.0%}" for label, share, colour in side.get("classes") or [])
+        body = "".join(f"<tr><td>{escape(who)}</td><td data-role='classes'>{classes(side)}</td>"
+                       f"<td class='cm-num'>{_seconds(side)}</td></tr>" for who, side in sides)
+        agreement = f"The two masks agree on {float(result.get('agreement') or 0):.1%} of the pixels."
+        return (f'<div class="cm-try" data-kind="segment"><div class="cm-try-images">{pictures}</div>'
+                f"<table class='cm-table'><thead><tr><th></th><th>Classes (share of pixels)</th><th>Time</th></tr></thead>"
+                f"<tbody>{body}</tbody></table><div data-role='try-verdict'>{escape(agreement)}</div></div>")
     if kind == "detect":
         def found(side):
             detections = side.get("detections") or []
