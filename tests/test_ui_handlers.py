@@ -377,3 +377,58 @@ def test_no_worker_is_said_only_once_the_service_has_had_time_to_start_its_worke
     assert "No worker is connected" in jobs.workers_text()
     assert "No worker is running" in jobs.show(page, queued, {}, "alice", fresh=True)[page.job_view.status_html]
     assert page.timer not in sign_in.on_load(page, data, None, None)
+
+
+def test_only_the_newest_option_check_and_size_estimate_of_a_session_are_shown(page, monkeypatch):
+    """The sequence length typed right after a model was read kept the note of the one before:
+    the first checks for a model take seconds (its sizes and device fit), run side by side with
+    the check of the length typed, and finished after it, saying "exactly 128 tokens" under "8"
+    (seen in the browser test of a reload, run alone on a fresh service). An answer overtaken by
+    a later check of the same page is dropped; another page's checks are its own. The Size
+    choices' estimates likewise."""
+    import threading
+
+    from ui import form_checks
+    from ui.models import ModelSummary
+
+    summary = ModelSummary("alice/tiny-bert", repo_id="alice/tiny-bert", model_type="bert", tasks=["fill-mask"],
+                           default_task="fill-mask", modality="text",
+                           config={"model_type": "bert", "max_position_embeddings": 512})
+    fields, note, size_radio = page.options.fields, page.options.sequence_html, page.model.size_radio
+    slow, reached = threading.Event(), threading.Event()
+
+    def held(answer):  # the first call with the form's first values waits until the later one has answered
+        def call(summary, task, options):
+            if options.minimum_deployment_target == "iOS17" and not slow.is_set():
+                reached.set()
+                slow.wait(30)
+            return answer
+        return call
+
+    monkeypatch.setattr(form_checks.models, "check_options", held(None))
+    sizes = {"none": 200_000_000, "int8": 100_000_000}
+    monkeypatch.setattr(form_checks.models, "size_estimates", held(sizes))
+
+    def data(length, target="iOS17"):
+        return {**form_data(page), page.summary: summary, fields["sequence_length"]: length,
+                fields["minimum_deployment_target"]: target}
+
+    def raced(handler, first_data, later_data):
+        slow.clear(), reached.clear()
+        request, answers = SimpleNamespace(session_hash="typing-page"), {}
+        first = threading.Thread(target=lambda: answers.update(first=handler(page, first_data, request)))
+        first.start()
+        assert reached.wait(30)
+        later = handler(page, later_data, request)
+        slow.set()
+        first.join(30)
+        return answers["first"], later
+
+    older, newer = raced(form_checks.check, data("auto"), data("8", "iOS18"))
+    assert "exactly 8 tokens" in newer[note]
+    assert older == gr.skip(), "an older check's note replaced the newer one's"
+    # Another page's check at the same time is answered: it is its own newest.
+    other = SimpleNamespace(session_hash="other-page")
+    assert "exactly 8 tokens" in form_checks.check(page, data("8"), other)[note]
+    older, newer = raced(form_checks.sizes, data("auto"), data("auto", "iOS18"))
+    assert size_radio in newer and older == gr.skip(), "an older estimate replaced the newer one's"

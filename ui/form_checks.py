@@ -27,10 +27,24 @@ def restricted(summary) -> bool:
     return bool(summary and (summary.gated or summary.private))
 
 
-def check(page: Page, data: dict) -> dict:
+def session_of(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or ""
+
+
+def check(page: Page, data: dict, request: gr.Request | None = None):
     """The engine's refusal of these options for this model, the sequence length's note, the
     tolerance's thresholds, whether Convert may be pressed and, when nothing is refused, the
-    devices the package will fit (its memory at the chosen context and Size)."""
+    devices the package will fit (its memory at the chosen context and Size). Checks run side
+    by side, and the first ones for a model just read take seconds: only the answer to a
+    session's newest check is shown (an older one, finishing later, said the note and the
+    refusal of a sequence length typed over since)."""
+    newest = page.option_checks
+    ticket = newest.begin(session_of(request))
+    updates = _checked(page, data)
+    return updates if newest.is_newest(session_of(request), ticket) else gr.skip()
+
+
+def _checked(page: Page, data: dict) -> dict:
     fields, notes = page.options.fields, page.options
     summary, task = data[page.summary], data[page.model.task_radio]
     entered = {name: data[field] for name, field in fields.items()}
@@ -71,15 +85,20 @@ def push_changed(page: Page, data: dict) -> dict:
     return {where.push_repo: gr.update(visible=new_repo), where.visibility: gr.update(visible=new_repo)}
 
 
-def sizes(page: Page, data: dict):
+def sizes(page: Page, data: dict, request: gr.Request | None = None):
     """Each Size choice with the package size it gives the chosen model and task, and which
-    choices the deployment target cannot run."""
+    choices the deployment target cannot run (only a session's newest estimate is shown, as
+    with check)."""
+    newest = page.size_lookups
+    ticket = newest.begin(session_of(request))
     affecting = {name: page.options.fields[name] for name in SIZE_INPUTS}
     try:
         options = form.FormValues("", None, {name: data[f] for name, f in affecting.items()}).options()
     except UserInputError:  # a mistake the option check already shows
         return gr.skip()
     estimated = models.size_estimates(data[page.summary], data[page.model.task_radio], options)
+    if not newest.is_newest(session_of(request), ticket):
+        return gr.skip()
     return {page.model.size_radio: gr.update(choices=form.size_choices(estimated, options.precision,
                                                                        options.minimum_deployment_target))}
 

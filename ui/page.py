@@ -131,9 +131,12 @@ class Page:
     # A running try's event: opening or starting another job cancels it, so no answer of an
     # earlier job's try lands in the panel of the job shown now.
     try_event: object = None
-    # Only the answer to a session's newest model search, and newest target lookup, is shown.
+    # Only the answer to a session's newest model search, target lookup, option check and size
+    # estimate is shown.
     suggestions: NewestQuery = field(default_factory=NewestQuery)
     target_lookups: NewestQuery = field(default_factory=NewestQuery)
+    option_checks: NewestQuery = field(default_factory=NewestQuery)
+    size_lookups: NewestQuery = field(default_factory=NewestQuery)
 
     @property
     def view_outputs(self) -> list:
