@@ -112,6 +112,25 @@ def test_the_program_section_when_the_engine_reports_it(compressed):
                 in section(text, "Program"))
 
 
+def test_a_core_ai_packages_program_says_only_what_an_aimodel_has(compressed):
+    """The pushed card's Program table in each format's words, as the page says them: an .aimodel
+    has no Core ML fused attention op or weight bits (formats.Format.program_facts), so its row
+    does not say "fused attention: no" and an empty "weight bits"; beside a Core ML package each
+    row names its package's format."""
+    from converters.formats import CORE_AI, CORE_ML
+
+    core_ml = {"fused_attention": True, "stateful": False, "weight_bits": 8.6, "op_counts": {"linear": 15}}
+    aimodel = {"fused_attention": False, "stateful": True, "weight_bits": None, "op_counts": {"matmul": 3}}
+    package = {**compressed["packages"][0], "part": "model"}
+    alone = section(body({**compressed, "packages": [{**package, "format": CORE_AI.name, "program": aimodel}]}), "Program")
+    assert "fused attention" not in alone and "weight bits" not in alone
+    assert "| package | stateful | most frequent ops |" in alone and "| model | yes | matmul 3 |" in alone
+    both = section(body({**compressed, "packages": [{**package, "format": CORE_ML.name, "program": core_ml},
+                                                    {**package, "format": CORE_AI.name, "program": aimodel}]}), "Program")
+    assert "| package | fused attention | stateful | weight bits | most frequent ops |" in both
+    assert "| model (Core ML) | yes | no | 8.6 | linear 15 |" in both and "| model (Core AI) | — | yes | — | matmul 3 |" in both
+
+
 def test_report_text_cannot_break_the_tables(compressed):
     report = copy.deepcopy(compressed)
     report["packages"][0]["compression"]["method"] = "a | b <script>"

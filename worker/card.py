@@ -18,7 +18,7 @@ from pathlib import Path
 from huggingface_hub import ModelCardData
 
 from converters import device_fit
-from converters.formats import FORMATS
+from converters.formats import FORMATS, format_of
 from converters.errors import UserInputError
 from converters.options import ConversionOptions, SequenceLength
 from converters.report import ConversionReport, ValidationReport, number
@@ -313,16 +313,29 @@ def compression_section(report: dict) -> list[str]:
     return lines
 
 
+# The Program table's facts: (key in report.ProgramInfo, column, how a value reads), each said
+# only of a format whose programs have it (formats.Format.program_facts).
+PROGRAM_FACTS = (("fused_attention", "fused attention", yes_no), ("stateful", "stateful", yes_no),
+                 ("weight_bits", "weight bits", number))
+
+
 def program_section(report: dict) -> list[str]:
-    """What each package's program holds (report["packages"][i]["program"]; absent: nothing)."""
-    programs = [(p.get("part") or "model", p["program"]) for p in report.get("packages") or []
-                if isinstance(p.get("program"), dict)]
-    if not programs:
+    """What each package's program holds (report["packages"][i]["program"]; absent: nothing), in
+    its format's words as the page says it (ui/render.py): an .aimodel has no Core ML fused
+    attention op or weight bits ("—"; the columns only when some package has them), and with two
+    formats each row names its package's."""
+    shown = [(p.get("part") or "model", p["program"], format_of(p.get("format"))) for p in report.get("packages") or []
+             if isinstance(p.get("program"), dict)]
+    if not shown:
         return []
-    lines = ["| package | fused attention | stateful | weight bits | most frequent ops |", "| --- | --- | --- | --- | --- |"]
-    for part, program in programs:
-        lines.append(f"| {_plain(part)} | {yes_no(program.get('fused_attention'))} | {yes_no(program.get('stateful'))} | "
-                     f"{number(program.get('weight_bits'))} | {_plain(top_ops(program.get('op_counts')))} |")
+    facts = [fact for fact in PROGRAM_FACTS if any(fact[0] in fmt.program_facts for _, _, fmt in shown)]
+    named = len({fmt.name for _, _, fmt in shown}) > 1
+    lines = ["| package | " + "".join(f"{heading} | " for _, heading, _ in facts) + "most frequent ops |",
+             "| --- | " + "--- | " * len(facts) + "--- |"]
+    for part, program, fmt in shown:
+        cells = "".join(f"{words(program.get(key)) if key in fmt.program_facts else '—'} | " for key, _, words in facts)
+        label = f"{part} ({fmt.label})" if named else part
+        lines.append(f"| {_plain(label)} | {cells}{_plain(top_ops(program.get('op_counts')))} |")
     return lines
 
 
