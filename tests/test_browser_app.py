@@ -564,8 +564,33 @@ def test_a_float16_only_failure_says_so_once_and_its_float32_action_converts(pag
 
 def test_a_reload_keeps_the_sign_in_and_the_running_job_which_can_be_cancelled(page, browser_context, app_url,
                                                                              service, tmp_path):
+    # The job converts in seconds: its push waits on the Hub (an existing repo, so that nothing is
+    # created before it), so it still runs after the reload and the second tab, whatever the load.
+    target = f"{OWNER}/browser-cancelled-mid-push"
+    if target not in service.hub.repo_ids():
+        service.hub.add_repo(target, {"README.md": "an earlier card"}, owner_token=OWNER_TOKEN)
     before = service.hub_state()
-    start_job(page, repos.SLOW)
+    sign_in(page)
+    page.wait_for_selector("[data-signed-in=yes]")
+    choose_model(page, repos.SLOW)
+    set_options(page, "8")
+    page.fill("#push-repo textarea, #push-repo input", target)
+    submit(page)  # the push access is checked before the job shows: the Hub answers that at once
+    service.hub.inject_fault(target, status=None, delay=60)
+    try:
+        _reload_and_cancel(page, browser_context, app_url, service, tmp_path)
+    finally:
+        service.hub.clear_faults(target)  # the stopped push's read-back goes through
+    assert watch_job(page, timeout=30)[-1][0] == "cancelled"
+    assert "Cancelled" in page.inner_text("#job-results")
+    assert not page.locator("#cancel").is_visible()
+    # The worker is free again and nothing was pushed.
+    wait_until(lambda: not service.running_job_ids(), 30, what="the cancelled job to leave the worker")
+    assert service.hub_state() == before
+    screenshot(page, tmp_path, "4-cancelled")
+
+
+def _reload_and_cancel(page, browser_context, app_url, service, tmp_path) -> None:
     watch_job(page, until=("running",) + ENDED)
     assert job_state(page)[0] == "running", "the job ended before it could be cancelled"
     # A reload, and a second tab, find the user signed in and the running job shown.
@@ -580,14 +605,12 @@ def test_a_reload_keeps_the_sign_in_and_the_running_job_which_can_be_cancelled(p
     other.wait_for_selector("#job-status [data-state]")
     screenshot(other, tmp_path, "4c-second-tab-signed-in")
     other.close()
+    assert job_state(page)[0] == "running"
+    worker = service.workers[0]
+    horses = set(worker.children())
     page.click("#cancel")
-    assert watch_job(page, timeout=30)[-1][0] == "cancelled"
-    assert "Cancelled" in page.inner_text("#job-results")
-    assert not page.locator("#cancel").is_visible()
-    # The worker is free again and nothing was pushed.
-    wait_until(lambda: not service.running_job_ids(), 30, what="the cancelled job to leave the worker")
-    assert service.hub_state() == before
-    screenshot(page, tmp_path, "4-cancelled")
+    # The Hub answers again only once the job's work horse is gone (its push must not go on).
+    wait_until(lambda: not horses & set(worker.children()), 30, what="the cancelled job's work horse to stop")
 
 
 def _convert_photo_model(page, service, tmp_path, model_type: str, task: str) -> None:
