@@ -631,18 +631,38 @@ def test_core_ai_twin_converts_validates_and_is_tried(model_type, as_aimodel):
 def test_trying_a_segmentation_package_draws_both_masks(tmp_path):
     """A semantic-segmentation package's try: its class per pixel beside PyTorch's (logits upsampled and
     argmax'd), both drawn in colour over the photo, the classes each finds, the share of pixels agreeing;
-    the page shows the two masks and the classes."""
+    the page shows the two masks and the classes. A random tiny head gives one class everywhere, so its
+    classifier is set to split the photo's own features (their two main directions): three classes."""
     from transformers import SegformerForSemanticSegmentation
 
     from ui import render
 
-    folder = build_model("segformer", tmp_path / "segformer", model_class=SegformerForSemanticSegmentation)
+    random_head = build_model("segformer", tmp_path / "random", model_class=SegformerForSemanticSegmentation)
+    photo = _png_bytes(50, 40)
+    model = SegformerForSemanticSegmentation.from_pretrained(random_head).eval()
+    cfg = try_image._family(random_head, "semantic-segmentation")
+    seen = []
+    hook = model.decode_head.classifier.register_forward_hook(lambda module, given, out: seen.append(given[0]))
+    with torch.no_grad():
+        cfg.wrap(model)(try_image._program_input(cfg, try_image.photo(photo, *cfg.image_size())))
+    hook.remove()
+    features = seen[0][0].flatten(1).T  # [pixels, channels]
+    mean = features.mean(0)
+    directions = torch.linalg.svd(features - mean, full_matrices=False).Vh
+    weight = torch.stack([directions[0], -directions[0], directions[1]]) * 10
+    with torch.no_grad():
+        model.decode_head.classifier.weight.copy_(weight[:, :, None, None])
+        model.decode_head.classifier.bias.copy_(-(weight @ mean))
+    folder = tmp_path / "segformer"
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_bytes((random_head / "preprocessor_config.json").read_bytes())
+
     (package,) = convert(str(folder), "semantic-segmentation", tmp_path / "out", ConversionOptions(), validate=False).packages
     assert try_it.kind_of_report({"task": "semantic-segmentation", "packages": [{"inputs": [{"name": "image"}]}]}) == "segment"
-    photo = base64.b64encode(_png_bytes(50, 40)).decode()
-    tried = try_it.run("segment", [package], folder, {"photo": photo}, "fp32")
-    assert tried["kind"] == "segment" and tried["agreement"] > 0.95
+    tried = try_it.run("segment", [package], folder, {"photo": base64.b64encode(photo).decode()}, "fp16")
     ours, theirs = tried["package"], tried["pytorch"]
+    assert tried["kind"] == "segment" and tried["agreement"] > 0.95
+    assert len(theirs["classes"]) == 3 and max(share for _, share, _ in theirs["classes"]) < 0.9  # the mask varies
     assert [c[0] for c in ours["classes"]] == [c[0] for c in theirs["classes"]]  # the same classes, the same order
     assert abs(sum(share for _, share, _ in theirs["classes"]) - 1.0) < 1e-3
     assert all(abs(a[1] - b[1]) < 0.05 for a, b in zip(ours["classes"], theirs["classes"]))
