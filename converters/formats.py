@@ -35,6 +35,7 @@ class Format:
     hub_tag: str = ""  # the Hub tag of a repo holding its packages
     package_suffix: str = ""  # its packages' file name ending
     deployment_target: bool = False  # whether the minimum deployment target applies to its packages
+    runs_on: str = ""  # else the systems its packages run on, in the form's words
     try_runs: str = ""  # the page's note: what runs a try of its package
     swift_transformers: bool = True  # whether a try drives its text generator as swift-transformers does
     modes: dict[str, Mode] = field(default_factory=dict)  # the modes its runners and devices report
@@ -65,6 +66,7 @@ CORE_ML = Format(
 CORE_AI = Format(
     "coreai", "Core AI (.aimodel): iOS/macOS 27, beta", aliases=("aimodel", "core-ai"),
     makes=("coreai",), label="Core AI", short="Core AI", repo_suffix="coreai", hub_tag="coreai", package_suffix=".aimodel",
+    runs_on="iOS 27 and macOS 27 (Core AI is in beta)",
     try_runs="A worker runs the pushed .aimodel in Apple's Core AI runtime, on this server's CPU",
     swift_transformers=False,  # swift-transformers loads .mlpackages; Apple's own engine drives an .aimodel
     modes={"coreai": Mode("runtime", "Core AI runtime (the .aimodel, executed)", "Core AI runtime")},

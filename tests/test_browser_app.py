@@ -708,6 +708,9 @@ def test_the_target_repo_is_read_again_after_a_reload_and_core_ai_speaks_its_own
     assert "grows with the text up to its context, 512 tokens" in page.inner_text("#sequence-note")
     runner = page.inner_text("#runner")
     assert "Core AI runtime" in runner and "Mac runner" not in runner and "reference executor" not in runner
+    # No iOS17 for an .aimodel: the target field is gone, and the format field says where it runs.
+    page.locator("#minimum-deployment-target").wait_for(state="hidden")
+    assert "The .aimodel runs on iOS 27 and macOS 27" in page.inner_text("#format")
     page.fill("#push-repo textarea, #push-repo input", mixed)
     page.wait_for_function(f"() => document.querySelector('#push-target-note')?.innerText.includes('{mixed} already exists')")
     assert "(job-llama.mlpackage) stays" in page.inner_text("#push-target-note")
@@ -715,3 +718,12 @@ def test_the_target_repo_is_read_again_after_a_reload_and_core_ai_speaks_its_own
     page.locator("#remove-others").wait_for(state="visible")
     page.locator("#push-target-note").scroll_into_view_if_needed()
     screenshot(page, tmp_path, "2g-core-ai-form-and-a-repo-holding-another-package")
+    # Both formats: the target is the .mlpackage's, and the .aimodel beside it runs on the 27 releases.
+    page.locator("#format input[value=both]").check()
+    target_field = page.locator("#minimum-deployment-target")
+    target_field.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#minimum-deployment-target')?.innerText.includes('.mlpackage')")
+    assert "Minimum deployment target of the .mlpackage" in target_field.inner_text()
+    assert "The .aimodel beside it runs on iOS 27 and macOS 27" in target_field.inner_text()
+    target_field.scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "2h-both-formats-say-whose-deployment-target")

@@ -154,19 +154,21 @@ def test_a_core_ai_llm_form_counts_its_growing_cache_and_speaks_core_ais_words()
     the device fit, and validation in Core AI's own words (a Mac runner adds nothing to an .aimodel)."""
     from html import unescape
 
-    from converters.formats import CORE_AI, CORE_ML
+    from converters.formats import BOTH, CORE_AI, CORE_ML
     from ui.models import ModelSummary
 
     demo, handler, by_id = _check_handler()
     summary = ModelSummary(text="HuggingFaceTB/SmolLM2-135M-Instruct", repo_id="HuggingFaceTB/SmolLM2-135M-Instruct",
                            model_type="llama", config=SMOLLM2, tasks=["text-generation", "feature-extraction"],
                            default_task="text-generation", modality="text")
+    shown = {}
 
     def check(**entered):
         values = {"task": "text-generation", **entered}
         data = {c: values.get(getattr(c, "elem_id", None), getattr(c, "value", None)) for c in handler.inputs}
         data[next(c for c in handler.inputs if c.elem_id is None)] = summary  # the model's summary (a State)
         out = handler.fn(data)
+        shown.update(target=out[by_id["minimum-deployment-target"]], format=out[by_id["format"]])
         return unescape(out[by_id["option-check"]]), unescape(out[by_id["sequence-note"]]), out[by_id["runner"]]
 
     fit, note, runner = check(format=CORE_AI.name, runner="macos")
@@ -175,12 +177,24 @@ def test_a_core_ai_llm_form_counts_its_growing_cache_and_speaks_core_ais_words()
             and "exactly" not in note)
     assert runner["choices"] == [(CORE_AI.validated_on, "any")] and runner["value"] == "any"  # the Mac choice is gone
     assert "Core ML" not in str(runner) and "reference executor" not in str(runner)
+    # No iOS17 target for an .aimodel: it runs on Apple's 27 releases, as the format field says.
+    assert shown["target"]["visible"] is False
+    assert "The .aimodel runs on iOS 27 and macOS 27 (Core AI is in beta): there is no older deployment target" \
+        in shown["format"]["info"]
     fit, note, runner = check(format=CORE_AI.name, **{"kv-cache": "stateful", "sequence-length": "1024"})
     assert "at its full 1 k context" in fit and "up to its context, 1,024 tokens (the sequence length)" in note
     # Core ML: no cache unless asked for, its own words and both choices.
     fit, note, runner = check(format=CORE_ML.name, runner="macos")
     assert "KV cache" not in fit and "at 128 tokens" in fit and "exactly 128 tokens" in note
     assert runner["choices"] == [(CORE_ML.validated_on, "any"), (CORE_ML.on_a_mac, "macos")] and runner["value"] == "macos"
+    assert shown["target"] == {"__type__": "update", "visible": True, "label": "Minimum deployment target",
+                               "info": OPTIONS["minimum_deployment_target"].help}
+    assert "there is no older deployment target" not in shown["format"]["info"]
+    # Both: the target is the .mlpackage's, and the .aimodel beside it runs on the 27 releases.
+    check(format=BOTH.name)
+    assert shown["target"]["visible"] is True and shown["target"]["label"] == "Minimum deployment target of the .mlpackage"
+    assert shown["target"]["info"].startswith("The oldest iOS/macOS the .mlpackage must run on")
+    assert "The .aimodel beside it runs on iOS 27 and macOS 27" in shown["target"]["info"]
     # An embedder in Core AI: no bundle, no cache.
     fit, note, runner = check(format=CORE_AI.name, task="feature-extraction")
     assert "KV cache" not in fit and "grows" not in note
@@ -238,6 +252,8 @@ def test_size_choices_name_each_scheme_with_its_size_and_the_target_it_needs():
     old = dict((v, label) for label, v in form.size_choices(None, "float16", "iOS15"))
     assert old["int8"] == "Half — 8-bit (int8) · needs iOS16" and "about" not in old["none"]
     assert all("needs" not in label for label, _ in form.size_choices(None, "float16", "iOS18"))
+    # No package made has a deployment target (Core AI): no choice needs one.
+    assert all("needs" not in label for label, _ in form.size_choices(sizes, "float16", None))
 
 
 def test_the_form_presents_weight_compression_as_size():
@@ -360,9 +376,9 @@ def test_the_size_choice_shows_sizes_once_a_model_is_chosen(tiny_model):
                            config=json.loads((tiny_model("llama") / "config.json").read_text()),
                            tasks=["text-generation", "feature-extraction"], default_task="text-generation")
     entered = {"task": "text-generation", "precision": "float16", "minimum-deployment-target": "iOS17",
-               "block-size": "32", "group-size": "16"}
+               "block-size": "32", "group-size": "16", "format": OPTIONS["format"].default}
 
-    def data(chosen):  # the handler's inputs: the model's summary (a State), the task and four options
+    def data(chosen):  # the handler's inputs: the model's summary (a State), the task and five options
         return {c: entered.get(getattr(c, "elem_id", None), chosen) for c in handler.inputs}
 
     choices = dict((v, label) for label, v in handler.fn(data(summary))[size_field]["choices"])

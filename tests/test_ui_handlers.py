@@ -432,3 +432,7 @@ def test_only_the_newest_option_check_and_size_estimate_of_a_session_are_shown(p
     assert "exactly 8 tokens" in form_checks.check(page, data("8"), other)[note]
     older, newer = raced(form_checks.sizes, data("auto"), data("auto", "iOS18"))
     assert size_radio in newer and older == gr.skip(), "an older estimate replaced the newer one's"
+    # An .aimodel has no deployment target: no Size choice needs iOS18 for it (a Core ML package's does).
+    labels = {format_name: dict((v, label) for label, v in form_checks.sizes(
+        page, {**data("auto"), fields["format"]: format_name}, other)[size_radio]["choices"]) for format_name in ("coreml", "coreai")}
+    assert labels["coreml"]["int4"].endswith("needs iOS18") and "needs" not in labels["coreai"]["int4"]

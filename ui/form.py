@@ -31,6 +31,42 @@ def runner_field(format_name: str | None, chosen: str | None = None) -> dict[str
             "value": value}
 
 
+TARGET = "minimum_deployment_target"
+
+
+def target_field(format_name: str | None) -> dict[str, Any]:
+    """The minimum deployment target's field for the chosen output format, in its words
+    (converters/formats.py): the target is a Core ML package's alone. Core ML: the option
+    table's field; both formats: said of the .mlpackage, and where the .aimodel beside it runs;
+    Core AI: hidden — its .aimodel runs on Apple's 27 releases, no older target (format_info says
+    so)."""
+    makes = [format_of(name) for name in format_of(format_name).makes]
+    targeted = [f.package_suffix for f in makes if f.deployment_target]
+    fixed = [f for f in makes if not f.deployment_target]
+    option = OPTIONS[TARGET]
+    if not targeted:
+        return {"visible": False}
+    if not fixed:
+        return {"visible": True, "label": option.label, "info": option.help}
+    packages = " and ".join(targeted)
+    return {"visible": True, "label": f"{option.label} of the {packages}",
+            "info": f"The oldest iOS/macOS the {packages} must run on: iOS18/macOS15 add stateful KV caches and fused "
+                    "attention. " + " ".join(_runs_on(f, beside=True) for f in fixed)}
+
+
+def format_info(format_name: str | None) -> str:
+    """The output format field's help, and where a chosen format's packages run when it has no
+    deployment target to choose (Core AI: its .aimodel runs on Apple's 27 releases)."""
+    fmt = format_of(format_name)
+    fixed = [format_of(name) for name in fmt.makes] if not ConversionOptions(format=fmt.name).deployment_target_applies else []
+    return " ".join([OPTIONS["format"].help, *(_runs_on(f) for f in fixed)])
+
+
+def _runs_on(fmt, beside: bool = False) -> str:
+    return (f"The {fmt.package_suffix}{' beside it' if beside else ''} runs on {fmt.runs_on}: "
+            "there is no older deployment target to choose for it.")
+
+
 PUSH_CHOICES = [
     ("A new repo in my account", NEW_REPO),
     ("A pull request to the model's repo", PULL_REQUEST),
@@ -105,11 +141,12 @@ def option_field(name: str) -> dict[str, Any]:
     return spec
 
 
-def size_choices(sizes: dict[str, int] | None, precision: str, target: str) -> list[tuple[str, str]]:
+def size_choices(sizes: dict[str, int] | None, precision: str, target: str | None) -> list[tuple[str, str]]:
     """The Size field's (label, value) pairs: each compression choice by what it stores, with
     the package size it gives the chosen model ("Half — 8-bit (int8) · about 68 MB"; `sizes`:
     bytes by choice, None before a model is chosen) and, when deployment target `target` is too
-    old for it, the target it needs (the form's option check refuses it with the same reason)."""
+    old for it, the target it needs (the form's option check refuses it with the same reason;
+    None: no package made has a target, as in Core AI)."""
     option = OPTIONS[SIZE_OPTION]
     choices = []
     for value in option.values:
@@ -117,7 +154,7 @@ def size_choices(sizes: dict[str, int] | None, precision: str, target: str) -> l
         if sizes and sizes.get(value):
             label += f" · about {megabytes(sizes[value])}"
         needs = option.needed_targets(value)
-        if not meets(target, needs):
+        if target and not meets(target, needs):
             platform = target.rstrip("0123456789")
             label += f" · needs {next((n for n in needs if n.startswith(platform)), ' or '.join(needs))}"
         choices.append((label, value))

@@ -16,7 +16,7 @@ from ui.identity import Who, signed_in
 from ui.page import Page
 
 # The options that change the expected package sizes (with the model and the task).
-SIZE_INPUTS = ("precision", "minimum_deployment_target", "block_size", "group_size")
+SIZE_INPUTS = ("precision", "minimum_deployment_target", "block_size", "group_size", "format")
 # The options a default repo name carries (worker.spec.variant), and the package layout (which
 # of an existing repo's packages a push replaces).
 NAMING_OPTIONS = ("precision", "quantize", "kv_cache", "format", "naming")
@@ -72,8 +72,11 @@ def _checked(page: Page, data: dict) -> dict:
                                             else render.message(fit[1], fit[0], role="device-fit") if fit else ""),
             notes.tolerance_html: render.tolerance(thresholds, entered["precision"]),
             page.destination.convert_button: gr.update(interactive=runnable),
-            # Where validation runs, in the chosen format's words (a Mac adds nothing to an .aimodel).
+            # Where validation runs, in the chosen format's words (a Mac adds nothing to an .aimodel),
+            # and the deployment target only for a Core ML package (an .aimodel runs on the 27 releases).
             notes.runner: gr.update(**form.runner_field(entered.get("format"), data[notes.runner])),
+            fields[form.TARGET]: gr.update(**form.target_field(entered.get("format"))),
+            fields["format"]: gr.update(info=form.format_info(entered.get("format"))),
             **{fields[name]: gr.update(visible=not speech) for name in form.SPEECH_UNUSED}}
 
 
@@ -99,8 +102,8 @@ def sizes(page: Page, data: dict, request: gr.Request | None = None):
     estimated = models.size_estimates(data[page.summary], data[page.model.task_radio], options)
     if not newest.is_newest(session_of(request), ticket):
         return gr.skip()
-    return {page.model.size_radio: gr.update(choices=form.size_choices(estimated, options.precision,
-                                                                       options.minimum_deployment_target))}
+    target = options.minimum_deployment_target if options.deployment_target_applies else None
+    return {page.model.size_radio: gr.update(choices=form.size_choices(estimated, options.precision, target))}
 
 
 def explain(page: Page, data: dict) -> dict:
