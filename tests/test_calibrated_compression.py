@@ -2,7 +2,7 @@
 layers of text-generation models before capture, for int4 and mixed.
 
 The real-weight evidence (SmolLM2-135M, quality on the held-out passage) is in
-test_compression.py (`real_mixed`); here: which conversions calibrate, that every decoder
+test_compression.py (`real_mixed`) and, for int4 at the README's numbers, at the end of this file; here: which conversions calibrate, that every decoder
 family's layers are found and calibrated, that a stateful int4 package with fused attention
 converts, validates and is driven as swift-transformers drives it, per family, and that real
 SmolLM2 forced into chunks of layers (calibrated a chunk at a time, calibrate_chunks.py) keeps the
