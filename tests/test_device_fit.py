@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from converters import device_fit as fit
+from converters.formats import FORMATS
 from converters.options import ConversionOptions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,6 +208,34 @@ def test_the_documented_table_is_what_the_module_says():
         expected = [fit.gigabytes(footprint.kv_cache), fit.gigabytes(footprint.activation), fit.gigabytes(footprint.running),
                     *(words[v.level] for v in fit.verdicts(footprint))]
         assert cells == expected, row.group(0)
+
+
+CORE_AI_ROW = re.compile(r"^\| (?P<model>[^|]+) \| (?P<size>[^|]+) \| (?P<cache>none|stateful, \d+) \| (?P<context>\d+) \| "
+                         r"(?P<weights>\d[\d,]*) \|(?P<rest>.*)\|$")
+
+
+def test_the_documented_core_ai_rows_are_what_the_module_says():
+    """docs/device-fit.md's Core AI LLM bundles: a bundle always holds a KV cache, counted at the
+    context it grows to — the model's maximum without a stateful choice — for each row's weights,
+    cell for cell, and the doc says so in words."""
+    text = DOC.read_text()
+    flat = " ".join(text.split())
+    assert "**always holds a KV cache**, with or without the stateful option" in flat
+    assert "its memory is counted at that full context" in flat and "counts it at that **full context**" in flat
+    configs = {"SmolLM2-135M": SMOLLM2, "Llama 3.2 1B": {**LLAMA_1B, "max_position_embeddings": 131072}}
+    rows = [row for row in map(CORE_AI_ROW.match, text.splitlines()) if row]
+    assert len(rows) == 4 and not any(ROW.match(row.group(0)) for row in rows)  # not read as the Core ML table
+    words = {fit.FITS: "fits", fit.ENTITLED: "entitlement", fit.TOO_LARGE: "too large"}
+    for row in rows:
+        cache = row["cache"].split(", ")
+        options = ConversionOptions.from_strings(
+            format=next(name for name, each in FORMATS.items() if each.llm_cache),
+            **({"kv_cache": "stateful", "sequence_length": cache[1]} if len(cache) == 2 else {}))
+        footprint = fit.from_config(configs[row["model"]], "text-generation", int(row["weights"].replace(",", "")), options)
+        assert footprint.grows and footprint.context == int(row["context"]), row.group(0)
+        expected = [fit.gigabytes(footprint.kv_cache), fit.gigabytes(footprint.activation), fit.gigabytes(footprint.running),
+                    *(words[v.level] for v in fit.verdicts(footprint))]
+        assert [cell.strip() for cell in row["rest"].split("|")] == expected, row.group(0)
 
 
 def test_the_module_imports_no_torch():
