@@ -131,6 +131,22 @@ def test_a_core_ai_packages_program_says_only_what_an_aimodel_has(compressed):
     assert "| model (Core ML) | yes | no | 8.6 | linear 15 |" in both and "| model (Core AI) | — | yes | — | matmul 3 |" in both
 
 
+def test_a_core_ai_cards_options_say_the_deployment_target_was_not_used(compressed):
+    """The deployment target is a Core ML package's alone: a Core AI card's Options used table
+    said "minimum deployment target `iOS17`" of an .aimodel, which runs on Apple's 27 releases."""
+    from converters.formats import BOTH, CORE_AI
+
+    def options_used(format_name):
+        report = {**compressed, "options": {**compressed["options"], "format": format_name}}
+        return section(body(report), "Options used")
+
+    assert ("| minimum deployment target | not used: the .aimodel runs on iOS 27 and macOS 27 (Core AI is in beta) |"
+            in options_used(CORE_AI.name))
+    target = compressed["options"]["minimum_deployment_target"]
+    assert f"| minimum deployment target | `{target}` |" in options_used(BOTH.name)  # the .mlpackage's
+    assert f"| minimum deployment target | `{target}` |" in section(body(compressed), "Options used")
+
+
 def test_report_text_cannot_break_the_tables(compressed):
     report = copy.deepcopy(compressed)
     report["packages"][0]["compression"]["method"] = "a | b <script>"

@@ -61,6 +61,21 @@ def conversion_title(task: str, options: dict) -> str:
     )
 
 
+def option_cell(key: str, value, options: dict) -> str:
+    """An option's value in the Options used table; the deployment target, a Core ML package's
+    alone, is said as not used by a conversion that made none (an .aimodel runs on the systems
+    its format names: converters/formats.py)."""
+    if key == "minimum_deployment_target":
+        try:
+            applies = ConversionOptions.from_dict(options).deployment_target_applies
+        except UserInputError:  # an older or foreign report: as it was asked
+            applies = True
+        if not applies:
+            fixed = [format_of(name) for name in format_of(options.get("format")).makes]
+            return "not used: " + "; ".join(f"the {f.package_suffix} runs on {f.runs_on}" for f in fixed)
+    return f"`{value}`"
+
+
 def warning_lines(validation: dict) -> list[str]:
     """The card's first lines when what we push is not proven to match PyTorch: it failed
     validation (or was not validated) and was pushed anyway, at the converting person's request."""
@@ -112,7 +127,7 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
         lines += ["", f"Context: prompt and generated tokens together fit in **{context} tokens**."]
     lines += ["", "## Options used", "", "| option | value |", "| --- | --- |"]
     for key, value in report.get("options", {}).items():
-        lines.append(f"| {key.replace('_', ' ')} | `{value}` |")
+        lines.append(f"| {key.replace('_', ' ')} | {option_cell(key, value, report.get('options') or {})} |")
     versions = report.get("versions") or {}
     if versions:
         lines.append("| tools | " + ", ".join(f"{k} {v}" for k, v in versions.items()) + " |")
