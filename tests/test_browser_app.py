@@ -623,6 +623,9 @@ def _convert_photo_model(page, service, tmp_path, model_type: str, task: str) ->
     choose_model(page, model)
     assert page.locator(f"#task input[value={task}]").is_checked()
     submit(page)
+    # An earlier job's view (finished, its try shown) stays until this one's lands: wait for this one.
+    page.wait_for_function("m => document.querySelector('#job-status [data-role=job-identity]')?.innerText.includes(m)",
+                           arg=model)
     assert watch_job(page)[-1][0] == "finished"
     page.locator("#try-photo-group").wait_for()
 
