@@ -168,7 +168,7 @@ def test_a_core_ai_llm_form_counts_its_growing_cache_and_speaks_core_ais_words()
         data = {c: values.get(getattr(c, "elem_id", None), getattr(c, "value", None)) for c in handler.inputs}
         data[next(c for c in handler.inputs if c.elem_id is None)] = summary  # the model's summary (a State)
         out = handler.fn(data)
-        shown.update(target=out[by_id["minimum-deployment-target"]], format=out[by_id["format"]])
+        shown.update(target=out[by_id["minimum-deployment-target"]], format=out[by_id["format"]], kv=out[by_id["kv-cache"]])
         return unescape(out[by_id["option-check"]]), unescape(out[by_id["sequence-note"]]), out[by_id["runner"]]
 
     fit, note, runner = check(format=CORE_AI.name, runner="macos")
@@ -181,6 +181,13 @@ def test_a_core_ai_llm_form_counts_its_growing_cache_and_speaks_core_ais_words()
     assert shown["target"]["visible"] is False
     assert "The .aimodel runs on iOS 27 and macOS 27 (Core AI is in beta): there is no older deployment target" \
         in shown["format"]["info"]
+    # No cache to choose for an .aimodel (it always grows one): the field sets the context it grows to, without
+    # Core ML's words (swift-transformers, "each call reads the whole sequence", iOS 17+/18+).
+    kv = shown["kv"]
+    assert kv["label"] == "KV cache: the context it grows to" and kv["visible"] is True
+    assert "the .aimodel always holds a KV cache, grown with the text up to its context" in kv["info"]
+    assert [v for _, v in kv["choices"]] == list(OPTIONS["kv_cache"].values)
+    assert not any(w in str(kv) for w in ("swift-transformers", "whole sequence", "iOS", "Core ML"))
     fit, note, runner = check(format=CORE_AI.name, **{"kv-cache": "stateful", "sequence-length": "1024"})
     assert "at its full 1 k context" in fit and "up to its context, 1,024 tokens (the sequence length)" in note
     # Core ML: no cache unless asked for, its own words and both choices.
@@ -190,11 +197,16 @@ def test_a_core_ai_llm_form_counts_its_growing_cache_and_speaks_core_ais_words()
     assert shown["target"] == {"__type__": "update", "visible": True, "label": "Minimum deployment target",
                                "info": OPTIONS["minimum_deployment_target"].help}
     assert "there is no older deployment target" not in shown["format"]["info"]
+    assert shown["kv"] == {"__type__": "update", "visible": True, "label": "KV cache", "info": OPTIONS["kv_cache"].help,
+                           "choices": [(c.text, c.value) for c in OPTIONS["kv_cache"].choices]}
     # Both: the target is the .mlpackage's, and the .aimodel beside it runs on the 27 releases.
     check(format=BOTH.name)
     assert shown["target"]["visible"] is True and shown["target"]["label"] == "Minimum deployment target of the .mlpackage"
     assert shown["target"]["info"].startswith("The oldest iOS/macOS the .mlpackage must run on")
     assert "The .aimodel beside it runs on iOS 27 and macOS 27" in shown["target"]["info"]
+    # and the KV cache choice is the .mlpackage's: the .aimodel beside it grows its own.
+    assert shown["kv"]["label"] == "KV cache of the .mlpackage" and shown["kv"]["choices"][0][0].startswith("None: each call")
+    assert "The .aimodel beside it always holds a KV cache, grown with the text up to its context" in shown["kv"]["info"]
     # An embedder in Core AI: no bundle, no cache.
     fit, note, runner = check(format=CORE_AI.name, task="feature-extraction")
     assert "KV cache" not in fit and "grows" not in note

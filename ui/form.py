@@ -54,6 +54,36 @@ def target_field(format_name: str | None) -> dict[str, Any]:
                     "attention. " + " ".join(_runs_on(f, beside=True) for f in fixed)}
 
 
+KV_CACHE = "kv_cache"
+
+
+def kv_cache_field(format_name: str | None) -> dict[str, Any]:
+    """The KV cache field for the chosen output format, in its words (converters/formats.py):
+    the choice is a Core ML package's. Core ML: the option table's field; a format whose LLM
+    package always holds a cache that grows with the text (Core AI) has no cache to choose — the
+    field sets the context it grows to (a stateful cache: the sequence length; none: the model's
+    maximum); both formats: said of the .mlpackage, and what the .aimodel beside it holds."""
+    makes = [format_of(name) for name in format_of(format_name).makes]
+    chosen = [f.package_suffix for f in makes if not f.llm_cache]
+    growing = [f for f in makes if f.llm_cache]
+    option = OPTIONS[KV_CACHE]
+    table = [(choice.text, choice.value) for choice in option.choices]
+    if not growing:
+        return {"label": option.label, "info": option.help, "choices": table}
+    grows = "always holds a KV cache, grown with the text up to its context"
+    if not chosen:
+        fmt = growing[0]
+        return {"label": "KV cache: the context it grows to",
+                "info": f"Text generation: the {fmt.package_suffix} {grows}. Choose how far it may grow.",
+                "choices": [(f"The model's maximum context ({fmt.llm_context:,} tokens if its config names none)", "none"),
+                            ("The sequence length: a shorter context, less memory", "stateful")]}
+    packages = " and ".join(chosen)
+    return {"label": f"{option.label} of the {packages}",
+            "info": " ".join([option.help, *(f"The {f.package_suffix} beside it {grows}: the sequence length with a "
+                                             "stateful cache, else the model's maximum." for f in growing)]),
+            "choices": table}
+
+
 def format_info(format_name: str | None) -> str:
     """The output format field's help, and where a chosen format's packages run when it has no
     deployment target to choose (Core AI: its .aimodel runs on Apple's 27 releases)."""

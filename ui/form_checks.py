@@ -77,7 +77,9 @@ def _checked(page: Page, data: dict) -> dict:
             notes.runner: gr.update(**form.runner_field(entered.get("format"), data[notes.runner])),
             fields[form.TARGET]: gr.update(**form.target_field(entered.get("format"))),
             fields["format"]: gr.update(info=form.format_info(entered.get("format"))),
-            **{fields[name]: gr.update(visible=not speech) for name in form.SPEECH_UNUSED}}
+            **{fields[name]: gr.update(visible=not speech) for name in form.SPEECH_UNUSED},
+            # The cache is a Core ML package's choice: an .aimodel always grows one, the field sets how far.
+            fields[form.KV_CACHE]: gr.update(visible=not speech, **form.kv_cache_field(entered.get("format")))}
 
 
 def push_changed(page: Page, data: dict) -> dict:
