@@ -243,3 +243,22 @@ def test_real_smollm2_int4_bundle_passes_its_quality_bar_driven_as_apple_drives_
     # Measured 2026-12-05: perplexity 1.179x, KL 0.276, top-1 0.719 (the same as bench/coreai_int4.py's
     # torch-level figures); GPTQ onto coremltools' grid, rounded again by coreai-opt: 1.186x, KL 0.326
     assert figures["perplexity_ratio"] <= 1.22 and figures["mean_kl_divergence"] <= 0.30, figures
+
+
+def test_a_mixture_of_experts_decoder_becomes_a_bundle_that_continues_like_pytorch(tmp_path):
+    """A Qwen3-MoE decoder's routing (histc, sort) is evaluated densely while captured, as for the
+    Core ML package (configs/moe.py): coreai-torch has neither op. The bundle loads by Apple's
+    rules and continues as PyTorch does, driven as CoreAILanguageModel drives it."""
+    import transformers as tf
+
+    from tests.models import _like_trained_routers
+    from tests.test_generic_architectures import UNLISTED
+
+    model = tf.Qwen3MoeForCausalLM(UNLISTED["qwen3_moe"][0]()).eval()
+    _like_trained_routers(model)
+    model.save_pretrained(tmp_path / "source")
+    result = convert(str(tmp_path / "source"), "text-generation", tmp_path / "out", _options())
+    validation = result.report_json["validation"]
+    assert validation["passed"] is True, validation["message"]
+    assert validation["continuation"]["runs"] and all(run["passed"] for run in validation["continuation"]["runs"])
+    assert bundle.problems(result.packages[0].parent) == []

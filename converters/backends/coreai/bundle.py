@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ...configs.complex_rotary import real_rotary
+from ...configs.moe import dense_experts
+
 METADATA_VERSION = "0.2"  # export/bundle.py:18; ModelBundle.swift:178-181
 FUNCTION = "main"  # CoreAIRunner.swift:74; export/bundle.py:59
 INPUT_NAMES = ("input_ids", "position_ids")  # models/base.py:391-394 (the engine reads them by position)
@@ -128,7 +131,9 @@ def capture(plan, model, part: str) -> BundleCapture:
     slots = torch.export.Dim("cache", min=2, max=context)
     dynamic = ({1: torch.export.Dim("query", min=1, max=context - 1)}, {1: torch.export.Dim("positions", min=1, max=context)},
                {3: slots}, {3: slots})
-    with torch.no_grad():
+    # The shared capture's rewrites (capture.py): mixture-of-experts routing evaluated densely
+    # (coreai-torch has no histc or sort either), complex rotary in real arithmetic.
+    with torch.no_grad(), dense_experts(model), real_rotary(model):
         program = torch.export.export(language_model(model), (ids, positions, cache, cache.clone()), dynamic_shapes=dynamic, strict=False)
     return BundleCapture(part, program, "torch.export", 0, time.perf_counter() - started)
 
