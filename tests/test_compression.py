@@ -353,9 +353,10 @@ def test_real_llm_mixed_through_the_pipeline_meets_its_bars_and_reports_them(rea
     # 4.5 bits per layer weight (int4 + a float16 scale per 32), 8 for the tied embedding/head (21 %)
     assert 5.0 < compression["bits_per_weight"] < 5.6
     assert constexpr_ops(Path(entry["path"])) == {"constexpr_blockwise_shift_scale"}
-    # Quality on the held-out passage, against the original weights (data-free int4: 1.48x)
+    # Quality on the held-out passage, against the original weights, near the README's 1.14x
+    # (measured 1.135x on 5 December 2026; data-free int4 on the same model: 1.29x)
     validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
     for mode, numbers in validation["quality"]["packages"]["model"].items():
-        assert numbers["perplexity_ratio"] <= 1.30, (mode, numbers)
+        assert numbers["perplexity_ratio"] <= 1.18, (mode, numbers)
         assert numbers["top1_agreement"] >= 0.70 and numbers["mean_kl_divergence"] <= 0.30, (mode, numbers)
