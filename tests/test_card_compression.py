@@ -147,6 +147,22 @@ def test_a_core_ai_cards_options_say_the_deployment_target_was_not_used(compress
     assert f"| minimum deployment target | `{target}` |" in section(body(compressed), "Options used")
 
 
+def test_the_cards_title_names_the_formats_the_repo_holds(compressed):
+    """Issue 24: a Core AI push titled its card "Core ML conversion of …". The title names the
+    format of the packages the repo holds — this push's and those earlier ones left beside them."""
+    def title(paths, others=None):
+        readme = card.model_card(source_repo="alice/tiny-llama", revision="0123456789abcdef", source_url="http://hub/a",
+                                 report=compressed, package_paths=paths, other_packages=others)
+        return next(line for line in readme.splitlines() if line.startswith("# "))
+
+    assert title(["tiny-llama/tiny-llama.aimodel"]) == "# Core AI conversion of alice/tiny-llama"
+    assert title(["tiny-llama.mlpackage"]) == "# Core ML conversion of alice/tiny-llama"
+    both = "# Core ML and Core AI packages of alice/tiny-llama"
+    assert title(["tiny-llama.mlpackage", "tiny-llama/tiny-llama.aimodel"]) == both
+    assert title(["tiny-llama/tiny-llama.aimodel"], ["tiny-llama-old.mlpackage"]) == both  # an earlier push's, kept
+    assert card.conversion_title("text-generation", compressed["options"]).startswith("Add Core ML conversion (")
+
+
 def test_report_text_cannot_break_the_tables(compressed):
     report = copy.deepcopy(compressed)
     report["packages"][0]["compression"]["method"] = "a | b <script>"

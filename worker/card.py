@@ -98,14 +98,30 @@ def warning_lines(validation: dict) -> list[str]:
     ]
 
 
+def card_title(source_repo: str, package_paths: list[str]) -> str:
+    """The card's heading, in the words of the formats whose packages the repo holds
+    (converters/formats.py): "Core AI conversion of …" for .aimodels alone, both formats named
+    when it holds both; a package no format's ending names (WhisperKit's folders) is the default
+    format's. The commit's title (conversion_title) stays as it is: it finds an open pull request."""
+    def holding(path: str):
+        return next((f for f in FORMATS.values() if f.package_suffix and path.endswith(f.package_suffix)), format_of(None))
+
+    held = [f for f in FORMATS.values() if any(holding(p) is f for p in package_paths)] or [format_of(None)]
+    if len(held) == 1:
+        return f"{held[0].label} conversion of {source_repo}"
+    return f"{' and '.join(f.label for f in held)} packages of {source_repo}"
+
+
 def card_body(*, source_repo: str, revision: str, source_url: str, report: dict, package_paths: list[str],
-              tokenizer_files: list[str] | None = None, terms: list[str] | None = None) -> str:
-    """`tokenizer_files`: which of TOKENIZER_FILES the named tokenizer repo has (None: not known)."""
+              tokenizer_files: list[str] | None = None, terms: list[str] | None = None,
+              other_packages: list[str] | None = None) -> str:
+    """`tokenizer_files`: which of TOKENIZER_FILES the named tokenizer repo has (None: not known);
+    `other_packages`: what earlier conversions left in the repo (the title names their formats too)."""
     validation = report.get("validation") or {}
     lines = warning_lines(validation)
     task = report["task"]
     lines += [
-        f"# Core ML conversion of {source_repo}",
+        f"# {card_title(source_repo, [*package_paths, *(other_packages or [])])}",
         "",
         f"Converted from [{source_repo}]({source_url}) (revision `{revision[:12]}`) for **{task}** "
         "with Core ML Converter.",
@@ -712,7 +728,8 @@ def model_card(*, source_repo: str, revision: str, source_url: str, report: dict
         pipeline_tag=pipeline_tag(report["task"], modality),
     )
     body = card_body(source_repo=source_repo, revision=revision, source_url=source_url, report=report,
-                     package_paths=package_paths, tokenizer_files=tokenizer_files, terms=terms)
+                     package_paths=package_paths, tokenizer_files=tokenizer_files, terms=terms,
+                     other_packages=other_packages)
     return f"---\n{data.to_yaml()}\n---\n\n{body}" + other_packages_section(other_packages or [])
 
 
