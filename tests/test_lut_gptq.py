@@ -232,25 +232,17 @@ def test_a_layers_inputs_are_swept_side_by_side_at_its_first_compression_with_th
     generator = torch.Generator().manual_seed(4)
     model = _Attention(generator=generator)
     batches = [torch.randn(1, 128, 64, generator=generator) * torch.logspace(-1, 1, 64) for _ in range(2)]
+    sweep_side_by_side, sweeps = lut_gptq.sweep_side_by_side, []
+    monkeypatch.setattr(lut_gptq, "sweep_side_by_side", lambda inputs: (sweeps.append(len(inputs)), sweep_side_by_side(inputs)))
     results = {}
     for at_once in (1, 2):
         monkeypatch.setattr(lut_gptq, "SWEEPS_AT_ONCE", at_once)
         copy = _Attention()
         copy.load_state_dict(model.state_dict())
-        algorithms = {name: LutGPTQ(getattr(copy, name), ModuleLutGPTQConfig(bits=4, group_size=4)) for name in "qkvo"}
-        hooks = [getattr(copy, name).register_forward_hook(lambda _, inp, out, a=a: a.add_batch(inp[0].data, out.data))
-                 for name, a in algorithms.items()]
-        for batch in batches:
-            copy(batch)
-        for hook in hooks:
-            hook.remove()
-        algorithms["q"].compress()
-        assert algorithms["o"]._shared.swept  # swept with q/k/v's, before its own turn
-        for name in "kvo":
-            algorithms[name].compress()
-        LutGPTQ.forget_inputs()
+        _calibrated(copy, batches)
         results[at_once] = {name: (getattr(copy, name).weight.data.clone(), getattr(copy, name).get_buffer("_COREML_/weight/lut"))
                             for name in "qkvo"}
+    assert sweeps == [2, 2]  # q/k/v's input and o's, both at q's compression
     for name in "qkvo":
         assert torch.equal(results[1][name][0], results[2][name][0]), name
         assert torch.equal(results[1][name][1], results[2][name][1]), name

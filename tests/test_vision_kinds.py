@@ -28,6 +28,7 @@ from converters.validation import zero_shot
 from converters.validation.compare import min_box_iou, ranking_agreement, relative_error
 from converters.validation.inputs import image_inputs
 from tests.kind_models import KINDS, build_kind
+from tests.test_validation import _swap_top_two
 from tests.models import build_model
 from worker.card import card_body
 
@@ -497,16 +498,6 @@ def _failing_modes(validation: dict, output: str, metric: str) -> set[str]:
     rows = [r for r in validation["checks"] if r["output"] == output and r["metric"] == metric]
     assert rows, (output, metric)
     return {r["mode"] for r in rows if not r["passed"]}
-
-
-def _swap_top_two(scores):
-    values = np.array(scores, copy=True)
-    order = np.argsort(values, axis=-1)
-    top, second = order[..., -1:], order[..., -2:-1]
-    a, b = np.take_along_axis(values, top, -1), np.take_along_axis(values, second, -1)
-    np.put_along_axis(values, top, b, -1)
-    np.put_along_axis(values, second, a, -1)
-    return values
 
 
 def test_a_detector_fails_its_top1_and_iou_rows_when_tampered(converted, monkeypatch, tmp_path):
