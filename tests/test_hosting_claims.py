@@ -100,8 +100,8 @@ def test_a_try_of_a_gated_or_private_model_leaves_nothing_of_it_in_the_shared_ca
     _finished_conversion(redis, job_id, source, package_repo, commit, restricted)
     seen = {}
 
-    def run(kind, package, source_folder, inputs, mode, progress):  # the model run is not what is tested here
-        seen.update(package=package.is_dir(), source=(source_folder / "model.safetensors").is_file())
+    def run(kind, packages, source_folder, inputs, mode, progress):  # the model run is not what is tested here
+        seen.update(package=len(packages) == 1 and packages[0].is_dir(), source=(source_folder / "model.safetensors").is_file())
         return {"kind": kind}
 
     monkeypatch.setattr(try_it.try_it, "run", run)
