@@ -220,7 +220,7 @@ def wire_page_load(demo: gr.Blocks, page: Page, target: dict) -> None:
     sign_in_outputs = [c for c in (box.token_box, box.sign_in_button, box.sign_out_button) if c is not None]
     demo.load(bind(page, sign_in.on_load), {page.session, page.remembered},
               [page.session, page.remembered, box.user_html, *sign_in_outputs, page.job, *page.view_outputs],
-              concurrency_limit=None, **QUIET).then(**target, concurrency_limit=None, **QUIET)
+              concurrency_limit=None, **QUIET).then(**target, **QUIET)
 
 
 def wire_sign_in(page: Page) -> None:
@@ -264,13 +264,15 @@ def wire_form_checks(page: Page) -> list[dict]:
     naming = [fields[name] for name in form_checks.NAMING_OPTIONS]
     target = {"fn": bind(page, form_checks.announce),
               "inputs": {where.push, where.push_repo, page.summary, page.session, *naming},
-              "outputs": [where.target_html, where.push_repo, where.remove_others, page.target]}
-    # One lookup at a time, in the order the browser sent them: run side by side, an earlier
-    # edit's lookup could start after a later one's and take the "newest" ticket from it.
+              "outputs": [where.target_html, where.push_repo, where.remove_others, page.target],
+              # One lookup at a time, in the order the browser sent them — after an edit, a model
+              # read or a reload alike: run side by side, an earlier lookup could start after a
+              # later one's and take the "newest" ticket from it (a full run under load showed
+              # a model read's lookup of the default repo hiding the typed repo's note).
+              "concurrency_limit": 1, "concurrency_id": "push-target"}
     for field in (where.push, *naming):
-        field.change(**target, concurrency_limit=1, concurrency_id="push-target", **QUIET)
-    where.push_repo.change(**target, concurrency_limit=1, concurrency_id="push-target",
-                           trigger_mode="multiple", show_progress="hidden", **QUIET)
+        field.change(**target, **QUIET)
+    where.push_repo.change(**target, trigger_mode="multiple", show_progress="hidden", **QUIET)
     visibility = on_change({"fn": bind(page, form_checks.explain),
                             "inputs": {page.summary, where.visibility, where.confirm_public},
                             "outputs": [where.licence_html, where.confirm_public]},
@@ -294,7 +296,7 @@ def wire_model_choice(page: Page, checks: list[dict]) -> None:
         concurrency_limit=None, trigger_mode="always_last", **QUIET,
     ).then(bind(page, model_choice.adapt), {page.adapted}, [push_repo, *adapted_fields], concurrency_limit=None, **QUIET)
     for event in checks:
-        read.then(**event, concurrency_limit=None, **QUIET)
+        read.then(**{"concurrency_limit": None, **event}, **QUIET)  # the target lookup keeps its own queue
 
 
 def wire_job(page: Page) -> None:
