@@ -44,12 +44,14 @@ def load(plan: Plan) -> torch.nn.Module:
 
 
 def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Module | None = None,
-            safe_norms: bool = True, image_inputs: bool = True) -> Captured:
+            safe_norms: bool = True, image_inputs: bool = True, decomposed: bool = True) -> Captured:
     """One part's torch program: of `module` if given (a chunk of layers, chunks.py), else of
     the architecture's wrapper around `model`. `safe_norms`: whether a float16 capture takes
     the float16-safe norms (a backend whose converter keeps norms whole in float32 says no).
     `image_inputs`: whether the backend's image inputs apply their scale and bias (Core ML's
-    do); if not, the program applies them to a plain pixel tensor itself."""
+    do); if not, the program applies them to a plain pixel tensor itself. `decomposed`: whether
+    the program comes decomposed to core ATen (coremltools reads that; a backend decomposing with
+    its own table says no — torch.export retraces the whole program for each decomposition)."""
     started = time.perf_counter()
     cfg = plan.cfg
     module = (module if module is not None else cfg.wrap(model, part)).eval()
@@ -58,7 +60,7 @@ def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Modu
         module = ScaledImageInputs(module, specs).eval()
     float16 = plan.options.precision == "float16" and safe_norms
     with float16_safe(module) if float16 else nullcontext(0) as safe_norms, dense_experts(model), real_rotary(model):
-        program, exporter = torch_program(module, cfg.example_inputs(part), plan, part)
+        program, exporter = torch_program(module, cfg.example_inputs(part), plan, part, decomposed)
     return Captured(part, program, exporter, safe_norms, time.perf_counter() - started)
 
 
@@ -82,8 +84,9 @@ class ScaledImageInputs(torch.nn.Module):
         return self.module(*scaled)
 
 
-def torch_program(module, example: dict, plan: Plan, part: str):
-    """torch.export first; torch.jit.trace if export fails. Returns (program, exporter name)."""
+def torch_program(module, example: dict, plan: Plan, part: str, decomposed: bool = True):
+    """torch.export first (decomposed to core ATen, or as exported); torch.jit.trace if export
+    fails. Returns (program, exporter name)."""
     cfg, options = plan.cfg, plan.options
     args = tuple(example.values())
     dims = {}
@@ -102,7 +105,7 @@ def torch_program(module, example: dict, plan: Plan, part: str):
     try:
         with torch.no_grad():
             program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-            return program.run_decompositions({}), "torch.export"
+            return (program.run_decompositions({}) if decomposed else program), "torch.export"
     except EXPORT_FAILURES as error:
         plan.warnings.append(f"torch.export failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); used torch.jit.trace instead.")
     with torch.no_grad(), warnings.catch_warnings():

@@ -229,7 +229,8 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
         own = getattr(writer, "own_capture", None) if module is None else None
         captured = own(plan, model, part) if own else None
         if captured is None:
-            captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs)
+            captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs,
+                               decomposed=not writer.decomposes_itself)
         _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
         step(1, 4, f"converting to {writer.label}")

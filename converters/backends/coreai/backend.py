@@ -94,6 +94,10 @@ class CoreAIBackend:
     # embedding) became rsqrt(0) = inf and NaN logits (measured).
     float16_safe_norms = False
     image_inputs = False  # pixel tensors: the program scales them (capture.ScaledImageInputs)
+    # coreai-torch's own decomposition table is applied to the exported program (_to_coreai):
+    # decomposed to core ATen first as well, the program was traced twice (the sweep of every
+    # registry pair spent two thirds of its time in run_decompositions).
+    decomposes_itself = True
 
     def refusal(self, cfg, options) -> str | None:
         return refusal(cfg, options)

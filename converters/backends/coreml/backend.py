@@ -39,6 +39,7 @@ class CoreMLBackend:
     package_words = "a Core ML package (.mlpackage folder with a Manifest.json)"
     float16_safe_norms = True  # float16 packages are captured with float16_safe.py's norms
     image_inputs = True  # ImageType applies the image processor's scale and bias
+    decomposes_itself = False  # coremltools converts a program decomposed to core ATen (capture.py does it)
     converts_in_chunks = True  # keep_chunk + stitch (stitch.py)
     modes = None  # the reference executor: validation's exact fp32 and fp16 emulation
 
