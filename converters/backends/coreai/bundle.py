@@ -153,8 +153,9 @@ def bundle_path(stem: str) -> str:
     return f"{stem}/{stem}.aimodel"
 
 
-def metadata(plan, name: str) -> dict:
-    """metadata.json as Apple's exporter writes it (export/bundle.py:49-70), for this model."""
+def metadata(plan, name: str, context: int | None = None) -> dict:
+    """metadata.json as Apple's exporter writes it (export/bundle.py:49-70), for this model; `context`:
+    max_context_length when it is not the macOS bundle's (the iOS bundle's top rung, static_bundle.py)."""
     cfg = plan.cfg
     scheme = plan.options.quantize
     return {
@@ -165,7 +166,7 @@ def metadata(plan, name: str) -> dict:
         "language": {
             "tokenizer": plan.hub_name,
             "vocab_size": int(cfg.attributes.vocab_size),
-            "max_context_length": context_length(cfg),
+            "max_context_length": int(context or context_length(cfg)),
             "embedded_tokenizer": True,
             "function_map": {FUNCTION: [FUNCTION]},
         },
@@ -175,10 +176,10 @@ def metadata(plan, name: str) -> dict:
     }
 
 
-def write(plan, aimodel: Path) -> None:
+def write(plan, aimodel: Path, context: int | None = None) -> None:
     """metadata.json and tokenizer/ beside the saved `aimodel`, in its bundle folder."""
     folder = aimodel.parent
-    (folder / "metadata.json").write_text(json.dumps(metadata(plan, aimodel.stem), indent=2) + "\n")
+    (folder / "metadata.json").write_text(json.dumps(metadata(plan, aimodel.stem, context), indent=2) + "\n")
     tokenizer = folder / "tokenizer"
     shutil.rmtree(tokenizer, ignore_errors=True)
     tokenizer.mkdir()

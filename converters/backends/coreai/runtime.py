@@ -79,16 +79,19 @@ class CoreAIRunner:
             pass
 
 
-def validation_seconds(cfg, parameters: int, bundle: bool = False) -> float:
+def validation_seconds(cfg, parameters: int, bundle: bool = False, static: bool = False) -> float:
     """About how long validation runs an .aimodel of `parameters` here: the tokens its input
     sets and continuation send (validation/inputs.py, continuation.py), at SPEED. An LLM
-    bundle (`bundle`) is driven once: a prompt of a few tokens, then one token per call."""
+    bundle (`bundle`) is driven once: a prompt of a few tokens, then one token per call; the iOS
+    bundle (`static`) sends 8 token slots a call (StaticShapeEngine's smallest q)."""
     # Deferred: both import torch, and this module is read without it (try_it.py in the web process).
     from ...validation.continuation import NEW_TOKENS
     from ...validation.inputs import sequence_lengths
 
     lengths = sequence_lengths(cfg)
-    if bundle:  # a compressed bundle also prefills the quality passage (about 128 tokens)
+    if bundle and static:  # the prompt in one call of 8 or 16 slots, then 8 slots a token
+        tokens = 16 + 8 * NEW_TOKENS
+    elif bundle:  # a compressed bundle also prefills the quality passage (about 128 tokens)
         tokens = 8 + NEW_TOKENS + (128 if getattr(cfg.options, "quantize", "none") != "none" else 0)
     elif getattr(cfg, "stateful", False):  # two prefills of a short text plus one-token steps, and the prompt's
         tokens = 2 * min(32, max(lengths)) + 16
@@ -113,10 +116,11 @@ def _widened(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32) if array.dtype == np.float16 else array
 
 
-def described(path: Path) -> dict:
+def described(path: Path, function: str = "main") -> dict:
     """An .aimodel's inputs, outputs, states and metadata in package_info.describe_spec's
-    shape, read from the saved file. The format keeps a flexible axis as `?` without bounds:
-    those come from the converter's own `coreml_converter_input_shapes` metadata."""
+    shape, read from the saved file (`function`: an iOS LLM bundle has no `main`). The format keeps
+    a flexible axis as `?` without bounds: those come from the converter's own
+    `coreml_converter_input_shapes` metadata."""
     from coreai.authoring.asset import AIModelAsset
 
     asset = AIModelAsset.load(str(path))
@@ -124,9 +128,9 @@ def described(path: Path) -> dict:
                 for key, value in asset.metadata.creator_defined_metadata.items()}
     bounds = json.loads(metadata.get("coreml_converter_input_shapes", "{}"))
     summary = asset.summary(include_statistics=True)
-    inputs = [_feature(name, text, bounds.get(name)) for name, text in summary.function_inputs("main")]
-    outputs = [_feature(name, text) for name, text in summary.function_outputs("main")]
-    states = [dict(_feature(name, text, bounds.get(name)), type="state") for name, text in summary.function_states("main")]
+    inputs = [_feature(name, text, bounds.get(name)) for name, text in summary.function_inputs(function)]
+    outputs = [_feature(name, text) for name, text in summary.function_outputs(function)]
+    states = [dict(_feature(name, text, bounds.get(name)), type="state") for name, text in summary.function_states(function)]
     return {
         "inputs": inputs,
         "outputs": outputs,
