@@ -99,6 +99,41 @@ def _coremltools_weights(package: Path) -> tuple[set[str], dict[str, np.ndarray]
     return op_types, values
 
 
+def test_table_indices_by_search_are_coremltools_own(monkeypatch):
+    """A palettized weight's indices (lut_indices.py, what coremltools' torch frontend reads GPTQ's
+    weights with) equal coremltools' find_indices_for_lut: on the table's own values (GPTQ's
+    case), off them, with repeated entries and exact midpoints (ties to the lowest index), per
+    grouped channel and for a rank-4 weight; and the patched search is the one a conversion uses."""
+    from coremltools.optimize import _utils as optimize_utils
+    from coremltools.optimize._utils import find_indices_for_lut, repeat_data_as
+
+    from converters.backends.coreml import lut_indices
+    from converters.backends.coreml.lut_indices import nearest_lut_indices
+    from converters.backends.coreml.patches import SEARCHED_FROM, lut_indices_by_search
+
+    draw = np.random.default_rng(0)
+    for shape, blocks, entries in [((96, 48), (96, 3), 64), ((32, 16), (32, 1), 16), ((8, 12, 3, 3), (4, 1, 1, 1), 16),
+                                   ((40, 24), (1, 1), 4)]:
+        lut = draw.standard_normal(blocks + (entries, 1)).astype(np.float32)
+        lut[..., 1, 0] = lut[..., 3, 0]  # a repeated entry: the lower index is named
+        picked = draw.integers(0, entries, size=shape)
+        on_table = np.take_along_axis(np.squeeze(repeat_data_as(lut, shape), -1), picked[..., None], axis=-1)[..., 0]
+        for data in (on_table, draw.standard_normal(shape).astype(np.float32)):
+            ours, theirs = nearest_lut_indices(data, lut), find_indices_for_lut(data, lut)
+            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), shape
+    lut = np.array([[[0.0], [1.0], [2.0], [1.0]]], dtype=np.float32)
+    data = np.array([0.5, 1.5, 1.0, 3.0, -1.0, 0.0], dtype=np.float32)  # midpoints, a repeat, past both ends
+    assert nearest_lut_indices(data, lut).tolist() == find_indices_for_lut(data, lut).tolist() == [0, 1, 1, 2, 0, 0]
+    calls = []
+    monkeypatch.setattr(lut_indices, "nearest_lut_indices", lambda *a: calls.append(a[0].shape) or nearest_lut_indices(*a))
+    big, small, lut = np.zeros((SEARCHED_FROM // 4, 1), np.float32), np.zeros((8, 1), np.float32), lut.reshape(1, 1, 4, 1)
+    with lut_indices_by_search():
+        searched = optimize_utils.find_indices_for_lut
+        assert np.array_equal(searched(big, lut), find_indices_for_lut(big, lut)) and searched(small, lut).shape == (8, 1)
+    assert calls == [big.shape]  # the big weight searched, the small one left to coremltools
+    assert optimize_utils.find_indices_for_lut is find_indices_for_lut  # restored after the conversion
+
+
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_decompression_kernels_match_coremltools(scheme, float_packages, tmp_path):
     target, steps, expected = SCHEMES[scheme]

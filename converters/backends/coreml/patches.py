@@ -1,6 +1,7 @@
 """Torch-op converters added to coremltools only while one conversion runs (Core ML backend),
-its float16 pass made to keep finite constants finite (`finite_float16_constants`), and one
-change to how its pass pipelines check the program (`validated_once_per_pipeline`).
+its float16 pass made to keep finite constants finite (`finite_float16_constants`), one
+change to how its pass pipelines check the program (`validated_once_per_pipeline`), and its
+search for palettized weights' table indices (`lut_indices_by_search`).
 
 coremltools 9.0 was tested up to torch 2.7; torch 2.13's exported graphs contain ops its
 frontend has no converter for. Each patch maps such an op to MIL, is registered for the
@@ -98,6 +99,7 @@ def finite_float16_constants():
             return op.op_type not in getattr(self, "skip_ops_by_type", set())
 
         def _clamp_constants(self, block):
+            found = []
             for op in list(block.operations):
                 for inner in op.blocks:
                     self._clamp_constants(inner)
@@ -107,13 +109,19 @@ def finite_float16_constants():
                 if var.val is None or var in block.outputs or not var.child_ops:
                     continue
                 clamped = finite_in_float16(var.val)
-                if clamped is None or not all(self._cast(child) for child in var.child_ops):
-                    continue
-                with block:
+                if clamped is not None and all(self._cast(child) for child in var.child_ops):
+                    found.append((op, clamped))
+            if not found:
+                return
+            # One `with block` for all: leaving it walks the whole block (coremltools'
+            # nonreplaceable-var check), 3 s of a 135 M LLM's conversion when done per constant.
+            with block:
+                for op, clamped in found:
+                    var = op.outputs[0]
                     finite = mb.const(val=clamped if clamped.ndim else np.float32(clamped), name=f"{op.name}_finite_in_float16",
                                       before_op=op)
-                block.replace_uses_of_var_after_op(anchor_op=op, old_var=var, new_var=finite)
-                block.remove_ops([op])
+                    block.replace_uses_of_var_after_op(anchor_op=op, old_var=var, new_var=finite)
+            block.remove_ops([op for op, _ in found])
 
     PASS_REGISTRY.passes[key] = add_fp16_cast_finite
     try:
@@ -356,6 +364,33 @@ def _naming_failing_node(convert_single_node):
             raise
 
     return convert
+
+
+@contextmanager
+def lut_indices_by_search():
+    """coremltools' torch frontend finds a GPTQ-palettized weight's table indices with its own
+    `find_indices_for_lut` (an array 2**bits times the weight); scalar tables take
+    lut_indices.nearest_lut_indices instead (the same indices, in the weight's own memory).
+    Vector tables and small weights keep coremltools' function."""
+    from coremltools.optimize import _utils as optimize_utils
+
+    from .lut_indices import nearest_lut_indices
+
+    find = optimize_utils.find_indices_for_lut
+
+    def find_indices(data, lut, vector_axis=None):
+        if lut.shape[-1] != 1 or len(lut.shape) != len(data.shape) + 2 or data.size * lut.shape[-2] < SEARCHED_FROM:
+            return find(data, lut, vector_axis)
+        return nearest_lut_indices(data, lut)
+
+    optimize_utils.find_indices_for_lut = find_indices
+    try:
+        yield
+    finally:
+        optimize_utils.find_indices_for_lut = find
+
+
+SEARCHED_FROM = 2**22  # weight elements x table entries below which coremltools' own search is as quick
 
 
 @contextmanager
