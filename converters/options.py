@@ -255,6 +255,17 @@ class ConversionOptions:
             Choice("stateful", "Stateful: keyCache/valueCache states, fastest generation, on the GPU (iOS 18+)", needs=_STATES),
         ],
     )
+    # Which of Apple's engines a Core AI text generator's bundle is for (converters/backends/coreai/bundle.py,
+    # static_bundle.py): the macOS engine (one program, caches grown) or the iOS StaticShapeEngine (fixed shapes).
+    llm_bundle: str = option(
+        label="Core AI LLM bundle", term="Core AI LLM bundle", default="macos",
+        help="Core AI text generation: macos grows its cache as the text grows (Mac GPU); ios is Apple's fixed-shape "
+             "bundle for the iPhone's Neural Engine.",
+        choices=[
+            Choice("macos", "macOS: one program, its cache grown as the text grows (GPU)"),
+            Choice("ios", "iOS: fixed shapes for the Neural Engine (float16, uncompressed)"),
+        ],
+    )
     # Weight compression after conversion (data-free, coremltools.optimize.coreml): converters/backends/coreml/compress.py
     quantize: str = option(
         label="Weight compression", term="weight compression", default="none",

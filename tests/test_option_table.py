@@ -77,7 +77,7 @@ def test_every_row_is_a_cli_flag_with_its_aliases():
                               "ios18", "--naming", "exporters", "--kv-cache", "stateful", "--tolerance", "loose"])
     assert ConversionOptions.from_dict(vars(args)).to_dict() == {
         "format": "coreml", "precision": "float32", "sequence_length": "8", "minimum_deployment_target": "iOS18", "naming": "exporters",
-        "kv_cache": "stateful", "quantize": "none", "block_size": "32", "group_size": "auto", "tolerance": "loose"}
+        "kv_cache": "stateful", "llm_bundle": "macos", "quantize": "none", "block_size": "32", "group_size": "auto", "tolerance": "loose"}
     assert "stateful needs iOS18 or macOS15" in " ".join(help_text.split())  # the row's minimum target
 
 

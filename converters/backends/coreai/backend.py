@@ -28,6 +28,7 @@ from . import compress as compressor
 from .runtime import (MODE, SPEED, CoreAILanguageModelEngine, CoreAIRunner, bundle_folder, described,
                                         validation_seconds)
 from . import bundle
+from . import static_bundle
 from ..naming import package_filename
 
 # (model type, task) pairs of the registry Core AI does not take, and why (tests/test_coreai_registry.py).
@@ -62,14 +63,24 @@ def refusal(cfg, options) -> str | None:
     if options.sequence_length.kind == "enumerated":
         return ("Core AI output takes one sequence length or a range (1-512); a list of lengths is Core ML's "
                 "enumerated shapes. Give one number or a range.")
+    if options.llm_bundle == "ios":
+        if not bundle.applies(cfg):
+            return (f"The iOS Core AI LLM bundle is for text generation by a decoder with a KV cache, not "
+                    f"{cfg.hf_config.model_type} {cfg.task}; keep the macOS choice.")
+        return static_bundle.refusal(cfg, options)
     return None
+
+
+def is_ios(plan) -> bool:
+    """Whether this conversion makes the iOS static-shape LLM bundle (static_bundle.py)."""
+    return bundle.applies(plan.cfg) and plan.options.llm_bundle == "ios"
 
 
 def check_validation_time(plan, parameters: int, time_limit: float | None) -> None:
     """A float16 .aimodel validates slowly on Linux (runtime.SPEED): refuse, before any
     work, what would not finish within `time_limit` seconds (a job's limit); else say so, with
     the float32 alternative, when it takes more than a few minutes."""
-    seconds = validation_seconds(plan.cfg, parameters, bundle=bundle.applies(plan.cfg))
+    seconds = validation_seconds(plan.cfg, parameters, bundle=bundle.applies(plan.cfg), static=is_ios(plan))
     if plan.options.precision != "float16" or seconds <= 300:
         return
     faster = seconds * SPEED["float16"] / SPEED["float32"]
@@ -120,11 +131,15 @@ class CoreAIBackend:
         return compressor.finish(plan.compression.pop(part), size_bytes)
 
     def own_capture(self, plan, model, part: str):
-        """Text generation: the LLM bundle's own program (bundle.py), captured here instead
-        of the Core ML package's interface; None: the shared capture."""
+        """Text generation: the LLM bundle's own program (bundle.py), or the iOS bundle's four
+        (static_bundle.py), captured here instead of the Core ML package's interface; None: the shared capture."""
+        if is_ios(plan):
+            return static_bundle.capture(plan, model, part)
         return bundle.capture(plan, model, part) if bundle.applies(plan.cfg) else None
 
     def convert(self, plan, captured):
+        if isinstance(captured, static_bundle.StaticCapture):
+            return _quiet(lambda: static_bundle.convert(plan, captured))
         if isinstance(captured, bundle.BundleCapture):
             return _quiet(lambda: _to_coreai(plan, captured, bundle.INPUT_NAMES, bundle.OUTPUT_NAMES, bundle.STATE_NAMES))
         if captured.exporter != "torch.export":
@@ -159,7 +174,7 @@ class CoreAIBackend:
             metadata.set_custom(key, value)
         artifact.save_asset(Path(path), metadata=metadata)
         if bundle.applies(cfg):
-            bundle.write(plan, Path(path))
+            bundle.write(plan, Path(path), static_bundle.context_for(cfg) if is_ios(plan) else None)
 
     @staticmethod
     def metadata(plan, part: str) -> dict[str, str]:
@@ -173,7 +188,9 @@ class CoreAIBackend:
         values.update(cfg.package_metadata(part))  # the family's own keys (an image-text model's logit scale)
         values["coreai_torch_version"] = package_version("coreai-torch")
         values["coreai_core_version"] = package_version("coreai-core")
-        if bundle.applies(cfg):
+        if is_ios(plan):  # every function's shapes are fixed: nothing to bound
+            interface = {}
+        elif bundle.applies(cfg):
             interface = bundle.interface(cfg)
         else:
             interface = {spec.name: _bounds(spec.shape, options, cfg.ranged_axes()) for spec in cfg.inputs(part)}
@@ -194,10 +211,18 @@ class CoreAIBackend:
 
     def describe(self, path: Path) -> dict:
         """Inputs, outputs, states and metadata as saved, in describe_spec's shape: a `?`
-        axis takes its bounds from the package's own metadata (the .aimodel keeps none)."""
+        axis takes its bounds from the package's own metadata (the .aimodel keeps none). The iOS
+        bundle is described by its decode function at the largest context (what an app calls most)."""
+        if static_bundle.is_static(path):
+            folder = bundle_folder(path)
+            context = bundle.read(folder)["language"]["max_context_length"] if folder else static_bundle.MIN_CONTEXT
+            return described(path, f"{static_bundle.EXTEND}_{context}_{static_bundle.QUERIES[0]}")
         return described(path)
 
     def runner(self, path: Path):
+        if static_bundle.is_static(path):
+            raise UserInputError("The iOS Core AI LLM bundle is driven by its own engine (validation drives it as "
+                                 "StaticShapeEngine does); running it here one call at a time is not available yet.")
         folder = bundle_folder(path)
         if folder is not None:  # an LLM bundle's program runs as Apple's engine runs it
             return CoreAILanguageModelEngine(path, bundle.read(folder)["language"]["max_context_length"])
@@ -209,6 +234,8 @@ class CoreAIBackend:
         return bundle.applies(plan.cfg)
 
     def validate_itself(self, plan, model, part: str, path: Path, earlier: dict | None, progress=None) -> dict:
+        if static_bundle.is_static(path):  # decided by the file: validate_package reads no options
+            return static_bundle.validate(plan, model, part, path, earlier, STATIC_KIND, progress)
         return bundle.validate(plan, model, part, path, earlier, BUNDLE_KIND, progress)
 
     def device_runtime(self) -> tuple[bool, str]:
@@ -226,6 +253,8 @@ class CoreAIBackend:
 
 BUNDLE_KIND = ("the Core AI runtime (the LLM bundle's .aimodel executed on this machine's CPU, driven as "
                "CoreAILanguageModel drives it)")
+STATIC_KIND = ("the Core AI runtime (the iOS LLM bundle's .aimodel executed on this machine's CPU, driven as "
+               "StaticShapeEngine drives it)")
 
 
 def _to_coreai(plan, captured, input_names, output_names, state_names):

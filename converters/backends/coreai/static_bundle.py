@@ -27,6 +27,7 @@ torch.export records the copy into the cache input as an input mutation, a Core 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -281,16 +282,18 @@ class StaticCapture:
     seconds: float
 
 
-def capture(plan, model, part: str, context: int | None = None) -> StaticCapture:
+def capture(plan, model, part: str) -> StaticCapture:
     """torch.export of the four programs, the transformer at q and ctx dynamic (base.py:936-992)."""
+    return _capture(plan.cfg, model, part, context_for(plan.cfg))
+
+
+def _capture(cfg, model, part: str, context: int) -> StaticCapture:
     import torch
 
     from ...configs.complex_rotary import real_rotary
     from ...configs.moe import dense_experts
 
     started = time.perf_counter()
-    cfg = plan.cfg
-    context = context or context_for(cfg)
     a = cfg.attributes
     table_module, gather, transformer, tied = _modules(model, cfg, context)
     q = trace_query(cfg)
@@ -344,14 +347,17 @@ def static_shapes(cfg, context: int) -> dict[str, dict]:
     return {GATHER: {f'"{q}"': {TOKEN_IDS: (1, q)} for q in QUERIES}, EXTEND: transformer, PROMPT: transformer}
 
 
-def convert(plan, captured: StaticCapture, hardware: bool = True):
+def convert(plan, captured: StaticCapture):
     """The four programs into one AIProgram (converter.py:193-240, 884-955), constrained, then
     specialized into the ladder's static functions (asset.py:348-445)."""
+    return _convert(plan.cfg, captured, hardware=True)
+
+
+def _convert(cfg, captured: StaticCapture, hardware: bool):
     import coreai_torch
 
     from ...errors import ConversionError
 
-    cfg = plan.cfg
     converter = coreai_torch.TorchConverter()
     converter.register_torch_lowering(OP + ".default")(lower_slot_update)
     names = {LOAD: ([], [TABLE], []), GATHER: ([TOKEN_IDS, TABLE], [GATHERED], []),
@@ -380,6 +386,9 @@ def convert(plan, captured: StaticCapture, hardware: bool = True):
 
 # ------------------------------------------------------------------ the folder's own rule, and the asset's interface
 
+LAYOUT_NOTE = ("the iOS bundle's programs were driven here without their Neural Engine buffer layouts (the IOSurface "
+               "interleave of the caches and the embedding table), which coreai-core's Linux runtime mishandles; the file "
+               "itself was loaded and its functions checked against Apple's contract")
 DRIVEN_AS = ("StaticShapeEngine (CoreAILanguageModel's iOS engine, apple/coreai-models): metadata.json read, load_embeddings "
              "run once, the prompt through prompt_opt/extend as the engine picks them, then one token per call on the "
              "q-aligned batch, uint16 positions and its float16 causal mask, greedy, Apple's stop tokens")
@@ -439,112 +448,20 @@ def problems(aimodel, cfg, context: int) -> list[str]:
     return found
 
 
-class Relayout:
-    """Moves a cache between numpy and the bundle's layout, for StaticShapeEngine here. On a device the
-    engine hands each function a view of one buffer allocated from a descriptor (engine:113-125, 420-428).
-    coreai-core 1.0.0b3's Python API can neither write into nor read an interleaved NDArray in place
-    (`NDArray.numpy()` returns a copy; the buffer protocol refuses: "buffer can't represent non-contiguous
-    arrays"); its runtime refuses a cache in another layout ("key_cache has an invalid interleave:
-    [1, 1, 1, 1, 1], expected: [1, 1, 8, 1, 1]") and reads a state at the strides of its own descriptor
-    (an output laid out by another function has others: garbage). So a helper program in the same
-    runtime, with the cache as its state under the same constraints, does the moves: `pack_<ctx>` writes
-    a plain array into the state, `unpack_<ctx>` returns the state's values; the state NDArray itself is
-    allocated from the bundle function's own descriptor, as the engine allocates it."""
+def twin(cfg, model, context: int, folder) -> "Path":
+    """The bundle's programs converted again without the hardware constraints, saved in `folder`: what
+    validation drives. coreai-core 1.0.0b3's Linux runtime mishandles an interleaved buffer (measured on
+    the tiny Llama: a cache of [2, 1, 16, 1, 256] written and read back through a function whose state
+    has the interleave [1, 1, 8, 1, 1] loses its last 7 values, [1, 0, 9…15, 0, 255], and a call reads
+    whatever memory holds there: NaN logits at random), and its Python API cannot write into such a
+    buffer at all (`NDArray.numpy()` copies; the buffer protocol refuses). The constraints change only
+    the buffers' layout at the functions' edges (coreaix copy ops), not what they compute."""
+    from pathlib import Path
 
-    def __init__(self, context: int):
-        self.context = context
-        self._loop = self._executable = self._model = self._folder = None
-        self._functions: dict = {}
-
-    def _build(self, prefix: tuple) -> None:
-        import asyncio
-        import tempfile
-        from pathlib import Path
-
-        import coreai_torch
-        import torch
-        from coreai.authoring.asset import AIModelAsset
-
-        class Pack(torch.nn.Module):  # x + 0 from an input: a plain copy would be folded away
-            def forward(self, dense, zero, packed):
-                packed.copy_(dense + zero)
-                return packed[0, 0, 0, 0, :1] + zero
-
-        class Unpack(torch.nn.Module):
-            def forward(self, zero, packed):
-                packed.copy_(packed + zero)
-                return packed + zero
-
-        example = torch.zeros(*prefix, self.context, dtype=torch.float16)
-        zero = torch.zeros(1, dtype=torch.float16)
-        slots = torch.export.Dim("slots", min=2, max=self.context)
-        axis = len(prefix)
-        converter = coreai_torch.TorchConverter()
-        pack = torch.export.export(Pack(), (example, zero, example.clone()), dynamic_shapes=({axis: slots}, None, {axis: slots}),
-                                   strict=False)
-        unpack = torch.export.export(Unpack(), (zero, example), dynamic_shapes=(None, {axis: slots}), strict=False)
-        converter.add_exported_program(pack.run_decompositions(coreai_torch.get_decomp_table()), input_names=["dense", "zero"],
-                                       output_names=["done"], state_names=[STATES[0]], entrypoint_name="pack")
-        converter.add_exported_program(unpack.run_decompositions(coreai_torch.get_decomp_table()), input_names=["zero"],
-                                       output_names=["dense"], state_names=[STATES[0]], entrypoint_name="unpack")
-        helper = _quiet_convert(converter)
-        cache = constraints(self.context)[EXTEND][STATES[0]]
-        for entry in ("pack", "unpack"):
-            helper.set_hardware_constraints(entry, {STATES[0]: cache})
-        helper.set_static_shape_config("pack", {f'"{ctx}"': {"dense": (*prefix, ctx), STATES[0]: (*prefix, ctx)} for ctx in rungs(self.context)})
-        helper.set_static_shape_config("unpack", {f'"{ctx}"': {STATES[0]: (*prefix, ctx)} for ctx in rungs(self.context)})
-        self._folder = tempfile.TemporaryDirectory(prefix="relayout-")
-        path = Path(self._folder.name) / "relayout.aimodel"
-        helper.save_asset(path)
-        self._loop = asyncio.new_event_loop()
-        self._executable = AIModelAsset.load(str(path)).executable()
-        self._model = self._loop.run_until_complete(self._executable.__aenter__())
-
-    def _call(self, name: str, feed: dict, state):
-        import numpy as np
-        from coreai.runtime import NDArray
-
-        if name not in self._functions:
-            self._functions[name] = self._model.load_function(name)
-        feed = {**feed, "zero": NDArray(np.zeros(1, dtype=np.float16))}
-        return self._loop.run_until_complete(self._functions[name](feed, state={STATES[0]: state}))
-
-    def pack(self, values, array) -> None:
-        """Write `values` (numpy, [..., ctx]) into `array`, an NDArray allocated from a cache descriptor."""
-        import numpy as np
-        from coreai.runtime import NDArray
-
-        if self._model is None:
-            self._build(tuple(values.shape[:-1]))
-        self._call(f"pack_{values.shape[-1]}", {"dense": NDArray(np.ascontiguousarray(values))}, array)
-
-    def unpack(self, array):
-        """A cache NDArray's values, as numpy."""
-        return self._call(f"unpack_{array.shape[-1]}", {}, array)["dense"].numpy()
-
-    def close(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.run_until_complete(self._executable.__aexit__(None, None, None))
-            self._loop.close()
-        if self._folder is not None:
-            self._folder.cleanup()
-            self._folder = None
-
-
-def _quiet_convert(converter):
-    """to_coreai without its progress bar and warnings."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return converter.to_coreai()
-
-
-def engine(aimodel, context: int, vocab_size: int):
-    """StaticShapeEngine over a saved iOS bundle's asset, its caches moved through Relayout."""
-    from .static_runtime import StaticShapeEngine
-
-    return StaticShapeEngine(aimodel, context, vocab_size, relayout=Relayout(context))
+    captured = _capture(cfg, model, "model", context)
+    path = Path(folder) / "unconstrained.aimodel"
+    _convert(cfg, captured, hardware=False).save_asset(path)
+    return path
 
 
 # ------------------------------------------------------------------ validation, driven as StaticShapeEngine drives it
@@ -560,7 +477,8 @@ def validate(plan, model, part: str, aimodel, earlier: dict | None, kind: str, p
     from ...validation import continuation
     from . import bundle
     from .runtime import MODE, apple_stop_ids
-    static_engine = engine
+    from .static_runtime import StaticShapeEngine
+
     started = time.perf_counter()
     progress = progress or (lambda done, total, detail: None)
     cfg, folder = plan.cfg, Path(aimodel).parent
@@ -577,16 +495,19 @@ def validate(plan, model, part: str, aimodel, earlier: dict | None, kind: str, p
                             1.0, not wrong, True))
         errors += [f"{part}: {problem}" for problem in wrong]
         tokenizer, tokenizer_dir = bundle._bundle_tokenizer(folder)  # noqa: SLF001 - the app's tokenizer/, as bundle.validate reads it
-        engine = None
+        engine, scratch = None, tempfile.TemporaryDirectory(prefix="ios-bundle-")
+        vocab = int(meta["language"]["vocab_size"])
         try:
-            engine = static_engine(folder / meta["assets"]["main"], context, int(meta["language"]["vocab_size"]))
+            StaticShapeEngine(folder / meta["assets"]["main"], context, vocab).close()  # the engine's init on the file itself
+            progress(0, 3, "the programs without their Neural Engine layouts, to drive here")
+            engine = StaticShapeEngine(twin(cfg, model, context, scratch.name), context, vocab)
             ids = continuation.prompt_ids(cfg, tokenizer)
             eos = apple_stop_ids(tokenizer, tokenizer_dir) if tokenizer is not None else continuation.eos_ids(cfg, None)
-            progress(0, 2, "PyTorch's greedy continuation of the prompt")
+            progress(1, 3, "PyTorch's greedy continuation of the prompt")
             tokens, scores = continuation.pytorch_greedy(model, ids, continuation.NEW_TOKENS, eos)
             reference = continuation.Reference(continuation.PROMPT if tokenizer is not None else None, ids, eos, tokens, scores,
                                                continuation.NEW_TOKENS, tokenizer)
-            progress(1, 2, f"driving {Path(aimodel).name} as StaticShapeEngine does")
+            progress(2, 3, f"driving {Path(aimodel).name}'s programs as StaticShapeEngine does")
             rows, run = drive(cfg, part, engine, reference)
             checks += rows
         except ValueError as error:  # the engine's own refusal
@@ -595,7 +516,8 @@ def validate(plan, model, part: str, aimodel, earlier: dict | None, kind: str, p
         finally:
             if engine is not None:
                 engine.close()
-    notes = [f"{part}: {caution}" for caution in bundle.cautions(folder)]
+            scratch.cleanup()
+    notes = [f"{part}: {caution}" for caution in bundle.cautions(folder)] + [f"{part}: {LAYOUT_NOTE}"]
     return bundle._joined(earlier, checks, errors, run, reference, kind, {}, None, None,  # noqa: SLF001 - the same section
                           time.perf_counter() - started, notes)
 

@@ -28,6 +28,15 @@ import numpy as np
 LOGITS, KEY, VALUE = "out_logits", "key_cache", "value_cache"  # engine:19-21
 MASKED = -40000.0  # engine:312
 DEFAULT_MAX_QUERY = 64  # engine:90
+def _dense(descriptor) -> bool:
+    """Whether an NDArray allocated from `descriptor` is plain C order (not interleaved)."""
+    from coreai.runtime import NDArray
+
+    array = NDArray.from_descriptor(descriptor)
+    shape = list(array.shape)
+    return list(array.strides) == [int(np.prod(shape[i + 1:])) for i in range(len(shape))]
+
+
 def _split(name: str) -> tuple[int, int] | None:
     """extend_<ctx>_<q> / prompt_opt_<ctx>_<q> -> (ctx, q) (engine:271-273)."""
     parts = name.split("_")[-2:]
@@ -72,15 +81,11 @@ class StaticShapeEngine:
     """An iOS bundle's .aimodel run as StaticShapeEngine runs it. `calls` records each call's
     (function, first token, real tokens) — what the engine's log line says (engine:395)."""
 
-    def __init__(self, path: Path, max_context_length: int, vocab_size: int, relayout=None):
+    def __init__(self, path: Path, max_context_length: int, vocab_size: int):
         from coreai.authoring.asset import AIModelAsset
 
         started = time.perf_counter()
         self.path, self.max_context_length, self.vocab_size = Path(path), int(max_context_length), int(vocab_size)
-        # pack(values, NDArray) writes values into a cache NDArray, unpack(NDArray) -> values: the
-        # device shares one buffer; coreai-core's Python API can neither write into nor read an interleaved
-        # NDArray in place (static_bundle.Relayout). None: the caches are plain arrays.
-        self.relayout = relayout
         self._loop = asyncio.new_event_loop()
         self._executable = AIModelAsset.load(str(path)).executable()
         self._model = self._loop.run_until_complete(self._executable.__aenter__())
@@ -97,6 +102,7 @@ class StaticShapeEngine:
         self.table = self._run("load_embeddings", {})["embedding_table"]  # :179-201, kept as the runtime laid it out
         desc = self.function(largest).desc
         self.caches = {name: np.zeros([int(d) for d in desc.state_descriptor(name).shape], dtype=np.float16) for name in (KEY, VALUE)}
+        self.interleaved = not _dense(desc.state_descriptor(KEY))
         self.processed = 0
         self.calls: list[tuple[str, int, int]] = []
         self.load_seconds = time.perf_counter() - started
@@ -165,6 +171,10 @@ class StaticShapeEngine:
         from coreai.runtime import NDArray
 
         total = len(tokens)
+        if self.interleaved:
+            raise ValueError("the caches carry the Neural Engine's interleaved layout, which coreai-core's Python API cannot "
+                             "fill and its Linux runtime mishandles: drive the programs converted without it "
+                             "(static_bundle.twin)")
         if self.processed >= total:
             raise ValueError("No new tokens to process")
         logits = np.zeros(self.vocab_size, dtype=np.float16)
@@ -182,17 +192,12 @@ class StaticShapeEngine:
                     "embedding_table": self.table}
             desc = self.function(name).desc
             feed = {key: value for key, value in feed.items() if key in list(desc.input_names)}
-            # The device passes views [..., 0:ctx] of one buffer (:420-428); here each call gets the function's
-            # own NDArray, filled from the shared caches (numpy, zeros at first) and written back after.
-            if self.relayout is None:
-                state = {key: NDArray(np.ascontiguousarray(array[..., :ctx])) for key, array in self.caches.items()}
-            else:
-                state = {key: NDArray.from_descriptor(desc.state_descriptor(key)) for key in self.caches}  # engine:117-118
-                for key, array in self.caches.items():
-                    self.relayout.pack(array[..., :ctx], state[key])
+            # The device passes views [..., 0:ctx] of one buffer (:420-428); here each call gets a copy of
+            # the shared caches' first ctx slots (zeros at first), written back after the call.
+            state = {key: NDArray(np.ascontiguousarray(array[..., :ctx])) for key, array in self.caches.items()}
             outputs = self._run(name, feed, state)
             for key, array in self.caches.items():
-                array[..., :ctx] = state[key].numpy() if self.relayout is None else self.relayout.unpack(state[key])
+                array[..., :ctx] = state[key].numpy()
             self.calls.append((name, start, count))
             if not prefill:
                 flat = np.ascontiguousarray(outputs[LOGITS].numpy()).reshape(-1)
@@ -202,8 +207,6 @@ class StaticShapeEngine:
         return logits
 
     def close(self) -> None:
-        if self.relayout is not None:
-            self.relayout.close()
         if self._loop.is_closed():
             return
         self._loop.run_until_complete(self._executable.__aexit__(None, None, None))
