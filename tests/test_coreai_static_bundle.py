@@ -161,3 +161,28 @@ def test_what_the_ios_bundle_refuses_says_why(tiny_model, tmp_path):
     assert "for text generation by a decoder" in refusal(tiny_model("bert"), task="fill-mask")
     assert ios.context_for(_cfg(build_model("llama", tmp_path / "odd", max_position_embeddings=3000))) == 2048  # a rung
     assert ios.context_for(_cfg(build_model("llama", tmp_path / "long", max_position_embeddings=32768))) == 4096
+
+
+def test_the_programs_take_the_models_own_embedding_rows_and_tied_head(tiny_model):
+    """Gemma scales its embeddings inside the module (transformers' GemmaTextScaledWordEmbedding, × √H) and
+    ties its head: the table holds the scaled rows and the head reads them over that scale, so the transformer
+    program (eager, before conversion) gives the model's own logits (it was 0.2 off reading the raw weight)."""
+    import torch
+    import transformers
+
+    folder = tiny_model("gemma")
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    table_module, gather, transformer, tied = ios._modules(model, _cfg(folder), 256)
+    assert tied
+    ids = torch.tensor([[7, 70, 10, 71, 13, 5, 9, 17]], dtype=torch.int32)
+    mask = torch.full((1, 256, 1, 8), -40000.0, dtype=torch.float16)
+    for row in range(8):
+        mask[0, :row + 1, 0, row] = 0
+    cache = torch.zeros(2, 1, 16, 1, 256, dtype=torch.float16)
+    table = table_module()
+    with torch.no_grad():
+        got = transformer(False)(gather(ids, table), torch.arange(8).to(torch.uint16)[None], torch.zeros(1, dtype=torch.int32),
+                                 mask, cache, cache.clone(), table)
+        want = model(input_ids=ids.long()).logits
+    assert got.shape == (1, 1, 8, 128) and got.dtype == torch.float16
+    assert (got[0, 0].float() - want[0]).abs().max() < 2e-3

@@ -174,14 +174,21 @@ def _modules(model, cfg, context: int):
     kv_heads, head_dim, layers = int(a.num_kv_heads), int(a.head_dim), int(a.num_layers)
     width = kv_heads * head_dim
     update = slot_update()
-    embeddings = model.get_input_embeddings().weight
+    embedding = model.get_input_embeddings()
     head = model.get_output_embeddings()
-    tied = head is not None and head.weight is embeddings
+    with torch.no_grad():  # the rows the model adds up: a scaled embedding's scale included (Gemma's x √H)
+        rows = embedding(torch.arange(embedding.weight.shape[0])).float()
+    tied, head_scale = head is not None and head.weight is embedding.weight, 1.0
+    if tied:  # the head reads the table input: the rows over their scale, else the head keeps its own weight
+        weight = embedding.weight.detach().float()
+        ratio = float(rows.abs().sum() / weight.abs().sum().clamp(min=1e-12))
+        tied = bool(ratio > 0 and torch.allclose(rows, weight * ratio, rtol=1e-3, atol=1e-6))
+        head_scale = 1.0 / ratio if tied else 1.0
 
     class Table(torch.nn.Module):  # load_embeddings: none -> [V, 1, H] (embedding.py:30-39)
         def __init__(self):
             super().__init__()
-            self.register_buffer("table", embeddings.detach().to(torch.float16)[:, None, :].clone())
+            self.register_buffer("table", rows.to(torch.float16)[:, None, :].clone())
 
         def forward(self):
             return self.table
@@ -229,6 +236,8 @@ def _modules(model, cfg, context: int):
             self.table = None
 
         def forward(self, hidden):
+            if head_scale != 1.0:
+                hidden = hidden * head_scale
             return hidden @ self.table[:, 0, :].to(hidden.dtype).T
 
     class Transformer(torch.nn.Module):  # extend / prompt_opt (qwen3.py:195-236)
