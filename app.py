@@ -137,7 +137,7 @@ def options_section(placed: dict[str, gr.components.Component]) -> OptionsForm:
             with gr.Row():
                 for name in pair:
                     with gr.Column():
-                        fields[name] = option_component(name)
+                        fields[name] = option_component(name, visible=form.shown_before_a_model(name))
                         if name in OPTION_NOTES:
                             elem_id, content = OPTION_NOTES[name]
                             notes[name] = gr.HTML(content(), elem_id=elem_id)
@@ -254,7 +254,8 @@ def wire_form_checks(page: Page) -> list[dict]:
                        "inputs": {page.summary, chosen.task_radio, page.options.runner, *fields.values()},
                        "outputs": [page.options.sequence_html, where.problem_html, page.options.tolerance_html,
                                    where.convert_button, page.options.runner,
-                                   fields[form.TARGET], fields["format"], *(fields[name] for name in form.SPEECH_UNUSED)]},
+                                   fields[form.TARGET], fields["format"], fields[form.LLM_BUNDLE],
+                                   *(fields[name] for name in form.SPEECH_UNUSED)]},
                       [chosen.task_radio, *fields.values()], concurrency_limit=None)
     where.push.change(bind(page, form_checks.push_changed), {where.push}, [where.push_repo, where.visibility], **QUIET)
     # The Size field itself is no input: a change of its choices must not start this again.

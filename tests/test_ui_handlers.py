@@ -436,3 +436,24 @@ def test_only_the_newest_option_check_and_size_estimate_of_a_session_are_shown(p
     labels = {format_name: dict((v, label) for label, v in form_checks.sizes(
         page, {**data("auto"), fields["format"]: format_name}, other)[size_radio]["choices"]) for format_name in ("coreml", "coreai")}
     assert labels["coreml"]["int4"].endswith("needs iOS18") and "needs" not in labels["coreai"]["int4"]
+
+
+def test_the_core_ai_llm_bundle_choice_is_shown_only_where_it_applies(page, monkeypatch):
+    """Which of Apple's engines the bundle is for (macOS or iOS) is asked of a text generator
+    converted to Core AI (alone or beside Core ML), not of a Core ML package or an encoder; the
+    page starts with it hidden."""
+    from ui import form_checks
+    from ui.models import ModelSummary
+
+    monkeypatch.setattr(form_checks.models, "check_options", lambda summary, task, options: None)
+    monkeypatch.setattr(form_checks.models, "size_estimates", lambda summary, task, options: {})
+    fields, bundle = page.options.fields, page.options.fields["llm_bundle"]
+    assert bundle.visible is False
+    llm = ModelSummary("alice/tiny-llama", repo_id="alice/tiny-llama", model_type="llama", tasks=["text-generation"],
+                       default_task="text-generation", modality="text", config={"model_type": "llama"})
+    shown = {}
+    for format_name in ("coreml", "coreai", "both"):
+        for task in ("text-generation", "feature-extraction"):
+            data = {**form_data(page), page.summary: llm, page.model.task_radio: task, fields["format"]: format_name}
+            shown[format_name, task] = form_checks.check(page, data, SimpleNamespace(session_hash=f"{format_name}-{task}"))[bundle]["visible"]
+    assert {key for key, visible in shown.items() if visible} == {("coreai", "text-generation"), ("both", "text-generation")}

@@ -57,6 +57,20 @@ def target_field(format_name: str | None) -> dict[str, Any]:
 KV_CACHE = "kv_cache"
 
 
+# Options that apply to some formats and tasks only: hidden until the form's check shows them.
+LLM_BUNDLE = "llm_bundle"
+
+
+def shown_before_a_model(name: str) -> bool:
+    return name != LLM_BUNDLE
+
+
+def llm_bundle_applies(format_name: str | None, task: str | None) -> bool:
+    """The Core AI LLM bundle's engine (macOS or iOS) is a choice for a text generator whose
+    formats include one that always holds a growing cache (Core AI's bundle)."""
+    return task == "text-generation" and any(format_of(name).llm_cache for name in format_of(format_name).makes)
+
+
 def kv_cache_field(format_name: str | None) -> dict[str, Any]:
     """The KV cache field for the chosen output format, in its words (converters/formats.py):
     the choice is a Core ML package's. Core ML: the option table's field; a format whose LLM

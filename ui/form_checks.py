@@ -79,7 +79,8 @@ def _checked(page: Page, data: dict) -> dict:
             fields["format"]: gr.update(info=form.format_info(entered.get("format"))),
             **{fields[name]: gr.update(visible=not speech) for name in form.SPEECH_UNUSED},
             # The cache is a Core ML package's choice: an .aimodel always grows one, the field sets how far.
-            fields[form.KV_CACHE]: gr.update(visible=not speech, **form.kv_cache_field(entered.get("format")))}
+            fields[form.KV_CACHE]: gr.update(visible=not speech, **form.kv_cache_field(entered.get("format"))),
+            fields[form.LLM_BUNDLE]: gr.update(visible=form.llm_bundle_applies(entered.get("format"), task))}
 
 
 def push_changed(page: Page, data: dict) -> dict:
