@@ -556,10 +556,9 @@ def test_the_pages_sample_photos_reach_the_package(tmp_path):
 
 # ---------------------------------------------------------------- Core AI twins (issue 29)
 # The same tiny checkpoints (the module's Core ML fixture built them) as .aimodel folders, validated by
-# running them in Core AI's runtime on this CPU, and tried as the page tries them. By hand (not in the
-# suite, for its time): siglip (10 checks pass, 12 s), siglip2 (10 checks, 26 s) and dpt (4 checks, 11 s)
-# convert and validate too.
-CORE_AI_TWINS = ["clip", "depth_anything", "detr"]
+# running them in Core AI's runtime on this CPU, and tried as the page tries them: every image-text,
+# depth and detection family Core AI takes (rt_detr is refused: test_rt_detr_is_refused_for_core_ai…).
+CORE_AI_TWINS = ["clip", "siglip", "siglip2", "depth_anything", "dpt", "detr"]
 
 
 @pytest.fixture(scope="module")
@@ -600,15 +599,16 @@ def test_core_ai_twin_converts_validates_and_is_tried(model_type, as_aimodel):
         assert ranking["value"] == 1.0
         metadata = backend_for("coreai").describe(result.packages[0])["metadata"]
         assert metadata[PREFIX + "probability"] == ("softmax" if model_type == "clip" else "sigmoid")
-        assert (PREFIX + "logit_bias" in metadata) == (model_type == "siglip")
+        assert (PREFIX + "logit_bias" in metadata) == (model_type != "clip")  # SigLIP's and SigLIP 2's sigmoid bias
         tried = try_it.run("zero-shot", list(result.packages), folder, {"text": "a cat\na dog\na car", "photo": photo}, "fp32")
         ours, theirs = dict(tried["package"]["probabilities"]), dict(tried["pytorch"]["probabilities"])
         assert set(ours) == {"a cat", "a dog", "a car"} and all(abs(ours[k] - theirs[k]) < 0.01 for k in ours)
-    elif model_type == "depth_anything":
+    elif model_type in DEPTH:
         assert {row["metric"] for row in _checks(report, output="predicted_depth")} >= {"psnr_db", "relative_error"}
         tried = try_it.run("depth", list(result.packages), folder, {"photo": photo}, "fp32")
         assert tried["psnr_db"] > 40 and tried["relative_error"] < 0.01
-        assert _decoded(tried["package"]["map"]).size == (28, 28)
+        side = 28 if model_type == "depth_anything" else 32  # the map at the model's output resolution
+        assert _decoded(tried["package"]["map"]).size == (side, side)
     else:
         (iou,) = _checks(report, output="boxes", metric="min_box_iou")
         assert iou["passed"] and iou["value"] > 0.9
