@@ -198,6 +198,9 @@ def test_the_card_shows_core_ai_language_model_for_a_bundle_and_the_raw_api_othe
     assert "CoreAILanguageModel(resourcesAt: modelURL)" in lines and "import CoreAILanguageModels" in lines
     assert "session.respond(to:" in lines and "session.streamResponse(to:" in lines  # generate and stream
     assert '"m", withExtension: nil' in lines and "AIModel(contentsOf:" not in lines
+    assert "macOS kind" in lines and "StaticShapeEngine" not in lines
+    ios = "\n".join(card.core_ai_snippet({**report, "options": {"llm_bundle": "ios"}}, ["m/m.aimodel"], ["m/m.aimodel"]))
+    assert "**iOS** kind" in ios and "driven as StaticShapeEngine drives it" in ios and "CoreAILanguageModel(resourcesAt:" in ios
     encoder = {"task": "feature-extraction", "packages": [{"path": "e.aimodel", "inputs": [], "states": []}]}
     lines = "\n".join(card.core_ai_snippet(encoder, ["e.aimodel"], ["e.aimodel"]))
     assert "AIModel(contentsOf: url)" in lines and "no embedder or encoder API" in lines

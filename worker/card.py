@@ -190,25 +190,32 @@ def core_ai_snippet(report: dict, package_paths: list[str], coreai_paths: list[s
     """An LLM bundle: Apple's CoreAILanguageModel (coreai-models); any other .aimodel: Apple's raw
     Core AI Swift API (developer.apple.com/documentation/coreai)."""
     bundles = [p for p in coreai_paths if bundle_folder(p)] if report.get("task") == "text-generation" else []
-    lines = core_ai_bundle_snippet(bundles[0]) if bundles else []
+    ios = (report.get("options") or {}).get("llm_bundle") == "ios"
+    lines = core_ai_bundle_snippet(bundles[0], ios) if bundles else []
     others = [p for p in coreai_paths if p not in bundles]
     if others:
         lines += ([""] if lines else []) + core_ai_model_snippet(report, package_paths, others)
     return lines
 
 
-def core_ai_bundle_snippet(path: str) -> list[str]:
+def core_ai_bundle_snippet(path: str, ios: bool = False) -> list[str]:
     """Load, generate and stream with `CoreAILanguageModel(resourcesAt:)` — the folder, never the
     .aimodel (ModelBundle.swift:148-151) — as coreai-models' README shows it (models/qwen3/README.md:49-60),
-    through Foundation Models' LanguageModelSession; streaming is that session's `streamResponse(to:)`."""
+    through Foundation Models' LanguageModelSession; streaming is that session's `streamResponse(to:)`.
+    The iOS bundle loads the same way: the engine is chosen by its function names (EngineFactory.swift:137-152)."""
     folder = bundle_folder(path)
     name = folder.rpartition("/")[2]
+    kind, driven = ("the **iOS** kind: fixed shapes for the iPhone's Neural Engine, which CoreAILanguageModel runs with its "
+                    "StaticShapeEngine, chosen by the bundle's functions",
+                    "driven as StaticShapeEngine drives it — the prompt in calls of up to 64 tokens, then each new token in "
+                    "its fixed-size window, greedy —") if ios else \
+        ("the macOS kind: one program whose cache grows with the text",
+         "driven as CoreAILanguageModel drives it — the prompt, then one token per call with growing position ids, greedy —")
     return [
-        f"`{folder}/` is a **Core AI LLM bundle** in Apple's layout (`{name}{AIMODEL}`, `metadata.json` 0.2, `tokenizer/`): "
-        f"what Apple's [`CoreAILanguageModel`]({CORE_AI_MODELS}) (the coreai-models Swift package) loads. It **needs iOS 27 / "
+        f"`{folder}/` is a **Core AI LLM bundle** in Apple's layout (`{name}{AIMODEL}`, `metadata.json` 0.2, `tokenizer/`), "
+        f"{kind}: what Apple's [`CoreAILanguageModel`]({CORE_AI_MODELS}) (the coreai-models Swift package) loads. It **needs iOS 27 / "
         f"macOS 27** (Core AI is in beta; see [Apple's documentation]({CORE_AI_DOCS})). It was validated by running its program "
-        "in coreai-core's own runtime (on a Linux CPU), driven as CoreAILanguageModel drives it — the prompt, then one token "
-        "per call with growing position ids, greedy — against PyTorch.",
+        f"in coreai-core's own runtime (on a Linux CPU), {driven} against PyTorch.",
         "",
         f"Add the Swift package `{CORE_AI_MODELS}` (product `CoreAILM`) to your app, download the whole `{folder}/` folder and "
         "add it to your target as a folder reference; then hand the **folder** (not the `.aimodel`) to the model:",
