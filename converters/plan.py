@@ -14,7 +14,8 @@ from .backends import backend_for
 from .configs import ExportConfig, config_class_for
 from .errors import UserInputError
 from .loading import load_hf_config, load_preprocessor, resolve_task
-from .options import ConversionOptions
+from .formats import format_of
+from .options import OPTIONS, ConversionOptions
 from .source import ModelSource
 
 
@@ -66,6 +67,9 @@ def check_request(cfg: ExportConfig) -> None:
     target cannot run). The form and the worker ask the same (preflight.check_options)."""
     options = cfg.options
     cfg.check_options()
+    if options.llm_bundle != OPTIONS["llm_bundle"].default and not any(format_of(name).llm_cache for name in options.formats):
+        raise UserInputError("The iOS LLM bundle is a Core AI package: choose the Core AI format (or both), "
+                             "or keep the macOS choice.")
     for name in options.formats:
         reason = backend_for(name).refusal(cfg, options)
         if reason:

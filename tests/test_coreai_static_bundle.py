@@ -160,6 +160,13 @@ def test_what_the_ios_bundle_refuses_says_why(tiny_model, tmp_path):
     assert "at least 256 tokens" in refusal(short)
     assert "for text generation by a decoder" in refusal(tiny_model("bert"), task="fill-mask")
     assert ios.context_for(_cfg(build_model("llama", tmp_path / "odd", max_position_embeddings=3000))) == 2048  # a rung
+    # Asked of a Core ML package alone, it is refused at plan time rather than ignored.
+    from converters.errors import UserInputError
+    from converters.plan import check_request
+
+    with pytest.raises(UserInputError, match="The iOS LLM bundle is a Core AI package: choose the Core AI format"):
+        check_request(_cfg(llama, _options(format="coreml")))
+    check_request(_cfg(llama, _options(format="both")))  # the .aimodel beside the .mlpackage takes it
     assert ios.context_for(_cfg(build_model("llama", tmp_path / "long", max_position_embeddings=32768))) == 4096
 
 

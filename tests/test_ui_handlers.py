@@ -454,6 +454,10 @@ def test_the_core_ai_llm_bundle_choice_is_shown_only_where_it_applies(page, monk
     shown = {}
     for format_name in ("coreml", "coreai", "both"):
         for task in ("text-generation", "feature-extraction"):
-            data = {**form_data(page), page.summary: llm, page.model.task_radio: task, fields["format"]: format_name}
-            shown[format_name, task] = form_checks.check(page, data, SimpleNamespace(session_hash=f"{format_name}-{task}"))[bundle]["visible"]
-    assert {key for key, visible in shown.items() if visible} == {("coreai", "text-generation"), ("both", "text-generation")}
+            data = {**form_data(page), page.summary: llm, page.model.task_radio: task, fields["format"]: format_name,
+                    bundle: "ios"}
+            shown[format_name, task] = form_checks.check(page, data, SimpleNamespace(session_hash=f"{format_name}-{task}"))[bundle]
+    assert {key for key, update in shown.items() if update["visible"]} == {("coreai", "text-generation"), ("both", "text-generation")}
+    # Hidden, an iOS choice made for Core AI goes back to macOS: it must not refuse a Core ML job unseen.
+    assert all(update.get("value") == "macos" for update in shown.values() if not update["visible"])
+    assert all("value" not in update for update in shown.values() if update["visible"])

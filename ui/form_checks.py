@@ -10,7 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from converters.errors import UserInputError
-from converters.options import ConversionOptions
+from converters.options import OPTIONS, ConversionOptions
 from ui import form, models, render
 from ui.identity import Who, signed_in
 from ui.page import Page
@@ -80,7 +80,9 @@ def _checked(page: Page, data: dict) -> dict:
             **{fields[name]: gr.update(visible=not speech) for name in form.SPEECH_UNUSED},
             # The cache is a Core ML package's choice: an .aimodel always grows one, the field sets how far.
             fields[form.KV_CACHE]: gr.update(visible=not speech, **form.kv_cache_field(entered.get("format"))),
-            fields[form.LLM_BUNDLE]: gr.update(visible=form.llm_bundle_applies(entered.get("format"), task))}
+            # Hidden, it goes back to its default: a choice made for Core AI must not refuse a Core ML job unseen.
+            fields[form.LLM_BUNDLE]: gr.update(visible=True) if form.llm_bundle_applies(entered.get("format"), task)
+            else gr.update(visible=False, value=OPTIONS[form.LLM_BUNDLE].default)}
 
 
 def push_changed(page: Page, data: dict) -> dict:
