@@ -24,11 +24,9 @@ _DTYPES = {"Float32": "float32", "Float16": "float16", "Int32": "int32", "Int8":
            "BFloat16": "bfloat16", "Bool": "bool", "UInt8": "uint8"}
 
 
-class CoreAIRunner:
-    """Runs a saved .aimodel's `main` function (the validation Runner of the Core AI backend)."""
-
-    modes = (MODE,)
-    mode_words = {MODE: "Core AI runtime"}  # validation's progress lines
+class LoadedModel:
+    """A saved .aimodel loaded into coreai-core's runtime, with the event loop its asynchronous
+    API runs on: both kept for the holder's life, let go by close()."""
 
     def __init__(self, path: Path):
         from coreai.authoring.asset import AIModelAsset
@@ -37,8 +35,30 @@ class CoreAIRunner:
         self._loop = asyncio.new_event_loop()
         self._asset = AIModelAsset.load(str(path))
         self._executable = self._asset.executable()
-        model = self._loop.run_until_complete(self._executable.__aenter__())
-        self._function = model.load_function("main")
+        self._model = self._loop.run_until_complete(self._executable.__aenter__())
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.run_until_complete(self._executable.__aexit__(None, None, None))
+        self._loop.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class CoreAIRunner(LoadedModel):
+    """Runs a saved .aimodel's `main` function (the validation Runner of the Core AI backend)."""
+
+    modes = (MODE,)
+    mode_words = {MODE: "Core AI runtime"}  # validation's progress lines
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._function = self._model.load_function("main")
         desc = self._function.desc
         self.state_names = list(desc.state_names)
         self._inputs = {name: desc.input_descriptor(name) for name in desc.input_names}
@@ -65,18 +85,6 @@ class CoreAIRunner:
             feed[name] = NDArray(np.ascontiguousarray(np.asarray(value).astype(_numpy_dtype(descriptor.dtype))))
         outputs = self._loop.run_until_complete(self._function(feed, state=state or {}))
         return {name: _widened(value.numpy()) for name, value in outputs.items()}
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.run_until_complete(self._executable.__aexit__(None, None, None))
-        self._loop.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 def validation_seconds(cfg, parameters: int, bundle: bool = False, static: bool = False) -> float:

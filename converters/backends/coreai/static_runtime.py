@@ -19,11 +19,12 @@ CoreAIStaticShapeEngine.swift (`engine:` below), line by line:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .runtime import LoadedModel
 
 LOGITS, KEY, VALUE = "out_logits", "key_cache", "value_cache"  # engine:19-21
 MASKED = -40000.0  # engine:312
@@ -77,18 +78,14 @@ def causal_mask(ctx: int, query: int, tokens: int, start: int) -> np.ndarray:
     return mask
 
 
-class StaticShapeEngine:
+class StaticShapeEngine(LoadedModel):
     """An iOS bundle's .aimodel run as StaticShapeEngine runs it. `calls` records each call's
     (function, first token, real tokens) — what the engine's log line says (engine:395)."""
 
     def __init__(self, path: Path, max_context_length: int, vocab_size: int):
-        from coreai.authoring.asset import AIModelAsset
-
         started = time.perf_counter()
-        self.path, self.max_context_length, self.vocab_size = Path(path), int(max_context_length), int(vocab_size)
-        self._loop = asyncio.new_event_loop()
-        self._executable = AIModelAsset.load(str(path)).executable()
-        self._model = self._loop.run_until_complete(self._executable.__aenter__())
+        super().__init__(path)
+        self.max_context_length, self.vocab_size = int(max_context_length), int(vocab_size)
         names = list(self._model.function_names)
         self.function_names = names
         self.decoder_names = sorted(n for n in names if n.startswith("extend") or n.startswith("prompt"))  # :76-79
@@ -206,14 +203,3 @@ class StaticShapeEngine:
             self.processed = position
         return logits
 
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.run_until_complete(self._executable.__aexit__(None, None, None))
-        self._loop.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
