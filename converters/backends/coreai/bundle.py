@@ -265,8 +265,8 @@ def validate(plan, model, part: str, aimodel: Path, earlier: dict | None, kind: 
     passage by its scheme's quality bar. Joined to `earlier` (the other packages' validation, or
     None); returns the report's validation section. `progress(done, total, detail)`."""
     from ...report import Check
-    from ...validation import continuation, quality
-    from .runtime import MODE, CoreAILanguageModelEngine, apple_stop_ids
+    from ...validation import quality
+    from .runtime import MODE, CoreAILanguageModelEngine
 
     started = time.perf_counter()
     progress = progress or (lambda done, total, detail: None)
@@ -288,12 +288,8 @@ def validate(plan, model, part: str, aimodel: Path, earlier: dict | None, kind: 
         engine = None
         try:
             engine = CoreAILanguageModelEngine(folder / meta["assets"]["main"], meta["language"]["max_context_length"])
-            ids = continuation.prompt_ids(cfg, tokenizer)
-            eos = apple_stop_ids(tokenizer, tokenizer_dir) if tokenizer is not None else continuation.eos_ids(cfg, None)
             progress(0, 3, "PyTorch's greedy continuation of the prompt")
-            tokens, scores = continuation.pytorch_greedy(model, ids, continuation.NEW_TOKENS, eos)
-            reference = continuation.Reference(continuation.PROMPT if tokenizer is not None else None, ids, eos, tokens, scores,
-                                               continuation.NEW_TOKENS, tokenizer)
+            reference = pytorch_reference(cfg, model, tokenizer, tokenizer_dir)
             progress(1, 3, f"driving {aimodel.name} as CoreAILanguageModel does")
             rows, run = _drive(cfg, part, model, engine, reference, compressed=bar is not None)
             checks += rows
@@ -309,6 +305,19 @@ def validate(plan, model, part: str, aimodel: Path, earlier: dict | None, kind: 
                 engine.close()
     notes = [f"{part}: {caution}" for caution in cautions(folder)]
     return _joined(earlier, checks, errors, run, reference, kind, quality_numbers, scheme, bar, time.perf_counter() - started, notes)
+
+
+def pytorch_reference(cfg, model, tokenizer, tokenizer_dir):
+    """PyTorch's greedy continuation of the validation prompt, stopping on the ids Apple's engines
+    stop on (runtime.apple_stop_ids): what a bundle's drive is compared with."""
+    from ...validation import continuation
+    from .runtime import apple_stop_ids
+
+    ids = continuation.prompt_ids(cfg, tokenizer)
+    eos = apple_stop_ids(tokenizer, tokenizer_dir) if tokenizer is not None else continuation.eos_ids(cfg, None)
+    tokens, scores = continuation.pytorch_greedy(model, ids, continuation.NEW_TOKENS, eos)
+    return continuation.Reference(continuation.PROMPT if tokenizer is not None else None, ids, eos, tokens, scores,
+                                  continuation.NEW_TOKENS, tokenizer)
 
 
 def _bundle_tokenizer(folder: Path):

@@ -483,9 +483,8 @@ def validate(plan, model, part: str, aimodel, earlier: dict | None, kind: str, p
     from pathlib import Path
 
     from ...report import Check
-    from ...validation import continuation
     from . import bundle
-    from .runtime import MODE, apple_stop_ids
+    from .runtime import MODE
     from .static_runtime import StaticShapeEngine
 
     started = time.perf_counter()
@@ -510,12 +509,8 @@ def validate(plan, model, part: str, aimodel, earlier: dict | None, kind: str, p
             StaticShapeEngine(folder / meta["assets"]["main"], context, vocab).close()  # the engine's init on the file itself
             progress(0, 3, "the programs without their Neural Engine layouts, to drive here")
             engine = StaticShapeEngine(twin(cfg, model, context, scratch.name), context, vocab)
-            ids = continuation.prompt_ids(cfg, tokenizer)
-            eos = apple_stop_ids(tokenizer, tokenizer_dir) if tokenizer is not None else continuation.eos_ids(cfg, None)
             progress(1, 3, "PyTorch's greedy continuation of the prompt")
-            tokens, scores = continuation.pytorch_greedy(model, ids, continuation.NEW_TOKENS, eos)
-            reference = continuation.Reference(continuation.PROMPT if tokenizer is not None else None, ids, eos, tokens, scores,
-                                               continuation.NEW_TOKENS, tokenizer)
+            reference = bundle.pytorch_reference(cfg, model, tokenizer, tokenizer_dir)
             progress(2, 3, f"driving {Path(aimodel).name}'s programs as StaticShapeEngine does")
             rows, run = drive(cfg, part, engine, reference)
             checks += rows
