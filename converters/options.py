@@ -95,6 +95,41 @@ class SequenceLength:
         return cls(sizes, is_range)
 
 
+MAX_IMAGE_SIDE = 2048  # pixels a side: beyond it a vision package's activations outgrow an iPhone's memory
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    """The square image sizes (pixels a side) a vision package takes: one, several (a list), or
+    "auto" (not chosen: the model's image processor's size, which the model's config reads)."""
+
+    sizes: tuple[int, ...] = ()  # () when auto
+
+    @property
+    def auto(self) -> bool:
+        return not self.sizes
+
+    def __str__(self) -> str:
+        return ",".join(str(s) for s in self.sizes) if self.sizes else "auto"
+
+    @classmethod
+    def parse(cls, text: str | int | None) -> "ImageSizes":
+        value = "" if text is None else str(text).replace(" ", "").lower().rstrip(",")
+        if value in ("", "auto"):
+            return cls()
+        help_text = "Type one size in pixels (384), a comma-separated list (224,384) or auto."
+        if not re.fullmatch(r"\d+(,\d+)*", value):
+            raise UserInputError(f"Image size '{text}' is not understood. {help_text}")
+        sizes = [int(v) for v in value.split(",")]
+        repeated = sorted({s for s in sizes if sizes.count(s) > 1})
+        if repeated:
+            raise UserInputError(f"Image size {repeated[0]} is listed twice in '{text}'. "
+                                 f"Type each size once, e.g. {','.join(str(s) for s in sorted(set(sizes)))}.")
+        if min(sizes) < 1 or max(sizes) > MAX_IMAGE_SIDE:
+            raise UserInputError(f"Image size '{text}': each size must be between 1 and {MAX_IMAGE_SIDE} pixels. {help_text}")
+        return cls(tuple(sorted(sizes)))
+
+
 # ---------------------------------------------------------------------- the option table
 
 
@@ -229,6 +264,12 @@ class ConversionOptions:
     sequence_length: SequenceLength = option(
         label="Sequence length", default="auto", parse=SequenceLength.parse,
         help="Tokens per input: 128, a list (64,128,256), a range (1-512) or auto (128; a stateful cache's context: 2048 or the model's maximum).",
+    )
+    # Vision: the square image sizes a package takes (converters/configs/image_sizes.py decides how).
+    image_size: ImageSizes = option(
+        label="Image size", term="image size", default="auto", parse=ImageSizes.parse,
+        help="Vision: the side in pixels of the square photo the package takes: auto (the model's own), "
+             "384, or a list (224,384) the app picks from.",
     )
     # ML Programs need iOS 15 / macOS 12 at least; iOS 18 / macOS 15 add states and the fused attention op.
     minimum_deployment_target: str = option(

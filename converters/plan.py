@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .backends import backend_for
-from .configs import ExportConfig, config_class_for
+from .configs import ExportConfig, config_class_for, image_sizes
 from .errors import UserInputError
 from .loading import load_hf_config, load_preprocessor, resolve_task
 from .formats import format_of
@@ -67,6 +67,7 @@ def check_request(cfg: ExportConfig) -> None:
     target cannot run). The form and the worker ask the same (preflight.check_options)."""
     options = cfg.options
     cfg.check_options()
+    image_sizes.check(cfg)  # the image sizes a vision model can take (any family, any format)
     if options.llm_bundle != OPTIONS["llm_bundle"].default and not any(format_of(name).llm_cache for name in options.formats):
         raise UserInputError("The iOS LLM bundle is a Core AI package: choose the Core AI format (or both), "
                              "or keep the macOS choice.")

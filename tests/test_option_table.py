@@ -19,7 +19,7 @@ from ui import form
 from worker.spec import JobSpec
 
 # A value other than the default for each free-text option (choices pick their own).
-SAMPLES = {"sequence_length": "64,128", "block_size": "64", "group_size": "8"}
+SAMPLES = {"sequence_length": "64,128", "image_size": "224,384", "block_size": "64", "group_size": "8"}
 
 
 def other_value(name: str) -> str:
@@ -76,7 +76,7 @@ def test_every_row_is_a_cli_flag_with_its_aliases():
     args = parser.parse_args(["m", "--output", "o", "--precision", "fp32", "--sequence-length", "8", "--minimum-target",
                               "ios18", "--naming", "exporters", "--kv-cache", "stateful", "--tolerance", "loose"])
     assert ConversionOptions.from_dict(vars(args)).to_dict() == {
-        "format": "coreml", "precision": "float32", "sequence_length": "8", "minimum_deployment_target": "iOS18", "naming": "exporters",
+        "format": "coreml", "precision": "float32", "sequence_length": "8", "image_size": "auto", "minimum_deployment_target": "iOS18", "naming": "exporters",
         "kv_cache": "stateful", "llm_bundle": "macos", "quantize": "none", "block_size": "32", "group_size": "auto", "tolerance": "loose"}
     assert "stateful needs iOS18 or macOS15" in " ".join(help_text.split())  # the row's minimum target
 

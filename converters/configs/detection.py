@@ -166,6 +166,12 @@ class DetectionConfig(VisionConfig):
                 "so it cannot load it yet. Checkpoints whose backbone is a transformers model (backbone_config with a "
                 "transformers model_type, e.g. resnet) convert; ask for timm backbones in an issue.")
 
+    def image_size_refusal(self, sizes: tuple[int, ...]) -> str | None:
+        if len(sizes) == 1:
+            return None  # its wrapper makes the size's constant masks and position embeddings
+        return (f"A {self.hf_config.model_type} detector's package is made for one image size: its attention masks "
+                "and position embeddings are made constant for that size. Type one size.")
+
     def labels(self) -> list[str]:
         id2label = getattr(self.hf_config, "id2label", None) or {}
         return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(len(id2label))]

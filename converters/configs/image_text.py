@@ -24,7 +24,7 @@ import torch
 from ..errors import UserInputError
 from .attributes import ModelAttributes
 from .base import SEQ, ExportConfig, InputSpec, OutputKind, OutputSpec, additive_mask, first_output
-from .vision import VisionConfig
+from .vision import VisionConfig, resizing
 
 IMAGE, TEXT = "image_encoder", "text_encoder"
 
@@ -34,14 +34,15 @@ def _normalised(value: torch.Tensor) -> torch.Tensor:
 
 
 class ImageTower(torch.nn.Module):
-    def __init__(self, model, mean, std):
+    def __init__(self, model, mean, std, sized: bool = False):
         super().__init__()
         self.model = model
+        self.arguments = resizing(model.get_image_features, sized)  # another size than the config's: embeddings resized
         self.register_buffer("mean", None if mean is None else torch.tensor(mean).reshape(1, 3, 1, 1))
         self.register_buffer("std", None if std is None else torch.tensor(std).reshape(1, 3, 1, 1))
 
     def features(self, pixel_values):
-        return self.model.get_image_features(pixel_values=pixel_values)
+        return self.model.get_image_features(pixel_values=pixel_values, **self.arguments)
 
     def forward(self, pixel_values):
         if self.mean is not None:
@@ -96,7 +97,7 @@ class ImageTextConfig(ExportConfig):
         self.text_config = hf_config.text_config
         super().__init__(hf_config, task, options, preprocessor)
         self.attributes = ModelAttributes(self.text_config)  # ids, lengths: the text tower's
-        self.vision = VisionConfig(hf_config.vision_config, "feature-extraction", None, preprocessor)
+        self.vision = VisionConfig(hf_config.vision_config, "feature-extraction", options, preprocessor)
         self.scores: dict[str, float] = {}  # logit_scale (and logit_bias), the trained weights', set by wrap
 
     def max_sequence_length(self) -> int | None:
@@ -114,6 +115,12 @@ class ImageTextConfig(ExportConfig):
 
     def image_size(self) -> tuple[int, int]:
         return self.vision.image_size()
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        return self.vision.image_sizes()
+
+    def image_size_refusal(self, sizes: tuple[int, ...]) -> str | None:
+        return None
 
     def inputs(self, part: str = IMAGE) -> list[InputSpec]:
         if part == IMAGE:
@@ -138,7 +145,7 @@ class ImageTextConfig(ExportConfig):
         return self.image_tower(model, mean, std)
 
     def image_tower(self, model, mean, std) -> torch.nn.Module:
-        return ImageTower(model, mean, std)
+        return ImageTower(model, mean, std, not self.options.image_size.auto)
 
     @property
     def zero_shot_parts(self) -> tuple[str, str]:
@@ -150,6 +157,8 @@ class ImageTextConfig(ExportConfig):
         _, _, mean, std = self.vision.normalization()
         if mean is not None:
             pixel_values = (pixel_values - torch.tensor(mean).reshape(1, 3, 1, 1)) / torch.tensor(std).reshape(1, 3, 1, 1)
+        if not self.options.image_size.auto:  # another size than the config's: the model resizes its position embeddings
+            return {"pixel_values": pixel_values, "interpolate_pos_encoding": True}
         return {"pixel_values": pixel_values}
 
     def zero_shot_logits(self, model, pixel_values, input_ids, attention_mask) -> torch.Tensor:
@@ -196,6 +205,16 @@ class SiglipConfig(ImageTextConfig):
 
 
 class Siglip2Config(SiglipConfig):
+    def image_sizes(self) -> list[tuple[int, int]]:
+        return [self.image_size()]
+
+    def image_size_refusal(self, sizes: tuple[int, ...]) -> str | None:
+        side = self.image_size()[0]
+        if sizes == (side,):
+            return None
+        return (f"SigLIP 2 takes its photo as at most {self.grid()[0] ** 2} patches (its processor's max_num_patches): "
+                f"its package takes a {side}x{side} image, cut into those patches. Leave the image size at auto.")
+
     def image_size(self) -> tuple[int, int]:
         side = self.patch_size() * self.grid()[0]
         return side, side

@@ -7,6 +7,8 @@ it) the package takes pixels scaled to 0..1 and normalises itself.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .base import ExportConfig, InputSpec, OutputKind, OutputSpec, first_output
@@ -28,20 +30,27 @@ class NormalisedImage(torch.nn.Module):
         return pixel_values if self.mean is None else (pixel_values - self.mean) / self.std
 
 
+def resizing(model, sized: bool) -> dict:
+    """The model's argument that lets it take another image size than its config's (its position
+    embeddings resized to the input's, transformers' `interpolate_pos_encoding`), when sizes are chosen."""
+    takes = "interpolate_pos_encoding" in inspect.signature(getattr(model, "forward", model)).parameters
+    return {"interpolate_pos_encoding": True} if sized and takes else {}
+
+
 class VisionWrapper(NormalisedImage):
-    def __init__(self, model, outputs: list[OutputSpec], mean, std, image_size):
+    def __init__(self, model, outputs: list[OutputSpec], mean, std, sized: bool = False):
         super().__init__(mean, std)
         self.model = model
         self.outputs = outputs
-        self.image_size = image_size
+        self.arguments = resizing(model, sized)
 
     def forward(self, pixel_values):
-        result = self.model(pixel_values=self.normalised(pixel_values))
+        result = self.model(pixel_values=self.normalised(pixel_values), **self.arguments)
         values = []
         for spec in self.outputs:
             if spec.kind == OutputKind.LABEL_MAP:  # per-pixel labels at the input's resolution
                 logits = torch.nn.functional.interpolate(
-                    first_output(result, "logits"), size=self.image_size, mode="bilinear", align_corners=False
+                    first_output(result, "logits"), size=tuple(pixel_values.shape[-2:]), mode="bilinear", align_corners=False
                 )
                 values.append(torch.argmax(logits, dim=1).to(torch.int32))
                 continue
@@ -59,6 +68,24 @@ class VisionConfig(ExportConfig):
     has_pooler = True
 
     def image_size(self) -> tuple[int, int]:
+        """(height, width) the package takes by default: the image processor's, unless image sizes
+        are chosen (then the processor's when listed, else the first listed)."""
+        own = self.processor_image_size()
+        chosen = self.options.image_size.sizes
+        if not chosen or (own[0] == own[1] and own[0] in chosen):
+            return own
+        return chosen[0], chosen[0]
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """Every (height, width) the package takes, smallest first (configs/image_sizes.py)."""
+        chosen = self.options.image_size.sizes
+        return [(side, side) for side in chosen] if chosen else [self.image_size()]
+
+    def image_size_refusal(self, sizes: tuple[int, ...]) -> str | None:
+        """Why this model cannot take the chosen image `sizes` (None: it can)."""
+        return None
+
+    def processor_image_size(self) -> tuple[int, int]:
         """(height, width) the image processor resizes to."""
         pre = self.preprocessor
         for key in ("crop_size", "size"):
@@ -117,7 +144,7 @@ class VisionConfig(ExportConfig):
 
     def wrap(self, model, part: str = "model"):
         _, _, mean, std = self.normalization()
-        return VisionWrapper(model, self.outputs(part), mean, std, self.image_size())
+        return VisionWrapper(model, self.outputs(part), mean, std, not self.options.image_size.auto)
 
 
 
@@ -130,3 +157,11 @@ class YolosConfig(VisionConfig):
 
     # Its position embeddings are resized bicubically to the same size: the identity.
     quirks = ("same_size_bicubic_resize",)
+
+    def image_size_refusal(self, sizes: tuple[int, ...]) -> str | None:
+        own = self.processor_image_size()
+        if sizes == (own[0],) and own[0] == own[1]:
+            return None
+        return (f"YOLOS resizes its position embeddings to the photo's size inside every layer with a bicubic "
+                f"interpolation, which Core ML has no operation for: it takes only its own size, {own[1]}x{own[0]}. "
+                "Leave the image size at auto.")

@@ -122,9 +122,9 @@ def synthetic_image(height: int, width: int) -> np.ndarray:
     return np.stack([red, green, blue])[None].astype(np.float32)
 
 
-def image_inputs(cfg: ExportConfig, part: str = "model") -> InputSet:
+def image_inputs(cfg: ExportConfig, part: str = "model", size: tuple[int, int] | None = None) -> InputSet:
     spec = cfg.inputs(part)[0]
-    _, _, height, width = spec.shape
+    height, width = size or spec.shape[2:]  # `size`: one of the image sizes the package takes
     image = synthetic_image(height, width)
     scale, bias = spec.image["scale"], np.asarray(spec.image["bias"], dtype=np.float32).reshape(1, 3, 1, 1)
     preprocessed = image * scale + bias  # what Core ML hands the program's first op
@@ -187,7 +187,7 @@ def input_sets(cfg: ExportConfig, part: str, tokenizer, encoder=None) -> list[In
     if cfg.states(part):
         return stateful_inputs(cfg, tokenizer)
     if any(spec.image for spec in cfg.inputs(part)):  # an image input (an image-text model's text part has none)
-        return [image_inputs(cfg, part)]
+        return [image_inputs(cfg, part, size) for size in getattr(cfg, "image_sizes", lambda: [None])()]  # each size it takes
     if cfg.modality == "audio":  # Whisper: a voiced clip, its log-mel, a decoder call (whisperkit.py)
         return [InputSet(*whisperkit.package_inputs(cfg, part, encoder))]
     if cfg.fed_by(part):

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from ...chunks import stored_elements
+from ...configs import image_sizes
 from ...configs.base import SEQ
 from ...errors import ConversionError, UserInputError
 from ...metadata import package_description, package_metadata, package_version
@@ -63,6 +64,12 @@ def refusal(cfg, options) -> str | None:
     if options.sequence_length.kind == "enumerated":
         return ("Core AI output takes one sequence length or a range (1-512); a list of lengths is Core ML's "
                 "enumerated shapes. Give one number or a range.")
+    if len(options.image_size.sizes) > 1:
+        return (f"Core AI output takes one image size; several ({options.image_size}) are a Core ML package's "
+                "(enumerated shapes, or one function per size). Type one size, or choose the Core ML format.")
+    if image_sizes.other_than_own(cfg):
+        return (f"Core AI output takes this {cfg.hf_config.model_type} model at its own image size (auto): another size "
+                "resizes its position embeddings, which is made for Core ML packages only so far. Choose the Core ML format.")
     if options.llm_bundle == "ios":
         if not bundle.applies(cfg):
             return (f"The iOS Core AI LLM bundle is for text generation by a decoder with a KV cache, not "

@@ -28,7 +28,7 @@ from ...package_info import describe_spec, program_summary
 from ...source import ModelSource
 from . import compress as compressor
 from . import runtime as coreml_runtime
-from . import targets
+from . import sizes, targets
 from .stitch import WEIGHT_FILE, counted_once, stitch, weight_file
 from ..naming import package_filename
 
@@ -44,7 +44,7 @@ class CoreMLBackend:
     modes = None  # the reference executor: validation's exact fp32 and fp16 emulation
 
     def refusal(self, cfg, options) -> str | None:
-        return targets.refusal(cfg, options)  # what the deployment target cannot run
+        return targets.refusal(cfg, options) or sizes.refusal(cfg, options)  # what the deployment target cannot run
 
     def check_validation_time(self, plan, time_limit: float | None) -> None:
         pass  # the reference executor validates within minutes at any size the worker takes
@@ -58,20 +58,32 @@ class CoreMLBackend:
         if not (Path(path) / "Manifest.json").exists():
             raise UserInputError(f"{path} is not {self.package_words}.")
 
+    def own_capture(self, plan, model, part: str):
+        """An image part at chosen image sizes: captured per size, or with a dynamic size (sizes.py)."""
+        return sizes.capture(plan, model, part)
+
     def convert(self, plan, captured):
+        if getattr(captured, "programs", None):  # one function per image size (sizes.py)
+            cfg, part = plan.cfg, captured.part
+            return sizes.convert_functions(
+                plan, captured, lambda program, size: self._convert(plan, part, program, _coreml_inputs(cfg, part, plan.options, size)),
+                lambda mlmodel, size: _describe(mlmodel, cfg, part, plan.source, plan.options, plan.hub_name, size))
+        return self._convert(plan, captured.part, captured.program, _coreml_inputs(plan.cfg, captured.part, plan.options, captured))
+
+    def _convert(self, plan, part: str, program, inputs):
         import coremltools as ct
 
         # coremltools' op patches import coremltools' torch frontend: loaded only when a package is made
         from .patches import FUSED_ATTENTION_TARGETS, lut_indices_by_search, op_patches, quirk_patches, validated_once_per_pipeline
 
-        cfg, options, part = plan.cfg, plan.options, captured.part
+        cfg, options = plan.cfg, plan.options
         fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
         with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16", fused_attention=fused_attention), \
                 validated_once_per_pipeline(), lut_indices_by_search():
             try:
                 mlmodel = ct.convert(
-                    captured.program,
-                    inputs=_coreml_inputs(cfg, part, options),
+                    program,
+                    inputs=inputs,
                     # A classifier's outputs are named by its ClassifierConfig (renamed below).
                     outputs=None if cfg.class_labels() else [ct.TensorType(name=o.name) for o in cfg.outputs(part)],
                     classifier_config=_classifier(cfg),
@@ -145,17 +157,26 @@ class CoreMLBackend:
         import coremltools as ct
 
         spec = ct.utils.load_spec(str(path))
+        if sizes.is_multifunction(spec):  # one function per image size: the default one's interface
+            spec = sizes.default_view(spec)
         return {**describe_spec(spec), "program": program_summary(spec)}
 
     def runner(self, path: Path):
+        import coremltools as ct
+
         from .executor import ReferenceExecutor  # coremltools and torch: loaded only to run a package
 
+        spec = ct.utils.load_spec(str(path))
+        if sizes.is_multifunction(spec):  # one executor per image size's function
+            return sizes.SizedRunner(path, spec, ReferenceExecutor)
         return ReferenceExecutor(path)
 
     def device_runtime(self) -> tuple[bool, str]:
         return coreml_runtime.available()
 
     def device_runs(self, path: Path) -> list:
+        if sizes.is_multifunction(_spec(path)):  # Core ML runs one function per load: not yet one load per size
+            return []
         return [coreml_runtime.DeviceRun(path, unit) for unit in coreml_runtime.COMPUTE_UNITS]
 
     def unit_analysis(self, info: dict, runner) -> dict:
@@ -173,6 +194,12 @@ class CoreMLBackend:
         return "Core ML on this Mac and the reference executor" if on_device else "reference executor (Core ML not available here)"
 
 
+def _spec(path: Path):
+    import coremltools as ct
+
+    return ct.utils.load_spec(str(path))
+
+
 def discard_temporary(mlmodel) -> None:
     """Delete the temporary package coremltools keeps for an in-memory model (its weights:
     GBs for a big model). coremltools deletes them only when the process exits, and a
@@ -180,9 +207,12 @@ def discard_temporary(mlmodel) -> None:
     path = getattr(mlmodel, "package_path", None)
     if path and getattr(mlmodel, "is_temp_package", False):
         shutil.rmtree(path, ignore_errors=True)
+    if getattr(mlmodel, "multifunction_folder", None):  # a package of one function per image size (sizes.py)
+        shutil.rmtree(mlmodel.multifunction_folder, ignore_errors=True)
 
 
-def _coreml_inputs(cfg: ExportConfig, part: str, options: ConversionOptions):
+def _coreml_inputs(cfg: ExportConfig, part: str, options: ConversionOptions, sized=None):
+    """`sized`: one image size's (height, width), or the capture (a dynamic one lists the image sizes)."""
     import coremltools as ct
 
     sequence = options.sequence_length
@@ -192,7 +222,7 @@ def _coreml_inputs(cfg: ExportConfig, part: str, options: ConversionOptions):
             inputs.append(
                 ct.ImageType(
                     name=spec.name,
-                    shape=spec.shape,
+                    shape=(1, 3, *sized) if isinstance(sized, tuple) else sizes.image_shape(cfg, spec, sized),
                     scale=spec.image["scale"],
                     bias=spec.image["bias"],
                     color_layout=ct.colorlayout.RGB,
@@ -248,14 +278,16 @@ def _rename_classifier_probabilities(mlmodel):
     return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
 
 
-def _describe(mlmodel, cfg: ExportConfig, part: str, source: ModelSource, options: ConversionOptions, hub_name: str) -> None:
-    """Descriptions and metadata a person (and Xcode) sees in the package."""
-    for spec in cfg.inputs(part):
-        mlmodel.input_description[spec.name] = spec.description
-    for spec in cfg.outputs(part):
-        mlmodel.output_description[spec.name] = spec.description
-    if cfg.class_labels():
-        mlmodel.output_description["classLabel"] = "The most likely class"
+def _describe(mlmodel, cfg: ExportConfig, part: str, source: ModelSource, options: ConversionOptions, hub_name: str,
+              size: tuple[int, int] | None = None) -> None:
+    """Descriptions and metadata a person (and Xcode) sees in the package (`size`: one image size's function)."""
+    if getattr(mlmodel, "multifunction_folder", None) is None:  # a multifunction package's functions were described each
+        for spec in cfg.inputs(part):
+            mlmodel.input_description[spec.name] = f"RGB image, {size[1]}x{size[0]}" if spec.image and size else spec.description
+        for spec in cfg.outputs(part):
+            mlmodel.output_description[spec.name] = spec.description
+        if cfg.class_labels():
+            mlmodel.output_description["classLabel"] = "The most likely class"
     mlmodel.short_description = package_description(source.display, cfg, part)
     mlmodel.author = "Core ML Converter"
     mlmodel.version = source.revision or ""
@@ -273,3 +305,4 @@ def _describe(mlmodel, cfg: ExportConfig, part: str, source: ModelSource, option
         )
     )
     mlmodel.user_defined_metadata.update(cfg.package_metadata(part))  # the family's own keys (an image-text model's logit scale)
+    mlmodel.user_defined_metadata.update(sizes.metadata(cfg, part, options))  # the image sizes it takes

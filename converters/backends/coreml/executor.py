@@ -130,7 +130,7 @@ class ReferenceExecutor:
     >>> out = ex.predict({"input_ids": ids}, mode="fp16")
     """
 
-    def __init__(self, package_path: str | os.PathLike, lazy_weights: bool | None = None):
+    def __init__(self, package_path: str | os.PathLike, lazy_weights: bool | None = None, function: str | None = None):
         """`lazy_weights`: decompress each compressed weight when a call first reads it and let
         it go after its last reader, instead of all at load (a 7 B int4 model's weights are
         27 GB decompressed); None: when they pass LAZY_WEIGHT_BYTES."""
@@ -146,7 +146,7 @@ class ReferenceExecutor:
         # constexpr_* ops (quantised, palettised, sparse weights) run once, at load, with our
         # kernels (ops.py); any other constexpr op is materialised by coremltools.
         WeightDecompressor(op_selector=lambda op: op.op_type not in CONSTEXPR_OPS).apply(prog)
-        func = prog.functions[spec.description.defaultFunctionName or "main"]
+        func = prog.functions[function or spec.description.defaultFunctionName or "main"]  # `function`: one of a multifunction package's
         self.op_summary = _op_summary(func)
         # A classifier ends with `classify` (a label and a {label: probability} dict, not
         # tensors): it is applied after the tensor program, to the probabilities it links.
