@@ -28,7 +28,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("converters.options", "converters.tasks", "converters.configs.attributes", "converters.integrity",
      "converters.diagnose", "converters.metadata", "converters.package_info", "converters.source",
      "converters.source_tokenizer", "converters.report", "converters.chunks", "converters.float16_safe",
-     "converters.tolerances", "converters.wording", "converters.device_fit"),
+     "converters.tolerances", "converters.wording", "converters.device_fit", "converters.image_size_rules"),
     # the families: one config class per architecture family, and the registry
     ("converters.configs",),
     # compression, format-neutral: the schemes and GPTQ (each format compresses in its backend)

@@ -166,7 +166,7 @@ def card_body(*, source_repo: str, revision: str, source_url: str, report: dict,
         lines += ["", "## Tokenizer", ""] + tokenizer
     coreml_paths = [p for p in package_paths if not p.endswith(AIMODEL)]
     if coreml_paths:
-        lines += ["", "## Use it in Swift", ""] + swift_snippet(task, report, coreml_paths)
+        lines += ["", "## Use it in Swift", ""] + card_vision.image_sizes_section(report) + swift_snippet(task, report, coreml_paths)
     coreai_paths = [p for p in package_paths if p.endswith(AIMODEL)]
     if coreai_paths:
         lines += ["", "## Use it in Swift with Core AI (iOS/macOS 27)", ""] + core_ai_snippet(report, package_paths, coreai_paths)

@@ -10,6 +10,8 @@ snippet reads through `MLModelDescription.metadata[.creatorDefinedKey]`."""
 
 from __future__ import annotations
 
+from converters.image_size_rules import ENUMERATED, design_for, function_name
+
 
 def package_name(path: str) -> str:
     return path.split("/")[-1].removesuffix(".mlpackage")
@@ -158,4 +160,45 @@ def detection_snippet(report: dict, name: str, compute_units: str) -> list[str]:
         "    return found  // (Vision's normalized rects have their origin bottom-left: y = 1 - cy - h / 2)",
         "}",
         "```",
+    ]
+
+
+# Apple's API for a multifunction package's function (iOS 18 / macOS 15):
+# https://developer.apple.com/documentation/coreml/mlmodelconfiguration/functionname ("Use `nil` to use a
+# default function"); for enumerated image sizes, the input's `MLImageConstraint.sizeConstraint`
+# (`MLImageSizeConstraint.enumeratedImageSizes`) lists them.
+FUNCTION_NAME_DOC = "https://developer.apple.com/documentation/coreml/mlmodelconfiguration/functionname"
+
+
+def image_sizes_section(report: dict) -> list[str]:
+    """Which image sizes the package takes and how a Swift app picks one (none: one size, said by its snippet)."""
+    chosen = str((report.get("options") or {}).get("image_size") or "auto")
+    if chosen == "auto" or "," not in chosen:
+        return []
+    sizes = [int(side) for side in chosen.split(",")]
+    model_type = (report.get("architecture") or {}).get("model_type")
+    listed = ", ".join(f"{s}×{s}" for s in sizes)
+    width, height = _photo_size(report)
+    if design_for(model_type, len(sizes)) == ENUMERATED:  # one program; its image input lists the sizes
+        return [
+            f"The package takes a photo of any of these sizes: {listed} (its image input's enumerated sizes; "
+            f"{width}×{height} is the default). Resize the photo to the size you want and pass it: a larger one sees more "
+            "detail and costs more time. The sizes are in `model.modelDescription.inputDescriptionsByName[\"image\"]!"
+            ".imageConstraint!.sizeConstraint.enumeratedImageSizes` and in the metadata key "
+            "`co.huggingface.exporters.image_sizes`.",
+        ]
+    names = [function_name((s, s)) for s in sizes]
+    return [
+        f"The package holds one function per image size ({', '.join(f'`{n}` for {s}×{s}' for n, s in zip(names, sizes))}; "
+        f"the weights are stored once). Without a function name Core ML loads the default, `{function_name((height, width))}` "
+        f"({width}×{height}, the model's own size). To use another size, name its function when loading "
+        f"([`MLModelConfiguration.functionName`]({FUNCTION_NAME_DOC}), iOS 18 / macOS 15) and pass a photo of that size; "
+        "the names are also in the metadata key `co.huggingface.exporters.functions`:",
+        "",
+        "```swift",
+        "let configuration = MLModelConfiguration()",
+        f'configuration.functionName = "{names[-1]}"  // a {sizes[-1]}×{sizes[-1]} photo',
+        "let model = try MLModel(contentsOf: url, configuration: configuration)",
+        "```",
+        "",
     ]

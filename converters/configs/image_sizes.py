@@ -24,17 +24,9 @@ from contextlib import contextmanager
 import torch
 
 from ..errors import UserInputError
+from ..image_size_rules import ENUMERATED, FUNCTIONS, ONE, SIZE_AGNOSTIC, design_for, function_name  # noqa: F401 (re-exported)
 
-# Model types whose graph follows the input's size (one program, enumerated shapes).
-SIZE_AGNOSTIC = frozenset({"convnext", "resnet"})
 SMALLEST_SIDE = 32  # a convolutional network's usual total stride: a smaller photo leaves no pixel at its last stage
-ENUMERATED, FUNCTIONS, ONE = "enumerated", "functions", "one"
-
-
-def function_name(size: tuple[int, int]) -> str:
-    """The package's function for one size (what an app sets MLModelConfiguration.functionName to)."""
-    height, width = size
-    return f"image_{height}" if height == width else f"image_{height}x{width}"
 
 
 def takes_images(cfg) -> bool:
@@ -47,10 +39,7 @@ def image_parts(cfg) -> list[str]:
 
 def design(cfg) -> str:
     """How the package takes its sizes: one, enumerated shapes or one function per size."""
-    sizes = getattr(cfg, "image_sizes", lambda: [])()
-    if len(sizes) <= 1:
-        return ONE
-    return ENUMERATED if cfg.hf_config.model_type in SIZE_AGNOSTIC else FUNCTIONS
+    return design_for(cfg.hf_config.model_type, len(getattr(cfg, "image_sizes", lambda: [])()))
 
 
 def other_than_own(cfg) -> bool:
