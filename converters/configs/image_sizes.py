@@ -75,18 +75,16 @@ def check(cfg) -> None:
     if reason:
         raise UserInputError(reason)
     patch = None if model_type in SIZE_AGNOSTIC else patch_size(cfg.hf_config)
-    if patch:
-        for size in chosen.sizes:
-            if size % patch:
-                low, high = size - size % patch, size - size % patch + patch
-                nearest = " or ".join(str(s) for s in (low, high) if s >= patch)
-                raise UserInputError(f"Image size {size} is not a multiple of this model's patch size ({patch}): it cuts the "
-                                     f"photo into {patch}-pixel squares. Type {nearest} instead.")
     smallest = patch or SMALLEST_SIDE
     if min(chosen.sizes) < smallest:
         why = f"one {patch}-pixel patch" if patch else "what its layers shrink a photo by"
         raise UserInputError(f"Image size {min(chosen.sizes)} is too small for this model: at least {smallest} pixels "
                              f"a side ({why}). Type {smallest} or more.")
+    for size in chosen.sizes if patch else ():
+        if size % patch:
+            low = size - size % patch
+            raise UserInputError(f"Image size {size} is not a multiple of this model's patch size ({patch}): it cuts the "
+                                 f"photo into {patch}-pixel squares. Type {low} or {low + patch} instead.")
 
 
 def interpolates(module: torch.nn.Module) -> list[torch.nn.Module]:
