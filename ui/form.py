@@ -224,7 +224,7 @@ def sequence_note(text: str, modality: str | None = "text", kv_cache: str | None
     GPU or CPU, and on the Neural Engine only at the default shape; enumerated shapes each can.
     With the model's `config`, a stateful cache's note says the memory that context costs."""
     if modality == "vision":
-        return "info", "Vision models take a fixed image size; the sequence length is not used."
+        return "info", "Vision models take the photo size set in Image size (auto: the model's own); the sequence length is not used."
     if modality == "audio":
         return "info", ("Speech models take 30 seconds of audio and decode with WhisperKit's own cache and names: "
                         "the sequence length, KV cache and naming options are not used.")
