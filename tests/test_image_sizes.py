@@ -71,6 +71,7 @@ def test_a_position_embedding_model_gets_one_function_per_size(converted):
         (image,) = [i for i in functions[f"image_{side}"].input if i.type.WhichOneof("Type") == "imageType"]
         assert (image.type.imageType.height, image.type.imageType.width) == (side, side)
         assert {o.name for o in functions[f"image_{side}"].output} >= {"probabilities", "classLabel"}
+    assert functions["image_48"].input[0].shortDescription == "RGB image, 48x48 (function image_48; other sizes: image_32 (32x32))"
     metadata = dict(spec.description.metadata.userDefined)
     assert metadata["co.huggingface.exporters.image_sizes"] == "32,48"
     assert json.loads(metadata["co.huggingface.exporters.functions"]) == {"image_32": [32, 32], "image_48": [48, 48]}
@@ -98,6 +99,7 @@ def test_a_size_agnostic_convnet_gets_enumerated_image_shapes(converted):
     image = spec.description.input[0].type.imageType
     assert [(s.height, s.width) for s in image.enumeratedSizes.sizes] == [(32, 32), (64, 64)]
     assert (image.height, image.width) == (32, 32)  # the default: the processor's size
+    assert result.report_json["packages"][0]["inputs"][0]["description"] == "RGB image: 32x32 (default), 64x64"
     assert spec.specificationVersion < 9  # enumerated shapes need no iOS 18 (the default target, iOS 17)
     assert _sizes_checked(result) == {"synthetic image 32x32": True, "synthetic image 64x64": True}
 

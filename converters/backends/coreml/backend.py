@@ -283,7 +283,8 @@ def _describe(mlmodel, cfg: ExportConfig, part: str, source: ModelSource, option
     """Descriptions and metadata a person (and Xcode) sees in the package (`size`: one image size's function)."""
     if getattr(mlmodel, "multifunction_folder", None) is None:  # a multifunction package's functions were described each
         for spec in cfg.inputs(part):
-            mlmodel.input_description[spec.name] = f"RGB image, {size[1]}x{size[0]}" if spec.image and size else spec.description
+            sized = sizes.image_description(cfg, part, options, size) if spec.image else None  # several image sizes
+            mlmodel.input_description[spec.name] = sized or spec.description
         for spec in cfg.outputs(part):
             mlmodel.output_description[spec.name] = spec.description
         if cfg.class_labels():

@@ -140,6 +140,19 @@ def metadata(cfg, part: str, options: ConversionOptions) -> dict[str, str]:
     return values
 
 
+def image_description(cfg, part: str, options: ConversionOptions, size: tuple[int, int] | None = None) -> str | None:
+    """The image input's description when the package takes several sizes (None: the spec's own):
+    the sizes of an enumerated input, or which function this is of a multifunction package."""
+    sizes = cfg.image_sizes() if not options.image_size.auto and part in image_sizes.image_parts(cfg) else []
+    if len(sizes) < 2:
+        return None
+    if size is None:
+        default = cfg.image_size()
+        return "RGB image: " + ", ".join(f"{w}x{h}" + (" (default)" if (h, w) == default else "") for h, w in sizes)
+    others = ", ".join(f"{image_sizes.function_name(other)} ({other[1]}x{other[0]})" for other in sizes if other != size)
+    return f"RGB image, {size[1]}x{size[0]} (function {image_sizes.function_name(size)}; other sizes: {others})"
+
+
 def is_multifunction(spec) -> bool:
     return len(spec.description.functions) > 0
 
