@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from converters.errors import UserInputError
@@ -126,3 +128,56 @@ def test_export_failures_fall_back_to_tracing(monkeypatch, tiny_model, tmp_path)
     result = convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
     assert result.report_json["packages"][0]["exporter"] == "torch.jit.trace"
     assert any("used torch.jit.trace instead" in w for w in result.report_json["warnings"])
+
+
+def _small_program(faster: bool):
+    """A program with what the cheaper pipelines touch: a transpose pair the transpose pass
+    cancels, a float32 constant beyond float16's range (its op stays float32), a symbolic axis."""
+    import coremltools as ct
+    import torch
+
+    from converters.backends.coreml.pass_speedups import faster_pipelines, printed_only_for_debug_logs
+    from converters.backends.coreml.patches import finite_float16_constants
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            y = torch.relu(x.transpose(1, 2)).transpose(1, 2) + 1.0
+            return y * 70000.0, torch.softmax(y, dim=-1)
+
+    x = torch.rand(1, 5, 4)
+    seq = torch.export.Dim("seq", min=2, max=8)
+    program = torch.export.export(Model().eval(), (x,), dynamic_shapes=({1: seq},), strict=False).run_decompositions({})
+    with finite_float16_constants() if faster else contextlib.nullcontext(), faster_pipelines() if faster else contextlib.nullcontext():
+        model = ct.convert(program, inputs=[ct.TensorType(name="x", shape=(1, ct.RangeDim(2, 8, default=5), 4))],
+                           convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18, skip_model_load=True)
+    text = str(model._mil_program)
+    with printed_only_for_debug_logs():
+        unprinted = str(model._mil_program)
+    return model.get_spec(), text, unprinted
+
+
+def test_the_cheaper_coremltools_pipelines_give_coremltools_own_program():
+    """pass_speedups.py and the float16 pass's overflow check measured once per constant
+    (patches.py): the program out is coremltools' own, op for op."""
+    from converters.backends.coreml.pass_speedups import UNPRINTED
+
+    ours, text, unprinted = _small_program(faster=True)
+    theirs, _, _ = _small_program(faster=False)
+    assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+    ops = [op.type for op in next(iter(ours.mlProgram.functions["main"].block_specializations.values())).operations]
+    assert "transpose" not in ops  # the pair was cancelled: the types were inferred again
+    assert 'mul(x=%add_7_cast_fp16_to_fp32, y=70000.0' in text  # the product beyond float16 stays float32
+    assert unprinted == UNPRINTED and "main" in text  # printed again as before once the context ends
+
+
+@pytest.mark.parametrize("value", [[1.0, -65504.0], [65505.0], [-70000.0, 2.0], [1e38, -3e38], [float("inf"), 1.0],
+                                   [float("nan"), 70000.0], [float("nan")], [], 3.0, 1e5])
+def test_the_float16_overflow_check_is_coremltools_own(value):
+    import numpy as np
+
+    from converters.backends.coreml.patches import beyond_float16
+
+    array = np.asarray(value, dtype=np.float32)
+    magnitude = np.abs(np.expand_dims(array, 0))  # FP16ComputePrecision.fp16_overflow, coremltools 9.0
+    theirs = np.max(magnitude[np.where(magnitude < 1e38)], initial=0.0) > 65504
+    assert beyond_float16(array) == theirs

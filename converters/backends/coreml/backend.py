@@ -74,12 +74,13 @@ class CoreMLBackend:
         import coremltools as ct
 
         # coremltools' op patches import coremltools' torch frontend: loaded only when a package is made
-        from .patches import FUSED_ATTENTION_TARGETS, lut_indices_by_search, op_patches, quirk_patches, validated_once_per_pipeline
+        from .pass_speedups import faster_pipelines
+        from .patches import FUSED_ATTENTION_TARGETS, lut_indices_by_search, op_patches, quirk_patches
 
         cfg, options = plan.cfg, plan.options
         fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
         with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16", fused_attention=fused_attention), \
-                validated_once_per_pipeline(), lut_indices_by_search():
+                faster_pipelines(), lut_indices_by_search():
             try:
                 mlmodel = ct.convert(
                     program,

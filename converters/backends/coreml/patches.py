@@ -1,7 +1,7 @@
 """Torch-op converters added to coremltools only while one conversion runs (Core ML backend),
-its float16 pass made to keep finite constants finite (`finite_float16_constants`), one
-change to how its pass pipelines check the program (`validated_once_per_pipeline`), and its
-search for palettized weights' table indices (`lut_indices_by_search`).
+its float16 pass made to keep finite constants finite (`finite_float16_constants`), and its
+search for palettized weights' table indices (`lut_indices_by_search`). What makes its pass
+pipelines cheaper is in pass_speedups.py.
 
 coremltools 9.0 was tested up to torch 2.7; torch 2.13's exported graphs contain ops its
 frontend has no converter for. Each patch maps such an op to MIL, is registered for the
@@ -22,8 +22,6 @@ from coremltools.converters.mil.frontend.torch import ops as torch_ops
 from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 from coremltools.converters.mil.mil import types
 from coremltools.converters.mil.mil.block import is_current_opset_version_compatible_with
-from coremltools.converters.mil.mil.passes.pass_pipeline import PassPipelineManager
-from coremltools.converters.mil.mil.program import Program
 from coremltools.converters.mil.mil.types.symbolic import is_symbolic
 from coremltools.converters.mil.mil.types.type_mapping import builtin_to_string
 
@@ -68,6 +66,19 @@ def finite_in_float16(value):
     return np.where(huge, np.sign(value) * np.float32(FLOAT16_MAX), value).astype(np.float32)
 
 
+def beyond_float16(value) -> bool:
+    """Whether `value` has an entry with float16_max < |v| < 1e38, coremltools' test for a
+    constant float16 cannot hold (entries from 1e38 up stand for infinities); one pass over the
+    values when none passes float16's range, as in almost every weight."""
+    magnitude = np.abs(np.asarray(value))
+    if magnitude.size == 0:
+        return False
+    largest = magnitude.max()
+    if largest <= FLOAT16_MAX:
+        return False
+    return bool(np.max(magnitude[magnitude < FLOAT32_TAKEN_AS_INFINITY], initial=0.0) > FLOAT16_MAX)
+
+
 @contextmanager
 def finite_float16_constants():
     """coremltools' float16 pass (`common::add_fp16_cast`), clamping first each float32
@@ -87,9 +98,27 @@ def finite_float16_constants():
 
     class add_fp16_cast_finite(coremltools_pass):
         def apply(self, prog):
-            for function in prog.functions.values():
-                self._clamp_constants(function)
-            super().apply(prog)
+            self._beyond_float16 = {}  # constant var -> has a finite entry beyond float16's range
+            try:
+                for function in prog.functions.values():
+                    self._clamp_constants(function)
+                super().apply(prog)
+            finally:
+                self._beyond_float16 = {}  # holds no weight past the pass
+
+        def fp16_overflow(self, op) -> bool:
+            """coremltools' check (FP16ComputePrecision.fp16_overflow: a float32 constant input
+            with a finite entry beyond ±65504), each constant measured once per pass: coremltools
+            measures a weight again for every op that reads it and for each of its checks, and
+            takes its absolute value twice (4 s of a 135 M LLM's conversion)."""
+            for inputs in op.inputs.values():
+                for var in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+                    if var.op is not None and var.op.op_type == "const" and var.is_tensor_or_scalar_of(dtype="fp32"):
+                        if var not in self._beyond_float16:
+                            self._beyond_float16[var] = beyond_float16(var.op.val.val)
+                        if self._beyond_float16[var]:
+                            return True
+            return False
 
         def _cast(self, op) -> bool:
             if not self.is_valid_op(op):
@@ -391,34 +420,3 @@ def lut_indices_by_search():
 
 
 SEARCHED_FROM = 2**22  # weight elements x table entries below which coremltools' own search is as quick
-
-
-@contextmanager
-def validated_once_per_pipeline():
-    """coremltools checks the whole program after every pass of a pipeline (Program.validate:
-    each op's inputs, outputs and visibility), about 100 times per conversion: a quarter of the
-    time of a small model's conversion, 10-20 s of a 135 M LLM's. While this is on, a pipeline
-    checks the program once before its first pass (as coremltools does) and once after its last
-    (as strictly: with the scope check that coremltools adds after dead-code elimination, when
-    that is the last pass). A program that converts is the same either way (the checks only
-    raise); a pass that broke the program is found at the pipeline's end instead of at once."""
-    apply_pipeline, validate = PassPipelineManager.__dict__["apply_pipeline"], Program.validate
-
-    def unchecked(self, check_essential_scope=False):
-        return None
-
-    def apply_checked_once(prog, pass_pipeline):
-        validate(prog)
-        Program.validate = unchecked
-        try:
-            apply_pipeline.__func__(prog, pass_pipeline)
-        finally:
-            Program.validate = validate
-        passes = pass_pipeline.passes
-        validate(prog, check_essential_scope=bool(passes) and passes[-1] == "common::dead_code_elimination")
-
-    PassPipelineManager.apply_pipeline = staticmethod(apply_checked_once)
-    try:
-        yield
-    finally:
-        PassPipelineManager.apply_pipeline = apply_pipeline
