@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from pathlib import Path
 
@@ -56,13 +57,16 @@ def photo(data: bytes | None, height: int, width: int) -> np.ndarray:
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None].copy()
 
 
-def _family(model_dir: Path, task: str):
+def _family(model_dir: Path, task: str, package: Path | None = None):
     from .configs import config_class_for
     from .loading import load_hf_config, load_preprocessor
     from .options import ConversionOptions
 
     hf_config = load_hf_config(model_dir)
-    return config_class_for(hf_config.model_type)(hf_config, task, ConversionOptions(), load_preprocessor(model_dir))
+    # The image sizes the package was made for (its default one is what the photo is resized to).
+    made_with = package and (backend_for_package(package).describe(package).get("metadata") or {}).get("coreml_converter_options")
+    options = ConversionOptions.from_strings(image_size=json.loads(made_with).get("image_size") if made_with else None)
+    return config_class_for(hf_config.model_type)(hf_config, task, options, load_preprocessor(model_dir))
 
 
 def _program_input(cfg, pixels: np.ndarray, part: str = "model"):
@@ -113,7 +117,7 @@ def depth(package: Path, model_dir: Path, data: bytes | None, mode: str) -> dict
     import torch
     from transformers import AutoModelForDepthEstimation
 
-    cfg = _family(model_dir, "depth-estimation")
+    cfg = _family(model_dir, "depth-estimation", package)
     height, width = cfg.image_size()
     pixels = photo(data, height, width)
     wrapper = cfg.wrap(_pretrained(AutoModelForDepthEstimation, model_dir))
@@ -160,7 +164,7 @@ def segment(package: Path, model_dir: Path, data: bytes | None, mode: str, top: 
     import torch
     from transformers import AutoModelForSemanticSegmentation
 
-    cfg = _family(model_dir, "semantic-segmentation")
+    cfg = _family(model_dir, "semantic-segmentation", package)
     height, width = cfg.image_size()
     pixels = photo(data, height, width)
     model = _pretrained(AutoModelForSemanticSegmentation, model_dir)
@@ -245,7 +249,7 @@ def detect(package: Path, model_dir: Path, data: bytes | None, mode: str, thresh
     import torch
     from transformers import AutoModelForObjectDetection
 
-    cfg = _family(model_dir, "object-detection")
+    cfg = _family(model_dir, "object-detection", package)
     height, width = cfg.image_size()
     pixels = photo(data, height, width)
     wrapper = cfg.wrap(_pretrained(AutoModelForObjectDetection, model_dir))
@@ -275,7 +279,7 @@ def classify(package: Path, model_dir: Path, data: bytes | None, mode: str, top:
     import torch
     from transformers import AutoModelForImageClassification
 
-    cfg = _family(model_dir, "image-classification")
+    cfg = _family(model_dir, "image-classification", package)
     height, width = cfg.image_size()
     pixels = photo(data, height, width)
     model = _pretrained(AutoModelForImageClassification, model_dir)
@@ -317,7 +321,7 @@ def zero_shot(image_package: Path, text_package: Path, model_dir: Path, data: by
     check = check_tokenizer(model_dir)
     if check.tokenizer is None:
         raise UserInputError(f"This model can't be tried here: {check.missing}, so there is no way to turn the labels into tokens.")
-    cfg = _family(model_dir, "zero-shot-image-classification")
+    cfg = _family(model_dir, "zero-shot-image-classification", image_package)
     image_part, text_part = cfg.zero_shot_parts
     height, width = cfg.image_size()
     pixels = photo(data, height, width)

@@ -15,6 +15,7 @@ from transformers.models.vit import modeling_vit
 
 from converters.backends import backend_for_package
 from converters.errors import UserInputError
+from converters import try_image
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.plan import make_plan
@@ -159,3 +160,23 @@ def test_sizes_a_model_cannot_take_are_refused_at_plan_time(models, tmp_path):
     # what is accepted: one size other than the model's own, a list on enumerated shapes below iOS 18
     assert make_plan(open_source(str(vit)), "auto", _options((48,))).cfg.image_size() == (48, 48)
     assert make_plan(open_source(str(convnext)), "auto", _options((64, 32))).cfg.image_sizes() == [(32, 32), (64, 64)]
+
+
+def _photo_side(tried: dict) -> int:
+    from PIL import Image
+    import base64
+    import io
+
+    return Image.open(io.BytesIO(base64.b64decode(tried["photo"].split(",")[-1]))).size[0]
+
+
+def test_try_it_feeds_the_package_its_default_size(models, converted, tmp_path):
+    """Try it resizes the photo to the size the package was made for (its default function, or its
+    one chosen size), and PyTorch answers at that size too."""
+    (functions,) = converted["vit"].packages
+    tried = try_image.classify(functions, models["vit"], None, "fp32")
+    assert _photo_side(tried) == 32 and tried["package"]["scores"][0][0] == tried["pytorch"]["scores"][0][0]
+    (one,) = convert(str(models["convnext"]), "image-classification", tmp_path / "out", _options((64,)), validate=False).packages
+    tried = try_image.classify(one, models["convnext"], None, "fp32")
+    assert _photo_side(tried) == 64
+    assert [label for label, _ in tried["package"]["scores"]] == [label for label, _ in tried["pytorch"]["scores"]]
