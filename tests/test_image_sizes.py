@@ -180,3 +180,14 @@ def test_try_it_feeds_the_package_its_default_size(models, converted, tmp_path):
     tried = try_image.classify(one, models["convnext"], None, "fp32")
     assert _photo_side(tried) == 64
     assert [label for label, _ in tried["package"]["scores"]] == [label for label, _ in tried["pytorch"]["scores"]]
+
+
+def test_one_function_per_size_compresses_each(models, tmp_path):
+    """int8 weights in every function (each compressed before they are joined, its weights stored once),
+    judged at each size by the scheme's quality bar."""
+    result = convert(str(models["vit"]), "image-classification", tmp_path / "out",
+                     _options(VIT_SIZES, minimum_deployment_target="iOS18", quantize="int8"))
+    (package,) = result.packages
+    assert [f.name for f in ct.utils.load_spec(str(package)).description.functions] == ["image_32", "image_48"]
+    assert result.report_json["packages"][0]["program"]["weight_bits"] < 16  # the tiny model keeps its smallest weights float16
+    assert _sizes_checked(result) == {"synthetic image 32x32": True, "synthetic image 48x48": True}

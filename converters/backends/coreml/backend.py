@@ -65,9 +65,11 @@ class CoreMLBackend:
     def convert(self, plan, captured):
         if getattr(captured, "programs", None):  # one function per image size (sizes.py)
             cfg, part = plan.cfg, captured.part
+            compress = plan.options.quantize != "none" and cfg.compresses(part)
             return sizes.convert_functions(
                 plan, captured, lambda program, size: self._convert(plan, part, program, _coreml_inputs(cfg, part, plan.options, size)),
-                lambda mlmodel, size: _describe(mlmodel, cfg, part, plan.source, plan.options, plan.hub_name, size))
+                lambda mlmodel, size: _describe(mlmodel, cfg, part, plan.source, plan.options, plan.hub_name, size),
+                (lambda mlmodel: compressor.compress_coreml(plan, part, mlmodel)) if compress else None)
         return self._convert(plan, captured.part, captured.program, _coreml_inputs(plan.cfg, captured.part, plan.options, captured))
 
     def _convert(self, plan, part: str, program, inputs):
@@ -103,6 +105,8 @@ class CoreMLBackend:
         return mlmodel
 
     def compress(self, plan, part: str, artifact):
+        if getattr(artifact, "multifunction_folder", None):  # one function per image size: compressed each (sizes.py)
+            return artifact
         return compressor.compress_coreml(plan, part, artifact)
 
     def compression_entry(self, plan, part: str, size_bytes: int, info: dict) -> dict | None:

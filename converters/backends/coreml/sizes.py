@@ -59,9 +59,6 @@ def refusal(cfg, options: ConversionOptions) -> str | None:
         return (f"Several image sizes ({options.image_size}) for this {cfg.hf_config.model_type} model make one function per "
                 "size in one Core ML package, which needs minimum deployment target iOS18 or macOS15. "
                 "Choose iOS18/macOS15, or type one size.")
-    if options.quantize != "none":
-        return (f"Weight compression of a package with one function per image size is not made yet. "
-                f"Choose no compression for several sizes, or type one size to compress it ({options.quantize}).")
     return None
 
 
@@ -104,9 +101,11 @@ def image_shape(cfg, spec, captured):
     return ct.EnumeratedShapes(shapes=shapes, default=(1, 3, *cfg.image_size()))
 
 
-def convert_functions(plan, captured: SizedCapture, convert_one, describe):
+def convert_functions(plan, captured: SizedCapture, convert_one, describe, compress=None):
     """One multifunction package of the programs, each converted alone by `convert_one(program,
-    size)` and described by `describe(mlmodel, size)`; the model's own size is the default."""
+    size)`, compressed by `compress(mlmodel)` when the options ask (a saved multifunction package
+    has no program left to compress) and described by `describe(mlmodel, size)`; the model's own
+    size is the default."""
     import coremltools as ct
 
     scratch = Path(tempfile.mkdtemp(prefix="sizes-"))
@@ -114,6 +113,11 @@ def convert_functions(plan, captured: SizedCapture, convert_one, describe):
         descriptor = ct.utils.MultiFunctionDescriptor()
         for size, program in captured.programs.items():
             mlmodel = convert_one(program, size)
+            if compress is not None:
+                compressed = compress(mlmodel)
+                if compressed is not mlmodel:
+                    _discard(mlmodel)
+                mlmodel = compressed
             describe(mlmodel, size)
             path = scratch / f"{image_sizes.function_name(size)}.mlpackage"
             mlmodel.save(str(path))
@@ -122,6 +126,7 @@ def convert_functions(plan, captured: SizedCapture, convert_one, describe):
         descriptor.default_function_name = image_sizes.function_name(plan.cfg.image_size())
         combined = Path(tempfile.mkdtemp(prefix="multifunction-")) / "model.mlpackage"
         ct.utils.save_multifunction(descriptor, str(combined))
+        plan.warnings[:] = list(dict.fromkeys(plan.warnings))  # each function's compression said the same
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     mlmodel = ct.models.MLModel(str(combined), skip_model_load=True)
