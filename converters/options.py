@@ -96,6 +96,7 @@ class SequenceLength:
 
 
 MAX_IMAGE_SIDE = 2048  # pixels a side: beyond it a vision package's activations outgrow an iPhone's memory
+MAX_IMAGE_SIZES = 8  # sizes in one package: each is converted (and validated) on its own for most models
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ class ImageSizes:
         if repeated:
             raise UserInputError(f"Image size {repeated[0]} is listed twice in '{text}'. "
                                  f"Type each size once, e.g. {','.join(str(s) for s in sorted(set(sizes)))}.")
+        if len(sizes) > MAX_IMAGE_SIZES:
+            raise UserInputError(f"Image size '{text}' lists {len(sizes)} sizes: at most {MAX_IMAGE_SIZES} (a model whose "
+                                 "position embeddings follow the size is converted once per size). Type fewer sizes.")
         if min(sizes) < 1 or max(sizes) > MAX_IMAGE_SIDE:
             raise UserInputError(f"Image size '{text}': each size must be between 1 and {MAX_IMAGE_SIDE} pixels. {help_text}")
         return cls(tuple(sorted(sizes)))

@@ -153,6 +153,8 @@ def test_sizes_a_model_cannot_take_are_refused_at_plan_time(models, tmp_path):
     assert "Core AI output takes one image size" in _refusal(convnext, image_size="32,64", format="coreai")
     with pytest.raises(UserInputError, match="listed twice"):
         ConversionOptions.from_strings(image_size="32,32")
+    with pytest.raises(UserInputError, match="at most 8"):
+        ConversionOptions.from_strings(image_size=",".join(str(32 + 8 * i) for i in range(9)))
     bert = build_model("bert", tmp_path / "bert")
     assert "takes no image" in _refusal(bert, image_size="224")
     assert "Type one size" in _refusal(build_kind("detr", tmp_path / "detr"), image_size="64,96")
