@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
 import tempfile
 import time
@@ -284,7 +283,7 @@ def _build_chunked(plan: Plan, lazy, part: str, writer, output_dir: Path, timing
             safe_norms += norms
             kept.append(writer.keep_chunk(chunk_plan, part, artifact, scratch))
             del artifact, module
-            gc.collect()
+            release(plan.parameters)
         if calibration is not None:
             _add(timings, "calibrate", calibration.seconds)
         progress("convert", 0.9, f"Joining the {len(chunks)} chunks of {part} into one package")
@@ -293,7 +292,7 @@ def _build_chunked(plan: Plan, lazy, part: str, writer, output_dir: Path, timing
         for chunk_artifact in kept:
             writer.discard(chunk_artifact)
         del kept
-        gc.collect()
+        release(plan.parameters)
         _add(timings, f"stitch_{part}", time.perf_counter() - mark)
         path, entry = _save_part(plan, part, artifact, writer, output_dir, timings, " + ".join(sorted(exporters)), safe_norms)
         entry["chunks"] = [{"layers": [chunk.start, chunk.stop]} for chunk in chunks]

@@ -147,7 +147,7 @@ def _small_program(faster: bool):
     x = torch.rand(1, 5, 4)
     seq = torch.export.Dim("seq", min=2, max=8)
     program = torch.export.export(Model().eval(), (x,), dynamic_shapes=({1: seq},), strict=False).run_decompositions({})
-    with finite_float16_constants() if faster else contextlib.nullcontext(), faster_pipelines() if faster else contextlib.nullcontext():
+    with finite_float16_constants() if faster else contextlib.nullcontext(), faster_pipelines(0) if faster else contextlib.nullcontext():
         model = ct.convert(program, inputs=[ct.TensorType(name="x", shape=(1, ct.RangeDim(2, 8, default=5), 4))],
                            convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18, skip_model_load=True)
     text = str(model._mil_program)
@@ -181,3 +181,27 @@ def test_the_float16_overflow_check_is_coremltools_own(value):
     magnitude = np.abs(np.expand_dims(array, 0))  # FP16ComputePrecision.fp16_overflow, coremltools 9.0
     theirs = np.max(magnitude[np.where(magnitude < 1e38)], initial=0.0) > 65504
     assert beyond_float16(array) == theirs
+
+
+def test_coremltools_collects_garbage_only_for_a_model_worth_it():
+    """coremltools' convert ends with a full collection; while ours runs, it follows the
+    pipeline's rule (memory.release): a tiny model's conversion skips it, a big one's keeps it."""
+    import gc
+
+    from coremltools.converters import _converters_entry
+
+    from converters.backends.coreml.pass_speedups import collected_only_when_worth_it
+    from converters.memory import WORTH_COLLECTING
+
+    full = []
+    callback = lambda phase, info: full.append(phase) if phase == "start" and info["generation"] == 2 else None  # noqa: E731
+    gc.callbacks.append(callback)
+    try:
+        for parameters, expected in ((1000, 0), (WORTH_COLLECTING, 1)):
+            full.clear()
+            with collected_only_when_worth_it(parameters):
+                _converters_entry.gc.collect()
+            assert len(full) == expected, parameters
+    finally:
+        gc.callbacks.remove(callback)
+    assert _converters_entry.gc is gc

@@ -13,7 +13,6 @@ the options name for its refusal, and the web process asks the plan (preflight.c
 
 from __future__ import annotations
 
-import gc
 import shutil
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from ...configs import ExportConfig
 from ...configs.base import SEQ, InputSpec
 from ...errors import ConversionError, UserInputError
+from ...memory import release
 from ...metadata import package_description, package_metadata
 from ...options import ConversionOptions, meets
 from ...package_info import describe_spec, program_summary
@@ -82,7 +82,7 @@ class CoreMLBackend:
         cfg, options = plan.cfg, plan.options
         fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
         with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16", fused_attention=fused_attention), \
-                faster_pipelines(), lut_indices_by_search():
+                faster_pipelines(plan.parameters), lut_indices_by_search():
             try:
                 mlmodel = ct.convert(
                     program,
@@ -128,7 +128,7 @@ class CoreMLBackend:
         # ExecuTorch's tools) into the package: no Core ML runtime reads it, and it weighs
         # about 0.5 MB in every float package of a 135 M LLM.
         (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
-        gc.collect()
+        release(plan.parameters)
 
     def discard(self, artifact) -> None:
         discard_temporary(artifact)
