@@ -74,6 +74,7 @@ def convert(
     backend: str | None = None,
     layers_per_chunk: int | None = None,
     time_limit: float | None = None,
+    calibration_cache: str | Path | None = None,
 ) -> ConversionResult:
     """Convert `source` (folder, Hub ID or URL) for `task` into package(s) under `output_dir`,
     then (unless `validate` is False) check them against the PyTorch model. `hub_name` is the
@@ -82,7 +83,9 @@ def convert(
     many (0: the whole model at once; None: by size). The options' `format` picks the
     backends (`backend` names one instead): with both, each part becomes an .mlpackage and
     an .aimodel, and validation judges each. `time_limit`: the seconds the caller allows (a
-    job's limit), against which a slow validation is refused up front."""
+    job's limit), against which a slow validation is refused up front. `calibration_cache`: a
+    directory where GPTQ's results are kept and taken again for the same weights and settings
+    (transforms/calibration_cache.py; None: GPTQ always walks)."""
     progress = progress or _no_progress
     output_dir = Path(output_dir)
     timings: dict[str, float] = {}
@@ -117,7 +120,8 @@ def convert(
     model = load(plan) if lazy is None else None
     parameters = plan.parameters = sum(p.numel() for p in (model or lazy.model).parameters())
     timings["load"] = time.perf_counter() - mark
-    calibrated = _calibrate(plan, model, progress, timings) if lazy is None else False  # chunks: as each loads
+    cache = Path(calibration_cache) if calibration_cache else None
+    calibrated = _calibrate(plan, model, progress, timings, cache) if lazy is None else False  # chunks: as each loads
 
     start = CALIBRATION_SPAN[1] if calibrated else 0.2
     packages, package_reports, built = _build_parts(plan, model, lazy, writers, output_dir, timings, progress, start)
@@ -196,7 +200,7 @@ def _calibration_tokenizer(plan: Plan):
     return tokenizer
 
 
-def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
+def _calibrate(plan: Plan, model, progress: Progress, timings: dict, cache: Path | None = None) -> bool:
     """GPTQ on the model's decoder layers when the scheme calls for it (calibrate.py)."""
     tokenizer = _calibration_tokenizer(plan)
     if tokenizer is None:
@@ -204,7 +208,7 @@ def _calibrate(plan: Plan, model, progress: Progress, timings: dict) -> bool:
     label = f"Calibrating {SCHEMES[plan.options.quantize].bits}-bit weights (GPTQ)"
     start, end = CALIBRATION_SPAN
     progress("convert", start, f"{label} on real text")
-    plan.calibration = calibrate(plan, model, tokenizer, _span(progress, "convert", start, end, label))
+    plan.calibration = calibrate(plan, model, tokenizer, _span(progress, "convert", start, end, label), cache)
     timings["calibrate"] = plan.calibration["seconds"]
     return True
 

@@ -131,6 +131,58 @@ def test_validation_judges_against_the_original_weights(tiny_model, tmp_path, mo
     assert loads == ["int8"]
 
 
+def test_gptq_results_are_kept_by_what_made_them_and_taken_again(tmp_path):
+    """calibration_cache.py: a second calibration of the same weights with the same settings (mixed
+    calibrates the layers as int4 does) takes the kept result, the weights and GPTQ's metadata
+    buffers exactly as the walk leaves them; other settings or other weights walk anew; and the
+    pipeline passes its directory down and says the result was reused."""
+    import torch
+
+    from converters.capture import load
+    from converters.export import _calibration_tokenizer
+    from converters.plan import make_plan
+    from converters.source import open_source
+
+    cache = tmp_path / "cache"
+
+    def calibrated(scheme: str, folder, cache=cache):
+        plan = make_plan(open_source(str(folder)), "text-generation",
+                         ConversionOptions.from_strings(quantize=scheme, minimum_deployment_target="iOS18"))
+        model = load(plan)
+        entry = calibration.calibrate(plan, model, _calibration_tokenizer(plan), cache=cache)
+        return entry, {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    folder = build_model("llama", tmp_path / "m", intermediate_size=128)
+    walked, first = calibrated("int4", folder)
+    assert "reused" not in walked and walked["weights"] >= 2 and len(list(cache.glob("*.safetensors"))) == 1
+    assert any("_COREML_" in name for name in first)
+    reused, again = calibrated("mixed", folder)
+    assert reused["reused"] is True and reused["walked_seconds"] == walked["seconds"]
+    assert {k: v for k, v in reused.items() if k not in ("reused", "walked_seconds", "seconds")} == \
+        {k: v for k, v in walked.items() if k != "seconds"}
+    assert again.keys() == first.keys() and all(torch.equal(first[name], again[name]) for name in first)
+    _, uncached = calibrated("mixed", folder, cache=None)  # what the walk itself gives: what was kept
+    assert all(torch.equal(first[name], uncached[name]) for name in first)
+    assert "reused" not in calibrated("lut6", folder)[0]  # other settings
+    moved = build_model("llama", tmp_path / "moved", intermediate_size=128)  # the same model in another folder
+    assert calibrated("int4", moved)[0]["reused"] is True
+    other = build_model("llama", tmp_path / "other", intermediate_size=128, rms_norm_eps=1e-5)
+    assert "reused" not in calibrated("int4", other)[0]  # the same weights, another epsilon: other activations
+    import safetensors.torch
+
+    weights = safetensors.torch.load_file(str(moved / "model.safetensors"))
+    weights["model.norm.weight"][0] += 1e-3  # one value of another tensor than GPTQ's own
+    safetensors.torch.save_file(weights, str(moved / "model.safetensors"), metadata={"format": "pt"})
+    assert "reused" not in calibrated("int4", moved)[0]
+    assert len(list(cache.glob("*.safetensors"))) == 4
+
+    result = convert(str(folder), "text-generation", tmp_path / "out", validate=False, calibration_cache=cache,
+                     options=ConversionOptions.from_strings(quantize="mixed", minimum_deployment_target="iOS18",
+                                                            sequence_length=CONTEXT))
+    (entry,) = result.report_json["packages"]
+    assert entry["compression"]["calibration"]["reused"] is True and "GPTQ" in entry["compression"]["method"]
+
+
 def _calibration_says_each_layer(calls: list[tuple], count: int) -> None:
     """GPTQ's minutes move the job view's bar layer by layer, between its start and end fractions."""
     from converters.export import CALIBRATION_SPAN
@@ -177,7 +229,7 @@ def test_the_walk_runs_a_decoder_layer_on_all_samples_at_once_with_the_same_outp
 
 
 @pytest.mark.slow
-def test_real_llm_int4_with_gptq_meets_the_readmes_numbers(real_llm, real_float16, tmp_path):
+def test_real_llm_int4_with_gptq_meets_the_readmes_numbers(real_llm, real_float16, run_folder, tmp_path):
     """The README's int4 row on the suite's SmolLM2 (a Q4_1 GGUF dequantized: see docs/compression.md):
     GPTQ-calibrated layers, embeddings and head per block of 8, 0.30x the float16 package at 1.11x
     perplexity. The package is judged as validation judges a compressed package on the held-out
@@ -192,7 +244,9 @@ def test_real_llm_int4_with_gptq_meets_the_readmes_numbers(real_llm, real_float1
     from converters.validation import quality
 
     options = ConversionOptions.from_strings(quantize="int4", minimum_deployment_target="iOS18", sequence_length="128")
-    result = convert(str(real_llm), "text-generation", tmp_path, options, validate=False)
+    # GPTQ's result kept for this run: mixed (test_compression.py) calibrates the layers the same way
+    result = convert(str(real_llm), "text-generation", tmp_path, options, validate=False,
+                     calibration_cache=run_folder / "calibrations")
     (entry,) = result.report_json["packages"]
     compression = entry["compression"]
     assert compression["scheme"] == "int4" and "GPTQ" in compression["method"], compression

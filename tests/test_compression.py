@@ -288,14 +288,15 @@ SIZE_BARS = {"int8": 0.55, "lut6": 0.42, "int4": 0.36, "lut4": 0.36, "mixed": 0.
 
 
 @pytest.fixture(scope="module")
-def real_mixed(real_llm, tmp_path_factory):
+def real_mixed(real_llm, tmp_path_factory, run_folder):
     """SmolLM2-135M through the whole pipeline with quantize=mixed (GPTQ-calibrated int4 layers,
     int8 embedding/head), validated: the report entry and its quality on the passage."""
     out = tmp_path_factory.mktemp("real-mixed")
     started = time.perf_counter()
     result = convert(str(real_llm), "text-generation", out,
                      ConversionOptions.from_strings(quantize="mixed", minimum_deployment_target="iOS18",
-                                                    sequence_length="128"))
+                                                    sequence_length="128"),
+                     calibration_cache=run_folder / "calibrations")  # int4's GPTQ (test_calibrated_compression.py) is mixed's
     return result, time.perf_counter() - started
 
 

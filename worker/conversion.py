@@ -19,11 +19,11 @@ def convert_and_validate(source: ModelSource, task: str, output_dir: Path, optio
     from converters.export import convert
     from converters.memory import settle_imports
 
-    from .settings import job_timeout, layers_per_chunk
+    from .settings import calibration_cache, job_timeout, layers_per_chunk
 
     settle_imports()  # a spawned job process (macOS) imported the engine just now
 
     # The engine lives in this repo: it always validates and always returns a `validation` entry;
     # what could not finish within the job's time limit is refused before any work.
     return convert(source, task, output_dir, options, progress=progress, validate=True, hub_name=hub_name,
-                   time_limit=job_timeout(), layers_per_chunk=layers_per_chunk())
+                   time_limit=job_timeout(), layers_per_chunk=layers_per_chunk(), calibration_cache=calibration_cache())

@@ -135,6 +135,14 @@ def layers_per_chunk() -> int | None:
     return None if value < 0 else value
 
 
+def calibration_cache() -> Path | None:
+    """Where GPTQ's results are kept, so the same model calibrated the same way (another context,
+    stateful or not, int4 then mixed) skips the walk (converters/transforms/calibration_cache.py).
+    Unset: off. Entries are a model's compressed layers (about its float16 size); nothing evicts them."""
+    value = os.environ.get("COREML_CONVERTER_CALIBRATION_CACHE", "").strip()
+    return Path(value) if value else None
+
+
 def kept_ttl() -> int:
     """Seconds a package whose push failed stays downloadable (worker/kept.py)."""
     return _int("COREML_CONVERTER_KEPT_TTL", 24 * 3600)

@@ -161,21 +161,26 @@ def int4_grid(options) -> str:
     return COREMLTOOLS_GRID if options.deployment_target_applies else COREAI_OPT_GRID
 
 
-def compressor_config(plan, model: torch.nn.Module, layers: str, samples: int):
-    """coremltools' LayerwiseCompressor settings: the scheme's algorithm on the linear weights of
-    the layers named by the regex `layers`, except those small enough to stay float."""
-    from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressorConfig
-
+def compressor_settings(plan, model: torch.nn.Module, layers: str, samples: int) -> dict:
+    """coremltools' LayerwiseCompressor settings, as plain data: the scheme's algorithm on the
+    linear weights of the layers named by the regex `layers`, except those small enough to stay float."""
     # The rule the compression transform keeps: weights of at most WEIGHT_THRESHOLD elements stay float.
     small = {re.escape(name): None for name, module in model.named_modules()
              if isinstance(module, torch.nn.Linear) and module.weight.numel() <= WEIGHT_THRESHOLD}
-    return LayerwiseCompressorConfig.from_dict({
+    return {
         "module_name_configs": small,
         "global_config": algorithm(plan.options),
         "layers": [layers],
         "input_cacher": "gpt",
         "calibration_nsamples": samples,
-    })
+    }
+
+
+def compressor_config(plan, model: torch.nn.Module, layers: str, samples: int):
+    """`compressor_settings` as coremltools' LayerwiseCompressorConfig."""
+    from coremltools.optimize.torch.layerwise_compression import LayerwiseCompressorConfig
+
+    return LayerwiseCompressorConfig.from_dict(compressor_settings(plan, model, layers, samples))
 
 
 @contextmanager
@@ -255,15 +260,37 @@ def _batched_compressor():
     return BatchedCompressor
 
 
-def calibrate(plan, model: torch.nn.Module, tokenizer, step: Callable[[float, int, str], None] | None = None) -> dict:
+def calibrate(plan, model: torch.nn.Module, tokenizer, step: Callable[[float, int, str], None] | None = None,
+              cache: Path | None = None) -> dict:
     """GPTQ, in place, on the linear weights of every decoder layer (`algorithm`). Returns the
-    report's calibration entry. `step(done, total, detail)` hears of each layer as it starts."""
+    report's calibration entry. `step(done, total, detail)` hears of each layer as it starts.
+    `cache`: a directory where GPTQ's results are kept by what made them (calibration_cache.py);
+    an entry made from the same weights and settings is taken instead of walking the layers."""
     started = time.perf_counter()
     layers = decoder_layers(model, plan.hf_config.num_hidden_layers)
-    stack = _decoder_stack(model, plan.hf_config.num_hidden_layers)[1]
     max_positions = getattr(plan.hf_config, "max_position_embeddings", None)
     samples = calibration_samples(tokenizer, max_positions)
+    settings = compressor_settings(plan, model, layers, len(samples))
     config = compressor_config(plan, model, layers, len(samples))
+    if cache is None:
+        return _walk(plan, model, samples, config, layers, step, started)
+    from . import calibration_cache
+
+    entry_key = calibration_cache.key(model, samples, settings)
+    with calibration_cache.held(cache, entry_key):
+        kept = calibration_cache.load(cache, entry_key, model)
+        if kept is not None:
+            _let_go_of_the_checkpoint_file(model)
+            return {**kept, "seconds": round(time.perf_counter() - started, 1), "reused": True,
+                    "walked_seconds": kept["seconds"]}
+        made = _walk(plan, model, samples, config, layers, step, started)
+        calibration_cache.save(cache, entry_key, model, made)
+        return made
+
+
+def _walk(plan, model: torch.nn.Module, samples: list, config, layers: str, step, started: float) -> dict:
+    """coremltools' layer walk with GPTQ's sweeps; the report's calibration entry."""
+    stack = _decoder_stack(model, plan.hf_config.num_hidden_layers)[1]
     hooks = _say_each_layer(stack, step) if step else []
     try:
         with walking(plan, model):
