@@ -66,8 +66,9 @@ def test_the_worker_passes_the_name_to_the_engine(monkeypatch, tmp_path):
     seen = {}
 
     def fake_convert(source, task, output_dir, options, progress=None, validate=True, hub_name=None, time_limit=None,
-                     layers_per_chunk=None):
+                     layers_per_chunk=None, calibration_cache=None):
         seen["hub_name"], seen["time_limit"], seen["layers_per_chunk"] = hub_name, time_limit, layers_per_chunk
+        seen["calibration_cache"] = calibration_cache
         return converters.export.ConversionResult(report={"validation": {"passed": True}})
 
     monkeypatch.setattr(converters.export, "convert", fake_convert)
@@ -76,10 +77,11 @@ def test_the_worker_passes_the_name_to_the_engine(monkeypatch, tmp_path):
     from worker.settings import job_timeout
 
     assert seen["time_limit"] == job_timeout()  # the job's limit: what could not finish in it is refused up front
-    assert seen["layers_per_chunk"] is None  # unset: the engine decides by size
+    assert seen["layers_per_chunk"] is None and seen["calibration_cache"] is None  # unset: by size; GPTQ always walks
     monkeypatch.setenv("COREML_CONVERTER_LAYERS_PER_CHUNK", "2")
+    monkeypatch.setenv("COREML_CONVERTER_CALIBRATION_CACHE", str(tmp_path / "gptq"))
     convert_and_validate("src", "text-generation", tmp_path, None, None, hub_name="bob/m-coreml")
-    assert seen["layers_per_chunk"] == 2
+    assert seen["layers_per_chunk"] == 2 and seen["calibration_cache"] == tmp_path / "gptq"
 
 
 # ---------------------------------------------------------------------- the card says which and why
