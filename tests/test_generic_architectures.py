@@ -114,11 +114,11 @@ def test_an_unlisted_architecture_converts_and_validation_passes(model_type, tin
 # of experts (top-2 of 4, converters/configs/moe.py) convert — Qwen3-MoE's and PhiMoE's uncached
 # package is Gemma 4's, whose MoE block is on; PhiMoE's router scatters over the ranged token axis
 # (backends/coreml/patches.py) — and the decoders above; the others are refused before any work,
-# saying why.
+# saying why. Gemma 4's stateful package (a pair of states per key shape, shared layers):
+# tests/test_stateful_gemma4.py.
 STATEFUL_CONVERTS = ("qwen3_moe", "phimoe", "bert-generation", "diffllama", "jetmoe", "llama4_text")
 STATEFUL_REFUSED = {
     "qwen3_5_text": "its linear_attention layers keep a recurrent state, not keys and values",
-    "gemma4_text": "its layers' keys and values differ in shape (head_dim set per layer)",
     "openai-gpt": "its model keeps no keys and values between calls",
 }
 

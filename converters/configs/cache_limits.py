@@ -10,8 +10,10 @@ decoder in transformers 5.23 do not fit that shape, and are refused before any w
   space layers (Jamba, Bamba, Zamba, Falcon-H1, Granite-MoE-hybrid, Nemotron-H), short
   convolutions (LFM). Their cached step also needs a formulation without a loop over the
   call's tokens, which transformers' reference kernels have (a Python loop over chunks);
-- layers whose attention heads differ in size (Gemma 4's full-attention layers have twice the
-  head size of its sliding ones; per-layer configs), which one state shape cannot hold.
+- layers whose keys and values differ in shape (a per-layer `head_dim` or key/value head count,
+  transformers 5's `per_layer_config`), which one state shape cannot hold — except Gemma 4
+  (`gemma4_text`), held with one pair of states per shape (configs/gemma4.py), which refuses
+  only the Gemma 4 configs it cannot hold (more than two shapes, bidirectional attention).
 
 The decoders whose model takes no `past_key_values` are refused too, by what they take instead:
 a recurrent state (Mamba, xLSTM, RWKV, which have no `layer_types`), a cache of their own kind
@@ -22,6 +24,8 @@ every step).
 from __future__ import annotations
 
 import inspect
+
+from .gemma4 import PER_LAYER_ATTRIBUTES, LayoutRefused, cache_layout
 
 # Layer kinds (config.layer_types) that keep a recurrent or convolution state, not keys and values.
 RECURRENT_LAYER_KINDS = frozenset({"linear_attention", "mamba", "conv", "hybrid", "hybrid_sliding", "recurrent"})
@@ -44,7 +48,12 @@ def stateful_cache_refusal(hf_config) -> str | None:
     if kinds:
         return (f"its {' and '.join(kinds)} layers keep a recurrent state, not keys and values, and a stateful package "
                 "holds keys and values only")
-    overridden = sorted({name for layer in _per_layer_overrides(hf_config) for name in layer if name in _CACHE_SHAPE_ATTRIBUTES})
+    try:
+        held = PER_LAYER_ATTRIBUTES if cache_layout(hf_config) is not None else frozenset()
+    except LayoutRefused as refused:
+        return str(refused)
+    overridden = sorted({name for layer in _per_layer_overrides(hf_config) for name in layer
+                         if name in _CACHE_SHAPE_ATTRIBUTES and name not in held})
     if overridden:
         return (f"its layers' keys and values differ in shape ({', '.join(overridden)} set per layer), and a stateful "
                 "package keeps one shape for every layer")

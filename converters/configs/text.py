@@ -8,6 +8,7 @@ from transformers.cache_utils import Cache
 from ..chunks import hidden_name
 from ..errors import UserInputError
 from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, ExportConfig, InputSpec, OutputKind, OutputSpec, StateSpec, additive_mask, first_output
+from .gemma4 import CacheLayout, cache_layout
 from .sliding import Sliding, UnknownLayerTypes, attention_masks, outside_window, sliding_of
 
 TOKENS = OutputKind.TOKEN_SCORES
@@ -165,17 +166,26 @@ class StatefulCausalLM(torch.nn.Module):
     A package longer than the model's sliding window (`sliding`, configs/sliding.py) gives
     its sliding layers the same mask with the slots `window` or more behind each query
     masked too: the unwritten slots are a prefix (none, or swift-transformers' first), so
-    slot distances are position distances."""
+    slot distances are position distances.
 
-    def __init__(self, model, cache_shape: tuple[int, ...], probe_layer: int = 0, sliding: Sliding | None = None):
+    A model whose layers' keys and values differ in shape (`layout`, configs/gemma4.py) keeps
+    one pair of states per shape, each layer its own slot; keyCache holds layer 0's."""
+
+    def __init__(self, model, cache_shape: tuple[int, ...], probe_layer: int = 0, sliding: Sliding | None = None,
+                 layout: CacheLayout | None = None, states: list | None = None):
         super().__init__()
         self.model = model
         self.sliding = sliding
+        self.layout = layout
         # The layer whose keys tell written slots from fresh ones: one this call has not
         # written yet (a chunk of layers, chunks.py, runs after earlier chunks wrote theirs).
-        self.probe_layer = probe_layer
-        self.register_buffer("keyCache", torch.zeros(cache_shape))
-        self.register_buffer("valueCache", torch.zeros(cache_shape))
+        self.probe_state, self.probe_layer = (layout.slot(probe_layer)[0].key, layout.slot(probe_layer)[1]) if layout \
+            else ("keyCache", probe_layer)
+        for spec in states or ():
+            self.register_buffer(spec.name, torch.zeros(spec.shape))
+        if not states:
+            self.register_buffer("keyCache", torch.zeros(cache_shape))
+            self.register_buffer("valueCache", torch.zeros(cache_shape))
 
     def forward(self, input_ids, causal_mask):
         query, end = input_ids.shape[-1], causal_mask.shape[-1]
@@ -183,7 +193,7 @@ class StatefulCausalLM(torch.nn.Module):
         slots = torch.arange(end)
         # A written key is never exactly zero (a projection of a real token); fresh state is.
         # (0/1 floats, not bools: coremltools converts no bool `&` or `|`.)
-        written = (self.keyCache[self.probe_layer, :, :, :end, :].abs().amax(dim=(0, 1, 3)) > 0).float()
+        written = (getattr(self, self.probe_state)[self.probe_layer, :, :, :end, :].abs().amax(dim=(0, 1, 3)) > 0).float()
         unwritten_before = (slots < past).float() * (1.0 - written)
         positions = torch.arange(query) + past - unwritten_before.sum().long()
         query_slots = torch.arange(query) + past
@@ -195,7 +205,10 @@ class StatefulCausalLM(torch.nn.Module):
         if self.sliding is not None:
             far = outside_window(query_slots, slots, self.sliding.window)
             banded = ((masked + far).clamp(max=1.0) * MASK_VALUE)[None, None] + row
-        cache = SliceUpdateCache(self.keyCache, self.valueCache, past, end)
+        if self.layout is not None:
+            cache = self.layout.cache(dict(self.named_buffers(recurse=False)), past, end)
+        else:
+            cache = SliceUpdateCache(self.keyCache, self.valueCache, past, end)
         result = self.model(
             input_ids=input_ids, attention_mask=attention_masks(self.sliding, mask, banded), past_key_values=cache,
             position_ids=positions[None], use_cache=True,
@@ -382,6 +395,9 @@ class DecoderConfig(TextConfig):
     def states(self, part: str = "model") -> list[StateSpec]:
         if not self.stateful:
             return []
+        layout = self.cache_layout()
+        if layout is not None:
+            return layout.states(self.context_length())
         a = self.attributes
         shape = (a.num_layers, 1, a.num_kv_heads, self.context_length(), a.head_dim)
         return [
@@ -408,8 +424,15 @@ class DecoderConfig(TextConfig):
     def wrap(self, model, part: str = "model"):
         if not self.stateful:
             return super().wrap(model, part)
+        layout = self.cache_layout()
         return StatefulCausalLM(model, self.states(part)[0].shape, probe_layer=self.chunk.start if self.chunk else 0,
-                                sliding=self.sliding_beyond_window())
+                                sliding=self.sliding_beyond_window(), layout=layout,
+                                states=self.states(part) if layout else None)
+
+    def cache_layout(self) -> CacheLayout | None:
+        """Keys and values shaped per layer (Gemma 4, configs/gemma4.py), or None: one keyCache/
+        valueCache pair, a slot per layer."""
+        return cache_layout(self.hf_config)
 
     def reference_module(self, model, part: str = "model"):
         """A stateful package is checked against the plain model run on the whole sequence.
