@@ -207,11 +207,38 @@ def model_dimensions(config: dict) -> dict[str, int | None]:
 
 def kv_cache_bytes(config: dict, context: int) -> int:
     """A stateful package's keyCache and valueCache: float16 (Core ML keeps states in float16),
-    [layers, 1, key/value heads, context, head size] each."""
+    [layers, 1, key/value heads, context, head size] each (Gemma 4: its layers' own shapes)."""
     dims = model_dimensions(config)
     if not (dims["layers"] and dims["kv_heads"] and dims["head_dim"]):
         return 0
-    return 2 * dims["layers"] * dims["kv_heads"] * context * dims["head_dim"] * FLOAT16
+    layers = _gemma4_cache_layers(config, dims) or [(dims["kv_heads"], dims["head_dim"])] * dims["layers"]
+    return sum(2 * heads * context * width * FLOAT16 for heads, width in layers)
+
+
+def _gemma4_cache_layers(config: dict, dims: dict) -> list[tuple[int, int]] | None:
+    """Gemma 4's layers that keep keys and values, as (key/value heads, head size), as its stateful
+    package holds them (configs/gemma4.py, from transformers' Gemma4TextConfig): its full-attention
+    layers `global_head_dim` wide (512 unless given) with `num_global_key_value_heads` heads when
+    `attention_k_eq_v`, or as `per_layer_config` says; its last `num_kv_shared_layers` keep none."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    if text.get("model_type") != "gemma4_text":
+        return None
+    count = dims["layers"]
+    types = list(text.get("layer_types") or [])[:count] or \
+        ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(count)]
+    types[-1] = "full_attention"  # transformers forces it
+    overrides = {int(k): v for k, v in (text.get("per_layer_config") or {}).items() if isinstance(v, dict)}
+    wide_heads = text.get("num_global_key_value_heads") if text.get("attention_k_eq_v") else None
+    wide = (wide_heads or dims["kv_heads"], text.get("global_head_dim") or 512)
+    base = (dims["kv_heads"], dims["head_dim"])
+    layers = []
+    for i in range(count - int(text.get("num_kv_shared_layers") or 0)):
+        if overrides:  # a config saved by transformers lists each full-attention layer's shape
+            own = overrides.get(i, {})
+            layers.append((own.get("num_key_value_heads", base[0]), own.get("head_dim", base[1])))
+        else:
+            layers.append(wide if types[i] == "full_attention" else base)
+    return layers
 
 
 def activation_bytes(config: dict, task: str, tokens: int | None, context: int | None, element_bytes: int,
