@@ -16,7 +16,7 @@ from converters.options import ConversionOptions
 from converters.package_info import describe_package
 
 WINDOW = 8
-CONTEXT = 40  # five windows
+CONTEXT = 32  # four windows
 S, F = "sliding_attention", "full_attention"
 # Two sliding layers and a full one keep a cache; layer 3 (sliding) reuses layer 2's, layer 4 (full)
 # layer 1's (transformers: the last earlier layer of its type). Full layers: 16 wide, 1 key/value
@@ -32,7 +32,7 @@ STATEFUL = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deplo
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """(the transformers model, the conversion's result): a weight-only tiny checkpoint converted
-    stateful at five windows, validated by the pipeline."""
+    stateful at four windows, validated by the pipeline."""
     import torch
     import transformers as tf
 
@@ -75,7 +75,7 @@ def test_the_package_keeps_one_pair_of_states_per_shape_for_the_layers_that_comp
 
 
 def test_driven_as_swift_transformers_past_the_window_it_computes_what_transformers_computes(converted):
-    """A 4-token prompt, then one token per call (zeros causalMask [1, 1, 1, T + 1]) up to five
+    """A 4-token prompt, then one token per call (zeros causalMask [1, 1, 1, T + 1]) up to four
     windows: every step's logits are transformers' own; with layer 3 reading layer 0's cache
     they would not be."""
     import torch
@@ -95,7 +95,7 @@ def test_driven_as_swift_transformers_past_the_window_it_computes_what_transform
 
 
 def test_the_continuation_check_fails_when_a_shared_layer_reads_another_layers_cache(converted):
-    """The pipeline's continuation check (swift-transformers' loop, 30 new tokens, past the
+    """The pipeline's continuation check (swift-transformers' loop, 16 new tokens, past the
     window): it passes against transformers and fails against the tampered model."""
     from converters.backends.coreml.executor import ReferenceExecutor
     from converters.validation import continuation
@@ -108,10 +108,10 @@ def test_the_continuation_check_fails_when_a_shared_layer_reads_another_layers_c
     prompt = [int(i) for i in np.random.default_rng(4).integers(3, 128, 5)]
     runs = {}
     for name, reference_model in (("transformers", model), ("tampered", _tampered(model))):
-        tokens, scores = continuation.pytorch_greedy(reference_model, prompt, 30, eos=set())
-        reference = continuation.Reference(None, prompt, set(), tokens, scores, 30)
+        tokens, scores = continuation.pytorch_greedy(reference_model, prompt, 16, eos=set())
+        reference = continuation.Reference(None, prompt, set(), tokens, scores, 16)
         runs[name] = continuation.run_package(reference, executor, info, "model", "fp32", atol=1e-3)
-    assert runs["transformers"]["passed"] and runs["transformers"]["matching_tokens"] == 30, runs["transformers"]
+    assert runs["transformers"]["passed"] and runs["transformers"]["matching_tokens"] == 16, runs["transformers"]
     assert runs["tampered"]["passed"] is False, runs["tampered"]
 
 
