@@ -8,7 +8,8 @@ Starcoder2 and Phi-3 slide on every layer. A package gets one causal mask from i
 layer's banded mask is derived inside the program: the same 0/1 "masked" matrix as the
 global layers', plus the keys that are `window` or more positions behind the query. The
 cache keeps every position for every layer (one keyCache/valueCache, as swift-transformers
-expects); a sliding layer reads the whole cache and its mask leaves the window.
+expects; Gemma 4 a pair per key shape, configs/gemma4.py); a sliding layer reads the whole
+cache and its mask leaves the window, as does a Gemma 4 layer reusing a sliding layer's cache.
 
 Why this and not a ring buffer for the sliding layers (Apple's and ANEMLL's recipes): the
 two were measured on the same model, see docs/sliding-window.md.
