@@ -107,7 +107,10 @@ class CoreMLBackend:
     def compress(self, plan, part: str, artifact):
         if getattr(artifact, "multifunction_folder", None):  # one function per image size: compressed each (sizes.py)
             return artifact
-        return compressor.compress_coreml(plan, part, artifact)
+        from .pass_speedups import faster_pipelines
+
+        with faster_pipelines(plan.parameters):  # the cleanup pipeline after the compression passes
+            return compressor.compress_coreml(plan, part, artifact)
 
     def compression_entry(self, plan, part: str, size_bytes: int, info: dict) -> dict | None:
         """Scheme, bits per weight (the saved program's), size before and after."""
