@@ -193,3 +193,20 @@ def test_within_the_window_the_wrapper_computes_what_transformers_computes():
         want = model(ids).logits[0, 3:]
     got = torch.stack(rows)
     assert torch.allclose(got, want, atol=1e-4 * max(1.0, float(want.abs().max()))), (got - want).abs().max()
+
+
+def test_a_core_ai_llm_bundle_of_gemma4_is_refused_before_any_work(tmp_path):
+    """Apple's LLM bundle keeps one cache shape for every layer (CoreAILanguageModel): Gemma 4's
+    wider full-attention layers and shared layers are refused at plan time, naming the Core ML
+    format that holds them, and nothing is written. (Before: the capture failed minutes in, on
+    transformers' per-layer head_dim.)"""
+    import transformers as tf
+
+    config = tf.Gemma4TextConfig(**_TINY)
+    config.architectures = ["Gemma4ForCausalLM"]
+    tf.Gemma4ForCausalLM(config).save_pretrained(tmp_path / "model")
+    with pytest.raises(UserInputError) as refused:
+        convert(str(tmp_path / "model"), "text-generation", tmp_path / "out",
+                ConversionOptions.from_strings(format="coreai", sequence_length=CONTEXT))
+    assert "Core AI output is not available for this gemma4_text model: its layers' keys and values differ" in str(refused.value)
+    assert "Choose the Core ML format" in str(refused.value) and not (tmp_path / "out").exists()

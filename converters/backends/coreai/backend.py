@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from ...chunks import stored_elements
-from ...configs import image_sizes
+from ...configs import gemma4, image_sizes
 from ...configs.base import SEQ
 from ...errors import ConversionError, UserInputError
 from ...metadata import package_description, package_metadata, package_version
@@ -61,6 +61,8 @@ def refusal(cfg, options) -> str | None:
         reason = DEFORMABLE
     if reason:
         return f"Core AI output is not available for {cfg.hf_config.model_type} {cfg.task}: {reason}. Choose the Core ML format."
+    if bundle.applies(cfg) and (reason := _uneven_cache(cfg)):
+        return f"Core AI output is not available for this {cfg.hf_config.model_type} model: {reason}. Choose the Core ML format."
     if options.sequence_length.kind == "enumerated":
         return ("Core AI output takes one sequence length or a range (1-512); a list of lengths is Core ML's "
                 "enumerated shapes. Give one number or a range.")
@@ -98,6 +100,20 @@ def check_validation_time(plan, parameters: int, time_limit: float | None) -> No
             f"{why}, beyond this worker's {time_limit / 60:.0f}-minute job limit. Choose float32 (its .aimodel validates in "
             f"about {max(1, round(faster / 60))} minute(s)), a stateful KV cache (one token per call), or the Core ML format.")
     plan.warnings.append(f"{why}. A float32 .aimodel validates in about {max(1, round(faster / 60))} minute(s).")
+
+
+def _uneven_cache(cfg) -> str | None:
+    """Why Apple's LLM bundle cannot hold this decoder's cache: CoreAILanguageModel keeps one key and
+    one value cache of one shape for every layer (docs/core-ai.md), and a Gemma 4's layers differ
+    in key/value shape or reuse another layer's (configs/gemma4.py; the Core ML package holds them)."""
+    try:
+        layout = gemma4.cache_layout(cfg.hf_config)
+    except gemma4.LayoutRefused as error:
+        return str(error)
+    if layout is not None and (len(layout.groups) > 1 or layout.reuses):
+        return ("its layers' keys and values differ in shape, or some layers reuse another layer's, and Apple's LLM bundle "
+                "keeps one cache shape for every layer")
+    return None
 
 
 class CoreAIBackend:
