@@ -7,8 +7,10 @@ against PyTorch at that size; a tampered package (another resize of the embeddin
 from __future__ import annotations
 
 import json
+import platform
 
 import coremltools as ct
+import numpy as np
 import pytest
 import torch
 from transformers.models.vit import modeling_vit
@@ -90,6 +92,36 @@ def test_the_reference_executor_runs_the_function_of_each_size(converted):
     for side in VIT_SIZES:
         image = torch.rand(1, 3, side, side).numpy() * 255
         assert len(runner.predict({"image": image})["probabilities"]) == 3  # the classifier's {label: probability}
+
+
+def test_on_a_mac_each_compute_unit_loads_one_function_per_size(converted, monkeypatch):
+    """Validation's Core ML rows on a Mac: Core ML loads one function at a time, so each compute
+    unit gets a load per size (coremltools' function_name) and each size's feeds go to its load.
+    Core ML itself loads only on macOS: here the load is recorded instead (the routing is ours)."""
+    from converters.backends.coreml import runtime
+
+    (package,) = converted["vit"].packages
+    loads = []
+    monkeypatch.setattr(runtime, "load", lambda path, unit, function=None: loads.append((unit, function)) or function)
+    monkeypatch.setattr(runtime, "predict", lambda model, feeds, stateful: [{"function": model} for _ in feeds])
+    runs = backend_for_package(package).device_runs(package)
+    assert sorted(loads) == sorted((unit, f"image_{side}") for unit in runtime.COMPUTE_UNITS for side in VIT_SIZES)
+    assert [run.mode for run in runs] == [f"coreml-{unit}" for unit in runtime.COMPUTE_UNITS]
+    for side in VIT_SIZES:
+        feeds = [{"image": np.zeros((1, 3, side, side), np.float32)}]
+        assert all(run.predict(feeds, False) == [{"function": f"image_{side}"}] for run in runs)
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML loads and runs a package only on macOS")
+def test_on_a_mac_every_size_is_validated_on_every_compute_unit(converted, models):
+    (package,) = converted["vit"].packages
+    validation = validate_package(package, str(models["vit"]), "image-classification")["validation"]
+    assert validation["passed"], validation["message"]
+    units = {f"coreml-{unit}" for unit in ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")}
+    for side in VIT_SIZES:
+        modes = {row["mode"] for row in validation["checks"] if row["inputs"] == f"synthetic image {side}x{side}"}
+        assert modes >= units | {"fp32", "fp16"}, (side, modes)
 
 
 def test_a_size_agnostic_convnet_gets_enumerated_image_shapes(converted):

@@ -183,8 +183,9 @@ class CoreMLBackend:
         return coreml_runtime.available()
 
     def device_runs(self, path: Path) -> list:
-        if sizes.is_multifunction(_spec(path)):  # Core ML runs one function per load: not yet one load per size
-            return []
+        spec = _spec(path)
+        if sizes.is_multifunction(spec):  # Core ML runs one function per load: a load per image size
+            return [sizes.SizedDeviceRun(path, spec, unit, coreml_runtime.DeviceRun) for unit in coreml_runtime.COMPUTE_UNITS]
         return [coreml_runtime.DeviceRun(path, unit) for unit in coreml_runtime.COMPUTE_UNITS]
 
     def unit_analysis(self, info: dict, runner) -> dict:

@@ -32,10 +32,16 @@ def available() -> tuple[bool, str]:
     return True, f"macOS {'.'.join(map(str, macos_version()))}"
 
 
-def load(package_path: str, compute_unit: str):
+def load(package_path: str, compute_unit: str, function: str | None = None):
+    """The package loaded by Core ML; `function`: one function of a multifunction package
+    (coremltools' `function_name`, which sets `MLModelConfiguration.functionName`; the default
+    function otherwise)."""
     import coremltools as ct
 
-    return ct.models.MLModel(str(package_path), compute_units=getattr(ct.ComputeUnit, compute_unit))
+    units = getattr(ct.ComputeUnit, compute_unit)
+    if function is None:
+        return ct.models.MLModel(str(package_path), compute_units=units)
+    return ct.models.MLModel(str(package_path), compute_units=units, function_name=function)
 
 
 def predict(model, feeds: list[dict[str, np.ndarray]], stateful: bool) -> list[dict[str, np.ndarray]]:
@@ -95,13 +101,13 @@ class DeviceRun:
     """A saved package loaded by Core ML on one compute unit of this Mac: validation's rows
     for that unit (`mode`), judged in the precision the unit computes in."""
 
-    def __init__(self, package_path, compute_unit: str):
+    def __init__(self, package_path, compute_unit: str, function: str | None = None):
         self.unit = compute_unit
         self.mode = f"coreml-{compute_unit}"
         self.words = f"Core ML, {compute_unit}"
         # The GPU and the Neural Engine compute in float16 whatever the package says.
         self.float16 = compute_unit != "CPU_ONLY"
-        self.model = load(package_path, compute_unit)
+        self.model = load(package_path, compute_unit, function)
 
     def predict(self, feeds: list[dict[str, np.ndarray]], stateful: bool) -> list[dict[str, np.ndarray]]:
         return predict(self.model, feeds, stateful)

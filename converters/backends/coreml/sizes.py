@@ -176,32 +176,57 @@ def default_view(spec):
     return view
 
 
+def _by_size(spec, make) -> tuple[dict, object]:
+    """{(height, width): make(function name)} for each function of a multifunction package with
+    an image input, and the default function's."""
+    by_size, default = {}, None
+    for function in spec.description.functions:
+        image = next((f.type.imageType for f in function.input if f.type.WhichOneof("Type") == "imageType"), None)
+        if image is None:
+            continue
+        made = make(function.name)
+        by_size[(image.height, image.width)] = made
+        if function.name == spec.description.defaultFunctionName or default is None:
+            default = made
+    return by_size, default
+
+
+def _size_of(inputs: dict):
+    image = next((value for value in inputs.values() if getattr(value, "ndim", 0) == 4), None)
+    return tuple(image.shape[-2:]) if image is not None else None
+
+
 class SizedRunner:
     """A multifunction package's reference executors, one per function, each run on the inputs
     of its size; otherwise the default function's (its op summary, states, names)."""
 
     def __init__(self, path, spec, executor_class):
-        self.by_size, self.default = {}, None
-        for function in spec.description.functions:
-            image = next((f.type.imageType for f in function.input if f.type.WhichOneof("Type") == "imageType"), None)
-            if image is None:
-                continue
-            executor = executor_class(path, function=function.name)
-            self.by_size[(image.height, image.width)] = executor
-            if function.name == spec.description.defaultFunctionName or self.default is None:
-                self.default = executor
+        self.by_size, self.default = _by_size(spec, lambda name: executor_class(path, function=name))
 
     def __getattr__(self, name):
         return getattr(self.__dict__["default"], name)
 
     def predict(self, inputs, mode: str = "fp32", state=None):
-        image = next((value for value in inputs.values() if getattr(value, "ndim", 0) == 4), None)
-        executor = self.by_size.get(tuple(image.shape[-2:])) if image is not None else None
-        return (executor or self.default).predict(inputs, mode=mode, state=state)
+        return self.by_size.get(_size_of(inputs), self.default).predict(inputs, mode=mode, state=state)
 
     def close(self) -> None:
         for executor in self.by_size.values():
             getattr(executor, "close", lambda: None)()
+
+
+class SizedDeviceRun:
+    """A multifunction package on one compute unit of a Mac: Core ML loads one function at a time
+    (`MLModelConfiguration.functionName`), so one load per function, each predicting the feeds of
+    its size; the unit's mode, words and placement are the default function's."""
+
+    def __init__(self, path, spec, unit: str, device_run_class):
+        self.by_size, self.default = _by_size(spec, lambda name: device_run_class(path, unit, function=name))
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["default"], name)
+
+    def predict(self, feeds: list[dict], stateful: bool) -> list[dict]:
+        return self.by_size.get(_size_of(feeds[0]) if feeds else None, self.default).predict(feeds, stateful)
 
 
 def _discard(mlmodel) -> None:
