@@ -132,6 +132,6 @@ def test_converted_call_runs_a_prompt_then_a_token_as_pytorch(converted):
             carried[mode] = np.asarray(result["final_state"], dtype=np.float32)
     # fp32: the float16 program's arithmetic in float32, its constants (the 1/sqrt(key size) scale)
     # still float16 values (2^-11 apart); fp16: every op's result rounded to float16 too.
-    for mode, tolerance in (("fp32", 5e-4), ("fp16", 1e-2)):
+    for mode, tolerance in (("fp32", 5e-4), ("fp16", 5e-3)):  # measured 1.1e-4 and 1.4e-3
         errors = relative(torch.cat(outs[mode], dim=1), expected_out), relative(torch.from_numpy(carried[mode]), expected_state)
         assert max(errors) < tolerance, (mode, errors)
