@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from .errors import UserInputError
 from .formats import Format, format_of
-from .options import ConversionOptions, SequenceLength, meets
+from .options import ConversionOptions, ImageSizes, SequenceLength, meets
 
 GB = 10**9
 MIB = 2**20
@@ -263,6 +263,15 @@ def activation_bytes(config: dict, task: str, tokens: int | None, context: int |
     return max(candidates)
 
 
+def at_largest_image(config: dict, image_sizes) -> dict:
+    """The config as the package's largest image size sees it: a package of several sizes (or one
+    chosen size) runs its biggest activation at the largest (`image_sizes`: the options' ImageSizes;
+    auto: the model's own size)."""
+    if image_sizes is None or image_sizes.auto:
+        return config
+    return {**config, "image_size": max(image_sizes.sizes)}
+
+
 def element_sizes(options) -> tuple[int, int]:
     """(bytes per element inside the program, bytes per element of its outputs): a float16 program
     computes in float16 and, from iOS16/macOS13, returns float16 (coremltools' default outputs;
@@ -314,6 +323,7 @@ def from_config(config: dict, task: str, weight_bytes: int, options, modality: s
     if task in SPEECH_TASKS or modality == "audio":  # the form's task may still be "auto"
         return speech_footprint(config, weight_bytes, element)
     if modality == "vision":
+        config = at_largest_image(config, getattr(options, "image_size", None))
         return Footprint(weight_bytes, 0, activation_bytes(config, task, None, None, element, output), None, False,
                          weight_bytes)
     found = []
@@ -374,6 +384,11 @@ def _measured(chosen: list[dict], fmt: Format, report: dict, parsed, config: dic
     if stateful and contexts:
         context = max(contexts)  # what the cache holds, as written
     tokens = prompt_call(fmt, context) if grows else context
+    if config and image:  # the largest of the image sizes it takes, when the options chose them
+        try:
+            config = at_largest_image(config, ImageSizes.parse((report.get("options") or {}).get("image_size")))
+        except UserInputError:
+            pass
     if config and parsed is not None:
         element, output = element_sizes(parsed)
         activation = activation_bytes(config, task, tokens, context, element, FLOAT16 if grows else output)

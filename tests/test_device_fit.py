@@ -83,6 +83,15 @@ def test_the_footprint_before_converting_follows_the_chosen_context_and_precisio
     vision = fit.from_config({"image_size": 224, "patch_size": 16, "hidden_size": 768, "num_attention_heads": 12},
                              "image-classification", 10**8, ConversionOptions(), modality="vision")
     assert vision.context is None and fit.context_words(vision) == ""
+    # several image sizes: the largest one's patches (384: 24 x 24 and the class token), before and after
+    vit = {"image_size": 224, "patch_size": 16, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12}
+    sized = ConversionOptions.from_strings(image_size="224,384", minimum_deployment_target="iOS18")
+    before = fit.from_config(vit, "image-classification", 10**8, sized, modality="vision")
+    assert before.activation == 12 * 577 * 577 * 2 > fit.from_config(vit, "image-classification", 10**8, ConversionOptions(),
+                                                                     modality="vision").activation
+    report = {"task": "image-classification", "options": {"image_size": "224,384", "precision": "float16"},
+              "packages": [{"format": "coreml", "size_bytes": 10**8, "inputs": [{"name": "image", "type": "image"}]}]}
+    assert fit.from_report(report, vit).activation == before.activation
 
 
 def test_each_device_is_judged_against_its_limit_then_the_entitled_one():
