@@ -66,6 +66,10 @@ def test_the_state_carries_from_a_prompt_through_one_token_calls():
         outs.append(out)
     assert relative(torch.cat(outs, dim=1), whole_out) < 2e-5
     assert relative(carried, whole_state) < 2e-5
+    # No state handed in: a fresh cache (zeros), as transformers' first call.
+    fresh_out, fresh_state = gated_delta_call(q, k, v, g, beta, None, max_length=64)
+    theirs_out, theirs_state = transformers_rule(True, q, k, v, g, beta, None)
+    assert relative(fresh_out, theirs_out) < 2e-5 and relative(fresh_state, theirs_state) < 2e-5
 
 
 def test_the_inverse_needs_its_levels_and_holds_alike_keys():
