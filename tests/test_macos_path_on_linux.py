@@ -62,7 +62,8 @@ def mac(monkeypatch):
     made: dict[str, StandInMLModel] = {}
     settings = {"wrong_on": None}
 
-    def load(path, unit):
+    def load(path, unit, function=None):  # `function`: a multifunction package's (none here)
+        assert function is None
         made[unit] = StandInMLModel(path, unit, settings["wrong_on"])
         return made[unit]
 
