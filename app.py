@@ -255,8 +255,12 @@ def wire_form_checks(page: Page) -> list[dict]:
                        "outputs": [page.options.sequence_html, where.problem_html, page.options.tolerance_html,
                                    where.convert_button, page.options.runner,
                                    fields[form.TARGET], fields["format"], fields[form.LLM_BUNDLE],
-                                   *(fields[name] for name in form.SPEECH_UNUSED)]},
-                      [chosen.task_radio, *fields.values()], concurrency_limit=None)
+                                   *(fields[name] for name in form.SPEECH_UNUSED)],
+                       # In the order the browser sent them, after an edit or a model read alike (as the
+                       # target lookup): side by side, a model read's check could start after the format
+                       # change that followed it and show the old format's answer as the newest.
+                       "concurrency_limit": 1, "concurrency_id": "option-check"},
+                      [chosen.task_radio, *fields.values()])
     where.push.change(bind(page, form_checks.push_changed), {where.push}, [where.push_repo, where.visibility], **QUIET)
     # The Size field itself is no input: a change of its choices must not start this again.
     affecting = [fields[name] for name in form_checks.SIZE_INPUTS]
