@@ -115,10 +115,10 @@ def test_an_unlisted_architecture_converts_and_validation_passes(model_type, tin
 # package is Gemma 4's, whose MoE block is on; PhiMoE's router scatters over the ranged token axis
 # (backends/coreml/patches.py) — and the decoders above; the others are refused before any work,
 # saying why. Gemma 4's stateful package (a pair of states per key shape, shared layers):
-# tests/test_stateful_gemma4.py.
+# tests/test_stateful_gemma4.py; Qwen3.5's (its linear layers' states, and the recurrent kinds
+# still refused): tests/test_stateful_qwen3_5.py.
 STATEFUL_CONVERTS = ("qwen3_moe", "phimoe", "bert-generation", "diffllama", "jetmoe", "llama4_text")
 STATEFUL_REFUSED = {
-    "qwen3_5_text": "its linear_attention layers keep a recurrent state, not keys and values",
     "openai-gpt": "its model keeps no keys and values between calls",
 }
 

@@ -6,7 +6,8 @@ decoder in transformers 5.23 do not fit that shape, and are refused before any w
 (their default, uncached package converts):
 
 - layers that keep a recurrent state instead of keys and values — Gated DeltaNet / linear
-  attention (Qwen3.5, Qwen3-Next, OLMo-hybrid, Kimi-Linear, MiniMax), Mamba and other state
+  attention (Qwen3-Next, OLMo-hybrid, Kimi-Linear, MiniMax; Qwen3.5, `qwen3_5_text`, is held
+  with two more states, configs/qwen3_5.py), Mamba and other state
   space layers (Jamba, Bamba, Zamba, Falcon-H1, Granite-MoE-hybrid, Nemotron-H), short
   convolutions (LFM). Their cached step also needs a formulation without a loop over the
   call's tokens, which transformers' reference kernels have (a Python loop over chunks);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 
+from . import qwen3_5
 from .gemma4 import PER_LAYER_ATTRIBUTES, LayoutRefused, cache_layout
 
 # Layer kinds (config.layer_types) that keep a recurrent or convolution state, not keys and values.
@@ -44,7 +46,13 @@ def stateful_cache_refusal(hf_config) -> str | None:
     if cache != "past_key_values":
         return (f"its model keeps a cache of its own kind ({cache}), not transformers' keys and values, which are what a "
                 "stateful package holds")
-    kinds = sorted(set(getattr(hf_config, "layer_types", None) or []) & RECURRENT_LAYER_KINDS)
+    kinds = set(getattr(hf_config, "layer_types", None) or []) & RECURRENT_LAYER_KINDS
+    try:
+        if qwen3_5.cache_layout(hf_config) is not None:
+            kinds -= {qwen3_5.LINEAR}  # its linear layers' states are held (configs/qwen3_5.py)
+    except LayoutRefused as refused:
+        return str(refused)
+    kinds = sorted(kinds)
     if kinds:
         return (f"its {' and '.join(kinds)} layers keep a recurrent state, not keys and values, and a stateful package "
                 "holds keys and values only")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers.cache_utils import Cache
 
 from ..chunks import hidden_name
 from ..errors import UserInputError
 from .base import END, MASK_VALUE, QUERY, ROWS, SEQ, ExportConfig, InputSpec, OutputKind, OutputSpec, StateSpec, additive_mask, first_output
+from . import qwen3_5
 from .gemma4 import CacheLayout, cache_layout
 from .sliding import Sliding, UnknownLayerTypes, attention_masks, outside_window, sliding_of
 
@@ -209,10 +212,13 @@ class StatefulCausalLM(torch.nn.Module):
             cache = self.layout.cache(dict(self.named_buffers(recurse=False)), past, end)
         else:
             cache = SliceUpdateCache(self.keyCache, self.valueCache, past, end)
-        result = self.model(
-            input_ids=input_ids, attention_mask=attention_masks(self.sliding, mask, banded), past_key_values=cache,
-            position_ids=positions[None], use_cache=True,
-        )
+        # Layers that keep states other than keys and values (Qwen3.5's linear ones) run against them.
+        bound = getattr(self.layout, "bound", None)
+        with bound(self.model, cache) if bound else contextlib.nullcontext():
+            result = self.model(
+                input_ids=input_ids, attention_mask=attention_masks(self.sliding, mask, banded), past_key_values=cache,
+                position_ids=positions[None], use_cache=True,
+            )
         return (result.logits,)
 
 
@@ -429,10 +435,11 @@ class DecoderConfig(TextConfig):
                                 sliding=self.sliding_beyond_window(), layout=layout,
                                 states=self.states(part) if layout else None)
 
-    def cache_layout(self) -> CacheLayout | None:
-        """Keys and values shaped per layer (Gemma 4, configs/gemma4.py), or None: one keyCache/
-        valueCache pair, a slot per layer."""
-        return cache_layout(self.hf_config)
+    def cache_layout(self) -> CacheLayout | qwen3_5.HybridLayout | None:
+        """Keys and values shaped per layer (Gemma 4, configs/gemma4.py), linear-attention layers'
+        states besides the attention layers' keys and values (Qwen3.5, configs/qwen3_5.py), or None:
+        one keyCache/valueCache pair, a slot per layer."""
+        return cache_layout(self.hf_config) or qwen3_5.cache_layout(self.hf_config)
 
     def reference_module(self, model, part: str = "model"):
         """A stateful package is checked against the plain model run on the whole sequence.

@@ -148,7 +148,9 @@ def layout(info: dict) -> Layout | None:
     mask_names = INPUT_NAMES["mask"] + INPUT_NAMES["causal"]
     masks = [name for name in mask_names if name in inputs]
     bounds = {name: _upper_bounds(inputs[name]) for name in [ids, *masks]}
-    context = min(s["shape"][-2] for s in info["states"]) if stateful else None
+    # The positions the keys and values hold (Qwen3.5's convState and recurrentState hold none).
+    caches = [s for s in info.get("states") or [] if s["name"].endswith("Cache")] or info.get("states")
+    context = min(s["shape"][-2] for s in caches) if stateful else None
     return Layout(ids, masks, stateful, bounds, context)
 
 
