@@ -195,3 +195,16 @@ def test_the_recurrent_kinds_not_held_are_still_refused_before_any_work(model_ty
         config_class_for(model_type)(hf_config, "text-generation", STATEFUL).check_options()
     assert f"A stateful KV cache is not supported for {model_type} yet: {why}" in str(refused.value)
     assert "Set the KV cache to none" in str(refused.value)
+
+
+def test_a_core_ai_llm_bundle_of_qwen3_5_is_refused_before_any_work(tmp_path):
+    """Apple's LLM bundle keeps a key and a value cache only (CoreAILanguageModel): refused at plan
+    time, naming the Core ML format that holds the linear layers' states, and nothing is written.
+    (Before: the capture failed in transformers' linear layer, calling a cache it did not have.)"""
+    _model().save_pretrained(tmp_path / "model")
+    with pytest.raises(UserInputError) as refused:
+        convert(str(tmp_path / "model"), "text-generation", tmp_path / "out",
+                ConversionOptions.from_strings(format="coreai", sequence_length=CONTEXT))
+    assert ("Core AI output is not available for this qwen3_5_text model: its linear-attention layers keep a convolution "
+            "window and a recurrent state") in str(refused.value)
+    assert "Choose the Core ML format" in str(refused.value) and not (tmp_path / "out").exists()

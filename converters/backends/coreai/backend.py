@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 from ...chunks import stored_elements
-from ...configs import gemma4, image_sizes
+from ...configs import gemma4, image_sizes, qwen3_5
 from ...configs.base import SEQ
 from ...errors import ConversionError, UserInputError
 from ...metadata import package_description, package_metadata, package_version
@@ -105,11 +105,16 @@ def check_validation_time(plan, parameters: int, time_limit: float | None) -> No
 def _uneven_cache(cfg) -> str | None:
     """Why Apple's LLM bundle cannot hold this decoder's cache: CoreAILanguageModel keeps one key and
     one value cache of one shape for every layer (docs/core-ai.md), and a Gemma 4's layers differ
-    in key/value shape or reuse another layer's (configs/gemma4.py; the Core ML package holds them)."""
+    in key/value shape or reuse another layer's (configs/gemma4.py), a Qwen3.5's linear layers keep
+    other states (configs/qwen3_5.py); the Core ML package holds them."""
     try:
         layout = gemma4.cache_layout(cfg.hf_config)
+        hybrid = qwen3_5.cache_layout(cfg.hf_config)
     except gemma4.LayoutRefused as error:
         return str(error)
+    if hybrid is not None:  # the Core ML package holds its linear layers' states (configs/qwen3_5.py)
+        return ("its linear-attention layers keep a convolution window and a recurrent state, not keys and values, and "
+                "Apple's LLM bundle keeps a key and a value cache only")
     if layout is not None and (len(layout.groups) > 1 or layout.reuses):
         return ("its layers' keys and values differ in shape, or some layers reuse another layer's, and Apple's LLM bundle "
                 "keeps one cache shape for every layer")
