@@ -208,3 +208,23 @@ def test_a_core_ai_llm_bundle_of_qwen3_5_is_refused_before_any_work(tmp_path):
     assert ("Core AI output is not available for this qwen3_5_text model: its linear-attention layers keep a convolution "
             "window and a recurrent state") in str(refused.value)
     assert "Choose the Core ML format" in str(refused.value) and not (tmp_path / "out").exists()
+
+
+def test_state_bytes_of_qwen3_5_0_8b():
+    """The states of Qwen3.5-0.8B's text model (the values of its published config.json: 24 layers,
+    three linear to one full-attention, 2 key/value heads of 256, linear layers of 16 key and 16
+    value heads of 128, kernel 4) in float16 at a 2048-token context: 33.6 MiB, where a key/value slot
+    for every layer would be 96 MiB."""
+    import transformers as tf
+
+    from converters.configs.gemma4 import cache_bytes
+    from converters.configs.qwen3_5 import cache_layout
+
+    config = tf.Qwen3_5TextConfig(hidden_size=1024, intermediate_size=3584, num_hidden_layers=24, num_attention_heads=8,
+                                  num_key_value_heads=2, head_dim=256, linear_num_key_heads=16, linear_num_value_heads=16,
+                                  linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4,
+                                  full_attention_interval=4, vocab_size=248320)
+    states = {spec.name: spec.shape for spec in cache_layout(config).states(2048)}
+    assert states == {"keyCache": (6, 1, 2, 2048, 256), "valueCache": (6, 1, 2, 2048, 256),
+                      "convState": (18, 1, 6144, 3), "recurrentState": (18, 1, 16, 128, 128)}
+    assert cache_bytes(cache_layout(config), 2048) == 2 * 12 * 2**20 + 663_552 + 9 * 2**20  # 33.6 MiB

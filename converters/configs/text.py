@@ -172,7 +172,9 @@ class StatefulCausalLM(torch.nn.Module):
     slot distances are position distances.
 
     A model whose layers' keys and values differ in shape (`layout`, configs/gemma4.py) keeps
-    one pair of states per shape, each layer its own slot; keyCache holds layer 0's."""
+    one pair of states per shape, each layer its own slot; keyCache holds layer 0's. Qwen3.5's
+    layout (configs/qwen3_5.py) keeps keys and values for its full-attention layers and two more
+    states for its linear ones, which run against them for the call (`layout.bound`)."""
 
     def __init__(self, model, cache_shape: tuple[int, ...], probe_layer: int = 0, sliding: Sliding | None = None,
                  layout: CacheLayout | None = None, states: list | None = None):
