@@ -183,6 +183,63 @@ def test_the_float16_overflow_check_is_coremltools_own(value):
     assert beyond_float16(array) == theirs
 
 
+@pytest.mark.parametrize("value", [[1.0, -65504.0], [65505.0], [-70000.0, 2.0], [1e38, -3e38], [float("inf"), 1.0],
+                                   [float("nan"), 70000.0], [float("nan")], [], [9.9e37, 1.0], [-1e-9, 0.0, -0.0, 3e-8, 2.9e-8,
+                                   2.98023224e-8, 5.96e-8, 1e-30, -1e-30, 1.0, 65519.0, -65520.0, float("-inf")]])
+def test_the_core_ai_float16_helpers_are_coreai_opts_own(value):
+    """cast_speedups.py: the overflow answer and the float16 tensor are coreai-opt's, bit for bit,
+    on its edge cases (NaN, infinities, 1e38 taken as infinity, flush-to-zero and rounding to ±2⁻²⁴)."""
+    import torch
+    from coreai_opt._utils.casting_utils import cast_tensor_to_fp16, check_tensor_overflow_fp16
+
+    from converters.backends.coreai.cast_speedups import beyond_float16, to_float16
+
+    tensor = torch.tensor(value, dtype=torch.float32)
+    assert beyond_float16(tensor) == check_tensor_overflow_fp16(tensor)
+    assert beyond_float16(tensor.to(torch.float16)) is False and check_tensor_overflow_fp16(tensor.to(torch.float16)) is False
+    ours, theirs = to_float16(tensor), cast_tensor_to_fp16(tensor)
+    assert ours.dtype == theirs.dtype == torch.float16
+    assert torch.equal(ours.view(torch.int16), theirs.view(torch.int16))  # the same bits, signed zeros and NaNs too
+
+
+def test_the_core_ai_cast_pass_writes_the_same_program_with_its_faster_helpers():
+    """coreai-opt's whole float16 pass on a small program, with and without cast_speedups.py: the
+    same graph and the same tensors (a weight beyond float16 stays float32, tiny weights kept at ±2⁻²⁴)."""
+    import torch
+    from coreai_opt import casting
+
+    from converters.backends.coreai.cast_speedups import faster_float16_cast
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.small = torch.nn.Linear(8, 8)
+            self.big = torch.nn.Linear(8, 4)
+            with torch.no_grad():
+                self.small.weight[0, :4] = torch.tensor([1e-9, -1e-9, 0.0, 4e-8])
+                self.big.weight[0, 0] = 70000.0
+
+        def forward(self, x):
+            return self.big(torch.relu(self.small(x)))
+
+    def cast(faster: bool):
+        program = torch.export.export(Model().eval(), (torch.randn(2, 8),))
+        with (faster_float16_cast() if faster else contextlib.nullcontext()):
+            program = casting.cast_fp32_to_fp16(program)
+        return program
+
+    torch.manual_seed(0)
+    ours = cast(True)
+    torch.manual_seed(0)
+    theirs = cast(False)
+    assert str(ours.graph) == str(theirs.graph)
+    assert ours.state_dict.keys() == theirs.state_dict.keys()
+    for name, tensor in theirs.state_dict.items():
+        assert ours.state_dict[name].dtype == tensor.dtype and torch.equal(ours.state_dict[name], tensor), name
+    assert theirs.state_dict["big.weight"].dtype == torch.float32  # past float16: left float32 by the pass
+    assert theirs.state_dict["small.weight"].dtype == torch.float16
+
+
 def test_coremltools_collects_garbage_only_for_a_model_worth_it():
     """coremltools' convert ends with a full collection; while ours runs, it follows the
     pipeline's rule (memory.release): a tiny model's conversion skips it, a big one's keeps it."""

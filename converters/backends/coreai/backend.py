@@ -26,6 +26,7 @@ from ...configs.base import SEQ
 from ...errors import ConversionError, UserInputError
 from ...metadata import package_description, package_metadata, package_version
 from . import compress as compressor
+from .cast_speedups import faster_float16_cast
 from .runtime import (MODE, SPEED, CoreAILanguageModelEngine, CoreAIRunner, bundle_folder, described,
                                         validation_seconds)
 from . import bundle
@@ -293,7 +294,8 @@ def _to_coreai(plan, captured, input_names, output_names, state_names):
     if plan.options.precision == "float16":
         from coreai_opt.casting import cast_fp32_to_fp16
 
-        program = cast_fp32_to_fp16(program, ignored_ops=_inside_a_norm)
+        with faster_float16_cast():
+            program = cast_fp32_to_fp16(program, ignored_ops=_inside_a_norm)
     converter = coreai_torch.TorchConverter().add_exported_program(
         program,
         input_names=list(input_names),
