@@ -6,7 +6,9 @@ A package's memory while it runs, estimated (`Footprint`):
 - weights: the package's size (what Core ML loads; compressed weights stay compressed when Core
   ML decompresses them on the fly, else they take their float16 size — coremltools' guide);
 - KV cache: a stateful text-generation package's `keyCache` and `valueCache` states, float16
-  (layers × key/value heads × context × head size, twice). A format whose LLM package always holds
+  (layers × key/value heads × context × head size, twice; Qwen3.5: its full-attention layers only,
+  plus its linear-attention layers' `convState` and `recurrentState`, which do not grow with the
+  context). A format whose LLM package always holds
   one (formats.Format.llm_cache: Core AI's bundle, whose states grow with the text up to its context)
   counts it at that whole context, said as such, stateful option or not;
 - the largest activation of one call: the biggest of the logits (tokens × vocabulary: float16
@@ -44,6 +46,7 @@ What an app may use (`DEVICES`), each limit with its source:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import UserInputError
@@ -54,6 +57,9 @@ GB = 10**9
 MIB = 2**20
 FLOAT16 = 2
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8, "int32": 4, "int8": 1}
+# The states that hold keys and values over the context (Gemma 4's wider layers: the global pair);
+# a package's other states (Qwen3.5's convState and recurrentState) hold no positions.
+KV_CACHE_STATES = ("keyCache", "valueCache", "globalKeyCache", "globalValueCache")
 # Tasks whose package scores every token of a vocabulary (their outputs are logits).
 VOCABULARY_TASKS = ("text-generation", "fill-mask", "text2text-generation")
 # Speech: WhisperKit's three packages, the cache outside them (docs/whisperkit.md).
@@ -206,11 +212,15 @@ def model_dimensions(config: dict) -> dict[str, int | None]:
 
 
 def kv_cache_bytes(config: dict, context: int) -> int:
-    """A stateful package's keyCache and valueCache: float16 (Core ML keeps states in float16),
-    [layers, 1, key/value heads, context, head size] each (Gemma 4: its layers' own shapes)."""
+    """A stateful package's states, float16 (Core ML keeps states in float16): keyCache and
+    valueCache [layers, 1, key/value heads, context, head size] each (Gemma 4: its layers' own
+    shapes; Qwen3.5: its four states, `_qwen3_5_states`)."""
     dims = model_dimensions(config)
     if not (dims["layers"] and dims["kv_heads"] and dims["head_dim"]):
         return 0
+    hybrid = _qwen3_5_states(config, dims, context)
+    if hybrid is not None:
+        return sum(math.prod(shape) for shape in hybrid) * FLOAT16
     layers = _gemma4_cache_layers(config, dims) or [(dims["kv_heads"], dims["head_dim"])] * dims["layers"]
     return sum(2 * heads * context * width * FLOAT16 for heads, width in layers)
 
@@ -239,6 +249,31 @@ def _gemma4_cache_layers(config: dict, dims: dict) -> list[tuple[int, int]] | No
         else:
             layers.append(wide if types[i] == "full_attention" else base)
     return layers
+
+
+def _qwen3_5_states(config: dict, dims: dict, context: int) -> list[tuple[int, ...]] | None:
+    """Qwen3.5's states at `context` (None: another model), shaped as configs/qwen3_5.py's
+    HybridLayout.states shapes them (that module needs torch, this one may not import it;
+    tests/test_stateful_qwen3_5.py checks the two agree): keyCache and valueCache for its
+    full-attention layers only; convState [linear layers, 1, conv channels, kernel − 1] and
+    recurrentState [linear layers, 1, value heads, key size, value size] for its linear-attention
+    layers, whatever the context. A size its config.json leaves out is transformers' default
+    (Qwen3_5TextConfig)."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    if text.get("model_type") != "qwen3_5_text":
+        return None
+    count = dims["layers"]
+    interval = _first(text, "full_attention_interval") or 4
+    types = list(text.get("layer_types") or [])[:count] or \
+        ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(count)]
+    size = lambda name, default: _first(text, name) or default
+    key_heads, value_heads = size("linear_num_key_heads", 16), size("linear_num_value_heads", 32)
+    key_size, value_size = size("linear_key_head_dim", 128), size("linear_value_head_dim", 128)
+    channels = 2 * key_heads * key_size + value_heads * value_size
+    linear = types.count("linear_attention")
+    attention = (types.count("full_attention"), 1, dims["kv_heads"], context, dims["head_dim"])
+    return [attention, attention, (linear, 1, channels, size("linear_conv_kernel_dim", 4) - 1),
+            (linear, 1, value_heads, key_size, value_size)]
 
 
 def activation_bytes(config: dict, task: str, tokens: int | None, context: int | None, element_bytes: int,
@@ -373,10 +408,13 @@ def from_report(report: dict, config: dict | None = None) -> Footprint | None:
 def _measured(chosen: list[dict], fmt: Format, report: dict, parsed, config: dict | None) -> Footprint:
     """One format's packages' footprint (see from_report)."""
     weights = sum(p["size_bytes"] for p in chosen)
+    # Every state is memory while it runs; the context is what the key/value caches hold (axis 3 of
+    # Qwen3.5's recurrentState is its key size).
     cache = sum(_elements(_longest(s)) * DTYPE_BYTES.get(s.get("dtype"), FLOAT16)
                 for p in chosen for s in p.get("states") or [])
+    caches = [_longest(s) for p in chosen for s in p.get("states") or [] if s.get("name") in KV_CACHE_STATES]
     task = str(report.get("task") or "")
-    contexts = [_longest(s)[3] for p in chosen for s in p.get("states") or [] if len(_longest(s)) == 5]
+    contexts = [shape[3] for shape in caches if len(shape) == 5]
     grows = bool(contexts) and holds_growing_cache(fmt, task)
     stateful = (report.get("options") or {}).get("kv_cache") == "stateful" or grows
     image = any(i.get("type") == "image" for p in chosen for i in p.get("inputs") or [])
@@ -397,10 +435,9 @@ def _measured(chosen: list[dict], fmt: Format, report: dict, parsed, config: dic
         for package in chosen:
             for feature in package.get("outputs") or []:
                 activation = max(activation, _elements(_longest(feature)) * DTYPE_BYTES.get(feature.get("dtype"), 4))
-            for state in package.get("states") or []:  # [layers, 1, kv heads, context, head size]
-                shape = _longest(state)
-                if len(shape) == 5:
-                    activation = max(activation, shape[2] * (tokens or shape[3]) * shape[3] * FLOAT16)
+        for shape in caches:  # [layers, 1, kv heads, context, head size]
+            if len(shape) == 5:
+                activation = max(activation, shape[2] * (tokens or shape[3]) * shape[3] * FLOAT16)
     return Footprint(weights, cache, activation, context, stateful, max(p["size_bytes"] for p in chosen), grows)
 
 

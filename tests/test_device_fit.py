@@ -30,6 +30,14 @@ SMOLLM2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
 LLAMA_1B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256}
 
+# Qwen3.5-0.8B's text model (the values of its published config.json, as the Hub nests them):
+# 24 layers, three linear to one full-attention (6 attention, 18 linear layers).
+QWEN3_5_0_8B = {"model_type": "qwen3_5", "text_config": {
+    "model_type": "qwen3_5_text", "hidden_size": 1024, "intermediate_size": 3584, "num_hidden_layers": 24,
+    "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 256, "linear_num_key_heads": 16,
+    "linear_num_value_heads": 16, "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4,
+    "full_attention_interval": 4, "vocab_size": 248320, "max_position_embeddings": 262144}}
+
 
 def stateful(context: int, **extra) -> ConversionOptions:
     return ConversionOptions.from_strings(kv_cache="stateful", sequence_length=str(context),
@@ -47,6 +55,29 @@ def test_the_kv_cache_is_two_float16_states_over_the_whole_context():
     assert fit.kv_cache_bytes({**gpt2, "multi_query": True}, 1024) == 2 * 12 * 1 * 1024 * 64 * 2
     # a multimodal config: its text_config
     assert fit.kv_cache_bytes({"model_type": "gemma3", "text_config": SMOLLM2}, 2048) == 47_185_920
+
+
+def test_a_qwen3_5_cache_is_its_attention_layers_keys_and_values_and_its_linear_layers_states():
+    """Issue 27: a Qwen3.5 package keeps keyCache/valueCache for its 6 full-attention layers only,
+    and convState and recurrentState for its 18 linear ones, which do not grow with the context
+    (docs/decoder-families.md: 33.6 MiB at 2048 tokens, where a slot per layer would be 96 MiB)."""
+    attention = 2 * 6 * 2 * 2048 * 256 * 2  # keyCache and valueCache [6, 1, 2, 2048, 256]: 12 MiB each
+    linear = 18 * 6144 * 3 * 2 + 18 * 16 * 128 * 128 * 2  # convState [18, 1, 6144, 3], recurrentState [18, 1, 16, 128, 128]
+    at_2k = fit.kv_cache_bytes(QWEN3_5_0_8B, 2048)
+    assert at_2k == attention + linear == 35_266_560 and round(at_2k / fit.MIB, 1) == 33.6
+    assert fit.kv_cache_bytes(QWEN3_5_0_8B["text_config"], 2048) == at_2k  # a text model's own config.json
+    assert fit.kv_cache_bytes(QWEN3_5_0_8B, 4096) == 2 * attention + linear  # only the attention part grows
+    # the layer types as transformers saves them, or the interval alone: the same layers
+    types = ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(24)]
+    assert fit.kv_cache_bytes({**QWEN3_5_0_8B["text_config"], "layer_types": types}, 2048) == at_2k
+    before = fit.from_config(QWEN3_5_0_8B, "text-generation", 10**9, stateful(2048))
+    assert (before.kv_cache, before.context, before.stateful) == (at_2k, 2048, True)
+    # other models as before: a slot per layer (Llama), Gemma 4's layers' own shapes (E2B: 36 MiB)
+    assert fit.kv_cache_bytes(LLAMA_1B, 2048) == 2 * 16 * 8 * 2048 * 64 * 2
+    e2b = {"model_type": "gemma4_text", "hidden_size": 1536, "num_hidden_layers": 35, "num_attention_heads": 8,
+           "num_key_value_heads": 1, "head_dim": 256, "global_head_dim": 512, "num_kv_shared_layers": 20,
+           "layer_types": ["full_attention" if (i + 1) % 5 == 0 else "sliding_attention" for i in range(35)]}
+    assert fit.kv_cache_bytes({"model_type": "gemma4", "text_config": e2b}, 2048) == 37_748_736
 
 
 def test_the_largest_activation_is_the_biggest_tensor_of_the_longest_call():
@@ -191,6 +222,34 @@ def test_the_footprint_after_converting_reads_the_packages_states_and_outputs():
     fixed = {"options": {"sequence_length": "128"}, "packages": [{"size_bytes": 10, "outputs": [
         {"name": "logits", "shape": [1, 128, 1000], "dtype": "float32", "flexibility": "fixed"}]}]}
     assert fit.from_report(fixed) == fit.Footprint(10, 0, 128 * 1000 * 4, 128, False, 10)
+
+
+def qwen3_5_report(context: int, size: int) -> dict:
+    """A stateful Qwen3.5-0.8B report as converters/export.py writes it: its four states
+    (configs/qwen3_5.py), the linear layers' of a fixed size whatever the context."""
+    def state(name, shape):
+        return {"name": name, "type": "state", "shape": shape, "dtype": "float16", "flexibility": "fixed"}
+
+    report = engine_report(context, size)
+    report["packages"][0]["states"] = [
+        state("keyCache", [6, 1, 2, context, 256]), state("valueCache", [6, 1, 2, context, 256]),
+        state("convState", [18, 1, 6144, 3]), state("recurrentState", [18, 1, 16, 128, 128])]
+    return report
+
+
+@pytest.mark.parametrize("context", [64, 2048])
+def test_after_converting_the_context_is_the_key_cache_s_and_every_state_counts(context):
+    """Issue 27: recurrentState is 5-D too, its axis 3 its key size (128): at a 64-token context the
+    package holds 64 positions, not 128; its bytes and convState's count with the caches' — what
+    the estimate before converting counts."""
+    before = fit.from_config(QWEN3_5_0_8B, "text-generation", 10**9, stateful(context))
+    with_config = fit.from_report(qwen3_5_report(context, 10**9), QWEN3_5_0_8B)
+    assert with_config == before and with_config.context == context
+    alone = fit.from_report(qwen3_5_report(context, 10**9))
+    assert (alone.context, alone.kv_cache) == (context, fit.kv_cache_bytes(QWEN3_5_0_8B, context))
+    assert alone.kv_cache == 2 * 6 * 2 * context * 256 * 2 + 18 * 6144 * 3 * 2 + 18 * 16 * 128 * 128 * 2
+    assert alone.activation == 2 * context * context * 2  # the attention over the key cache (2 heads)
+    assert fit.context_words(alone) == {64: "at 64-token context", 2048: "at 2 k context"}[context]
 
 
 DOC = ROOT / "docs" / "device-fit.md"

@@ -88,6 +88,15 @@ def test_the_package_keeps_keys_for_attention_layers_and_two_states_for_linear_o
     runs = validation["continuation"]["runs"]
     # All 8 tokens: the context is the key cache's, not a linear state's axis.
     assert all(run["passed"] and "stateful" in run["driven_as"] and run["tokens_compared"] == 8 for run in runs), runs
+    # The device fit the result and the card show: the key cache's context, every state's bytes,
+    # what the estimate before converting counts.
+    from converters import device_fit
+
+    model, _ = converted
+    footprint = device_fit.from_report(result.report_json, model.config.to_dict())
+    written = 2 * (1 * 2 * CONTEXT * 16) * 2 + 3 * 64 * 3 * 2 + 3 * 4 * 8 * 8 * 2
+    assert (footprint.context, footprint.kv_cache) == (CONTEXT, written)
+    assert footprint.kv_cache == device_fit.kv_cache_bytes(model.config.to_dict(), CONTEXT)
 
 
 def test_driven_as_swift_transformers_it_computes_what_transformers_computes_with_its_cache(converted):
@@ -228,3 +237,12 @@ def test_state_bytes_of_qwen3_5_0_8b():
     assert states == {"keyCache": (6, 1, 2, 2048, 256), "valueCache": (6, 1, 2, 2048, 256),
                       "convState": (18, 1, 6144, 3), "recurrentState": (18, 1, 16, 128, 128)}
     assert cache_bytes(cache_layout(config), 2048) == 2 * 12 * 2**20 + 663_552 + 9 * 2**20  # 33.6 MiB
+    # device_fit's estimate before converting (no torch there: its own reading of the config) agrees,
+    # from transformers' saved config and from the Hub's config.json, which nests the text model's
+    from converters.device_fit import kv_cache_bytes
+
+    for context in (64, 2048):
+        exact = cache_bytes(cache_layout(config), context)
+        assert kv_cache_bytes(config.to_dict(), context) == exact
+        hub = {k: v for k, v in config.to_dict().items() if k != "layer_types"}
+        assert kv_cache_bytes({"model_type": "qwen3_5", "text_config": {**hub, "full_attention_interval": 4}}, context) == exact
