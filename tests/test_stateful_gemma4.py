@@ -26,6 +26,7 @@ _TINY = dict(hidden_size=32, num_hidden_layers=5, num_attention_heads=4, num_key
              vocab_size=128, vocab_size_per_layer_input=128, hidden_size_per_layer_input=8, max_position_embeddings=512,
              sliding_window=WINDOW, layer_types=[S, F, S, S, F], num_kv_shared_layers=2, pad_token_id=0, bos_token_id=1,
              eos_token_id=2)
+NEW_TOKENS = 6  # Try it's continuation in the tests below
 STATEFUL = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", kv_cache="stateful")
 
 
@@ -210,3 +211,31 @@ def test_a_core_ai_llm_bundle_of_gemma4_is_refused_before_any_work(tmp_path):
                 ConversionOptions.from_strings(format="coreai", sequence_length=CONTEXT))
     assert "Core AI output is not available for this gemma4_text model: its layers' keys and values differ" in str(refused.value)
     assert "Choose the Core ML format" in str(refused.value) and not (tmp_path / "out").exists()
+
+
+def test_try_it_continues_a_prompt_as_transformers_generate_does(converted, tmp_path):
+    """Try it on the package (the page's float16 device emulation), driven as swift-transformers
+    drives it, against transformers' own greedy `generate` with its own cache: the same tokens."""
+    import shutil
+
+    import torch
+
+    from converters import try_it
+    from tests.models import build_tokenizer
+
+    model, result = converted
+    folder = tmp_path / "model"
+    shutil.copytree(result.packages[0].parent.parent / "model", folder)  # the fixture's checkpoint, then a tokenizer
+    build_tokenizer(folder, "llama")  # a word-level tokenizer whose ids are within the tiny vocabulary
+    prompt = "the quick brown fox jumps over the"
+    tried = try_it.generate(result.packages[0], folder, prompt, "fp16", NEW_TOKENS)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)[0, ids.shape[1]:]
+    assert tried["package"]["tokens"] == tried["pytorch"]["tokens"] == len(generated) > 0
+    assert tried["matching_tokens"] == len(generated)
+    assert tried["package"]["text"] == tokenizer.decode(generated, skip_special_tokens=True)
+    assert "stateful" in tried["package"]["driven_as"]

@@ -25,6 +25,7 @@ _TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_la
              linear_value_head_dim=8, layer_types=[L, L, F, L], max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
              eos_token_id=2, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                                               "mrope_section": [2, 1, 1]})
+NEW_TOKENS = 6  # Try it's continuation in the tests below
 STATEFUL = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", kv_cache="stateful")
 PROMPT = 4  # tests.test_stateful_kv_cache._drive_as_swift_transformers' prompt length
 
@@ -246,3 +247,31 @@ def test_state_bytes_of_qwen3_5_0_8b():
         assert kv_cache_bytes(config.to_dict(), context) == exact
         hub = {k: v for k, v in config.to_dict().items() if k != "layer_types"}
         assert kv_cache_bytes({"model_type": "qwen3_5", "text_config": {**hub, "full_attention_interval": 4}}, context) == exact
+
+
+def test_try_it_continues_a_prompt_as_transformers_generate_does(converted, tmp_path):
+    """Try it on the package (the page's float16 device emulation), driven as swift-transformers
+    drives it, against transformers' own greedy `generate` with its own cache: the same tokens."""
+    import shutil
+
+    import torch
+
+    from converters import try_it
+    from tests.models import build_tokenizer
+
+    model, result = converted
+    folder = tmp_path / "model"
+    shutil.copytree(result.packages[0].parent.parent / "model", folder)  # the fixture's checkpoint, then a tokenizer
+    build_tokenizer(folder, "llama")  # a word-level tokenizer whose ids are within the tiny vocabulary
+    prompt = "the quick brown fox jumps over the"
+    tried = try_it.generate(result.packages[0], folder, prompt, "fp16", NEW_TOKENS)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)[0, ids.shape[1]:]
+    assert tried["package"]["tokens"] == tried["pytorch"]["tokens"] == len(generated) > 0
+    assert tried["matching_tokens"] == len(generated)
+    assert tried["package"]["text"] == tokenizer.decode(generated, skip_special_tokens=True)
+    assert "stateful" in tried["package"]["driven_as"]
