@@ -5,6 +5,7 @@ starts, keeps its jobs across a restart, and stops; macOS-style spawned workers 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -99,6 +100,48 @@ def test_a_worker_stops_listening_at_once(service):
         started = time.monotonic()
         worker.unsubscribe()
         assert time.monotonic() - started < 2.5, f"stopping the listener took {time.monotonic() - started:.1f} s"
+
+
+def test_a_listener_that_closed_its_connection_first_stops_cleanly_and_a_live_ones_error_is_raised(service):
+    """Under load the listener thread may leave its loop (its wait ended) and close the connection
+    while the worker's UNSUBSCRIBE is on it (a full run: "Bad file descriptor"): that stop is
+    clean; the same error while the listener still runs is raised. The interleaving is made here
+    by an UNSUBSCRIBE that fails only once the thread has closed the connection, or at once."""
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from worker.queues import SERIALIZER
+    from worker.runner import ConverterWorker
+
+    connection = Redis.from_url(service.redis.url)
+    worker = ConverterWorker(["tries"], name="listener-closed", connection=connection, serializer=SERIALIZER)
+    worker.subscribe()
+    thread = worker.pubsub_thread
+
+    def closed_under_it(*args):
+        # A message ends its wait (a command it ignores), it sees it was stopped and closes the
+        # pubsub connection; then this UNSUBSCRIBE meets the closed socket
+        connection.publish(worker.pubsub_channel_name, json.dumps({"command": "nothing"}))
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+        raise RedisConnectionError("Error 9 while writing to socket. Bad file descriptor.")
+
+    worker.pubsub.unsubscribe = closed_under_it
+    worker.unsubscribe()  # no error: the listener has stopped
+    assert not thread.is_alive()
+
+    worker = ConverterWorker(["tries"], name="listener-live", connection=connection, serializer=SERIALIZER)
+    worker.subscribe()
+
+    def broken(*args):
+        raise RedisConnectionError("Connection reset by peer")
+
+    worker.pubsub_thread.stop = lambda timeout=None: None  # it keeps listening
+    worker.pubsub.unsubscribe = broken
+    with pytest.raises(RedisConnectionError, match="reset by peer"):
+        worker.unsubscribe()
+    worker.pubsub_thread._running.clear()
+    worker.pubsub_thread.join(timeout=5)
 
 
 def test_redis_restart_keeps_queued_and_finished_jobs(service):

@@ -18,6 +18,7 @@ import socket
 import sys
 import warnings
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rq.worker import SpawnWorker, Worker
 
 from . import capabilities, kept, lifecycle, settings, workdirs
@@ -49,7 +50,15 @@ class ListenerStopsAtOnce:
                 self.pubsub_thread.stop(timeout=0)  # clears its loop flag; returns at once
             except TypeError:  # redis-py before 8.2: stop() only clears the flag
                 self.pubsub_thread.stop()
-            self.pubsub.unsubscribe()
+            try:
+                self.pubsub.unsubscribe()
+            except (OSError, RedisConnectionError):
+                # The listener left its loop first (a message or the end of its wait came before
+                # the UNSUBSCRIBE) and closed the connection under it: it listens no more, which is
+                # all this asks. An error while it still runs is a real one.
+                self.pubsub_thread.join(timeout=1)
+                if self.pubsub_thread.is_alive():
+                    raise
             self.pubsub_thread.join(timeout=1)
             self.pubsub.close()
 
