@@ -14,6 +14,7 @@ from converters.errors import UserInputError
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.package_info import describe_package
+from tests.test_stateful_kv_cache import assert_validated_both_ways
 
 WINDOW = 8
 CONTEXT = 32  # four windows
@@ -26,7 +27,6 @@ _TINY = dict(hidden_size=32, num_hidden_layers=5, num_attention_heads=4, num_key
              vocab_size=128, vocab_size_per_layer_input=128, hidden_size_per_layer_input=8, max_position_embeddings=512,
              sliding_window=WINDOW, layer_types=[S, F, S, S, F], num_kv_shared_layers=2, pad_token_id=0, bos_token_id=1,
              eos_token_id=2)
-NEW_TOKENS = 6  # Try it's continuation in the tests below
 STATEFUL = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", kv_cache="stateful")
 
 
@@ -67,11 +67,7 @@ def test_the_package_keeps_one_pair_of_states_per_shape_for_the_layers_that_comp
         "globalKeyCache": ([1, 1, 1, CONTEXT, 16], "float16"), "globalValueCache": ([1, 1, 1, CONTEXT, 16], "float16"),
     }
     validation = result.report_json["validation"]
-    assert validation["passed"], validation["message"]
-    top1 = [row for row in validation["checks"] if row["metric"] == "top1_agreement"]
-    assert {row["inputs"].split("-token prompt")[1] for row in top1} == {" + 8 cached steps (swift-transformers masks)",
-                                                                        " + 8 cached steps (explicit masks)"}
-    assert all(row["value"] == 1.0 for row in top1)
+    assert_validated_both_ways(validation)
     assert all(run["passed"] and "stateful" in run["driven_as"] for run in validation["continuation"]["runs"])
 
 
@@ -214,28 +210,8 @@ def test_a_core_ai_llm_bundle_of_gemma4_is_refused_before_any_work(tmp_path):
 
 
 def test_try_it_continues_a_prompt_as_transformers_generate_does(converted, tmp_path):
-    """Try it on the package (the page's float16 device emulation), driven as swift-transformers
-    drives it, against transformers' own greedy `generate` with its own cache: the same tokens."""
-    import shutil
-
-    import torch
-
-    from converters import try_it
-    from tests.models import build_tokenizer
+    """Try it on the package, as the page runs it, against transformers' own greedy `generate`."""
+    from tests.test_stateful_kv_cache import assert_try_it_continues_as_generate
 
     model, result = converted
-    folder = tmp_path / "model"
-    shutil.copytree(result.packages[0].parent.parent / "model", folder)  # the fixture's checkpoint, then a tokenizer
-    build_tokenizer(folder, "llama")  # a word-level tokenizer whose ids are within the tiny vocabulary
-    prompt = "the quick brown fox jumps over the"
-    tried = try_it.generate(result.packages[0], folder, prompt, "fp16", NEW_TOKENS)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
-    with torch.no_grad():
-        generated = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)[0, ids.shape[1]:]
-    assert tried["package"]["tokens"] == tried["pytorch"]["tokens"] == len(generated) > 0
-    assert tried["matching_tokens"] == len(generated)
-    assert tried["package"]["text"] == tokenizer.decode(generated, skip_special_tokens=True)
-    assert "stateful" in tried["package"]["driven_as"]
+    assert_try_it_continues_as_generate(model, result.packages[0], result.packages[0].parent.parent / "model", tmp_path / "model")

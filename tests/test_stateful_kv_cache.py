@@ -123,6 +123,42 @@ def _sliding_model(kind: str, folder, max_positions: int = 512):
     return model
 
 
+
+def assert_validated_both_ways(validation: dict) -> None:
+    """A stateful package's validation passed with its prompt and 8 cached steps driven with
+    swift-transformers' masks and with explicit ones, every step's top-1 PyTorch's."""
+    assert validation["passed"], validation["message"]
+    top1 = [row for row in validation["checks"] if row["metric"] == "top1_agreement"]
+    assert {row["inputs"].split("-token prompt")[1] for row in top1} == {" + 8 cached steps (swift-transformers masks)",
+                                                                        " + 8 cached steps (explicit masks)"}
+    assert all(row["value"] == 1.0 for row in top1)
+
+
+def assert_try_it_continues_as_generate(model, package, checkpoint, folder, new_tokens: int = 6) -> None:
+    """Try it on a stateful `package` (the page's float16 emulation, driven as swift-transformers
+    drives it) against transformers' own greedy `generate` of `model`: the same tokens. The
+    checkpoint is copied to `folder` with a word-level tokenizer whose ids are in the tiny vocabulary."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from converters import try_it
+    from tests.models import build_tokenizer
+
+    shutil.copytree(checkpoint, folder)
+    build_tokenizer(folder, "llama")
+    prompt = "the quick brown fox jumps over the"
+    tried = try_it.generate(package, folder, prompt, "fp16", new_tokens)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)[0, ids.shape[1]:]
+    assert tried["package"]["tokens"] == tried["pytorch"]["tokens"] == len(generated) > 0
+    assert tried["matching_tokens"] == len(generated)
+    assert tried["package"]["text"] == tokenizer.decode(generated, skip_special_tokens=True)
+    assert "stateful" in tried["package"]["driven_as"]
+
 def _drive_as_swift_transformers(package, ids):
     """The package's next-token logits after each call: a 4-token prompt at once, then one token
     per call (continuation.stateful_feed: zeros causalMask [1, 1, 1, T + 1], as swift-transformers)."""

@@ -14,6 +14,7 @@ from converters.errors import UserInputError
 from converters.export import convert
 from converters.options import ConversionOptions
 from converters.package_info import describe_package
+from tests.test_stateful_kv_cache import assert_validated_both_ways
 
 CONTEXT = 32
 L, F = "linear_attention", "full_attention"
@@ -25,7 +26,6 @@ _TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_la
              linear_value_head_dim=8, layer_types=[L, L, F, L], max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
              eos_token_id=2, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                                               "mrope_section": [2, 1, 1]})
-NEW_TOKENS = 6  # Try it's continuation in the tests below
 STATEFUL = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", kv_cache="stateful")
 PROMPT = 4  # tests.test_stateful_kv_cache._drive_as_swift_transformers' prompt length
 
@@ -81,11 +81,7 @@ def test_the_package_keeps_keys_for_attention_layers_and_two_states_for_linear_o
         "recurrentState": ([3, 1, 4, 8, 8], "float16"),  # 4 value heads, key size 8, value size 8
     }
     validation = result.report_json["validation"]
-    assert validation["passed"], validation["message"]
-    top1 = [row for row in validation["checks"] if row["metric"] == "top1_agreement"]
-    assert {row["inputs"].split("-token prompt")[1] for row in top1} == {" + 8 cached steps (swift-transformers masks)",
-                                                                        " + 8 cached steps (explicit masks)"}
-    assert all(row["value"] == 1.0 for row in top1)
+    assert_validated_both_ways(validation)
     runs = validation["continuation"]["runs"]
     # All 8 tokens: the context is the key cache's, not a linear state's axis.
     assert all(run["passed"] and "stateful" in run["driven_as"] and run["tokens_compared"] == 8 for run in runs), runs
@@ -250,28 +246,8 @@ def test_state_bytes_of_qwen3_5_0_8b():
 
 
 def test_try_it_continues_a_prompt_as_transformers_generate_does(converted, tmp_path):
-    """Try it on the package (the page's float16 device emulation), driven as swift-transformers
-    drives it, against transformers' own greedy `generate` with its own cache: the same tokens."""
-    import shutil
-
-    import torch
-
-    from converters import try_it
-    from tests.models import build_tokenizer
+    """Try it on the package, as the page runs it, against transformers' own greedy `generate`."""
+    from tests.test_stateful_kv_cache import assert_try_it_continues_as_generate
 
     model, result = converted
-    folder = tmp_path / "model"
-    shutil.copytree(result.packages[0].parent.parent / "model", folder)  # the fixture's checkpoint, then a tokenizer
-    build_tokenizer(folder, "llama")  # a word-level tokenizer whose ids are within the tiny vocabulary
-    prompt = "the quick brown fox jumps over the"
-    tried = try_it.generate(result.packages[0], folder, prompt, "fp16", NEW_TOKENS)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
-    with torch.no_grad():
-        generated = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)[0, ids.shape[1]:]
-    assert tried["package"]["tokens"] == tried["pytorch"]["tokens"] == len(generated) > 0
-    assert tried["matching_tokens"] == len(generated)
-    assert tried["package"]["text"] == tokenizer.decode(generated, skip_special_tokens=True)
-    assert "stateful" in tried["package"]["driven_as"]
+    assert_try_it_continues_as_generate(model, result.packages[0], result.packages[0].parent.parent / "model", tmp_path / "model")
