@@ -276,6 +276,20 @@ def test_stepping_only_the_moving_rows_gives_every_table_of_stepping_them_all(mo
         monkeypatch.undo()
 
 
+def test_equal_weights_sorted_in_any_order_give_the_same_tables(monkeypatch):
+    """numpy's sort may put equal weights in another order than torch's; on weights on a 4-bit
+    grid (many ties, each tied weight counted differently) the tables are bit for bit torch's."""
+    from converters.transforms import kmeans
+
+    generator = torch.Generator().manual_seed(7)
+    weight = torch.randint(-8, 8, (64, 96), generator=generator).float() * torch.rand(64, 1, generator=generator)
+    importance = torch.rand(96, generator=generator) + 0.01
+    for bits, group in ((4, 1), (6, 16), (2, 4)):
+        ours = weighted_tables(weight, importance, bits, group)
+        monkeypatch.setattr(kmeans, "_sorted_rows", lambda values: values.sort(dim=1, stable=True, descending=False))
+        assert torch.equal(weighted_tables(weight, importance, bits, group), ours), (bits, group)
+        monkeypatch.undo()
+
 
 def _coreai_opt_int4(weight: torch.Tensor, block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """coreai-opt's data-free int4 per block (what quantize_weights(INT4, SYMMETRIC, PER_BLOCK) computes

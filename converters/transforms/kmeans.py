@@ -10,6 +10,7 @@ LLM's tables) or the exact kmeans1d (no weights, one table per call: about 6 min
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 KMEANS_ITERATIONS = 30  # Lloyd's steps per split
@@ -29,7 +30,7 @@ def weighted_tables(weight: torch.Tensor, importance: torch.Tensor, bits: int, g
     rows, columns = weight.shape
     values = weight.reshape(rows // group_size, group_size * columns).float()
     counts = (importance / importance.max()).float().repeat(group_size).expand_as(values)
-    ordered, order = values.sort(dim=1)
+    ordered, order = _sorted_rows(values)
     ordered_counts = counts.gather(1, order).double()
     zero = torch.zeros(len(values), 1, dtype=torch.float64)
     running_counts = torch.cat([zero, ordered_counts.cumsum(dim=1)], dim=1)
@@ -41,6 +42,16 @@ def weighted_tables(weight: torch.Tensor, importance: torch.Tensor, bits: int, g
         tables = _lloyd(ordered, running_counts, running_sums, tables, iterations)
         nudge = nudge / 2
     return tables
+
+
+def _sorted_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row sorted, and where each sorted value came from: numpy's introsort, 2-2.5x faster
+    than torch's sort here (SmolLM2-135M's rows of 576 to 24576 values). Equal values may come
+    out in another order, which moves no table: a run of equal values always falls whole on one
+    side of a midpoint (searchsorted finds a run's start), so only its sums are read."""
+    array = values.detach().contiguous().numpy()
+    order = np.argsort(array, axis=1)
+    return torch.from_numpy(np.take_along_axis(array, order, axis=1)), torch.from_numpy(order)
 
 
 def _lloyd(ordered: torch.Tensor, running_counts: torch.Tensor, running_sums: torch.Tensor,
