@@ -12,6 +12,7 @@ from converters.options import ConversionOptions
 from converters.package_info import describe_package
 from converters.source_tokenizer import ENCODES_NOTHING, NO_FILES, UNREADABLE
 from tests.models import MODELS, empty_tokenizer_first, without_tokenizer
+from tests.test_fused_attention import assert_fused_attention_program
 
 CONTEXT = 32
 OPTIONS = ConversionOptions.from_strings(sequence_length=CONTEXT, minimum_deployment_target="iOS18", kv_cache="stateful")
@@ -49,6 +50,7 @@ def test_stateful_package_matches_the_contract_and_validates(model_type, tiny_mo
     for state in states.values():
         assert state["shape"] == [layers, 1, kv_heads, CONTEXT, head_dim] and state["dtype"] == "float16"
     assert info["specification_version"] >= 9  # iOS 18
+    assert_fused_attention_program(result, model_type, layers)
 
     validation = result.report_json["validation"]
     assert validation["passed"], validation["message"]
