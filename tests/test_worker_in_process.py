@@ -234,3 +234,50 @@ def test_a_photo_try_scores_labels_with_both_packages(redis, image_text_hub, mon
     ours, theirs = dict(result["package"]["probabilities"]), dict(result["pytorch"]["probabilities"])
     assert set(ours) == {"a red square", "a blue sky"} and all(abs(ours[k] - theirs[k]) < 5e-3 for k in ours)
     assert not tokens.exists(redis, try_id) and not workdirs.path_for(try_id).exists()
+
+
+# ---------------------------------------------------------------- a Core AI try, end to end in the worker
+
+
+@pytest.fixture(scope="module")
+def core_ai_classifier_hub(tmp_path_factory):
+    """A local Hub with a tiny classifier (its head saved and decided, x100) and its pushed Core AI
+    package (.aimodel), converted unvalidated: the conversion's own checks are test_coreai.py's."""
+    from converters.export import convert
+    from converters.options import ConversionOptions
+    from tests.hub_server import LocalHub
+    from tests.test_compressed_validation import _tiny_classifier
+
+    root = tmp_path_factory.mktemp("core-ai-classifier")
+    folder = _tiny_classifier(root / "classifier")
+    result = convert(str(folder), "text-classification", root / "out", ConversionOptions.from_strings(format="coreai"),
+                     validate=False)
+    assert [package.suffix for package in result.packages] == [".aimodel"]
+    hub = LocalHub()
+    hub.start()
+    hub.add_user("alice", TOKEN)
+    hub.add_repo_from_folder("alice/classifier", folder)
+    commit = hub.add_repo(
+        "alice/classifier-coreml", {path.relative_to(root / "out").as_posix(): path.read_bytes()
+                                    for package in result.packages for path in package.rglob("*") if path.is_file()})
+    report = dict(result.report_json)  # as the job's status holds it: packages named as in the repo
+    report["packages"] = [{**entry, "path": os.path.relpath(entry["path"], root / "out")} for entry in report["packages"]]
+    yield hub, commit, report
+    hub.stop()
+
+
+def test_a_core_ai_package_is_tried_in_a_worker_as_pytorch_labels_it(redis, core_ai_classifier_hub, monkeypatch):
+    """A try of a pushed .aimodel in a worker: fetched from the commit, run in coreai-core's own
+    runtime, its label PyTorch's and each score within 0.01; token and folder gone after."""
+    hub, commit, report = core_ai_classifier_hub
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    _conversion(redis, "cv-core-ai", model="alice/classifier", push_target="alice/classifier-coreml", report=report,
+                links={"commit": f"{hub.url}/alice/classifier-coreml/commit/{commit}"})
+    status = _run_try(redis, "cv-core-ai", kind="classify")
+    assert status.state == "finished", status.error
+    result = status.result
+    assert result["kind"] == "classify" and result["mode"] == "coreai"
+    ours, theirs = dict(result["package"]["scores"]), dict(result["pytorch"]["scores"])
+    assert set(ours) == set(theirs) == {"negative", "neutral", "positive"}
+    assert result["package"]["label"] == result["pytorch"]["label"] and max(theirs.values()) > 0.6
+    assert all(abs(ours[label] - theirs[label]) < 0.01 for label in ours), (ours, theirs)
