@@ -302,10 +302,14 @@ def real_mixed(real_llm, tmp_path_factory, run_folder):
 
 @pytest.mark.slow
 def test_real_llm_int8_through_the_pipeline_is_near_lossless_on_the_passage(real_llm, real_float16, tmp_path):
+    """Converted as a model too big to load whole is (real weights through the chunked path:
+    three chunks of 10 layers, each compressed, stitched into one package), and judged as any."""
     result = convert(str(real_llm), "text-generation", tmp_path,
                      ConversionOptions.from_strings(quantize="int8", minimum_deployment_target="iOS18",
-                                                    sequence_length="128"))
+                                                    sequence_length="128"), layers_per_chunk=10)
     (entry,) = result.report_json["packages"]
+    assert entry["chunks"] == [{"layers": [0, 10]}, {"layers": [10, 20]}, {"layers": [20, 30]}]
+    # the tied embedding (first chunk) and output head (last chunk) stored once, as in the whole package
     assert entry["size_bytes"] / directory_size(real_float16) <= SIZE_BARS["int8"]
     assert "calibration" not in entry["compression"]  # 8 bits need none
     # 7 linear layers per block and the tied embedding/head, each int8 per channel
