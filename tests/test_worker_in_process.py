@@ -197,15 +197,22 @@ def image_text_hub(tmp_path_factory):
     result = convert(str(folder), "zero-shot-image-classification", root / "out", ConversionOptions(), validate=False)
     hub = LocalHub()
     hub.start()
-    hub.add_user("alice", TOKEN)
-    hub.add_repo_from_folder("alice/clip", folder)
-    commit = hub.add_repo(
-        "alice/clip-coreml", {path.relative_to(root / "out").as_posix(): path.read_bytes()
-                              for package in result.packages for path in package.rglob("*") if path.is_file()})
-    report = dict(result.report_json)  # as the job's status holds it: packages named as in the repo
-    report["packages"] = [{**entry, "path": os.path.relpath(entry["path"], root / "out")} for entry in report["packages"]]
-    yield hub, commit, report
+    yield (hub, *_pushed(hub, "alice/clip", folder, result, root / "out"))
     hub.stop()
+
+
+def _pushed(hub, repo: str, folder, result, out) -> tuple[str, dict]:
+    """alice's `repo` (the source `folder`) and `repo`-coreml holding the conversion's packages, on
+    the local `hub`: the pushed commit, and the report as the job's status holds it (the packages
+    named as in the repo)."""
+    hub.add_user("alice", TOKEN)
+    hub.add_repo_from_folder(repo, folder)
+    commit = hub.add_repo(
+        f"{repo}-coreml", {path.relative_to(out).as_posix(): path.read_bytes()
+                           for package in result.packages for path in package.rglob("*") if path.is_file()})
+    report = dict(result.report_json)
+    report["packages"] = [{**entry, "path": os.path.relpath(entry["path"], out)} for entry in report["packages"]]
+    return commit, report
 
 
 def test_a_photo_try_scores_labels_with_both_packages(redis, image_text_hub, monkeypatch):
@@ -255,14 +262,7 @@ def core_ai_classifier_hub(tmp_path_factory):
     assert [package.suffix for package in result.packages] == [".aimodel"]
     hub = LocalHub()
     hub.start()
-    hub.add_user("alice", TOKEN)
-    hub.add_repo_from_folder("alice/classifier", folder)
-    commit = hub.add_repo(
-        "alice/classifier-coreml", {path.relative_to(root / "out").as_posix(): path.read_bytes()
-                                    for package in result.packages for path in package.rglob("*") if path.is_file()})
-    report = dict(result.report_json)  # as the job's status holds it: packages named as in the repo
-    report["packages"] = [{**entry, "path": os.path.relpath(entry["path"], root / "out")} for entry in report["packages"]]
-    yield hub, commit, report
+    yield (hub, *_pushed(hub, "alice/classifier", folder, result, root / "out"))
     hub.stop()
 
 
