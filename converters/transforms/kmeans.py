@@ -29,12 +29,19 @@ def weighted_tables(weight: torch.Tensor, importance: torch.Tensor, bits: int, g
     lookups in running sums, not a pass over every weight."""
     rows, columns = weight.shape
     values = weight.reshape(rows // group_size, group_size * columns).float()
-    counts = (importance / importance.max()).float().repeat(group_size).expand_as(values)
-    ordered, order = _sorted_rows(values)
-    ordered_counts = counts.gather(1, order).double()
     zero = torch.zeros(len(values), 1, dtype=torch.float64)
-    running_counts = torch.cat([zero, ordered_counts.cumsum(dim=1)], dim=1)
-    running_sums = torch.cat([zero, (ordered.double() * ordered_counts).cumsum(dim=1)], dim=1)
+    if bool((importance == importance[0]).all()):
+        # Every weight counts the same (data-free): numpy's sort without the order (3x faster than
+        # argsort), and one row of running counts 0, 1, 2 ... shared by all rows (not copied).
+        ordered = torch.from_numpy(np.sort(values.detach().contiguous().numpy(), axis=1))
+        running_counts = torch.arange(ordered.shape[1] + 1, dtype=torch.float64).expand(len(ordered), -1)
+        running_sums = torch.cat([zero, ordered.double().cumsum(dim=1)], dim=1)
+    else:
+        counts = (importance / importance.max()).float().repeat(group_size).expand_as(values)
+        ordered, order = _sorted_rows(values)
+        ordered_counts = counts.gather(1, order).double()
+        running_counts = torch.cat([zero, ordered_counts.cumsum(dim=1)], dim=1)
+        running_sums = torch.cat([zero, (ordered.double() * ordered_counts).cumsum(dim=1)], dim=1)
     tables = (running_sums[:, -1:] / running_counts[:, -1:]).float()
     nudge = (ordered[:, -1:] - ordered[:, :1]) * 1e-3
     while tables.shape[1] < 2 ** bits:
@@ -82,7 +89,9 @@ def _lloyd(ordered: torch.Tensor, running_counts: torch.Tensor, running_sums: to
             break  # converged
         if 2 * settled >= len(still):  # half have settled: step only the others from now on
             moving = still.nonzero().squeeze(1) if moving is None else moving[still]
-            values, counts, sums_before = ordered[moving], running_counts[moving], running_sums[moving]
+            # shared running counts (every row's the same) are sliced, not gathered
+            counts = running_counts[moving] if running_counts.stride(0) else running_counts[:len(moving)]
+            values, sums_before = ordered[moving], running_sums[moving]
             current = updated[still]
         else:
             current = updated
