@@ -27,6 +27,7 @@ from ...errors import ConversionError, UserInputError
 from ...metadata import package_description, package_metadata, package_version
 from . import compress as compressor
 from .cast_speedups import faster_float16_cast
+from .decompositions import decomposition_table
 from .runtime import (MODE, SPEED, CoreAILanguageModelEngine, CoreAIRunner, bundle_folder, described,
                                         validation_seconds)
 from . import bundle
@@ -290,7 +291,7 @@ def _to_coreai(plan, captured, input_names, output_names, state_names):
     import coreai_torch
 
     cfg, part = plan.cfg, captured.part
-    program = captured.program.run_decompositions(coreai_torch.get_decomp_table())
+    program = captured.program.run_decompositions(decomposition_table())
     if plan.options.precision == "float16":
         from coreai_opt.casting import cast_fp32_to_fp16
 

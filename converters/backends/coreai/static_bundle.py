@@ -366,13 +366,14 @@ def _convert(cfg, captured: StaticCapture, hardware: bool):
     import coreai_torch
 
     from ...errors import ConversionError
+    from .decompositions import decomposition_table
 
     converter = coreai_torch.TorchConverter()
     converter.register_torch_lowering(OP + ".default")(lower_slot_update)
     names = {LOAD: ([], [TABLE], []), GATHER: ([TOKEN_IDS, TABLE], [GATHERED], []),
              EXTEND: (list(TRANSFORMER_INPUTS), [LOGITS], list(STATES)), PROMPT: (list(TRANSFORMER_INPUTS), [LOGITS], list(STATES))}
     for entry, program in captured.programs.items():
-        program = program.run_decompositions(coreai_torch.get_decomp_table())
+        program = program.run_decompositions(decomposition_table())
         if entry in (EXTEND, PROMPT):
             from coreai_opt.casting import cast_fp32_to_fp16
 
