@@ -96,18 +96,25 @@ def test_a_user_over_the_limit_of_conversions_is_told_to_wait(service):
 
 
 def test_two_jobs_pushing_to_one_repo_both_land(service):
+    service.ensure_worker("first")
     service.ensure_worker("second")
     target = f"{OWNER}/shared-target"
-    # Slow writes to the target: whichever job pushes first holds the repo while the other waits.
-    service.hub.inject_fault(target, status=None, delay=1.0)
+    # Both jobs reach the push while another push holds the repo (this test's hold of its lock), so
+    # both wait; let go, one pushes while the other waits for it: a collision every time, not by timing.
+    held = service.redis.client().lock(repo_lock.key(target), timeout=120)
+    assert held.acquire(blocking=False)
     try:
         # A Core ML package and a Core AI one: the repo ends holding both, and its card says so.
         jobs = [api.submit(make_spec(push_repo=target)),
                 api.submit(make_spec(push_repo=target, options={"sequence_length": "8", "format": "coreai",
                                                                 "precision": "float32"}))]
-        ended = [service.wait(job_id, timeout=240) for job_id in jobs]
+        for job_id in jobs:
+            wait_until(lambda: "Waiting for other pushes" in (api.status(job_id).message or ""), 120, interval=0.02,
+                       what=f"job {job_id} to wait for the repo")
+        assert target not in service.hub_state()  # neither made the repo past the held lock
     finally:
-        service.hub.clear_faults(target)
+        held.release()
+    ended = [service.wait(job_id, timeout=240) for job_id in jobs]
     assert [s.state for s in ended] == ["finished", "finished"], ended
     titles = [c["title"] for c in service.hub.commits(target)]
     assert len([t for t in titles if "fill-mask" in t]) == 2, titles
