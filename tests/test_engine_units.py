@@ -170,6 +170,63 @@ def test_the_cheaper_coremltools_pipelines_give_coremltools_own_program():
     assert unprinted == UNPRINTED and "main" in text  # printed again as before once the context ends
 
 
+def test_constexpr_dependencies_are_propagated_as_coremltools_propagates_them():
+    """pass_speedups.propagate_nonreplaceable_vars gives every var the set coremltools' own
+    Block._propagate_nonreplaceable_vars gives it, each var a set of its own: on a program with a
+    compressed weight (a constexpr op), a shape op (whose output depends on nothing), an inner
+    block (a cond's branches) and a list input (concat's values)."""
+    import coremltools as ct
+    import numpy as np
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import Block
+
+    from converters.backends.coreml.pass_speedups import propagate_nonreplaceable_vars
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(4, 4))], opset_version=ct.target.iOS18)
+    def program(x):
+        weight = mb.constexpr_blockwise_shift_scale(data=np.arange(16, dtype=np.int8).reshape(4, 4),
+                                                    scale=np.full((4, 1), 0.5, np.float32))
+        y = mb.matmul(x=x, y=weight)
+        branch = mb.cond(pred=mb.greater(x=mb.reduce_sum(x=y), y=0.0), _true_fn=lambda: mb.add(x=y, y=weight),
+                         _false_fn=lambda: mb.mul(x=x, y=2.0))
+        return branch, mb.shape(x=y), mb.concat(values=[x, y], axis=0), mb.add(x=x, y=1.0)
+
+    main = program.functions["main"]
+
+    def outputs(block):
+        for op in block.operations:
+            for inner in op.blocks:
+                yield from outputs(inner)
+            yield from op.outputs or []
+
+    def sets() -> dict:
+        return {var.name: {upstream.name for upstream in var.nonreplaceable_vars_upstream} for var in outputs(main)}
+
+    Block.__dict__["_propagate_nonreplaceable_vars"](main)
+    theirs = sets()
+    for var in outputs(main):  # stale sets: the propagation must replace every one
+        var._nonreplaceable_vars_upstream = {var}
+    propagate_nonreplaceable_vars(main)
+    assert sets() == theirs
+    assert theirs["cond_0"] == theirs["concat_0"] == {"constexpr_blockwise_shift_scale_0"} and theirs["mul_0"] == set()
+    assert theirs["shape_0"] == set() and theirs["add_1"] == set()
+    made = [var._nonreplaceable_vars_upstream for var in outputs(main)]
+    assert len({id(upstream) for upstream in made}) == len(made)  # no two vars share a set
+
+    # No constexpr op (a program before compression): nothing to recompute, unless a var holds a stale set.
+    @mb.program(input_specs=[mb.TensorSpec(shape=(4, 4))], opset_version=ct.target.iOS18)
+    def plain(x):
+        return mb.add(x=mb.matmul(x=x, y=np.eye(4, dtype=np.float32)), y=1.0)
+
+    main = plain.functions["main"]
+    propagate_nonreplaceable_vars(main)
+    assert all(not var.nonreplaceable_vars_upstream for var in outputs(main))
+    stale = next(iter(outputs(main)))
+    stale._nonreplaceable_vars_upstream = {stale}  # as if its op had been a constexpr op a pass replaced
+    propagate_nonreplaceable_vars(main)
+    assert all(not var.nonreplaceable_vars_upstream for var in outputs(main))
+
+
 @pytest.mark.parametrize("value", [[1.0, -65504.0], [65505.0], [-70000.0, 2.0], [1e38, -3e38], [float("inf"), 1.0],
                                    [float("nan"), 70000.0], [float("nan")], [], 3.0, 1e5])
 def test_the_float16_overflow_check_is_coremltools_own(value):

@@ -11,6 +11,12 @@ package:
 - the transpose pass infers every op's type again after it ran, even when it cancelled no
   transpose and so changed no op (`optimize_repeat_ops.py:1279-1280`): 7 s of a stateful
   135 M LLM's conversion, whose shapes are symbolic (`transposes_reinferred_only_when_moved`).
+Every exit from a block's builder context (`with block:`: each pass, each op a pass adds) walks
+the whole block to recompute which constexpr ops each var depends on (`Block._propagate_nonreplaceable_vars`):
+5-6 % of a conversion, mostly Python overhead per var (the op's inputs rebuilt as a dict and a
+list for each of its outputs, a set made for each), though nearly every set is empty
+(`nonreplaceable_vars_propagated_directly`: the same sets, computed once per op, and nothing
+recomputed in a program no var of which depends on a constexpr op).
 And convert itself ends with a full garbage collection (`_converters_entry.py:679`), 0.1-0.3 s
 in a process that has done some work, whatever the model's size: the chunked conversions of
 tiny test models spent a fifth of their time there. It follows the rule of the pipeline's own
@@ -29,6 +35,7 @@ from coremltools.converters.mil.mil.block import Block, Function
 from coremltools.converters.mil.mil.passes.defs.optimize_repeat_ops import _TransposeOptimization
 from coremltools.converters.mil.mil.passes.pass_pipeline import PassPipelineManager
 from coremltools.converters.mil.mil.program import Program
+from coremltools.converters.mil.mil.var import InternalVar
 
 # The logger both files write those lines to (`from coremltools import _logger as logger`).
 COREMLTOOLS_LOGGER = logging.getLogger("coremltools")
@@ -115,6 +122,71 @@ def transposes_reinferred_only_when_moved():
         _TransposeOptimization.apply_transform = apply_transform
 
 
+def propagate_nonreplaceable_vars(block) -> None:
+    """coremltools 9.0's Block._propagate_nonreplaceable_vars (block.py:941-950, var.py:184-206),
+    the same sets: in the block's order, inner blocks first, each output of an op gets
+    - nothing upstream after a `shape` op (metadata, not values);
+    - itself, if its op is a constexpr op (a compressed weight, which must not be replaced);
+    - otherwise the union of its op's inputs' sets (internal and absent inputs skipped, lists flattened),
+    a set of its own each. Here the inputs are read once per op, not once per output; and a
+    function's block in which no var depends on a constexpr op and none is one (every program
+    before compression: nearly every call) is left as it is, since recomputing would give every
+    var the empty set it holds. (An inner block may read an outer var that does: always walked.)"""
+    if block.outer_op is None and not _any_constexpr_dependency(block):
+        return
+    _propagate(block)
+
+
+def _any_constexpr_dependency(block) -> bool:
+    """Whether an op of `block` (or of a block inside it) is a constexpr op or has an output whose
+    set names one."""
+    for op in block.operations:
+        if op.op_type.startswith("constexpr_") or any(_any_constexpr_dependency(inner) for inner in op.blocks):
+            return True
+        for var in op.outputs or ():
+            if var._nonreplaceable_vars_upstream:
+                return True
+    return False
+
+
+def _propagate(block) -> None:
+    for op in block.operations:
+        for inner in op.blocks:
+            _propagate(inner)
+        outputs = op.outputs
+        if outputs is None:
+            continue
+        kind = op.op_type
+        if kind == "shape":
+            for var in outputs:
+                var._nonreplaceable_vars_upstream = set()
+            continue
+        if kind.startswith("constexpr_"):
+            for var in outputs:
+                var._nonreplaceable_vars_upstream = {var}
+            continue
+        upstream = set()
+        for value in op._input_vars.values():
+            if value is None or isinstance(value, InternalVar):
+                continue
+            for var in value if isinstance(value, (list, tuple)) else (value,):
+                if var._nonreplaceable_vars_upstream:
+                    upstream |= var._nonreplaceable_vars_upstream
+        for var in outputs:
+            var._nonreplaceable_vars_upstream = set(upstream)
+
+
+@contextmanager
+def nonreplaceable_vars_propagated_directly():
+    """Block's propagation of constexpr dependencies as `propagate_nonreplaceable_vars` computes it."""
+    saved = Block.__dict__["_propagate_nonreplaceable_vars"]
+    Block._propagate_nonreplaceable_vars = propagate_nonreplaceable_vars
+    try:
+        yield
+    finally:
+        Block._propagate_nonreplaceable_vars = saved
+
+
 @contextmanager
 def collected_only_when_worth_it(parameters: int):
     """coremltools' convert collecting garbage as the pipeline does (memory.release)."""
@@ -134,5 +206,5 @@ def collected_only_when_worth_it(parameters: int):
 def faster_pipelines(parameters: int):
     """All of the above, for one conversion of a model of `parameters` weights."""
     with validated_once_per_pipeline(), printed_only_for_debug_logs(), transposes_reinferred_only_when_moved(), \
-            collected_only_when_worth_it(parameters):
+            nonreplaceable_vars_propagated_directly(), collected_only_when_worth_it(parameters):
         yield
