@@ -1,7 +1,7 @@
 """Stage 2, capture: load the PyTorch model, wrap it to the package's interface and capture
 one torch program per part — shared by every backend.
 
-torch.export (then the default decompositions) is tried first because it is what
+torch.export (straight to core ATen, core_aten.py) is tried first because it is what
 coremltools supports best for current torch; torch.jit.trace is the fallback. float16
 packages are captured with float16-safe norms (float16_safe.py); a mixture-of-experts model's
 experts are captured evaluated densely, in ops Core ML has (configs/moe.py); a rotary
@@ -18,15 +18,12 @@ from dataclasses import dataclass
 import torch
 
 from .configs.base import SEQ
+from .core_aten import EXPORT_FAILURES, core_aten_program
 from .float16_safe import float16_safe
 from .loading import load_model
 from .configs.complex_rotary import real_rotary
 from .configs.moe import dense_experts
 from .plan import Plan
-
-# What torch.export raises when it cannot capture a model (its own errors derive from
-# RuntimeError); anything else — a job timeout, an interrupt — must not be mistaken for one.
-EXPORT_FAILURES = (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, AttributeError, KeyError, IndexError)
 
 
 @dataclass
@@ -104,8 +101,9 @@ def torch_program(module, example: dict, plan: Plan, part: str, decomposed: bool
         dynamic = tuple({i: dims[d] for i, d in enumerate(spec.shape) if d in dims} or None for spec in cfg.inputs(part))
     try:
         with torch.no_grad():
-            program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-            return (program.run_decompositions({}) if decomposed else program), "torch.export"
+            if decomposed:
+                return core_aten_program(module, args, dynamic), "torch.export"
+            return torch.export.export(module, args, dynamic_shapes=dynamic, strict=False), "torch.export"
     except EXPORT_FAILURES as error:
         plan.warnings.append(f"torch.export failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); used torch.jit.trace instead.")
     with torch.no_grad(), warnings.catch_warnings():

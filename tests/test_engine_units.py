@@ -112,6 +112,7 @@ def test_a_timeout_during_export_is_not_taken_for_an_export_failure(monkeypatch,
         raise JobTimeout("job exceeded its timeout")
 
     monkeypatch.setattr(torch.export, "export", timed_out)
+    monkeypatch.setattr("torch.export._trace._export", timed_out)  # the one-trace path (core_aten.py)
     with pytest.raises(JobTimeout):
         convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
 
@@ -125,9 +126,50 @@ def test_export_failures_fall_back_to_tracing(monkeypatch, tiny_model, tmp_path)
         raise torch._dynamo.exc.Unsupported("data-dependent control flow")
 
     monkeypatch.setattr(torch.export, "export", unsupported)
+    monkeypatch.setattr("torch.export._trace._export", unsupported)  # the one-trace path (core_aten.py)
     result = convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
     assert result.report_json["packages"][0]["exporter"] == "torch.jit.trace"
     assert any("used torch.jit.trace instead" in w for w in result.report_json["warnings"])
+
+
+@pytest.mark.parametrize("model_type, options", [("llama", {}), ("bert", {}), ("llama", {"kv_cache": "stateful", "minimum_deployment_target": "iOS18"})])
+def test_a_fixed_shape_program_comes_out_of_one_trace_as_out_of_two(model_type, options, monkeypatch, tiny_model):
+    """core_aten.py: the same ops in the same order as export + run_decompositions({}) (which adds
+    metadata asserts coremltools skips), linear kept whole, the same inputs and weights; a program
+    with dynamic shapes (the stateful cache) is captured the documented way."""
+    import converters.core_aten as core_aten
+    from converters.capture import capture, load
+    from converters.plan import make_plan
+    from converters.source import open_source
+
+    plan = make_plan(open_source(str(tiny_model(model_type))), None, ConversionOptions.from_strings(**options))
+    model = load(plan)
+    traced_once = []
+    one_trace = core_aten._in_one_trace
+    monkeypatch.setattr(core_aten, "_in_one_trace", lambda *args: traced_once.append(1) or one_trace(*args))
+    ours = capture(plan, model, plan.parts[0]).program
+    if options.get("kv_cache") == "stateful":
+        assert not traced_once and ours.graph_signature.buffers_to_mutate
+        return
+    assert traced_once
+
+    def documented(*args):
+        raise RuntimeError("the documented way only")
+
+    monkeypatch.setattr(core_aten, "_in_one_trace", documented)
+    theirs = capture(plan, model, plan.parts[0]).program
+
+    def ops(program):
+        return [str(n.target) for n in program.graph.nodes
+                if n.op == "call_function" and n.target != torch.ops.aten._assert_tensor_metadata.default]
+
+    import torch
+
+    assert ops(ours) == ops(theirs) and "aten.linear.default" in ops(ours)
+    assert [(s.kind, type(s.arg).__name__) for s in ours.graph_signature.input_specs] == \
+           [(s.kind, type(s.arg).__name__) for s in theirs.graph_signature.input_specs]
+    weights = sorted((tuple(t.shape), float(t.double().sum())) for t in ours.state_dict.values())
+    assert weights == sorted((tuple(t.shape), float(t.double().sum())) for t in theirs.state_dict.values())
 
 
 def _small_program(faster: bool):
