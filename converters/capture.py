@@ -1,7 +1,7 @@
 """Stage 2, capture: load the PyTorch model, wrap it to the package's interface and capture
 one torch program per part — shared by every backend.
 
-torch.export (straight to core ATen, core_aten.py) is tried first because it is what
+torch.export (decomposed in one trace where it can, decompose.py) is tried first because it is what
 coremltools supports best for current torch; torch.jit.trace is the fallback. float16
 packages are captured with float16-safe norms (float16_safe.py); a mixture-of-experts model's
 experts are captured evaluated densely, in ops Core ML has (configs/moe.py); a rotary
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .configs.base import SEQ
-from .core_aten import EXPORT_FAILURES, core_aten_program
+from .decompose import EXPORT_FAILURES, decomposed_program
 from .float16_safe import float16_safe
 from .loading import load_model
 from .configs.complex_rotary import real_rotary
@@ -41,14 +41,13 @@ def load(plan: Plan) -> torch.nn.Module:
 
 
 def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Module | None = None,
-            safe_norms: bool = True, image_inputs: bool = True, decomposed: bool = True) -> Captured:
+            safe_norms: bool = True, image_inputs: bool = True, table: dict | None = None) -> Captured:
     """One part's torch program: of `module` if given (a chunk of layers, chunks.py), else of
     the architecture's wrapper around `model`. `safe_norms`: whether a float16 capture takes
     the float16-safe norms (a backend whose converter keeps norms whole in float32 says no).
     `image_inputs`: whether the backend's image inputs apply their scale and bias (Core ML's
-    do); if not, the program applies them to a plain pixel tensor itself. `decomposed`: whether
-    the program comes decomposed to core ATen (coremltools reads that; a backend decomposing with
-    its own table says no — torch.export retraces the whole program for each decomposition)."""
+    do); if not, the program applies them to a plain pixel tensor itself. `table`: the
+    decompositions the backend's converter reads the program in (None: core ATen, coremltools')."""
     started = time.perf_counter()
     cfg = plan.cfg
     module = (module if module is not None else cfg.wrap(model, part)).eval()
@@ -57,7 +56,7 @@ def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Modu
         module = ScaledImageInputs(module, specs).eval()
     float16 = plan.options.precision == "float16" and safe_norms
     with float16_safe(module) if float16 else nullcontext(0) as safe_norms, dense_experts(model), real_rotary(model):
-        program, exporter = torch_program(module, cfg.example_inputs(part), plan, part, decomposed)
+        program, exporter = torch_program(module, cfg.example_inputs(part), plan, part, table)
     return Captured(part, program, exporter, safe_norms, time.perf_counter() - started)
 
 
@@ -81,8 +80,8 @@ class ScaledImageInputs(torch.nn.Module):
         return self.module(*scaled)
 
 
-def torch_program(module, example: dict, plan: Plan, part: str, decomposed: bool = True):
-    """torch.export first (decomposed to core ATen, or as exported); torch.jit.trace if export
+def torch_program(module, example: dict, plan: Plan, part: str, table: dict | None = None):
+    """torch.export first, decomposed by `table` (None: to core ATen); torch.jit.trace if export
     fails. Returns (program, exporter name)."""
     cfg, options = plan.cfg, plan.options
     args = tuple(example.values())
@@ -101,9 +100,7 @@ def torch_program(module, example: dict, plan: Plan, part: str, decomposed: bool
         dynamic = tuple({i: dims[d] for i, d in enumerate(spec.shape) if d in dims} or None for spec in cfg.inputs(part))
     try:
         with torch.no_grad():
-            if decomposed:
-                return core_aten_program(module, args, dynamic), "torch.export"
-            return torch.export.export(module, args, dynamic_shapes=dynamic, strict=False), "torch.export"
+            return decomposed_program(module, args, dynamic, table), "torch.export"
     except EXPORT_FAILURES as error:
         plan.warnings.append(f"torch.export failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); used torch.jit.trace instead.")
     with torch.no_grad(), warnings.catch_warnings():

@@ -34,10 +34,12 @@ class FakeBackend:
     package_words = "a fake package (.fake folder with an interface.json)"
     float16_safe_norms = False
     image_inputs = False
-    decomposes_itself = False
     converts_in_chunks = False
     modes = ("fake",)
     calls: list = []
+
+    def decompositions(self):
+        return {}
 
     def refusal(self, cfg, options):
         self.calls.append(("refusal", cfg.task))

@@ -112,7 +112,7 @@ def test_a_timeout_during_export_is_not_taken_for_an_export_failure(monkeypatch,
         raise JobTimeout("job exceeded its timeout")
 
     monkeypatch.setattr(torch.export, "export", timed_out)
-    monkeypatch.setattr("torch.export._trace._export", timed_out)  # the one-trace path (core_aten.py)
+    monkeypatch.setattr("torch.export._trace._export", timed_out)  # the one-trace path (decompose.py)
     with pytest.raises(JobTimeout):
         convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
 
@@ -126,29 +126,43 @@ def test_export_failures_fall_back_to_tracing(monkeypatch, tiny_model, tmp_path)
         raise torch._dynamo.exc.Unsupported("data-dependent control flow")
 
     monkeypatch.setattr(torch.export, "export", unsupported)
-    monkeypatch.setattr("torch.export._trace._export", unsupported)  # the one-trace path (core_aten.py)
+    monkeypatch.setattr("torch.export._trace._export", unsupported)  # the one-trace path (decompose.py)
     result = convert(str(tiny_model("bert")), "fill-mask", tmp_path, validate=False)
     assert result.report_json["packages"][0]["exporter"] == "torch.jit.trace"
     assert any("used torch.jit.trace instead" in w for w in result.report_json["warnings"])
 
 
-@pytest.mark.parametrize("model_type, options", [("llama", {}), ("bert", {}), ("llama", {"kv_cache": "stateful", "minimum_deployment_target": "iOS18"})])
-def test_a_fixed_shape_program_comes_out_of_one_trace_as_out_of_two(model_type, options, monkeypatch, tiny_model):
-    """core_aten.py: the same ops in the same order as export + run_decompositions({}) (which adds
-    metadata asserts coremltools skips), linear kept whole, the same inputs and weights; a program
-    with dynamic shapes (the stateful cache) is captured the documented way."""
-    import converters.core_aten as core_aten
+@pytest.mark.parametrize("model_type, options, kept_whole", [
+    ("llama", {}, "aten.linear.default"),
+    ("bert", {}, "aten.linear.default"),
+    ("bert", {"format": "coreai"}, "aten.scaled_dot_product_attention.default"),  # coreai-torch's table
+    ("llama", {"kv_cache": "stateful", "minimum_deployment_target": "iOS18"}, None),
+])
+def test_a_fixed_shape_program_comes_out_of_one_trace_as_out_of_two(model_type, options, kept_whole, monkeypatch, tiny_model):
+    """decompose.py: the same ops in the same order as export + run_decompositions(table) (which
+    adds metadata asserts neither converter reads), the table's composite ops kept whole, the same
+    inputs and weights; a program with dynamic shapes (the stateful cache) is captured the
+    documented way."""
+    import torch
+
+    import converters.decompose as decompose
+    from converters.backends import backend_for
     from converters.capture import capture, load
     from converters.plan import make_plan
     from converters.source import open_source
 
     plan = make_plan(open_source(str(tiny_model(model_type))), None, ConversionOptions.from_strings(**options))
     model = load(plan)
+    table = backend_for(plan.options.format).decompositions()
+
+    def captured():
+        return capture(plan, model, plan.parts[0], table=table).program
+
     traced_once = []
-    one_trace = core_aten._in_one_trace
-    monkeypatch.setattr(core_aten, "_in_one_trace", lambda *args: traced_once.append(1) or one_trace(*args))
-    ours = capture(plan, model, plan.parts[0]).program
-    if options.get("kv_cache") == "stateful":
+    one_trace = decompose._in_one_trace
+    monkeypatch.setattr(decompose, "_in_one_trace", lambda *args: traced_once.append(1) or one_trace(*args))
+    ours = captured()
+    if kept_whole is None:
         assert not traced_once and ours.graph_signature.buffers_to_mutate
         return
     assert traced_once
@@ -156,20 +170,44 @@ def test_a_fixed_shape_program_comes_out_of_one_trace_as_out_of_two(model_type, 
     def documented(*args):
         raise RuntimeError("the documented way only")
 
-    monkeypatch.setattr(core_aten, "_in_one_trace", documented)
-    theirs = capture(plan, model, plan.parts[0]).program
+    monkeypatch.setattr(decompose, "_in_one_trace", documented)
+    theirs = captured()
 
     def ops(program):
         return [str(n.target) for n in program.graph.nodes
                 if n.op == "call_function" and n.target != torch.ops.aten._assert_tensor_metadata.default]
 
-    import torch
-
-    assert ops(ours) == ops(theirs) and "aten.linear.default" in ops(ours)
+    assert ops(ours) == ops(theirs) and kept_whole in ops(ours)
     assert [(s.kind, type(s.arg).__name__) for s in ours.graph_signature.input_specs] == \
            [(s.kind, type(s.arg).__name__) for s in theirs.graph_signature.input_specs]
     weights = sorted((tuple(t.shape), float(t.double().sum())) for t in ours.state_dict.values())
     assert weights == sorted((tuple(t.shape), float(t.double().sum())) for t in theirs.state_dict.values())
+
+
+def test_one_trace_leaves_the_modules_attributes_as_they_were():
+    """A forward that caches a tensor in a plain dict (LeViT's attention biases): after the trace
+    the module runs eagerly as before, as after torch.export's own trace."""
+    import torch
+
+    from converters.decompose import decomposed_program
+
+    class Cached(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.full((4,), 2.0))
+            self.cache = {}
+
+        def forward(self, x):
+            if "bias" not in self.cache:
+                self.cache["bias"] = self.scale * 3
+            return torch.nn.functional.linear(x, torch.eye(4)) + self.cache["bias"]
+
+    module = Cached().eval()
+    x = torch.ones(1, 4)
+    with torch.no_grad():
+        program = decomposed_program(module, (x,))
+    assert module.cache == {}
+    assert torch.equal(module(x), program.module()(x)) and float(module(x)[0, 0]) == 7.0
 
 
 def _small_program(faster: bool):
@@ -177,9 +215,12 @@ def _small_program(faster: bool):
     cancels, a float32 constant beyond float16's range (its op stays float32), a symbolic axis."""
     import coremltools as ct
     import torch
+    from coremltools.converters.mil.converter import _reset_conversion_state
 
     from converters.backends.coreml.pass_speedups import faster_pipelines, printed_only_for_debug_logs
     from converters.backends.coreml.patches import finite_float16_constants
+
+    _reset_conversion_state()  # as the pipeline does (backend._convert): a package loaded before advanced its counters
 
     class Model(torch.nn.Module):
         def forward(self, x):
@@ -196,6 +237,22 @@ def _small_program(faster: bool):
     with printed_only_for_debug_logs():
         unprinted = str(model._mil_program)
     return model.get_spec(), text, unprinted
+
+
+def test_a_package_is_named_as_in_a_fresh_process(tiny_model, tmp_path):
+    """coremltools resets its op-name counters only after a conversion; loading a package
+    (validation's executor) advances them: the pipeline starts each conversion from zero."""
+    from coremltools.converters.mil import Builder as mb
+
+    from converters.export import convert
+
+    def package_bytes(out):
+        result = convert(str(tiny_model("bert")), "fill-mask", out, validate=False)
+        return (result.packages[0] / "Data/com.apple.CoreML/model.mlmodel").read_bytes()
+
+    first = package_bytes(tmp_path / "a")
+    mb.name_count["const"] += 3  # what a package load leaves behind
+    assert package_bytes(tmp_path / "b") == first
 
 
 def test_the_cheaper_coremltools_pipelines_give_coremltools_own_program():

@@ -48,9 +48,12 @@ class Backend(Protocol):
     package_words: str  # what its package is, for an error: "a Core ML package (.mlpackage folder with a Manifest.json)"
     float16_safe_norms: bool  # whether a float16 capture for it takes float16_safe.py's norms
     image_inputs: bool  # whether its image inputs scale pixels themselves (else the program does)
-    decomposes_itself: bool  # whether it takes torch.export's program undecomposed (it decomposes with its own table)
     converts_in_chunks: bool  # whether `keep_chunk` and `stitch` work: a big decoder a few layers at a time (chunks.py)
     modes: tuple[str, ...] | None  # the modes its runner runs a package in (None: validation's fp32 and fp16 emulation)
+
+    def decompositions(self) -> dict:
+        """The decomposition table its converter reads torch.export's program in ({}: core ATen,
+        what coremltools reads); capture.py decomposes with it (decompose.py)."""
 
     def refusal(self, cfg, options) -> str | None:
         """Why this model (`cfg`) and these options cannot become this format's package, or

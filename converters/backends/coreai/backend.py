@@ -135,10 +135,10 @@ class CoreAIBackend:
     # embedding) became rsqrt(0) = inf and NaN logits (measured).
     float16_safe_norms = False
     image_inputs = False  # pixel tensors: the program scales them (capture.ScaledImageInputs)
-    # coreai-torch's own decomposition table is applied to the exported program (_to_coreai):
-    # decomposed to core ATen first as well, the program was traced twice (the sweep of every
-    # registry pair spent two thirds of its time in run_decompositions).
-    decomposes_itself = True
+    def decompositions(self) -> dict:
+        # coreai-torch's own table only: decomposed to core ATen first as well, the program was
+        # traced twice more (the sweep of every registry pair spent two thirds of its time there).
+        return decomposition_table()
 
     def refusal(self, cfg, options) -> str | None:
         return refusal(cfg, options)
@@ -291,7 +291,7 @@ def _to_coreai(plan, captured, input_names, output_names, state_names):
     import coreai_torch
 
     cfg, part = plan.cfg, captured.part
-    program = captured.program.run_decompositions(decomposition_table())
+    program = captured.program  # decomposed by decompositions() as it was captured
     if plan.options.precision == "float16":
         from coreai_opt.casting import cast_fp32_to_fp16
 

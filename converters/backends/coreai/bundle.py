@@ -116,9 +116,13 @@ class BundleCapture:
 
 
 def capture(plan, model, part: str) -> BundleCapture:
-    """torch.export of the bundle's program: the token ids' and position ids' lengths dynamic
-    (models/base.py:446-449), and the caches' sequence axis dynamic up to the context (:455-460)."""
+    """torch.export of the bundle's program, in coreai-torch's decompositions: the token ids' and
+    position ids' lengths dynamic (models/base.py:446-449), and the caches' sequence axis dynamic
+    up to the context (:455-460)."""
     import torch
+
+    from ...decompose import decomposed_program
+    from .decompositions import decomposition_table
 
     started = time.perf_counter()
     cfg = plan.cfg
@@ -134,7 +138,7 @@ def capture(plan, model, part: str) -> BundleCapture:
     # The shared capture's rewrites (capture.py): mixture-of-experts routing evaluated densely
     # (coreai-torch has no histc or sort either), complex rotary in real arithmetic.
     with torch.no_grad(), dense_experts(model), real_rotary(model):
-        program = torch.export.export(language_model(model), (ids, positions, cache, cache.clone()), dynamic_shapes=dynamic, strict=False)
+        program = decomposed_program(language_model(model), (ids, positions, cache, cache.clone()), dynamic, decomposition_table())
     return BundleCapture(part, program, "torch.export", 0, time.perf_counter() - started)
 
 

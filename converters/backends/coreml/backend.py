@@ -39,7 +39,6 @@ class CoreMLBackend:
     package_words = "a Core ML package (.mlpackage folder with a Manifest.json)"
     float16_safe_norms = True  # float16 packages are captured with float16_safe.py's norms
     image_inputs = True  # ImageType applies the image processor's scale and bias
-    decomposes_itself = False  # coremltools converts a program decomposed to core ATen (capture.py does it)
     converts_in_chunks = True  # keep_chunk + stitch (stitch.py)
     modes = None  # the reference executor: validation's exact fp32 and fp16 emulation
 
@@ -57,6 +56,9 @@ class CoreMLBackend:
     def check_package(self, path: Path) -> None:
         if not (Path(path) / "Manifest.json").exists():
             raise UserInputError(f"{path} is not {self.package_words}.")
+
+    def decompositions(self) -> dict:
+        return {}  # coremltools converts a program in core ATen
 
     def own_capture(self, plan, model, part: str):
         """An image part at chosen image sizes: captured per size, or with a dynamic size (sizes.py)."""
@@ -79,8 +81,14 @@ class CoreMLBackend:
         from .pass_speedups import faster_pipelines
         from .patches import FUSED_ATTENTION_TARGETS, lut_indices_by_search, op_patches, quirk_patches
 
+        from coremltools.converters.mil.converter import _reset_conversion_state
+
         cfg, options = plan.cfg, plan.options
         fused_attention = meets(options.minimum_deployment_target, FUSED_ATTENTION_TARGETS)
+        # Op names count from where coremltools' counters stand, which it resets only after a
+        # conversion: loading a package (validation's executor) left them advanced, and the next
+        # conversion in the process named its constants differently. Named as in a fresh process:
+        _reset_conversion_state()
         with op_patches(quirk_patches(cfg.quirks), float16=options.precision == "float16", fused_attention=fused_attention), \
                 faster_pipelines(plan.parameters), lut_indices_by_search():
             try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...configs import image_sizes
-from ...core_aten import core_aten_program
+from ...decompose import decomposed_program
 from ...float16_safe import float16_safe
 from ...options import ConversionOptions, meets
 from ...transforms.schemes import IOS18
@@ -85,7 +85,7 @@ def capture(plan, model, part: str) -> SizedCapture | None:
                 if design == image_sizes.ENUMERATED:
                     # torch.export's own dynamic dimensions: a range given by hand draws guards a stride-32 network breaks
                     dynamic = ({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},)
-                program = core_aten_program(module, example, dynamic)
+                program = decomposed_program(module, example, dynamic)
             programs[size] = program
     default = programs.get(cfg.image_size()) or next(iter(programs.values()))
     return SizedCapture(part, default, "torch.export", safe_norms, time.perf_counter() - started,
