@@ -41,13 +41,16 @@ def load(plan: Plan) -> torch.nn.Module:
 
 
 def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Module | None = None,
-            safe_norms: bool = True, image_inputs: bool = True, table: dict | None = None) -> Captured:
+            safe_norms: bool = True, image_inputs: bool = True, table: dict | None = None,
+            source_lines: bool = True) -> Captured:
     """One part's torch program: of `module` if given (a chunk of layers, chunks.py), else of
     the architecture's wrapper around `model`. `safe_norms`: whether a float16 capture takes
     the float16-safe norms (a backend whose converter keeps norms whole in float32 says no).
     `image_inputs`: whether the backend's image inputs apply their scale and bias (Core ML's
     do); if not, the program applies them to a plain pixel tensor itself. `table`: the
-    decompositions the backend's converter reads the program in (None: core ATen, coremltools')."""
+    decompositions the backend's converter reads the program in (None: core ATen, coremltools').
+    `source_lines`: whether its ops keep the Python line that made them (a backend whose package
+    has no use for them says no: torch records a stack trace for every op otherwise)."""
     started = time.perf_counter()
     cfg = plan.cfg
     module = (module if module is not None else cfg.wrap(model, part)).eval()
@@ -56,7 +59,7 @@ def capture(plan: Plan, model: torch.nn.Module, part: str, module: torch.nn.Modu
         module = ScaledImageInputs(module, specs).eval()
     float16 = plan.options.precision == "float16" and safe_norms
     with float16_safe(module) if float16 else nullcontext(0) as safe_norms, dense_experts(model), real_rotary(model):
-        program, exporter = torch_program(module, cfg.example_inputs(part), plan, part, table)
+        program, exporter = torch_program(module, cfg.example_inputs(part), plan, part, table, source_lines)
     return Captured(part, program, exporter, safe_norms, time.perf_counter() - started)
 
 
@@ -80,7 +83,7 @@ class ScaledImageInputs(torch.nn.Module):
         return self.module(*scaled)
 
 
-def torch_program(module, example: dict, plan: Plan, part: str, table: dict | None = None):
+def torch_program(module, example: dict, plan: Plan, part: str, table: dict | None = None, source_lines: bool = True):
     """torch.export first, decomposed by `table` (None: to core ATen); torch.jit.trace if export
     fails. Returns (program, exporter name)."""
     cfg, options = plan.cfg, plan.options
@@ -100,7 +103,7 @@ def torch_program(module, example: dict, plan: Plan, part: str, table: dict | No
         dynamic = tuple({i: dims[d] for i, d in enumerate(spec.shape) if d in dims} or None for spec in cfg.inputs(part))
     try:
         with torch.no_grad():
-            return decomposed_program(module, args, dynamic, table), "torch.export"
+            return decomposed_program(module, args, dynamic, table, source_lines), "torch.export"
     except EXPORT_FAILURES as error:
         plan.warnings.append(f"torch.export failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); used torch.jit.trace instead.")
     with torch.no_grad(), warnings.catch_warnings():

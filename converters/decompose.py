@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from contextlib import contextmanager
 
 import torch
 
@@ -44,16 +45,33 @@ EXPORT_FAILURES = (RuntimeError, ValueError, TypeError, NotImplementedError, Ass
 _TRACING = threading.Lock()
 
 
-def decomposed_program(module: torch.nn.Module, args: tuple, dynamic_shapes=None, table: dict | None = None):
+def decomposed_program(module: torch.nn.Module, args: tuple, dynamic_shapes=None, table: dict | None = None,
+                       stack_traces: bool = True):
     """`torch.export.export(module, args, dynamic_shapes=..., strict=False).run_decompositions(table)`
-    (`table` None: `{}`), in one trace when every shape is fixed."""
+    (`table` None: `{}`), in one trace when every shape is fixed. `stack_traces`: whether each node
+    keeps the Python stack that made it (its `stack_trace`), which torch captures and formats
+    for every op of every trace; a converter that writes none into its package does not need them."""
     table = {} if table is None else table
-    if not dynamic_shapes:
-        try:
-            return _in_one_trace(module, args, table)
-        except (*EXPORT_FAILURES, ImportError):  # the documented way decides: it raises what the caller expects
-            pass
-    return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False).run_decompositions(table)
+    with _stack_traces(stack_traces):
+        if not dynamic_shapes:
+            try:
+                return _in_one_trace(module, args, table)
+            except (*EXPORT_FAILURES, ImportError):  # the documented way decides: it raises what the caller expects
+                pass
+        return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False).run_decompositions(table)
+
+
+@contextmanager
+def _stack_traces(recorded: bool):
+    """torch.fx's own switch (`torch.fx.config.do_not_emit_stack_traces`), put back afterwards."""
+    import torch.fx.config as fx_config
+
+    saved = fx_config.do_not_emit_stack_traces
+    fx_config.do_not_emit_stack_traces = saved or not recorded
+    try:
+        yield
+    finally:
+        fx_config.do_not_emit_stack_traces = saved
 
 
 def _in_one_trace(module, args, table: dict):

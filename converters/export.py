@@ -233,7 +233,7 @@ def _convert_part(plan: Plan, model, part: str, writer, timings: dict, module=No
         captured = own(plan, model, part) if own else None
         if captured is None:
             captured = capture(plan, model, part, module, safe_norms=writer.float16_safe_norms, image_inputs=writer.image_inputs,
-                               table=writer.decompositions())
+                               table=writer.decompositions(), source_lines=writer.keeps_source_lines)
         _add(timings, f"export_{part}", captured.seconds)
         mark = time.perf_counter()
         step(1, 4, f"converting to {writer.label}")

@@ -34,6 +34,7 @@ class FakeBackend:
     package_words = "a fake package (.fake folder with an interface.json)"
     float16_safe_norms = False
     image_inputs = False
+    keeps_source_lines = False
     converts_in_chunks = False
     modes = ("fake",)
     calls: list = []

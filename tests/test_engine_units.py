@@ -255,6 +255,34 @@ def test_a_package_is_named_as_in_a_fresh_process(tiny_model, tmp_path):
     assert package_bytes(tmp_path / "b") == first
 
 
+def test_a_core_ml_capture_records_no_stack_traces_and_its_package_is_the_same(monkeypatch, tiny_model, tmp_path):
+    """coremltools writes none into a package: without them, the same bytes; Core AI keeps them."""
+    from converters.backends import backend_for
+    from converters.backends.coreml.backend import CoreMLBackend
+    from converters.capture import capture, load
+    from converters.export import convert
+    from converters.plan import make_plan
+    from converters.source import open_source
+
+    plan = make_plan(open_source(str(tiny_model("bert"))), "fill-mask", ConversionOptions())
+    model = load(plan)
+
+    def traced(source_lines):
+        program = capture(plan, model, plan.parts[0], source_lines=source_lines).program
+        return [n for n in program.graph.nodes if n.op == "call_function" and n.stack_trace]
+
+    assert not traced(False) and traced(True)
+    assert backend_for("coreml").keeps_source_lines is False and backend_for("coreai").keeps_source_lines is True
+
+    def package(out):
+        folder = convert(str(tiny_model("bert")), "fill-mask", out, validate=False).packages[0] / "Data/com.apple.CoreML"
+        return [path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()]
+
+    without = package(tmp_path / "a")
+    monkeypatch.setattr(CoreMLBackend, "keeps_source_lines", True)
+    assert package(tmp_path / "b") == without
+
+
 def test_the_cheaper_coremltools_pipelines_give_coremltools_own_program():
     """pass_speedups.py and the float16 pass's overflow check measured once per constant
     (patches.py): the program out is coremltools' own, op for op."""

@@ -48,6 +48,7 @@ class Backend(Protocol):
     package_words: str  # what its package is, for an error: "a Core ML package (.mlpackage folder with a Manifest.json)"
     float16_safe_norms: bool  # whether a float16 capture for it takes float16_safe.py's norms
     image_inputs: bool  # whether its image inputs scale pixels themselves (else the program does)
+    keeps_source_lines: bool  # whether its package records each op's Python source line (torch then records a stack trace an op)
     converts_in_chunks: bool  # whether `keep_chunk` and `stitch` work: a big decoder a few layers at a time (chunks.py)
     modes: tuple[str, ...] | None  # the modes its runner runs a package in (None: validation's fp32 and fp16 emulation)
 

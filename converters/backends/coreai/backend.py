@@ -135,6 +135,8 @@ class CoreAIBackend:
     # embedding) became rsqrt(0) = inf and NaN logits (measured).
     float16_safe_norms = False
     image_inputs = False  # pixel tensors: the program scales them (capture.ScaledImageInputs)
+    keeps_source_lines = True  # coreai-torch's default (debug) mode writes them as the ops' locations
+
     def decompositions(self) -> dict:
         # coreai-torch's own table only: decomposed to core ATen first as well, the program was
         # traced twice more (the sweep of every registry pair spent two thirds of its time there).

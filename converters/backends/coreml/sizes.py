@@ -85,7 +85,7 @@ def capture(plan, model, part: str) -> SizedCapture | None:
                 if design == image_sizes.ENUMERATED:
                     # torch.export's own dynamic dimensions: a range given by hand draws guards a stride-32 network breaks
                     dynamic = ({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},)
-                program = decomposed_program(module, example, dynamic)
+                program = decomposed_program(module, example, dynamic, stack_traces=False)
             programs[size] = program
     default = programs.get(cfg.image_size()) or next(iter(programs.values()))
     return SizedCapture(part, default, "torch.export", safe_norms, time.perf_counter() - started,
