@@ -14,6 +14,11 @@ the same run, on the same model.
    default pipeline after their pass; the transform now runs the cleanup passes only
    (backends/coreml/compress.py `_with_passes`). Measured: int8 and lut4 (two passes) on the same
    float16 package, both ways.
+4. Capture: torch.export traced the model, then traced the whole program again to decompose it,
+   recording and formatting a Python stack trace for every op; a fixed-shape program is now
+   traced once, straight into the converter's decompositions, and a Core ML capture records no
+   stack traces (converters/decompose.py). Measured: the part's capture both ways (`--stateful`:
+   dynamic shapes, which keep two traces; there only the stack traces differ).
 
 Model: SmolLM2-135M-Instruct (tests/real_models.py, cached after the first run), or `--random`
 for a tiny random Llama. Printed as ratios current / previous (below 1 is faster).
@@ -70,6 +75,33 @@ def main() -> None:
     before = best(args.repeat, collect)
     settle_imports()
     rows.append(("one gc.collect()", before, best(args.repeat, collect)))
+
+    from converters import decompose
+    from converters.capture import capture, load
+    from converters.plan import make_plan
+    from converters.source import open_source
+
+    capture_options = ConversionOptions.from_strings(minimum_deployment_target="iOS18",
+                                                     **({"kv_cache": "stateful", "sequence_length": "128"} if args.stateful else {}))
+    plan = make_plan(open_source(str(model)), "text-generation", capture_options)
+    torch_model = load(plan)
+    one_trace = decompose._in_one_trace
+
+    def captured(source_lines: bool):
+        return lambda: capture(plan, torch_model, plan.parts[0], source_lines=source_lines)
+
+    def documented(*arguments):
+        raise RuntimeError("the documented way: export, then run_decompositions")
+
+    captured(False)()  # warm-up
+    current = best(args.repeat, captured(False))
+    decompose._in_one_trace = documented
+    try:
+        previous = best(args.repeat, captured(True))
+    finally:
+        decompose._in_one_trace = one_trace
+    rows.append((f"capture{', stateful' if args.stateful else ''} (export, decompositions)", previous, current))
+    del torch_model
 
     options = ConversionOptions.from_strings(minimum_deployment_target="iOS18",
                                              **({"kv_cache": "stateful", "sequence_length": "128"} if args.stateful else {}))
