@@ -213,7 +213,7 @@ def generate(package: Path, model_dir: Path, prompt: str, mode: str, new_tokens:
     runner = backend.runner(package)
     package_counter = _token_counter(progress, "The package", new_tokens, PYTORCH_SHARE, 1.0)
     generation, package_seconds = _timed(
-        lambda: continuation.drive(runner, mode, layout, ids, new_tokens, eos, on_token=package_counter))
+        lambda: continuation.drive(runner, mode, layout, ids, new_tokens, eos, on_token=package_counter, draft=reference))
     if generation.stopped == "length" and not generation.tokens:
         raise UserInputError(f"The prompt is {len(ids)} tokens: more than this package holds. Try a shorter one.")
     matching = next((i for i, (a, b) in enumerate(zip(reference, generation.tokens)) if a != b),

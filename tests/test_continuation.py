@@ -116,6 +116,84 @@ def test_exporters_names_are_driven_by_the_package_input_names():
     assert cont.driven_as(layout) == "swift-transformers (right-padded to 6 with attention_mask)"
 
 
+class RuleExecutor:
+    """A padded package as a rule: each row's argmax is `rule(ids up to and including that
+    row)` (a causal model), or, with `sees_all`, of the whole padded call (a package whose
+    rows see later positions). Records the calls' feeds."""
+
+    def __init__(self, rule, sees_all=False):
+        self.rule, self.sees_all, self.calls = rule, sees_all, []
+
+    def predict(self, feed, mode="fp32", state=None):
+        self.calls.append({k: np.array(v) for k, v in feed.items()})
+        ids = feed["inputIds"][0].tolist()
+        logits = np.zeros((1, len(ids), VOCAB), dtype=np.float32)
+        for row in range(len(ids)):
+            logits[0, row, self.rule(ids if self.sees_all else ids[:row + 1])] = 1
+        return {"logits": logits}
+
+
+def _next_of(prefix):  # a causal rule with no fixed point: the tokens keep changing
+    return (3 * sum(prefix) + len(prefix)) % (VOCAB - 3) + 3
+
+
+def _call_by_call(rule, prompt, new_tokens, length=16, eos=frozenset({2}), sees_all=False):
+    executor = RuleExecutor(rule, sees_all)
+    return cont.drive(executor, "fp32", _padded_layout(length), prompt, new_tokens, set(eos)), executor.calls
+
+
+def test_a_padded_package_reads_ahead_along_pytorchs_tokens_in_two_calls():
+    prompt = [3, 4, 5]
+    expected, calls = _call_by_call(_next_of, prompt, 6)
+    assert len(calls) == 6
+    executor, counts = RuleExecutor(_next_of), []
+    run = cont.drive(executor, "fp32", _padded_layout(16), prompt, 6, {2}, draft=expected.tokens, on_token=counts.append)
+    assert (run.tokens, run.stopped) == (expected.tokens, expected.stopped) and counts == [1, 2, 3, 4, 5, 6]
+    # The first call and the app's last call, byte for byte: every other answer is a row of the last.
+    assert len(executor.calls) == 2
+    for got, sent in zip(executor.calls, (calls[0], calls[-1])):
+        assert set(got) == set(sent) and all(np.array_equal(got[k], sent[k]) and got[k].dtype == sent[k].dtype for k in got)
+
+
+def test_reading_ahead_goes_on_call_by_call_where_the_package_leaves_the_draft():
+    prompt = [3, 4, 5]
+    expected, _ = _call_by_call(_next_of, prompt, 7)
+    draft = list(expected.tokens)
+    draft[3] = (draft[3] + 1 - 3) % (VOCAB - 3) + 3  # PyTorch wrote another 4th token
+    executor = RuleExecutor(_next_of)
+    run = cont.drive(executor, "fp32", _padded_layout(16), prompt, 7, {2}, draft=draft)
+    assert run.tokens == expected.tokens
+    assert len(executor.calls) == 2 + 3  # the first, the read-ahead (tokens 2-4), then tokens 5, 6 and 7 one call each
+    first_token_only = cont.drive(RuleExecutor(_next_of), "fp32", _padded_layout(16), prompt, 7, {2}, draft=[9, *draft[1:]])
+    assert first_token_only.tokens == expected.tokens
+
+
+def test_reading_ahead_stops_at_eos_and_at_the_length_as_call_by_call_does():
+    def ends(prefix):  # EOS once the sequence is 7 long
+        return 2 if len(prefix) >= 7 else _next_of(prefix)
+
+    for rule, length in ((ends, 16), (_next_of, 7)):
+        expected, calls = _call_by_call(rule, [3, 4, 5], 10, length=length)
+        executor = RuleExecutor(rule)
+        run = cont.drive(executor, "fp32", _padded_layout(length), [3, 4, 5], 10, {2}, draft=expected.tokens + [5, 6])
+        assert (run.tokens, run.stopped) == (expected.tokens, expected.stopped) and len(executor.calls) == 2
+    assert {expected.stopped for expected in (_call_by_call(ends, [3, 4, 5], 10)[0], _call_by_call(_next_of, [3, 4, 5], 10, length=7)[0])} == {"eos", "length"}
+
+
+def test_a_package_whose_rows_see_later_positions_is_driven_call_by_call():
+    prompt = [3, 4, 5]
+
+    def whole(ids):  # the padding, or the draft, changes every row
+        return (sum(ids) + 5 * sum(1 for i in ids if i)) % (VOCAB - 3) + 3
+
+    expected, calls = _call_by_call(whole, prompt, 5, sees_all=True)
+    draft = [(t + 1 - 3) % (VOCAB - 3) + 3 for t in expected.tokens]  # the first row differs when the draft is seen
+    draft[0] = expected.tokens[0]
+    executor = RuleExecutor(whole, sees_all=True)
+    run = cont.drive(executor, "fp32", _padded_layout(16), prompt, 5, {2}, draft=draft)
+    assert run.tokens == expected.tokens and len(executor.calls) == 1 + 1 + 4  # the check's call is extra, then one per token
+
+
 def test_stateful_swift_driving_prefills_then_sends_one_token_with_zero_masks():
     executor = RecordingExecutor([7, 8, 9])
     layout = _stateful_layout()

@@ -135,6 +135,49 @@ def test_real_llm_default_float16_package_validates(llm_default, transformers_gr
     _assert_continues_like_pytorch(report["validation"], "right-padded to 128 with attentionMask", transformers_greedy)
 
 
+def test_reading_the_default_package_ahead_gives_the_apps_calls_rows_bit_for_bit(llm_default, transformers_greedy, real_llm):
+    """Validation and Try it read a padded package's tokens ahead along PyTorch's (one call for
+    many: continuation.drive_padded). On real weights, in fp16 emulation: the same tokens as
+    swift-transformers' call-by-call loop, each row read the loop's own row bit for bit, and
+    where PyTorch's draft is left, the loop's tokens still."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from converters.backends import backend_for_package
+    from converters.validation import continuation
+
+    class Recording:
+        def __init__(self, runner):
+            self.runner, self.calls = runner, []
+
+        def predict(self, feed, mode, state=None):
+            outputs = self.runner.predict(feed, mode=mode)
+            self.calls.append((feed, np.asarray(outputs["logits"])[0]))
+            return outputs
+
+    package = llm_default.packages[0]
+    backend = backend_for_package(package, check=False)
+    layout, runner = continuation.layout(backend.describe(package)), backend.runner(package)
+    prompt = llm_default.report_json["validation"]["continuation"]["prompt_ids"]
+    eos = {AutoTokenizer.from_pretrained(real_llm).eos_token_id}
+
+    def drive(draft=()):
+        recording = Recording(runner)
+        return continuation.drive(recording, "fp16", layout, prompt, 8, eos, draft=draft), recording.calls
+
+    loop, loop_calls = drive()
+    ahead, ahead_calls = drive(transformers_greedy)
+    assert loop.tokens == ahead.tokens == transformers_greedy and (len(loop_calls), len(ahead_calls)) == (8, 2)
+    assert all(np.array_equal(ahead_calls[1][0][name], loop_calls[-1][0][name]) for name in loop_calls[-1][0])
+    for step, (_, rows) in enumerate(loop_calls):
+        position = len(prompt) - 1 + step
+        assert np.array_equal(rows[position], ahead_calls[0 if step == 0 else 1][1][position]), step
+    elsewhere = list(transformers_greedy)
+    elsewhere[3] = elsewhere[0]  # PyTorch wrote another fourth token
+    left, left_calls = drive(elsewhere)
+    assert left.tokens == loop.tokens and len(left_calls) == 2 + 4
+
+
 def test_real_llm_stateful_package_validates(llm_stateful, transformers_greedy):
     report = llm_stateful.report_json
     assert report["options"]["kv_cache"] == "stateful" and report["options"]["minimum_deployment_target"] == "iOS18"

@@ -11,7 +11,9 @@ an app feeds it (padding, mask layout, cache positions across calls).
   `Sources/Generation/Generation.swift`; see DESIGN.md):
   * non-stateful: every step the whole sequence so far, right-padded with token 0 to the
     fixed length L of `inputIds`, an int32 attention mask [1, L] (1s then 0s), row
-    tokenCount - 1 read;
+    tokenCount - 1 read. Given PyTorch's tokens as a draft, the driver reads them ahead: the
+    app's last call holds every earlier call's row when the package is causal, which the
+    driver checks bit for bit before it trusts it (drive_padded);
   * stateful (`keyCache`/`valueCache` states): a fresh zero state, the prompt at once with
     a ZERO float16 causalMask [1, 1, 1, n + 1], then one token per call with zeros
     [1, 1, 1, T + 1] (T tokens so far, the new one included), the last row read.
@@ -193,20 +195,60 @@ def padded_feed(layout_: Layout, sequence: list[int]) -> dict[str, np.ndarray]:
 
 
 def drive_padded(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int],
-                 on_token: OnToken = _no_count) -> Generation:
+                 on_token: OnToken = _no_count, draft: list[int] = ()) -> Generation:
+    """swift-transformers' loop: one call per token, each with the whole sequence so far.
+
+    `draft`, tokens expected to come next (PyTorch's continuation), lets one call read many
+    tokens: a causal model's row i depends only on positions 0..i, so the call swift-
+    transformers makes last — the sequence with every token written — holds in its rows all
+    the earlier calls' answers, as long as each token it reads equals the draft's (each
+    row's input is then exactly what the app would have sent). That the package is causal
+    is checked, not assumed: the call with the draft must give the row the plain first call
+    gave, bit for bit; if not, or where the package leaves the draft, it goes on one call
+    per token as the app does."""
     run = Generation()
+    ahead = bool(draft)  # the look-ahead is tried once, after the plain first call
+    first_row = None
     while len(run.tokens) < new_tokens:
         sequence = prompt + run.tokens
         if len(sequence) > layout_.length:
             run.stopped = "length"
             break
-        outputs = executor.predict(padded_feed(layout_, sequence), mode=mode)
-        stop = _next(_logits(outputs)[0, len(sequence) - 1], run.tokens, eos)
+        if ahead and first_row is not None:
+            ahead = False
+            if _read_ahead(executor, mode, layout_, prompt, new_tokens, eos, draft, first_row, run, on_token):
+                break
+            continue
+        row = _logits(executor.predict(padded_feed(layout_, sequence), mode=mode))[0, len(sequence) - 1]
+        first_row = row if first_row is None else first_row
+        stop = _next(row, run.tokens, eos)
         on_token(len(run.tokens))
         if stop:
             run.stopped = "eos"
             break
+        ahead = ahead and run.tokens == list(draft[:1])
     return run
+
+
+def _read_ahead(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int],
+                draft: list[int], first_row: np.ndarray, run: Generation, on_token: OnToken) -> bool:
+    """After the first token (equal to the draft's): one call with the prompt and the draft,
+    and the tokens its rows give while they follow the draft. True when generation ended."""
+    # Rows len(prompt) .. len(prompt) + k - 1 answer tokens 2 .. k + 1; their inputs reach draft[k - 1].
+    count = min(new_tokens - 1, len(draft), layout_.length - len(prompt))
+    sequence = prompt + list(draft[:count])
+    rows = _logits(executor.predict(padded_feed(layout_, sequence), mode=mode))[0]
+    if not np.array_equal(np.asarray(rows[len(prompt) - 1]), np.asarray(first_row)):
+        return False  # not causal as fed: the next rows may see the draft; go on call by call
+    for position in range(len(prompt), len(sequence)):
+        stop = _next(rows[position], run.tokens, eos)
+        on_token(len(run.tokens))
+        if stop:
+            run.stopped = "eos"
+            return True
+        if run.tokens[-1] != draft[len(run.tokens) - 1]:
+            return len(run.tokens) >= new_tokens  # left the draft: later rows read the draft's token, not this one
+    return len(run.tokens) >= new_tokens
 
 
 def stateful_feed(layout_: Layout, new: list[int], total: int, pattern: str = SWIFT) -> dict[str, np.ndarray]:
@@ -259,11 +301,12 @@ def driven_as(layout_: Layout, pattern: str = SWIFT) -> str:
 
 
 def drive(executor, mode: str, layout_: Layout, prompt: list[int], new_tokens: int, eos: set[int], pattern: str = SWIFT,
-          on_token: OnToken = _no_count) -> Generation:
-    """The package's greedy continuation of `prompt`; `on_token(count)` after each new token."""
+          on_token: OnToken = _no_count, draft: list[int] = ()) -> Generation:
+    """The package's greedy continuation of `prompt`; `on_token(count)` after each new token.
+    `draft`: the tokens PyTorch wrote, which a padded package may read ahead (drive_padded)."""
     if layout_.stateful:
         return drive_stateful(executor, mode, layout_, prompt, new_tokens, eos, pattern, on_token)
-    return drive_padded(executor, mode, layout_, prompt, new_tokens, eos, on_token)
+    return drive_padded(executor, mode, layout_, prompt, new_tokens, eos, on_token, draft)
 
 
 # ------------------------------------------------------------------------- comparing
@@ -305,7 +348,7 @@ def run_package(ref: Reference, executor, info: dict, part: str, mode: str, atol
         return None
     entry = {"package": part, "mode": mode, "driven_as": driven_as(layout_, pattern)}
     try:
-        run = drive(executor, mode, layout_, ref.prompt_ids, len(ref.tokens), ref.eos, pattern, on_token)
+        run = drive(executor, mode, layout_, ref.prompt_ids, len(ref.tokens), ref.eos, pattern, on_token, ref.tokens)
     except Exception as error:  # noqa: BLE001 - a package that cannot be driven fails the check, with the reason
         return {**entry, "text": None, "token_ids": [], "matching_tokens": 0, "tokens_compared": len(ref.tokens), "value": 0.0,
                 "passed": False, "stopped": "error", "error": f"{type(error).__name__}: {error}"}
